@@ -1,0 +1,148 @@
+//! The backends a signal is read from, and what they answer.
+//!
+//! A [`Query`] is the fully resolved request (backend, query text, tenant): it is the
+//! cache key, so two triggers asking the same thing share one backend call. Each
+//! backend lives in its own folder and turns a query into a [`Reading`].
+
+use std::time::Duration;
+
+use crate::signal::{TraceMeasure, TraceSelector};
+
+/// One fully resolved backend request; also the cache key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Query {
+    Prometheus(PromQuery),
+    Tempo(TempoQuery),
+    Sqs(SqsQuery),
+    Otlp(OtlpQuery),
+}
+
+impl Query {
+    /// The backend label used in metrics and error messages, e.g. `prometheus/default`.
+    pub fn backend_label(&self) -> String {
+        match self {
+            Query::Prometheus(q) => format!("prometheus/{}", q.backend),
+            Query::Tempo(q) => format!("tempo/{}", q.backend),
+            Query::Sqs(_) => "sqs".to_string(),
+            Query::Otlp(_) => "otlp".to_string(),
+        }
+    }
+}
+
+/// An instant PromQL query against a named Prometheus backend.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PromQuery {
+    pub backend: String,
+    pub promql: String,
+}
+
+/// How the series of a TraceQL metrics answer become one number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TempoReduce {
+    /// The answer has at most one series; its value is the reading.
+    Single,
+    /// The answer is `rate() by (span:status)`: error series / all series.
+    ErrorRatio,
+}
+
+/// A TraceQL metrics query against a named Tempo backend.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TempoQuery {
+    pub backend: String,
+    /// `X-Scope-OrgID`; `None` uses the backend's default tenant.
+    pub tenant: Option<String>,
+    pub traceql: String,
+    /// The `since` window of the instant query.
+    pub since: Duration,
+    pub reduce: TempoReduce,
+}
+
+/// One `GetQueueAttributes` call. The flags of KEDA's `aws-sqs-queue` are applied to the
+/// reading afterwards, so every trigger on a queue shares one call.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SqsQuery {
+    /// A full queue URL, or a bare queue name resolved in `region`.
+    pub queue: String,
+    /// `None` uses the region of the scaler's AWS configuration.
+    pub region: Option<String>,
+    /// Role to assume through STS, when the operator allows per-trigger roles.
+    pub role_arn: Option<String>,
+}
+
+/// A read from the embedded trace store.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OtlpQuery {
+    pub selector: TraceSelector,
+    pub measure: TraceMeasure,
+    pub window: Duration,
+}
+
+/// An SQS queue's approximate message counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueDepth {
+    pub visible: u64,
+    pub in_flight: u64,
+    pub delayed: u64,
+}
+
+impl QueueDepth {
+    /// KEDA's `aws-sqs-queue` sum: visible + in flight (if on) + delayed (if on).
+    pub fn total(self, scale_on_in_flight: bool, scale_on_delayed: bool) -> u64 {
+        let mut n = self.visible;
+        if scale_on_in_flight {
+            n += self.in_flight;
+        }
+        if scale_on_delayed {
+            n += self.delayed;
+        }
+        n
+    }
+}
+
+/// What a backend answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reading {
+    /// One number; `None` when the backend had no data (an empty result or NaN).
+    Value(Option<f64>),
+    /// An SQS queue's counts.
+    Queue(QueueDepth),
+}
+
+/// Why a backend gave no reading. Messages name the backend and never carry secrets.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SourceError {
+    #[error("{backend}: no answer within {}", humantime::format_duration(*.timeout))]
+    Timeout { backend: String, timeout: Duration },
+    #[error("{backend}: cannot connect: {detail}")]
+    Connect { backend: String, detail: String },
+    #[error("{backend}: unavailable: {detail}")]
+    Unavailable { backend: String, detail: String },
+    #[error("{backend}: rejected the query: {detail}")]
+    BadQuery { backend: String, detail: String },
+    #[error("{backend}: {what} not found")]
+    NotFound { backend: String, what: String },
+    #[error("{backend}: access denied: {detail}")]
+    PermissionDenied { backend: String, detail: String },
+    #[error("{backend}: unexpected answer: {detail}")]
+    BadResponse { backend: String, detail: String },
+    #[error("no {kind} backend named {name:?} is configured")]
+    UnknownBackend { kind: &'static str, name: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_sums_follow_keda() {
+        let d = QueueDepth {
+            visible: 7,
+            in_flight: 3,
+            delayed: 2,
+        };
+        assert_eq!(d.total(true, false), 10);
+        assert_eq!(d.total(false, false), 7);
+        assert_eq!(d.total(true, true), 12);
+        assert_eq!(d.total(false, true), 9);
+    }
+}
