@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+pub mod http;
+
 use crate::signal::{TraceMeasure, TraceSelector};
 
 /// One fully resolved backend request; also the cache key.
