@@ -16,7 +16,7 @@ use reqwest::StatusCode;
 use crate::signal::format_window;
 use crate::source::http::{describe_reqwest_error, HttpBackend, HttpConfigError};
 use crate::source::{Reading, SourceError, TempoQuery};
-use crate::telemetry::Metrics;
+use crate::telemetry::{BackendLabels, Metrics};
 
 pub use config::{
     parse_allow, validate_tenant, TempoApi, TempoBackendConfig, TenantDenied, TenantPolicy,
@@ -126,33 +126,45 @@ impl TempoSource {
             })?;
         }
         let started = Instant::now();
-        let result = match tokio::time::timeout(self.timeout, backend.call(q, tenant)).await {
-            Ok(result) => result,
+        let answer = match tokio::time::timeout(self.timeout, backend.call(q, tenant)).await {
+            Ok(answer) => answer,
             Err(_) => Err(backend.timed_out()),
         };
-        let outcome = match &result {
+        if let Ok(response::Answer {
+            partial: Some(message),
+            ..
+        }) = &answer
+        {
+            self.metrics
+                .tempo_partial_responses
+                .get_or_create(&BackendLabels {
+                    backend: backend.label.clone(),
+                })
+                .inc();
+            tracing::warn!(
+                backend = %backend.label,
+                message = %message,
+                "tempo answered PARTIAL; using the value"
+            );
+        }
+        // An answer that does not reduce to one number (several series) fails the fetch,
+        // and counts as an error like any other failed call.
+        let reading = answer.and_then(|answer| {
+            response::reduce(&answer, q.reduce)
+                .map(Reading::Value)
+                .map_err(|detail| SourceError::BadResponse {
+                    backend: backend.label.clone(),
+                    detail,
+                })
+        });
+        let outcome = match &reading {
             Ok(_) => "success",
             Err(SourceError::Timeout { .. }) => "timeout",
             Err(_) => "error",
         };
         self.metrics
             .record_backend(&backend.label, outcome, started.elapsed());
-        let answer = result?;
-        if let Some(message) = &answer.partial {
-            self.metrics
-                .tempo_partial_responses
-                .get_or_create(&crate::telemetry::BackendLabels {
-                    backend: backend.label.clone(),
-                })
-                .inc();
-            tracing::warn!(backend = %backend.label, message = %message, "tempo answered PARTIAL; using the value");
-        }
-        response::reduce(&answer, q.reduce)
-            .map(Reading::Value)
-            .map_err(|detail| SourceError::BadResponse {
-                backend: backend.label.clone(),
-                detail,
-            })
+        reading
     }
 }
 
