@@ -17,6 +17,7 @@ use crate::config::{ConfigError, ServeArgs, Settings};
 use crate::proto::external_scaler_server::ExternalScalerServer;
 use crate::scaler::{Engine, EngineConfig, ScalerService};
 use crate::source::prometheus::PrometheusSource;
+use crate::source::tempo::TempoSource;
 use crate::source::Sources;
 use crate::telemetry::{new_registry, Metrics};
 
@@ -39,11 +40,18 @@ pub fn build_engine(settings: &Settings, metrics: Arc<Metrics>) -> Result<Engine
         metrics.clone(),
     )
     .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-    let sources = Sources { prometheus };
+    let tempo = TempoSource::new(
+        settings.tempo.clone(),
+        settings.backend_timeout,
+        metrics.clone(),
+    )
+    .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    let sources = Sources { prometheus, tempo };
     Ok(Engine::new(
         EngineConfig {
             parse: settings.parse.clone(),
             conventions: settings.conventions.clone(),
+            tenant_policy: settings.tenant_policy.clone(),
             cache_ttl: settings.cache_ttl,
             cache: CacheConfig {
                 timeout: settings.backend_timeout,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 pub mod http;
 pub mod prometheus;
+pub mod tempo;
 
 use crate::signal::{TraceMeasure, TraceSelector};
 
@@ -135,6 +136,7 @@ pub enum SourceError {
 /// Every configured backend; dispatches a [`Query`] to the one it names.
 pub struct Sources {
     pub prometheus: prometheus::PrometheusSource,
+    pub tempo: tempo::TempoSource,
 }
 
 impl Sources {
@@ -143,10 +145,7 @@ impl Sources {
     pub async fn fetch(&self, q: &Query) -> Result<Reading, SourceError> {
         match q {
             Query::Prometheus(q) => self.prometheus.fetch(q).await,
-            Query::Tempo(q) => Err(SourceError::UnknownBackend {
-                kind: "tempo",
-                name: q.backend.clone(),
-            }),
+            Query::Tempo(q) => self.tempo.fetch(q).await,
             Query::Sqs(_) => Err(SourceError::UnknownBackend {
                 kind: "sqs",
                 name: "sqs".into(),
