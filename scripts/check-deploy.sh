@@ -34,5 +34,7 @@ if [ ! -x "$promtool" ]; then
 fi
 [ -x "$promtool" ] || { echo "error: $promtool not found after installing prometheus" >&2; exit 1; }
 export PROMTOOL=$promtool
+# No __pycache__ beside the scripts in the work tree.
+export PYTHONDONTWRITEBYTECODE=1
 
 exec "$venv/bin/python" scripts/deploy_checks/run.py "$@"
