@@ -167,6 +167,10 @@ def live_checks(report, proc, admin, addrs, used, log_path):
     results = {name: resolve(name, samples, types) for name in used}
     bad = [f"{n}: {r}" for n, r in sorted(results.items()) if r not in ("sampled", "declared")]
     declared = sorted(n for n, r in results.items() if r == "declared")
+    if bad and not workload:
+        # prometheus-client writes a labelled family only once it has a series.
+        bad.append("labelled families appear only once traffic flows: set DEPLOY_CHECK_WORKLOAD "
+                   "to a command that drives the server (see scripts/deploy_checks/run.py)")
     report.check("live: scrape declares every metric the dashboard and rules use", bad,
                  f"{len(used)} names, {len(used) - len(declared) - len(bad)} with samples")
     if workload:
