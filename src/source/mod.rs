@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 pub mod http;
+pub mod sqs;
 
 use crate::signal::{TraceMeasure, TraceSelector};
 
@@ -69,6 +70,9 @@ pub struct SqsQuery {
     pub region: Option<String>,
     /// Role to assume through STS, when the operator allows per-trigger roles.
     pub role_arn: Option<String>,
+    /// SQS endpoint (KEDA's `awsEndpoint`), when the operator allows per-trigger endpoints;
+    /// `None` uses the scaler's `--aws-endpoint`, else the region's public endpoint.
+    pub endpoint: Option<String>,
 }
 
 /// A read from the embedded trace store.
