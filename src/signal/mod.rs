@@ -4,6 +4,7 @@
 //! (`promql`, `traceql`); the sources in `crate::source` send what they build.
 
 pub mod hpa;
+pub mod promql;
 
 use std::fmt;
 use std::time::Duration;
