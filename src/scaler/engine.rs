@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::cache::{CacheConfig, SignalCache};
 use crate::signal::promql::{self, Convention};
-use crate::source::{OtlpQuery, PromQuery, Query, Reading, SourceError, Sources};
+use crate::source::{OtlpQuery, PromQuery, Query, Reading, SourceError, Sources, SqsQuery};
 use crate::telemetry::Metrics;
 use crate::trigger::{self, ParseOptions, Problem, Signal, SourceKind, Trigger, TriggerError};
 
@@ -136,6 +136,13 @@ impl Engine {
                     promql: q.clone(),
                 })
             }
+            // The parser has already refused `awsRoleArn` / `awsEndpoint` unless allowed.
+            (Signal::QueueDepth(spec), SourceKind::Sqs) => Query::Sqs(SqsQuery {
+                queue: spec.queue.clone(),
+                region: spec.region.clone(),
+                role_arn: spec.role_arn.clone(),
+                endpoint: spec.endpoint.clone(),
+            }),
             (Signal::Trace { selector, measure }, SourceKind::Otlp) => Query::Otlp(OtlpQuery {
                 selector: selector.clone(),
                 measure: *measure,

@@ -139,6 +139,7 @@ pub enum SourceError {
 /// Every configured backend; dispatches a [`Query`] to the one it names.
 pub struct Sources {
     pub prometheus: prometheus::PrometheusSource,
+    pub sqs: sqs::SqsSource,
 }
 
 impl Sources {
@@ -151,10 +152,7 @@ impl Sources {
                 kind: "tempo",
                 name: q.backend.clone(),
             }),
-            Query::Sqs(_) => Err(SourceError::UnknownBackend {
-                kind: "sqs",
-                name: "sqs".into(),
-            }),
+            Query::Sqs(q) => self.sqs.fetch(q).await,
             Query::Otlp(_) => Err(SourceError::UnknownBackend {
                 kind: "otlp",
                 name: "embedded".into(),
@@ -173,11 +171,20 @@ impl Sources {
                 q.traceql,
                 crate::signal::format_window(q.since)
             ),
-            Query::Sqs(q) => format!(
-                "sqs GetQueueAttributes {} (region {})",
-                q.queue,
-                q.region.as_deref().unwrap_or("<default>")
-            ),
+            Query::Sqs(q) => {
+                let mut s = format!(
+                    "sqs GetQueueAttributes {} (region {})",
+                    q.queue,
+                    q.region.as_deref().unwrap_or("<default>")
+                );
+                if let Some(role) = &q.role_arn {
+                    s.push_str(&format!(" as {role}"));
+                }
+                if let Some(endpoint) = &q.endpoint {
+                    s.push_str(&format!(" at {endpoint}"));
+                }
+                s
+            }
             Query::Otlp(q) => format!(
                 "otlp store: {:?} of service {:?} kind {} version {} over {}",
                 q.measure,

@@ -62,9 +62,14 @@ struct ClientKey {
     role_arn: Option<String>,
 }
 
+/// Makes the loader of the base AWS configuration (called again if a load is abandoned).
+type LoaderFn = Box<dyn Fn() -> ConfigLoader + Send + Sync>;
+
 /// Reads SQS queue depths. Cheap to share behind an `Arc`; every method takes `&self`.
 pub struct SqsSource {
-    base: SdkConfig,
+    /// The base AWS configuration (default credential chain), loaded once.
+    base: tokio::sync::OnceCell<SdkConfig>,
+    loader: LoaderFn,
     config: SqsConfig,
     timeout: Duration,
     metrics: Arc<Metrics>,
@@ -78,42 +83,47 @@ impl std::fmt::Debug for SqsSource {
         f.debug_struct("SqsSource")
             .field("config", &self.config)
             .field("timeout", &self.timeout)
+            .field("loaded", &self.base.initialized())
             .field("clients_created", &self.clients_created())
             .finish_non_exhaustive()
     }
 }
 
 impl SqsSource {
-    /// Loads the AWS default chain once (credentials are fetched lazily, on the first call)
-    /// and creates the source. Each fetch, queue-name resolution included, is bounded by
-    /// `timeout`.
+    /// Loads the AWS default chain now (credentials themselves are fetched on the first
+    /// call) and creates the source. Each fetch, queue-name resolution included, is
+    /// bounded by `timeout`.
     pub async fn new(config: SqsConfig, timeout: Duration, metrics: Arc<Metrics>) -> Self {
+        let source = Self::lazy(config, timeout, metrics);
+        source.base().await;
+        source
+    }
+
+    /// Like [`SqsSource::new`], but the AWS default chain is loaded on the first fetch:
+    /// a server with no SQS trigger never looks for AWS configuration (no IMDS probe at
+    /// start-up), and building the source needs no runtime.
+    pub fn lazy(config: SqsConfig, timeout: Duration, metrics: Arc<Metrics>) -> Self {
         Self::with_loader(
-            aws_config::defaults(BehaviorVersion::latest()),
+            || aws_config::defaults(BehaviorVersion::latest()),
             config,
             timeout,
             metrics,
         )
-        .await
     }
 
-    /// Like [`SqsSource::new`], from a prepared loader: tests and tools set credentials or an
-    /// endpoint on it (e.g. `.credentials_provider(…)`, `.endpoint_url(…)`). The loader's
-    /// endpoint also serves STS when a trigger assumes a role; `config.endpoint` is for SQS
-    /// only, as KEDA's `awsEndpoint`.
-    pub async fn with_loader(
-        loader: ConfigLoader,
+    /// Like [`SqsSource::lazy`], from prepared loaders: tests and tools set credentials or
+    /// an endpoint on them (e.g. `.credentials_provider(…)`, `.endpoint_url(…)`). The
+    /// loader's endpoint also serves STS when a trigger assumes a role; `config.endpoint`
+    /// is for SQS only, as KEDA's `awsEndpoint`.
+    pub fn with_loader(
+        loader: impl Fn() -> ConfigLoader + Send + Sync + 'static,
         config: SqsConfig,
         timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let loader = match &config.region {
-            Some(region) => loader.region(Region::new(region.clone())),
-            None => loader,
-        };
-        let base = loader.load().await;
         SqsSource {
-            base,
+            base: tokio::sync::OnceCell::new(),
+            loader: Box::new(loader),
             config,
             timeout,
             metrics,
@@ -121,6 +131,20 @@ impl SqsSource {
             queue_urls: moka::future::Cache::new(MAX_QUEUE_URLS),
             clients_created: AtomicUsize::new(0),
         }
+    }
+
+    /// The base configuration, loaded on first use with `--aws-region` applied.
+    async fn base(&self) -> &SdkConfig {
+        self.base
+            .get_or_init(|| async {
+                let loader = (self.loader)();
+                let loader = match &self.config.region {
+                    Some(region) => loader.region(Region::new(region.clone())),
+                    None => loader,
+                };
+                loader.load().await
+            })
+            .await
     }
 
     /// How many SQS clients this source has created so far (each with its own connection
@@ -133,7 +157,10 @@ impl SqsSource {
     /// the first time a bare name is seen).
     pub async fn fetch(&self, q: &SqsQuery) -> Result<Reading, SourceError> {
         let started = Instant::now();
-        let result = match tokio::time::timeout(self.timeout, self.depth(q)).await {
+        // Boxed: the SDK's futures are deep enough to exceed the compiler's layout
+        // recursion limit in callers that nest this one (the cache, the gRPC service).
+        let depth = Box::pin(self.depth(q));
+        let result = match tokio::time::timeout(self.timeout, depth).await {
             Ok(result) => result,
             Err(_) => Err(self.timed_out(&q.queue)),
         };
@@ -155,7 +182,8 @@ impl SqsSource {
             backend: BACKEND.to_string(),
             detail: "empty queue URL".to_string(),
         })?;
-        let key = self.client_key(q, queue)?;
+        let default_region = self.base().await.region().map(Region::as_ref);
+        let key = self.client_key(q, queue, default_region)?;
         let client = self.client(&key).await;
         let url = match queue {
             QueueRef::Url(url) => url.to_string(),
@@ -185,12 +213,17 @@ impl SqsSource {
         }
     }
 
-    fn client_key(&self, q: &SqsQuery, queue: QueueRef<'_>) -> Result<ClientKey, SourceError> {
+    fn client_key(
+        &self,
+        q: &SqsQuery,
+        queue: QueueRef<'_>,
+        default_region: Option<&str>,
+    ) -> Result<ClientKey, SourceError> {
         let region = resolve_region(
             q.region.as_deref(),
             queue,
             self.config.region.as_deref(),
-            self.base.region().map(Region::as_ref),
+            default_region,
         )
         .ok_or_else(|| SourceError::BadQuery {
             backend: BACKEND.to_string(),
@@ -230,8 +263,9 @@ impl SqsSource {
     }
 
     async fn build_client(&self, key: &ClientKey) -> Client {
+        let base = self.base().await;
         let region = Region::new(key.region.clone());
-        let mut conf = aws_sdk_sqs::config::Builder::from(&self.base).region(region.clone());
+        let mut conf = aws_sdk_sqs::config::Builder::from(base).region(region.clone());
         if let Some(endpoint) = &key.endpoint {
             conf = conf.endpoint_url(endpoint);
         }
@@ -241,7 +275,7 @@ impl SqsSource {
             let provider = AssumeRoleProvider::builder(role_arn)
                 .session_name(ROLE_SESSION_NAME)
                 .region(region)
-                .configure(&self.base)
+                .configure(base)
                 .build()
                 .await;
             conf = conf.credentials_provider(provider);
