@@ -1,10 +1,12 @@
 //! The SQS source against a real SQS API (moto's server), plus fakes for throttling,
-//! garbage answers and silence.
+//! garbage answers and silence; and `source: sqs` through the scaler's gRPC API.
 //!
 //! Needs `moto_server`: run `scripts/install-moto.sh` once, or set `MOTO_SERVER`.
 
 mod fake;
+mod grpc;
 mod moto;
+mod scaler;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -39,7 +41,8 @@ async fn source_at(endpoint: &str, timeout: Duration) -> (SqsSource, Registry) {
         endpoint: Some(endpoint.to_string()),
         region: None,
     };
-    let source = SqsSource::with_loader(loader(endpoint), config, timeout, Arc::new(metrics)).await;
+    let sts = endpoint.to_string();
+    let source = SqsSource::with_loader(move || loader(&sts), config, timeout, Arc::new(metrics));
     (source, registry)
 }
 
