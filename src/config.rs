@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::signal::promql::{builtin_conventions, Convention};
 use crate::source::http::HttpBackendConfig;
 use crate::source::sqs::SqsConfig;
+use crate::source::tempo::{validate_tenant, TempoApi, TempoBackendConfig, TenantPolicy};
 use crate::telemetry::LogFormat;
 use crate::trigger::{parse_duration, ParseOptions, SourceKind};
 
@@ -320,6 +321,8 @@ pub(crate) fn http_backends(
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub prometheus: Vec<HttpBackendConfig>,
+    pub tempo: Vec<TempoBackendConfig>,
+    pub tenant_policy: TenantPolicy,
     pub sqs: SqsConfig,
     pub conventions: BTreeMap<String, Convention>,
     pub parse: ParseOptions,
@@ -347,6 +350,14 @@ impl BackendArgs {
                 ("prometheus-ca-file", &self.prometheus_ca_file),
             ],
         )?;
+        let tempo = self.tempo_backends()?;
+        let tenant_policy = TenantPolicy::from_flags(&self.tempo_tenant_allow).map_err(|e| {
+            ConfigError::Format {
+                flag: "tempo-tenant-allow",
+                expected: "NAMESPACE=TENANT[,TENANT…]",
+                value: e,
+            }
+        })?;
         let mut conventions = builtin_conventions();
         if let Some(path) = &self.conventions_file {
             let err = |reason: String| ConfigError::Conventions {
@@ -400,6 +411,8 @@ impl BackendArgs {
         };
         Ok(Settings {
             prometheus,
+            tempo,
+            tenant_policy,
             sqs: SqsConfig {
                 endpoint: nonempty(&self.aws_endpoint),
                 region: nonempty(&self.aws_region),
@@ -417,6 +430,64 @@ impl BackendArgs {
             max_stale: self.max_stale,
             backend_timeout: self.backend_timeout,
         })
+    }
+}
+
+impl BackendArgs {
+    fn tempo_backends(&self) -> Result<Vec<TempoBackendConfig>, ConfigError> {
+        let http = http_backends(
+            "tempo",
+            &self.tempo,
+            &[
+                ("tempo-bearer-token-file", &self.tempo_bearer_token_file),
+                ("tempo-header", &self.tempo_header),
+                ("tempo-ca-file", &self.tempo_ca_file),
+            ],
+        )?;
+        let mut backends: Vec<TempoBackendConfig> = http
+            .into_iter()
+            .map(|http| TempoBackendConfig {
+                http,
+                ..Default::default()
+            })
+            .collect();
+        let mut find = |flag: &'static str, name: &str| {
+            backends
+                .iter_mut()
+                .position(|b| b.http.name == name)
+                .ok_or_else(|| ConfigError::UnknownBackend {
+                    flag,
+                    base: "tempo",
+                    name: name.to_string(),
+                })
+        };
+        let mut tenants = Vec::new();
+        for s in &self.tempo_tenant {
+            let (name, tenant) = split_named("tempo-tenant", s)?;
+            validate_tenant(tenant).map_err(|e| ConfigError::Format {
+                flag: "tempo-tenant",
+                expected: "NAME=TENANT with a valid Tempo tenant ID",
+                value: e,
+            })?;
+            tenants.push((find("tempo-tenant", name)?, tenant.to_string()));
+        }
+        let mut apis = Vec::new();
+        for s in &self.tempo_api {
+            let (name, api) = split_named("tempo-api", s)?;
+            let api = TempoApi::parse(api).ok_or(ConfigError::Format {
+                flag: "tempo-api",
+                expected: "NAME=instant|range",
+                value: s.clone(),
+            })?;
+            apis.push((find("tempo-api", name)?, api));
+        }
+        for (i, tenant) in tenants {
+            backends[i].default_tenant = Some(tenant);
+        }
+        for (i, api) in apis {
+            backends[i].api = api;
+        }
+        Ok(backends)
     }
 }
 
@@ -481,6 +552,27 @@ mod tests {
     }
 
     #[test]
+    fn tempo_backends_collect_their_options() {
+        let s = args(&[
+            "--tempo",
+            "default=http://tempo:3200",
+            "--tempo-tenant",
+            "default=team-a",
+            "--tempo-api",
+            "default=range",
+            "--tempo-tenant-allow",
+            "shop=team-a,team-b",
+        ])
+        .backends
+        .resolve(true)
+        .unwrap();
+        assert_eq!(s.tempo[0].default_tenant.as_deref(), Some("team-a"));
+        assert_eq!(s.tempo[0].api, TempoApi::Range);
+        assert!(s.tenant_policy.check("shop", Some("team-b")).is_ok());
+        assert!(s.tenant_policy.check("other", Some("team-b")).is_err());
+    }
+
+    #[test]
     fn bad_settings_are_refused() {
         let check = |extra: &[&str]| {
             assert!(args(extra).backends.resolve(true).is_err(), "{extra:?}");
@@ -497,6 +589,10 @@ mod tests {
         check(&["--cache-ttl", "10m"]);
         check(&["--default-source", "sqs"]);
         check(&["--conventions-file", "/nonexistent/conventions.json"]);
+        check(&["--tempo-tenant", "nobackend=team-a"]);
+        check(&["--tempo", "t=http://t:3200", "--tempo-api", "t=grpc"]);
+        check(&["--tempo", "t=http://t:3200", "--tempo-tenant", "t=.."]);
+        check(&["--tempo-tenant-allow", "team-a"]);
         assert!(args(&["--no-otlp"]).backends.resolve(false).is_err());
     }
 }

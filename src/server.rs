@@ -18,6 +18,7 @@ use crate::proto::external_scaler_server::ExternalScalerServer;
 use crate::scaler::{Engine, EngineConfig, ScalerService};
 use crate::source::prometheus::PrometheusSource;
 use crate::source::sqs::SqsSource;
+use crate::source::tempo::TempoSource;
 use crate::source::Sources;
 use crate::telemetry::{new_registry, Metrics};
 
@@ -40,17 +41,28 @@ pub fn build_engine(settings: &Settings, metrics: Arc<Metrics>) -> Result<Engine
         metrics.clone(),
     )
     .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    let tempo = TempoSource::new(
+        settings.tempo.clone(),
+        settings.backend_timeout,
+        metrics.clone(),
+    )
+    .map_err(|e| ConfigError::Invalid(e.to_string()))?;
     // Lazy: the AWS default chain is only consulted once an SQS trigger is evaluated.
     let sqs = SqsSource::lazy(
         settings.sqs.clone(),
         settings.backend_timeout,
         metrics.clone(),
     );
-    let sources = Sources { prometheus, sqs };
+    let sources = Sources {
+        prometheus,
+        tempo,
+        sqs,
+    };
     Ok(Engine::new(
         EngineConfig {
             parse: settings.parse.clone(),
             conventions: settings.conventions.clone(),
+            tenant_policy: settings.tenant_policy.clone(),
             cache_ttl: settings.cache_ttl,
             cache: CacheConfig {
                 timeout: settings.backend_timeout,

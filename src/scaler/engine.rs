@@ -9,7 +9,11 @@ use std::time::Duration;
 
 use crate::cache::{CacheConfig, SignalCache};
 use crate::signal::promql::{self, Convention};
-use crate::source::{OtlpQuery, PromQuery, Query, Reading, SourceError, Sources, SqsQuery};
+use crate::signal::traceql;
+use crate::source::tempo::{validate_tenant, TenantPolicy};
+use crate::source::{
+    OtlpQuery, PromQuery, Query, Reading, SourceError, Sources, SqsQuery, TempoQuery, TempoReduce,
+};
 use crate::telemetry::Metrics;
 use crate::trigger::{self, ParseOptions, Problem, Signal, SourceKind, Trigger, TriggerError};
 
@@ -60,6 +64,8 @@ pub enum EvalError {
 pub struct EngineConfig {
     pub parse: ParseOptions,
     pub conventions: BTreeMap<String, Convention>,
+    /// Which Tempo tenants each namespace may read.
+    pub tenant_policy: TenantPolicy,
     pub cache_ttl: Duration,
     pub cache: CacheConfig,
 }
@@ -90,7 +96,7 @@ impl Engine {
     }
 
     /// Parses and resolves a trigger. Never touches a backend.
-    pub fn plan(&self, _namespace: &str, md: &HashMap<String, String>) -> Result<Plan, PlanError> {
+    pub fn plan(&self, namespace: &str, md: &HashMap<String, String>) -> Result<Plan, PlanError> {
         let trigger = trigger::parse(md, &self.config.parse)?;
         let problem = |key: &str, message: String| {
             PlanError::Invalid(TriggerError {
@@ -143,6 +149,14 @@ impl Engine {
                 role_arn: spec.role_arn.clone(),
                 endpoint: spec.endpoint.clone(),
             }),
+            (Signal::Trace { selector, measure }, SourceKind::Tempo) => {
+                let (traceql, reduce) =
+                    traceql::build(selector, *measure).map_err(|m| problem("labels", m))?;
+                self.tempo_query(namespace, &trigger, traceql, reduce)?
+            }
+            (Signal::Query(q), SourceKind::Tempo) => {
+                self.tempo_query(namespace, &trigger, q.clone(), TempoReduce::Single)?
+            }
             (Signal::Trace { selector, measure }, SourceKind::Otlp) => Query::Otlp(OtlpQuery {
                 selector: selector.clone(),
                 measure: *measure,
@@ -171,6 +185,47 @@ impl Engine {
                 names.join(", ")
             )
         })
+    }
+
+    /// Checks the Tempo backend and tenant (the namespace's policy) and builds the query.
+    fn tempo_query(
+        &self,
+        namespace: &str,
+        t: &Trigger,
+        traceql: String,
+        reduce: TempoReduce,
+    ) -> Result<Query, PlanError> {
+        let problem = |key: &str, message: String| {
+            PlanError::Invalid(TriggerError {
+                problems: vec![Problem {
+                    key: key.to_string(),
+                    message,
+                }],
+            })
+        };
+        if !self.sources.tempo.has_backend(&t.backend) {
+            return Err(problem(
+                "backend",
+                format!(
+                    "no Tempo backend named {:?} is configured on the server (--tempo NAME=URL)",
+                    t.backend
+                ),
+            ));
+        }
+        if let Some(tenant) = &t.tenant {
+            validate_tenant(tenant).map_err(|m| problem("tenant", m))?;
+        }
+        self.config
+            .tenant_policy
+            .check(namespace, t.tenant.as_deref())
+            .map_err(|e| PlanError::PermissionDenied(e.to_string()))?;
+        Ok(Query::Tempo(TempoQuery {
+            backend: t.backend.clone(),
+            tenant: t.tenant.clone(),
+            traceql,
+            since: t.window,
+            reduce,
+        }))
     }
 
     /// Reads the plan's value (from the cache, or straight from the embedded store).

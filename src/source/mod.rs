@@ -9,6 +9,7 @@ use std::time::Duration;
 pub mod http;
 pub mod prometheus;
 pub mod sqs;
+pub mod tempo;
 
 use crate::signal::{TraceMeasure, TraceSelector};
 
@@ -139,6 +140,7 @@ pub enum SourceError {
 /// Every configured backend; dispatches a [`Query`] to the one it names.
 pub struct Sources {
     pub prometheus: prometheus::PrometheusSource,
+    pub tempo: tempo::TempoSource,
     pub sqs: sqs::SqsSource,
 }
 
@@ -148,10 +150,7 @@ impl Sources {
     pub async fn fetch(&self, q: &Query) -> Result<Reading, SourceError> {
         match q {
             Query::Prometheus(q) => self.prometheus.fetch(q).await,
-            Query::Tempo(q) => Err(SourceError::UnknownBackend {
-                kind: "tempo",
-                name: q.backend.clone(),
-            }),
+            Query::Tempo(q) => self.tempo.fetch(q).await,
             Query::Sqs(q) => self.sqs.fetch(q).await,
             Query::Otlp(_) => Err(SourceError::UnknownBackend {
                 kind: "otlp",
