@@ -17,6 +17,7 @@ use crate::config::{ConfigError, ServeArgs, Settings};
 use crate::proto::external_scaler_server::ExternalScalerServer;
 use crate::scaler::{Engine, EngineConfig, ScalerService};
 use crate::source::prometheus::PrometheusSource;
+use crate::source::sqs::SqsSource;
 use crate::source::tempo::TempoSource;
 use crate::source::Sources;
 use crate::telemetry::{new_registry, Metrics};
@@ -46,7 +47,17 @@ pub fn build_engine(settings: &Settings, metrics: Arc<Metrics>) -> Result<Engine
         metrics.clone(),
     )
     .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-    let sources = Sources { prometheus, tempo };
+    // Lazy: the AWS default chain is only consulted once an SQS trigger is evaluated.
+    let sqs = SqsSource::lazy(
+        settings.sqs.clone(),
+        settings.backend_timeout,
+        metrics.clone(),
+    );
+    let sources = Sources {
+        prometheus,
+        tempo,
+        sqs,
+    };
     Ok(Engine::new(
         EngineConfig {
             parse: settings.parse.clone(),
