@@ -35,7 +35,8 @@ pub enum Command {
     Check(crate::check::CheckArgs),
 }
 
-fn duration(s: &str) -> Result<Duration, String> {
+/// Parses a duration flag value (`500ms`, `15s`, `2m`).
+pub fn duration_arg(s: &str) -> Result<Duration, String> {
     parse_duration(s).ok_or_else(|| format!("{s:?} is not a duration like 500ms, 15s, 2m"))
 }
 
@@ -61,13 +62,13 @@ pub struct ServeArgs {
     )]
     pub log_format: LogFormat,
     /// Per-ScaledObject metric series are dropped after this long without a request.
-    #[arg(long, env = "SLO_SCALER_SIGNAL_EXPIRY", value_parser = duration, default_value = "10m")]
+    #[arg(long, env = "SLO_SCALER_SIGNAL_EXPIRY", value_parser = duration_arg, default_value = "10m")]
     pub signal_expiry: Duration,
     /// How often StreamIsActive (external-push) re-evaluates a trigger.
-    #[arg(long, env = "SLO_SCALER_STREAM_INTERVAL", value_parser = duration, default_value = "5s")]
+    #[arg(long, env = "SLO_SCALER_STREAM_INTERVAL", value_parser = duration_arg, default_value = "5s")]
     pub stream_interval: Duration,
     /// How long in-flight RPCs may run after SIGTERM before the server exits.
-    #[arg(long, env = "SLO_SCALER_SHUTDOWN_GRACE", value_parser = duration, default_value = "20s")]
+    #[arg(long, env = "SLO_SCALER_SHUTDOWN_GRACE", value_parser = duration_arg, default_value = "20s")]
     pub shutdown_grace: Duration,
     /// PEM certificate for the gRPC server (TLS). Requires --tls-key-file.
     #[arg(long, env = "SLO_SCALER_TLS_CERT_FILE", requires = "tls_key_file")]
@@ -176,20 +177,20 @@ pub struct BackendArgs {
     #[arg(long, env = "SLO_SCALER_DEFAULT_SOURCE", value_enum)]
     pub default_source: Option<SourceKind>,
     /// How long a backend answer is reused.
-    #[arg(long, env = "SLO_SCALER_CACHE_TTL", value_parser = duration, default_value = "10s")]
+    #[arg(long, env = "SLO_SCALER_CACHE_TTL", value_parser = duration_arg, default_value = "10s")]
     pub cache_ttl: Duration,
     /// Smallest `cacheTTL` a trigger may ask for.
-    #[arg(long, env = "SLO_SCALER_MIN_CACHE_TTL", value_parser = duration, default_value = "1s")]
+    #[arg(long, env = "SLO_SCALER_MIN_CACHE_TTL", value_parser = duration_arg, default_value = "1s")]
     pub min_cache_ttl: Duration,
     /// Largest `cacheTTL` a trigger may ask for.
-    #[arg(long, env = "SLO_SCALER_MAX_CACHE_TTL", value_parser = duration, default_value = "5m")]
+    #[arg(long, env = "SLO_SCALER_MAX_CACHE_TTL", value_parser = duration_arg, default_value = "5m")]
     pub max_cache_ttl: Duration,
     /// After a backend failure, the last good answer is served while younger than this;
     /// then GetMetrics fails with Unavailable (so KEDA's fallback takes over).
-    #[arg(long, env = "SLO_SCALER_MAX_STALE", value_parser = duration, default_value = "2m")]
+    #[arg(long, env = "SLO_SCALER_MAX_STALE", value_parser = duration_arg, default_value = "2m")]
     pub max_stale: Duration,
     /// Hard limit on every backend call.
-    #[arg(long, env = "SLO_SCALER_BACKEND_TIMEOUT", value_parser = duration, default_value = "5s")]
+    #[arg(long, env = "SLO_SCALER_BACKEND_TIMEOUT", value_parser = duration_arg, default_value = "5s")]
     pub backend_timeout: Duration,
 }
 
@@ -217,10 +218,10 @@ pub struct OtlpArgs {
     #[arg(long, env = "SLO_SCALER_OTLP_MAX_SERIES", default_value_t = 10_000)]
     pub otlp_max_series: usize,
     /// How far back the embedded store keeps spans (the longest `window` for otlp).
-    #[arg(long, env = "SLO_SCALER_OTLP_RETENTION", value_parser = duration, default_value = "10m")]
+    #[arg(long, env = "SLO_SCALER_OTLP_RETENTION", value_parser = duration_arg, default_value = "10m")]
     pub otlp_retention: Duration,
     /// Time resolution of the embedded store.
-    #[arg(long, env = "SLO_SCALER_OTLP_BUCKET_WIDTH", value_parser = duration, default_value = "1s")]
+    #[arg(long, env = "SLO_SCALER_OTLP_BUCKET_WIDTH", value_parser = duration_arg, default_value = "1s")]
     pub otlp_bucket_width: Duration,
     /// Largest OTLP request accepted.
     #[arg(long, env = "SLO_SCALER_OTLP_MAX_REQUEST_BYTES", default_value_t = 16 << 20)]
