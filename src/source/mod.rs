@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 pub mod http;
+pub mod otlp;
 
 use crate::signal::{TraceMeasure, TraceSelector};
 
