@@ -6,11 +6,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::registry::Registry;
 use slo_scaler::signal::{Quantile, SpanKind, TraceMeasure, TraceSelector};
-use slo_scaler::source::otlp::{grpc_service, http_router, ManualClock, Store, StoreConfig};
+use slo_scaler::source::otlp::{
+    grpc_server, grpc_service, http_router, ManualClock, Store, StoreConfig,
+};
 use slo_scaler::source::{OtlpQuery, Reading};
 use slo_scaler::telemetry::Metrics;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 /// The store clock: 2024-08-21T10:00:00Z, on a bucket boundary.
 pub fn t0() -> SystemTime {
@@ -36,13 +38,15 @@ impl Harness {
                 .expect("default config is valid"),
         );
 
-        let grpc_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gRPC");
-        let grpc = grpc_listener.local_addr().expect("gRPC address");
+        let incoming = TcpIncoming::bind(([127, 0, 0, 1], 0).into())
+            .expect("bind gRPC")
+            .with_nodelay(Some(true));
+        let grpc = incoming.local_addr().expect("gRPC address");
         let service = grpc_service(Arc::clone(&store), Arc::clone(&metrics));
         tokio::spawn(
-            tonic::transport::Server::builder()
+            grpc_server()
                 .add_service(service)
-                .serve_with_incoming(TcpListenerStream::new(grpc_listener)),
+                .serve_with_incoming(incoming),
         );
 
         let http_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind HTTP");

@@ -10,5 +10,5 @@ pub mod receiver;
 pub mod sketch;
 pub mod store;
 
-pub use receiver::{grpc_service, http_router, OtlpGrpc, DEFAULT_MAX_MESSAGE_BYTES};
+pub use receiver::{grpc_server, grpc_service, http_router, OtlpGrpc, DEFAULT_MAX_MESSAGE_BYTES};
 pub use store::{Clock, IngestSummary, ManualClock, Store, StoreConfig, StoreConfigError};

@@ -57,6 +57,22 @@ pub fn grpc_service(store: Arc<Store>, metrics: Arc<Metrics>) -> TraceServiceSer
         .max_decoding_message_size(DEFAULT_MAX_MESSAGE_BYTES)
 }
 
+/// HTTP/2 flow-control windows of the OTLP/gRPC listener: exporters send requests of
+/// hundreds of KiB, which the 64 KiB default window splits into round trips.
+pub const GRPC_STREAM_WINDOW_BYTES: u32 = 4 << 20;
+pub const GRPC_CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
+
+/// A tonic server builder tuned for OTLP ingest: `TCP_NODELAY` (applied by `serve` /
+/// `serve_with_shutdown`; with `serve_with_incoming`, bind a
+/// `TcpIncoming::bind(addr)?.with_nodelay(Some(true))`) and wide flow-control windows.
+/// Without `TCP_NODELAY`, loopback ingest drops about sixfold (see the bench).
+pub fn grpc_server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .initial_stream_window_size(Some(GRPC_STREAM_WINDOW_BYTES))
+        .initial_connection_window_size(Some(GRPC_CONNECTION_WINDOW_BYTES))
+}
+
 #[derive(Clone)]
 struct HttpState {
     store: Arc<Store>,
