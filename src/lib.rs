@@ -3,9 +3,16 @@
 //! See ARCHITECTURE.md for the code map and its invariants.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod cache;
+pub mod check;
+pub mod config;
+pub mod scaler;
+pub mod server;
 pub mod signal;
 pub mod source;
 pub mod telemetry;
+pub mod trigger;
 
 /// The generated KEDA external scaler protocol (`proto/externalscaler.proto`).
 pub mod proto {

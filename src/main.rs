@@ -1,1 +1,92 @@
-fn main() {}
+//! The `slo-scaler` binary: parse the command line, then run `serve` or `check`.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use slo_scaler::config::{Cli, Command, ConfigError};
+use slo_scaler::server::Server;
+use slo_scaler::telemetry::init_tracing;
+
+/// sysexits' EX_CONFIG-adjacent "usage" code, for a refused configuration.
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("slo-scaler: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Serve(args) => {
+            init_tracing(args.log_format);
+            runtime.block_on(serve(args))
+        }
+        Command::Check(args) => match runtime.block_on(slo_scaler::check::run(args)) {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+async fn serve(args: slo_scaler::config::ServeArgs) -> ExitCode {
+    let mut server = match Server::start(args).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "cannot start");
+            return if e.downcast_ref::<ConfigError>().is_some() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            };
+        }
+    };
+    let failure = tokio::select! {
+        _ = terminate() => None,
+        e = server.wait_for_failure() => Some(e),
+    };
+    if let Some(e) = failure {
+        tracing::error!(error = format!("{e:#}"), "server failed");
+        return ExitCode::FAILURE;
+    }
+    tracing::info!("shutting down");
+    match server.shutdown().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "unclean shutdown");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGTERM (Kubernetes) or Ctrl-C.
+async fn terminate() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -4,6 +4,8 @@
 //! (`promql`, `traceql`); the sources in `crate::source` send what they build.
 
 pub mod hpa;
+pub mod promql;
+pub mod traceql;
 
 use std::fmt;
 use std::time::Duration;

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 pub mod http;
 pub mod otlp;
+pub mod prometheus;
+pub mod tempo;
 
 use crate::signal::{TraceMeasure, TraceSelector};
 
@@ -130,6 +132,58 @@ pub enum SourceError {
     BadResponse { backend: String, detail: String },
     #[error("no {kind} backend named {name:?} is configured")]
     UnknownBackend { kind: &'static str, name: String },
+}
+
+/// Every configured backend; dispatches a [`Query`] to the one it names.
+pub struct Sources {
+    pub prometheus: prometheus::PrometheusSource,
+    pub tempo: tempo::TempoSource,
+}
+
+impl Sources {
+    /// Asks the backend. Each source bounds its own call and records its metrics;
+    /// the cache adds a hard timeout on top.
+    pub async fn fetch(&self, q: &Query) -> Result<Reading, SourceError> {
+        match q {
+            Query::Prometheus(q) => self.prometheus.fetch(q).await,
+            Query::Tempo(q) => self.tempo.fetch(q).await,
+            Query::Sqs(_) => Err(SourceError::UnknownBackend {
+                kind: "sqs",
+                name: "sqs".into(),
+            }),
+            Query::Otlp(_) => Err(SourceError::UnknownBackend {
+                kind: "otlp",
+                name: "embedded".into(),
+            }),
+        }
+    }
+
+    /// A one-line description of what `q` sends, for `check` and debug views.
+    pub fn describe(q: &Query) -> String {
+        match q {
+            Query::Prometheus(q) => format!("prometheus/{}: {}", q.backend, q.promql),
+            Query::Tempo(q) => format!(
+                "tempo/{} (tenant {}): {} since={}",
+                q.backend,
+                q.tenant.as_deref().unwrap_or("<backend default>"),
+                q.traceql,
+                crate::signal::format_window(q.since)
+            ),
+            Query::Sqs(q) => format!(
+                "sqs GetQueueAttributes {} (region {})",
+                q.queue,
+                q.region.as_deref().unwrap_or("<default>")
+            ),
+            Query::Otlp(q) => format!(
+                "otlp store: {:?} of service {:?} kind {} version {} over {}",
+                q.measure,
+                q.selector.service,
+                q.selector.span_kind,
+                q.selector.version.as_deref().unwrap_or("*"),
+                crate::signal::format_window(q.window)
+            ),
+        }
+    }
 }
 
 #[cfg(test)]

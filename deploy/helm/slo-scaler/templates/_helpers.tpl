@@ -1,0 +1,161 @@
+{{/* Chart name, truncated to a DNS label. */}}
+{{- define "slo-scaler.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full resource name: release name, plus the chart name unless the release already holds it. */}}
+{{- define "slo-scaler.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Labels that select the scaler's pods. */}}
+{{- define "slo-scaler.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "slo-scaler.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels on every resource. */}}
+{{- define "slo-scaler.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "slo-scaler.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: keda-external-scaler
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "slo-scaler.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "slo-scaler.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "slo-scaler.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* Secret holding the gRPC server certificate. */}}
+{{- define "slo-scaler.tlsSecretName" -}}
+{{- if .Values.tls.existingSecret }}
+{{- .Values.tls.existingSecret }}
+{{- else }}
+{{- printf "%s-tls" (include "slo-scaler.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/* In-cluster DNS name of the Service. */}}
+{{- define "slo-scaler.serviceHost" -}}
+{{- printf "%s.%s.svc.%s" (include "slo-scaler.fullname" .) .Release.Namespace .Values.clusterDomain }}
+{{- end }}
+
+{{/* Label matchers that pick this scaler's series in alert rules. */}}
+{{- define "slo-scaler.ruleSelector" -}}
+{{- default (printf "job=%q" (include "slo-scaler.fullname" .)) .Values.prometheusRule.selector }}
+{{- end }}
+
+{{/*
+Backend flags, volumes and mounts. Called with (dict "kind" "prometheus" "backends" LIST);
+"part" picks what to emit: "args", "env", "volumes" or "mounts".
+Files are mounted read-only under /etc/slo-scaler/<kind>/<name>/.
+*/}}
+{{- define "slo-scaler.backend" -}}
+{{- $kind := .kind }}
+{{- $part := .part }}
+{{- range $i, $b := .backends }}
+{{- $dir := printf "/etc/slo-scaler/%s/%s" $kind $b.name }}
+{{- $vol := printf "%s-%d" $kind $i }}
+{{- if eq $part "args" }}
+- {{ printf "--%s=%s=%s" $kind $b.name $b.url | quote }}
+{{- with $b.bearerTokenSecret }}
+- {{ printf "--%s-bearer-token-file=%s=%s/bearer-token/token" $kind $b.name $dir | quote }}
+{{- end }}
+{{- with $b.basicAuthSecret }}
+- {{ printf "--%s-basic-auth-file=%s=%s/basic-auth/auth" $kind $b.name $dir | quote }}
+{{- end }}
+{{- with $b.ca }}
+- {{ printf "--%s-ca-file=%s=%s/ca/ca.crt" $kind $b.name $dir | quote }}
+{{- end }}
+{{- with $b.tenant }}
+- {{ printf "--%s-tenant=%s=%s" $kind $b.name . | quote }}
+{{- end }}
+{{- with $b.api }}
+- {{ printf "--%s-api=%s=%s" $kind $b.name . | quote }}
+{{- end }}
+{{- range $j, $h := $b.headers }}
+{{- if $h.valueFrom }}
+- {{ printf "--%s-header=%s=%s:$(%s_%d_HEADER_%d)" $kind $b.name $h.name (upper $kind) $i $j | quote }}
+{{- else }}
+- {{ printf "--%s-header=%s=%s:%s" $kind $b.name $h.name $h.value | quote }}
+{{- end }}
+{{- end }}
+{{- else if eq $part "env" }}
+{{- range $j, $h := $b.headers }}
+{{- if $h.valueFrom }}
+- name: {{ printf "%s_%d_HEADER_%d" (upper $kind) $i $j }}
+  valueFrom:
+    {{- toYaml $h.valueFrom | nindent 4 }}
+{{- end }}
+{{- end }}
+{{- else if eq $part "volumes" }}
+{{- with $b.bearerTokenSecret }}
+- name: {{ $vol }}-bearer-token
+  secret:
+    secretName: {{ .name }}
+    defaultMode: 0440
+    items:
+      - key: {{ .key | default "token" }}
+        path: token
+{{- end }}
+{{- with $b.basicAuthSecret }}
+- name: {{ $vol }}-basic-auth
+  secret:
+    secretName: {{ .name }}
+    defaultMode: 0440
+    items:
+      - key: {{ .key | default "auth" }}
+        path: auth
+{{- end }}
+{{- with $b.ca }}
+- name: {{ $vol }}-ca
+  {{- if .secret }}
+  secret:
+    secretName: {{ .secret }}
+    defaultMode: 0444
+  {{- else }}
+  configMap:
+    name: {{ .configMap }}
+    defaultMode: 0444
+  {{- end }}
+    items:
+      - key: {{ .key | default "ca.crt" }}
+        path: ca.crt
+{{- end }}
+{{- else if eq $part "mounts" }}
+{{- if $b.bearerTokenSecret }}
+- name: {{ $vol }}-bearer-token
+  mountPath: {{ $dir }}/bearer-token
+  readOnly: true
+{{- end }}
+{{- if $b.basicAuthSecret }}
+- name: {{ $vol }}-basic-auth
+  mountPath: {{ $dir }}/basic-auth
+  readOnly: true
+{{- end }}
+{{- if $b.ca }}
+- name: {{ $vol }}-ca
+  mountPath: {{ $dir }}/ca
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}

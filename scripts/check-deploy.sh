@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Checks deploy/: lints and renders the Helm chart, validates every manifest and example,
+# runs promtool on the alert rules and dashboard queries, then (with SLO_SCALER_BIN) starts the
+# real binary with the chart's default args and checks its scrape. Idempotent: the tools live
+# in the venv .venv-test, created and filled on first use.
+#
+#   scripts/check-deploy.sh                # everything; fails without SLO_SCALER_BIN
+#   scripts/check-deploy.sh --static-only  # skip the live part on purpose
+#   SLO_SCALER_BIN=target/debug/slo-scaler scripts/check-deploy.sh
+#
+# Environment: SHARED_DIR (default ../shared), SLO_SCALER_BIN, DEPLOY_CHECK_WORKLOAD, PROMTOOL.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+venv=.venv-test
+packages=(helm-python-sdk kubernetes-validate pyyaml jsonschema)
+
+if [ ! -x "$venv/bin/python" ]; then
+  echo "creating $venv"
+  python3 -m venv "$venv"
+fi
+if ! "$venv/bin/python" -c 'import helm_python, kubernetes_validate, yaml, jsonschema' 2>/dev/null; then
+  echo "installing ${packages[*]} into $venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${packages[@]}"
+fi
+
+promtool=${PROMTOOL:-/usr/bin/promtool}
+if [ ! -x "$promtool" ]; then
+  echo "promtool missing: installing Debian's prometheus package"
+  if [ "$(id -u)" -eq 0 ]; then sudo=(); else sudo=(sudo); fi
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq prometheus >/dev/null
+fi
+[ -x "$promtool" ] || { echo "error: $promtool not found after installing prometheus" >&2; exit 1; }
+export PROMTOOL=$promtool
+# No __pycache__ beside the scripts in the work tree.
+export PYTHONDONTWRITEBYTECODE=1
+
+exec "$venv/bin/python" scripts/deploy_checks/run.py "$@"

@@ -1,0 +1,111 @@
+"""Example ScaledObjects: KEDA's CRD schema (unknown fields rejected) and the product's rules."""
+
+import copy
+import glob
+import os
+
+import jsonschema
+import yaml
+
+# Trigger metadata keys the scaler accepts (product.md), plus KEDA's own keys it ignores.
+METADATA_KEYS = {
+    "signal", "source", "threshold", "activationThreshold", "service", "spanKind", "quantile",
+    "window", "convention", "labels", "backend", "query", "tenant", "version", "ignoreNullValues",
+    "cacheTTL", "queueURL", "queueLength", "activationQueueLength", "awsRegion", "scaleOnInFlight",
+    "scaleOnDelayed", "metricName", "scalerAddress", "enableTLS", "unsafeSsl",
+}
+# The HPA metric type each signal needs (keda-external-scaler.md: intensive → Value).
+METRIC_TYPE = {"latency": "Value", "errorRate": "Value", "rps": "AverageValue",
+               "queueDepth": "AverageValue"}
+SCALER_ADDRESS = "slo-scaler.keda.svc.cluster.local:6000"
+
+
+def crd_schema(crd_file):
+    with open(crd_file) as f:
+        crd = yaml.safe_load(f)
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
+    return strict(version["schema"]["openAPIV3Schema"])
+
+
+def strict(schema):
+    """Rejects unknown fields where the API server would prune them (a typo in an example)."""
+    schema = copy.deepcopy(schema)
+
+    def walk(node):
+        if not isinstance(node, dict):
+            return
+        if ("properties" in node and "additionalProperties" not in node
+                and not node.get("x-kubernetes-preserve-unknown-fields")):
+            node["additionalProperties"] = False
+        for value in node.values():
+            if isinstance(value, dict):
+                walk(value)
+            elif isinstance(value, list):
+                for item in value:
+                    walk(item)
+
+    walk(schema)
+    # metadata is an ObjectMeta the CRD leaves open.
+    schema["properties"]["metadata"] = {"type": "object"}
+    return schema
+
+
+def product_rules(doc, text):
+    """What the README promises about every example."""
+    problems = []
+    triggers = doc.get("spec", {}).get("triggers", [])
+    for i, t in enumerate(triggers):
+        where = f"trigger {i}"
+        meta = t.get("metadata", {})
+        if t.get("type") not in ("external", "external-push"):
+            problems.append(f"{where}: type {t.get('type')}, want external or external-push")
+        if meta.get("scalerAddress") != SCALER_ADDRESS:
+            problems.append(f"{where}: scalerAddress {meta.get('scalerAddress')}, want {SCALER_ADDRESS}")
+        unknown = sorted(set(meta) - METADATA_KEYS)
+        if unknown:
+            problems.append(f"{where}: unknown metadata keys {unknown}")
+        want = METRIC_TYPE.get(meta.get("signal"))
+        if want and t.get("metricType") != want:
+            problems.append(f"{where}: signal {meta.get('signal')} needs metricType {want}, "
+                            f"got {t.get('metricType')}")
+    explained = sum(1 for line in text.splitlines()
+                    if line.strip().startswith("#") and "metricType" in line)
+    if explained < len(triggers):
+        problems.append(f"{len(triggers)} triggers but {explained} comments explain a metricType")
+    return problems
+
+
+def run(report, examples_dir, crd_file):
+    if not os.path.isfile(crd_file):
+        report.fail("KEDA ScaledObject CRD present",
+                    f"{crd_file} is missing (set SHARED_DIR to the shared/ directory)")
+        return
+    validator = jsonschema.Draft7Validator(crd_schema(crd_file))
+    files = sorted(glob.glob(os.path.join(examples_dir, "*.yaml")))
+    if not files:
+        report.fail("example ScaledObjects", f"no *.yaml in {examples_dir}")
+        return
+    seen_sources, seen_types, with_fallback = set(), set(), 0
+    for path in files:
+        name = os.path.basename(path)
+        with open(path) as f:
+            text = f.read()
+        docs = [d for d in yaml.safe_load_all(text) if d]
+        problems = []
+        for doc in docs:
+            if (doc.get("apiVersion"), doc.get("kind")) != ("keda.sh/v1alpha1", "ScaledObject"):
+                problems.append(f"{doc.get('apiVersion')} {doc.get('kind')} is not a keda.sh/v1alpha1 ScaledObject")
+                continue
+            problems += [f"{'.'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
+                         for e in validator.iter_errors(doc)]
+            problems += product_rules(doc, text)
+            with_fallback += "fallback" in doc["spec"]
+            for t in doc["spec"].get("triggers", []):
+                seen_types.add(t.get("type"))
+                seen_sources.add(t.get("metadata", {}).get("source"))
+        report.check(f"example {name} valid", problems, "KEDA CRD schema, unknown fields rejected")
+    coverage = [f"no example uses source {s}" for s in ("otlp", "prometheus", "tempo", "sqs")
+                if s not in seen_sources]
+    coverage += [] if "external-push" in seen_types else ["no example uses external-push"]
+    coverage += [] if with_fallback else ["no example has a fallback block"]
+    report.check("examples cover every source, external-push and fallback", coverage)

@@ -1,0 +1,154 @@
+"""Alert rules and dashboard queries: promtool parses them; the metric names they use are listed."""
+
+import json
+import os
+import re
+import subprocess
+
+import yaml
+
+# Every metric the scaler exports (the brief's list); the dashboard may use no other.
+EXPORTED = {
+    "slo_scaler_signal_value", "slo_scaler_signal_threshold",
+    "slo_scaler_signal_activation_threshold", "slo_scaler_signal_active",
+    "slo_scaler_signal_age_seconds", "slo_scaler_grpc_requests_total",
+    "slo_scaler_grpc_request_duration_seconds_bucket",
+    "slo_scaler_grpc_request_duration_seconds_count",
+    "slo_scaler_grpc_request_duration_seconds_sum", "slo_scaler_backend_requests_total",
+    "slo_scaler_backend_request_duration_seconds_bucket",
+    "slo_scaler_backend_request_duration_seconds_count",
+    "slo_scaler_backend_request_duration_seconds_sum", "slo_scaler_cache_requests_total",
+    "slo_scaler_otlp_spans_total", "slo_scaler_otlp_store_series",
+    "slo_scaler_otlp_store_series_evicted_total", "slo_scaler_tempo_partial_responses_total",
+    "slo_scaler_build_info",
+}
+METRIC = re.compile(r"\bslo_scaler_[a-zA-Z0-9_]+")
+# Grafana variables and what stands in for them so promtool can parse the query.
+VARIABLES = [
+    (re.compile(r"\$__(rate_interval|interval|range)\b|\$\{__(rate_interval|interval|range)\}"), "5m"),
+    (re.compile(r"\$\{?(namespace|scaled_object)\}?"), ".*"),
+]
+VARIABLE_LEFT = re.compile(r"\$\{?[A-Za-z_]+")
+LABEL_VALUES = re.compile(r"^label_values\((?:(.*),\s*)?([a-zA-Z_][a-zA-Z0-9_]*)\)$")
+
+
+def promtool_check(promtool, rules_file):
+    proc = subprocess.run([promtool, "check", "rules", rules_file], capture_output=True, text=True)
+    return proc.returncode == 0, (proc.stdout + proc.stderr).strip()
+
+
+def dashboard_queries(dash):
+    """(where, PromQL) for every panel target and every query variable."""
+    out = []
+
+    def panels(items):
+        for p in items:
+            yield p
+            yield from panels(p.get("panels", []))
+
+    for p in panels(dash.get("panels", [])):
+        for t in p.get("targets", []):
+            if t.get("expr"):
+                out.append((f"panel {p.get('title')!r} target {t.get('refId')}", t["expr"]))
+    for v in dash.get("templating", {}).get("list", []):
+        if v.get("type") != "query":
+            continue
+        q = v.get("query")
+        q = q.get("query") if isinstance(q, dict) else q
+        m = LABEL_VALUES.match(q or "")
+        # label_values(selector, label) is Grafana's, not PromQL: check its selector.
+        out.append((f"variable {v['name']}", m.group(1) if m and m.group(1) else q))
+    return out
+
+
+def substitute(expr):
+    for pattern, value in VARIABLES:
+        expr = pattern.sub(value, expr)
+    return expr
+
+
+def dashboard_shape(dash):
+    problems = []
+    names = {v.get("name") for v in dash.get("templating", {}).get("list", [])}
+    for want in ("datasource", "namespace", "scaled_object"):
+        if want not in names:
+            problems.append(f"template variable {want} is missing")
+    ids = []
+
+    def walk(items):
+        for p in items:
+            ids.append(p.get("id"))
+            if p.get("type") != "row":
+                uid = (p.get("datasource") or {}).get("uid")
+                if uid != "${datasource}":
+                    problems.append(f"panel {p.get('title')!r} datasource is {uid}, want ${{datasource}}")
+                if not p.get("targets"):
+                    problems.append(f"panel {p.get('title')!r} has no query")
+            walk(p.get("panels", []))
+
+    walk(dash.get("panels", []))
+    if len(ids) != len(set(ids)):
+        problems.append("panel ids are not unique")
+    return problems
+
+
+def run(report, dashboard_files, rendered, promtool, work_dir):
+    """Returns the sorted slo_scaler_* names the dashboard and rules use, or None."""
+    used = set()
+    os.makedirs(work_dir, exist_ok=True)
+
+    # The dashboard and its copy inside the chart must be identical.
+    contents = []
+    for path in dashboard_files:
+        with open(path, "rb") as f:
+            contents.append(f.read())
+    report.check("dashboard copy in the chart is identical",
+                 [] if len(set(contents)) == 1 else
+                 [f"{dashboard_files[1]} differs from {dashboard_files[0]}: cp the first over the second"])
+    dash = json.loads(contents[0])
+    report.check("dashboard has its variables and datasource", dashboard_shape(dash))
+
+    # PrometheusRule from the all-on render → a rules file for promtool.
+    rules = [d for ms in (rendered.get("all-on values") or {}).values() for d in ms
+             if d.get("kind") == "PrometheusRule"]
+    if len(rules) != 1:
+        report.fail("PrometheusRule rules pass promtool", f"want one PrometheusRule in the all-on render, got {len(rules)}")
+    else:
+        rules_file = os.path.join(work_dir, "prometheusrule.rules.yaml")
+        with open(rules_file, "w") as f:
+            yaml.safe_dump(rules[0]["spec"], f, sort_keys=False)
+        ok, out = promtool_check(promtool, rules_file)
+        n = sum(len(g["rules"]) for g in rules[0]["spec"]["groups"])
+        report.check("PrometheusRule rules pass promtool", [] if ok else [out], f"{n} rules")
+        for g in rules[0]["spec"]["groups"]:
+            for r in g["rules"]:
+                used.update(METRIC.findall(r["expr"]))
+
+    # Every dashboard query as a recording rule, variables substituted.
+    queries = dashboard_queries(dash)
+    problems, records = [], []
+    for i, (where, expr) in enumerate(queries):
+        concrete = substitute(expr)
+        left = VARIABLE_LEFT.findall(concrete)
+        if left:
+            problems.append(f"{where}: unknown template variable {left}")
+        records.append({"record": f"dashboard:query_{i}", "expr": concrete})
+        names = set(METRIC.findall(expr))
+        if not names:
+            problems.append(f"{where}: uses no slo_scaler_* metric: {expr}")
+        for name in sorted(names - EXPORTED):
+            problems.append(f"{where}: {name} is not a metric the scaler exports")
+        used.update(names)
+    dash_file = os.path.join(work_dir, "dashboard.rules.yaml")
+    with open(dash_file, "w") as f:
+        yaml.safe_dump({"groups": [{"name": "dashboard", "rules": records}]}, f, sort_keys=False)
+    ok, out = promtool_check(promtool, dash_file)
+    if not ok:
+        problems.append(out)
+    report.check("dashboard queries parse (promtool)", problems, f"{len(queries)} queries")
+
+    names_file = os.path.join(work_dir, "used-metrics.txt")
+    with open(names_file, "w") as f:
+        f.write("".join(n + "\n" for n in sorted(used)))
+    print(f"      {len(used)} slo_scaler_* names used by the dashboard and rules: {names_file}")
+    return sorted(used)

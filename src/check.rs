@@ -1,0 +1,217 @@
+//! `slo-scaler check`: explain one trigger — the query it sends, the value it gets,
+//! the threshold, active or not, and the replicas the HPA would choose.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+
+use crate::config::BackendArgs;
+use crate::signal::hpa::desired_replicas;
+use crate::signal::MetricType;
+use crate::source::Sources;
+use crate::telemetry::Metrics;
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// Trigger metadata as key=value (repeatable), e.g. -m signal=latency -m service=checkout.
+    #[arg(short = 'm', long = "metadata")]
+    pub metadata: Vec<String>,
+    /// A ScaledObject YAML file; its `external` / `external-push` trigger is checked.
+    #[arg(short = 'f', long)]
+    pub file: Option<PathBuf>,
+    /// Which trigger of the file (index in spec.triggers) when it has several.
+    #[arg(long)]
+    pub trigger: Option<usize>,
+    /// The ScaledObject's namespace (tenant policies depend on it).
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// Current replica count, for the desired-replicas arithmetic.
+    #[arg(long, default_value_t = 1)]
+    pub current_replicas: u32,
+    /// The trigger's metricType [default: the file's, else the signal's recommended one].
+    #[arg(long, value_parser = parse_metric_type)]
+    pub metric_type: Option<MetricType>,
+    #[command(flatten)]
+    pub backends: BackendArgs,
+}
+
+fn parse_metric_type(s: &str) -> Result<MetricType, String> {
+    MetricType::parse(s).ok_or_else(|| format!("{s:?} is not Value or AverageValue"))
+}
+
+/// A trigger taken from the command line or a file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TriggerInput {
+    pub metadata: HashMap<String, String>,
+    pub metric_type: Option<MetricType>,
+}
+
+/// Reads metadata from `-m` pairs or a ScaledObject file.
+pub fn trigger_input(args: &CheckArgs) -> Result<TriggerInput, String> {
+    if let Some(path) = &args.file {
+        if !args.metadata.is_empty() {
+            return Err("give either --file or --metadata, not both".into());
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        return trigger_from_yaml(&text, args.trigger);
+    }
+    if args.metadata.is_empty() {
+        return Err(
+            "give the trigger as --metadata key=value … or --file scaledobject.yaml".into(),
+        );
+    }
+    let mut metadata = HashMap::new();
+    for pair in &args.metadata {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("--metadata {pair:?}: expected key=value"))?;
+        metadata.insert(k.trim().to_string(), v.to_string());
+    }
+    Ok(TriggerInput {
+        metadata,
+        metric_type: None,
+    })
+}
+
+/// Picks the external trigger of a ScaledObject manifest.
+pub fn trigger_from_yaml(text: &str, index: Option<usize>) -> Result<TriggerInput, String> {
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
+    let triggers = doc
+        .get("spec")
+        .and_then(|s| s.get("triggers"))
+        .and_then(|t| t.as_sequence())
+        .ok_or("no spec.triggers in the file (is it a ScaledObject?)")?;
+    let is_ours = |t: &serde_yaml::Value| {
+        matches!(
+            t.get("type").and_then(|v| v.as_str()),
+            Some("external" | "external-push")
+        )
+    };
+    let trigger = match index {
+        Some(i) => triggers
+            .get(i)
+            .filter(|t| is_ours(t))
+            .ok_or_else(|| format!("spec.triggers[{i}] is not an external trigger"))?,
+        None => {
+            let ours: Vec<_> = triggers.iter().filter(|t| is_ours(t)).collect();
+            match ours.as_slice() {
+                [one] => *one,
+                [] => return Err("no external / external-push trigger in the file".into()),
+                _ => return Err("several external triggers; pick one with --trigger INDEX".into()),
+            }
+        }
+    };
+    let mut metadata = HashMap::new();
+    if let Some(map) = trigger.get("metadata").and_then(|m| m.as_mapping()) {
+        for (k, v) in map {
+            let k = k.as_str().ok_or("a metadata key is not a string")?;
+            let v = match v {
+                serde_yaml::Value::String(s) => s.clone(),
+                serde_yaml::Value::Number(n) => n.to_string(),
+                serde_yaml::Value::Bool(b) => b.to_string(),
+                _ => return Err(format!("metadata {k}: values must be strings")),
+            };
+            metadata.insert(k.to_string(), v);
+        }
+    }
+    let metric_type = match trigger.get("metricType").and_then(|v| v.as_str()) {
+        Some(s) => Some(parse_metric_type(s)?),
+        None => None,
+    };
+    Ok(TriggerInput {
+        metadata,
+        metric_type,
+    })
+}
+
+/// Runs the check and returns the report; an error message when anything fails.
+pub async fn run(args: CheckArgs) -> Result<String, String> {
+    let input = trigger_input(&args)?;
+    let settings = args
+        .backends
+        .resolve(true)
+        .map_err(|e| format!("configuration: {e}"))?;
+    let (_, metrics) = Metrics::standalone();
+    let engine = crate::server::build_engine(&settings, Arc::new(metrics))
+        .map_err(|e| format!("configuration: {e}"))?;
+    let plan = engine
+        .plan(&args.namespace, &input.metadata)
+        .map_err(|e| e.to_string())?;
+    let t = &plan.trigger;
+    let metric_type = args
+        .metric_type
+        .or(input.metric_type)
+        .unwrap_or_else(|| t.kind.metric_type());
+    let mut out = String::new();
+    let _ = writeln!(out, "signal       {} (source {})", t.kind, t.source);
+    let _ = writeln!(out, "metric       {}", t.metric_name);
+    let _ = writeln!(out, "query        {}", Sources::describe(&plan.query));
+    let _ = writeln!(
+        out,
+        "threshold    {} (activation above {})",
+        t.target, t.activation
+    );
+    let _ = writeln!(out, "metricType   {metric_type}");
+    if t.source == crate::trigger::SourceKind::Otlp {
+        let _ = writeln!(
+            out,
+            "value        (source otlp reads the embedded store of a running server; see its /metrics)"
+        );
+        return Ok(out);
+    }
+    match engine.evaluate(&plan).await {
+        Ok(ev) => {
+            let _ = writeln!(out, "value        {}", ev.value);
+            let _ = writeln!(out, "active       {}", ev.active);
+            let desired = desired_replicas(metric_type, args.current_replicas, ev.value, t.target);
+            let _ = writeln!(
+                out,
+                "replicas     {} now → {} wanted by the HPA (before min/max and behaviour)",
+                args.current_replicas, desired
+            );
+            Ok(out)
+        }
+        Err(e) => Err(format!("{out}error        {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SO: &str = r#"
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {name: orders, namespace: shop}
+spec:
+  scaleTargetRef: {name: order-service}
+  triggers:
+    - type: cpu
+      metadata: {value: "60"}
+    - type: external
+      metricType: Value
+      metadata:
+        scalerAddress: slo-scaler.keda:6000
+        signal: latency
+        service: order-service
+        threshold: 300ms
+        activationThreshold: 0
+"#;
+
+    #[test]
+    fn picks_the_external_trigger() {
+        let t = trigger_from_yaml(SO, None).unwrap();
+        assert_eq!(t.metric_type, Some(MetricType::Value));
+        assert_eq!(t.metadata["threshold"], "300ms");
+        assert_eq!(t.metadata["activationThreshold"], "0");
+        assert!(trigger_from_yaml(SO, Some(0)).is_err());
+        assert!(trigger_from_yaml(SO, Some(1)).is_ok());
+        assert!(trigger_from_yaml("kind: Deployment", None).is_err());
+        assert!(trigger_from_yaml(": not yaml : [", None).is_err());
+    }
+}

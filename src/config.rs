@@ -1,0 +1,586 @@
+//! Command line and environment: every setting is a flag and an environment variable
+//! `SLO_SCALER_<FLAG>`. [`ServeArgs::resolve`] turns them into a checked [`Settings`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::signal::promql::{builtin_conventions, Convention};
+use crate::source::http::HttpBackendConfig;
+use crate::source::tempo::{validate_tenant, TempoApi, TempoBackendConfig, TenantPolicy};
+use crate::telemetry::LogFormat;
+use crate::trigger::{parse_duration, ParseOptions, SourceKind};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "slo-scaler",
+    version,
+    about = "KEDA external scaler for trace-derived SLO signals and SQS queue depth"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // Parsed once at start-up.
+pub enum Command {
+    /// Run the scaler: KEDA's gRPC ExternalScaler, the admin HTTP server, the OTLP receiver.
+    Serve(ServeArgs),
+    /// Explain one trigger: the query it sends, the value, active or not, desired replicas.
+    Check(crate::check::CheckArgs),
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    parse_duration(s).ok_or_else(|| format!("{s:?} is not a duration like 500ms, 15s, 2m"))
+}
+
+/// Every server setting.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// gRPC address for KEDA (ExternalScaler + grpc.health.v1.Health).
+    #[arg(long, env = "SLO_SCALER_GRPC_ADDR", default_value = "0.0.0.0:6000")]
+    pub grpc_addr: SocketAddr,
+    /// Admin HTTP address: /metrics, /healthz, /readyz, /debug/signals.
+    #[arg(long, env = "SLO_SCALER_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    pub admin_addr: SocketAddr,
+    #[command(flatten)]
+    pub backends: BackendArgs,
+    #[command(flatten)]
+    pub otlp: OtlpArgs,
+    /// Log format.
+    #[arg(
+        long,
+        env = "SLO_SCALER_LOG_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
+    pub log_format: LogFormat,
+    /// Per-ScaledObject metric series are dropped after this long without a request.
+    #[arg(long, env = "SLO_SCALER_SIGNAL_EXPIRY", value_parser = duration, default_value = "10m")]
+    pub signal_expiry: Duration,
+    /// How often StreamIsActive (external-push) re-evaluates a trigger.
+    #[arg(long, env = "SLO_SCALER_STREAM_INTERVAL", value_parser = duration, default_value = "5s")]
+    pub stream_interval: Duration,
+    /// How long in-flight RPCs may run after SIGTERM before the server exits.
+    #[arg(long, env = "SLO_SCALER_SHUTDOWN_GRACE", value_parser = duration, default_value = "20s")]
+    pub shutdown_grace: Duration,
+    /// PEM certificate for the gRPC server (TLS). Requires --tls-key-file.
+    #[arg(long, env = "SLO_SCALER_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key for the gRPC server.
+    #[arg(long, env = "SLO_SCALER_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA bundle: when set, clients (KEDA) must present a certificate it signed (mTLS).
+    #[arg(
+        long,
+        env = "SLO_SCALER_TLS_CLIENT_CA_FILE",
+        requires = "tls_cert_file"
+    )]
+    pub tls_client_ca_file: Option<PathBuf>,
+}
+
+/// Backends, caching and timeouts: shared by `serve` and `check`.
+#[derive(Debug, Clone, Args)]
+pub struct BackendArgs {
+    /// A Prometheus backend, NAME=URL (repeatable; triggers pick one with `backend`).
+    #[arg(
+        long = "prometheus",
+        env = "SLO_SCALER_PROMETHEUS",
+        value_delimiter = ','
+    )]
+    pub prometheus: Vec<String>,
+    /// NAME=PATH of a file holding a bearer token for that Prometheus backend.
+    #[arg(
+        long = "prometheus-bearer-token-file",
+        env = "SLO_SCALER_PROMETHEUS_BEARER_TOKEN_FILE",
+        value_delimiter = ','
+    )]
+    pub prometheus_bearer_token_file: Vec<String>,
+    /// NAME=PATH of a file holding `user:password` for basic auth.
+    #[arg(
+        long = "prometheus-basic-auth-file",
+        env = "SLO_SCALER_PROMETHEUS_BASIC_AUTH_FILE",
+        value_delimiter = ','
+    )]
+    pub prometheus_basic_auth_file: Vec<String>,
+    /// NAME=HEADER:VALUE sent on every request to that backend (repeatable).
+    #[arg(long = "prometheus-header", env = "SLO_SCALER_PROMETHEUS_HEADER")]
+    pub prometheus_header: Vec<String>,
+    /// NAME=PATH of a PEM CA bundle for that backend.
+    #[arg(
+        long = "prometheus-ca-file",
+        env = "SLO_SCALER_PROMETHEUS_CA_FILE",
+        value_delimiter = ','
+    )]
+    pub prometheus_ca_file: Vec<String>,
+    /// JSON file adding or overriding Prometheus naming conventions (see README).
+    #[arg(long, env = "SLO_SCALER_CONVENTIONS_FILE")]
+    pub conventions_file: Option<PathBuf>,
+    /// A Tempo backend, NAME=URL (repeatable).
+    #[arg(long = "tempo", env = "SLO_SCALER_TEMPO", value_delimiter = ',')]
+    pub tempo: Vec<String>,
+    /// NAME=TENANT: the default X-Scope-OrgID for that Tempo backend.
+    #[arg(
+        long = "tempo-tenant",
+        env = "SLO_SCALER_TEMPO_TENANT",
+        value_delimiter = ','
+    )]
+    pub tempo_tenant: Vec<String>,
+    /// NAME=PATH of a bearer token file for that Tempo backend.
+    #[arg(
+        long = "tempo-bearer-token-file",
+        env = "SLO_SCALER_TEMPO_BEARER_TOKEN_FILE",
+        value_delimiter = ','
+    )]
+    pub tempo_bearer_token_file: Vec<String>,
+    /// NAME=HEADER:VALUE sent on every request to that Tempo backend (repeatable).
+    #[arg(long = "tempo-header", env = "SLO_SCALER_TEMPO_HEADER")]
+    pub tempo_header: Vec<String>,
+    /// NAME=PATH of a PEM CA bundle for that Tempo backend.
+    #[arg(
+        long = "tempo-ca-file",
+        env = "SLO_SCALER_TEMPO_CA_FILE",
+        value_delimiter = ','
+    )]
+    pub tempo_ca_file: Vec<String>,
+    /// NAME=instant|range: `range` for Tempo older than 2.6 (no instant metrics endpoint).
+    #[arg(
+        long = "tempo-api",
+        env = "SLO_SCALER_TEMPO_API",
+        value_delimiter = ','
+    )]
+    pub tempo_api: Vec<String>,
+    /// NAMESPACE=TENANT[,TENANT…]: which Tempo tenants a namespace may read (repeatable;
+    /// `*` for every namespace). With none set, every tenant is allowed.
+    #[arg(long = "tempo-tenant-allow", env = "SLO_SCALER_TEMPO_TENANT_ALLOW")]
+    pub tempo_tenant_allow: Vec<String>,
+    /// AWS region for SQS when a trigger names none (else the AWS default chain's).
+    #[arg(long, env = "SLO_SCALER_AWS_REGION")]
+    pub aws_region: Option<String>,
+    /// SQS endpoint override (an emulator or a VPC endpoint).
+    #[arg(long, env = "SLO_SCALER_AWS_ENDPOINT")]
+    pub aws_endpoint: Option<String>,
+    /// Let triggers set `awsEndpoint` (off: only the operator picks endpoints).
+    #[arg(long, env = "SLO_SCALER_ALLOW_METADATA_AWS_ENDPOINT")]
+    pub allow_metadata_aws_endpoint: bool,
+    /// Let triggers set `awsRoleArn`, assumed through STS.
+    #[arg(long, env = "SLO_SCALER_ALLOW_AWS_ROLE_ARN")]
+    pub allow_aws_role_arn: bool,
+    /// Source for trace signals whose trigger names none
+    /// [default: prometheus when one is configured, else otlp].
+    #[arg(long, env = "SLO_SCALER_DEFAULT_SOURCE", value_enum)]
+    pub default_source: Option<SourceKind>,
+    /// How long a backend answer is reused.
+    #[arg(long, env = "SLO_SCALER_CACHE_TTL", value_parser = duration, default_value = "10s")]
+    pub cache_ttl: Duration,
+    /// Smallest `cacheTTL` a trigger may ask for.
+    #[arg(long, env = "SLO_SCALER_MIN_CACHE_TTL", value_parser = duration, default_value = "1s")]
+    pub min_cache_ttl: Duration,
+    /// Largest `cacheTTL` a trigger may ask for.
+    #[arg(long, env = "SLO_SCALER_MAX_CACHE_TTL", value_parser = duration, default_value = "5m")]
+    pub max_cache_ttl: Duration,
+    /// After a backend failure, the last good answer is served while younger than this;
+    /// then GetMetrics fails with Unavailable (so KEDA's fallback takes over).
+    #[arg(long, env = "SLO_SCALER_MAX_STALE", value_parser = duration, default_value = "2m")]
+    pub max_stale: Duration,
+    /// Hard limit on every backend call.
+    #[arg(long, env = "SLO_SCALER_BACKEND_TIMEOUT", value_parser = duration, default_value = "5s")]
+    pub backend_timeout: Duration,
+}
+
+/// The embedded OTLP receiver and trace store.
+#[derive(Debug, Clone, Args)]
+pub struct OtlpArgs {
+    /// OTLP/gRPC receiver address.
+    #[arg(
+        long,
+        env = "SLO_SCALER_OTLP_GRPC_ADDR",
+        default_value = "0.0.0.0:4317"
+    )]
+    pub otlp_grpc_addr: SocketAddr,
+    /// OTLP/HTTP receiver address (POST /v1/traces).
+    #[arg(
+        long,
+        env = "SLO_SCALER_OTLP_HTTP_ADDR",
+        default_value = "0.0.0.0:4318"
+    )]
+    pub otlp_http_addr: SocketAddr,
+    /// Do not start the OTLP receiver.
+    #[arg(long, env = "SLO_SCALER_NO_OTLP")]
+    pub no_otlp: bool,
+    /// Most series (service, span kind, version) the embedded store holds.
+    #[arg(long, env = "SLO_SCALER_OTLP_MAX_SERIES", default_value_t = 10_000)]
+    pub otlp_max_series: usize,
+    /// How far back the embedded store keeps spans (the longest `window` for otlp).
+    #[arg(long, env = "SLO_SCALER_OTLP_RETENTION", value_parser = duration, default_value = "10m")]
+    pub otlp_retention: Duration,
+    /// Time resolution of the embedded store.
+    #[arg(long, env = "SLO_SCALER_OTLP_BUCKET_WIDTH", value_parser = duration, default_value = "1s")]
+    pub otlp_bucket_width: Duration,
+    /// Largest OTLP request accepted.
+    #[arg(long, env = "SLO_SCALER_OTLP_MAX_REQUEST_BYTES", default_value_t = 16 << 20)]
+    pub otlp_max_request_bytes: usize,
+}
+
+/// A bad setting; the process exits with status 64.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--{flag}: expected {expected}, got {value:?}")]
+    Format {
+        flag: &'static str,
+        expected: &'static str,
+        value: String,
+    },
+    #[error("--{flag}: backend {name:?} is not configured (add --{base} {name}=URL)")]
+    UnknownBackend {
+        flag: &'static str,
+        base: &'static str,
+        name: String,
+    },
+    #[error("--{flag}: backend {name:?} is given twice")]
+    Duplicate { flag: &'static str, name: String },
+    #[error("--conventions-file {path}: {reason}")]
+    Conventions { path: String, reason: String },
+    #[error("--default-source {kind}: {reason}")]
+    DefaultSource { kind: SourceKind, reason: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Splits `NAME=VALUE`.
+fn split_named<'a>(flag: &'static str, s: &'a str) -> Result<(&'a str, &'a str), ConfigError> {
+    match s.split_once('=') {
+        Some((n, v)) if !n.is_empty() && !v.is_empty() => Ok((n.trim(), v.trim())),
+        _ => Err(ConfigError::Format {
+            flag,
+            expected: "NAME=VALUE",
+            value: s.to_string(),
+        }),
+    }
+}
+
+/// Builds named HTTP backends from `--X NAME=URL` and their per-name option flags.
+pub(crate) fn http_backends(
+    base: &'static str,
+    urls: &[String],
+    options: &[(&'static str, &[String])],
+) -> Result<Vec<HttpBackendConfig>, ConfigError> {
+    let mut backends: BTreeMap<String, HttpBackendConfig> = BTreeMap::new();
+    for s in urls {
+        let (name, url) = split_named(base, s)?;
+        if backends.contains_key(name) {
+            return Err(ConfigError::Duplicate {
+                flag: base,
+                name: name.to_string(),
+            });
+        }
+        backends.insert(
+            name.to_string(),
+            HttpBackendConfig {
+                name: name.to_string(),
+                url: url.to_string(),
+                ..Default::default()
+            },
+        );
+    }
+    for (flag, values) in options {
+        for s in *values {
+            let (name, value) = split_named(flag, s)?;
+            let b = backends
+                .get_mut(name)
+                .ok_or_else(|| ConfigError::UnknownBackend {
+                    flag,
+                    base,
+                    name: name.to_string(),
+                })?;
+            if flag.ends_with("bearer-token-file") {
+                b.bearer_token_file = Some(value.into());
+            } else if flag.ends_with("basic-auth-file") {
+                b.basic_auth_file = Some(value.into());
+            } else if flag.ends_with("ca-file") {
+                b.ca_file = Some(value.into());
+            } else if flag.ends_with("header") {
+                let (h, v) = value.split_once(':').ok_or(ConfigError::Format {
+                    flag,
+                    expected: "NAME=HEADER:VALUE",
+                    value: format!("{name}=…"),
+                })?;
+                b.headers.push((h.trim().to_string(), v.trim().to_string()));
+            }
+        }
+    }
+    Ok(backends.into_values().collect())
+}
+
+/// Settings derived from the flags, checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub prometheus: Vec<HttpBackendConfig>,
+    pub tempo: Vec<TempoBackendConfig>,
+    pub tenant_policy: TenantPolicy,
+    pub conventions: BTreeMap<String, Convention>,
+    pub parse: ParseOptions,
+    pub cache_ttl: Duration,
+    pub max_stale: Duration,
+    pub backend_timeout: Duration,
+}
+
+impl BackendArgs {
+    /// Checks the backend settings. `otlp_enabled` says whether the embedded store runs.
+    pub fn resolve(&self, otlp_enabled: bool) -> Result<Settings, ConfigError> {
+        let prometheus = http_backends(
+            "prometheus",
+            &self.prometheus,
+            &[
+                (
+                    "prometheus-bearer-token-file",
+                    &self.prometheus_bearer_token_file,
+                ),
+                (
+                    "prometheus-basic-auth-file",
+                    &self.prometheus_basic_auth_file,
+                ),
+                ("prometheus-header", &self.prometheus_header),
+                ("prometheus-ca-file", &self.prometheus_ca_file),
+            ],
+        )?;
+        let tempo = self.tempo_backends()?;
+        let tenant_policy = TenantPolicy::from_flags(&self.tempo_tenant_allow).map_err(|e| {
+            ConfigError::Format {
+                flag: "tempo-tenant-allow",
+                expected: "NAMESPACE=TENANT[,TENANT…]",
+                value: e,
+            }
+        })?;
+        let mut conventions = builtin_conventions();
+        if let Some(path) = &self.conventions_file {
+            let err = |reason: String| ConfigError::Conventions {
+                path: path.display().to_string(),
+                reason,
+            };
+            let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+            let extra: BTreeMap<String, Convention> =
+                serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+            for (name, c) in extra {
+                c.validate(&name).map_err(|e| err(e.to_string()))?;
+                conventions.insert(name, c);
+            }
+        }
+        let default_source = match self.default_source {
+            Some(s @ (SourceKind::Prometheus | SourceKind::Tempo | SourceKind::Otlp)) => s,
+            Some(s @ SourceKind::Sqs) => {
+                return Err(ConfigError::DefaultSource {
+                    kind: s,
+                    reason: "sqs only serves queueDepth, which defaults to it anyway".into(),
+                })
+            }
+            None if !prometheus.is_empty() => SourceKind::Prometheus,
+            None => SourceKind::Otlp,
+        };
+        if default_source == SourceKind::Otlp && !otlp_enabled {
+            return Err(ConfigError::DefaultSource {
+                kind: default_source,
+                reason:
+                    "the OTLP receiver is disabled (--no-otlp); configure --prometheus or --tempo"
+                        .into(),
+            });
+        }
+        if self.min_cache_ttl > self.max_cache_ttl
+            || !(self.min_cache_ttl..=self.max_cache_ttl).contains(&self.cache_ttl)
+        {
+            return Err(ConfigError::Invalid(
+                "--cache-ttl must lie between --min-cache-ttl and --max-cache-ttl".into(),
+            ));
+        }
+        if self.backend_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "--backend-timeout must be positive".into(),
+            ));
+        }
+        Ok(Settings {
+            prometheus,
+            tempo,
+            tenant_policy,
+            parse: ParseOptions {
+                default_source,
+                min_cache_ttl: self.min_cache_ttl,
+                max_cache_ttl: self.max_cache_ttl,
+                allow_metadata_aws_endpoint: self.allow_metadata_aws_endpoint,
+                allow_aws_role_arn: self.allow_aws_role_arn,
+                conventions: conventions.keys().cloned().collect(),
+            },
+            conventions,
+            cache_ttl: self.cache_ttl,
+            max_stale: self.max_stale,
+            backend_timeout: self.backend_timeout,
+        })
+    }
+}
+
+impl BackendArgs {
+    fn tempo_backends(&self) -> Result<Vec<TempoBackendConfig>, ConfigError> {
+        let http = http_backends(
+            "tempo",
+            &self.tempo,
+            &[
+                ("tempo-bearer-token-file", &self.tempo_bearer_token_file),
+                ("tempo-header", &self.tempo_header),
+                ("tempo-ca-file", &self.tempo_ca_file),
+            ],
+        )?;
+        let mut backends: Vec<TempoBackendConfig> = http
+            .into_iter()
+            .map(|http| TempoBackendConfig {
+                http,
+                ..Default::default()
+            })
+            .collect();
+        let mut find = |flag: &'static str, name: &str| {
+            backends
+                .iter_mut()
+                .position(|b| b.http.name == name)
+                .ok_or_else(|| ConfigError::UnknownBackend {
+                    flag,
+                    base: "tempo",
+                    name: name.to_string(),
+                })
+        };
+        let mut tenants = Vec::new();
+        for s in &self.tempo_tenant {
+            let (name, tenant) = split_named("tempo-tenant", s)?;
+            validate_tenant(tenant).map_err(|e| ConfigError::Format {
+                flag: "tempo-tenant",
+                expected: "NAME=TENANT with a valid Tempo tenant ID",
+                value: e,
+            })?;
+            tenants.push((find("tempo-tenant", name)?, tenant.to_string()));
+        }
+        let mut apis = Vec::new();
+        for s in &self.tempo_api {
+            let (name, api) = split_named("tempo-api", s)?;
+            let api = TempoApi::parse(api).ok_or(ConfigError::Format {
+                flag: "tempo-api",
+                expected: "NAME=instant|range",
+                value: s.clone(),
+            })?;
+            apis.push((find("tempo-api", name)?, api));
+        }
+        for (i, tenant) in tenants {
+            backends[i].default_tenant = Some(tenant);
+        }
+        for (i, api) in apis {
+            backends[i].api = api;
+        }
+        Ok(backends)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> ServeArgs {
+        let mut argv = vec!["slo-scaler", "serve"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Serve(a) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_follow_the_product_spec() {
+        let a = args(&[]);
+        assert_eq!(a.grpc_addr.port(), 6000);
+        assert_eq!(a.admin_addr.port(), 8080);
+        assert_eq!(a.otlp.otlp_grpc_addr.port(), 4317);
+        assert_eq!(a.otlp.otlp_http_addr.port(), 4318);
+        let s = a.backends.resolve(true).unwrap();
+        assert_eq!(s.parse.default_source, SourceKind::Otlp);
+        let s = args(&[
+            "--prometheus",
+            "default=http://p:9090",
+            "--cache-ttl",
+            "500ms",
+            "--min-cache-ttl",
+            "100ms",
+        ])
+        .backends
+        .resolve(true)
+        .unwrap();
+        assert_eq!(s.parse.default_source, SourceKind::Prometheus);
+        assert_eq!(s.cache_ttl, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn backend_options_attach_by_name() {
+        let s = args(&[
+            "--prometheus",
+            "default=http://p:9090",
+            "--prometheus",
+            "thanos=https://t/",
+            "--prometheus-bearer-token-file",
+            "thanos=/var/run/token",
+            "--prometheus-header",
+            "thanos=X-Scope-OrgID: team-a",
+        ])
+        .backends
+        .resolve(true)
+        .unwrap();
+        let thanos = s.prometheus.iter().find(|b| b.name == "thanos").unwrap();
+        assert_eq!(thanos.bearer_token_file, Some("/var/run/token".into()));
+        assert_eq!(
+            thanos.headers,
+            vec![("X-Scope-OrgID".into(), "team-a".into())]
+        );
+    }
+
+    #[test]
+    fn tempo_backends_collect_their_options() {
+        let s = args(&[
+            "--tempo",
+            "default=http://tempo:3200",
+            "--tempo-tenant",
+            "default=team-a",
+            "--tempo-api",
+            "default=range",
+            "--tempo-tenant-allow",
+            "shop=team-a,team-b",
+        ])
+        .backends
+        .resolve(true)
+        .unwrap();
+        assert_eq!(s.tempo[0].default_tenant.as_deref(), Some("team-a"));
+        assert_eq!(s.tempo[0].api, TempoApi::Range);
+        assert!(s.tenant_policy.check("shop", Some("team-b")).is_ok());
+        assert!(s.tenant_policy.check("other", Some("team-b")).is_err());
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        let check = |extra: &[&str]| {
+            assert!(args(extra).backends.resolve(true).is_err(), "{extra:?}");
+        };
+        check(&["--prometheus", "nourl"]);
+        check(&["--prometheus", "a=http://x", "--prometheus", "a=http://y"]);
+        check(&["--prometheus-bearer-token-file", "missing=/x"]);
+        check(&[
+            "--prometheus",
+            "a=http://x",
+            "--prometheus-header",
+            "a=novalue",
+        ]);
+        check(&["--cache-ttl", "10m"]);
+        check(&["--default-source", "sqs"]);
+        check(&["--conventions-file", "/nonexistent/conventions.json"]);
+        check(&["--tempo-tenant", "nobackend=team-a"]);
+        check(&["--tempo", "t=http://t:3200", "--tempo-api", "t=grpc"]);
+        check(&["--tempo", "t=http://t:3200", "--tempo-tenant", "t=.."]);
+        check(&["--tempo-tenant-allow", "team-a"]);
+        assert!(args(&["--no-otlp"]).backends.resolve(false).is_err());
+    }
+}

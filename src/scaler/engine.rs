@@ -1,0 +1,258 @@
+//! The engine: metadata → [`Plan`] (no I/O), plan → [`Evaluation`] (through the cache).
+//!
+//! The gRPC adapter in `scaler::service` only translates between protobuf and these
+//! calls; `check` and `demo` use the same engine.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cache::{CacheConfig, SignalCache};
+use crate::signal::promql::{self, Convention};
+use crate::signal::traceql;
+use crate::source::tempo::{validate_tenant, TenantPolicy};
+use crate::source::{
+    OtlpQuery, PromQuery, Query, Reading, SourceError, Sources, TempoQuery, TempoReduce,
+};
+use crate::telemetry::Metrics;
+use crate::trigger::{self, ParseOptions, Problem, Signal, SourceKind, Trigger, TriggerError};
+
+/// A trigger resolved against the server's configuration: what to ask, and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub trigger: Trigger,
+    pub query: Query,
+}
+
+/// One evaluated value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    pub value: f64,
+    pub active: bool,
+    /// Age of the backend answer behind the value.
+    pub age: Duration,
+    /// True when the backend failed and the last good value was served.
+    pub stale: bool,
+}
+
+/// Why a trigger cannot be planned.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Invalid(#[from] TriggerError),
+    #[error("{0}")]
+    PermissionDenied(String),
+}
+
+/// Why a value cannot be given.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("{metric}: the backend has no data for this query (ignoreNullValues is false)")]
+    NoData { metric: String },
+    #[error("{metric}: the backend answered a {got} where a {wanted} was expected")]
+    WrongShape {
+        metric: String,
+        got: &'static str,
+        wanted: &'static str,
+    },
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub parse: ParseOptions,
+    pub conventions: BTreeMap<String, Convention>,
+    /// Which Tempo tenants each namespace may read.
+    pub tenant_policy: TenantPolicy,
+    pub cache_ttl: Duration,
+    pub cache: CacheConfig,
+}
+
+pub struct Engine {
+    config: EngineConfig,
+    sources: Sources,
+    cache: SignalCache,
+    metrics: Arc<Metrics>,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig, sources: Sources, metrics: Arc<Metrics>) -> Self {
+        Engine {
+            cache: SignalCache::new(config.cache, metrics.clone()),
+            config,
+            sources,
+            metrics,
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn sources(&self) -> &Sources {
+        &self.sources
+    }
+
+    /// Parses and resolves a trigger. Never touches a backend.
+    pub fn plan(&self, namespace: &str, md: &HashMap<String, String>) -> Result<Plan, PlanError> {
+        let trigger = trigger::parse(md, &self.config.parse)?;
+        let problem = |key: &str, message: String| {
+            PlanError::Invalid(TriggerError {
+                problems: vec![Problem {
+                    key: key.to_string(),
+                    message,
+                }],
+            })
+        };
+        let query = match (&trigger.signal, trigger.source) {
+            (Signal::Trace { selector, measure }, SourceKind::Prometheus) => {
+                self.check_prometheus_backend(&trigger.backend)
+                    .map_err(|m| problem("backend", m))?;
+                let convention = self
+                    .config
+                    .conventions
+                    .get(&trigger.convention)
+                    .ok_or_else(|| problem("convention", "unknown convention".into()))?;
+                let promql = promql::build(
+                    &trigger.convention,
+                    convention,
+                    selector,
+                    *measure,
+                    trigger.window,
+                )
+                .map_err(|e| {
+                    let key = match e {
+                        promql::QueryBuildError::NoSpanKind { .. } => "spanKind",
+                        promql::QueryBuildError::NoVersion { .. } => "version",
+                    };
+                    problem(key, e.to_string())
+                })?;
+                Query::Prometheus(PromQuery {
+                    backend: trigger.backend.clone(),
+                    promql,
+                })
+            }
+            (Signal::Query(q), SourceKind::Prometheus) => {
+                self.check_prometheus_backend(&trigger.backend)
+                    .map_err(|m| problem("backend", m))?;
+                Query::Prometheus(PromQuery {
+                    backend: trigger.backend.clone(),
+                    promql: q.clone(),
+                })
+            }
+            (Signal::Trace { selector, measure }, SourceKind::Tempo) => {
+                let (traceql, reduce) =
+                    traceql::build(selector, *measure).map_err(|m| problem("labels", m))?;
+                self.tempo_query(namespace, &trigger, traceql, reduce)?
+            }
+            (Signal::Query(q), SourceKind::Tempo) => {
+                self.tempo_query(namespace, &trigger, q.clone(), TempoReduce::Single)?
+            }
+            (Signal::Trace { selector, measure }, SourceKind::Otlp) => Query::Otlp(OtlpQuery {
+                selector: selector.clone(),
+                measure: *measure,
+                window: trigger.window,
+            }),
+            (_, source) => {
+                return Err(problem(
+                    "source",
+                    format!("source {source} is not configured on this server"),
+                ))
+            }
+        };
+        Ok(Plan { trigger, query })
+    }
+
+    fn check_prometheus_backend(&self, name: &str) -> Result<(), String> {
+        if self.sources.prometheus.has_backend(name) {
+            return Ok(());
+        }
+        let names = self.sources.prometheus.backend_names();
+        Err(if names.is_empty() {
+            "no Prometheus backend is configured on the server (--prometheus NAME=URL)".into()
+        } else {
+            format!(
+                "no Prometheus backend named {name:?} is configured (configured: {})",
+                names.join(", ")
+            )
+        })
+    }
+
+    /// Checks the Tempo backend and tenant (the namespace's policy) and builds the query.
+    fn tempo_query(
+        &self,
+        namespace: &str,
+        t: &Trigger,
+        traceql: String,
+        reduce: TempoReduce,
+    ) -> Result<Query, PlanError> {
+        let problem = |key: &str, message: String| {
+            PlanError::Invalid(TriggerError {
+                problems: vec![Problem {
+                    key: key.to_string(),
+                    message,
+                }],
+            })
+        };
+        if !self.sources.tempo.has_backend(&t.backend) {
+            return Err(problem(
+                "backend",
+                format!(
+                    "no Tempo backend named {:?} is configured on the server (--tempo NAME=URL)",
+                    t.backend
+                ),
+            ));
+        }
+        if let Some(tenant) = &t.tenant {
+            validate_tenant(tenant).map_err(|m| problem("tenant", m))?;
+        }
+        self.config
+            .tenant_policy
+            .check(namespace, t.tenant.as_deref())
+            .map_err(|e| PlanError::PermissionDenied(e.to_string()))?;
+        Ok(Query::Tempo(TempoQuery {
+            backend: t.backend.clone(),
+            tenant: t.tenant.clone(),
+            traceql,
+            since: t.window,
+            reduce,
+        }))
+    }
+
+    /// Reads the plan's value (from the cache, or straight from the embedded store).
+    pub async fn evaluate(&self, plan: &Plan) -> Result<Evaluation, EvalError> {
+        let ttl = plan.trigger.cache_ttl.unwrap_or(self.config.cache_ttl);
+        let served = self
+            .cache
+            .get(&plan.query, ttl, || self.sources.fetch(&plan.query))
+            .await?;
+        let t = &plan.trigger;
+        let value = match (&served.reading, &t.signal) {
+            (Reading::Value(Some(v)), _) => *v,
+            (Reading::Value(None), _) if t.ignore_null_values => 0.0,
+            (Reading::Value(None), _) => {
+                return Err(EvalError::NoData {
+                    metric: t.metric_name.clone(),
+                })
+            }
+            (Reading::Queue(depth), Signal::QueueDepth(spec)) => {
+                depth.total(spec.scale_on_in_flight, spec.scale_on_delayed) as f64
+            }
+            (Reading::Queue(_), _) => {
+                return Err(EvalError::WrongShape {
+                    metric: t.metric_name.clone(),
+                    got: "queue depth",
+                    wanted: "number",
+                })
+            }
+        };
+        Ok(Evaluation {
+            value,
+            active: value > t.activation,
+            age: served.age,
+            stale: served.stale,
+        })
+    }
+}

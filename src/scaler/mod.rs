@@ -1,0 +1,329 @@
+//! KEDA's `ExternalScaler` over gRPC: a thin adapter from protobuf to the [`Engine`].
+//!
+//! All error → status mapping lives in [`status`]. `GetMetricSpec` never touches a
+//! backend; the other RPCs read through the engine's cache.
+
+mod engine;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+pub use engine::{Engine, EngineConfig, EvalError, Evaluation, Plan, PlanError};
+
+use crate::proto::external_scaler_server::{ExternalScaler, ExternalScalerServer};
+use crate::proto::{
+    GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, MetricSpec,
+    MetricValue, ScaledObjectRef,
+};
+use crate::source::SourceError;
+use crate::telemetry::{SignalLabels, SignalRecord};
+
+/// The gRPC service.
+#[derive(Clone)]
+pub struct ScalerService {
+    engine: Arc<Engine>,
+    stream_interval: Duration,
+    shutdown: watch::Receiver<bool>,
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+impl ScalerService {
+    /// `shutdown` turning true ends every open stream.
+    pub fn new(
+        engine: Arc<Engine>,
+        stream_interval: Duration,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        ScalerService {
+            engine,
+            stream_interval,
+            shutdown,
+        }
+    }
+
+    pub fn into_server(self) -> ExternalScalerServer<Self> {
+        ExternalScalerServer::new(self)
+    }
+
+    fn plan(&self, r: &ScaledObjectRef) -> Result<Plan, Status> {
+        self.engine
+            .plan(&r.namespace, &r.scaler_metadata)
+            .map_err(|e| plan_status(&e))
+    }
+
+    /// Evaluates and records the per-ScaledObject metrics.
+    async fn evaluate(&self, r: &ScaledObjectRef, plan: &Plan) -> Result<Evaluation, Status> {
+        let result = self.engine.evaluate(plan).await;
+        let labels = SignalLabels {
+            namespace: r.namespace.clone(),
+            scaled_object: r.name.clone(),
+            metric: plan.trigger.metric_name.clone(),
+        };
+        let record = match &result {
+            Ok(ev) => SignalRecord {
+                value: Some(ev.value),
+                age: Some(ev.age),
+                active: Some(ev.active),
+                threshold: plan.trigger.target,
+                activation_threshold: plan.trigger.activation,
+            },
+            Err(_) => SignalRecord {
+                threshold: plan.trigger.target,
+                activation_threshold: plan.trigger.activation,
+                ..Default::default()
+            },
+        };
+        self.engine.metrics().record_signal(&labels, record);
+        result.map_err(|e| {
+            tracing::warn!(
+                namespace = %r.namespace,
+                scaled_object = %r.name,
+                metric = %plan.trigger.metric_name,
+                error = %e,
+                "cannot evaluate trigger"
+            );
+            eval_status(&e)
+        })
+    }
+
+    fn observe<T>(&self, method: &'static str, started: Instant, result: &Result<T, Status>) {
+        let code = match result {
+            Ok(_) => tonic::Code::Ok,
+            Err(s) => s.code(),
+        };
+        self.engine
+            .metrics()
+            .record_grpc(method, code, started.elapsed());
+    }
+}
+
+fn metric_spec(plan: &Plan) -> MetricSpec {
+    let target = plan.trigger.target;
+    #[allow(deprecated)]
+    MetricSpec {
+        metric_name: plan.trigger.metric_name.clone(),
+        target_size: (target.round() as i64).max(1),
+        target_size_float: target,
+    }
+}
+
+/// KEDA strips its `s<index>-` prefix before asking; accept it anyway.
+fn names_match(asked: &str, ours: &str) -> bool {
+    if asked == ours {
+        return true;
+    }
+    asked
+        .strip_suffix(ours)
+        .and_then(|p| p.strip_suffix('-'))
+        .and_then(|p| p.strip_prefix('s'))
+        .is_some_and(|idx| !idx.is_empty() && idx.chars().all(|c| c.is_ascii_digit()))
+}
+
+#[tonic::async_trait]
+impl ExternalScaler for ScalerService {
+    async fn is_active(
+        &self,
+        request: Request<ScaledObjectRef>,
+    ) -> Result<Response<IsActiveResponse>, Status> {
+        let started = Instant::now();
+        let r = request.into_inner();
+        let result = async {
+            let plan = self.plan(&r)?;
+            let ev = self.evaluate(&r, &plan).await?;
+            Ok(Response::new(IsActiveResponse { result: ev.active }))
+        }
+        .await;
+        self.observe("IsActive", started, &result);
+        result
+    }
+
+    type StreamIsActiveStream = BoxStream<IsActiveResponse>;
+
+    async fn stream_is_active(
+        &self,
+        request: Request<ScaledObjectRef>,
+    ) -> Result<Response<Self::StreamIsActiveStream>, Status> {
+        let started = Instant::now();
+        let r = request.into_inner();
+        let result = self.plan(&r).map(|plan| {
+            let (tx, rx) = mpsc::channel(4);
+            let service = self.clone();
+            tokio::spawn(async move { service.push_active(r, plan, tx).await });
+            Response::new(Box::pin(ReceiverStream::new(rx)) as Self::StreamIsActiveStream)
+        });
+        self.observe("StreamIsActive", started, &result);
+        result
+    }
+
+    async fn get_metric_spec(
+        &self,
+        request: Request<ScaledObjectRef>,
+    ) -> Result<Response<GetMetricSpecResponse>, Status> {
+        let started = Instant::now();
+        let r = request.into_inner();
+        let result = self.plan(&r).map(|plan| {
+            Response::new(GetMetricSpecResponse {
+                metric_specs: vec![metric_spec(&plan)],
+            })
+        });
+        self.observe("GetMetricSpec", started, &result);
+        result
+    }
+
+    async fn get_metrics(
+        &self,
+        request: Request<GetMetricsRequest>,
+    ) -> Result<Response<GetMetricsResponse>, Status> {
+        let started = Instant::now();
+        let req = request.into_inner();
+        let result = async {
+            let r = req
+                .scaled_object_ref
+                .ok_or_else(|| Status::invalid_argument("scaledObjectRef is required"))?;
+            let plan = self.plan(&r)?;
+            if !names_match(&req.metric_name, &plan.trigger.metric_name) {
+                return Err(Status::not_found(format!(
+                    "metric {:?} is not served by this trigger (its metric is {:?})",
+                    req.metric_name, plan.trigger.metric_name
+                )));
+            }
+            let ev = self.evaluate(&r, &plan).await?;
+            #[allow(deprecated)]
+            let value = MetricValue {
+                metric_name: plan.trigger.metric_name.clone(),
+                metric_value: if ev.value.is_finite() {
+                    ev.value.round() as i64
+                } else {
+                    0
+                },
+                metric_value_float: ev.value,
+            };
+            Ok(Response::new(GetMetricsResponse {
+                metric_values: vec![value],
+            }))
+        }
+        .await;
+        self.observe("GetMetrics", started, &result);
+        result
+    }
+
+    type StreamMetricSpecStream = BoxStream<GetMetricSpecResponse>;
+
+    async fn stream_metric_spec(
+        &self,
+        request: Request<ScaledObjectRef>,
+    ) -> Result<Response<Self::StreamMetricSpecStream>, Status> {
+        let started = Instant::now();
+        let r = request.into_inner();
+        let result = self.plan(&r).map(|plan| {
+            let (tx, rx) = mpsc::channel(1);
+            let mut shutdown = self.shutdown.clone();
+            tokio::spawn(async move {
+                let spec = GetMetricSpecResponse {
+                    metric_specs: vec![metric_spec(&plan)],
+                };
+                if tx.send(Ok(spec)).await.is_err() {
+                    return;
+                }
+                // Specs derive from metadata only, which cannot change under an open
+                // stream (KEDA reopens it when the ScaledObject changes): stay open
+                // until the client goes or the server stops.
+                tokio::select! {
+                    _ = tx.closed() => {}
+                    _ = shutdown.wait_for(|stop| *stop) => {}
+                }
+            });
+            Response::new(Box::pin(ReceiverStream::new(rx)) as Self::StreamMetricSpecStream)
+        });
+        self.observe("StreamMetricSpec", started, &result);
+        result
+    }
+}
+
+impl ScalerService {
+    /// The StreamIsActive loop: the current state at open, then `true` only on
+    /// inactive → active transitions (a streamed `false` is ignored by KEDA, and
+    /// repeated `true`s delay scale to zero).
+    async fn push_active(
+        self,
+        r: ScaledObjectRef,
+        plan: Plan,
+        tx: mpsc::Sender<Result<IsActiveResponse, Status>>,
+    ) {
+        let mut shutdown = self.shutdown.clone();
+        let mut last: Option<bool> = None;
+        let mut tick = tokio::time::interval(self.stream_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = tx.closed() => return,
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            let active = match self.evaluate(&r, &plan).await {
+                Ok(ev) => ev.active,
+                Err(_) => continue, // Logged in evaluate; KEDA's polling reports errors.
+            };
+            let send = match last {
+                None => true,
+                Some(was) => active && !was,
+            };
+            last = Some(active);
+            if send
+                && tx
+                    .send(Ok(IsActiveResponse { result: active }))
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// The one place trigger problems become gRPC statuses.
+pub fn plan_status(e: &PlanError) -> Status {
+    match e {
+        PlanError::Invalid(e) => Status::invalid_argument(e.to_string()),
+        PlanError::PermissionDenied(m) => Status::permission_denied(m.clone()),
+    }
+}
+
+/// The one place evaluation failures become gRPC statuses. Connectivity failures are
+/// `Unavailable`, so KEDA counts them towards its fallback.
+pub fn eval_status(e: &EvalError) -> Status {
+    let msg = e.to_string();
+    match e {
+        EvalError::Source(SourceError::BadQuery { .. } | SourceError::UnknownBackend { .. }) => {
+            Status::invalid_argument(msg)
+        }
+        EvalError::Source(SourceError::NotFound { .. }) => Status::not_found(msg),
+        EvalError::Source(SourceError::PermissionDenied { .. }) => Status::permission_denied(msg),
+        EvalError::Source(_) | EvalError::NoData { .. } | EvalError::WrongShape { .. } => {
+            Status::unavailable(msg)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keda_prefixed_names_match() {
+        assert!(names_match("rps-a", "rps-a"));
+        assert!(names_match("s0-rps-a", "rps-a"));
+        assert!(names_match("s12-rps-a", "rps-a"));
+        assert!(!names_match("s-rps-a", "rps-a"));
+        assert!(!names_match("x0-rps-a", "rps-a"));
+        assert!(!names_match("rps-b", "rps-a"));
+        assert!(!names_match("", "rps-a"));
+    }
+}

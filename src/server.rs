@@ -1,0 +1,205 @@
+//! Wiring: builds the engine from settings, binds every listener, runs the servers,
+//! and drains them on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::cache::CacheConfig;
+use crate::config::{ConfigError, ServeArgs, Settings};
+use crate::proto::external_scaler_server::ExternalScalerServer;
+use crate::scaler::{Engine, EngineConfig, ScalerService};
+use crate::source::prometheus::PrometheusSource;
+use crate::source::tempo::TempoSource;
+use crate::source::Sources;
+use crate::telemetry::{new_registry, Metrics};
+
+/// A running server.
+pub struct Server {
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub engine: Arc<Engine>,
+    ready: Arc<AtomicBool>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<anyhow::Result<()>>,
+    grace: Duration,
+}
+
+/// Builds the engine (no listeners): shared by `serve`, `check` and tests.
+pub fn build_engine(settings: &Settings, metrics: Arc<Metrics>) -> Result<Engine, ConfigError> {
+    let prometheus = PrometheusSource::new(
+        &settings.prometheus,
+        settings.backend_timeout,
+        metrics.clone(),
+    )
+    .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    let tempo = TempoSource::new(
+        settings.tempo.clone(),
+        settings.backend_timeout,
+        metrics.clone(),
+    )
+    .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    let sources = Sources { prometheus, tempo };
+    Ok(Engine::new(
+        EngineConfig {
+            parse: settings.parse.clone(),
+            conventions: settings.conventions.clone(),
+            tenant_policy: settings.tenant_policy.clone(),
+            cache_ttl: settings.cache_ttl,
+            cache: CacheConfig {
+                timeout: settings.backend_timeout,
+                max_stale: settings.max_stale,
+                max_entries: 100_000,
+            },
+        },
+        sources,
+        metrics,
+    ))
+}
+
+impl Server {
+    /// Validates the configuration, binds every listener and starts serving.
+    /// A [`ConfigError`] in the returned error means the configuration was refused.
+    pub async fn start(args: ServeArgs) -> anyhow::Result<Server> {
+        let settings = args.backends.resolve(!args.otlp.no_otlp)?;
+        let mut registry = new_registry();
+        let metrics = Arc::new(Metrics::register(&mut registry));
+        let engine = Arc::new(build_engine(&settings, metrics.clone())?);
+        let tls = tls_config(&args)?;
+
+        let grpc_listener = TcpListener::bind(args.grpc_addr)
+            .await
+            .with_context(|| format!("cannot listen on --grpc-addr {}", args.grpc_addr))?;
+        let admin_listener = TcpListener::bind(args.admin_addr)
+            .await
+            .with_context(|| format!("cannot listen on --admin-addr {}", args.admin_addr))?;
+        let grpc_addr = grpc_listener.local_addr()?;
+        let admin_addr = admin_listener.local_addr()?;
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let ready = Arc::new(AtomicBool::new(false));
+        let mut tasks = JoinSet::new();
+
+        let service = ScalerService::new(engine.clone(), args.stream_interval, shutdown_rx.clone());
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<ExternalScalerServer<ScalerService>>()
+            .await;
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = builder
+                .tls_config(tls)
+                .context("invalid TLS configuration")?;
+        }
+        let router = builder
+            .add_service(health_service)
+            .add_service(service.into_server());
+        let mut stop = shutdown_rx.clone();
+        tasks.spawn(async move {
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+                .context("gRPC server failed")
+        });
+
+        let admin = crate::admin::router(Arc::new(registry), ready.clone());
+        let mut stop = shutdown_rx.clone();
+        tasks.spawn(async move {
+            axum::serve(admin_listener, admin)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+                .context("admin server failed")
+        });
+
+        // Per-ScaledObject series expire when KEDA stops asking (deleted ScaledObjects).
+        let expiry = args.signal_expiry;
+        let mut stop = shutdown_rx.clone();
+        let sweeper_metrics = metrics.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval((expiry / 4).max(Duration::from_secs(1)));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => { sweeper_metrics.sweep_signals(expiry); }
+                    _ = stop.wait_for(|s| *s) => return Ok(()),
+                }
+            }
+        });
+
+        ready.store(true, Ordering::Release);
+        tracing::info!(
+            grpc = %grpc_addr,
+            admin = %admin_addr,
+            default_source = %settings.parse.default_source,
+            prometheus_backends = settings.prometheus.len(),
+            "slo-scaler ready"
+        );
+        Ok(Server {
+            grpc_addr,
+            admin_addr,
+            engine,
+            ready,
+            shutdown,
+            tasks,
+            grace: args.shutdown_grace,
+        })
+    }
+
+    /// Waits until a server task fails (it should not) and returns its error.
+    pub async fn wait_for_failure(&mut self) -> anyhow::Error {
+        while let Some(result) = self.tasks.join_next().await {
+            match result {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => return e,
+                Err(e) => return anyhow::anyhow!("server task panicked: {e}"),
+            }
+        }
+        anyhow::anyhow!("every server task ended")
+    }
+
+    /// Stops accepting, ends streams, lets in-flight RPCs finish within the grace period.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.ready.store(false, Ordering::Release);
+        let _ = self.shutdown.send(true);
+        let drain = async {
+            while let Some(result) = self.tasks.join_next().await {
+                result.context("server task panicked")??;
+            }
+            anyhow::Ok(())
+        };
+        match tokio::time::timeout(self.grace, drain).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(grace = ?self.grace, "shutdown grace period over; exiting");
+                self.tasks.abort_all();
+                Ok(())
+            }
+        }
+    }
+}
+
+fn tls_config(args: &ServeArgs) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
+    let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) else {
+        return Ok(None);
+    };
+    let read = |p: &std::path::Path| {
+        std::fs::read(p)
+            .map_err(|e| ConfigError::Invalid(format!("cannot read {}: {e}", p.display())))
+    };
+    let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+    let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &args.tls_client_ca_file {
+        tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
+    }
+    Ok(Some(tls))
+}

@@ -1,0 +1,457 @@
+//! PromQL for trace-derived signals: the naming conventions as data, string escaping,
+//! and the canonical query shapes.
+//!
+//! Every value that comes from trigger metadata enters a query only through
+//! [`escape_string`] (values) or [`is_label_name`]-checked label names, so metadata can
+//! never change a query's structure.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{format_window, SpanKind, TraceMeasure, TraceSelector};
+
+/// How errors are recognised in a convention's call counter.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorMatcher {
+    pub label: String,
+    /// The value, or an RE2 regex when `regex` is true (fully anchored, as in PromQL).
+    pub value: String,
+    #[serde(default)]
+    pub regex: bool,
+}
+
+/// One naming convention for trace- or request-derived metrics in Prometheus.
+///
+/// Built-in conventions are listed in [`builtin_conventions`]; operators add or
+/// override them with a JSON file (`--conventions-file`) of the same shape.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Convention {
+    /// The latency histogram: the `_bucket` series of a classic histogram, or the
+    /// metric name of a native histogram (with `native_histogram: true`).
+    pub histogram: String,
+    #[serde(default)]
+    pub native_histogram: bool,
+    /// Histogram units per second (1000 for milliseconds); latency is always reported
+    /// in seconds.
+    #[serde(default = "one")]
+    pub units_per_second: f64,
+    /// A counter of calls (spans or requests).
+    pub calls: String,
+    /// The label holding the service name.
+    pub service_label: String,
+    /// The label holding the span kind (`SPAN_KIND_SERVER`…); `None` when the metrics
+    /// only describe server requests.
+    #[serde(default)]
+    pub span_kind_label: Option<String>,
+    /// The label holding `service.version`, when the pipeline keeps it.
+    #[serde(default)]
+    pub version_label: Option<String>,
+    pub error: ErrorMatcher,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// The conventions of signal-sources.md, by name.
+pub fn builtin_conventions() -> BTreeMap<String, Convention> {
+    let spanmetrics = |histogram: &str, unit: f64, calls: &str, service: &str| Convention {
+        histogram: histogram.into(),
+        native_histogram: false,
+        units_per_second: unit,
+        calls: calls.into(),
+        service_label: service.into(),
+        span_kind_label: Some("span_kind".into()),
+        version_label: None,
+        error: ErrorMatcher {
+            label: "status_code".into(),
+            value: "STATUS_CODE_ERROR".into(),
+            regex: false,
+        },
+    };
+    let http = |histogram: &str, calls: &str, status_label: &str| Convention {
+        histogram: histogram.into(),
+        native_histogram: false,
+        units_per_second: 1.0,
+        calls: calls.into(),
+        service_label: "job".into(),
+        span_kind_label: None,
+        version_label: None,
+        error: ErrorMatcher {
+            label: status_label.into(),
+            value: "5..".into(),
+            regex: true,
+        },
+    };
+    BTreeMap::from([
+        (
+            "otel-spanmetrics".to_string(),
+            spanmetrics(
+                "traces_span_metrics_duration_milliseconds_bucket",
+                1000.0,
+                "traces_span_metrics_calls_total",
+                "service_name",
+            ),
+        ),
+        (
+            "tempo-spanmetrics".to_string(),
+            spanmetrics(
+                "traces_spanmetrics_latency_bucket",
+                1.0,
+                "traces_spanmetrics_calls_total",
+                "service",
+            ),
+        ),
+        (
+            "otel-http".to_string(),
+            http(
+                "http_server_request_duration_seconds_bucket",
+                "http_server_request_duration_seconds_count",
+                "http_response_status_code",
+            ),
+        ),
+        (
+            "prometheus-http".to_string(),
+            http(
+                "http_request_duration_seconds_bucket",
+                "http_request_duration_seconds_count",
+                "code",
+            ),
+        ),
+    ])
+}
+
+/// Why a convention file or a convention/selector pair is unusable.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConventionError {
+    #[error("convention {name:?}: {field} {value:?} is not a valid Prometheus name")]
+    BadName {
+        name: String,
+        field: &'static str,
+        value: String,
+    },
+    #[error("convention {name:?}: units_per_second must be a positive number")]
+    BadUnit { name: String },
+    #[error("convention {name:?}: error regex {value:?} is invalid: {reason}")]
+    BadRegex {
+        name: String,
+        value: String,
+        reason: String,
+    },
+}
+
+impl Convention {
+    /// Checks every name, so a convention file cannot smuggle PromQL into queries.
+    pub fn validate(&self, name: &str) -> Result<(), ConventionError> {
+        let bad = |field: &'static str, value: &str| ConventionError::BadName {
+            name: name.to_string(),
+            field,
+            value: value.to_string(),
+        };
+        for (field, value) in [("histogram", &self.histogram), ("calls", &self.calls)] {
+            if !is_metric_name(value) {
+                return Err(bad(field, value));
+            }
+        }
+        let labels = [
+            ("service_label", Some(&self.service_label)),
+            ("span_kind_label", self.span_kind_label.as_ref()),
+            ("version_label", self.version_label.as_ref()),
+            ("error.label", Some(&self.error.label)),
+        ];
+        for (field, value) in labels {
+            if let Some(v) = value {
+                if !is_label_name(v) {
+                    return Err(bad(field, v));
+                }
+            }
+        }
+        if !(self.units_per_second.is_finite() && self.units_per_second > 0.0) {
+            return Err(ConventionError::BadUnit {
+                name: name.to_string(),
+            });
+        }
+        if self.error.regex {
+            regex_syntax::Parser::new()
+                .parse(&self.error.value)
+                .map_err(|e| ConventionError::BadRegex {
+                    name: name.to_string(),
+                    value: self.error.value.clone(),
+                    reason: e.to_string(),
+                })?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a selector cannot be expressed in a convention.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum QueryBuildError {
+    #[error("convention {convention} has no span kind label; only spanKind server is possible")]
+    NoSpanKind { convention: String },
+    #[error("convention {convention} has no service version label; version cannot be used")]
+    NoVersion { convention: String },
+}
+
+/// Builds the canonical instant query for a trace measure in a convention.
+pub fn build(
+    convention_name: &str,
+    c: &Convention,
+    selector: &TraceSelector,
+    measure: TraceMeasure,
+    window: Duration,
+) -> Result<String, QueryBuildError> {
+    let mut matchers = String::new();
+    push_matcher(&mut matchers, &c.service_label, "=", &selector.service);
+    match &c.span_kind_label {
+        Some(label) => push_matcher(&mut matchers, label, "=", selector.span_kind.otel_label()),
+        None if selector.span_kind == SpanKind::Server => {}
+        None => {
+            return Err(QueryBuildError::NoSpanKind {
+                convention: convention_name.to_string(),
+            })
+        }
+    }
+    if let Some(version) = &selector.version {
+        let Some(label) = &c.version_label else {
+            return Err(QueryBuildError::NoVersion {
+                convention: convention_name.to_string(),
+            });
+        };
+        push_matcher(&mut matchers, label, "=", version);
+    }
+    for (k, v) in &selector.labels {
+        push_matcher(&mut matchers, k, "=", v);
+    }
+    let w = format_window(window);
+    Ok(match measure {
+        TraceMeasure::Latency(q) => {
+            let inner = if c.native_histogram {
+                format!("sum(rate({}{{{matchers}}}[{w}]))", c.histogram)
+            } else {
+                format!("sum by (le) (rate({}{{{matchers}}}[{w}]))", c.histogram)
+            };
+            let mut s = format!("histogram_quantile({}, {inner})", q.get());
+            if c.units_per_second != 1.0 {
+                let _ = write!(s, " / {}", c.units_per_second);
+            }
+            s
+        }
+        TraceMeasure::Rate => format!("sum(rate({}{{{matchers}}}[{w}]))", c.calls),
+        TraceMeasure::ErrorRatio => {
+            let mut err = matchers.clone();
+            let op = if c.error.regex { "=~" } else { "=" };
+            push_matcher(&mut err, &c.error.label, op, &c.error.value);
+            // `or vector(0)`: traffic without errors is a ratio of 0, not "no data".
+            format!(
+                "(sum(rate({calls}{{{err}}}[{w}])) or vector(0)) / sum(rate({calls}{{{matchers}}}[{w}]))",
+                calls = c.calls
+            )
+        }
+    })
+}
+
+fn push_matcher(out: &mut String, label: &str, op: &str, value: &str) {
+    if !out.is_empty() {
+        out.push_str(", ");
+    }
+    out.push_str(label);
+    out.push_str(op);
+    out.push_str(&escape_string(value));
+}
+
+/// Quotes `s` as a PromQL (Go) string literal: `\` and `"` escaped, control characters
+/// as `\n`, `\r`, `\t` or `\xNN`. Everything else, unicode included, is kept as is.
+pub fn escape_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for ch in s.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`, not reserved (`__…`).
+pub fn is_label_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !s.starts_with("__")
+}
+
+/// A Prometheus metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+pub fn is_metric_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signal::Quantile;
+
+    fn selector(service: &str) -> TraceSelector {
+        TraceSelector {
+            service: service.into(),
+            span_kind: SpanKind::Server,
+            version: None,
+            labels: vec![],
+        }
+    }
+
+    #[test]
+    fn escaping() {
+        let check = |input: &str, expect: &str| assert_eq!(escape_string(input), expect);
+        check("order-service", r#""order-service""#);
+        check(r#"a"} or vector(1e9) #"#, r#""a\"} or vector(1e9) #""#);
+        check(r"back\slash", r#""back\\slash""#);
+        check("new\nline\r\t", r#""new\nline\r\t""#);
+        check("bell\u{7}del\u{7f}", r#""bell\x07del\x7f""#);
+        check("ünï€ode 🚀", "\"ünï€ode 🚀\"");
+        check(r#"\""#, r#""\\\"""#);
+    }
+
+    #[test]
+    fn canonical_queries() {
+        let conventions = builtin_conventions();
+        let check = |conv: &str, sel: &TraceSelector, m: TraceMeasure, expect: &str| {
+            let q = build(conv, &conventions[conv], sel, m, Duration::from_secs(120)).unwrap();
+            assert_eq!(q, expect, "{conv} {m:?}");
+        };
+        let s = selector("order-service");
+        check(
+            "otel-spanmetrics",
+            &s,
+            TraceMeasure::Latency(Quantile::P95),
+            r#"histogram_quantile(0.95, sum by (le) (rate(traces_span_metrics_duration_milliseconds_bucket{service_name="order-service", span_kind="SPAN_KIND_SERVER"}[2m]))) / 1000"#,
+        );
+        check(
+            "otel-spanmetrics",
+            &s,
+            TraceMeasure::ErrorRatio,
+            r#"(sum(rate(traces_span_metrics_calls_total{service_name="order-service", span_kind="SPAN_KIND_SERVER", status_code="STATUS_CODE_ERROR"}[2m])) or vector(0)) / sum(rate(traces_span_metrics_calls_total{service_name="order-service", span_kind="SPAN_KIND_SERVER"}[2m]))"#,
+        );
+        check(
+            "tempo-spanmetrics",
+            &s,
+            TraceMeasure::Rate,
+            r#"sum(rate(traces_spanmetrics_calls_total{service="order-service", span_kind="SPAN_KIND_SERVER"}[2m]))"#,
+        );
+        check(
+            "otel-http",
+            &s,
+            TraceMeasure::Latency(Quantile::parse("p99").unwrap()),
+            r#"histogram_quantile(0.99, sum by (le) (rate(http_server_request_duration_seconds_bucket{job="order-service"}[2m])))"#,
+        );
+        check(
+            "prometheus-http",
+            &s,
+            TraceMeasure::ErrorRatio,
+            r#"(sum(rate(http_request_duration_seconds_count{job="order-service", code=~"5.."}[2m])) or vector(0)) / sum(rate(http_request_duration_seconds_count{job="order-service"}[2m]))"#,
+        );
+        let mut labelled = selector("a\"b");
+        labelled.labels = vec![("span_name".into(), "GET /orders/{id}".into())];
+        check(
+            "tempo-spanmetrics",
+            &labelled,
+            TraceMeasure::Rate,
+            r#"sum(rate(traces_spanmetrics_calls_total{service="a\"b", span_kind="SPAN_KIND_SERVER", span_name="GET /orders/{id}"}[2m]))"#,
+        );
+    }
+
+    #[test]
+    fn native_histograms_drop_le() {
+        let mut c = builtin_conventions()["tempo-spanmetrics"].clone();
+        c.native_histogram = true;
+        c.histogram = "traces_spanmetrics_latency".into();
+        let q = build(
+            "native",
+            &c,
+            &selector("s"),
+            TraceMeasure::Latency(Quantile::P95),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        assert_eq!(
+            q,
+            r#"histogram_quantile(0.95, sum(rate(traces_spanmetrics_latency{service="s", span_kind="SPAN_KIND_SERVER"}[1m])))"#
+        );
+    }
+
+    #[test]
+    fn impossible_selectors() {
+        let conventions = builtin_conventions();
+        let mut s = selector("s");
+        s.span_kind = SpanKind::Consumer;
+        assert!(matches!(
+            build(
+                "otel-http",
+                &conventions["otel-http"],
+                &s,
+                TraceMeasure::Rate,
+                Duration::from_secs(60)
+            ),
+            Err(QueryBuildError::NoSpanKind { .. })
+        ));
+        let mut s = selector("s");
+        s.version = Some("v2".into());
+        assert!(matches!(
+            build(
+                "otel-spanmetrics",
+                &conventions["otel-spanmetrics"],
+                &s,
+                TraceMeasure::Rate,
+                Duration::from_secs(60)
+            ),
+            Err(QueryBuildError::NoVersion { .. })
+        ));
+    }
+
+    #[test]
+    fn builtins_are_valid_and_files_are_checked() {
+        for (name, c) in builtin_conventions() {
+            c.validate(&name).unwrap();
+        }
+        let bad: Convention = serde_json::from_str(
+            r#"{"histogram":"x_bucket","calls":"x} or vector(1)","service_label":"job","error":{"label":"code","value":"5..","regex":true}}"#,
+        )
+        .unwrap();
+        assert!(bad.validate("bad").is_err());
+        let bad_regex: Convention = serde_json::from_str(
+            r#"{"histogram":"x_bucket","calls":"x_total","service_label":"job","error":{"label":"code","value":"5(","regex":true}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            bad_regex.validate("r"),
+            Err(ConventionError::BadRegex { .. })
+        ));
+    }
+
+    #[test]
+    fn names() {
+        assert!(is_label_name("service_name"));
+        assert!(!is_label_name("__name__"));
+        assert!(!is_label_name("a-b"));
+        assert!(!is_label_name("1a"));
+        assert!(!is_label_name(""));
+        assert!(is_metric_name("a:b_c"));
+        assert!(!is_metric_name("a{b}"));
+    }
+}

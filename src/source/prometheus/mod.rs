@@ -1,0 +1,122 @@
+//! The Prometheus source: instant queries against named, operator-configured backends.
+//!
+//! Queries go as form-encoded `POST /api/v1/query` (long queries fit), with
+//! Prometheus' own `timeout` set to ours so an abandoned query stops evaluating.
+
+mod response;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::http::{describe_reqwest_error, HttpBackend, HttpBackendConfig, HttpConfigError};
+use super::{PromQuery, Reading, SourceError};
+use crate::telemetry::Metrics;
+
+pub use response::parse_response;
+
+/// Every configured Prometheus backend, by name.
+pub struct PrometheusSource {
+    backends: HashMap<String, HttpBackend>,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+/// Bodies larger than this are refused (a scalar answer is a few hundred bytes).
+const MAX_BODY_BYTES: usize = 4 << 20;
+
+impl PrometheusSource {
+    pub fn new(
+        configs: &[HttpBackendConfig],
+        timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, HttpConfigError> {
+        let backends = configs
+            .iter()
+            .map(|c| Ok((c.name.clone(), HttpBackend::new(c, timeout)?)))
+            .collect::<Result<_, HttpConfigError>>()?;
+        Ok(PrometheusSource {
+            backends,
+            timeout,
+            metrics,
+        })
+    }
+
+    pub fn has_backend(&self, name: &str) -> bool {
+        self.backends.contains_key(name)
+    }
+
+    pub fn backend_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.backends.keys().map(String::as_str).collect();
+        names.sort();
+        names
+    }
+
+    /// Runs one instant query.
+    pub async fn fetch(&self, q: &PromQuery) -> Result<Reading, SourceError> {
+        let label = format!("prometheus/{}", q.backend);
+        let Some(backend) = self.backends.get(&q.backend) else {
+            return Err(SourceError::UnknownBackend {
+                kind: "prometheus",
+                name: q.backend.clone(),
+            });
+        };
+        let started = Instant::now();
+        let result = self.query(backend, &label, &q.promql).await;
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(SourceError::Timeout { .. }) => "timeout",
+            Err(_) => "error",
+        };
+        self.metrics
+            .record_backend(&label, outcome, started.elapsed());
+        result
+    }
+
+    async fn query(
+        &self,
+        backend: &HttpBackend,
+        label: &str,
+        promql: &str,
+    ) -> Result<Reading, SourceError> {
+        let timeout = format!("{}ms", self.timeout.as_millis().max(1));
+        let req = backend
+            .request(reqwest::Method::POST, "api/v1/query")
+            .map_err(|detail| SourceError::Unavailable {
+                backend: label.to_string(),
+                detail,
+            })?
+            .form(&[("query", promql), ("timeout", timeout.as_str())]);
+        let map_err = |e: reqwest::Error| {
+            if e.is_timeout() {
+                SourceError::Timeout {
+                    backend: label.to_string(),
+                    timeout: self.timeout,
+                }
+            } else if e.is_connect() {
+                SourceError::Connect {
+                    backend: label.to_string(),
+                    detail: describe_reqwest_error(&e),
+                }
+            } else {
+                SourceError::Unavailable {
+                    backend: label.to_string(),
+                    detail: describe_reqwest_error(&e),
+                }
+            }
+        };
+        let mut resp = req.send().await.map_err(map_err)?;
+        let status = resp.status().as_u16();
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(map_err)? {
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(SourceError::BadResponse {
+                    backend: label.to_string(),
+                    detail: format!("answer larger than {MAX_BODY_BYTES} bytes"),
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        parse_response(label, status, &body)
+    }
+}

@@ -1,0 +1,365 @@
+//! The Grafana Tempo source: TraceQL metrics queries over HTTP, one client per named backend.
+//!
+//! A [`TempoQuery`] is sent to `api/metrics/query` (or `api/metrics/query_range` for
+//! Tempo before 2.6), with `X-Scope-OrgID` set to the query's tenant or the backend's
+//! default. The answer is parsed in [`response`] and reduced to one [`Reading`].
+
+pub mod config;
+pub mod response;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use reqwest::StatusCode;
+
+use crate::signal::format_window;
+use crate::source::http::{describe_reqwest_error, HttpBackend, HttpConfigError};
+use crate::source::{Reading, SourceError, TempoQuery};
+use crate::telemetry::{BackendLabels, Metrics};
+
+pub use config::{
+    parse_allow, validate_tenant, TempoApi, TempoBackendConfig, TenantDenied, TenantPolicy,
+};
+
+/// The header multi-tenant Tempo reads the tenant from.
+pub const TENANT_HEADER: &str = "X-Scope-OrgID";
+
+/// How much of an error body is kept in the error message, in bytes.
+const ERROR_BODY_LIMIT: usize = 512;
+
+/// The largest answer read; metrics answers for one signal are a few hundred bytes.
+const ANSWER_LIMIT: usize = 8 << 20;
+
+const INSTANT_PATH: &str = "api/metrics/query";
+const RANGE_PATH: &str = "api/metrics/query_range";
+
+/// Reads TraceQL metrics from the configured Tempo backends.
+pub struct TempoSource {
+    backends: HashMap<String, Backend>,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Debug)]
+struct Backend {
+    http: HttpBackend,
+    default_tenant: Option<String>,
+    api: TempoApi,
+    /// `tempo/<name>`, the label in metrics and errors.
+    label: String,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for TempoSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TempoSource")
+            .field("backends", &self.backends)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TempoSource {
+    /// Builds one client per backend. `timeout` bounds every call end to end.
+    ///
+    /// Fails on a bad URL, header or CA file, on an invalid default tenant, and when two
+    /// backends share a name.
+    pub fn new(
+        backends: Vec<TempoBackendConfig>,
+        timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, HttpConfigError> {
+        let mut map = HashMap::new();
+        for config in backends {
+            let name = config.http.name.clone();
+            if let Some(tenant) = &config.default_tenant {
+                if validate_tenant(tenant).is_err() {
+                    return Err(HttpConfigError::Header {
+                        backend: name,
+                        header: TENANT_HEADER.to_string(),
+                    });
+                }
+            }
+            if map.contains_key(&name) {
+                return Err(HttpConfigError::Client {
+                    backend: name,
+                    reason: "another tempo backend has the same name".into(),
+                });
+            }
+            let http = HttpBackend::new(&config.http, timeout)?;
+            let backend = Backend {
+                http,
+                default_tenant: config.default_tenant,
+                api: config.api,
+                label: format!("tempo/{name}"),
+                timeout,
+            };
+            map.insert(name, backend);
+        }
+        Ok(TempoSource {
+            backends: map,
+            timeout,
+            metrics,
+        })
+    }
+
+    /// Whether a backend called `name` is configured.
+    pub fn has_backend(&self, name: &str) -> bool {
+        self.backends.contains_key(name)
+    }
+
+    /// Runs `q` and reduces its answer to one reading (`Reading::Value(None)`: no data).
+    pub async fn fetch(&self, q: &TempoQuery) -> Result<Reading, SourceError> {
+        let backend = self
+            .backends
+            .get(&q.backend)
+            .ok_or_else(|| SourceError::UnknownBackend {
+                kind: "tempo",
+                name: q.backend.clone(),
+            })?;
+        let tenant = q.tenant.as_deref().or(backend.default_tenant.as_deref());
+        if let Some(tenant) = tenant {
+            validate_tenant(tenant).map_err(|e| SourceError::BadQuery {
+                backend: backend.label.clone(),
+                detail: e,
+            })?;
+        }
+        let started = Instant::now();
+        let answer = match tokio::time::timeout(self.timeout, backend.call(q, tenant)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(backend.timed_out()),
+        };
+        if let Ok(response::Answer {
+            partial: Some(message),
+            ..
+        }) = &answer
+        {
+            self.metrics
+                .tempo_partial_responses
+                .get_or_create(&BackendLabels {
+                    backend: backend.label.clone(),
+                })
+                .inc();
+            tracing::warn!(
+                backend = %backend.label,
+                message = %message,
+                "tempo answered PARTIAL; using the value"
+            );
+        }
+        // An answer that does not reduce to one number (several series) fails the fetch,
+        // and counts as an error like any other failed call.
+        let reading = answer.and_then(|answer| {
+            response::reduce(&answer, q.reduce)
+                .map(Reading::Value)
+                .map_err(|detail| SourceError::BadResponse {
+                    backend: backend.label.clone(),
+                    detail,
+                })
+        });
+        let outcome = match &reading {
+            Ok(_) => "success",
+            Err(SourceError::Timeout { .. }) => "timeout",
+            Err(_) => "error",
+        };
+        self.metrics
+            .record_backend(&backend.label, outcome, started.elapsed());
+        reading
+    }
+}
+
+impl Backend {
+    async fn call(
+        &self,
+        q: &TempoQuery,
+        tenant: Option<&str>,
+    ) -> Result<response::Answer, SourceError> {
+        let path = match self.api {
+            TempoApi::Instant => INSTANT_PATH,
+            TempoApi::Range => RANGE_PATH,
+        };
+        let since = format_window(q.since);
+        let params: Vec<(&str, String)> = match self.api {
+            TempoApi::Instant => vec![("q", q.traceql.clone()), ("since", since)],
+            TempoApi::Range => {
+                let end = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs();
+                let window = q.since.as_secs_f64().ceil().max(1.0) as u64;
+                let start = end.saturating_sub(window);
+                vec![
+                    ("q", q.traceql.clone()),
+                    ("start", start.to_string()),
+                    ("end", end.to_string()),
+                    ("step", since),
+                ]
+            }
+        };
+        // Percent-encode the parameters the way a form would (`url` does it; reqwest's
+        // own `query` needs a feature this crate does not enable).
+        let mut url = self.http.url(path);
+        url.query_pairs_mut().clear().extend_pairs(&params);
+        let path_and_query = format!("{path}?{}", url.query().unwrap_or_default());
+        let mut req = self
+            .http
+            .request(reqwest::Method::GET, &path_and_query)
+            .map_err(|detail| SourceError::Unavailable {
+                backend: self.label.clone(),
+                detail,
+            })?
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(tenant) = tenant {
+            req = req.header(TENANT_HEADER, tenant);
+        }
+        tracing::debug!(backend = %self.label, traceql = %q.traceql, "querying tempo");
+        let resp = req.send().await.map_err(|e| self.transport_error(&e))?;
+        let status = resp.status();
+        let body = read_limited(resp).await.map_err(|e| match e {
+            ReadError::Transport(e) => self.transport_error(&e),
+            ReadError::TooLarge => SourceError::BadResponse {
+                backend: self.label.clone(),
+                detail: format!("answer larger than {ANSWER_LIMIT} bytes"),
+            },
+        })?;
+        if !status.is_success() {
+            return Err(self.status_error(status, &body, path));
+        }
+        let parsed = match self.api {
+            TempoApi::Instant => response::parse_instant(&body),
+            TempoApi::Range => response::parse_range(&body),
+        };
+        parsed.map_err(|e| SourceError::BadResponse {
+            backend: self.label.clone(),
+            detail: format!("cannot read TraceQL metrics answer: {e}"),
+        })
+    }
+
+    fn timed_out(&self) -> SourceError {
+        SourceError::Timeout {
+            backend: self.label.clone(),
+            timeout: self.timeout,
+        }
+    }
+
+    fn transport_error(&self, e: &reqwest::Error) -> SourceError {
+        let detail = describe_reqwest_error(e);
+        if e.is_timeout() {
+            // reqwest's own deadline is the same as ours; report it the same way.
+            self.timed_out()
+        } else if e.is_connect() {
+            SourceError::Connect {
+                backend: self.label.clone(),
+                detail,
+            }
+        } else {
+            SourceError::Unavailable {
+                backend: self.label.clone(),
+                detail,
+            }
+        }
+    }
+
+    fn status_error(&self, status: StatusCode, body: &[u8], path: &str) -> SourceError {
+        let backend = self.label.clone();
+        let text = error_text(body);
+        let with_body = |prefix: String| {
+            if text.is_empty() {
+                prefix
+            } else {
+                format!("{prefix}: {text}")
+            }
+        };
+        let code = status.as_u16();
+        match code {
+            401 | 403 => SourceError::PermissionDenied {
+                backend,
+                detail: with_body(format!("HTTP {code}")),
+            },
+            404 => SourceError::BadQuery {
+                backend,
+                detail: match self.api {
+                    TempoApi::Instant => format!(
+                        "endpoint {path} not found (HTTP 404): Tempo before 2.6 has no instant \
+                         TraceQL metrics API; configure this backend to use the range API"
+                    ),
+                    TempoApi::Range => format!(
+                        "endpoint {path} not found (HTTP 404): TraceQL metrics need Tempo 2.4 \
+                         or later with the metrics querier enabled"
+                    ),
+                },
+            },
+            429 | 500..=599 => SourceError::Unavailable {
+                backend,
+                detail: with_body(format!("HTTP {code}")),
+            },
+            // 400 is Tempo's answer to a query it cannot parse; its body says why.
+            _ if status.is_client_error() => SourceError::BadQuery {
+                backend,
+                detail: with_body(format!("HTTP {code}")),
+            },
+            _ => SourceError::BadResponse {
+                backend,
+                detail: format!("unexpected HTTP status {code}"),
+            },
+        }
+    }
+}
+
+enum ReadError {
+    Transport(reqwest::Error),
+    TooLarge,
+}
+
+async fn read_limited(mut resp: reqwest::Response) -> Result<Vec<u8>, ReadError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(ReadError::Transport)? {
+        if body.len() + chunk.len() > ANSWER_LIMIT {
+            return Err(ReadError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The start of a plain-text error body, on one line, cut at a character boundary.
+fn error_text(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let one_line: String = text
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if one_line.len() <= ERROR_BODY_LIMIT {
+        return one_line;
+    }
+    let mut cut = ERROR_BODY_LIMIT;
+    while !one_line.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &one_line[..cut])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_texts() {
+        let check = |input: &[u8], expect: &str| {
+            assert_eq!(error_text(input), expect);
+        };
+        check(b"", "");
+        check(
+            b"parse error at line 1, col 3: syntax error\n",
+            "parse error at line 1, col 3: syntax error",
+        );
+        check(b"a\r\n\tb\x00c", "a b c");
+        check(&[b'x'; 600], &format!("{}…", "x".repeat(512)));
+        let long = "é".repeat(300);
+        let cut = error_text(long.as_bytes());
+        assert!(cut.len() <= 512 + '…'.len_utf8(), "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        check(&[0xff, b'a'], "\u{fffd}a");
+    }
+}

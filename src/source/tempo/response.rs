@@ -1,0 +1,532 @@
+//! Tempo's TraceQL metrics answers (protobuf JSON mapping), and how they become one number.
+//!
+//! The JSON is what protobuf's JSON mapping writes, with its traps: int64 fields are
+//! strings, fields at their default value are left out (a value of 0 has no `value`, an
+//! empty answer may have no `series`, `status` COMPLETE is absent), doubles may be the
+//! strings `"NaN"`, `"Infinity"` and `"-Infinity"`, and label values are `AnyValue` objects.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::source::TempoReduce;
+
+/// The label Tempo gives the groups of `by (span:status)`.
+pub const STATUS_LABEL: &str = "span:status";
+
+/// One answer, reduced to one value per series.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Answer {
+    pub series: Vec<Series>,
+    /// `Some(message)` when Tempo flagged the answer PARTIAL (some blocks were not read).
+    pub partial: Option<String>,
+}
+
+/// One series of an answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub labels: Vec<(String, LabelValue)>,
+    /// The value; `None` when a range answer has no sample for this series at the
+    /// latest timestamp of the answer.
+    pub value: Option<f64>,
+}
+
+impl Series {
+    fn label(&self, key: &str) -> Option<&LabelValue> {
+        self.labels.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+}
+
+/// A label value (`AnyValue`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum LabelValue {
+    String(String),
+    Int(i64),
+    Double(f64),
+    Bool(bool),
+    /// An empty `AnyValue` or a kind this scaler does not read (arrays, maps, bytes).
+    Other,
+}
+
+/// Parses an instant answer: `{"series":[{"labels":[…],"value":0.23}],"status":…}`.
+pub fn parse_instant(body: &[u8]) -> Result<Answer, String> {
+    let raw: RawInstant = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let series = raw
+        .series
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| {
+            Ok(Series {
+                labels: labels(s.labels)?,
+                value: Some(double(s.value.as_ref(), "value")?.unwrap_or(0.0)),
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    Ok(Answer {
+        series,
+        partial: partial(raw.status.as_ref(), raw.message)?,
+    })
+}
+
+/// Parses a range answer
+/// (`{"series":[{"labels":[…],"samples":[{"timestampMs":"…","value":…}]}],…}`) and keeps,
+/// for every series, its sample at the latest timestamp found in the whole answer.
+///
+/// Aligning on one timestamp keeps series comparable: Tempo leaves out the samples of
+/// steps where a series had no spans, so a series' own last sample may be older than
+/// the others' (an error series whose last sample is a minute old must not be divided
+/// by the current total).
+pub fn parse_range(body: &[u8]) -> Result<Answer, String> {
+    let raw: RawRange = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let mut parsed = Vec::new();
+    let mut latest: Option<i64> = None;
+    for s in raw.series.unwrap_or_default() {
+        let mut samples = Vec::new();
+        for sample in s.samples.unwrap_or_default() {
+            let ts = int64(sample.timestamp_ms.as_ref(), "timestampMs")?.unwrap_or(0);
+            let value = double(sample.value.as_ref(), "value")?.unwrap_or(0.0);
+            latest = latest.max(Some(ts));
+            samples.push((ts, value));
+        }
+        parsed.push((labels(s.labels)?, samples));
+    }
+    let series = parsed
+        .into_iter()
+        .map(|(labels, samples)| Series {
+            labels,
+            value: samples
+                .iter()
+                .rev()
+                .find(|(ts, _)| Some(*ts) == latest)
+                .map(|(_, v)| *v),
+        })
+        .collect();
+    Ok(Answer {
+        series,
+        partial: partial(raw.status.as_ref(), raw.message)?,
+    })
+}
+
+/// Reduces an answer to the reading: `Ok(None)` means no data (no series, NaN, no traffic).
+pub fn reduce(answer: &Answer, how: TempoReduce) -> Result<Option<f64>, String> {
+    match how {
+        TempoReduce::Single => match answer.series.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(one.value.filter(|v| !v.is_nan())),
+            many => Err(format!(
+                "query returned {} series, expected at most one \
+                 (aggregate the query, e.g. drop its `by (…)`)",
+                many.len()
+            )),
+        },
+        TempoReduce::ErrorRatio => {
+            let mut total = 0.0;
+            let mut errors = 0.0;
+            for s in &answer.series {
+                let Some(v) = s.value.filter(|v| !v.is_nan()) else {
+                    continue;
+                };
+                total += v;
+                if s.label(STATUS_LABEL).is_some_and(is_error) {
+                    errors += v;
+                }
+            }
+            let ratio = errors / total;
+            Ok((total > 0.0 && !ratio.is_nan()).then_some(ratio))
+        }
+    }
+}
+
+fn is_error(v: &LabelValue) -> bool {
+    matches!(v, LabelValue::String(s) if s.eq_ignore_ascii_case("error")
+        || s.eq_ignore_ascii_case("STATUS_CODE_ERROR"))
+}
+
+#[derive(Deserialize)]
+struct RawInstant {
+    series: Option<Vec<RawInstantSeries>>,
+    status: Option<Value>,
+    message: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawInstantSeries {
+    labels: Option<Vec<RawLabel>>,
+    value: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct RawRange {
+    series: Option<Vec<RawRangeSeries>>,
+    status: Option<Value>,
+    message: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawRangeSeries {
+    labels: Option<Vec<RawLabel>>,
+    samples: Option<Vec<RawSample>>,
+}
+
+#[derive(Deserialize)]
+struct RawSample {
+    #[serde(rename = "timestampMs")]
+    timestamp_ms: Option<Value>,
+    value: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct RawLabel {
+    key: Option<String>,
+    value: Option<RawAnyValue>,
+}
+
+#[derive(Deserialize)]
+struct RawAnyValue {
+    #[serde(rename = "stringValue")]
+    string_value: Option<String>,
+    #[serde(rename = "intValue")]
+    int_value: Option<Value>,
+    #[serde(rename = "doubleValue")]
+    double_value: Option<Value>,
+    #[serde(rename = "boolValue")]
+    bool_value: Option<bool>,
+}
+
+fn labels(raw: Option<Vec<RawLabel>>) -> Result<Vec<(String, LabelValue)>, String> {
+    raw.unwrap_or_default()
+        .into_iter()
+        .map(|l| {
+            let key = l.key.unwrap_or_default();
+            let value = match l.value {
+                None => LabelValue::Other,
+                Some(v) => {
+                    if let Some(s) = v.string_value {
+                        LabelValue::String(s)
+                    } else if let Some(i) = int64(v.int_value.as_ref(), "intValue")? {
+                        LabelValue::Int(i)
+                    } else if let Some(d) = double(v.double_value.as_ref(), "doubleValue")? {
+                        LabelValue::Double(d)
+                    } else if let Some(b) = v.bool_value {
+                        LabelValue::Bool(b)
+                    } else {
+                        LabelValue::Other
+                    }
+                }
+            };
+            Ok((key, value))
+        })
+        .collect()
+}
+
+/// A protobuf JSON double: a number, a numeric string, or `"NaN"` / `"Infinity"` /
+/// `"-Infinity"`. `null` or absent is `None` (the caller applies the default).
+fn double(v: Option<&Value>, field: &str) -> Result<Option<f64>, String> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| format!("{field} {n} is not a number")),
+        Some(Value::String(s)) => match s.as_str() {
+            "NaN" => Ok(Some(f64::NAN)),
+            "Infinity" => Ok(Some(f64::INFINITY)),
+            "-Infinity" => Ok(Some(f64::NEG_INFINITY)),
+            // Rust also reads "inf" and "nan"; protobuf JSON does not write them.
+            s if s
+                .chars()
+                .any(|c| c.is_ascii_alphabetic() && !matches!(c, 'e' | 'E')) =>
+            {
+                Err(format!("{field} {s:?} is not a number"))
+            }
+            s => s
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("{field} {s:?} is not a number")),
+        },
+        Some(other) => Err(format!("{field} {other} is not a number")),
+    }
+}
+
+/// A protobuf JSON int64: a string of digits (or, leniently, a JSON integer).
+fn int64(v: Option<&Value>, field: &str) -> Result<Option<i64>, String> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| format!("{field} {n} is not an int64")),
+        Some(Value::String(s)) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("{field} {s:?} is not an int64")),
+        Some(other) => Err(format!("{field} {other} is not an int64")),
+    }
+}
+
+/// `status`: absent, `"COMPLETE"` or `0` is complete; `"PARTIAL"` or `1` is partial.
+fn partial(status: Option<&Value>, message: Option<String>) -> Result<Option<String>, String> {
+    match status {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s == "COMPLETE" => Ok(None),
+        Some(Value::Number(n)) if n.as_i64() == Some(0) => Ok(None),
+        Some(Value::String(s)) if s == "PARTIAL" => Ok(Some(message.unwrap_or_default())),
+        Some(Value::Number(n)) if n.as_i64() == Some(1) => Ok(Some(message.unwrap_or_default())),
+        Some(other) => Err(format!("unknown status {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(labels: &[(&str, &str)], value: Option<f64>) -> Series {
+        Series {
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), LabelValue::String(v.to_string())))
+                .collect(),
+            value,
+        }
+    }
+
+    fn complete(series: Vec<Series>) -> Answer {
+        Answer {
+            series,
+            partial: None,
+        }
+    }
+
+    #[test]
+    fn instant_answers() {
+        let check = |body: &str, expect: Result<Answer, ()>| {
+            assert_eq!(
+                parse_instant(body.as_bytes()).map_err(|_| ()),
+                expect,
+                "{body}"
+            );
+        };
+        check(
+            r#"{"series":[{"labels":[],"value":0.23}]}"#,
+            Ok(complete(vec![s(&[], Some(0.23))])),
+        );
+        // A value of 0 is left out, and so are empty labels.
+        check(r#"{"series":[{}]}"#, Ok(complete(vec![s(&[], Some(0.0))])));
+        check(
+            r#"{"series":[{"labels":[],"value":null}]}"#,
+            Ok(complete(vec![s(&[], Some(0.0))])),
+        );
+        // No series at all: the key is left out, or null, or the list is empty.
+        check("{}", Ok(complete(vec![])));
+        check(r#"{"series":null}"#, Ok(complete(vec![])));
+        check(
+            r#"{"series":[],"metrics":{"inspectedBytes":"0"}}"#,
+            Ok(complete(vec![])),
+        );
+        check(
+            r#"{"series":[{"value":"Infinity"}]}"#,
+            Ok(complete(vec![s(&[], Some(f64::INFINITY))])),
+        );
+        check(
+            r#"{"series":[{"value":"-Infinity"}]}"#,
+            Ok(complete(vec![s(&[], Some(f64::NEG_INFINITY))])),
+        );
+        check(
+            r#"{"series":[{"value":"1.5e-3"}]}"#,
+            Ok(complete(vec![s(&[], Some(0.0015))])),
+        );
+        check(
+            r#"{"series":[{"value":7}]}"#,
+            Ok(complete(vec![s(&[], Some(7.0))])),
+        );
+        check(
+            r#"{"series":[{"labels":[{"key":"span:status","value":{"stringValue":"error"}}],"value":2}],"status":"PARTIAL","message":"2 blocks unreadable"}"#,
+            Ok(Answer {
+                series: vec![s(&[("span:status", "error")], Some(2.0))],
+                partial: Some("2 blocks unreadable".into()),
+            }),
+        );
+        check(
+            r#"{"series":[],"status":"PARTIAL"}"#,
+            Ok(Answer {
+                series: vec![],
+                partial: Some(String::new()),
+            }),
+        );
+        check(r#"{"series":[],"status":"COMPLETE"}"#, Ok(complete(vec![])));
+        check(
+            r#"{"series":[],"status":1}"#,
+            Ok(Answer {
+                series: vec![],
+                partial: Some(String::new()),
+            }),
+        );
+        check(r#"{"series":[],"status":"WEIRD"}"#, Err(()));
+        check(r#"{"series":[{"value":"inf"}]}"#, Err(()));
+        check(r#"{"series":[{"value":"abc"}]}"#, Err(()));
+        check(r#"{"series":[{"value":true}]}"#, Err(()));
+        check(r#"{"series":{}}"#, Err(()));
+        check("not json", Err(()));
+        check("", Err(()));
+        check("[]", Err(()));
+    }
+
+    #[test]
+    fn nan_values_parse_as_nan() {
+        let a = parse_instant(br#"{"series":[{"value":"NaN"}]}"#).unwrap();
+        assert!(a.series[0].value.is_some_and(f64::is_nan));
+    }
+
+    #[test]
+    fn label_values() {
+        let body = br#"{"series":[{"labels":[
+            {"key":"s","value":{"stringValue":"x"}},
+            {"key":"i","value":{"intValue":"-42"}},
+            {"key":"i2","value":{"intValue":7}},
+            {"key":"d","value":{"doubleValue":1.5}},
+            {"key":"d2","value":{"doubleValue":"NaN"}},
+            {"key":"b","value":{"boolValue":true}},
+            {"key":"e","value":{}},
+            {"key":"n"}
+        ],"value":1}]}"#;
+        let a = parse_instant(body).unwrap();
+        let labels = &a.series[0].labels;
+        let get = |k: &str| labels.iter().find(|(key, _)| key == k).map(|(_, v)| v);
+        assert_eq!(get("s"), Some(&LabelValue::String("x".into())));
+        assert_eq!(get("i"), Some(&LabelValue::Int(-42)));
+        assert_eq!(get("i2"), Some(&LabelValue::Int(7)));
+        assert_eq!(get("d"), Some(&LabelValue::Double(1.5)));
+        assert!(matches!(get("d2"), Some(LabelValue::Double(d)) if d.is_nan()));
+        assert_eq!(get("b"), Some(&LabelValue::Bool(true)));
+        assert_eq!(get("e"), Some(&LabelValue::Other));
+        assert_eq!(get("n"), Some(&LabelValue::Other));
+        assert!(parse_instant(
+            br#"{"series":[{"labels":[{"key":"i","value":{"intValue":"x"}}]}]}"#
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn range_answers() {
+        let check = |body: &str, expect: Result<Vec<Series>, ()>| {
+            let got = parse_range(body.as_bytes())
+                .map(|a| a.series)
+                .map_err(|_| ());
+            assert_eq!(got, expect, "{body}");
+        };
+        check(
+            r#"{"series":[{"labels":[],"samples":[
+                {"timestampMs":"1724240000000","value":0.2},
+                {"timestampMs":"1724240060000","value":0.31}]}]}"#,
+            Ok(vec![s(&[], Some(0.31))]),
+        );
+        // Samples are taken by timestamp, not by position; a 0 sample has no value.
+        check(
+            r#"{"series":[{"samples":[
+                {"timestampMs":"1724240060000"},
+                {"timestampMs":"1724240000000","value":0.2}]}]}"#,
+            Ok(vec![s(&[], Some(0.0))]),
+        );
+        // Series without a sample at the latest timestamp have no value.
+        check(
+            r#"{"series":[
+                {"labels":[{"key":"span:status","value":{"stringValue":"error"}}],
+                 "samples":[{"timestampMs":"1724240000000","value":5}]},
+                {"labels":[{"key":"span:status","value":{"stringValue":"ok"}}],
+                 "samples":[{"timestampMs":"1724240000000","value":5},
+                            {"timestampMs":"1724240060000","value":10}]}]}"#,
+            Ok(vec![
+                s(&[("span:status", "error")], None),
+                s(&[("span:status", "ok")], Some(10.0)),
+            ]),
+        );
+        check(r#"{"series":[{"labels":[]}]}"#, Ok(vec![s(&[], None)]));
+        check("{}", Ok(vec![]));
+        check(
+            r#"{"series":[{"samples":[{"timestampMs":1724240000000,"value":"2"}]}]}"#,
+            Ok(vec![s(&[], Some(2.0))]),
+        );
+        check(
+            r#"{"series":[{"samples":[{"timestampMs":"yesterday","value":1}]}]}"#,
+            Err(()),
+        );
+    }
+
+    #[test]
+    fn range_partial() {
+        let a = parse_range(br#"{"series":[],"status":"PARTIAL","message":"m"}"#).unwrap();
+        assert_eq!(a.partial.as_deref(), Some("m"));
+    }
+
+    #[test]
+    fn single_reductions() {
+        let check = |series: Vec<Series>, expect: Result<Option<f64>, ()>| {
+            let got = reduce(&complete(series.clone()), TempoReduce::Single).map_err(|_| ());
+            assert_eq!(got, expect, "{series:?}");
+        };
+        check(vec![], Ok(None));
+        check(vec![s(&[], Some(0.25))], Ok(Some(0.25)));
+        check(vec![s(&[], Some(0.0))], Ok(Some(0.0)));
+        check(vec![s(&[], Some(f64::NAN))], Ok(None));
+        check(vec![s(&[], None)], Ok(None));
+        check(vec![s(&[], Some(f64::INFINITY))], Ok(Some(f64::INFINITY)));
+        check(
+            vec![s(&[("a", "1")], Some(1.0)), s(&[("a", "2")], Some(2.0))],
+            Err(()),
+        );
+    }
+
+    #[test]
+    fn several_series_error_names_the_count() {
+        let series = vec![s(&[], Some(1.0)), s(&[], Some(2.0)), s(&[], Some(3.0))];
+        let err = reduce(&complete(series), TempoReduce::Single).unwrap_err();
+        assert!(err.contains("3 series"), "{err}");
+    }
+
+    #[test]
+    fn error_ratio_reductions() {
+        let check = |series: Vec<Series>, expect: Option<f64>| {
+            let got = reduce(&complete(series.clone()), TempoReduce::ErrorRatio).unwrap();
+            assert_eq!(got, expect, "{series:?}");
+        };
+        let st = |status: &str, v: Option<f64>| s(&[(STATUS_LABEL, status)], v);
+        check(
+            vec![
+                st("error", Some(3.0)),
+                st("ok", Some(7.0)),
+                st("unset", Some(10.0)),
+            ],
+            Some(0.15),
+        );
+        check(vec![st("ok", Some(5.0)), st("unset", Some(5.0))], Some(0.0));
+        check(vec![st("error", Some(2.0))], Some(1.0));
+        check(vec![st("error", Some(1.0)), st("ok", None)], Some(1.0));
+        check(vec![st("error", None), st("ok", Some(4.0))], Some(0.0));
+        check(
+            vec![st("error", Some(f64::NAN)), st("ok", Some(4.0))],
+            Some(0.0),
+        );
+        check(
+            vec![st("ERROR", Some(1.0)), st("ok", Some(3.0))],
+            Some(0.25),
+        );
+        // No traffic is no data, not a ratio of 0.
+        check(vec![], None);
+        check(vec![st("error", Some(0.0)), st("ok", Some(0.0))], None);
+        check(vec![st("ok", None)], None);
+        check(vec![st("ok", Some(f64::NAN))], None);
+        // Series without the status label only count in the total.
+        check(vec![s(&[], Some(4.0)), st("error", Some(1.0))], Some(0.2));
+        // A numeric or boolean label is not the error status.
+        check(
+            vec![
+                Series {
+                    labels: vec![(STATUS_LABEL.into(), LabelValue::Int(2))],
+                    value: Some(1.0),
+                },
+                st("ok", Some(1.0)),
+            ],
+            Some(0.0),
+        );
+    }
+}

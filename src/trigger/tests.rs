@@ -1,0 +1,366 @@
+//! Table tests for metadata parsing.
+
+use super::*;
+
+fn md(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn opts() -> ParseOptions {
+    ParseOptions {
+        default_source: SourceKind::Prometheus,
+        ..ParseOptions::default()
+    }
+}
+
+/// Parses `pairs` and expects exactly the problems on `keys` (in any order).
+fn check_err(pairs: &[(&str, &str)], keys: &[&str]) {
+    let err = parse(&md(pairs), &opts()).expect_err(&format!("{pairs:?} should fail"));
+    let mut got = err.keys();
+    got.sort();
+    let mut want = keys.to_vec();
+    want.sort();
+    assert_eq!(got, want, "{pairs:?}: {err}");
+    let text = err.to_string();
+    for k in keys {
+        assert!(text.contains(k), "message names {k}: {text}");
+    }
+}
+
+fn check_ok(pairs: &[(&str, &str)]) -> Trigger {
+    parse(&md(pairs), &opts()).unwrap_or_else(|e| panic!("{pairs:?}: {e}"))
+}
+
+const LAT: (&str, &str) = ("signal", "latency");
+const SVC: (&str, &str) = ("service", "order-service");
+const T300: (&str, &str) = ("threshold", "300ms");
+
+#[test]
+fn malformed_metadata_names_every_bad_key() {
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: &[Case] = &[
+        (&[], &["signal"]),
+        (&[("signal", "latancy"), SVC, T300], &["signal"]),
+        (&[LAT, SVC], &["threshold"]),
+        (&[LAT, T300], &["service"]),
+        (&[LAT, SVC, ("threshold", "fast")], &["threshold"]),
+        (&[LAT, SVC, ("threshold", "-1")], &["threshold"]),
+        (&[LAT, SVC, ("threshold", "0")], &["threshold"]),
+        (&[LAT, SVC, ("threshold", "0.0001")], &["threshold"]),
+        (&[LAT, SVC, ("threshold", "NaN")], &["threshold"]),
+        (&[LAT, SVC, ("threshold", "inf")], &["threshold"]),
+        (&[LAT, SVC, ("threshold", "1e400")], &["threshold"]),
+        (&[LAT, SVC, ("threshold", "300 millis")], &["threshold"]),
+        (
+            &[("signal", "errorRate"), SVC, ("threshold", "3")],
+            &["threshold"],
+        ),
+        (
+            &[("signal", "errorRate"), SVC, ("threshold", "3%%")],
+            &["threshold"],
+        ),
+        (
+            &[LAT, SVC, T300, ("activationThreshold", "-5ms")],
+            &["activationThreshold"],
+        ),
+        (&[LAT, SVC, T300, ("quantile", "95")], &["quantile"]),
+        (&[LAT, SVC, T300, ("quantile", "p100")], &["quantile"]),
+        (&[LAT, SVC, T300, ("spanKind", "serverside")], &["spanKind"]),
+        (
+            &[LAT, SVC, T300, ("window", "5 minutes please")],
+            &["window"],
+        ),
+        (&[LAT, SVC, T300, ("window", "0s")], &["window"]),
+        (&[LAT, SVC, T300, ("window", "-5m")], &["window"]),
+        (&[LAT, SVC, T300, ("window", "30d")], &["window"]),
+        (&[LAT, SVC, T300, ("source", "jaeger")], &["source"]),
+        (&[LAT, SVC, T300, ("source", "sqs")], &["source"]),
+        (
+            &[LAT, SVC, T300, ("convention", "datadog")],
+            &["convention"],
+        ),
+        (&[LAT, SVC, T300, ("labels", "route")], &["labels"]),
+        (&[LAT, SVC, T300, ("labels", "a=1,a=2")], &["labels"]),
+        (&[LAT, SVC, T300, ("labels", "=x")], &["labels"]),
+        (&[LAT, SVC, T300, ("labels", "bad-name=x")], &["labels"]),
+        (
+            &[LAT, SVC, T300, ("backend", "http://evil.example/")],
+            &["backend"],
+        ),
+        (
+            &[LAT, SVC, T300, ("ignoreNullValues", "maybe")],
+            &["ignoreNullValues"],
+        ),
+        (&[LAT, SVC, T300, ("cacheTTL", "1h")], &["cacheTTL"]),
+        (&[LAT, SVC, T300, ("cacheTTL", "10ms")], &["cacheTTL"]),
+        (&[LAT, SVC, T300, ("cacheTTL", "soon")], &["cacheTTL"]),
+        (
+            &[LAT, SVC, T300, ("metricName", "Order_Latency")],
+            &["metricName"],
+        ),
+        (&[LAT, SVC, T300, ("metricName", "9lives")], &["metricName"]),
+        (&[LAT, SVC, T300, ("threshhold", "300ms")], &["threshhold"]),
+        (
+            &[LAT, SVC, T300, ("serverAddress", "x:6000")],
+            &["serverAddress"],
+        ),
+        (&[LAT, SVC, T300, ("queueURL", "orders")], &["queueURL"]),
+        (&[LAT, SVC, T300, ("query", "up")], &["query"]),
+        (
+            &[("signal", "query"), ("threshold", "3"), ("query", "up")],
+            &["source"],
+        ),
+        (
+            &[
+                ("signal", "query"),
+                ("threshold", "3"),
+                ("source", "prometheus"),
+            ],
+            &["query"],
+        ),
+        (
+            &[
+                ("signal", "query"),
+                ("threshold", "3"),
+                ("source", "otlp"),
+                ("query", "up"),
+            ],
+            &["source"],
+        ),
+        (&[("signal", "queueDepth")], &["queueURL"]),
+        (
+            &[("signal", "queueDepth"), ("queueURL", "ftp://x/y")],
+            &["queueURL"],
+        ),
+        (
+            &[("signal", "queueDepth"), ("queueURL", "bad queue!")],
+            &["queueURL"],
+        ),
+        (
+            &[
+                ("signal", "queueDepth"),
+                ("queueURL", "q"),
+                ("queueLength", "lots"),
+            ],
+            &["queueLength"],
+        ),
+        (
+            &[
+                ("signal", "queueDepth"),
+                ("queueURL", "q"),
+                ("awsRegion", "mars"),
+            ],
+            &["awsRegion"],
+        ),
+        (
+            &[
+                ("signal", "queueDepth"),
+                ("queueURL", "q"),
+                ("scaleOnInFlight", "yes"),
+            ],
+            &["scaleOnInFlight"],
+        ),
+        (
+            &[
+                ("signal", "queueDepth"),
+                ("queueURL", "q"),
+                ("awsEndpoint", "http://127.0.0.1:1/"),
+            ],
+            &["awsEndpoint"],
+        ),
+        (
+            &[
+                ("signal", "queueDepth"),
+                ("queueURL", "q"),
+                ("awsRoleArn", "arn:aws:iam::1:role/x"),
+            ],
+            &["awsRoleArn"],
+        ),
+        (
+            &[
+                ("signal", "queueDepth"),
+                ("queueURL", "q"),
+                ("service", "x"),
+            ],
+            &["service"],
+        ),
+        (
+            &[LAT, SVC, T300, ("service", "x"), ("serviceFromEnv", "y")],
+            &["service"],
+        ),
+        (
+            &[
+                ("signal", "rps"),
+                SVC,
+                ("threshold", "10"),
+                ("source", "otlp"),
+                ("labels", "a=b"),
+            ],
+            &["labels"],
+        ),
+        // Several problems at once, all reported.
+        (
+            &[
+                ("signal", "latency"),
+                ("threshold", "slow"),
+                ("quantile", "high"),
+                ("windw", "5m"),
+            ],
+            &["threshold", "quantile", "service", "windw"],
+        ),
+    ];
+    assert!(cases.len() >= 25);
+    for (pairs, keys) in cases {
+        check_err(pairs, keys);
+    }
+}
+
+#[test]
+fn typos_get_suggestions() {
+    let err = parse(&md(&[LAT, SVC, T300, ("quantil", "p99")]), &opts()).unwrap_err();
+    assert!(err.to_string().contains("did you mean quantile?"), "{err}");
+}
+
+#[test]
+fn latency_trigger() {
+    let t = check_ok(&[
+        LAT,
+        SVC,
+        ("threshold", "0.3s"),
+        ("activationThreshold", "50ms"),
+        ("quantile", "p99"),
+        ("scalerAddress", "slo-scaler.keda:6000"),
+        ("enableTLS", "false"),
+        ("unsafeSsl", "false"),
+        ("labels", r"span_name=GET /a\,b,http_route=/x\=y"),
+    ]);
+    assert_eq!(t.kind, SignalKind::Latency);
+    assert_eq!(t.source, SourceKind::Prometheus);
+    assert_eq!(t.target, 0.3);
+    assert_eq!(t.activation, 0.05);
+    assert_eq!(t.metric_name, "latency-p99-order-service");
+    assert_eq!(t.window, Duration::from_secs(300));
+    assert_eq!(t.backend, "default");
+    assert_eq!(t.convention, "otel-spanmetrics");
+    assert!(t.ignore_null_values);
+    let Signal::Trace { selector, measure } = &t.signal else {
+        panic!("{t:?}")
+    };
+    assert_eq!(
+        *measure,
+        TraceMeasure::Latency(Quantile::parse("0.99").unwrap())
+    );
+    assert_eq!(
+        selector.labels,
+        vec![
+            ("http_route".to_string(), "/x=y".to_string()),
+            ("span_name".to_string(), "GET /a,b".to_string())
+        ]
+    );
+}
+
+#[test]
+fn thresholds_in_their_units() {
+    let check = |kind: &str, raw: &str, expect: f64| {
+        let t = check_ok(&[("signal", kind), SVC, ("threshold", raw)]);
+        assert!(
+            (t.target - expect).abs() < 1e-12,
+            "{kind} {raw}: {}",
+            t.target
+        );
+    };
+    check("latency", "250ms", 0.25);
+    check("latency", "0.25s", 0.25);
+    check("latency", "0.25", 0.25);
+    check("latency", "1500us", 0.0015);
+    check("errorRate", "0.03", 0.03);
+    check("errorRate", "3%", 0.03);
+    check("errorRate", "0.5%", 0.005);
+    check("rps", "100", 100.0);
+    check("rps", "1e2", 100.0);
+}
+
+#[test]
+fn sqs_trigger_keeps_keda_names_and_defaults() {
+    let t = check_ok(&[
+        ("signal", "queueDepth"),
+        (
+            "queueURL",
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/notifications",
+        ),
+        ("awsRegion", "eu-west-1"),
+    ]);
+    assert_eq!(t.source, SourceKind::Sqs);
+    assert_eq!(t.target, 5.0);
+    assert_eq!(t.activation, 0.0);
+    assert_eq!(t.metric_name, "queuedepth-notifications");
+    let Signal::QueueDepth(q) = &t.signal else {
+        panic!("{t:?}")
+    };
+    assert!(q.scale_on_in_flight);
+    assert!(!q.scale_on_delayed);
+    let t = check_ok(&[
+        ("signal", "queueDepth"),
+        ("queueURLFromEnv", "orders.fifo"),
+        ("queueLength", "10"),
+        ("activationQueueLength", "2"),
+        ("scaleOnInFlight", "false"),
+        ("scaleOnDelayed", "True"),
+    ]);
+    assert_eq!((t.target, t.activation), (10.0, 2.0));
+    let Signal::QueueDepth(q) = &t.signal else {
+        panic!("{t:?}")
+    };
+    assert_eq!(q.queue, "orders.fifo");
+    assert!(!q.scale_on_in_flight && q.scale_on_delayed);
+}
+
+#[test]
+fn raw_queries_get_stable_names() {
+    let a = check_ok(&[
+        ("signal", "query"),
+        ("source", "prometheus"),
+        ("query", "sum(up)"),
+        ("threshold", "3"),
+    ]);
+    let b = check_ok(&[
+        ("signal", "query"),
+        ("source", "prometheus"),
+        ("query", "sum(up)"),
+        ("threshold", "4"),
+    ]);
+    assert_eq!(a.metric_name, b.metric_name);
+    assert!(a.metric_name.starts_with("query-"));
+    assert_eq!(a.signal, Signal::Query("sum(up)".into()));
+}
+
+#[test]
+fn derived_names_are_kubernetes_safe() {
+    let check = |service: &str, expect: &str| {
+        let t = check_ok(&[("signal", "rps"), ("service", service), ("threshold", "10")]);
+        assert_eq!(t.metric_name, expect);
+        assert!(values::is_metric_name(&t.metric_name), "{}", t.metric_name);
+    };
+    check("order-service", "rps-order-service");
+    check("Order_Service.v2", "rps-order-service-v2");
+    check(r#"a"} or vector(1e9) #"#, "rps-a-or-vector-1e9");
+    check(&"x".repeat(100), &format!("rps-{}", "x".repeat(59)));
+    check("ünï", "rps-n");
+}
+
+#[test]
+fn no_panic_on_arbitrary_input() {
+    let nasty = [
+        "", " ", "\0", "\u{202e}", "🚀", "=", ",", "\\", "%", "1e309", "-0", "p", "ms", "s",
+    ];
+    for k in KNOWN_KEYS.iter().chain(["signal"].iter()) {
+        for v in nasty {
+            for signal in ["latency", "errorRate", "rps", "queueDepth", "query"] {
+                let _ = parse(&md(&[("signal", signal), (k, v)]), &opts());
+            }
+        }
+    }
+}

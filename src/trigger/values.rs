@@ -1,0 +1,273 @@
+//! Parsers for the value syntaxes of trigger metadata: durations, thresholds in the
+//! signal's unit, booleans, label lists, names.
+
+use std::time::Duration;
+
+use super::SignalKind;
+
+/// The unit a signal's thresholds are written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Unit {
+    /// Latency: `250ms`, `0.25s`, `0.25` (seconds).
+    Seconds,
+    /// Error rate: `0.03` or `3%`.
+    Ratio,
+    /// Everything else: a plain number.
+    Count,
+}
+
+impl Unit {
+    pub(super) fn of(kind: SignalKind) -> Unit {
+        match kind {
+            SignalKind::Latency => Unit::Seconds,
+            SignalKind::ErrorRate => Unit::Ratio,
+            _ => Unit::Count,
+        }
+    }
+
+    pub(super) fn expected(self) -> &'static str {
+        match self {
+            Unit::Seconds => "must be a latency like 250ms, 0.25s or 0.25 (seconds)",
+            Unit::Ratio => "must be a ratio like 0.03 or a percentage like 3%",
+            Unit::Count => "must be a number",
+        }
+    }
+
+    pub(super) fn parse(self, raw: &str) -> Option<f64> {
+        let raw = raw.trim();
+        let v = match self {
+            Unit::Seconds => {
+                if let Some(n) = raw.strip_suffix("ms") {
+                    number(n)? / 1e3
+                } else if let Some(n) = raw.strip_suffix("us").or_else(|| raw.strip_suffix("µs")) {
+                    number(n)? / 1e6
+                } else if let Some(n) = raw.strip_suffix('s') {
+                    number(n)?
+                } else {
+                    number(raw)?
+                }
+            }
+            Unit::Ratio => match raw.strip_suffix('%') {
+                Some(n) => number(n)? / 100.0,
+                None => number(raw)?,
+            },
+            Unit::Count => number(raw)?,
+        };
+        v.is_finite().then_some(v)
+    }
+
+    /// A message when `v` is out of the unit's range.
+    pub(super) fn check_range(self, v: f64) -> Option<String> {
+        (self == Unit::Ratio && v > 1.0)
+            .then(|| format!("an error rate is a ratio of at most 1 (use 0.03 or 3%), got {v}"))
+    }
+}
+
+fn number(s: &str) -> Option<f64> {
+    let s = s.trim();
+    // Refuse the spellings f64::from_str accepts but people do not mean.
+    if s.is_empty()
+        || s.chars()
+            .any(|c| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
+    {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Durations: `500ms`, `15s`, `2m`, `1h`, `1m30s`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if s.is_empty() || s.starts_with('-') {
+        return None;
+    }
+    humantime::parse_duration(s).ok()
+}
+
+/// Go's `strconv.ParseBool`, which KEDA uses for its boolean keys.
+pub fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim() {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// `k=v,k2=v2`; `\,`, `\=` and `\\` escape those characters in values. Sorted by key.
+pub(super) fn parse_labels(raw: &str) -> Result<Vec<(String, String)>, String> {
+    let mut pairs = Vec::new();
+    let mut key = String::new();
+    let mut value = String::new();
+    let mut in_value = false;
+    let mut chars = raw.chars();
+    let mut finish = |key: &mut String, value: &mut String, in_value: bool| {
+        let k = key.trim().to_string();
+        if k.is_empty() && !in_value && value.is_empty() {
+            return Ok(());
+        }
+        if !in_value {
+            return Err(format!(
+                "expected k=v pairs separated by commas, got {k:?} without ="
+            ));
+        }
+        if k.is_empty() {
+            return Err("a label name is empty".to_string());
+        }
+        pairs.push((k, std::mem::take(value)));
+        key.clear();
+        Ok(())
+    };
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(e @ (',' | '=' | '\\')) => {
+                    if in_value {
+                        value.push(e)
+                    } else {
+                        key.push(e)
+                    }
+                }
+                Some(other) => {
+                    let buf = if in_value { &mut value } else { &mut key };
+                    buf.push('\\');
+                    buf.push(other);
+                }
+                None => return Err("ends with a lone backslash".to_string()),
+            },
+            '=' if !in_value => in_value = true,
+            ',' => {
+                finish(&mut key, &mut value, in_value)?;
+                in_value = false;
+            }
+            c => {
+                if in_value {
+                    value.push(c)
+                } else {
+                    key.push(c)
+                }
+            }
+        }
+    }
+    finish(&mut key, &mut value, in_value)?;
+    pairs.sort();
+    for w in pairs.windows(2) {
+        if w[0].0 == w[1].0 {
+            return Err(format!("label {:?} is given twice", w[0].0));
+        }
+    }
+    if pairs.is_empty() {
+        return Err("no k=v pairs".to_string());
+    }
+    Ok(pairs)
+}
+
+pub(super) fn is_backend_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Kubernetes external metric names: lowercase `[a-z0-9-]`, a letter first, ≤ 63.
+pub(super) fn is_metric_name(s: &str) -> bool {
+    s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.ends_with('-')
+}
+
+/// Lowercases and replaces everything else with `-`, collapsing runs, at most 63
+/// characters; falls back to `fallback` when nothing is left.
+pub(super) fn sanitize_metric_name(raw: &str, fallback: &str) -> String {
+    let mut out = String::with_capacity(raw.len().min(63));
+    for c in raw.chars().flat_map(char::to_lowercase) {
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            c
+        } else {
+            '-'
+        };
+        if c == '-' && (out.is_empty() || out.ends_with('-')) {
+            continue;
+        }
+        out.push(c);
+    }
+    out.truncate(63);
+    while out.ends_with('-') {
+        out.pop();
+    }
+    while out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.remove(0);
+    }
+    if out.is_empty() {
+        return fallback.to_lowercase();
+    }
+    out
+}
+
+/// An https queue URL (`https://sqs.REGION.amazonaws.com/ACCOUNT/NAME`, or an
+/// emulator's http URL) or a bare queue name.
+pub(super) fn is_queue_ref(s: &str) -> bool {
+    let is_name = |n: &str| {
+        let base = n.strip_suffix(".fifo").unwrap_or(n);
+        !base.is_empty()
+            && n.len() <= 80
+            && base
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    match s.split_once("://") {
+        Some((scheme, rest)) => {
+            matches!(scheme, "https" | "http")
+                && rest.split('/').next().is_some_and(|h| !h.is_empty())
+                && rest.rsplit('/').next().is_some_and(is_name)
+                && rest.contains('/')
+        }
+        None => is_name(s),
+    }
+}
+
+pub(super) fn is_aws_region(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() >= 3
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        })
+        && parts
+            .last()
+            .is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// The known key closest to a misspelt one, when it is close enough to be a typo.
+pub(super) fn closest(key: &str, known: &[&'static str]) -> Option<&'static str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(&key.to_lowercase(), &k.to_lowercase()), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// FNV-1a, for short stable names of raw queries.
+pub(super) fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+    })
+}

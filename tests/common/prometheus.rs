@@ -1,0 +1,205 @@
+//! A real Prometheus server (Debian's `prometheus` package), started on a free loopback
+//! port with a temporary config and storage, scraping test exporters every second.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::free_port;
+
+pub struct PrometheusServer {
+    pub addr: SocketAddr,
+    /// When the current process became ready.
+    pub ready_at: Instant,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    http: reqwest::Client,
+}
+
+fn binary() -> PathBuf {
+    let path = std::env::var_os("PROMETHEUS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/prometheus"));
+    assert!(
+        path.exists(),
+        "no Prometheus server at {} — these tests need a real one: run `scripts/test.sh` \
+         (it installs Debian's `prometheus` package) or set PROMETHEUS_BIN",
+        path.display()
+    );
+    path
+}
+
+impl PrometheusServer {
+    /// Starts Prometheus scraping `targets` (as job `exporter`, honouring their labels).
+    pub async fn start(targets: &[SocketAddr]) -> PrometheusServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: exporter\n    honor_labels: true\n    static_configs:\n      - targets: [{}]\n",
+            targets.join(", ")
+        );
+        std::fs::write(dir.path().join("prometheus.yml"), config).expect("write config");
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut p = PrometheusServer {
+            addr,
+            ready_at: Instant::now(),
+            dir,
+            child: None,
+            http: reqwest::Client::new(),
+        };
+        p.launch().await;
+        p
+    }
+
+    async fn launch(&mut self) {
+        let child = Command::new(binary())
+            .arg(format!(
+                "--config.file={}",
+                self.dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                self.dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={}", self.addr))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = self
+                .http
+                .get(format!("http://{}/-/ready", self.addr))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                self.ready_at = Instant::now();
+                return;
+            }
+            assert!(Instant::now() < deadline, "prometheus did not become ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Kills the server (its data directory stays for a restart).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same data.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.launch().await;
+    }
+
+    /// Runs an instant query directly; `None` for an empty result or NaN.
+    pub async fn query(&self, promql: &str) -> Option<f64> {
+        let body: serde_json::Value = self
+            .http
+            .post(format!("{}/api/v1/query", self.url()))
+            .form(&[("query", promql)])
+            .send()
+            .await
+            .expect("query prometheus")
+            .json()
+            .await
+            .expect("prometheus json");
+        assert_eq!(body["status"], "success", "{promql}: {body}");
+        let result = &body["data"]["result"];
+        let sample = match body["data"]["resultType"].as_str() {
+            Some("scalar") => result.clone(),
+            _ => {
+                let items = result.as_array().expect("vector");
+                assert!(items.len() <= 1, "{promql}: {body}");
+                items.first()?.get("value")?.clone()
+            }
+        };
+        let v: f64 = sample[1].as_str()?.parse().ok()?;
+        (!v.is_nan()).then_some(v)
+    }
+
+    /// Runs an instant vector query; each series' labels and value.
+    pub async fn query_vector(
+        &self,
+        promql: &str,
+    ) -> Vec<(std::collections::HashMap<String, String>, f64)> {
+        let body: serde_json::Value = self
+            .http
+            .post(format!("{}/api/v1/query", self.url()))
+            .form(&[("query", promql)])
+            .send()
+            .await
+            .expect("query prometheus")
+            .json()
+            .await
+            .expect("prometheus json");
+        assert_eq!(body["status"], "success", "{promql}: {body}");
+        body["data"]["result"]
+            .as_array()
+            .expect("vector")
+            .iter()
+            .map(|item| {
+                let labels = serde_json::from_value(item["metric"].clone()).expect("labels");
+                let v = item["value"][1].as_str().and_then(|v| v.parse().ok());
+                (labels, v.expect("a number"))
+            })
+            .collect()
+    }
+
+    /// Waits until `promql` returns a value.
+    pub async fn wait_for_data(&self, promql: &str) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(v) = self.query(promql).await {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "no data for {promql}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until a `window`-long range holds only samples scraped since start-up, so
+    /// `rate()` over it extrapolates fully and no longer drifts with the query time.
+    pub async fn wait_window_full(&self, window: Duration) {
+        let until = self.ready_at + window + Duration::from_millis(2500);
+        tokio::time::sleep_until(until.into()).await;
+    }
+
+    /// Instant queries Prometheus has answered, from its own /metrics (reading this
+    /// does not count as a query).
+    pub async fn query_requests(&self) -> f64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.url()))
+            .send()
+            .await
+            .expect("prometheus /metrics")
+            .text()
+            .await
+            .expect("text");
+        text.lines()
+            .filter(|l| {
+                l.starts_with("prometheus_http_requests_total{")
+                    && l.contains("handler=\"/api/v1/query\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for PrometheusServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

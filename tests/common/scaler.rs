@@ -1,0 +1,98 @@
+//! The scaler started in-process on loopback ports, and a real tonic client for it.
+
+use std::collections::HashMap;
+
+use slo_scaler::config::{Cli, Command};
+use slo_scaler::proto::external_scaler_client::ExternalScalerClient;
+use slo_scaler::proto::{GetMetricsRequest, ScaledObjectRef};
+use slo_scaler::server::Server;
+use tonic::transport::Channel;
+
+pub struct Scaler {
+    pub server: Option<Server>,
+    pub client: ExternalScalerClient<Channel>,
+    pub admin: String,
+}
+
+impl Scaler {
+    /// Starts `slo-scaler serve` with `flags` (addresses are set to free loopback ports).
+    pub async fn start(flags: &[&str]) -> Scaler {
+        let mut argv = vec![
+            "slo-scaler",
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--otlp-grpc-addr",
+            "127.0.0.1:0",
+            "--otlp-http-addr",
+            "127.0.0.1:0",
+        ];
+        argv.extend_from_slice(flags);
+        let Command::Serve(args) = Cli::try_parse_from(argv).expect("valid flags").command else {
+            panic!("not serve");
+        };
+        let server = Server::start(args).await.expect("scaler starts");
+        let client = ExternalScalerClient::connect(format!("http://{}", server.grpc_addr))
+            .await
+            .expect("connect to the scaler");
+        let admin = format!("http://{}", server.admin_addr);
+        Scaler {
+            server: Some(server),
+            client,
+            admin,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let resp = reqwest::get(format!("{}{path}", self.admin))
+            .await
+            .expect("admin request");
+        (
+            resp.status().as_u16(),
+            resp.text().await.unwrap_or_default(),
+        )
+    }
+}
+
+use clap::Parser as _;
+
+/// A ScaledObjectRef in namespace `shop` with `metadata`.
+pub fn so(name: &str, metadata: &[(&str, &str)]) -> ScaledObjectRef {
+    ScaledObjectRef {
+        name: name.into(),
+        namespace: "shop".into(),
+        scaler_metadata: metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<HashMap<_, _>>(),
+    }
+}
+
+/// GetMetricSpec then GetMetrics, as KEDA does; the value, or the status.
+pub async fn metric(
+    client: &mut ExternalScalerClient<Channel>,
+    r: &ScaledObjectRef,
+) -> Result<f64, tonic::Status> {
+    let spec = client.get_metric_spec(r.clone()).await?.into_inner();
+    let name = spec.metric_specs[0].metric_name.clone();
+    let resp = client
+        .get_metrics(GetMetricsRequest {
+            scaled_object_ref: Some(r.clone()),
+            metric_name: name.clone(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(resp.metric_values.len(), 1);
+    let v = &resp.metric_values[0];
+    assert_eq!(v.metric_name, name);
+    #[allow(deprecated)]
+    let int = v.metric_value;
+    assert_eq!(
+        int,
+        v.metric_value_float.round() as i64,
+        "both value fields filled"
+    );
+    Ok(v.metric_value_float)
+}

@@ -1,0 +1,267 @@
+//! KEDA's protocol semantics through a real tonic client: specs, names, statuses,
+//! StreamIsActive / StreamMetricSpec, health, per-ScaledObject metrics, shutdown.
+//! Values come from a real Prometheus scraping a gauge the test sets.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::exporter::Exporter;
+use common::prometheus::PrometheusServer;
+use common::scaler::{metric, so, Scaler};
+use slo_scaler::proto::GetMetricsRequest;
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+/// The next pushed IsActive value, or `None` if nothing comes within `wait` seconds.
+async fn next_active(
+    s: &mut tonic::Streaming<slo_scaler::proto::IsActiveResponse>,
+    wait: u64,
+) -> Option<bool> {
+    tokio::time::timeout(Duration::from_secs(wait), s.next())
+        .await
+        .ok()
+        .flatten()
+        .map(|r| r.unwrap().result)
+}
+
+async fn gauge_fixture() -> (Exporter, PrometheusServer, Scaler) {
+    let exporter = Exporter::start().await;
+    exporter.set_gauge("queue_backlog", 0.0);
+    let prom = PrometheusServer::start(&[exporter.addr]).await;
+    prom.wait_for_data("max(queue_backlog)").await;
+    let url = format!("default={}", prom.url());
+    let scaler = Scaler::start(&[
+        "--prometheus",
+        &url,
+        "--cache-ttl",
+        "100ms",
+        "--min-cache-ttl",
+        "10ms",
+        "--stream-interval",
+        "200ms",
+        "--signal-expiry",
+        "2s",
+    ])
+    .await;
+    (exporter, prom, scaler)
+}
+
+fn backlog_trigger() -> slo_scaler::proto::ScaledObjectRef {
+    so(
+        "workers",
+        &[
+            ("scalerAddress", "slo-scaler.keda:6000"),
+            ("signal", "query"),
+            ("source", "prometheus"),
+            ("query", "max(queue_backlog)"),
+            ("threshold", "2.5"),
+            ("activationThreshold", "1"),
+            ("metricName", "backlog"),
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn specs_values_names_and_statuses_follow_keda() {
+    let (exporter, prom, mut scaler) = gauge_fixture().await;
+    let r = backlog_trigger();
+    let spec = scaler
+        .client
+        .get_metric_spec(r.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(spec.metric_specs.len(), 1);
+    let s = &spec.metric_specs[0];
+    assert_eq!(s.metric_name, "backlog");
+    assert_eq!(s.target_size_float, 2.5);
+    #[allow(deprecated)]
+    let target_size = s.target_size;
+    assert_eq!(target_size, 3);
+
+    exporter.set_gauge("queue_backlog", 7.4);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&mut scaler.client, &r).await.unwrap() != 7.4 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let resp = scaler
+        .client
+        .get_metrics(GetMetricsRequest {
+            scaled_object_ref: Some(r.clone()),
+            metric_name: "backlog".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    #[allow(deprecated)]
+    let int_value = resp.metric_values[0].metric_value;
+    assert_eq!(
+        (resp.metric_values[0].metric_value_float, int_value),
+        (7.4, 7)
+    );
+    assert!(
+        scaler
+            .client
+            .is_active(r.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .result
+    );
+
+    // An unknown metric name is NotFound.
+    let err = scaler
+        .client
+        .get_metrics(GetMetricsRequest {
+            scaled_object_ref: Some(r.clone()),
+            metric_name: "something-else".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    // Malformed metadata is InvalidArgument naming every bad key, on every RPC.
+    let bad = so(
+        "broken",
+        &[
+            ("signal", "latency"),
+            ("threshold", "fast"),
+            ("servce", "x"),
+        ],
+    );
+    for status in [
+        scaler
+            .client
+            .get_metric_spec(bad.clone())
+            .await
+            .unwrap_err(),
+        scaler.client.is_active(bad.clone()).await.unwrap_err(),
+        scaler
+            .client
+            .stream_is_active(bad.clone())
+            .await
+            .unwrap_err(),
+    ] {
+        assert_eq!(status.code(), Code::InvalidArgument);
+        for key in ["threshold", "service", "servce"] {
+            assert!(status.message().contains(key), "{status:?}");
+        }
+    }
+    // The scaler's own metrics show the ScaledObject, then forget it once KEDA stops asking.
+    let (_, text) = scaler.get("/metrics").await;
+    let labels = r#"{namespace="shop",scaled_object="workers",metric="backlog"}"#;
+    for line in [
+        format!("slo_scaler_signal_value{labels} 7.4"),
+        format!("slo_scaler_signal_threshold{labels} 2.5"),
+        format!("slo_scaler_signal_activation_threshold{labels} 1.0"),
+        format!("slo_scaler_signal_active{labels} 1"),
+    ] {
+        assert!(text.contains(&line), "{line} in\n{text}");
+    }
+    assert!(
+        text.contains(r#"slo_scaler_grpc_requests_total{method="GetMetrics",code="not_found"} 1"#)
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (_, text) = scaler.get("/metrics").await;
+    assert!(!text.contains("scaled_object=\"workers\""), "{text}");
+    drop(prom);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stream_is_active_pushes_state_then_only_rising_edges() {
+    let (exporter, _prom, scaler) = gauge_fixture().await;
+    let mut stream = scaler
+        .client
+        .clone()
+        .stream_is_active(backlog_trigger())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        next_active(&mut stream, 5).await,
+        Some(false),
+        "current state at open"
+    );
+    exporter.set_gauge("queue_backlog", 5.0);
+    assert_eq!(
+        next_active(&mut stream, 10).await,
+        Some(true),
+        "inactive → active pushed"
+    );
+    // Staying active sends nothing more; going inactive sends nothing either.
+    assert_eq!(next_active(&mut stream, 2).await, None);
+    exporter.set_gauge("queue_backlog", 0.0);
+    assert_eq!(next_active(&mut stream, 3).await, None);
+    exporter.set_gauge("queue_backlog", 9.0);
+    assert_eq!(
+        next_active(&mut stream, 10).await,
+        Some(true),
+        "the next rising edge"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stream_metric_spec_sends_current_specs_and_stays_open_until_shutdown() {
+    let (_exporter, _prom, mut scaler) = gauge_fixture().await;
+    let mut specs = scaler
+        .client
+        .stream_metric_spec(backlog_trigger())
+        .await
+        .unwrap()
+        .into_inner();
+    let first = specs.next().await.unwrap().unwrap();
+    assert_eq!(first.metric_specs[0].metric_name, "backlog");
+    assert_eq!(first.metric_specs[0].target_size_float, 2.5);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), specs.next())
+            .await
+            .is_err(),
+        "the stream stays open"
+    );
+    let mut active = scaler
+        .client
+        .stream_is_active(backlog_trigger())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(active.next().await.is_some());
+    // Health is served next to the scaler.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(
+        tonic::transport::Channel::from_shared(format!(
+            "http://{}",
+            scaler.server.as_ref().unwrap().grpc_addr
+        ))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap(),
+    );
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "externalscaler.ExternalScaler".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        status.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    // SIGTERM's path: open streams end cleanly, well within the grace period.
+    let started = Instant::now();
+    scaler.server.take().unwrap().shutdown().await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let end = tokio::time::timeout(Duration::from_secs(2), specs.next())
+        .await
+        .unwrap();
+    assert!(
+        end.is_none() || end.unwrap().is_err(),
+        "the spec stream ended"
+    );
+    let end = tokio::time::timeout(Duration::from_secs(2), active.next())
+        .await
+        .unwrap();
+    assert!(end.is_none() || end.unwrap().is_err());
+}

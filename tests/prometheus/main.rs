@@ -1,0 +1,530 @@
+//! The scaler against a real Prometheus server (Debian's `prometheus`, started by the
+//! harness on a free loopback port, scraping a test exporter every second), through the
+//! real gRPC interface.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::exporter::Exporter;
+use common::prometheus::PrometheusServer;
+use common::scaler::{metric, so, Scaler};
+use slo_scaler::proto::{GetMetricsRequest, ScaledObjectRef};
+use tonic::Code;
+
+/// One naming convention as the test exporter writes it.
+struct Conv {
+    name: &'static str,
+    histogram: &'static str,
+    /// The call counter; `None` when it is the histogram's `_count`.
+    calls: Option<&'static str>,
+    service: &'static str,
+    kind: Option<(&'static str, &'static str)>,
+    status_label: &'static str,
+    ok: &'static str,
+    error: &'static str,
+    /// PromQL matcher selecting errors.
+    error_matcher: &'static str,
+    /// Histogram units per second.
+    unit: f64,
+}
+
+const CONVENTIONS: [Conv; 4] = [
+    Conv {
+        name: "otel-spanmetrics",
+        histogram: "traces_span_metrics_duration_milliseconds",
+        calls: Some("traces_span_metrics_calls_total"),
+        service: "service_name",
+        kind: Some(("span_kind", "SPAN_KIND_SERVER")),
+        status_label: "status_code",
+        ok: "STATUS_CODE_UNSET",
+        error: "STATUS_CODE_ERROR",
+        error_matcher: r#"status_code="STATUS_CODE_ERROR""#,
+        unit: 1000.0,
+    },
+    Conv {
+        name: "tempo-spanmetrics",
+        histogram: "traces_spanmetrics_latency",
+        calls: Some("traces_spanmetrics_calls_total"),
+        service: "service",
+        kind: Some(("span_kind", "SPAN_KIND_SERVER")),
+        status_label: "status_code",
+        ok: "STATUS_CODE_OK",
+        error: "STATUS_CODE_ERROR",
+        error_matcher: r#"status_code="STATUS_CODE_ERROR""#,
+        unit: 1.0,
+    },
+    Conv {
+        name: "otel-http",
+        histogram: "http_server_request_duration_seconds",
+        calls: None,
+        service: "job",
+        kind: None,
+        status_label: "http_response_status_code",
+        ok: "200",
+        error: "503",
+        error_matcher: r#"http_response_status_code=~"5..""#,
+        unit: 1.0,
+    },
+    Conv {
+        name: "prometheus-http",
+        histogram: "http_request_duration_seconds",
+        calls: None,
+        service: "job",
+        kind: None,
+        status_label: "code",
+        ok: "200",
+        error: "500",
+        error_matcher: r#"code=~"5..""#,
+        unit: 1.0,
+    },
+];
+
+/// Bucket bounds in seconds and how many of 100 calls per scrape fall at or below each.
+const BOUNDS_S: [f64; 8] = [0.005, 0.01, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0];
+const OK_CUMULATIVE: [f64; 8] = [1.0, 4.0, 20.0, 45.0, 70.0, 88.0, 97.0, 100.0];
+const ERR_CUMULATIVE: [f64; 8] = [0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 5.0, 6.0];
+
+/// Exports every convention's series for `order-service` (server spans, ok and errors),
+/// plus decoys that a correct query must not select: client spans, another service.
+fn export_conventions(e: &Exporter) {
+    for c in &CONVENTIONS {
+        let bounds: Vec<f64> = BOUNDS_S.iter().map(|b| b * c.unit).collect();
+        for (service, kind, scale) in [
+            ("order-service", c.kind.map(|k| k.1), 1.0),
+            ("payment-service", c.kind.map(|k| k.1), 7.0),
+            ("order-service", c.kind.map(|_| "SPAN_KIND_CLIENT"), 3.0),
+        ] {
+            if c.kind.is_none() && scale == 3.0 {
+                continue;
+            }
+            for (status, cumulative, total) in [
+                (c.ok, &OK_CUMULATIVE, 100.0),
+                (c.error, &ERR_CUMULATIVE, 6.0),
+            ] {
+                let mut labels = vec![(c.service, service), (c.status_label, status)];
+                if let (Some((k, _)), Some(v)) = (c.kind, kind) {
+                    labels.push((k, v));
+                }
+                let scaled: Vec<f64> = cumulative.iter().map(|x| x * scale).collect();
+                e.add_histogram(c.histogram, &labels, &bounds, &scaled, total * scale);
+                if let Some(calls) = c.calls {
+                    e.add_counter(calls, &labels, total * scale);
+                }
+            }
+        }
+    }
+}
+
+/// The canonical queries of signal-sources.md, written out for one convention.
+fn canonical(c: &Conv, window: &str) -> [(String, &'static str); 3] {
+    let mut f = format!("{}=\"order-service\"", c.service);
+    if let Some((k, v)) = c.kind {
+        f.push_str(&format!(",{k}=\"{v}\""));
+    }
+    let calls = c
+        .calls
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{}_count", c.histogram));
+    let mut latency = format!(
+        "histogram_quantile(0.95, sum by (le) (rate({}_bucket{{{f}}}[{window}])))",
+        c.histogram
+    );
+    if c.unit != 1.0 {
+        latency.push_str(&format!(" / {}", c.unit));
+    }
+    [
+        (latency, "latency"),
+        (
+            format!(
+                "sum(rate({calls}{{{f},{}}}[{window}])) / sum(rate({calls}{{{f}}}[{window}]))",
+                c.error_matcher
+            ),
+            "errorRate",
+        ),
+        (format!("sum(rate({calls}{{{f}}}[{window}]))"), "rps"),
+    ]
+}
+
+async fn fixture() -> (Exporter, PrometheusServer) {
+    let exporter = Exporter::start().await;
+    export_conventions(&exporter);
+    let prometheus = PrometheusServer::start(&[exporter.addr]).await;
+    (exporter, prometheus)
+}
+
+/// Waits until Prometheus has a stable answer, then checks the scaler's value equals it.
+/// A direct query before and after the scaler's must agree (no scrape in between), so
+/// the three saw the same samples.
+async fn assert_agrees(
+    prom: &PrometheusServer,
+    scaler: &mut Scaler,
+    r: &ScaledObjectRef,
+    q: &str,
+) -> f64 {
+    prom.wait_for_data(q).await;
+    prom.wait_window_full(Duration::from_secs(10)).await;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(120)).await; // past the cache TTL
+        let before = prom.query(q).await;
+        let got = metric(&mut scaler.client, r).await;
+        let after = prom.query(q).await;
+        if before.is_none() || before != after {
+            continue;
+        }
+        let want = before.unwrap();
+        let got = got.unwrap_or_else(|s| panic!("{q}: {s:?}"));
+        assert!(
+            (got - want).abs() <= want.abs() * 1e-12,
+            "{:?}: scaler {got} != prometheus {want} for {q}",
+            r.scaler_metadata
+        );
+        return got;
+    }
+    panic!("prometheus never gave a stable answer for {q}");
+}
+
+const FAST_CACHE: [&str; 4] = ["--cache-ttl", "50ms", "--min-cache-ttl", "10ms"];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_convention_matches_prometheus_canonical_queries() {
+    let (_exporter, prom) = fixture().await;
+    let url = format!("default={}", prom.url());
+    let mut flags = vec!["--prometheus", &url];
+    flags.extend_from_slice(&FAST_CACHE);
+    let mut scaler = Scaler::start(&flags).await;
+    for c in &CONVENTIONS {
+        for (query, signal) in canonical(c, "10s") {
+            let threshold = if signal == "errorRate" { "0.05" } else { "1" };
+            let r = so(
+                "orders",
+                &[
+                    ("scalerAddress", "slo-scaler:6000"),
+                    ("signal", signal),
+                    ("service", "order-service"),
+                    ("convention", c.name),
+                    ("window", "10s"),
+                    ("threshold", threshold),
+                ],
+            );
+            let v = assert_agrees(&prom, &mut scaler, &r, &query).await;
+            // The values mean what the exporter wrote: 6 errors in 106 calls per scrape,
+            // about 106 calls a second, p95 between the 0.4 s and 0.8 s bounds.
+            match signal {
+                "errorRate" => assert!((v - 6.0 / 106.0).abs() < 1e-9, "{} {v}", c.name),
+                "rps" => assert!((80.0..130.0).contains(&v), "{} {v}", c.name),
+                _ => assert!((0.4..0.8).contains(&v), "{} {v}", c.name),
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_label_values_select_exactly_one_series() {
+    let exporter = Exporter::start().await;
+    let hostile = [
+        (r#"a"} or vector(1e9) #"#, 10.0),
+        (r"back\slash", 20.0),
+        ("new\nline", 30.0),
+        ("{braces}", 40.0),
+        ("ünïcødé 🚀", 50.0),
+        (r#"\"#, 60.0),
+    ];
+    for (name, per_scrape) in hostile {
+        exporter.add_counter(
+            "traces_span_metrics_calls_total",
+            &[("service_name", name), ("span_kind", "SPAN_KIND_SERVER")],
+            per_scrape,
+        );
+    }
+    // Decoys a widened match would pick up.
+    for decoy in ["a", "back", "new", "braces", "ünïcødé", ""] {
+        exporter.add_counter(
+            "traces_span_metrics_calls_total",
+            &[("service_name", decoy), ("span_kind", "SPAN_KIND_SERVER")],
+            1000.0,
+        );
+    }
+    let prom = PrometheusServer::start(&[exporter.addr]).await;
+    prom.wait_for_data("sum(rate(traces_span_metrics_calls_total[10s]))")
+        .await;
+    prom.wait_window_full(Duration::from_secs(10)).await;
+    let url = format!("default={}", prom.url());
+    let mut scaler = Scaler::start(&["--prometheus", &url]).await;
+    // The series Prometheus itself holds for each name (matched on the decoded JSON
+    // label, not through any query escaping), against the scaler's exact-match query.
+    let all = "rate(traces_span_metrics_calls_total[10s])";
+    for (name, _) in hostile {
+        let r = so(
+            "hostile",
+            &[
+                ("signal", "rps"),
+                ("service", name),
+                ("window", "10s"),
+                ("threshold", "10"),
+                ("cacheTTL", "1s"),
+            ],
+        );
+        let own = |v: Vec<(std::collections::HashMap<String, String>, f64)>| {
+            v.into_iter()
+                .find(|(l, _)| l.get("service_name").map(String::as_str) == Some(name))
+                .map(|(_, v)| v)
+        };
+        let mut checked = false;
+        for _ in 0..20 {
+            let before = own(prom.query_vector(all).await);
+            let got = metric(&mut scaler.client, &r)
+                .await
+                .unwrap_or_else(|s| panic!("{name:?}: {s:?}"));
+            let after = own(prom.query_vector(all).await);
+            if let Some(want) = before.filter(|_| before == after) {
+                assert_eq!(got, want, "{name:?} selects exactly its own series");
+                checked = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+        }
+        assert!(checked, "{name:?}: no stable answer");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cold_cache_concurrent_requests_make_one_prometheus_query() {
+    let (_exporter, prom) = fixture().await;
+    prom.wait_for_data("sum(rate(traces_span_metrics_calls_total[10s]))")
+        .await;
+    let url = format!("default={}", prom.url());
+    let scaler = Scaler::start(&["--prometheus", &url, "--cache-ttl", "1m"]).await;
+    let r = so(
+        "orders",
+        &[
+            ("signal", "rps"),
+            ("service", "order-service"),
+            ("window", "10s"),
+            ("threshold", "100"),
+        ],
+    );
+    // GetMetricSpec never touches a backend.
+    let before = prom.query_requests().await;
+    for _ in 0..20 {
+        scaler
+            .client
+            .clone()
+            .get_metric_spec(r.clone())
+            .await
+            .unwrap();
+    }
+    assert_eq!(prom.query_requests().await, before);
+    let name = scaler
+        .client
+        .clone()
+        .get_metric_spec(r.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .metric_specs[0]
+        .metric_name
+        .clone();
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let mut client = scaler.client.clone();
+            let req = GetMetricsRequest {
+                scaled_object_ref: Some(r.clone()),
+                metric_name: name.clone(),
+            };
+            tokio::spawn(async move { client.get_metrics(req).await })
+        })
+        .collect();
+    let mut values = Vec::new();
+    for t in tasks {
+        values.push(t.await.unwrap().unwrap().into_inner().metric_values[0].metric_value_float);
+    }
+    assert!(
+        values.windows(2).all(|w| w[0] == w[1]),
+        "one answer for all"
+    );
+    assert_eq!(
+        prom.query_requests().await - before,
+        1.0,
+        "exactly one Prometheus query"
+    );
+    let (_, text) = scaler.get("/metrics").await;
+    assert!(
+        text.contains(r#"slo_scaler_cache_requests_total{result="miss"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"slo_scaler_cache_requests_total{result="hit"} 199"#),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outage_serves_stale_then_unavailable_then_recovers() {
+    let (_exporter, mut prom) = fixture().await;
+    prom.wait_for_data("sum(rate(traces_span_metrics_calls_total[10s]))")
+        .await;
+    let url = format!("default={}", prom.url());
+    let mut scaler = Scaler::start(&[
+        "--prometheus",
+        &url,
+        "--cache-ttl",
+        "200ms",
+        "--min-cache-ttl",
+        "10ms",
+        "--max-stale",
+        "3s",
+        "--backend-timeout",
+        "1s",
+    ])
+    .await;
+    let r = so(
+        "orders",
+        &[
+            ("signal", "errorRate"),
+            ("service", "order-service"),
+            ("window", "10s"),
+            ("threshold", "3%"),
+        ],
+    );
+    let good = metric(&mut scaler.client, &r).await.unwrap();
+    let last_fetch = Instant::now();
+    prom.stop();
+    // While younger than --max-stale, the last good value is served.
+    let mut stale_served = 0;
+    while last_fetch.elapsed() < Duration::from_millis(2500) {
+        assert_eq!(metric(&mut scaler.client, &r).await.unwrap(), good);
+        assert_eq!(scaler.get("/readyz").await.0, 200);
+        stale_served += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(stale_served > 10);
+    // Then Unavailable, quickly, so KEDA's fallback takes over.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let err = metric(&mut scaler.client, &r).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+        assert!(err.message().contains("prometheus/default"), "{err:?}");
+        assert!(started.elapsed() < Duration::from_millis(1500));
+        assert_eq!(scaler.get("/readyz").await.0, 200);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (_, text) = scaler.get("/metrics").await;
+    assert!(
+        text.contains(r#"slo_scaler_cache_requests_total{result="stale"}"#),
+        "{text}"
+    );
+    // Back without restarting the scaler.
+    prom.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(v) = metric(&mut scaler.client, &r).await {
+            assert!((v - 6.0 / 106.0).abs() < 1e-9, "{v}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no fresh value after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_that_never_answers_is_cut_off_at_the_timeout() {
+    // Accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock);
+        }
+    });
+    let url = format!("hung=http://{addr}");
+    let mut scaler = Scaler::start(&["--prometheus", &url, "--backend-timeout", "500ms"]).await;
+    let r = so(
+        "orders",
+        &[
+            ("signal", "rps"),
+            ("service", "order-service"),
+            ("backend", "hung"),
+            ("threshold", "10"),
+        ],
+    );
+    let started = Instant::now();
+    let err = metric(&mut scaler.client, &r).await.unwrap_err();
+    let elapsed = started.elapsed();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("no answer within 500ms"), "{err:?}");
+    assert!(
+        elapsed >= Duration::from_millis(450) && elapsed < Duration::from_secs(2),
+        "{elapsed:?}"
+    );
+    assert_eq!(scaler.get("/readyz").await.0, 200);
+    let (_, text) = scaler.get("/metrics").await;
+    assert!(
+        text.contains(
+            r#"slo_scaler_backend_requests_total{backend="prometheus/hung",outcome="timeout"} 1"#
+        ),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_data_errors_and_bad_queries_reach_keda_as_clear_statuses() {
+    let (_exporter, prom) = fixture().await;
+    prom.wait_for_data("sum(rate(traces_span_metrics_calls_total[10s]))")
+        .await;
+    let url = format!("default={}", prom.url());
+    let mut scaler = Scaler::start(&["--prometheus", &url]).await;
+    let check = |md: Vec<(&'static str, &'static str)>| so("x", &md);
+    // No traffic: 0 with ignoreNullValues (the default), an error without it.
+    let idle = vec![
+        ("signal", "rps"),
+        ("service", "idle-service"),
+        ("threshold", "10"),
+    ];
+    assert_eq!(
+        metric(&mut scaler.client, &check(idle.clone()))
+            .await
+            .unwrap(),
+        0.0
+    );
+    let mut strict = idle.clone();
+    strict.push(("ignoreNullValues", "false"));
+    let err = metric(&mut scaler.client, &check(strict))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(err.message().contains("no data"), "{err:?}");
+    // Prometheus' own parse error, surfaced.
+    let bad = vec![
+        ("signal", "query"),
+        ("source", "prometheus"),
+        ("query", "sum(rate(x[5m])"),
+        ("threshold", "1"),
+    ];
+    let err = metric(&mut scaler.client, &check(bad)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("bad_data"), "{err:?}");
+    // Several series cannot be one value.
+    let many = vec![
+        ("signal", "query"),
+        ("source", "prometheus"),
+        ("query", "rate(traces_span_metrics_calls_total[10s])"),
+        ("threshold", "1"),
+    ];
+    let err = metric(&mut scaler.client, &check(many)).await.unwrap_err();
+    assert!(err.message().contains("series"), "{err:?}");
+    // A raw query that works.
+    let raw = vec![
+        ("signal", "query"),
+        ("source", "prometheus"),
+        ("query", "scalar(vector(42))"),
+        ("threshold", "1"),
+    ];
+    assert_eq!(metric(&mut scaler.client, &check(raw)).await.unwrap(), 42.0);
+}

@@ -1,0 +1,598 @@
+//! The Tempo source against a fake Tempo (see `fake.rs`: no Tempo server can be installed
+//! on these machines, so the fake reproduces the documented wire format, quirks included).
+//!
+//! The tests assert what is sent (path, `q`, `since` or `start`/`end`/`step`,
+//! `X-Scope-OrgID`) and what comes back (the reading, the error, the metrics).
+
+mod fake;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fake::{FakeTempo, Reply};
+use prometheus_client::registry::Registry;
+use slo_scaler::signal::traceql;
+use slo_scaler::signal::{Quantile, SpanKind, TraceMeasure, TraceSelector};
+use slo_scaler::source::http::HttpBackendConfig;
+use slo_scaler::source::tempo::{TempoApi, TempoBackendConfig, TempoSource};
+use slo_scaler::source::{Reading, SourceError, TempoQuery};
+use slo_scaler::telemetry::Metrics;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+struct Setup {
+    source: TempoSource,
+    registry: Registry,
+}
+
+impl Setup {
+    fn new(backends: Vec<TempoBackendConfig>, timeout: Duration) -> Setup {
+        let (registry, metrics) = Metrics::standalone();
+        let source = TempoSource::new(backends, timeout, Arc::new(metrics)).unwrap();
+        Setup { source, registry }
+    }
+
+    /// One backend called `default` at the fake's URL.
+    fn one(fake: &FakeTempo, default_tenant: Option<&str>, api: TempoApi) -> Setup {
+        Setup::new(
+            vec![backend("default", &fake.url, default_tenant, api)],
+            TIMEOUT,
+        )
+    }
+
+    fn scrape(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).unwrap();
+        text
+    }
+}
+
+fn backend(
+    name: &str,
+    url: &str,
+    default_tenant: Option<&str>,
+    api: TempoApi,
+) -> TempoBackendConfig {
+    TempoBackendConfig {
+        http: HttpBackendConfig {
+            name: name.into(),
+            url: url.into(),
+            ..Default::default()
+        },
+        default_tenant: default_tenant.map(str::to_string),
+        api,
+    }
+}
+
+fn selector(service: &str) -> TraceSelector {
+    TraceSelector {
+        service: service.into(),
+        span_kind: SpanKind::Server,
+        version: None,
+        labels: vec![],
+    }
+}
+
+fn query(measure: TraceMeasure) -> TempoQuery {
+    let (traceql, reduce) = traceql::build(&selector("order-service"), measure).unwrap();
+    TempoQuery {
+        backend: "default".into(),
+        tenant: None,
+        traceql,
+        since: Duration::from_secs(300),
+        reduce,
+    }
+}
+
+fn p95() -> TempoQuery {
+    query(TraceMeasure::Latency(Quantile::P95))
+}
+
+/// What a fetch should give: a value, or an error of a kind whose message contains a
+/// fragment.
+#[derive(Debug)]
+enum Expect {
+    Value(Option<f64>),
+    Error(&'static str, &'static str),
+}
+
+fn kind(e: &SourceError) -> &'static str {
+    match e {
+        SourceError::Timeout { .. } => "timeout",
+        SourceError::Connect { .. } => "connect",
+        SourceError::Unavailable { .. } => "unavailable",
+        SourceError::BadQuery { .. } => "bad query",
+        SourceError::NotFound { .. } => "not found",
+        SourceError::PermissionDenied { .. } => "permission denied",
+        SourceError::BadResponse { .. } => "bad response",
+        SourceError::UnknownBackend { .. } => "unknown backend",
+    }
+}
+
+fn assert_result(got: &Result<Reading, SourceError>, expect: &Expect, context: &str) {
+    match (got, expect) {
+        (Ok(Reading::Value(v)), Expect::Value(e)) => assert_eq!(v, e, "{context}"),
+        (Err(err), Expect::Error(k, fragment)) => {
+            assert_eq!(kind(err), *k, "{context}: {err}");
+            let msg = err.to_string();
+            assert!(
+                msg.contains(fragment),
+                "{context}: {msg:?} lacks {fragment:?}"
+            );
+            assert!(msg.starts_with("tempo/default: "), "{context}: {msg}");
+        }
+        _ => panic!("{context}: got {got:?}, expected {expect:?}"),
+    }
+}
+
+/// One scripted reply from the instant endpoint, one fetch of `q`.
+async fn check(reply: Reply, q: TempoQuery, expect: Expect) {
+    let context = format!("{reply:?} for {}", q.traceql);
+    let fake = FakeTempo::start([reply]).await;
+    let setup = Setup::one(&fake, None, TempoApi::Instant);
+    let got = setup.source.fetch(&q).await;
+    assert_result(&got, &expect, &context);
+    assert_eq!(fake.requests().len(), 1, "{context}");
+    let outcome = match &got {
+        Ok(_) => "success",
+        Err(SourceError::Timeout { .. }) => "timeout",
+        Err(_) => "error",
+    };
+    let metrics = setup.scrape();
+    let line = format!(
+        "slo_scaler_backend_requests_total{{backend=\"tempo/default\",outcome=\"{outcome}\"}} 1"
+    );
+    assert!(
+        metrics.contains(&line),
+        "{context}: {line} missing from\n{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn answers_become_readings() {
+    use Expect::{Error, Value};
+    let rate = || query(TraceMeasure::Rate);
+    let errors = || query(TraceMeasure::ErrorRatio);
+
+    check(
+        Reply::Json(r#"{"series":[{"labels":[],"value":0.23}]}"#),
+        p95(),
+        Value(Some(0.23)),
+    )
+    .await;
+    // A value of 0 is omitted by the protobuf JSON mapping: no `value` key.
+    check(
+        Reply::Json(r#"{"series":[{"labels":[]}]}"#),
+        rate(),
+        Value(Some(0.0)),
+    )
+    .await;
+    // No spans in the window: no `series` key at all, or an empty list.
+    check(
+        Reply::Json(r#"{"metrics":{"inspectedBytes":"1024"}}"#),
+        p95(),
+        Value(None),
+    )
+    .await;
+    check(Reply::Json(r#"{"series":[]}"#), rate(), Value(None)).await;
+    check(
+        Reply::Json(r#"{"series":[{"labels":[],"value":"NaN"}]}"#),
+        p95(),
+        Value(None),
+    )
+    .await;
+    check(
+        Reply::Json(r#"{"series":[{"labels":[],"value":"1.25"}]}"#),
+        p95(),
+        Value(Some(1.25)),
+    )
+    .await;
+    check(
+        Reply::Json(
+            r#"{"series":[
+              {"labels":[{"key":"span:status","value":{"stringValue":"error"}}],"value":0.5},
+              {"labels":[{"key":"span:status","value":{"stringValue":"ok"}}],"value":1.5},
+              {"labels":[{"key":"span:status","value":{"stringValue":"unset"}}],"value":8}]}"#,
+        ),
+        errors(),
+        Value(Some(0.05)),
+    )
+    .await;
+    // Only successes: no error series at all is a ratio of 0.
+    check(
+        Reply::Json(r#"{"series":[{"labels":[{"key":"span:status","value":{"stringValue":"unset"}}],"value":3}]}"#),
+        errors(),
+        Value(Some(0.0)),
+    )
+    .await;
+    // No traffic is no data, not a ratio.
+    check(Reply::Json("{}"), errors(), Value(None)).await;
+    check(
+        Reply::Json(
+            r#"{"series":[
+              {"labels":[{"key":"resource.service.name","value":{"stringValue":"a"}}],"value":1},
+              {"labels":[{"key":"resource.service.name","value":{"stringValue":"b"}}],"value":2}]}"#,
+        ),
+        rate(),
+        Error("bad response", "2 series"),
+    )
+    .await;
+    check(
+        Reply::Json("<html>gateway</html>"),
+        p95(),
+        Error("bad response", "cannot read"),
+    )
+    .await;
+    check(
+        Reply::Text(400, "invalid TraceQL query: parse error at line 1, col 12: syntax error: unexpected IDENTIFIER\n"),
+        p95(),
+        Error("bad query", "HTTP 400: invalid TraceQL query: parse error at line 1, col 12"),
+    )
+    .await;
+    check(
+        Reply::Text(
+            500,
+            "rpc error: code = Unavailable desc = no healthy queriers",
+        ),
+        p95(),
+        Error(
+            "unavailable",
+            "HTTP 500: rpc error: code = Unavailable desc = no healthy queriers",
+        ),
+    )
+    .await;
+    check(
+        Reply::Text(503, ""),
+        p95(),
+        Error("unavailable", "HTTP 503"),
+    )
+    .await;
+    check(
+        Reply::Text(429, "job queue full"),
+        p95(),
+        Error("unavailable", "HTTP 429: job queue full"),
+    )
+    .await;
+    check(
+        Reply::Text(401, "no org id"),
+        p95(),
+        Error("permission denied", "HTTP 401: no org id"),
+    )
+    .await;
+    check(
+        Reply::Text(403, "forbidden"),
+        p95(),
+        Error("permission denied", "HTTP 403"),
+    )
+    .await;
+    check(
+        Reply::Text(404, "404 page not found"),
+        p95(),
+        Error("bad query", "range API"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn instant_query_sends_q_and_since() {
+    let fake = FakeTempo::start([Reply::Json(r#"{"series":[{"labels":[],"value":0.31}]}"#)]).await;
+    let setup = Setup::one(&fake, None, TempoApi::Instant);
+    let q = p95();
+    assert_eq!(setup.source.fetch(&q).await, Ok(Reading::Value(Some(0.31))));
+    let req = fake.only_request();
+    assert_eq!(req.path, "/api/metrics/query");
+    assert_eq!(
+        req.params,
+        vec![
+            (
+                "q".to_string(),
+                r#"{ resource.service.name = "order-service" && span:kind = server } | quantile_over_time(span:duration, .95)"#
+                    .to_string()
+            ),
+            ("since".to_string(), "5m".to_string()),
+        ]
+    );
+    assert_eq!(req.header("x-scope-orgid"), None);
+    assert_eq!(req.header("accept"), Some("application/json"));
+}
+
+#[tokio::test]
+async fn hostile_values_reach_tempo_unchanged() {
+    let hostile = "a\" } | rate() # & q=x%20+\\ \n東京";
+    let fake = FakeTempo::start([Reply::Json("{}")]).await;
+    let setup = Setup::one(&fake, None, TempoApi::Instant);
+    let (traceql, reduce) = traceql::build(&selector(hostile), TraceMeasure::Rate).unwrap();
+    let q = TempoQuery {
+        backend: "default".into(),
+        tenant: None,
+        traceql: traceql.clone(),
+        since: Duration::from_secs(90),
+        reduce,
+    };
+    assert_eq!(setup.source.fetch(&q).await, Ok(Reading::Value(None)));
+    let req = fake.only_request();
+    assert_eq!(req.param("q"), Some(traceql.as_str()));
+    assert_eq!(
+        req.param("q"),
+        Some(
+            r#"{ resource.service.name = "a\" } | rate() # & q=x%20+\\ \n東京" && span:kind = server } | rate()"#
+        )
+    );
+    assert_eq!(req.param("since"), Some("90s"));
+    assert_eq!(req.params.len(), 2, "{:?}", req.params);
+}
+
+#[tokio::test]
+async fn tenant_header_is_the_default_or_the_query_tenant() {
+    let fake = FakeTempo::start([Reply::Json("{}"), Reply::Json("{}")]).await;
+    let setup = Setup::one(&fake, Some("team-shop"), TempoApi::Instant);
+    let mut q = p95();
+    setup.source.fetch(&q).await.unwrap();
+    q.tenant = Some("team-pay".into());
+    setup.source.fetch(&q).await.unwrap();
+    let tenants: Vec<_> = fake
+        .requests()
+        .iter()
+        .map(|r| r.header("X-Scope-OrgID").map(str::to_string))
+        .collect();
+    assert_eq!(
+        tenants,
+        vec![Some("team-shop".to_string()), Some("team-pay".to_string())]
+    );
+}
+
+#[tokio::test]
+async fn query_tenant_without_backend_default() {
+    let fake = FakeTempo::start([Reply::Json("{}")]).await;
+    let setup = Setup::one(&fake, None, TempoApi::Instant);
+    let mut q = p95();
+    q.tenant = Some("team-pay".into());
+    setup.source.fetch(&q).await.unwrap();
+    assert_eq!(
+        fake.only_request().header("x-scope-orgid"),
+        Some("team-pay")
+    );
+}
+
+#[tokio::test]
+async fn invalid_tenant_is_refused_before_sending() {
+    let fake = FakeTempo::start([Reply::Json("{}")]).await;
+    let setup = Setup::one(&fake, None, TempoApi::Instant);
+    let mut q = p95();
+    q.tenant = Some("a|b".into());
+    let err = setup.source.fetch(&q).await.unwrap_err();
+    assert_eq!(kind(&err), "bad query", "{err}");
+    assert!(err.to_string().contains("\"a|b\""), "{err}");
+    assert!(fake.requests().is_empty());
+}
+
+#[tokio::test]
+async fn partial_answers_are_used_and_counted() {
+    let fake = FakeTempo::start([
+        Reply::Json(r#"{"series":[{"labels":[],"value":0.4}],"status":"PARTIAL","message":"2 of 40 blocks failed"}"#),
+        Reply::Json(r#"{"series":[{"labels":[],"value":0.5}],"status":"PARTIAL"}"#),
+        Reply::Json(r#"{"series":[{"labels":[],"value":0.6}],"status":"COMPLETE"}"#),
+    ])
+    .await;
+    let setup = Setup::one(&fake, None, TempoApi::Instant);
+    let q = p95();
+    let mut values = Vec::new();
+    for _ in 0..3 {
+        values.push(setup.source.fetch(&q).await.unwrap());
+    }
+    assert_eq!(
+        values,
+        vec![
+            Reading::Value(Some(0.4)),
+            Reading::Value(Some(0.5)),
+            Reading::Value(Some(0.6))
+        ]
+    );
+    let metrics = setup.scrape();
+    assert!(
+        metrics.contains("slo_scaler_tempo_partial_responses_total{backend=\"tempo/default\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "slo_scaler_backend_requests_total{backend=\"tempo/default\",outcome=\"success\"} 3"
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn hung_tempo_is_cut_off_at_the_timeout() {
+    let fake = FakeTempo::start([Reply::Hang]).await;
+    let timeout = Duration::from_millis(300);
+    let setup = Setup::new(
+        vec![backend("default", &fake.url, None, TempoApi::Instant)],
+        timeout,
+    );
+    let started = Instant::now();
+    let err = setup.source.fetch(&p95()).await.unwrap_err();
+    let elapsed = started.elapsed();
+    assert_eq!(
+        err,
+        SourceError::Timeout {
+            backend: "tempo/default".into(),
+            timeout
+        }
+    );
+    assert!(elapsed >= timeout, "{elapsed:?}");
+    assert!(elapsed < timeout + Duration::from_secs(1), "{elapsed:?}");
+    assert_eq!(fake.requests().len(), 1);
+    let metrics = setup.scrape();
+    assert!(
+        metrics.contains(
+            "slo_scaler_backend_requests_total{backend=\"tempo/default\",outcome=\"timeout\"} 1"
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn range_api_takes_the_latest_sample() {
+    let fake = FakeTempo::start([
+        Reply::Json(
+            r#"{"series":[{"labels":[],"samples":[
+                {"timestampMs":"1724240000000","value":0.2},
+                {"timestampMs":"1724240300000","value":0.35}]}]}"#,
+        ),
+        Reply::Json(
+            r#"{"series":[
+              {"labels":[{"key":"span:status","value":{"stringValue":"error"}}],
+               "samples":[{"timestampMs":"1724240000000","value":4}]},
+              {"labels":[{"key":"span:status","value":{"stringValue":"unset"}}],
+               "samples":[{"timestampMs":"1724240000000","value":4},
+                          {"timestampMs":"1724240300000","value":10}]}]}"#,
+        ),
+        Reply::Json(r#"{"series":[{"labels":[],"samples":[{"timestampMs":"1724240300000"}]}]}"#),
+    ])
+    .await;
+    let setup = Setup::one(&fake, Some("team-shop"), TempoApi::Range);
+    let before = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert_eq!(
+        setup.source.fetch(&p95()).await,
+        Ok(Reading::Value(Some(0.35)))
+    );
+    // The error series had no spans in the latest step: 0 errors, not 4 from earlier.
+    assert_eq!(
+        setup.source.fetch(&query(TraceMeasure::ErrorRatio)).await,
+        Ok(Reading::Value(Some(0.0)))
+    );
+    // A latest sample of 0 has no `value` key.
+    assert_eq!(
+        setup.source.fetch(&query(TraceMeasure::Rate)).await,
+        Ok(Reading::Value(Some(0.0)))
+    );
+    let after = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 3);
+    let req = &requests[0];
+    assert_eq!(req.path, "/api/metrics/query_range");
+    assert_eq!(req.param("q"), Some(p95().traceql.as_str()));
+    assert_eq!(req.param("step"), Some("5m"));
+    assert_eq!(req.param("since"), None);
+    assert_eq!(req.header("x-scope-orgid"), Some("team-shop"));
+    let start: u64 = req.param("start").unwrap().parse().unwrap();
+    let end: u64 = req.param("end").unwrap().parse().unwrap();
+    assert!(before <= end && end <= after, "{before} {end} {after}");
+    assert_eq!(end - start, 300);
+    let names: Vec<&str> = req.params.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(names, vec!["q", "start", "end", "step"]);
+}
+
+#[tokio::test]
+async fn range_api_404_names_the_version_needed() {
+    let fake = FakeTempo::start([Reply::Text(404, "404 page not found")]).await;
+    let setup = Setup::one(&fake, None, TempoApi::Range);
+    let err = setup.source.fetch(&p95()).await.unwrap_err();
+    assert_eq!(kind(&err), "bad query");
+    assert!(err.to_string().contains("Tempo 2.4"), "{err}");
+}
+
+#[tokio::test]
+async fn long_error_bodies_are_truncated() {
+    let body: &'static str = Box::leak("x".repeat(5000).into_boxed_str());
+    let fake = FakeTempo::start([Reply::Text(400, body)]).await;
+    let setup = Setup::one(&fake, None, TempoApi::Instant);
+    let err = setup.source.fetch(&p95()).await.unwrap_err();
+    let SourceError::BadQuery { detail, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert!(detail.len() < 600, "{}", detail.len());
+    assert!(detail.starts_with("HTTP 400: xxx"), "{detail}");
+}
+
+#[tokio::test]
+async fn backends_are_chosen_by_name() {
+    let a = FakeTempo::start([Reply::Json(r#"{"series":[{"value":1}]}"#)]).await;
+    let b = FakeTempo::start([Reply::Json(r#"{"series":[{"value":2}]}"#)]).await;
+    let setup = Setup::new(
+        vec![
+            backend("default", &a.url, None, TempoApi::Instant),
+            backend("eu", &b.url, Some("eu-tenant"), TempoApi::Instant),
+        ],
+        TIMEOUT,
+    );
+    assert!(setup.source.has_backend("eu"));
+    assert!(!setup.source.has_backend("us"));
+    let mut q = query(TraceMeasure::Rate);
+    q.backend = "eu".into();
+    assert_eq!(setup.source.fetch(&q).await, Ok(Reading::Value(Some(2.0))));
+    assert!(a.requests().is_empty());
+    assert_eq!(b.only_request().header("x-scope-orgid"), Some("eu-tenant"));
+
+    q.backend = "us".into();
+    assert_eq!(
+        setup.source.fetch(&q).await,
+        Err(SourceError::UnknownBackend {
+            kind: "tempo",
+            name: "us".into()
+        })
+    );
+}
+
+#[tokio::test]
+async fn refused_connections_are_connect_errors() {
+    // Bind a port, then free it, so nothing listens there.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let setup = Setup::new(
+        vec![backend("default", &url, None, TempoApi::Instant)],
+        TIMEOUT,
+    );
+    let err = setup.source.fetch(&p95()).await.unwrap_err();
+    assert_eq!(kind(&err), "connect", "{err}");
+    assert!(!err.to_string().contains(&url), "{err}");
+}
+
+#[tokio::test]
+async fn credentials_of_the_shared_http_client_are_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret-token\n").unwrap();
+    let fake = FakeTempo::start([Reply::Json("{}")]).await;
+    let mut config = backend("default", &fake.url, None, TempoApi::Instant);
+    config.http.bearer_token_file = Some(token);
+    config.http.headers = vec![("X-Extra".into(), "yes".into())];
+    let setup = Setup::new(vec![config], TIMEOUT);
+    setup.source.fetch(&p95()).await.unwrap();
+    let req = fake.only_request();
+    assert_eq!(req.header("authorization"), Some("Bearer s3cret-token"));
+    assert_eq!(req.header("x-extra"), Some("yes"));
+    assert!(!format!("{:?}", setup.source).contains("s3cret"));
+}
+
+#[tokio::test]
+async fn bad_backend_configs_are_refused() {
+    let check = |backends: Vec<TempoBackendConfig>| {
+        let (_, metrics) = Metrics::standalone();
+        assert!(TempoSource::new(backends, TIMEOUT, Arc::new(metrics)).is_err());
+    };
+    check(vec![backend(
+        "default",
+        "not a url",
+        None,
+        TempoApi::Instant,
+    )]);
+    check(vec![backend(
+        "default",
+        "http://127.0.0.1:3200",
+        Some("a b"),
+        TempoApi::Instant,
+    )]);
+    check(vec![
+        backend("default", "http://127.0.0.1:3200", None, TempoApi::Instant),
+        backend("default", "http://127.0.0.1:3201", None, TempoApi::Range),
+    ]);
+}
