@@ -138,6 +138,8 @@ pub enum SourceError {
 pub struct Sources {
     pub prometheus: prometheus::PrometheusSource,
     pub tempo: tempo::TempoSource,
+    /// The embedded trace store; `None` when the OTLP receiver is off (`--no-otlp`, `check`).
+    pub otlp: Option<std::sync::Arc<otlp::Store>>,
 }
 
 impl Sources {
@@ -151,10 +153,13 @@ impl Sources {
                 kind: "sqs",
                 name: "sqs".into(),
             }),
-            Query::Otlp(_) => Err(SourceError::UnknownBackend {
-                kind: "otlp",
-                name: "embedded".into(),
-            }),
+            Query::Otlp(q) => match &self.otlp {
+                Some(store) => store.fetch(q),
+                None => Err(SourceError::UnknownBackend {
+                    kind: "otlp",
+                    name: "embedded".into(),
+                }),
+            },
         }
     }
 

@@ -1,5 +1,6 @@
 //! Spans from the official SDK through the OTLP gRPC and HTTP exporters.
 
+use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
@@ -11,7 +12,7 @@ use slo_scaler::signal::TraceMeasure;
 
 use crate::harness::{assert_close, exact_quantile, latency, plan, t0, Collect, Harness, Planned};
 
-fn resource(service: &str, version: &str) -> Resource {
+pub fn resource(service: &str, version: &str) -> Resource {
     Resource::builder_empty()
         .with_attributes([
             KeyValue::new("service.name", service.to_string()),
@@ -21,7 +22,7 @@ fn resource(service: &str, version: &str) -> Resource {
 }
 
 /// Makes the planned server spans with the SDK tracer, with explicit start and end times.
-fn make_spans(resource: &Resource, planned: &[Planned], now: SystemTime) -> Vec<SpanData> {
+pub fn make_spans(resource: &Resource, planned: &[Planned], now: SystemTime) -> Vec<SpanData> {
     let collect = Collect::default();
     let provider = SdkTracerProvider::builder()
         .with_simple_exporter(collect.clone())
@@ -46,23 +47,32 @@ fn make_spans(resource: &Resource, planned: &[Planned], now: SystemTime) -> Vec<
     spans
 }
 
-enum Via {
+pub enum Via {
     Grpc,
     Http,
 }
 
 /// Sends `spans` through the official OTLP exporter, in batches like the batch processor.
 async fn export(h: &Harness, via: Via, resource: &Resource, spans: Vec<SpanData>) {
+    let addr = match via {
+        Via::Grpc => h.grpc,
+        Via::Http => h.http,
+    };
+    export_to(addr, via, resource, spans).await;
+}
+
+/// Sends `spans` to the receiver at `addr` through the official OTLP exporter.
+pub async fn export_to(addr: SocketAddr, via: Via, resource: &Resource, spans: Vec<SpanData>) {
     let builder = opentelemetry_otlp::SpanExporter::builder();
     let mut exporter = match via {
         Via::Grpc => builder
             .with_tonic()
-            .with_endpoint(format!("http://{}", h.grpc))
+            .with_endpoint(format!("http://{addr}"))
             .build(),
         Via::Http => builder
             .with_http()
             .with_protocol(Protocol::HttpBinary)
-            .with_endpoint(format!("http://{}/v1/traces", h.http))
+            .with_endpoint(format!("http://{addr}/v1/traces"))
             .build(),
     }
     .expect("exporter");
