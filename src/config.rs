@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::signal::promql::{builtin_conventions, Convention};
 use crate::source::http::HttpBackendConfig;
+use crate::source::sqs::SqsConfig;
 use crate::source::tempo::{validate_tenant, TempoApi, TempoBackendConfig, TenantPolicy};
 use crate::telemetry::LogFormat;
 use crate::trigger::{parse_duration, ParseOptions, SourceKind};
@@ -322,6 +323,7 @@ pub struct Settings {
     pub prometheus: Vec<HttpBackendConfig>,
     pub tempo: Vec<TempoBackendConfig>,
     pub tenant_policy: TenantPolicy,
+    pub sqs: SqsConfig,
     pub conventions: BTreeMap<String, Convention>,
     pub parse: ParseOptions,
     pub cache_ttl: Duration,
@@ -401,10 +403,20 @@ impl BackendArgs {
                 "--backend-timeout must be positive".into(),
             ));
         }
+        let nonempty = |s: &Option<String>| {
+            s.as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
         Ok(Settings {
             prometheus,
             tempo,
             tenant_policy,
+            sqs: SqsConfig {
+                endpoint: nonempty(&self.aws_endpoint),
+                region: nonempty(&self.aws_region),
+            },
             parse: ParseOptions {
                 default_source,
                 min_cache_ttl: self.min_cache_ttl,

@@ -18,6 +18,7 @@ use crate::proto::external_scaler_server::ExternalScalerServer;
 use crate::scaler::{Engine, EngineConfig, ScalerService};
 use crate::source::otlp::{self, Store, StoreConfig};
 use crate::source::prometheus::PrometheusSource;
+use crate::source::sqs::SqsSource;
 use crate::source::tempo::TempoSource;
 use crate::source::Sources;
 use crate::telemetry::{new_registry, Metrics};
@@ -54,9 +55,16 @@ pub fn build_engine(
         metrics.clone(),
     )
     .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    // Lazy: the AWS default chain is only consulted once an SQS trigger is evaluated.
+    let sqs = SqsSource::lazy(
+        settings.sqs.clone(),
+        settings.backend_timeout,
+        metrics.clone(),
+    );
     let sources = Sources {
         prometheus,
         tempo,
+        sqs,
         otlp,
     };
     Ok(Engine::new(

@@ -12,7 +12,7 @@ use crate::signal::promql::{self, Convention};
 use crate::signal::traceql;
 use crate::source::tempo::{validate_tenant, TenantPolicy};
 use crate::source::{
-    OtlpQuery, PromQuery, Query, Reading, SourceError, Sources, TempoQuery, TempoReduce,
+    OtlpQuery, PromQuery, Query, Reading, SourceError, Sources, SqsQuery, TempoQuery, TempoReduce,
 };
 use crate::telemetry::Metrics;
 use crate::trigger::{self, ParseOptions, Problem, Signal, SourceKind, Trigger, TriggerError};
@@ -142,6 +142,13 @@ impl Engine {
                     promql: q.clone(),
                 })
             }
+            // The parser has already refused `awsRoleArn` / `awsEndpoint` unless allowed.
+            (Signal::QueueDepth(spec), SourceKind::Sqs) => Query::Sqs(SqsQuery {
+                queue: spec.queue.clone(),
+                region: spec.region.clone(),
+                role_arn: spec.role_arn.clone(),
+                endpoint: spec.endpoint.clone(),
+            }),
             (Signal::Trace { selector, measure }, SourceKind::Tempo) => {
                 let (traceql, reduce) =
                     traceql::build(selector, *measure).map_err(|m| problem("labels", m))?;

@@ -9,6 +9,7 @@ use std::time::Duration;
 pub mod http;
 pub mod otlp;
 pub mod prometheus;
+pub mod sqs;
 pub mod tempo;
 
 use crate::signal::{TraceMeasure, TraceSelector};
@@ -72,6 +73,9 @@ pub struct SqsQuery {
     pub region: Option<String>,
     /// Role to assume through STS, when the operator allows per-trigger roles.
     pub role_arn: Option<String>,
+    /// SQS endpoint (KEDA's `awsEndpoint`), when the operator allows per-trigger endpoints;
+    /// `None` uses the scaler's `--aws-endpoint`, else the region's public endpoint.
+    pub endpoint: Option<String>,
 }
 
 /// A read from the embedded trace store.
@@ -138,6 +142,7 @@ pub enum SourceError {
 pub struct Sources {
     pub prometheus: prometheus::PrometheusSource,
     pub tempo: tempo::TempoSource,
+    pub sqs: sqs::SqsSource,
     /// The embedded trace store; `None` when the OTLP receiver is off (`--no-otlp`, `check`).
     pub otlp: Option<std::sync::Arc<otlp::Store>>,
 }
@@ -149,10 +154,7 @@ impl Sources {
         match q {
             Query::Prometheus(q) => self.prometheus.fetch(q).await,
             Query::Tempo(q) => self.tempo.fetch(q).await,
-            Query::Sqs(_) => Err(SourceError::UnknownBackend {
-                kind: "sqs",
-                name: "sqs".into(),
-            }),
+            Query::Sqs(q) => self.sqs.fetch(q).await,
             Query::Otlp(q) => match &self.otlp {
                 Some(store) => store.fetch(q),
                 None => Err(SourceError::UnknownBackend {
@@ -174,11 +176,20 @@ impl Sources {
                 q.traceql,
                 crate::signal::format_window(q.since)
             ),
-            Query::Sqs(q) => format!(
-                "sqs GetQueueAttributes {} (region {})",
-                q.queue,
-                q.region.as_deref().unwrap_or("<default>")
-            ),
+            Query::Sqs(q) => {
+                let mut s = format!(
+                    "sqs GetQueueAttributes {} (region {})",
+                    q.queue,
+                    q.region.as_deref().unwrap_or("<default>")
+                );
+                if let Some(role) = &q.role_arn {
+                    s.push_str(&format!(" as {role}"));
+                }
+                if let Some(endpoint) = &q.endpoint {
+                    s.push_str(&format!(" at {endpoint}"));
+                }
+                s
+            }
             Query::Otlp(q) => format!(
                 "otlp store: {:?} of service {:?} kind {} version {} over {}",
                 q.measure,

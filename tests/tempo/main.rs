@@ -4,7 +4,10 @@
 //! The tests assert what is sent (path, `q`, `since` or `start`/`end`/`step`,
 //! `X-Scope-OrgID`) and what comes back (the reading, the error, the metrics).
 
+#[path = "../common/mod.rs"]
+mod common;
 mod fake;
+mod grpc;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -1,0 +1,120 @@
+//! `source: tempo` end to end: KEDA's calls through the real gRPC client, the scaler
+//! in-process, and the fake Tempo recording what reaches it.
+
+use std::time::Duration;
+
+use tonic::Code;
+
+use crate::common::scaler::{metric, so, Scaler};
+use crate::fake::{FakeTempo, Reply};
+
+const ERROR_SPLIT: &str = r#"{"series":[
+  {"labels":[{"key":"span:status","value":{"stringValue":"error"}}],"value":2},
+  {"labels":[{"key":"span:status","value":{"stringValue":"unset"}}],"value":30},
+  {"labels":[{"key":"span:status","value":{"stringValue":"ok"}}],"value":8}]}"#;
+
+async fn scaler_for(fake: &FakeTempo) -> Scaler {
+    let url = format!("default={}", fake.url);
+    Scaler::start(&[
+        "--tempo",
+        &url,
+        "--tempo-tenant",
+        "default=team-a",
+        "--tempo-tenant-allow",
+        "shop=team-a,team-b",
+        "--default-source",
+        "tempo",
+    ])
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn error_rate_is_divided_in_the_scaler_with_the_default_tenant() {
+    let fake = FakeTempo::start([Reply::Json(ERROR_SPLIT)]).await;
+    let mut scaler = scaler_for(&fake).await;
+    let r = so(
+        "payments",
+        &[
+            ("signal", "errorRate"),
+            ("service", "payment-service"),
+            ("window", "2m"),
+            ("threshold", "3%"),
+        ],
+    );
+    let v = metric(&mut scaler.client, &r).await.unwrap();
+    assert_eq!(v, 2.0 / 40.0);
+    let req = fake.only_request();
+    assert_eq!(req.path, "/api/metrics/query");
+    assert_eq!(
+        req.param("q"),
+        Some(
+            r#"{ resource.service.name = "payment-service" && span:kind = server } | rate() by (span:status)"#
+        )
+    );
+    assert_eq!(req.param("since"), Some("2m"));
+    assert_eq!(req.header("x-scope-orgid"), Some("team-a"));
+    // Cached: KEDA's IsActive right after makes no second request.
+    assert!(
+        scaler
+            .client
+            .is_active(r)
+            .await
+            .unwrap()
+            .into_inner()
+            .result
+    );
+    assert_eq!(fake.requests().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_outside_the_namespace_allowance_never_reaches_tempo() {
+    let fake = FakeTempo::start([Reply::Json(r#"{"series":[{"labels":[],"value":0.42}]}"#)]).await;
+    let mut scaler = scaler_for(&fake).await;
+    let trigger = |namespace: &str, tenant: &str| {
+        let mut r = so(
+            "latency",
+            &[
+                ("signal", "latency"),
+                ("service", "order-service"),
+                ("tenant", tenant),
+                ("threshold", "300ms"),
+            ],
+        );
+        r.namespace = namespace.to_string();
+        r
+    };
+    for r in [trigger("shop", "team-c"), trigger("analytics", "team-a")] {
+        let status = scaler.client.get_metric_spec(r.clone()).await.unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+        let status = metric(&mut scaler.client, &r).await.unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+        assert!(
+            status.message().contains(&r.scaler_metadata["tenant"]),
+            "{status:?}"
+        );
+    }
+    // A malformed tenant is a metadata problem, named by key.
+    let status = scaler
+        .client
+        .get_metric_spec(trigger("shop", "../other"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("tenant"), "{status:?}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(fake.requests().is_empty(), "{:#?}", fake.requests());
+    // An allowed tenant goes through with its own header.
+    let v = metric(&mut scaler.client, &trigger("shop", "team-b"))
+        .await
+        .unwrap();
+    assert_eq!(v, 0.42);
+    let req = fake.only_request();
+    assert_eq!(req.header("x-scope-orgid"), Some("team-b"));
+    assert_eq!(
+        req.param("q"),
+        Some(
+            r#"{ resource.service.name = "order-service" && span:kind = server } | quantile_over_time(span:duration, .95)"#
+        )
+    );
+    assert_eq!(req.param("since"), Some("5m"));
+}
