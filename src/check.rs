@@ -137,7 +137,7 @@ pub async fn run(args: CheckArgs) -> Result<String, String> {
         .resolve(true)
         .map_err(|e| format!("configuration: {e}"))?;
     let (_, metrics) = Metrics::standalone();
-    let engine = crate::server::build_engine(&settings, Arc::new(metrics))
+    let engine = crate::server::build_engine(&settings, Arc::new(metrics), None)
         .map_err(|e| format!("configuration: {e}"))?;
     let plan = engine
         .plan(&args.namespace, &input.metadata)

@@ -16,6 +16,7 @@ use crate::cache::CacheConfig;
 use crate::config::{ConfigError, ServeArgs, Settings};
 use crate::proto::external_scaler_server::ExternalScalerServer;
 use crate::scaler::{Engine, EngineConfig, ScalerService};
+use crate::source::otlp::{self, Store, StoreConfig};
 use crate::source::prometheus::PrometheusSource;
 use crate::source::sqs::SqsSource;
 use crate::source::tempo::TempoSource;
@@ -26,6 +27,9 @@ use crate::telemetry::{new_registry, Metrics};
 pub struct Server {
     pub grpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The OTLP/gRPC and OTLP/HTTP receivers; `None` with `--no-otlp`.
+    pub otlp_grpc_addr: Option<SocketAddr>,
+    pub otlp_http_addr: Option<SocketAddr>,
     pub engine: Arc<Engine>,
     ready: Arc<AtomicBool>,
     shutdown: watch::Sender<bool>,
@@ -34,7 +38,11 @@ pub struct Server {
 }
 
 /// Builds the engine (no listeners): shared by `serve`, `check` and tests.
-pub fn build_engine(settings: &Settings, metrics: Arc<Metrics>) -> Result<Engine, ConfigError> {
+pub fn build_engine(
+    settings: &Settings,
+    metrics: Arc<Metrics>,
+    otlp: Option<Arc<Store>>,
+) -> Result<Engine, ConfigError> {
     let prometheus = PrometheusSource::new(
         &settings.prometheus,
         settings.backend_timeout,
@@ -57,6 +65,7 @@ pub fn build_engine(settings: &Settings, metrics: Arc<Metrics>) -> Result<Engine
         prometheus,
         tempo,
         sqs,
+        otlp,
     };
     Ok(Engine::new(
         EngineConfig {
@@ -82,7 +91,20 @@ impl Server {
         let settings = args.backends.resolve(!args.otlp.no_otlp)?;
         let mut registry = new_registry();
         let metrics = Arc::new(Metrics::register(&mut registry));
-        let engine = Arc::new(build_engine(&settings, metrics.clone())?);
+        let store = if args.otlp.no_otlp {
+            None
+        } else {
+            let config = StoreConfig {
+                bucket_width: args.otlp.otlp_bucket_width,
+                retention: args.otlp.otlp_retention,
+                max_series: args.otlp.otlp_max_series,
+                idle_expiry: args.otlp.otlp_retention,
+            };
+            let store = Store::new(config, metrics.clone())
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            Some(Arc::new(store))
+        };
+        let engine = Arc::new(build_engine(&settings, metrics.clone(), store.clone())?);
         let tls = tls_config(&args)?;
 
         let grpc_listener = TcpListener::bind(args.grpc_addr)
@@ -133,6 +155,63 @@ impl Server {
                 .context("admin server failed")
         });
 
+        let (mut otlp_grpc_addr, mut otlp_http_addr) = (None, None);
+        if let Some(store) = &store {
+            let grpc_addr = args.otlp.otlp_grpc_addr;
+            let incoming = tonic::transport::server::TcpIncoming::bind(grpc_addr)
+                .with_context(|| format!("cannot listen on --otlp-grpc-addr {grpc_addr}"))?
+                .with_nodelay(Some(true));
+            otlp_grpc_addr = Some(incoming.local_addr()?);
+            let http_listener = TcpListener::bind(args.otlp.otlp_http_addr)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot listen on --otlp-http-addr {}",
+                        args.otlp.otlp_http_addr
+                    )
+                })?;
+            otlp_http_addr = Some(http_listener.local_addr()?);
+            let max_bytes = args.otlp.otlp_max_request_bytes;
+
+            let service = otlp::grpc_service(store.clone(), metrics.clone())
+                .max_decoding_message_size(max_bytes);
+            let mut stop = shutdown_rx.clone();
+            tasks.spawn(async move {
+                otlp::grpc_server()
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(incoming, async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await
+                    .context("OTLP gRPC receiver failed")
+            });
+
+            let router = otlp::http_router(store.clone(), metrics.clone(), max_bytes);
+            let mut stop = shutdown_rx.clone();
+            tasks.spawn(async move {
+                axum::serve(http_listener, router)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await
+                    .context("OTLP HTTP receiver failed")
+            });
+
+            // Idle series leave the store (and its memory) after the retention.
+            let sweep_store = store.clone();
+            let every = (args.otlp.otlp_retention / 10).max(Duration::from_secs(1));
+            let mut stop = shutdown_rx.clone();
+            tasks.spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => { sweep_store.sweep(); }
+                        _ = stop.wait_for(|s| *s) => return Ok(()),
+                    }
+                }
+            });
+        }
+
         // Per-ScaledObject series expire when KEDA stops asking (deleted ScaledObjects).
         let expiry = args.signal_expiry;
         let mut stop = shutdown_rx.clone();
@@ -158,6 +237,8 @@ impl Server {
         Ok(Server {
             grpc_addr,
             admin_addr,
+            otlp_grpc_addr,
+            otlp_http_addr,
             engine,
             ready,
             shutdown,

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 pub mod http;
+pub mod otlp;
 pub mod prometheus;
 pub mod sqs;
 pub mod tempo;
@@ -142,6 +143,8 @@ pub struct Sources {
     pub prometheus: prometheus::PrometheusSource,
     pub tempo: tempo::TempoSource,
     pub sqs: sqs::SqsSource,
+    /// The embedded trace store; `None` when the OTLP receiver is off (`--no-otlp`, `check`).
+    pub otlp: Option<std::sync::Arc<otlp::Store>>,
 }
 
 impl Sources {
@@ -152,10 +155,13 @@ impl Sources {
             Query::Prometheus(q) => self.prometheus.fetch(q).await,
             Query::Tempo(q) => self.tempo.fetch(q).await,
             Query::Sqs(q) => self.sqs.fetch(q).await,
-            Query::Otlp(_) => Err(SourceError::UnknownBackend {
-                kind: "otlp",
-                name: "embedded".into(),
-            }),
+            Query::Otlp(q) => match &self.otlp {
+                Some(store) => store.fetch(q),
+                None => Err(SourceError::UnknownBackend {
+                    kind: "otlp",
+                    name: "embedded".into(),
+                }),
+            },
         }
     }
 

@@ -1,0 +1,328 @@
+//! OTLP ingest throughput: the real gRPC receiver on loopback next to protobuf decoding
+//! alone of the same payloads (the ceiling), and the store's memory per series.
+//!
+//! Run: `cargo bench --bench otlp_ingest`. Throughput is in spans/s (criterion's
+//! "elem/s"). The memory figures are printed before the timings.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, Bytes};
+use criterion::{BenchmarkId, Criterion, Throughput};
+use futures::future::join_all;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use prost::Message;
+use slo_scaler::source::otlp::{grpc_server, grpc_service, ManualClock, Store, StoreConfig};
+use slo_scaler::telemetry::Metrics;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::transport::Channel;
+
+/// Spans per request, as the SDK batch processor sends them by default.
+const SPANS_PER_REQUEST: usize = 512;
+/// Distinct payloads (services × versions) the requests rotate through.
+const PAYLOADS: usize = 8;
+/// Requests in flight at once through the gRPC receiver.
+const IN_FLIGHT: usize = 8;
+
+fn attr(key: &str, value: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..KeyValue::default()
+    }
+}
+
+fn text(s: &str) -> any_value::Value {
+    any_value::Value::StringValue(s.to_string())
+}
+
+/// A deterministic pseudo-random sequence (SplitMix64).
+fn splitmix(seed: &mut u64) -> u64 {
+    *seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *seed;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// One request like an instrumented HTTP service exports: server spans with the usual
+/// HTTP attributes, latencies spread over 1 ms – 1 s, 2 % errors, ending over the second
+/// before `now_ns`.
+fn request(service: usize, now_ns: u64, seed: &mut u64) -> ExportTraceServiceRequest {
+    let spans = (0..SPANS_PER_REQUEST)
+        .map(|i| {
+            let r = splitmix(seed);
+            let duration = 1_000_000u64 << (r % 10); // 1 ms .. 512 ms.
+            let duration = duration + (r >> 40) % duration;
+            let end = now_ns - (r >> 20) % 1_000_000_000;
+            let error = r.is_multiple_of(50);
+            Span {
+                trace_id: splitmix(seed).to_be_bytes().repeat(2),
+                span_id: splitmix(seed).to_be_bytes().to_vec(),
+                parent_span_id: splitmix(seed).to_be_bytes().to_vec(),
+                name: "GET /api/orders/{id}".to_string(),
+                kind: 2,
+                start_time_unix_nano: end - duration,
+                end_time_unix_nano: end,
+                attributes: vec![
+                    attr("http.request.method", text("GET")),
+                    attr("http.route", text("/api/orders/{id}")),
+                    attr("url.path", text(&format!("/api/orders/{}", 1000 + i))),
+                    attr(
+                        "http.response.status_code",
+                        any_value::Value::IntValue(if error { 500 } else { 200 }),
+                    ),
+                    attr("server.address", text("orders.shop.svc")),
+                ],
+                status: Some(Status {
+                    code: if error { 2 } else { 0 },
+                    ..Status::default()
+                }),
+                ..Span::default()
+            }
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    attr("service.name", text(&format!("service-{}", service / 2))),
+                    attr("service.version", text(&format!("v{}", service % 2))),
+                    attr("k8s.namespace.name", text("shop")),
+                    attr("telemetry.sdk.language", text("rust")),
+                ],
+                ..Resource::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..ScopeSpans::default()
+            }],
+            ..ResourceSpans::default()
+        }],
+    }
+}
+
+fn unix_ns(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn payloads(now_ns: u64) -> Vec<Bytes> {
+    let mut seed = 42;
+    (0..PAYLOADS)
+        .map(|s| Bytes::from(request(s, now_ns, &mut seed).encode_to_vec()))
+        .collect()
+}
+
+/// Sends pre-encoded requests, so the client costs next to nothing and the figure is
+/// the receiver's.
+#[derive(Debug, Clone, Copy)]
+struct RawCodec;
+
+struct RawEncoder;
+struct ResponseDecoder;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = ExportTraceServiceResponse;
+    type Encoder = RawEncoder;
+    type Decoder = ResponseDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> ResponseDecoder {
+        ResponseDecoder
+    }
+}
+
+impl Encoder for RawEncoder {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for ResponseDecoder {
+    type Item = ExportTraceServiceResponse;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, tonic::Status> {
+        ExportTraceServiceResponse::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+async fn export(channel: Channel, body: Bytes) {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("channel ready");
+    let path = http::uri::PathAndQuery::from_static(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    );
+    let resp = grpc
+        .unary(tonic::Request::new(body), path, RawCodec)
+        .await
+        .expect("export accepted");
+    assert!(
+        resp.into_inner().partial_success.is_none(),
+        "every span stored"
+    );
+}
+
+fn ingest(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let metrics = Arc::new(Metrics::standalone().1);
+    let now = SystemTime::now();
+    let clock = Arc::new(ManualClock::new(now));
+    let store = Arc::new(
+        Store::with_clock(StoreConfig::default(), Arc::clone(&metrics), clock)
+            .expect("default config"),
+    );
+    let bodies = payloads(unix_ns(now));
+    let bytes_per_request = bodies.iter().map(Bytes::len).sum::<usize>() / bodies.len();
+    println!(
+        "payload: {SPANS_PER_REQUEST} spans per request, {bytes_per_request} bytes ({} bytes/span)",
+        bytes_per_request / SPANS_PER_REQUEST
+    );
+
+    let channel = rt.block_on(async {
+        let incoming = tonic::transport::server::TcpIncoming::bind(([127, 0, 0, 1], 0).into())
+            .expect("bind")
+            .with_nodelay(Some(true));
+        let addr = incoming.local_addr().expect("address");
+        tokio::spawn(
+            grpc_server()
+                .add_service(grpc_service(Arc::clone(&store), Arc::clone(&metrics)))
+                .serve_with_incoming(incoming),
+        );
+        Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect")
+    });
+
+    let mut group = c.benchmark_group("otlp_ingest");
+    group.measurement_time(Duration::from_secs(8));
+    group.throughput(Throughput::Elements((SPANS_PER_REQUEST * PAYLOADS) as u64));
+    group.bench_function(BenchmarkId::new("decode_only", PAYLOADS), |b| {
+        b.iter(|| {
+            for body in &bodies {
+                let req = ExportTraceServiceRequest::decode(body.clone()).expect("decode");
+                std::hint::black_box(req);
+            }
+        })
+    });
+    group.bench_function(BenchmarkId::new("decode_and_store", PAYLOADS), |b| {
+        b.iter(|| {
+            for body in &bodies {
+                let req = ExportTraceServiceRequest::decode(body.clone()).expect("decode");
+                std::hint::black_box(store.ingest(req));
+            }
+        })
+    });
+    group.bench_function(BenchmarkId::new("grpc_loopback", PAYLOADS), |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (channel, bodies) = (channel.clone(), bodies.clone());
+            async move {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    // IN_FLIGHT requests at a time, PAYLOADS per iteration.
+                    for chunk in bodies.chunks(IN_FLIGHT) {
+                        join_all(chunk.iter().map(|b| export(channel.clone(), b.clone()))).await;
+                    }
+                }
+                start.elapsed()
+            }
+        })
+    });
+    group.finish();
+}
+
+/// Resident memory of this process, from `/proc/self/statm`, in bytes.
+fn rss_bytes() -> Option<usize> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: usize = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// Fills `series` series over the whole retention (one bucket per second) with
+/// `spans_per_second` spans each second, latencies over `spread` octaves from 1 ms, and
+/// prints the store's own count and the resident-memory growth per series.
+fn memory_case(what: &str, series: usize, spans_per_second: usize, spread: u64) {
+    let metrics = Arc::new(Metrics::standalone().1);
+    let start = UNIX_EPOCH + Duration::from_secs(1_724_234_400);
+    let clock = Arc::new(ManualClock::new(start));
+    let config = StoreConfig::default();
+    let seconds = config.retention.as_secs();
+    let store = Store::with_clock(config, metrics, clock.clone()).expect("config");
+    let rss_before = rss_bytes();
+    let mut seed = 1;
+    for _ in 0..seconds {
+        clock.advance(Duration::from_secs(1));
+        let now_ns = unix_ns(clock_now(&clock));
+        for s in 0..series {
+            let spans = (0..spans_per_second)
+                .map(|_| {
+                    let r = splitmix(&mut seed);
+                    let duration = (1_000_000u64 << (r % spread.max(1))) + (r >> 44);
+                    Span {
+                        kind: 2,
+                        start_time_unix_nano: now_ns - 1 - duration,
+                        end_time_unix_nano: now_ns - 1,
+                        ..Span::default()
+                    }
+                })
+                .collect();
+            store.ingest(ExportTraceServiceRequest {
+                resource_spans: vec![ResourceSpans {
+                    resource: Some(Resource {
+                        attributes: vec![attr("service.name", text(&format!("svc-{s}")))],
+                        ..Resource::default()
+                    }),
+                    scope_spans: vec![ScopeSpans {
+                        spans,
+                        ..ScopeSpans::default()
+                    }],
+                    ..ResourceSpans::default()
+                }],
+            });
+        }
+    }
+    let counted = store.heap_bytes() / series;
+    let rss = match (rss_before, rss_bytes()) {
+        (Some(a), Some(b)) => format!("{} KiB", b.saturating_sub(a) / series / 1024),
+        _ => "n/a".to_string(),
+    };
+    println!(
+        "memory per series, {what} ({series} series, {seconds} buckets): store count {} KiB, resident growth {rss}",
+        counted / 1024
+    );
+    std::hint::black_box(store);
+}
+
+fn clock_now(clock: &ManualClock) -> SystemTime {
+    slo_scaler::source::otlp::Clock::now(clock)
+}
+
+fn memory() {
+    memory_case("1 span/s at one latency", 200, 1, 1);
+    memory_case("100 spans/s over 1 ms - 1 s", 50, 100, 10);
+}
+
+fn main() {
+    memory();
+    let mut c = Criterion::default().configure_from_args();
+    ingest(&mut c);
+    c.final_summary();
+}

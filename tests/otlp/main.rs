@@ -1,0 +1,8 @@
+//! Integration tests of the embedded OTLP source: the official OpenTelemetry SDK exports
+//! spans to the real gRPC and HTTP receivers on loopback, and the store's readings are
+//! checked against exact figures.
+
+mod harness;
+mod malformed;
+mod sdk;
+mod server;

@@ -1,0 +1,196 @@
+//! Spans from the official SDK through the OTLP gRPC and HTTP exporters.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
+use opentelemetry::KeyValue;
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter as _};
+use opentelemetry_sdk::Resource;
+use slo_scaler::signal::TraceMeasure;
+
+use crate::harness::{assert_close, exact_quantile, latency, plan, t0, Collect, Harness, Planned};
+
+pub fn resource(service: &str, version: &str) -> Resource {
+    Resource::builder_empty()
+        .with_attributes([
+            KeyValue::new("service.name", service.to_string()),
+            KeyValue::new("service.version", version.to_string()),
+        ])
+        .build()
+}
+
+/// Makes the planned server spans with the SDK tracer, with explicit start and end times.
+pub fn make_spans(resource: &Resource, planned: &[Planned], now: SystemTime) -> Vec<SpanData> {
+    let collect = Collect::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(collect.clone())
+        .with_resource(resource.clone())
+        .build();
+    let tracer = provider.tracer("slo-scaler-tests");
+    for p in planned {
+        let end = now - p.end_before_now;
+        let mut span = tracer
+            .span_builder("GET /orders")
+            .with_kind(SpanKind::Server)
+            .with_start_time(end - p.duration)
+            .start(&tracer);
+        if p.error {
+            span.set_status(Status::error("payment declined"));
+        }
+        span.end_with_timestamp(end);
+    }
+    provider.shutdown().expect("provider shutdown");
+    let spans = std::mem::take(&mut *collect.0.lock().expect("collector lock"));
+    assert_eq!(spans.len(), planned.len(), "the SDK made every span");
+    spans
+}
+
+pub enum Via {
+    Grpc,
+    Http,
+}
+
+/// Sends `spans` through the official OTLP exporter, in batches like the batch processor.
+async fn export(h: &Harness, via: Via, resource: &Resource, spans: Vec<SpanData>) {
+    let addr = match via {
+        Via::Grpc => h.grpc,
+        Via::Http => h.http,
+    };
+    export_to(addr, via, resource, spans).await;
+}
+
+/// Sends `spans` to the receiver at `addr` through the official OTLP exporter.
+pub async fn export_to(addr: SocketAddr, via: Via, resource: &Resource, spans: Vec<SpanData>) {
+    let builder = opentelemetry_otlp::SpanExporter::builder();
+    let mut exporter = match via {
+        Via::Grpc => builder
+            .with_tonic()
+            .with_endpoint(format!("http://{addr}"))
+            .build(),
+        Via::Http => builder
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(format!("http://{addr}/v1/traces"))
+            .build(),
+    }
+    .expect("exporter");
+    exporter.set_resource(resource);
+    let mut spans = spans;
+    while !spans.is_empty() {
+        let rest = spans.split_off(spans.len().min(512));
+        exporter.export(spans).await.expect("export accepted");
+        spans = rest;
+    }
+}
+
+/// Checks p50/p95/p99 against the exact quantiles within 1 %, and the exact error
+/// ratio and rate, of `planned` over `window_s`.
+fn check_signals(
+    h: &Harness,
+    service: &str,
+    version: Option<&str>,
+    planned: &[Planned],
+    window_s: u64,
+) {
+    let window = Duration::from_secs(window_s);
+    let inside: Vec<Planned> = planned
+        .iter()
+        .copied()
+        .filter(|p| p.end_before_now < window)
+        .collect();
+    assert!(!inside.is_empty());
+    for q in [0.5, 0.95, 0.99] {
+        assert_close(
+            h.read(service, version, latency(q), window_s),
+            exact_quantile(&inside, q),
+            &format!("{service} {version:?} p{} over {window_s}s", q * 100.0),
+        );
+    }
+    let errors = inside.iter().filter(|p| p.error).count();
+    assert_eq!(
+        h.read(service, version, TraceMeasure::ErrorRatio, window_s),
+        Some(errors as f64 / inside.len() as f64),
+        "error ratio"
+    );
+    // The store clock is on a bucket boundary, so the window covers exactly `window_s`.
+    let rate = h
+        .read(service, version, TraceMeasure::Rate, window_s)
+        .expect("rate");
+    let want = inside.len() as f64 / window_s as f64;
+    assert!((rate - want).abs() < 1e-9, "rate: got {rate}, want {want}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_exporter_spans_give_exact_signals() {
+    let h = Harness::start(1 << 20).await;
+    let res = resource("order-service", "v1");
+    let planned = plan(3_000, Duration::from_secs(60), 40.0, 8);
+    export(&h, Via::Grpc, &res, make_spans(&res, &planned, t0())).await;
+
+    check_signals(&h, "order-service", None, &planned, 60);
+    check_signals(&h, "order-service", Some("v1"), &planned, 60);
+    // A shorter window sees only its own spans.
+    check_signals(&h, "order-service", None, &planned, 10);
+    assert_eq!(h.read("order-service", Some("v2"), latency(0.95), 60), None);
+    assert_eq!(
+        h.read("payment-service", None, TraceMeasure::Rate, 60),
+        None
+    );
+    assert_eq!(
+        h.metric("slo_scaler_otlp_spans_total{outcome=\"accepted\"}"),
+        Some(3_000.0)
+    );
+    assert_eq!(h.metric("slo_scaler_otlp_store_series "), Some(1.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_exporter_spans_give_exact_signals_per_version() {
+    let h = Harness::start(4 << 20).await;
+    let stable = plan(2_000, Duration::from_secs(120), 25.0, 50);
+    let canary = plan(400, Duration::from_secs(120), 300.0, 4);
+    let (v1, v2) = (
+        resource("order-service", "v1"),
+        resource("order-service", "v2"),
+    );
+    export(&h, Via::Http, &v1, make_spans(&v1, &stable, t0())).await;
+    export(&h, Via::Http, &v2, make_spans(&v2, &canary, t0())).await;
+
+    check_signals(&h, "order-service", Some("v1"), &stable, 120);
+    check_signals(&h, "order-service", Some("v2"), &canary, 120);
+    let both: Vec<Planned> = stable.iter().chain(&canary).copied().collect();
+    check_signals(&h, "order-service", None, &both, 120);
+    assert_eq!(
+        h.metric("slo_scaler_otlp_spans_total{outcome=\"accepted\"}"),
+        Some(2_400.0)
+    );
+    assert_eq!(h.metric("slo_scaler_otlp_store_series "), Some(2.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_latency_step_shows_within_one_bucket() {
+    let h = Harness::start(1 << 20).await;
+    let res = resource("order-service", "v1");
+    // A minute at 20 ms, then one bucket (the last second) at 2 s.
+    let calm = plan(600, Duration::from_secs(60), 20.0, 1_000);
+    export(&h, Via::Grpc, &res, make_spans(&res, &calm, t0())).await;
+    let before = h
+        .read("order-service", None, latency(0.95), 60)
+        .expect("p95");
+    assert!(before < 0.1, "{before}");
+
+    h.clock.advance(Duration::from_secs(1));
+    let spike = plan(200, Duration::from_secs(1), 2_000.0, 1_000);
+    export(
+        &h,
+        Via::Grpc,
+        &res,
+        make_spans(&res, &spike, t0() + Duration::from_secs(1)),
+    )
+    .await;
+    let after = h
+        .read("order-service", None, latency(0.95), 60)
+        .expect("p95");
+    assert!(after > 1.0, "p95 {after} should reflect the spike at once");
+}
