@@ -31,6 +31,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the scaler: KEDA's gRPC ExternalScaler, the admin HTTP server, the OTLP receiver.
     Serve(ServeArgs),
+    /// The one-command tour: the server with the embedded trace store, synthetic traffic
+    /// for the seed services (a latency spike, an error burst), and a live table.
+    Demo(crate::demo::DemoArgs),
     /// Explain one trigger: the query it sends, the value, active or not, desired replicas.
     Check(crate::check::CheckArgs),
 }
@@ -215,7 +218,7 @@ pub struct OtlpArgs {
     #[arg(long, env = "SLO_SCALER_NO_OTLP")]
     pub no_otlp: bool,
     /// Most series (service, span kind, version) the embedded store holds.
-    #[arg(long, env = "SLO_SCALER_OTLP_MAX_SERIES", default_value_t = 10_000)]
+    #[arg(long, env = "SLO_SCALER_OTLP_MAX_SERIES", default_value_t = 1_000)]
     pub otlp_max_series: usize,
     /// How far back the embedded store keeps spans (the longest `window` for otlp).
     #[arg(long, env = "SLO_SCALER_OTLP_RETENTION", value_parser = duration_arg, default_value = "10m")]

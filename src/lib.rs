@@ -7,6 +7,7 @@ pub mod admin;
 pub mod cache;
 pub mod check;
 pub mod config;
+pub mod demo;
 pub mod scaler;
 pub mod server;
 pub mod signal;

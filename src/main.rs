@@ -25,6 +25,16 @@ fn main() -> ExitCode {
             init_tracing(args.log_format);
             runtime.block_on(serve(args))
         }
+        Command::Demo(args) => {
+            init_tracing(slo_scaler::telemetry::LogFormat::Text);
+            match runtime.block_on(slo_scaler::demo::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("slo-scaler demo: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Check(args) => match runtime.block_on(slo_scaler::check::run(args)) {
             Ok(report) => {
                 print!("{report}");

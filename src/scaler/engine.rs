@@ -230,7 +230,12 @@ impl Engine {
 
     /// Reads the plan's value (from the cache, or straight from the embedded store).
     pub async fn evaluate(&self, plan: &Plan) -> Result<Evaluation, EvalError> {
-        let ttl = plan.trigger.cache_ttl.unwrap_or(self.config.cache_ttl);
+        let mut ttl = plan.trigger.cache_ttl.unwrap_or(self.config.cache_ttl);
+        if let (Query::Otlp(_), Some(store)) = (&plan.query, &self.sources.otlp) {
+            // The embedded store is local and cheap to read: cache only within one of its
+            // buckets, so a spike reaches KEDA within one bucket width whatever the TTL.
+            ttl = ttl.min(store.bucket_width());
+        }
         let served = self
             .cache
             .get(&plan.query, ttl, || self.sources.fetch(&plan.query))

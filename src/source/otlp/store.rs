@@ -347,6 +347,11 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// A store on the system clock.
+    /// The time resolution: a read is never staler than one bucket.
+    pub fn bucket_width(&self) -> Duration {
+        self.config.bucket_width
+    }
+
     pub fn new(config: StoreConfig, metrics: Arc<Metrics>) -> Result<Store, StoreConfigError> {
         Store::with_clock(config, metrics, Arc::new(SystemClock))
     }

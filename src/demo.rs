@@ -1,0 +1,507 @@
+//! `slo-scaler demo`: the one-command tour. The server with the embedded trace store, fed
+//! over real OTLP/gRPC by synthetic traffic for the seed services, and asked over real
+//! gRPC the way KEDA asks — printing a live table of every signal and the replicas the
+//! HPA would choose.
+//!
+//! The story (one loop is 100 s): steady load; an order-service latency spike; a
+//! payment-service error burst; recovery.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write as _};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Args;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
+
+use crate::config::ServeArgs;
+use crate::proto::external_scaler_client::ExternalScalerClient;
+use crate::proto::{GetMetricsRequest, ScaledObjectRef};
+use crate::signal::hpa::desired_replicas;
+use crate::signal::MetricType;
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Stop after this long (0 runs until Ctrl-C). One loop of the story is 100 s.
+    #[arg(long, value_parser = crate::config::duration_arg, default_value = "100s")]
+    pub duration: Duration,
+    /// How often the table refreshes.
+    #[arg(long, value_parser = crate::config::duration_arg, default_value = "2s")]
+    pub refresh: Duration,
+    /// Drive an already running scaler (at --grpc-addr and --otlp-grpc-addr) instead of
+    /// starting one: traffic and KEDA-like polling only.
+    #[arg(long)]
+    pub attach: bool,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// One seed service's traffic in one phase of the story.
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    rps: f64,
+    /// Median latency, seconds; latencies are log-normal around it.
+    median_s: f64,
+    error_ratio: f64,
+}
+
+struct SeedService {
+    name: &'static str,
+    /// The OTLP span kind: 2 server, 5 consumer.
+    kind: i32,
+}
+
+const SERVICES: [SeedService; 4] = [
+    SeedService {
+        name: "api-gateway",
+        kind: 2,
+    },
+    SeedService {
+        name: "order-service",
+        kind: 2,
+    },
+    SeedService {
+        name: "payment-service",
+        kind: 2,
+    },
+    SeedService {
+        name: "notification-service",
+        kind: 5,
+    },
+];
+
+/// The story: (phase name, from second, load per service in `SERVICES` order).
+fn phase(t: f64) -> (&'static str, [Load; 4]) {
+    let steady = [
+        Load {
+            rps: 200.0,
+            median_s: 0.045,
+            error_ratio: 0.002,
+        },
+        Load {
+            rps: 120.0,
+            median_s: 0.080,
+            error_ratio: 0.004,
+        },
+        Load {
+            rps: 60.0,
+            median_s: 0.120,
+            error_ratio: 0.005,
+        },
+        Load {
+            rps: 30.0,
+            median_s: 0.020,
+            error_ratio: 0.0,
+        },
+    ];
+    let t = t % 100.0;
+    let mut load = steady;
+    let name = if t < 20.0 {
+        "steady load"
+    } else if t < 45.0 {
+        load[1] = Load {
+            rps: 180.0,
+            median_s: 0.380,
+            error_ratio: 0.01,
+        };
+        load[0].median_s = 0.120;
+        "order-service latency spike"
+    } else if t < 70.0 {
+        load[2] = Load {
+            rps: 60.0,
+            median_s: 0.150,
+            error_ratio: 0.12,
+        };
+        "payment-service error burst"
+    } else {
+        "recovery"
+    };
+    (name, load)
+}
+
+/// A KEDA-style trigger the demo evaluates.
+struct DemoTrigger {
+    title: &'static str,
+    metric_type: MetricType,
+    metadata: Vec<(&'static str, &'static str)>,
+    replicas: u32,
+}
+
+fn demo_triggers() -> Vec<DemoTrigger> {
+    let t = |title, metric_type, metadata: &[(&'static str, &'static str)]| DemoTrigger {
+        title,
+        metric_type,
+        metadata: metadata.to_vec(),
+        replicas: 2,
+    };
+    vec![
+        t(
+            "order-service p95 < 300ms",
+            MetricType::Value,
+            &[
+                ("signal", "latency"),
+                ("source", "otlp"),
+                ("service", "order-service"),
+                ("window", "10s"),
+                ("threshold", "300ms"),
+            ],
+        ),
+        t(
+            "order-service 50 rps/pod",
+            MetricType::AverageValue,
+            &[
+                ("signal", "rps"),
+                ("source", "otlp"),
+                ("service", "order-service"),
+                ("window", "10s"),
+                ("threshold", "50"),
+            ],
+        ),
+        t(
+            "payment-service errors < 3%",
+            MetricType::Value,
+            &[
+                ("signal", "errorRate"),
+                ("source", "otlp"),
+                ("service", "payment-service"),
+                ("window", "10s"),
+                ("threshold", "3%"),
+                ("activationThreshold", "1%"),
+            ],
+        ),
+        t(
+            "api-gateway p99 < 250ms",
+            MetricType::Value,
+            &[
+                ("signal", "latency"),
+                ("source", "otlp"),
+                ("service", "api-gateway"),
+                ("quantile", "p99"),
+                ("window", "10s"),
+                ("threshold", "250ms"),
+            ],
+        ),
+        t(
+            "notification-service 10 msg/s/pod",
+            MetricType::AverageValue,
+            &[
+                ("signal", "rps"),
+                ("source", "otlp"),
+                ("service", "notification-service"),
+                ("spanKind", "consumer"),
+                ("window", "10s"),
+                ("threshold", "10"),
+            ],
+        ),
+    ]
+}
+
+/// A small deterministic generator (xorshift64*), so every run tells the same story.
+struct Rng(u64);
+
+impl Rng {
+    fn next_f64(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let x = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A standard normal sample (Box–Muller).
+    fn normal(&mut self) -> f64 {
+        let u1 = self.next_f64().max(f64::MIN_POSITIVE);
+        let u2 = self.next_f64();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+}
+
+fn attr(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Spans for `dt` seconds of the story at time `t`, ending now.
+fn batch(rng: &mut Rng, t: f64, dt: f64, carry: &mut [f64; 4]) -> ExportTraceServiceRequest {
+    let (_, loads) = phase(t);
+    let now_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut resource_spans = Vec::new();
+    for (i, (svc, load)) in SERVICES.iter().zip(loads).enumerate() {
+        carry[i] += load.rps * dt;
+        let n = carry[i].floor() as usize;
+        carry[i] -= n as f64;
+        let spans = (0..n)
+            .map(|k| {
+                let latency = load.median_s * (0.45 * rng.normal()).exp();
+                let end = now_ns.saturating_sub((rng.next_f64() * dt * 1e9) as u64);
+                let error = rng.next_f64() < load.error_ratio;
+                Span {
+                    trace_id: (rng.0 as u128 ^ k as u128).to_be_bytes().to_vec(),
+                    span_id: rng.0.to_be_bytes().to_vec(),
+                    name: format!("{} handle", svc.name),
+                    kind: svc.kind,
+                    start_time_unix_nano: end.saturating_sub((latency * 1e9) as u64),
+                    end_time_unix_nano: end,
+                    status: Some(Status {
+                        code: if error {
+                            status::StatusCode::Error as i32
+                        } else {
+                            status::StatusCode::Unset as i32
+                        },
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }
+            })
+            .collect::<Vec<_>>();
+        resource_spans.push(ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    attr("service.name", svc.name),
+                    attr("service.version", "1.0.0"),
+                ],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+    }
+    ExportTraceServiceRequest { resource_spans }
+}
+
+fn so(metadata: &[(&str, &str)]) -> ScaledObjectRef {
+    ScaledObjectRef {
+        name: "demo".into(),
+        namespace: "demo".into(),
+        scaler_metadata: metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<HashMap<_, _>>(),
+    }
+}
+
+/// Runs the demo; returns an error message when it cannot.
+pub async fn run(args: DemoArgs) -> Result<(), String> {
+    let mut server = None;
+    let (grpc_addr, otlp_addr) = if args.attach {
+        (args.serve.grpc_addr, args.serve.otlp.otlp_grpc_addr)
+    } else {
+        let mut serve = args.serve.clone();
+        serve.otlp.no_otlp = false;
+        let s = crate::server::Server::start(serve)
+            .await
+            .map_err(|e| format!("cannot start the scaler: {e:#}"))?;
+        let addrs = (
+            s.grpc_addr,
+            s.otlp_grpc_addr.ok_or("the OTLP receiver is not running")?,
+        );
+        server = Some(s);
+        addrs
+    };
+    let local = |a: std::net::SocketAddr| {
+        if a.ip().is_unspecified() {
+            std::net::SocketAddr::from(([127, 0, 0, 1], a.port()))
+        } else {
+            a
+        }
+    };
+    let (grpc_addr, otlp_addr) = (local(grpc_addr), local(otlp_addr));
+    let mut otlp = TraceServiceClient::connect(format!("http://{otlp_addr}"))
+        .await
+        .map_err(|e| format!("cannot reach the OTLP receiver at {otlp_addr}: {e}"))?;
+    let mut keda = ExternalScalerClient::connect(format!("http://{grpc_addr}"))
+        .await
+        .map_err(|e| format!("cannot reach the scaler at {grpc_addr}: {e}"))?;
+
+    let tty = std::io::stdout().is_terminal();
+    let started = Instant::now();
+    let mut rng = Rng(0x5eed_cafe_f00d_d00d);
+    let mut carry = [0.0; 4];
+    let mut triggers = demo_triggers();
+    let tick = Duration::from_millis(200);
+    let mut last_send = Instant::now();
+    let mut next_table = Instant::now() + args.refresh;
+    let mut result = Ok(());
+    let mut stop = Box::pin(tokio::signal::ctrl_c());
+    loop {
+        let elapsed = started.elapsed();
+        if !args.duration.is_zero() && elapsed >= args.duration {
+            break;
+        }
+        let dt = last_send.elapsed().as_secs_f64();
+        last_send = Instant::now();
+        let req = batch(&mut rng, elapsed.as_secs_f64(), dt, &mut carry);
+        if let Err(e) = otlp.export(req).await {
+            result = Err(format!("OTLP export failed: {e}"));
+            break;
+        }
+        if Instant::now() >= next_table {
+            next_table += args.refresh;
+            let table = poll(&mut keda, &mut triggers, elapsed.as_secs_f64()).await;
+            if tty {
+                print!("\x1b[2J\x1b[H");
+            }
+            print!("{table}");
+            let _ = std::io::stdout().flush();
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = &mut stop => break,
+        }
+    }
+    if let Some(s) = server {
+        s.shutdown().await.map_err(|e| format!("{e:#}"))?;
+    }
+    result
+}
+
+/// Asks the scaler like KEDA (GetMetricSpec, GetMetrics, IsActive) for every service
+/// signal and demo trigger, and renders the table.
+async fn poll(
+    keda: &mut ExternalScalerClient<tonic::transport::Channel>,
+    triggers: &mut [DemoTrigger],
+    t: f64,
+) -> String {
+    let (phase_name, _) = phase(t);
+    let mut out = String::new();
+    let _ = writeln!(out, "slo-scaler demo — t={t:>5.1}s — {phase_name}\n");
+    let _ = writeln!(
+        out,
+        "{:<22} {:>9} {:>10} {:>8}",
+        "service", "rps", "p95", "errors"
+    );
+    for svc in SERVICES {
+        let kind = if svc.kind == 5 { "consumer" } else { "server" };
+        let mut row = Vec::new();
+        for (signal, threshold) in [("rps", "1"), ("latency", "1s"), ("errorRate", "0.5")] {
+            let r = so(&[
+                ("signal", signal),
+                ("source", "otlp"),
+                ("service", svc.name),
+                ("spanKind", kind),
+                ("window", "10s"),
+                ("threshold", threshold),
+            ]);
+            row.push(value(keda, &r).await);
+        }
+        let fmt = |v: &Result<f64, String>, f: &dyn Fn(f64) -> String| match v {
+            Ok(v) => f(*v),
+            Err(_) => "—".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<22} {:>9} {:>10} {:>8}",
+            svc.name,
+            fmt(&row[0], &|v| format!("{v:.1}")),
+            fmt(&row[1], &|v| format!("{:.0}ms", v * 1000.0)),
+            fmt(&row[2], &|v| format!("{:.1}%", v * 100.0)),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<36} {:>12} {:>10} {:>7} {:>14}  metricType",
+        "trigger", "value", "threshold", "active", "replicas"
+    );
+    for trig in triggers.iter_mut() {
+        let r = so(&trig.metadata);
+        let threshold = trig
+            .metadata
+            .iter()
+            .find(|(k, _)| *k == "threshold")
+            .map(|(_, v)| *v)
+            .unwrap_or("");
+        let v = value(keda, &r).await;
+        let active = keda
+            .is_active(r)
+            .await
+            .map(|a| a.into_inner().result)
+            .map_err(|s| s.message().to_string());
+        let (value_text, replicas) = match (&v, &active) {
+            (Ok(v), Ok(_)) => {
+                let target = target_of(&trig.metadata);
+                let desired =
+                    desired_replicas(trig.metric_type, trig.replicas, *v, target).clamp(1, 20);
+                let text = format!("{} → {}", trig.replicas, desired);
+                trig.replicas = desired;
+                (format!("{v:.3}"), text)
+            }
+            (Err(e), _) | (_, Err(e)) => (format!("error: {}", short(e)), "—".into()),
+        };
+        let _ = writeln!(
+            out,
+            "{:<36} {:>12} {:>10} {:>7} {:>14}  {}",
+            trig.title,
+            value_text,
+            threshold,
+            match &active {
+                Ok(a) => a.to_string(),
+                Err(_) => "—".into(),
+            },
+            replicas,
+            trig.metric_type
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nvalues: latency in seconds, error rate as a ratio; replicas: what the HPA would pick now (min 1, max 20)\n"
+    );
+    out
+}
+
+fn short(e: &str) -> String {
+    e.chars().take(60).collect()
+}
+
+/// The trigger's target, as the scaler parses it (latency in seconds, ratios as ratios).
+fn target_of(metadata: &[(&str, &str)]) -> f64 {
+    let md = metadata
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    crate::trigger::parse(&md, &crate::trigger::ParseOptions::default())
+        .map(|t| t.target)
+        .unwrap_or(f64::NAN)
+}
+
+async fn value(
+    keda: &mut ExternalScalerClient<tonic::transport::Channel>,
+    r: &ScaledObjectRef,
+) -> Result<f64, String> {
+    let spec = keda
+        .get_metric_spec(r.clone())
+        .await
+        .map_err(|s| s.message().to_string())?
+        .into_inner();
+    let name = spec
+        .metric_specs
+        .first()
+        .map(|s| s.metric_name.clone())
+        .ok_or("no metric spec")?;
+    let resp = keda
+        .get_metrics(GetMetricsRequest {
+            scaled_object_ref: Some(r.clone()),
+            metric_name: name,
+        })
+        .await
+        .map_err(|s| s.message().to_string())?
+        .into_inner();
+    resp.metric_values
+        .first()
+        .map(|v| v.metric_value_float)
+        .ok_or_else(|| "no value".to_string())
+}
