@@ -103,8 +103,8 @@ impl PrometheusServer {
         self.launch().await;
     }
 
-    /// Runs an instant query directly; `None` for an empty result or NaN.
-    pub async fn query(&self, promql: &str) -> Option<f64> {
+    /// The API's JSON answer to an instant query (asserting success).
+    async fn api_query(&self, promql: &str) -> serde_json::Value {
         let body: serde_json::Value = self
             .http
             .post(format!("{}/api/v1/query", self.url()))
@@ -116,6 +116,12 @@ impl PrometheusServer {
             .await
             .expect("prometheus json");
         assert_eq!(body["status"], "success", "{promql}: {body}");
+        body
+    }
+
+    /// Runs an instant query directly; `None` for an empty result or NaN.
+    pub async fn query(&self, promql: &str) -> Option<f64> {
+        let body = self.api_query(promql).await;
         let result = &body["data"]["result"];
         let sample = match body["data"]["resultType"].as_str() {
             Some("scalar") => result.clone(),
@@ -134,17 +140,7 @@ impl PrometheusServer {
         &self,
         promql: &str,
     ) -> Vec<(std::collections::HashMap<String, String>, f64)> {
-        let body: serde_json::Value = self
-            .http
-            .post(format!("{}/api/v1/query", self.url()))
-            .form(&[("query", promql)])
-            .send()
-            .await
-            .expect("query prometheus")
-            .json()
-            .await
-            .expect("prometheus json");
-        assert_eq!(body["status"], "success", "{promql}: {body}");
+        let body = self.api_query(promql).await;
         body["data"]["result"]
             .as_array()
             .expect("vector")

@@ -2,6 +2,8 @@
 //! spans to the real gRPC and HTTP receivers on loopback, and the store's readings are
 //! checked against exact figures.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod harness;
 mod malformed;
 mod sdk;

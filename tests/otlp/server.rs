@@ -1,35 +1,22 @@
 //! The receivers wired into the real server: a latency step reaches `GetMetrics` and a
 //! pushed `StreamIsActive` within one bucket width.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
-use clap::Parser as _;
-use slo_scaler::config::{Cli, Command};
 use slo_scaler::proto::external_scaler_client::ExternalScalerClient;
-use slo_scaler::proto::{GetMetricsRequest, ScaledObjectRef};
-use slo_scaler::server::Server;
+use slo_scaler::proto::ScaledObjectRef;
 use tokio_stream::StreamExt as _;
 use tonic::transport::Channel;
 
+use crate::common::scaler::{metric, so, Scaler};
 use crate::harness::{assert_close, Planned};
 use crate::sdk::{export_to, make_spans, resource, Via};
 
 /// The store's default bucket width.
 const BUCKET_WIDTH: Duration = Duration::from_secs(1);
 
-async fn start() -> Server {
-    let argv = [
-        "slo-scaler",
-        "serve",
-        "--grpc-addr",
-        "127.0.0.1:0",
-        "--admin-addr",
-        "127.0.0.1:0",
-        "--otlp-grpc-addr",
-        "127.0.0.1:0",
-        "--otlp-http-addr",
-        "127.0.0.1:0",
+async fn start() -> Scaler {
+    Scaler::start(&[
         "--default-source",
         "otlp",
         "--min-cache-ttl",
@@ -38,51 +25,27 @@ async fn start() -> Server {
         "100ms",
         "--stream-interval",
         "100ms",
-        "--log-format",
-        "text",
-    ];
-    let Command::Serve(args) = Cli::try_parse_from(argv).expect("valid flags").command else {
-        panic!("not serve");
-    };
-    Server::start(args).await.expect("scaler starts")
+    ])
+    .await
 }
 
 fn trigger() -> ScaledObjectRef {
-    let metadata = [
-        ("signal", "latency"),
-        ("source", "otlp"),
-        ("service", "order-service"),
-        ("quantile", "p95"),
-        ("window", "30s"),
-        ("threshold", "300ms"),
-        ("activationThreshold", "0.5"),
-    ];
-    ScaledObjectRef {
-        name: "orders".into(),
-        namespace: "shop".into(),
-        scaler_metadata: metadata
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<HashMap<_, _>>(),
-    }
+    so(
+        "orders",
+        &[
+            ("signal", "latency"),
+            ("source", "otlp"),
+            ("service", "order-service"),
+            ("quantile", "p95"),
+            ("window", "30s"),
+            ("threshold", "300ms"),
+            ("activationThreshold", "0.5"),
+        ],
+    )
 }
 
 async fn get_metrics(client: &mut ExternalScalerClient<Channel>) -> f64 {
-    let r = trigger();
-    let spec = client
-        .get_metric_spec(r.clone())
-        .await
-        .expect("GetMetricSpec")
-        .into_inner();
-    let resp = client
-        .get_metrics(GetMetricsRequest {
-            scaled_object_ref: Some(r),
-            metric_name: spec.metric_specs[0].metric_name.clone(),
-        })
-        .await
-        .expect("GetMetrics")
-        .into_inner();
-    resp.metric_values[0].metric_value_float
+    metric(client, &trigger()).await.expect("GetMetrics")
 }
 
 /// `n` spans of exactly `duration`, ending over the last 100 ms.
@@ -98,11 +61,10 @@ fn steady(n: usize, duration: Duration) -> Vec<Planned> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_latency_step_reaches_keda_within_one_bucket() {
-    let server = start().await;
+    let mut scaler = start().await;
+    let server = scaler.server.take().expect("running");
     let otlp = server.otlp_grpc_addr.expect("OTLP receiver on");
-    let mut client = ExternalScalerClient::connect(format!("http://{}", server.grpc_addr))
-        .await
-        .expect("connect");
+    let mut client = scaler.client.clone();
     let res = resource("order-service", "v1");
 
     let calm = steady(100, Duration::from_millis(20));
