@@ -259,7 +259,15 @@ impl ScalerService {
     ) {
         let mut shutdown = self.shutdown.clone();
         let mut last: Option<bool> = None;
-        let mut tick = tokio::time::interval(self.stream_interval);
+        // The embedded store sees a spike within one bucket: re-evaluate twice per bucket so
+        // the push is not held back by the general stream interval.
+        let interval = match (&plan.query, &self.engine.sources().otlp) {
+            (crate::source::Query::Otlp(_), Some(store)) => {
+                self.stream_interval.min(store.bucket_width() / 2)
+            }
+            _ => self.stream_interval,
+        };
+        let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

@@ -23,8 +23,7 @@ async fn start() -> Scaler {
         "100ms",
         "--cache-ttl",
         "100ms",
-        "--stream-interval",
-        "100ms",
+        // The default stream interval (5 s): otlp triggers re-evaluate per bucket anyway.
     ])
     .await
 }

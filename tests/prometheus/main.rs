@@ -528,3 +528,80 @@ async fn no_data_errors_and_bad_queries_reach_keda_as_clear_statuses() {
     ];
     assert_eq!(metric(&mut scaler.client, &check(raw)).await.unwrap(), 42.0);
 }
+
+fn check_args(argv: &[&str]) -> slo_scaler::check::CheckArgs {
+    use clap::Parser as _;
+    let mut full = vec!["slo-scaler", "check"];
+    full.extend_from_slice(argv);
+    match slo_scaler::config::Cli::try_parse_from(full)
+        .unwrap()
+        .command
+    {
+        slo_scaler::config::Command::Check(a) => a,
+        _ => panic!("not check"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_explains_a_trigger_against_the_real_server() {
+    let (_exporter, prom) = fixture().await;
+    let canonical = &canonical(&CONVENTIONS[0], "10s")[1].0;
+    prom.wait_for_data(canonical).await;
+    let url = format!("default={}", prom.url());
+    let report = slo_scaler::check::run(check_args(&[
+        "--prometheus",
+        &url,
+        "-m",
+        "signal=errorRate",
+        "-m",
+        "service=order-service",
+        "-m",
+        "window=10s",
+        "-m",
+        "threshold=3%",
+        "--current-replicas",
+        "4",
+    ]))
+    .await
+    .unwrap();
+    // 6 errors in 106 calls against a 3 % target with Value: ceil(4 × 0.0566 / 0.03) = 8.
+    for line in [
+        "signal       errorRate (source prometheus)",
+        "metric       errorrate-order-service",
+        "query        prometheus/default: (sum(rate(traces_span_metrics_calls_total{service_name=\"order-service\", span_kind=\"SPAN_KIND_SERVER\", status_code=\"STATUS_CODE_ERROR\"}[10s])) or vector(0))",
+        "threshold    0.03 (activation above 0)",
+        "metricType   Value",
+        "active       true",
+        "replicas     4 now → 8 wanted",
+    ] {
+        assert!(report.contains(line), "{line:?} in\n{report}");
+    }
+    // Errors are an Err (the binary exits non-zero), naming the key.
+    let err = slo_scaler::check::run(check_args(&[
+        "--prometheus",
+        &url,
+        "-m",
+        "signal=latency",
+        "-m",
+        "threshold=soon",
+    ]))
+    .await
+    .unwrap_err();
+    assert!(
+        err.contains("threshold") && err.contains("service"),
+        "{err}"
+    );
+    let err = slo_scaler::check::run(check_args(&[
+        "-m",
+        "signal=rps",
+        "-m",
+        "service=x",
+        "-m",
+        "threshold=1",
+        "-m",
+        "source=prometheus",
+    ]))
+    .await
+    .unwrap_err();
+    assert!(err.contains("no Prometheus backend"), "{err}");
+}
