@@ -191,8 +191,12 @@ impl Sources {
                 s
             }
             Query::Otlp(q) => format!(
-                "otlp store: {:?} of service {:?} kind {} version {} over {}",
-                q.measure,
+                "otlp store: {} of service {:?} kind {} version {} over {}",
+                match q.measure {
+                    TraceMeasure::Latency(quantile) => format!("{} latency", quantile.label()),
+                    TraceMeasure::ErrorRatio => "error ratio".to_string(),
+                    TraceMeasure::Rate => "spans per second".to_string(),
+                },
                 q.selector.service,
                 q.selector.span_kind,
                 q.selector.version.as_deref().unwrap_or("*"),
