@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs the real servers the tests need when missing (Debian's
 # `prometheus`; moto's SQS server, Helm and schema validators in the venv .venv-test),
-# then runs every check: formatting, clippy, unit and integration tests, benches
-# compiled, and the deploy checks (chart, dashboard, alerts, examples, live scrape).
+# then runs every check: formatting, clippy, a build of every target (benches too), unit
+# and integration tests, and the deploy checks (chart, dashboard, alerts, examples, live scrape).
 #
 #   bash scripts/test.sh
 set -euo pipefail
@@ -28,14 +28,11 @@ step "format and lint"
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 
-step "build"
+step "build (every target, benches included)"
 cargo build --all-targets
 
 step "unit and integration tests"
 cargo test --all-features -- --test-threads 4
-
-step "benches compile"
-cargo bench --no-run
 
 step "deploy checks (chart, schemas, examples, promtool, live scrape)"
 SLO_SCALER_BIN="$root/target/debug/slo-scaler" \
