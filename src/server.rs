@@ -10,7 +10,6 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::cache::CacheConfig;
 use crate::config::{ConfigError, ServeArgs, Settings};
@@ -107,13 +106,14 @@ impl Server {
         let engine = Arc::new(build_engine(&settings, metrics.clone(), store.clone())?);
         let tls = tls_config(&args)?;
 
-        let grpc_listener = TcpListener::bind(args.grpc_addr)
-            .await
-            .with_context(|| format!("cannot listen on --grpc-addr {}", args.grpc_addr))?;
+        // TCP_NODELAY: small unary answers must not wait for Nagle's algorithm.
+        let grpc_incoming = tonic::transport::server::TcpIncoming::bind(args.grpc_addr)
+            .with_context(|| format!("cannot listen on --grpc-addr {}", args.grpc_addr))?
+            .with_nodelay(Some(true));
         let admin_listener = TcpListener::bind(args.admin_addr)
             .await
             .with_context(|| format!("cannot listen on --admin-addr {}", args.admin_addr))?;
-        let grpc_addr = grpc_listener.local_addr()?;
+        let grpc_addr = grpc_incoming.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
 
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -134,23 +134,19 @@ impl Server {
         let router = builder
             .add_service(health_service)
             .add_service(service.into_server());
-        let mut stop = shutdown_rx.clone();
+        let stop = stopped(shutdown_rx.clone());
         tasks.spawn(async move {
             router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
+                .serve_with_incoming_shutdown(grpc_incoming, stop)
                 .await
                 .context("gRPC server failed")
         });
 
         let admin = crate::admin::router(Arc::new(registry), ready.clone());
-        let mut stop = shutdown_rx.clone();
+        let stop = stopped(shutdown_rx.clone());
         tasks.spawn(async move {
             axum::serve(admin_listener, admin)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
+                .with_graceful_shutdown(stop)
                 .await
                 .context("admin server failed")
         });
@@ -175,24 +171,20 @@ impl Server {
 
             let service = otlp::grpc_service(store.clone(), metrics.clone())
                 .max_decoding_message_size(max_bytes);
-            let mut stop = shutdown_rx.clone();
+            let stop = stopped(shutdown_rx.clone());
             tasks.spawn(async move {
                 otlp::grpc_server()
                     .add_service(service)
-                    .serve_with_incoming_shutdown(incoming, async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    })
+                    .serve_with_incoming_shutdown(incoming, stop)
                     .await
                     .context("OTLP gRPC receiver failed")
             });
 
             let router = otlp::http_router(store.clone(), metrics.clone(), max_bytes);
-            let mut stop = shutdown_rx.clone();
+            let stop = stopped(shutdown_rx.clone());
             tasks.spawn(async move {
                 axum::serve(http_listener, router)
-                    .with_graceful_shutdown(async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    })
+                    .with_graceful_shutdown(stop)
                     .await
                     .context("OTLP HTTP receiver failed")
             });
@@ -278,6 +270,11 @@ impl Server {
             }
         }
     }
+}
+
+/// Resolves once shutdown is signalled.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 fn tls_config(args: &ServeArgs) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
