@@ -42,6 +42,7 @@ pub fn build_engine(
     metrics: Arc<Metrics>,
     otlp: Option<Arc<Store>>,
 ) -> Result<Engine, ConfigError> {
+    install_crypto_provider();
     let prometheus = PrometheusSource::new(
         &settings.prometheus,
         settings.backend_timeout,
@@ -272,6 +273,13 @@ impl Server {
     }
 }
 
+/// Picks rustls' process-wide crypto provider. Several dependencies enable both `ring`
+/// and `aws-lc-rs`, and rustls then refuses to guess (it would panic on first use).
+pub fn install_crypto_provider() {
+    // An error only means a provider is installed already, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Resolves once shutdown is signalled.
 async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
@@ -281,6 +289,7 @@ fn tls_config(args: &ServeArgs) -> anyhow::Result<Option<tonic::transport::Serve
     let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) else {
         return Ok(None);
     };
+    install_crypto_provider();
     let read = |p: &std::path::Path| {
         std::fs::read(p)
             .map_err(|e| ConfigError::Invalid(format!("cannot read {}: {e}", p.display())))

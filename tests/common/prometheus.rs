@@ -10,6 +10,7 @@ use super::free_port;
 
 pub struct PrometheusServer {
     pub addr: SocketAddr,
+    scheme: &'static str,
     /// When the current process became ready.
     pub ready_at: Instant,
     dir: tempfile::TempDir,
@@ -33,6 +34,24 @@ fn binary() -> PathBuf {
 impl PrometheusServer {
     /// Starts Prometheus scraping `targets` (as job `exporter`, honouring their labels).
     pub async fn start(targets: &[SocketAddr]) -> PrometheusServer {
+        Self::start_with(targets, None).await
+    }
+
+    /// Starts Prometheus serving HTTPS with `cert_file` / `key_file`, trusted by the
+    /// harness through `ca_pem`.
+    pub async fn start_tls(
+        targets: &[SocketAddr],
+        cert_file: &str,
+        key_file: &str,
+        ca_pem: &str,
+    ) -> PrometheusServer {
+        Self::start_with(targets, Some((cert_file, key_file, ca_pem))).await
+    }
+
+    async fn start_with(
+        targets: &[SocketAddr],
+        tls: Option<(&str, &str, &str)>,
+    ) -> PrometheusServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
         let config = format!(
@@ -41,12 +60,25 @@ impl PrometheusServer {
         );
         std::fs::write(dir.path().join("prometheus.yml"), config).expect("write config");
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut http = reqwest::Client::builder();
+        let mut scheme = "http";
+        if let Some((cert, key, ca)) = tls {
+            std::fs::write(
+                dir.path().join("web.yml"),
+                format!("tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n"),
+            )
+            .expect("write web config");
+            http =
+                http.add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap());
+            scheme = "https";
+        }
         let mut p = PrometheusServer {
             addr,
             ready_at: Instant::now(),
             dir,
             child: None,
-            http: reqwest::Client::new(),
+            http: http.build().expect("http client"),
+            scheme,
         };
         p.launch().await;
         p
@@ -63,6 +95,12 @@ impl PrometheusServer {
                 self.dir.path().join("data").display()
             ))
             .arg(format!("--web.listen-address={}", self.addr))
+            .args(self.dir.path().join("web.yml").exists().then(|| {
+                format!(
+                    "--web.config.file={}",
+                    self.dir.path().join("web.yml").display()
+                )
+            }))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -72,7 +110,7 @@ impl PrometheusServer {
         loop {
             let ready = self
                 .http
-                .get(format!("http://{}/-/ready", self.addr))
+                .get(format!("{}/-/ready", self.url()))
                 .send()
                 .await
                 .is_ok_and(|r| r.status().is_success());
@@ -86,7 +124,7 @@ impl PrometheusServer {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// Kills the server (its data directory stays for a restart).

@@ -14,26 +14,31 @@ pub struct Scaler {
     pub admin: String,
 }
 
+/// Starts `slo-scaler serve` with `flags`, every address on a free loopback port.
+pub async fn start_server(flags: &[&str]) -> Server {
+    let mut argv = vec![
+        "slo-scaler",
+        "serve",
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--otlp-grpc-addr",
+        "127.0.0.1:0",
+        "--otlp-http-addr",
+        "127.0.0.1:0",
+    ];
+    argv.extend_from_slice(flags);
+    let Command::Serve(args) = Cli::try_parse_from(argv).expect("valid flags").command else {
+        panic!("not serve");
+    };
+    Server::start(args).await.expect("scaler starts")
+}
+
 impl Scaler {
-    /// Starts `slo-scaler serve` with `flags` (addresses are set to free loopback ports).
+    /// Starts `slo-scaler serve` with `flags` and connects a plaintext client.
     pub async fn start(flags: &[&str]) -> Scaler {
-        let mut argv = vec![
-            "slo-scaler",
-            "serve",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--otlp-grpc-addr",
-            "127.0.0.1:0",
-            "--otlp-http-addr",
-            "127.0.0.1:0",
-        ];
-        argv.extend_from_slice(flags);
-        let Command::Serve(args) = Cli::try_parse_from(argv).expect("valid flags").command else {
-            panic!("not serve");
-        };
-        let server = Server::start(args).await.expect("scaler starts");
+        let server = start_server(flags).await;
         let client = ExternalScalerClient::connect(format!("http://{}", server.grpc_addr))
             .await
             .expect("connect to the scaler");
