@@ -1,5 +1,6 @@
 //! The admin HTTP server: `/metrics` (OpenMetrics text), `/healthz` (live),
-//! `/readyz` (ready: listening with a valid configuration — never a backend's health).
+//! `/readyz` (ready: listening with a valid configuration — never a backend's health),
+//! `/debug/signals` (what every ScaledObject's trigger last answered, as JSON).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,23 +12,35 @@ use axum::routing::get;
 use axum::Router;
 use prometheus_client::registry::Registry;
 
+use crate::telemetry::Metrics;
+
 #[derive(Clone)]
 struct AdminState {
     registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
 }
 
 /// The admin routes. `ready` is flipped by the server once every listener is up, and
 /// back to false when it starts draining.
-pub fn router(registry: Arc<Registry>, ready: Arc<AtomicBool>) -> Router {
+pub fn router(registry: Arc<Registry>, metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Router {
     Router::new()
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .with_state(AdminState { registry, ready })
+        .route("/debug/signals", get(debug_signals))
+        .with_state(AdminState {
+            registry,
+            metrics,
+            ready,
+        })
 }
 
-async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
+async fn debug_signals(State(s): State<AdminState>) -> impl IntoResponse {
+    axum::Json(s.metrics.debug_signals())
+}
+
+async fn metrics_text(State(s): State<AdminState>) -> impl IntoResponse {
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &s.registry) {
         Ok(()) => (

@@ -143,7 +143,7 @@ impl Server {
                 .context("gRPC server failed")
         });
 
-        let admin = crate::admin::router(Arc::new(registry), ready.clone());
+        let admin = crate::admin::router(Arc::new(registry), metrics.clone(), ready.clone());
         let stop = stopped(shutdown_rx.clone());
         tasks.spawn(async move {
             axum::serve(admin_listener, admin)

@@ -84,8 +84,9 @@ pub struct Metrics {
     pub otlp_store_series_evicted: Counter,
     pub tempo_partial_responses: Family<BackendLabels, Counter>,
     pub build_info: Family<VersionLabels, Gauge>,
-    /// When each per-ScaledObject label set was last asked about.
-    signal_seen: Mutex<HashMap<SignalLabels, Instant>>,
+    /// What each per-ScaledObject label set last answered, and when (for expiry and
+    /// the `/debug/signals` view).
+    signal_seen: Mutex<HashMap<SignalLabels, SignalState>>,
 }
 
 impl Metrics {
@@ -200,8 +201,15 @@ impl Metrics {
         (reg, m)
     }
 
-    /// Records what a ScaledObject's metric was answered with.
-    pub fn record_signal(&self, labels: &SignalLabels, reading: SignalRecord) {
+    /// Records what a ScaledObject's metric was answered with: the gauges, and for the
+    /// debug view the query it read and the error, if any.
+    pub fn record_signal(
+        &self,
+        labels: &SignalLabels,
+        reading: SignalRecord,
+        query: String,
+        error: Option<String>,
+    ) {
         if let Some(value) = reading.value {
             self.signal_value.get_or_create(labels).set(value);
         }
@@ -221,13 +229,51 @@ impl Metrics {
         self.signal_activation_threshold
             .get_or_create(labels)
             .set(reading.activation_threshold);
+        let state = SignalState {
+            last_seen: Instant::now(),
+            record: reading,
+            query,
+            error,
+        };
         let mut seen = self.signal_seen.lock().unwrap_or_else(|e| e.into_inner());
         match seen.get_mut(labels) {
-            Some(t) => *t = Instant::now(),
+            Some(s) => *s = state,
             None => {
-                seen.insert(labels.clone(), Instant::now());
+                seen.insert(labels.clone(), state);
             }
         }
+    }
+
+    /// Every ScaledObject metric asked about recently, as JSON (`/debug/signals`).
+    pub fn debug_signals(&self) -> serde_json::Value {
+        let seen = self.signal_seen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rows: Vec<(&SignalLabels, &SignalState)> = seen.iter().collect();
+        rows.sort_by(|a, b| {
+            (&a.0.namespace, &a.0.scaled_object, &a.0.metric).cmp(&(
+                &b.0.namespace,
+                &b.0.scaled_object,
+                &b.0.metric,
+            ))
+        });
+        let rows: Vec<serde_json::Value> = rows
+            .into_iter()
+            .map(|(l, s)| {
+                serde_json::json!({
+                    "namespace": l.namespace,
+                    "scaledObject": l.scaled_object,
+                    "metric": l.metric,
+                    "query": s.query,
+                    "value": s.record.value,
+                    "threshold": s.record.threshold,
+                    "activationThreshold": s.record.activation_threshold,
+                    "active": s.record.active,
+                    "valueAgeSeconds": s.record.age.map(|a| a.as_secs_f64()),
+                    "error": s.error,
+                    "askedSecondsAgo": s.last_seen.elapsed().as_secs_f64(),
+                })
+            })
+            .collect();
+        serde_json::Value::Array(rows)
     }
 
     /// Drops the per-ScaledObject series nobody asked about for `idle`, so deleted
@@ -236,8 +282,8 @@ impl Metrics {
         let mut seen = self.signal_seen.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         let before = seen.len();
-        seen.retain(|labels, last| {
-            let keep = now.duration_since(*last) < idle;
+        seen.retain(|labels, state| {
+            let keep = now.duration_since(state.last_seen) < idle;
             if !keep {
                 self.signal_value.remove(labels);
                 self.signal_threshold.remove(labels);
@@ -281,6 +327,15 @@ impl Metrics {
             .get_or_create(&ResultLabels { result })
             .inc();
     }
+}
+
+/// The last answer for one ScaledObject's metric.
+#[derive(Debug, Clone)]
+struct SignalState {
+    last_seen: Instant,
+    record: SignalRecord,
+    query: String,
+    error: Option<String>,
 }
 
 /// What one evaluation of a ScaledObject's metric showed.
@@ -370,7 +425,13 @@ mod tests {
                 threshold: 0.3,
                 activation_threshold: 0.0,
             },
+            "prometheus/default: up".into(),
+            None,
         );
+        let debug = m.debug_signals();
+        assert_eq!(debug[0]["scaledObject"], "orders");
+        assert_eq!(debug[0]["query"], "prometheus/default: up");
+        assert_eq!(debug[0]["value"], 0.25);
         let text = scrape(&reg);
         assert!(text.contains(
             "slo_scaler_signal_value{namespace=\"shop\",scaled_object=\"orders\",metric=\"latency-p95-order-service\"} 0.25"

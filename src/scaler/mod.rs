@@ -21,7 +21,7 @@ use crate::proto::{
     GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, MetricSpec,
     MetricValue, ScaledObjectRef,
 };
-use crate::source::SourceError;
+use crate::source::{SourceError, Sources};
 use crate::telemetry::{SignalLabels, SignalRecord};
 
 /// The gRPC service.
@@ -80,7 +80,12 @@ impl ScalerService {
                 ..Default::default()
             },
         };
-        self.engine.metrics().record_signal(&labels, record);
+        self.engine.metrics().record_signal(
+            &labels,
+            record,
+            Sources::describe(&plan.query),
+            result.as_ref().err().map(ToString::to_string),
+        );
         result.map_err(|e| {
             tracing::warn!(
                 namespace = %r.namespace,
