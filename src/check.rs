@@ -137,7 +137,12 @@ pub async fn run(args: CheckArgs) -> Result<String, String> {
         .resolve(true)
         .map_err(|e| format!("configuration: {e}"))?;
     let (_, metrics) = Metrics::standalone();
-    let engine = crate::server::build_engine(&settings, Arc::new(metrics), None)
+    let metrics = Arc::new(metrics);
+    // An empty store, so otlp triggers plan as on a server with the receiver; their value
+    // lives in the running server's store and is not read here.
+    let store = crate::source::otlp::Store::new(Default::default(), metrics.clone())
+        .map_err(|e| format!("embedded store: {e}"))?;
+    let engine = crate::server::build_engine(&settings, metrics, Some(Arc::new(store)))
         .map_err(|e| format!("configuration: {e}"))?;
     let plan = engine
         .plan(&args.namespace, &input.metadata)

@@ -157,6 +157,12 @@ impl Engine {
             (Signal::Query(q), SourceKind::Tempo) => {
                 self.tempo_query(namespace, &trigger, q.clone(), TempoReduce::Single)?
             }
+            (Signal::Trace { .. }, SourceKind::Otlp) if self.sources.otlp.is_none() => {
+                return Err(problem(
+                    "source",
+                    "source otlp needs the embedded OTLP receiver, which this server runs without (--no-otlp)".into(),
+                ))
+            }
             (Signal::Trace { selector, measure }, SourceKind::Otlp) => Query::Otlp(OtlpQuery {
                 selector: selector.clone(),
                 measure: *measure,

@@ -265,3 +265,26 @@ async fn stream_metric_spec_sends_current_specs_and_stays_open_until_shutdown() 
         .unwrap();
     assert!(end.is_none() || end.unwrap().is_err());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn source_otlp_without_the_receiver_is_a_metadata_error_at_spec_time() {
+    let mut scaler =
+        Scaler::start(&["--no-otlp", "--prometheus", "default=http://127.0.0.1:9"]).await;
+    let r = so(
+        "orders",
+        &[
+            ("signal", "rps"),
+            ("source", "otlp"),
+            ("service", "order-service"),
+            ("threshold", "10"),
+        ],
+    );
+    let status = scaler.client.get_metric_spec(r).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status
+            .message()
+            .contains("source: source otlp needs the embedded OTLP receiver"),
+        "{status:?}"
+    );
+}
