@@ -192,32 +192,21 @@ impl Server {
 
             // Idle series leave the store (and its memory) after the retention.
             let sweep_store = store.clone();
-            let every = (args.otlp.otlp_retention / 10).max(Duration::from_secs(1));
-            let mut stop = shutdown_rx.clone();
-            tasks.spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                loop {
-                    tokio::select! {
-                        _ = tick.tick() => { sweep_store.sweep(); }
-                        _ = stop.wait_for(|s| *s) => return Ok(()),
-                    }
-                }
-            });
+            tasks.spawn(every(
+                args.otlp.otlp_retention / 10,
+                shutdown_rx.clone(),
+                move || {
+                    sweep_store.sweep();
+                },
+            ));
         }
 
         // Per-ScaledObject series expire when KEDA stops asking (deleted ScaledObjects).
         let expiry = args.signal_expiry;
-        let mut stop = shutdown_rx.clone();
         let sweeper_metrics = metrics.clone();
-        tasks.spawn(async move {
-            let mut tick = tokio::time::interval((expiry / 4).max(Duration::from_secs(1)));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => { sweeper_metrics.sweep_signals(expiry); }
-                    _ = stop.wait_for(|s| *s) => return Ok(()),
-                }
-            }
-        });
+        tasks.spawn(every(expiry / 4, shutdown_rx.clone(), move || {
+            sweeper_metrics.sweep_signals(expiry);
+        }));
 
         ready.store(true, Ordering::Release);
         tracing::info!(
@@ -278,6 +267,21 @@ impl Server {
 pub fn install_crypto_provider() {
     // An error only means a provider is installed already, which is what we want.
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Runs `job` every `period` (at least a second) until shutdown.
+async fn every(
+    period: Duration,
+    mut stop: watch::Receiver<bool>,
+    mut job: impl FnMut() + Send,
+) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(period.max(Duration::from_secs(1)));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => job(),
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        }
+    }
 }
 
 /// Resolves once shutdown is signalled.
