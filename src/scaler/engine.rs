@@ -44,6 +44,16 @@ pub enum PlanError {
     PermissionDenied(String),
 }
 
+/// One metadata problem found while resolving a trigger against the server.
+fn problem(key: &str, message: String) -> PlanError {
+    PlanError::Invalid(TriggerError {
+        problems: vec![Problem {
+            key: key.to_string(),
+            message,
+        }],
+    })
+}
+
 /// Why a value cannot be given.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EvalError {
@@ -98,14 +108,6 @@ impl Engine {
     /// Parses and resolves a trigger. Never touches a backend.
     pub fn plan(&self, namespace: &str, md: &HashMap<String, String>) -> Result<Plan, PlanError> {
         let trigger = trigger::parse(md, &self.config.parse)?;
-        let problem = |key: &str, message: String| {
-            PlanError::Invalid(TriggerError {
-                problems: vec![Problem {
-                    key: key.to_string(),
-                    message,
-                }],
-            })
-        };
         let query = match (&trigger.signal, trigger.source) {
             (Signal::Trace { selector, measure }, SourceKind::Prometheus) => {
                 self.check_prometheus_backend(&trigger.backend)
@@ -201,14 +203,6 @@ impl Engine {
         traceql: String,
         reduce: TempoReduce,
     ) -> Result<Query, PlanError> {
-        let problem = |key: &str, message: String| {
-            PlanError::Invalid(TriggerError {
-                problems: vec![Problem {
-                    key: key.to_string(),
-                    message,
-                }],
-            })
-        };
         if !self.sources.tempo.has_backend(&t.backend) {
             return Err(problem(
                 "backend",
