@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use slo_scaler::config::{Cli, Command};
+use slo_scaler::cli::{Cli, Command};
 use slo_scaler::proto::external_scaler_client::ExternalScalerClient;
 use slo_scaler::proto::external_scaler_server::ExternalScaler;
 use slo_scaler::proto::{GetMetricsRequest, ScaledObjectRef};

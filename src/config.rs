@@ -1,12 +1,12 @@
-//! Command line and environment: every setting is a flag and an environment variable
-//! `SLO_SCALER_<FLAG>`. [`ServeArgs::resolve`] turns them into a checked [`Settings`].
+//! The `serve` settings: every setting is a flag and an environment variable
+//! `SLO_SCALER_<FLAG>`. [`BackendArgs::resolve`] turns them into a checked [`Settings`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::Args;
 
 use crate::signal::promql::{builtin_conventions, Convention};
 use crate::source::http::HttpBackendConfig;
@@ -14,29 +14,6 @@ use crate::source::sqs::SqsConfig;
 use crate::source::tempo::{validate_tenant, TempoApi, TempoBackendConfig, TenantPolicy};
 use crate::telemetry::LogFormat;
 use crate::trigger::{parse_duration, ParseOptions, SourceKind};
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "slo-scaler",
-    version,
-    about = "KEDA external scaler for trace-derived SLO signals and SQS queue depth"
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-#[allow(clippy::large_enum_variant)] // Parsed once at start-up.
-pub enum Command {
-    /// Run the scaler: KEDA's gRPC ExternalScaler, the admin HTTP server, the OTLP receiver.
-    Serve(ServeArgs),
-    /// The one-command tour: the server with the embedded trace store, synthetic traffic
-    /// for the seed services (a latency spike, an error burst), and a live table.
-    Demo(crate::demo::DemoArgs),
-    /// Explain one trigger: the query it sends, the value, active or not, desired replicas.
-    Check(crate::check::CheckArgs),
-}
 
 /// Parses a duration flag value (`500ms`, `15s`, `2m`).
 pub fn duration_arg(s: &str) -> Result<Duration, String> {
@@ -498,6 +475,8 @@ impl BackendArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
 
     fn args(extra: &[&str]) -> ServeArgs {
         let mut argv = vec!["slo-scaler", "serve"];

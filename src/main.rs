@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use slo_scaler::config::{Cli, Command, ConfigError};
+use slo_scaler::cli::{Cli, Command};
+use slo_scaler::config::ConfigError;
 use slo_scaler::server::Server;
 use slo_scaler::telemetry::init_tracing;
 

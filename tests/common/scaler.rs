@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use slo_scaler::config::{Cli, Command};
+use slo_scaler::cli::{Cli, Command};
 use slo_scaler::proto::external_scaler_client::ExternalScalerClient;
 use slo_scaler::proto::{GetMetricsRequest, ScaledObjectRef};
 use slo_scaler::server::Server;

@@ -533,11 +533,8 @@ fn check_args(argv: &[&str]) -> slo_scaler::check::CheckArgs {
     use clap::Parser as _;
     let mut full = vec!["slo-scaler", "check"];
     full.extend_from_slice(argv);
-    match slo_scaler::config::Cli::try_parse_from(full)
-        .unwrap()
-        .command
-    {
-        slo_scaler::config::Command::Check(a) => a,
+    match slo_scaler::cli::Cli::try_parse_from(full).unwrap().command {
+        slo_scaler::cli::Command::Check(a) => a,
         _ => panic!("not check"),
     }
 }

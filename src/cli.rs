@@ -1,0 +1,29 @@
+//! The command tree: `serve`, `demo`, `check`. Each command's arguments live beside
+//! the command (`config::ServeArgs`, `demo::DemoArgs`, `check::CheckArgs`).
+
+use clap::{Parser, Subcommand};
+
+use crate::config::ServeArgs;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "slo-scaler",
+    version,
+    about = "KEDA external scaler for trace-derived SLO signals and SQS queue depth"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // Parsed once at start-up.
+pub enum Command {
+    /// Run the scaler: KEDA's gRPC ExternalScaler, the admin HTTP server, the OTLP receiver.
+    Serve(ServeArgs),
+    /// The one-command tour: the server with the embedded trace store, synthetic traffic
+    /// for the seed services (a latency spike, an error burst), and a live table.
+    Demo(crate::demo::DemoArgs),
+    /// Explain one trigger: the query it sends, the value, active or not, desired replicas.
+    Check(crate::check::CheckArgs),
+}
