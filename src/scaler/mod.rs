@@ -13,6 +13,7 @@ use futures::Stream;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 pub use engine::{Engine, EngineConfig, EvalError, Evaluation, Plan, PlanError};
 
@@ -22,7 +23,7 @@ use crate::proto::{
     MetricValue, ScaledObjectRef,
 };
 use crate::source::{SourceError, Sources};
-use crate::telemetry::{SignalLabels, SignalRecord};
+use crate::telemetry::{traces, SignalLabels, SignalRecord};
 
 /// The gRPC service.
 #[derive(Clone)]
@@ -60,7 +61,9 @@ impl ScalerService {
 
     /// Evaluates and records the per-ScaledObject metrics.
     async fn evaluate(&self, r: &ScaledObjectRef, plan: &Plan) -> Result<Evaluation, Status> {
-        let result = self.engine.evaluate(plan).await;
+        let read = traces::read_span(&plan.query, &plan.trigger.metric_name);
+        let result = self.engine.evaluate(plan).instrument(read.clone()).await;
+        traces::end_read(&read, &result);
         let labels = SignalLabels {
             namespace: r.namespace.clone(),
             scaled_object: r.name.clone(),
@@ -139,12 +142,20 @@ impl ExternalScaler for ScalerService {
     ) -> Result<Response<IsActiveResponse>, Status> {
         let started = Instant::now();
         let r = request.into_inner();
+        let span = traces::rpc_span(
+            "IsActive",
+            "externalscaler.ExternalScaler/IsActive",
+            &r.namespace,
+            &r.name,
+        );
         let result = async {
             let plan = self.plan(&r)?;
             let ev = self.evaluate(&r, &plan).await?;
             Ok(Response::new(IsActiveResponse { result: ev.active }))
         }
+        .instrument(span.clone())
         .await;
+        traces::end_rpc(&span, &result);
         self.observe("IsActive", started, &result);
         result
     }
@@ -157,12 +168,19 @@ impl ExternalScaler for ScalerService {
     ) -> Result<Response<Self::StreamIsActiveStream>, Status> {
         let started = Instant::now();
         let r = request.into_inner();
-        let result = self.plan(&r).map(|plan| {
+        let span = traces::rpc_span(
+            "StreamIsActive",
+            "externalscaler.ExternalScaler/StreamIsActive",
+            &r.namespace,
+            &r.name,
+        );
+        let result = span.in_scope(|| self.plan(&r)).map(|plan| {
             let (tx, rx) = mpsc::channel(4);
             let service = self.clone();
             tokio::spawn(async move { service.push_active(r, plan, tx).await });
             Response::new(Box::pin(ReceiverStream::new(rx)) as Self::StreamIsActiveStream)
         });
+        traces::end_rpc(&span, &result);
         self.observe("StreamIsActive", started, &result);
         result
     }
@@ -173,11 +191,18 @@ impl ExternalScaler for ScalerService {
     ) -> Result<Response<GetMetricSpecResponse>, Status> {
         let started = Instant::now();
         let r = request.into_inner();
-        let result = self.plan(&r).map(|plan| {
+        let span = traces::rpc_span(
+            "GetMetricSpec",
+            "externalscaler.ExternalScaler/GetMetricSpec",
+            &r.namespace,
+            &r.name,
+        );
+        let result = span.in_scope(|| self.plan(&r)).map(|plan| {
             Response::new(GetMetricSpecResponse {
                 metric_specs: vec![metric_spec(&plan)],
             })
         });
+        traces::end_rpc(&span, &result);
         self.observe("GetMetricSpec", started, &result);
         result
     }
@@ -188,6 +213,16 @@ impl ExternalScaler for ScalerService {
     ) -> Result<Response<GetMetricsResponse>, Status> {
         let started = Instant::now();
         let req = request.into_inner();
+        let (namespace, name) = req
+            .scaled_object_ref
+            .as_ref()
+            .map_or(("", ""), |r| (r.namespace.as_str(), r.name.as_str()));
+        let span = traces::rpc_span(
+            "GetMetrics",
+            "externalscaler.ExternalScaler/GetMetrics",
+            namespace,
+            name,
+        );
         let result = async {
             let r = req
                 .scaled_object_ref
@@ -214,7 +249,9 @@ impl ExternalScaler for ScalerService {
                 metric_values: vec![value],
             }))
         }
+        .instrument(span.clone())
         .await;
+        traces::end_rpc(&span, &result);
         self.observe("GetMetrics", started, &result);
         result
     }
@@ -227,7 +264,13 @@ impl ExternalScaler for ScalerService {
     ) -> Result<Response<Self::StreamMetricSpecStream>, Status> {
         let started = Instant::now();
         let r = request.into_inner();
-        let result = self.plan(&r).map(|plan| {
+        let span = traces::rpc_span(
+            "StreamMetricSpec",
+            "externalscaler.ExternalScaler/StreamMetricSpec",
+            &r.namespace,
+            &r.name,
+        );
+        let result = span.in_scope(|| self.plan(&r)).map(|plan| {
             let (tx, rx) = mpsc::channel(1);
             let mut shutdown = self.shutdown.clone();
             tokio::spawn(async move {
@@ -247,6 +290,7 @@ impl ExternalScaler for ScalerService {
             });
             Response::new(Box::pin(ReceiverStream::new(rx)) as Self::StreamMetricSpecStream)
         });
+        traces::end_rpc(&span, &result);
         self.observe("StreamMetricSpec", started, &result);
         result
     }

@@ -396,7 +396,11 @@ impl Store {
     }
 
     /// Stores the spans of one decoded request and says what was refused and why.
-    /// Refused spans never change stored data.
+    /// Refused spans never change stored data. Traced as `otlp.ingest` (self-traces).
+    #[tracing::instrument(level = "debug", name = "otlp.ingest", skip_all, fields(
+        otlp.spans.accepted = tracing::field::Empty,
+        otlp.spans.rejected = tracing::field::Empty,
+    ))]
     pub fn ingest(&self, request: ExportTraceServiceRequest) -> IngestSummary {
         let now_ns = unix_ns(self.clock.now());
         let now_index = now_ns / self.bucket_ns;
@@ -481,6 +485,9 @@ impl Store {
                 None => summary.reject(RejectReason::SeriesLimit, spans),
             }
         }
+        tracing::Span::current()
+            .record("otlp.spans.accepted", summary.accepted)
+            .record("otlp.spans.rejected", summary.rejected_total());
         summary
     }
 
