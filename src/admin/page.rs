@@ -23,7 +23,10 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 /// The page's routes (stateless, merged into the admin router).
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
-        .route("/", get(|| async { asset("text/html; charset=utf-8", HTML) }))
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", HTML) }),
+        )
         .route(
             "/status.css",
             get(|| async { asset("text/css; charset=utf-8", CSS) }),

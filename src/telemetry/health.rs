@@ -133,7 +133,9 @@ fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
         return None;
     }
     let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted.get(rank.saturating_sub(1).min(sorted.len() - 1)).copied()
+    sorted
+        .get(rank.saturating_sub(1).min(sorted.len() - 1))
+        .copied()
 }
 
 fn unix_seconds(at: SystemTime) -> f64 {

@@ -135,7 +135,12 @@ fn resource(env: impl Fn(&str) -> Option<String>) -> Resource {
 
 /// The server span of one ExternalScaler call, named `externalscaler.ExternalScaler/<method>`
 /// (the OpenTelemetry RPC convention). Record its end with [`end_rpc`].
-pub fn rpc_span(method: &'static str, full_name: &'static str, namespace: &str, name: &str) -> Span {
+pub fn rpc_span(
+    method: &'static str,
+    full_name: &'static str,
+    namespace: &str,
+    name: &str,
+) -> Span {
     tracing::debug_span!(
         "grpc.request",
         otel.name = full_name,
@@ -258,7 +263,10 @@ mod tests {
             true,
         );
         check(
-            &[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4318/v1/traces")],
+            &[(
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://c:4318/v1/traces",
+            )],
             true,
         );
         check(

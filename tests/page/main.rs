@@ -19,7 +19,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{span, status, ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::trace::v1::{
+    span, status, ResourceSpans, ScopeSpans, Span, Status,
+};
 use slo_scaler::proto::ScaledObjectRef;
 
 fn chromium() -> PathBuf {
@@ -180,14 +182,22 @@ fn check(seen: &[SeenRow], expect: &[Expect]) {
             (
                 e.0,
                 e.1,
-                if r.signal == e.2 { e.2 } else { "<other signal>" },
+                if r.signal == e.2 {
+                    e.2
+                } else {
+                    "<other signal>"
+                },
                 if r.value == e.3 || (e.3 == "<latency>" && r.value.ends_with(" ms")) {
                     e.3
                 } else {
                     "<other value>"
                 },
                 if r.state == e.4 { e.4 } else { "<other state>" },
-                if r.error.contains(e.5) { e.5 } else { "<other error>" },
+                if r.error.contains(e.5) {
+                    e.5
+                } else {
+                    "<other error>"
+                },
                 r.sparkline_lines > 0,
             )
         })
@@ -200,11 +210,7 @@ async fn a_person_sees_every_scaled_object_in_its_state() {
     let good = PrometheusServer::start(&[]).await;
     let mut flaky = PrometheusServer::start(&[]).await;
     let gone = format!("http://127.0.0.1:{}", common::free_port());
-    let backends = format!(
-        "main={},flaky={},gone={gone}",
-        good.url(),
-        flaky.url()
-    );
+    let backends = format!("main={},flaky={},gone={gone}", good.url(), flaky.url());
     let scaler = Scaler::start(&[
         "--prometheus",
         &backends,
@@ -326,25 +332,46 @@ async fn a_person_sees_every_scaled_object_in_its_state() {
     check(
         &seen.rows,
         &[
-            ("batch", "report-exporter", "query", "–", "error", "cannot connect", false),
+            (
+                "batch",
+                "report-exporter",
+                "query",
+                "–",
+                "error",
+                "cannot connect",
+                false,
+            ),
             ("payments", "fraud-check", "query", "7", "stale", "", true),
             ("payments", "ledger", "query", "42", "ok", "", true),
             ("shop", "checkout", "errorRate", "2 %", "ok", "", true),
             ("shop", "orders", "latency", "<latency>", "ok", "", true),
-            ("shop", "search", "latency", "–", "no data", "no data", false),
+            (
+                "shop", "search", "latency", "–", "no data", "no data", false,
+            ),
         ],
     );
     // The query each trigger sends is on the page, as the admin port's JSON has it.
-    let ledger_row = seen.rows.iter().find(|r| r.scaled_object == "ledger").unwrap();
+    let ledger_row = seen
+        .rows
+        .iter()
+        .find(|r| r.scaled_object == "ledger")
+        .unwrap();
     assert_eq!(ledger_row.query, "prometheus/main: scalar(vector(42))");
     assert_eq!(ledger_row.threshold, "100");
     assert_eq!(ledger_row.active, "active");
-    let orders_row = seen.rows.iter().find(|r| r.scaled_object == "orders").unwrap();
+    let orders_row = seen
+        .rows
+        .iter()
+        .find(|r| r.scaled_object == "orders")
+        .unwrap();
     assert_eq!(orders_row.metric, "latency-p95-order-service");
     assert!(orders_row.sparkline_points >= 2, "{orders_row:?}");
     // The value shown is the value KEDA was last given, in milliseconds (3 digits).
     let shown: f64 = orders_row.value.trim_end_matches(" ms").parse().unwrap();
-    assert!((shown - p95 * 1000.0).abs() <= 0.5, "{shown} ms shown, {p95} s served");
+    assert!(
+        (shown - p95 * 1000.0).abs() <= 0.5,
+        "{shown} ms shown, {p95} s served"
+    );
 
     // Backends: the failing one shows its errors, the good one its last success.
     let backend = |name: &str| {
@@ -354,11 +381,23 @@ async fn a_person_sees_every_scaled_object_in_its_state() {
             .unwrap_or_else(|| panic!("no backend {name} in {:?}", seen.backends))
             .clone()
     };
-    assert!(backend("prometheus/gone")[2].starts_with("100 %"), "{:?}", seen.backends);
-    assert!(backend("prometheus/main")[2].starts_with("0 %"), "{:?}", seen.backends);
+    assert!(
+        backend("prometheus/gone")[2].starts_with("100 %"),
+        "{:?}",
+        seen.backends
+    );
+    assert!(
+        backend("prometheus/main")[2].starts_with("0 %"),
+        "{:?}",
+        seen.backends
+    );
     assert_ne!(backend("prometheus/main")[1], "never");
     assert_eq!(backend("prometheus/gone")[1], "never");
-    assert!(backend("prometheus/flaky")[5].starts_with("error"), "{:?}", seen.backends);
+    assert!(
+        backend("prometheus/flaky")[5].starts_with("error"),
+        "{:?}",
+        seen.backends
+    );
 
     // The store holds the two services' series and counted their spans.
     assert_eq!(seen.store["store-series"], "2", "{:?}", seen.store);
@@ -366,7 +405,11 @@ async fn a_person_sees_every_scaled_object_in_its_state() {
 
     // Nothing but the scaler's own origin was asked for anything.
     let origin = scaler.admin.clone();
-    assert!(seen.foreign.is_empty(), "requests to other hosts: {:?}", seen.foreign);
+    assert!(
+        seen.foreign.is_empty(),
+        "requests to other hosts: {:?}",
+        seen.foreign
+    );
     assert!(seen.violations.is_empty(), "{:?}", seen.violations);
     assert!(seen.console_errors.is_empty(), "{:?}", seen.console_errors);
     assert!(

@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::scaler::{metric, Scaler};
-use slo_scaler::proto::ScaledObjectRef;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -23,6 +22,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use slo_scaler::proto::external_scaler_client::ExternalScalerClient;
+use slo_scaler::proto::ScaledObjectRef;
 use tonic::transport::server::TcpIncoming;
 
 /// An OTLP/gRPC trace receiver keeping every request.
@@ -114,7 +114,9 @@ struct Child_ {
 }
 
 fn port_addr() -> SocketAddr {
-    format!("127.0.0.1:{}", common::free_port()).parse().unwrap()
+    format!("127.0.0.1:{}", common::free_port())
+        .parse()
+        .unwrap()
 }
 
 async fn start_binary(endpoint: SocketAddr, schedule_delay_ms: u64, flags: &[&str]) -> Child_ {
@@ -278,7 +280,10 @@ async fn rpcs_backend_reads_and_ingest_batches_become_spans() {
     let invalid = so("shop", "broken", &[("signal", "latency")]);
     let err = client.get_metric_spec(invalid).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
-    assert!(spans(&recorder).is_empty(), "nothing exported before the flush");
+    assert!(
+        spans(&recorder).is_empty(),
+        "nothing exported before the flush"
+    );
 
     scaler.terminate();
     let got = spans(&recorder);
@@ -286,7 +291,10 @@ async fn rpcs_backend_reads_and_ingest_batches_become_spans() {
 
     // Every span comes from the scaler's resource.
     for s in &got {
-        assert_eq!(s.resource.get("service.name").map(String::as_str), Some("slo-scaler"));
+        assert_eq!(
+            s.resource.get("service.name").map(String::as_str),
+            Some("slo-scaler")
+        );
         assert_eq!(
             s.resource.get("service.version").map(String::as_str),
             Some(env!("CARGO_PKG_VERSION"))
@@ -294,7 +302,10 @@ async fn rpcs_backend_reads_and_ingest_batches_become_spans() {
     }
     // The query text and the metadata never leave the process.
     let everything = format!("{got:?}");
-    assert!(!everything.contains("payments_secret_total"), "{everything}");
+    assert!(
+        !everything.contains("payments_secret_total"),
+        "{everything}"
+    );
 
     let rpc = |method: &str, name: &str| -> Vec<Got> {
         got.iter()
@@ -334,8 +345,13 @@ async fn rpcs_backend_reads_and_ingest_batches_become_spans() {
     };
     let cache: Vec<String> = get_metrics
         .iter()
-        .flat_map(|s| reads(s))
-        .map(|a| format!("{} {} {}", a["slo_scaler.backend"], a["slo_scaler.cache"], a["slo_scaler.outcome"]))
+        .flat_map(reads)
+        .map(|a| {
+            format!(
+                "{} {} {}",
+                a["slo_scaler.backend"], a["slo_scaler.cache"], a["slo_scaler.outcome"]
+            )
+        })
         .collect();
     assert_eq!(cache, ["otlp miss ok", "otlp hit ok"]);
     let failed = reads(&ledger[0]);
@@ -387,7 +403,10 @@ async fn a_second_scaler_scales_on_the_first_ones_spans() {
         match metric(&mut second_client, &own).await {
             Ok(v) => break v,
             Err(e) => {
-                assert!(Instant::now() < deadline, "no spans of slo-scaler arrived: {e:?}");
+                assert!(
+                    Instant::now() < deadline,
+                    "no spans of slo-scaler arrived: {e:?}"
+                );
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
