@@ -213,7 +213,14 @@ function signalRow(row) {
     "td",
     null,
     el("span", { class: "state state-" + state }, STATE_TEXT[state] || state),
-    el("div", { class: "sub age" }, isNum(row.valueAgeSeconds) ? "value from " + formatAge(row.valueAgeSeconds) : ""),
+    el(
+      "div",
+      { class: "sub age" },
+      [
+        isNum(row.valueAgeSeconds) ? "value from " + formatAge(row.valueAgeSeconds) : null,
+        isNum(row.askedSecondsAgo) ? "KEDA asked " + formatAge(row.askedSecondsAgo) : null,
+      ].filter(Boolean).join(" · "),
+    ),
     row.error ? el("div", { class: "error" }, row.error) : null,
   );
   const sparkCell = el("td", null, sparkline(historyOf(row), row.threshold, row.scaledObject + " " + row.metric));
