@@ -17,11 +17,13 @@ use axum::routing::get;
 use axum::Router;
 use prometheus_client::registry::Registry;
 
+use crate::scaler::Board;
 use crate::telemetry::{Metrics, OutcomeLabels};
 
 #[derive(Clone)]
 struct AdminState {
     registry: Arc<Registry>,
+    board: Arc<Board>,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     ingest: Arc<Mutex<page::RateWindow>>,
@@ -29,7 +31,12 @@ struct AdminState {
 
 /// The admin routes. `ready` is flipped by the server once every listener is up, and
 /// back to false when it starts draining.
-pub fn router(registry: Arc<Registry>, metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Router {
+pub fn router(
+    registry: Arc<Registry>,
+    board: Arc<Board>,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+) -> Router {
     Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -41,6 +48,7 @@ pub fn router(registry: Arc<Registry>, metrics: Arc<Metrics>, ready: Arc<AtomicB
         .with_state(AdminState {
             ingest: Arc::new(Mutex::new(page::RateWindow::new(spans_seen(&metrics)))),
             registry,
+            board,
             metrics,
             ready,
         })
@@ -80,7 +88,7 @@ async fn debug_store(State(s): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn debug_signals(State(s): State<AdminState>) -> impl IntoResponse {
-    axum::Json(s.metrics.debug_signals())
+    axum::Json(s.board.debug_json())
 }
 
 async fn metrics_text(State(s): State<AdminState>) -> impl IntoResponse {

@@ -55,14 +55,15 @@ function sourceOf(row) {
   return "";
 }
 
-// ok / no_data / stale / error: the server's `state`, else derived from the row.
+// ok / no_data / stale / error (pending: not evaluated yet): the server's `state`, else
+// derived from the row.
 function stateOf(row) {
   if (row.state) return row.state;
   if (row.error) return /no data/i.test(row.error) ? "no_data" : (isNum(row.value) ? "stale" : "error");
   return isNum(row.value) ? "ok" : "no_data";
 }
 
-const STATE_TEXT = { ok: "ok", no_data: "no data", stale: "stale", error: "error" };
+const STATE_TEXT = { ok: "ok", no_data: "no data", stale: "stale", error: "error", pending: "pending" };
 
 function trim(n) {
   return String(Number(n.toPrecision(3)));

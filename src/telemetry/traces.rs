@@ -228,6 +228,7 @@ pub fn error_type(e: &EvalError) -> &'static str {
     match e {
         EvalError::NoData { .. } => "no_data",
         EvalError::WrongShape { .. } => "wrong_shape",
+        EvalError::Unusable { .. } => "unusable_value",
         EvalError::Source(s) => match s {
             SourceError::Timeout { .. } => "timeout",
             SourceError::Connect { .. } => "connect",
