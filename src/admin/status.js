@@ -85,12 +85,21 @@ function formatValue(signal, v) {
   }
 }
 
+function formatSeconds(seconds) {
+  if (seconds < 90) return Math.round(seconds) + " s";
+  if (seconds < 5400) return Math.round(seconds / 60) + " min";
+  return Math.round(seconds / 3600) + " h";
+}
+
 function formatAge(seconds) {
   if (!isNum(seconds)) return "–";
   if (seconds < 1) return "now";
-  if (seconds < 90) return Math.round(seconds) + " s ago";
-  if (seconds < 5400) return Math.round(seconds / 60) + " min ago";
-  return Math.round(seconds / 3600) + " h ago";
+  return formatSeconds(seconds) + " ago";
+}
+
+// The age of the backend answer behind a value, when that value was served.
+function formatValueAge(seconds) {
+  return "value " + (seconds < 1 ? "fresh" : formatSeconds(seconds) + " old") + " when served";
 }
 
 function rowKey(row) {
@@ -218,7 +227,7 @@ function signalRow(row) {
       "div",
       { class: "sub age" },
       [
-        isNum(row.valueAgeSeconds) ? "value from " + formatAge(row.valueAgeSeconds) : null,
+        isNum(row.valueAgeSeconds) ? formatValueAge(row.valueAgeSeconds) : null,
         isNum(row.askedSecondsAgo) ? "KEDA asked " + formatAge(row.askedSecondsAgo) : null,
       ].filter(Boolean).join(" · "),
     ),
