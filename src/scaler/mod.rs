@@ -84,7 +84,11 @@ impl ScalerService {
     /// Evaluates and records the outcome on the entry.
     async fn evaluate(&self, entry: &Entry) -> Result<Evaluation, Status> {
         let read = traces::read_span(&entry.plan.query, &entry.plan.trigger.metric_name);
-        let result = self.engine.evaluate(&entry.plan).instrument(read.clone()).await;
+        let result = self
+            .engine
+            .evaluate(&entry.plan)
+            .instrument(read.clone())
+            .await;
         traces::end_read(&read, &result);
         entry.record(&result);
         result.map_err(|e| {

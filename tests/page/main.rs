@@ -404,7 +404,12 @@ async fn a_person_sees_every_scaled_object_in_its_state() {
     // The store holds the two services' series and counted their spans.
     assert_eq!(seen.store["store-series"], "2", "{:?}", seen.store);
     let sent = ROUNDS * 2 * 50;
-    assert_eq!(seen.store["store-accepted"], sent.to_string(), "{:?}", seen.store);
+    assert_eq!(
+        seen.store["store-accepted"],
+        sent.to_string(),
+        "{:?}",
+        seen.store
+    );
 
     // Nothing but the scaler's own origin was asked for anything.
     let origin = scaler.admin.clone();
