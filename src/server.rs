@@ -78,6 +78,7 @@ pub fn build_engine(
             cache: CacheConfig {
                 timeout: settings.backend_timeout,
                 max_stale: settings.max_stale,
+                max_ttl: settings.parse.max_cache_ttl,
                 max_entries: 100_000,
             },
         },
@@ -90,6 +91,7 @@ impl Server {
     /// Validates the configuration, binds every listener and starts serving.
     /// A [`ConfigError`] in the returned error means the configuration was refused.
     pub async fn start(args: ServeArgs) -> anyhow::Result<Server> {
+        args.validate()?;
         let settings = args.backends.resolve(!args.otlp.no_otlp)?;
         let mut registry = new_registry();
         let metrics = Arc::new(Metrics::register(&mut registry));
