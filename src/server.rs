@@ -74,6 +74,7 @@ pub fn build_engine(
             parse: settings.parse.clone(),
             conventions: settings.conventions.clone(),
             tenant_policy: settings.tenant_policy.clone(),
+            policy: settings.policy.clone(),
             cache_ttl: settings.cache_ttl,
             cache: CacheConfig {
                 timeout: settings.backend_timeout,
@@ -93,6 +94,7 @@ impl Server {
     pub async fn start(args: ServeArgs) -> anyhow::Result<Server> {
         args.validate()?;
         let settings = args.backends.resolve(!args.otlp.no_otlp)?;
+        args.check_policy_trust(&settings)?;
         let mut registry = new_registry();
         let metrics = Arc::new(Metrics::register(&mut registry));
         let board = Arc::new(Board::new(

@@ -22,6 +22,7 @@ async fn scaler_for(fake: &FakeTempo) -> Scaler {
         "default=team-a",
         "--tempo-tenant-allow",
         "shop=team-a,team-b",
+        "--allow-unauthenticated-namespace-policy",
         "--default-source",
         "tempo",
     ])
