@@ -8,10 +8,15 @@ use tonic::Code;
 use crate::common::scaler::{metric, so, Scaler};
 use crate::fake::{FakeTempo, Reply};
 
-const ERROR_SPLIT: &str = r#"{"series":[
-  {"labels":[{"key":"span:status","value":{"stringValue":"error"}}],"value":2},
-  {"labels":[{"key":"span:status","value":{"stringValue":"unset"}}],"value":30},
-  {"labels":[{"key":"span:status","value":{"stringValue":"ok"}}],"value":8}]}"#;
+fn error_split() -> Reply {
+    use crate::fake::status;
+    use crate::fake::Val::{Error, Ok, Unset};
+    Reply::Series(vec![
+        status(Error, &[2.0]),
+        status(Unset, &[30.0]),
+        status(Ok, &[8.0]),
+    ])
+}
 
 async fn scaler_for(fake: &FakeTempo) -> Scaler {
     let url = format!("default={}", fake.url);
@@ -30,7 +35,7 @@ async fn scaler_for(fake: &FakeTempo) -> Scaler {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn error_rate_is_divided_in_the_scaler_with_the_default_tenant() {
-    let fake = FakeTempo::start([Reply::Json(ERROR_SPLIT)]).await;
+    let fake = FakeTempo::start([error_split()]).await;
     let mut scaler = scaler_for(&fake).await;
     let r = so(
         "payments",
@@ -68,7 +73,7 @@ async fn error_rate_is_divided_in_the_scaler_with_the_default_tenant() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_outside_the_namespace_allowance_never_reaches_tempo() {
-    let fake = FakeTempo::start([Reply::Json(r#"{"series":[{"labels":[],"value":0.42}]}"#)]).await;
+    let fake = FakeTempo::start([Reply::Series(vec![crate::fake::quantile(0.95, &[0.42])])]).await;
     let mut scaler = scaler_for(&fake).await;
     let trigger = |namespace: &str, tenant: &str| {
         let mut r = so(

@@ -153,75 +153,79 @@ async fn check(reply: Reply, q: TempoQuery, expect: Expect) {
 
 #[tokio::test]
 async fn answers_become_readings() {
+    use fake::Val::{Error as Err, Ok as Fine, Unset};
+    use fake::{quantile, status, ungrouped};
     use Expect::{Error, Value};
     let rate = || query(TraceMeasure::Rate);
     let errors = || query(TraceMeasure::ErrorRatio);
+    let series = |s: Vec<fake::Series>| Reply::Series(s);
 
     check(
-        Reply::Json(r#"{"series":[{"labels":[],"value":0.23}]}"#),
+        series(vec![quantile(0.95, &[0.23])]),
         p95(),
         Value(Some(0.23)),
     )
     .await;
     // A value of 0 is omitted by the protobuf JSON mapping: no `value` key.
     check(
-        Reply::Json(r#"{"series":[{"labels":[]}]}"#),
+        series(vec![ungrouped("rate", &[0.0])]),
         rate(),
         Value(Some(0.0)),
     )
     .await;
-    // No spans in the window: no `series` key at all, or an empty list.
+    // No spans in the window: no series at all.
+    check(series(vec![]), p95(), Value(None)).await;
+    check(series(vec![]), rate(), Value(None)).await;
+    // Tempo drops NaN samples, and with them a series left empty: no data.
     check(
-        Reply::Json(r#"{"metrics":{"inspectedBytes":"1024"}}"#),
+        series(vec![quantile(0.95, &[f64::NAN])]),
         p95(),
         Value(None),
     )
     .await;
-    check(Reply::Json(r#"{"series":[]}"#), rate(), Value(None)).await;
+    // Non-finite values pass up unchanged; the engine's value rule decides.
     check(
-        Reply::Json(r#"{"series":[{"labels":[],"value":"NaN"}]}"#),
-        p95(),
-        Value(None),
+        series(vec![ungrouped("rate", &[f64::INFINITY])]),
+        rate(),
+        Value(Some(f64::INFINITY)),
     )
     .await;
     check(
-        Reply::Json(r#"{"series":[{"labels":[],"value":"1.25"}]}"#),
-        p95(),
-        Value(Some(1.25)),
-    )
-    .await;
-    check(
-        Reply::Json(
-            r#"{"series":[
-              {"labels":[{"key":"span:status","value":{"stringValue":"error"}}],"value":0.5},
-              {"labels":[{"key":"span:status","value":{"stringValue":"ok"}}],"value":1.5},
-              {"labels":[{"key":"span:status","value":{"stringValue":"unset"}}],"value":8}]}"#,
-        ),
+        series(vec![
+            status(Err, &[0.5]),
+            status(Fine, &[1.5]),
+            status(Unset, &[8.0]),
+        ]),
         errors(),
         Value(Some(0.05)),
     )
     .await;
     // Only successes: no error series at all is a ratio of 0.
     check(
-        Reply::Json(r#"{"series":[{"labels":[{"key":"span:status","value":{"stringValue":"unset"}}],"value":3}]}"#),
+        series(vec![status(Unset, &[3.0])]),
         errors(),
         Value(Some(0.0)),
     )
     .await;
     // No traffic is no data, not a ratio.
-    check(Reply::Json("{}"), errors(), Value(None)).await;
+    check(series(vec![]), errors(), Value(None)).await;
     check(
-        Reply::Json(
-            r#"{"series":[
-              {"labels":[{"key":"resource.service.name","value":{"stringValue":"a"}}],"value":1},
-              {"labels":[{"key":"resource.service.name","value":{"stringValue":"b"}}],"value":2}]}"#,
-        ),
+        series(vec![
+            fake::Series {
+                labels: vec![(fake::Attr::Resource("service.name"), fake::Val::Str("a"))],
+                values: vec![1.0],
+            },
+            fake::Series {
+                labels: vec![(fake::Attr::Resource("service.name"), fake::Val::Str("b"))],
+                values: vec![2.0],
+            },
+        ]),
         rate(),
         Error("bad response", "2 series"),
     )
     .await;
     check(
-        Reply::Json("<html>gateway</html>"),
+        Reply::Raw("<html>gateway</html>"),
         p95(),
         Error("bad response", "cannot read"),
     )
@@ -242,6 +246,13 @@ async fn answers_become_readings() {
             "unavailable",
             "HTTP 500: rpc error: code = Unavailable desc = no healthy queriers",
         ),
+    )
+    .await;
+    // `fail_on_high_lag`: a backend failure (served stale by the cache), not a bad query.
+    check(
+        Reply::Lagged,
+        p95(),
+        Error("unavailable", "HTTP 500: error querying live-stores"),
     )
     .await;
     check(
@@ -276,9 +287,47 @@ async fn answers_become_readings() {
     .await;
 }
 
+/// Tempo names the group label of `rate() by (span:status)` `status` (the intrinsic's
+/// `String()`, `pkg/traceql/enum_attributes.go`), so the error series must be found
+/// under that key, on both endpoints.
+#[tokio::test]
+async fn error_ratio_reads_tempos_status_label() {
+    use fake::status;
+    use fake::Val::{Error as Err, Ok as Fine, Unset};
+    let split = vec![
+        status(Err, &[2.0]),
+        status(Unset, &[30.0]),
+        status(Fine, &[8.0]),
+    ];
+    for api in [TempoApi::Instant, TempoApi::Range] {
+        let fake = FakeTempo::start([Reply::Series(split.clone())]).await;
+        let setup = Setup::one(&fake, None, api);
+        assert_eq!(
+            setup.source.fetch(&query(TraceMeasure::ErrorRatio)).await,
+            Ok(Reading::Value(Some(2.0 / 40.0))),
+            "{api:?}"
+        );
+    }
+}
+
+/// Tempo 3.0 leaves out the newest `query_end_cutoff` (30 s) and refuses a window that
+/// lies entirely inside it: the answer is a bad query naming the cutoff.
+#[tokio::test]
+async fn windows_inside_the_query_end_cutoff_are_refused() {
+    let fake = FakeTempo::start([Reply::Series(vec![fake::ungrouped("rate", &[4.0])])]).await;
+    let setup = Setup::one(&fake, None, TempoApi::Instant);
+    let mut q = query(TraceMeasure::Rate);
+    q.since = Duration::from_secs(30);
+    let err = setup.source.fetch(&q).await.unwrap_err();
+    assert_eq!(kind(&err), "bad query", "{err}");
+    assert!(err.to_string().contains(fake::CUTOFF_ERROR), "{err}");
+    q.since = Duration::from_secs(60);
+    assert_eq!(setup.source.fetch(&q).await, Ok(Reading::Value(Some(4.0))));
+}
+
 #[tokio::test]
 async fn instant_query_sends_q_and_since() {
-    let fake = FakeTempo::start([Reply::Json(r#"{"series":[{"labels":[],"value":0.31}]}"#)]).await;
+    let fake = FakeTempo::start([Reply::Series(vec![fake::quantile(0.95, &[0.31])])]).await;
     let setup = Setup::one(&fake, None, TempoApi::Instant);
     let q = p95();
     assert_eq!(setup.source.fetch(&q).await, Ok(Reading::Value(Some(0.31))));
@@ -302,7 +351,7 @@ async fn instant_query_sends_q_and_since() {
 #[tokio::test]
 async fn hostile_values_reach_tempo_unchanged() {
     let hostile = "a\" } | rate() # & q=x%20+\\ \n東京";
-    let fake = FakeTempo::start([Reply::Json("{}")]).await;
+    let fake = FakeTempo::start([Reply::Series(vec![])]).await;
     let setup = Setup::one(&fake, None, TempoApi::Instant);
     let (traceql, reduce) = traceql::build(&selector(hostile), TraceMeasure::Rate).unwrap();
     let q = TempoQuery {
@@ -327,7 +376,7 @@ async fn hostile_values_reach_tempo_unchanged() {
 
 #[tokio::test]
 async fn tenant_header_is_the_default_or_the_query_tenant() {
-    let fake = FakeTempo::start([Reply::Json("{}"), Reply::Json("{}")]).await;
+    let fake = FakeTempo::start([Reply::Series(vec![]), Reply::Series(vec![])]).await;
     let setup = Setup::one(&fake, Some("team-shop"), TempoApi::Instant);
     let mut q = p95();
     setup.source.fetch(&q).await.unwrap();
@@ -346,7 +395,7 @@ async fn tenant_header_is_the_default_or_the_query_tenant() {
 
 #[tokio::test]
 async fn query_tenant_without_backend_default() {
-    let fake = FakeTempo::start([Reply::Json("{}")]).await;
+    let fake = FakeTempo::start([Reply::Series(vec![])]).await;
     let setup = Setup::one(&fake, None, TempoApi::Instant);
     let mut q = p95();
     q.tenant = Some("team-pay".into());
@@ -359,7 +408,7 @@ async fn query_tenant_without_backend_default() {
 
 #[tokio::test]
 async fn invalid_tenant_is_refused_before_sending() {
-    let fake = FakeTempo::start([Reply::Json("{}")]).await;
+    let fake = FakeTempo::start([Reply::Series(vec![])]).await;
     let setup = Setup::one(&fake, None, TempoApi::Instant);
     let mut q = p95();
     q.tenant = Some("a|b".into());
@@ -372,9 +421,9 @@ async fn invalid_tenant_is_refused_before_sending() {
 #[tokio::test]
 async fn partial_answers_are_used_and_counted() {
     let fake = FakeTempo::start([
-        Reply::Json(r#"{"series":[{"labels":[],"value":0.4}],"status":"PARTIAL","message":"2 of 40 blocks failed"}"#),
-        Reply::Json(r#"{"series":[{"labels":[],"value":0.5}],"status":"PARTIAL"}"#),
-        Reply::Json(r#"{"series":[{"labels":[],"value":0.6}],"status":"COMPLETE"}"#),
+        Reply::Partial(vec![fake::quantile(0.95, &[0.4])], "2 of 40 blocks failed"),
+        Reply::Partial(vec![fake::quantile(0.95, &[0.5])], ""),
+        Reply::Series(vec![fake::quantile(0.95, &[0.6])]),
     ])
     .await;
     let setup = Setup::one(&fake, None, TempoApi::Instant);
@@ -437,20 +486,12 @@ async fn hung_tempo_is_cut_off_at_the_timeout() {
 #[tokio::test]
 async fn range_api_takes_the_latest_sample() {
     let fake = FakeTempo::start([
-        Reply::Json(
-            r#"{"series":[{"labels":[],"samples":[
-                {"timestampMs":"1724240000000","value":0.2},
-                {"timestampMs":"1724240300000","value":0.35}]}]}"#,
-        ),
-        Reply::Json(
-            r#"{"series":[
-              {"labels":[{"key":"span:status","value":{"stringValue":"error"}}],
-               "samples":[{"timestampMs":"1724240000000","value":4}]},
-              {"labels":[{"key":"span:status","value":{"stringValue":"unset"}}],
-               "samples":[{"timestampMs":"1724240000000","value":4},
-                          {"timestampMs":"1724240300000","value":10}]}]}"#,
-        ),
-        Reply::Json(r#"{"series":[{"labels":[],"samples":[{"timestampMs":"1724240300000"}]}]}"#),
+        Reply::Series(vec![fake::quantile(0.95, &[0.2, 0.35])]),
+        Reply::Series(vec![
+            fake::status(fake::Val::Error, &[4.0, f64::NAN]),
+            fake::status(fake::Val::Unset, &[4.0, 10.0]),
+        ]),
+        Reply::Series(vec![fake::ungrouped("rate", &[1.0, 0.0])]),
     ])
     .await;
     let setup = Setup::one(&fake, Some("team-shop"), TempoApi::Range);
@@ -517,8 +558,8 @@ async fn long_error_bodies_are_truncated() {
 
 #[tokio::test]
 async fn backends_are_chosen_by_name() {
-    let a = FakeTempo::start([Reply::Json(r#"{"series":[{"value":1}]}"#)]).await;
-    let b = FakeTempo::start([Reply::Json(r#"{"series":[{"value":2}]}"#)]).await;
+    let a = FakeTempo::start([Reply::Series(vec![fake::ungrouped("rate", &[1.0])])]).await;
+    let b = FakeTempo::start([Reply::Series(vec![fake::ungrouped("rate", &[2.0])])]).await;
     let setup = Setup::new(
         vec![
             backend("default", &a.url, None, TempoApi::Instant),
@@ -564,7 +605,7 @@ async fn credentials_of_the_shared_http_client_are_sent() {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "s3cret-token\n").unwrap();
-    let fake = FakeTempo::start([Reply::Json("{}")]).await;
+    let fake = FakeTempo::start([Reply::Series(vec![])]).await;
     let mut config = backend("default", &fake.url, None, TempoApi::Instant);
     config.http.bearer_token_file = Some(token);
     config.http.headers = vec![("X-Extra".into(), "yes".into())];
