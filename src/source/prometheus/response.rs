@@ -3,6 +3,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::source::http::error_snippet;
 use crate::source::{Reading, SourceError};
 
 #[derive(Deserialize)]
@@ -38,7 +39,7 @@ pub fn parse_response(backend: &str, status: u16, body: &[u8]) -> Result<Reading
         Ok(api) => api,
         Err(e) => {
             // Not the API's JSON: a proxy or a load balancer answered.
-            let text = snippet(body);
+            let text = error_snippet(body);
             return Err(match status {
                 200 => bad(format!("invalid JSON: {e}")),
                 401 | 403 => SourceError::PermissionDenied {
@@ -115,7 +116,10 @@ pub fn parse_response(backend: &str, status: u16, body: &[u8]) -> Result<Reading
 /// `[<unix seconds>, "<number>"]` → the number; NaN → `None`; ±Inf → an error.
 fn sample_value(v: &Value) -> Result<Option<f64>, String> {
     let Some([_, Value::String(s)]) = v.as_array().map(Vec::as_slice) else {
-        return Err(format!("malformed sample {}", truncate(&v.to_string())));
+        return Err(format!(
+            "malformed sample {}",
+            error_snippet(v.to_string().as_bytes())
+        ));
     };
     let n = match s.as_str() {
         "NaN" => return Ok(None),
@@ -134,22 +138,6 @@ fn sample_value(v: &Value) -> Result<Option<f64>, String> {
         ));
     }
     Ok(Some(n))
-}
-
-fn snippet(body: &[u8]) -> String {
-    truncate(String::from_utf8_lossy(body).trim())
-}
-
-fn truncate(s: &str) -> String {
-    const MAX: usize = 512;
-    if s.len() <= MAX {
-        return s.to_string();
-    }
-    let mut end = MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 #[cfg(test)]
