@@ -213,14 +213,14 @@ impl Sources {
             Query::Sqs(q) => {
                 let mut s = format!(
                     "sqs GetQueueAttributes {} (region {})",
-                    q.queue,
+                    http::redact_url(&q.queue),
                     q.region.as_deref().unwrap_or("<default>")
                 );
                 if let Some(role) = &q.role_arn {
                     s.push_str(&format!(" as {role}"));
                 }
                 if let Some(endpoint) = &q.endpoint {
-                    s.push_str(&format!(" at {endpoint}"));
+                    s.push_str(&format!(" at {}", http::redact_url(endpoint)));
                 }
                 s
             }
@@ -243,6 +243,20 @@ impl Sources {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn descriptions_redact_url_credentials() {
+        let q = Query::Sqs(SqsQuery {
+            queue: "https://user:s3cret@sqs.example/123/q".into(),
+            region: None,
+            role_arn: None,
+            endpoint: Some("http://key:s3cret@localhost:4566".into()),
+        });
+        let text = Sources::describe(&q);
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("https://***@sqs.example/123/q"), "{text}");
+        assert!(text.contains("http://***@localhost:4566"), "{text}");
+    }
 
     #[test]
     fn queue_sums_follow_keda() {

@@ -30,6 +30,13 @@ pub const TENANT_HEADER: &str = "X-Scope-OrgID";
 /// The largest answer read; metrics answers for one signal are a few hundred bytes.
 const ANSWER_LIMIT: usize = 8 << 20;
 
+/// The text of Tempo's `errLagged` (`modules/livestore/live_store.go`).
+const LAGGED: &str = "cannot guarantee complete results";
+
+/// The text of Tempo's `errQueryWindowWithinEndCutoff`
+/// (`modules/frontend/metrics_query_range_handler.go`).
+const WITHIN_CUTOFF: &str = "query window falls entirely within query_end_cutoff";
+
 const INSTANT_PATH: &str = "api/metrics/query";
 const RANGE_PATH: &str = "api/metrics/query_range";
 
@@ -265,9 +272,26 @@ impl Backend {
                     ),
                 },
             },
+            // Tempo 3.0's `fail_on_high_lag`: the live store is behind, the answer would be
+            // incomplete (Tempo `modules/livestore/live_store.go`, `errLagged`).
+            500 if text.contains(LAGGED) => SourceError::Unavailable {
+                backend,
+                detail: format!(
+                    "HTTP 500: Tempo's live store lags behind ingest (fail_on_high_lag): {text}"
+                ),
+            },
             429 | 500..=599 => SourceError::Unavailable {
                 backend,
                 detail: with_body(format!("HTTP {code}")),
+            },
+            // Tempo 3.0 refuses a window inside `query_end_cutoff` (Tempo
+            // `modules/frontend/metrics_query_handler.go`, `clampInstantQueryEnd`).
+            400 if text.contains(WITHIN_CUTOFF) => SourceError::BadQuery {
+                backend,
+                detail: format!(
+                    "HTTP 400: {text}: the window must be longer than Tempo's \
+                     query_end_cutoff (30s by default)"
+                ),
             },
             // 400 is Tempo's answer to a query it cannot parse; its body says why.
             _ if status.is_client_error() => SourceError::BadQuery {
