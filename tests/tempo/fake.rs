@@ -106,7 +106,8 @@ pub fn ungrouped(name: &'static str, values: &[f64]) -> Series {
     }
 }
 
-/// `quantile_over_time(span:duration, p)` with one value per step.
+/// `quantile_over_time(span:duration, p)` with one value per step; Tempo writes 0 for a
+/// step without spans (`HistogramAggregator.Results` in `pkg/traceql/engine_metrics.go`).
 pub fn quantile(p: f64, values: &[f64]) -> Series {
     Series {
         labels: vec![(Attr::Quantile, Val::Float(p))],

@@ -508,6 +508,8 @@ async fn range_api_takes_the_latest_sample() {
             fake::status(fake::Val::Unset, &[4.0, 10.0]),
         ]),
         Reply::Series(vec![fake::ungrouped("rate", &[1.0, 0.0])]),
+        // No spans in the latest step: `quantile_over_time` writes 0 there, which is no data.
+        Reply::Series(vec![fake::quantile(0.95, &[0.3, 0.0])]),
     ])
     .await;
     let setup = Setup::one(&fake, Some("team-shop"), TempoApi::Range);
@@ -526,13 +528,14 @@ async fn range_api_takes_the_latest_sample() {
         setup.fetch(&query(TraceMeasure::Rate)).await,
         Ok(Reading::Value(Some(0.0)))
     );
+    assert_eq!(setup.fetch(&p95()).await, Ok(Reading::Value(None)));
     let after = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs();
 
     let requests = fake.requests();
-    assert_eq!(requests.len(), 3);
+    assert_eq!(requests.len(), 4);
     let req = &requests[0];
     assert_eq!(req.path, "/api/metrics/query_range");
     assert_eq!(req.param("q"), Some(p95().traceql.as_str()));

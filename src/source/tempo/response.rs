@@ -15,6 +15,10 @@ use crate::source::TempoReduce;
 /// `Intrinsic.String()`, used by `labelsFor` in `pkg/traceql/engine_metrics.go`).
 pub const STATUS_LABEL: &str = "status";
 
+/// The label of a `quantile_over_time` series holding its quantile (Tempo
+/// `pkg/traceql/engine_metrics.go`, `HistogramAggregator.Results`).
+pub const QUANTILE_LABEL: &str = "p";
+
 /// One answer, reduced to one value per series.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Answer {
@@ -118,6 +122,11 @@ pub fn reduce(answer: &Answer, how: TempoReduce) -> Result<Option<f64>, String> 
     match how {
         TempoReduce::Single => match answer.series.as_slice() {
             [] => Ok(None),
+            // `quantile_over_time` writes 0 for a step without spans (Tempo
+            // `pkg/traceql/engine_metrics.go`, `HistogramAggregator.Results`), while a real
+            // quantile is at least half the smallest bucket, never 0: no data. Its series
+            // carry the quantile as label `p`.
+            [one] if one.label(QUANTILE_LABEL).is_some() && one.value == Some(0.0) => Ok(None),
             [one] => Ok(one.value),
             many => Err(format!(
                 "query returned {} series, expected at most one \
@@ -489,6 +498,13 @@ mod tests {
         check(vec![s(&[], Some(0.25))], Ok(Some(0.25)));
         check(vec![s(&[], Some(0.0))], Ok(Some(0.0)));
         check(vec![s(&[], None)], Ok(None));
+        // A quantile of 0 is Tempo's filler for a step without spans; a rate of 0 is real.
+        check(vec![s(&[(QUANTILE_LABEL, "0.95")], Some(0.0))], Ok(None));
+        check(
+            vec![s(&[(QUANTILE_LABEL, "0.95")], Some(0.25))],
+            Ok(Some(0.25)),
+        );
+        check(vec![s(&[("__name__", "rate")], Some(0.0))], Ok(Some(0.0)));
         check(vec![s(&[], Some(f64::INFINITY))], Ok(Some(f64::INFINITY)));
         check(
             vec![s(&[], Some(f64::NEG_INFINITY))],
