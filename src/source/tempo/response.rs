@@ -53,6 +53,19 @@ pub enum LabelValue {
     Other,
 }
 
+impl LabelValue {
+    /// The value as an error message shows it: strings quoted, numbers as is.
+    fn describe(&self) -> String {
+        match self {
+            LabelValue::String(s) => format!("{s:?}"),
+            LabelValue::Int(i) => i.to_string(),
+            LabelValue::Double(d) => d.to_string(),
+            LabelValue::Bool(b) => b.to_string(),
+            LabelValue::Other => "of another type".to_string(),
+        }
+    }
+}
+
 /// Parses an instant answer: `{"series":[{"labels":[…],"value":0.23}],"status":…}`.
 pub fn parse_instant(body: &[u8]) -> Result<Answer, String> {
     let raw: RawInstant = serde_json::from_slice(body).map_err(|e| e.to_string())?;
@@ -143,7 +156,8 @@ pub fn reduce(answer: &Answer, how: TempoReduce) -> Result<Option<f64>, String> 
                     Some(LabelValue::String(v)) if v == "ok" || v == "unset" => false,
                     Some(other) => {
                         return Err(format!(
-                            "series with {STATUS_LABEL} {other:?}, expected error, ok or unset"
+                            "series with {STATUS_LABEL} {}, expected error, ok or unset",
+                            other.describe()
                         ))
                     }
                     None => {
@@ -581,7 +595,7 @@ mod tests {
         // A value that is not one of Tempo's three statuses.
         check(
             vec![st("ERROR", Some(1.0)), st("ok", Some(3.0))],
-            Err("status String(\"ERROR\")"),
+            Err("status \"ERROR\", expected error, ok or unset"),
         );
         check(
             vec![
@@ -591,7 +605,7 @@ mod tests {
                 },
                 st("ok", Some(1.0)),
             ],
-            Err("status Int(2)"),
+            Err("status 2, expected"),
         );
     }
 }
