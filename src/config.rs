@@ -10,7 +10,7 @@ use clap::Args;
 
 use crate::policy::{Allowance, NamespacePolicy};
 use crate::signal::promql::{builtin_conventions, Convention};
-use crate::source::http::HttpBackendConfig;
+use crate::source::http::{redact_url, HttpBackendConfig};
 use crate::source::sqs::SqsConfig;
 use crate::source::tempo::{validate_tenant, TempoApi, TempoBackendConfig, TenantPolicy};
 use crate::telemetry::LogFormat;
@@ -105,9 +105,19 @@ pub struct BackendArgs {
         value_delimiter = ','
     )]
     pub prometheus_basic_auth_file: Vec<String>,
-    /// NAME=HEADER:VALUE sent on every request to that backend (repeatable).
+    /// NAME=HEADER:VALUE sent on every request to that backend (repeatable). Not for
+    /// secrets (arguments are visible to anyone who can list processes): use
+    /// --prometheus-header-file.
     #[arg(long = "prometheus-header", env = "SLO_SCALER_PROMETHEUS_HEADER")]
     pub prometheus_header: Vec<String>,
+    /// NAME=HEADER:PATH: that header, its value read from the file on every request
+    /// (repeatable; for secret headers such as API keys).
+    #[arg(
+        long = "prometheus-header-file",
+        env = "SLO_SCALER_PROMETHEUS_HEADER_FILE",
+        value_delimiter = ','
+    )]
+    pub prometheus_header_file: Vec<String>,
     /// NAME=PATH of a PEM CA bundle for that backend.
     #[arg(
         long = "prometheus-ca-file",
@@ -135,9 +145,18 @@ pub struct BackendArgs {
         value_delimiter = ','
     )]
     pub tempo_bearer_token_file: Vec<String>,
-    /// NAME=HEADER:VALUE sent on every request to that Tempo backend (repeatable).
+    /// NAME=HEADER:VALUE sent on every request to that Tempo backend (repeatable). Not
+    /// for secrets: use --tempo-header-file.
     #[arg(long = "tempo-header", env = "SLO_SCALER_TEMPO_HEADER")]
     pub tempo_header: Vec<String>,
+    /// NAME=HEADER:PATH: that header, its value read from the file on every request
+    /// (repeatable; for secret headers).
+    #[arg(
+        long = "tempo-header-file",
+        env = "SLO_SCALER_TEMPO_HEADER_FILE",
+        value_delimiter = ','
+    )]
+    pub tempo_header_file: Vec<String>,
     /// NAME=PATH of a PEM CA bundle for that Tempo backend.
     #[arg(
         long = "tempo-ca-file",
@@ -320,7 +339,7 @@ fn split_named<'a>(flag: &'static str, s: &'a str) -> Result<(&'a str, &'a str),
         _ => Err(ConfigError::Format {
             flag,
             expected: "NAME=VALUE",
-            value: s.to_string(),
+            value: redact_url(s),
         }),
     }
 }
@@ -365,6 +384,14 @@ pub(crate) fn http_backends(
                 b.basic_auth_file = Some(value.into());
             } else if flag.ends_with("ca-file") {
                 b.ca_file = Some(value.into());
+            } else if flag.ends_with("header-file") {
+                let (h, path) = value.split_once(':').ok_or(ConfigError::Format {
+                    flag,
+                    expected: "NAME=HEADER:PATH",
+                    value: format!("{name}=…"),
+                })?;
+                b.header_files
+                    .push((h.trim().to_string(), path.trim().into()));
             } else if flag.ends_with("header") {
                 let (h, v) = value.split_once(':').ok_or(ConfigError::Format {
                     flag,
@@ -410,6 +437,7 @@ impl BackendArgs {
                     &self.prometheus_basic_auth_file,
                 ),
                 ("prometheus-header", &self.prometheus_header),
+                ("prometheus-header-file", &self.prometheus_header_file),
                 ("prometheus-ca-file", &self.prometheus_ca_file),
             ],
         )?;
@@ -557,6 +585,7 @@ impl BackendArgs {
             &[
                 ("tempo-bearer-token-file", &self.tempo_bearer_token_file),
                 ("tempo-header", &self.tempo_header),
+                ("tempo-header-file", &self.tempo_header_file),
                 ("tempo-ca-file", &self.tempo_ca_file),
             ],
         )?;
@@ -667,6 +696,55 @@ mod tests {
             thanos.headers,
             vec![("X-Scope-OrgID".into(), "team-a".into())]
         );
+    }
+
+    #[test]
+    fn header_files_attach_by_name() {
+        let s = args(&[
+            "--prometheus",
+            "default=http://p:9090",
+            "--prometheus-header-file",
+            "default=X-Api-Key:/var/run/secrets/key",
+            "--tempo",
+            "t=http://t:3200",
+            "--tempo-header-file",
+            "t=Authorization: /var/run/secrets/tempo",
+        ])
+        .backends
+        .resolve(true)
+        .unwrap();
+        assert_eq!(
+            s.prometheus[0].header_files,
+            vec![("X-Api-Key".into(), "/var/run/secrets/key".into())]
+        );
+        assert!(s.prometheus[0].headers.is_empty());
+        assert_eq!(
+            s.tempo[0].http.header_files,
+            vec![("Authorization".into(), "/var/run/secrets/tempo".into())]
+        );
+        let err = args(&[
+            "--tempo",
+            "t=http://t:3200",
+            "--tempo-header-file",
+            "t=nopath",
+        ])
+        .backends
+        .resolve(true)
+        .unwrap_err();
+        assert!(err.to_string().contains("--tempo-header-file"), "{err}");
+    }
+
+    #[test]
+    fn urls_with_passwords_are_not_echoed() {
+        for flag in ["--prometheus", "--tempo"] {
+            let err = args(&[flag, "http://user:s3cret@p:9090"])
+                .backends
+                .resolve(true)
+                .unwrap_err()
+                .to_string();
+            assert!(!err.contains("s3cret"), "{err}");
+            assert!(err.contains("http://***@p:9090"), "{err}");
+        }
     }
 
     #[test]

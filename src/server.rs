@@ -45,12 +45,8 @@ pub fn build_engine(
     otlp: Option<Arc<Store>>,
 ) -> Result<Engine, ConfigError> {
     install_crypto_provider();
-    let prometheus = PrometheusSource::new(
-        &settings.prometheus,
-        settings.backend_timeout,
-        metrics.clone(),
-    )
-    .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    let prometheus = PrometheusSource::new(&settings.prometheus, settings.backend_timeout)
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
     let tempo = TempoSource::new(
         settings.tempo.clone(),
         settings.backend_timeout,
@@ -68,6 +64,8 @@ pub fn build_engine(
         tempo,
         sqs,
         otlp,
+        metrics: metrics.clone(),
+        timeout: settings.backend_timeout,
     };
     Ok(Engine::new(
         EngineConfig {
