@@ -75,7 +75,6 @@ pub fn build_engine(
             policy: settings.policy.clone(),
             cache_ttl: settings.cache_ttl,
             cache: CacheConfig {
-                timeout: settings.backend_timeout,
                 max_stale: settings.max_stale,
                 max_ttl: settings.parse.max_cache_ttl,
                 max_entries: 100_000,

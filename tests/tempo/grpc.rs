@@ -145,6 +145,8 @@ async fn a_lagging_tempo_is_served_stale_then_unavailable() {
         "10ms",
         "--max-stale",
         "1500ms",
+        "--max-cache-ttl",
+        "1s",
     ])
     .await;
     let r = so(
