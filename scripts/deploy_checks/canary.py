@@ -1,0 +1,2 @@
+def run(report, d, shared, crd):
+    pass
