@@ -161,10 +161,12 @@ def network_policy(report, chart_dir):
     cases = [
         ("default values", None, "keda", "monitoring"),
         ("namespaces from values", {"networkPolicy": {"kedaNamespace": "autoscaling",
-                                                      "monitoringNamespace": "observability"}},
+                                                      "monitoringNamespace": "observability",
+                                                      "analysisNamespace": "argo-rollouts"}},
          "autoscaling", "observability"),
     ]
     for what, values, keda_ns, mon_ns in cases:
+        analysis = ((values or {}).get("networkPolicy") or {}).get("analysisNamespace")
         name = f"NetworkPolicy admits exactly its callers ({what})"
         docs, notes, err = render_or_error(chart_dir, values)
         if err:
@@ -180,13 +182,15 @@ def network_policy(report, chart_dir):
             (keda_ns, "grpc", True), ("shop", "grpc", False), (mon_ns, "grpc", False),
             (mon_ns, "admin", True), ("shop", "admin", False), (keda_ns, "admin", False),
             ("shop", "otlp-grpc", True), ("shop", "otlp-http", True), (mon_ns, "otlp-grpc", True),
+            ("argo-rollouts", "admin", bool(analysis)), ("argo-rollouts", "grpc", False),
         ]
         problems = [f"a pod in {n} → {p}: {'admitted' if not want else 'refused'}, want "
                     f"{'admitted' if want else 'refused'}"
                     for n, p, want in matrix if admitted(pols[0], ports, ns(n), p) != want]
         if "Ingress" not in pols[0]["spec"].get("policyTypes", []):
             problems.append("policyTypes lacks Ingress")
-        report.check(name, problems, f"gRPC ← {keda_ns}, admin ← {mon_ns}, OTLP ← every namespace")
+        report.check(name, problems, f"gRPC ← {keda_ns}, admin ← {mon_ns}"
+                     f"{' and ' + analysis if analysis else ''}, OTLP ← every namespace")
 
 
 def secrets(report, rendered):
