@@ -255,6 +255,19 @@ def tenant_policy(report, chart_dir):
         report.check(name, problems)
 
 
+def flag_cases(chart_dir):
+    """Container args of renders that use flags no other render uses."""
+    out = []
+    for values in ({"otlp": {"fanOut": True}, "replicaCount": 2},
+                   {"tempo": [{"name": "default", "url": "http://tempo:3200"}],
+                    "tempoTenantAllow": {"shop": ["shop"]},
+                    "security": {"allowUnauthenticatedNamespacePolicy": True}}):
+        docs, _, err = render_or_error(chart_dir, values)
+        if docs:
+            out.append(chart.deployment_args(docs)[0])
+    return out
+
+
 def run(report, chart_dir, readme_text, readme_values, rendered):
     source_and_replicas(report, chart_dir, readme_values)
     fan_out(report, chart_dir, readme_text)

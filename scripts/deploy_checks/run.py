@@ -89,7 +89,7 @@ def main():
         report.fail("live part", "the README's helm install or first trigger was not usable")
     else:
         known_flags(report, binary, [chart.deployment_args(d)[0] for d in
-                                     [readme_docs, *rendered.values()]])
+                                     [readme_docs, *rendered.values()]] + policy.flag_cases(chart_dir))
         args, env = chart.deployment_args(readme_docs)
         live.run(report, os.path.abspath(binary), args, env, used, work_dir,
                  {"so": so, "trigger": trigger})
