@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import chart  # noqa: E402
 import examples  # noqa: E402
+import fanout_live  # noqa: E402
 import canary  # noqa: E402
 import live  # noqa: E402
 import policy  # noqa: E402
@@ -93,6 +94,8 @@ def main():
         args, env = chart.deployment_args(readme_docs)
         live.run(report, os.path.abspath(binary), args, env, used, work_dir,
                  {"so": so, "trigger": trigger})
+        fanout_live.run(report, os.path.abspath(binary), chart_dir, {"so": so, "trigger": trigger},
+                        work_dir)
     return report.finish()
 
 
