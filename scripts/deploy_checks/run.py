@@ -11,6 +11,8 @@ Run by scripts/check-deploy.sh inside its venv. Environment:
 
 import argparse
 import os
+import re
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -101,9 +103,6 @@ def main():
 
 def known_flags(report, binary, arg_lists):
     """Every flag the chart renders is one `slo-scaler serve` knows."""
-    import re
-    import subprocess
-
     out = subprocess.run([binary, "serve", "--help"], capture_output=True, text=True).stdout
     known = set(re.findall(r"(--[a-z][a-z0-9-]+)", out))
     used = {a.split("=", 1)[0] for args in arg_lists for a in args if a.startswith("--")}
