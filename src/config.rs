@@ -44,6 +44,10 @@ pub struct ServeArgs {
     /// Per-ScaledObject metric series are dropped after this long without a request.
     #[arg(long, env = "SLO_SCALER_SIGNAL_EXPIRY", value_parser = duration_arg, default_value = "10m")]
     pub signal_expiry: Duration,
+    /// Most ScaledObject triggers tracked at once (their memoised plans, debug rows and
+    /// per-ScaledObject series), and most open streams; the overflow is evicted and counted.
+    #[arg(long, env = "SLO_SCALER_MAX_SIGNALS", default_value_t = 5_000)]
+    pub max_signals: u64,
     /// How often StreamIsActive (external-push) re-evaluates a trigger.
     #[arg(long, env = "SLO_SCALER_STREAM_INTERVAL", value_parser = duration_arg, default_value = "5s")]
     pub stream_interval: Duration,

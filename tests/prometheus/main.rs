@@ -568,11 +568,26 @@ async fn check_explains_a_trigger_against_the_real_server() {
         "query        prometheus/default: (sum(rate(traces_span_metrics_calls_total{service_name=\"order-service\", span_kind=\"SPAN_KIND_SERVER\", status_code=\"STATUS_CODE_ERROR\"}[10s])) or vector(0))",
         "threshold    0.03 (activation above 0)",
         "metricType   Value",
+        "state        ok",
         "active       true",
         "replicas     4 now → 8 wanted",
     ] {
         assert!(report.contains(line), "{line:?} in\n{report}");
     }
+    // A typo in `service` selects nothing: visible as no data, not a silent 0.
+    let report = slo_scaler::check::run(check_args(&[
+        "--prometheus",
+        &url,
+        "-m",
+        "signal=rps",
+        "-m",
+        "service=order-servce",
+        "-m",
+        "threshold=10",
+    ]))
+    .await
+    .unwrap();
+    assert!(report.contains("state        no_data"), "{report}");
     // Errors are an Err (the binary exits non-zero), naming the key.
     let err = slo_scaler::check::run(check_args(&[
         "--prometheus",
