@@ -3,12 +3,13 @@
 use std::collections::HashMap;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
-use opentelemetry_proto::tonic::common::v1::KeyValue;
+
+use super::super::wire::{KeyValue, TraceRequest};
 
 use super::ring::Bucket;
 use super::{
-    duration_ns, lock, unix_ns, IngestSummary, RejectReason, Store, MAX_FUTURE_SKEW, STATUS_ERROR,
+    duration_ns, lock, unix_ns, IngestSummary, RejectReason, Store, MAX_FUTURE_SKEW,
+    MAX_SERVICE_NAME_BYTES, MAX_SERVICE_VERSION_BYTES, STATUS_ERROR,
 };
 use crate::signal::SpanKind;
 
@@ -45,6 +46,12 @@ impl Pending {
 impl Store {
     /// Refused spans never change stored data.
     pub fn ingest(&self, request: ExportTraceServiceRequest) -> IngestSummary {
+        self.ingest_lean(TraceRequest::from(request))
+    }
+
+    /// [`Store::ingest`] for a request decoded with only the fields the store reads
+    /// (what the receivers decode).
+    pub fn ingest_lean(&self, request: TraceRequest) -> IngestSummary {
         let now_ns = unix_ns(self.clock.now());
         let now_index = now_ns / self.bucket_ns;
         let oldest = self.oldest_index(now_index);
@@ -61,7 +68,18 @@ impl Store {
                 summary.reject(RejectReason::MissingServiceName, spans);
                 continue;
             };
+            if service.len() > MAX_SERVICE_NAME_BYTES {
+                summary.reject(RejectReason::ServiceNameTooLong, spans);
+                continue;
+            }
             let version = string_attr(&attrs, "service.version");
+            if version
+                .as_ref()
+                .is_some_and(|v| v.len() > MAX_SERVICE_VERSION_BYTES)
+            {
+                summary.reject(RejectReason::ServiceVersionTooLong, spans);
+                continue;
+            }
             // This resource's series, by span kind, as indexes into `pending`.
             let mut slots: [Option<usize>; 5] = [None; 5];
             for span in rs.scope_spans.into_iter().flat_map(|s| s.spans) {
@@ -144,10 +162,8 @@ fn kind_slot(kind: SpanKind) -> usize {
 
 /// The string value of a resource attribute.
 fn string_attr(attrs: &[KeyValue], key: &str) -> Option<String> {
-    attrs.iter().find(|kv| kv.key == key).and_then(|kv| {
-        match kv.value.as_ref()?.value.as_ref()? {
-            AnyValue::StringValue(s) => Some(s.clone()),
-            _ => None,
-        }
-    })
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref()?.string_value.clone())
 }

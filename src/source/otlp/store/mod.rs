@@ -44,6 +44,14 @@ pub const BACKEND: &str = "otlp";
 /// later ones are dropped.
 pub const MAX_FUTURE_SKEW: Duration = Duration::from_secs(60);
 
+/// The longest `service.name` the store keeps (bytes); longer ones are refused. Every
+/// series holds its name, so the cap bounds the index with `max_series`. Kubernetes
+/// names are at most 253 characters.
+pub const MAX_SERVICE_NAME_BYTES: usize = 255;
+
+/// The longest `service.version` the store keeps (bytes); longer ones are refused.
+pub const MAX_SERVICE_VERSION_BYTES: usize = 128;
+
 /// Span status code ERROR (`opentelemetry.proto.trace.v1.Status.StatusCode`).
 const STATUS_ERROR: i32 = 2;
 
@@ -58,6 +66,10 @@ pub struct StoreConfig {
     pub max_series: usize,
     /// A series that received no span for this long is dropped by [`Store::sweep`].
     pub idle_expiry: Duration,
+    /// Rates leave out the buckets that ended less than this long ago: exporters batch
+    /// (the SDK's BatchSpanProcessor sends every 5 s), so the newest seconds are still
+    /// filling. Zero leaves out only the bucket in progress.
+    pub rate_settle: Duration,
 }
 
 impl Default for StoreConfig {
@@ -67,6 +79,7 @@ impl Default for StoreConfig {
             retention: Duration::from_secs(600),
             max_series: 1_000,
             idle_expiry: Duration::from_secs(600),
+            rate_settle: Duration::ZERO,
         }
     }
 }
@@ -138,6 +151,8 @@ pub enum RejectReason {
     TooOld,
     TooNew,
     SeriesLimit,
+    ServiceNameTooLong,
+    ServiceVersionTooLong,
 }
 
 impl RejectReason {
@@ -149,6 +164,8 @@ impl RejectReason {
             RejectReason::TooOld => "ended before the store's retention",
             RejectReason::TooNew => "ended more than 1m in the future",
             RejectReason::SeriesLimit => "store is full (max series reached)",
+            RejectReason::ServiceNameTooLong => "service.name longer than 255 bytes",
+            RejectReason::ServiceVersionTooLong => "service.version longer than 128 bytes",
         }
     }
 }
@@ -200,6 +217,8 @@ impl IngestSummary {
 /// The embedded trace store. Share it as `Arc<Store>` between the receivers and readers.
 pub struct Store {
     bucket_ns: u64,
+    /// The first bucket that started after the store did: rates are not known before it.
+    first_full_index: u64,
     /// Buckets kept per series: the current one plus `retention / bucket_width`.
     slots: u64,
     config: StoreConfig,
@@ -248,8 +267,11 @@ impl Store {
         if config.max_series == 0 {
             return Err(StoreConfigError::MaxSeries);
         }
+        // Rates count only buckets the store saw whole: from the first one after it started.
+        let first_full_index = unix_ns(clock.now()).div_ceil(bucket_ns);
         Ok(Store {
             bucket_ns,
+            first_full_index,
             slots: buckets + 1,
             config,
             metrics,

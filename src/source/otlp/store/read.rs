@@ -47,6 +47,11 @@ impl Store {
         let now_index = now_ns / self.bucket_ns;
         let first = now_ns.saturating_sub(duration_ns(q.window)) / self.bucket_ns;
         let want_latency = matches!(q.measure, TraceMeasure::Latency(_));
+        // Rates count whole, settled buckets only: none from before the store started
+        // (spans of that time went elsewhere or nowhere), none still filling (exporters
+        // batch for seconds). `settled` is the exclusive end.
+        let settled = now_ns.saturating_sub(duration_ns(self.config.rate_settle)) / self.bucket_ns;
+        let rate_from = first.max(self.first_full_index);
 
         let matching: Vec<Arc<Mutex<Series>>> = {
             let index = read_lock(&self.index);
@@ -68,6 +73,7 @@ impl Store {
         };
         let mut total = Bucket::default();
         let mut spans = 0u64;
+        let mut settled_spans = 0u64;
         for series in matching {
             let series = lock(&series);
             for b in series
@@ -76,6 +82,9 @@ impl Store {
                 .filter(|b| (first..=now_index).contains(&b.index))
             {
                 spans += b.latency.count();
+                if (rate_from..settled).contains(&b.index) {
+                    settled_spans += b.latency.count();
+                }
                 if want_latency {
                     total.merge(b);
                 } else {
@@ -92,9 +101,22 @@ impl Store {
             }
             TraceMeasure::ErrorRatio => Some(total.errors as f64 / spans as f64),
             TraceMeasure::Rate => {
-                // The buckets cover from the start of the first one to now.
-                let covered_ns = now_ns - first * self.bucket_ns;
-                Some(spans as f64 / (covered_ns as f64 / 1e9))
+                if settled <= rate_from {
+                    return Err(SourceError::Unavailable {
+                        backend: BACKEND.to_string(),
+                        detail: format!(
+                            "rate not known yet: the store has seen no whole bucket of the \
+                             window that is older than {} (it started {} ago)",
+                            humantime::format_duration(self.config.rate_settle),
+                            humantime::format_duration(std::time::Duration::from_secs(
+                                now_ns.saturating_sub(self.first_full_index * self.bucket_ns)
+                                    / 1_000_000_000
+                            )),
+                        ),
+                    });
+                }
+                let covered_ns = (settled - rate_from) * self.bucket_ns;
+                Some(settled_spans as f64 / (covered_ns as f64 / 1e9))
             }
         };
         Ok(Reading::Value(value))

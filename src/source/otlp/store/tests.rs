@@ -183,12 +183,13 @@ fn reads() {
         query("orders", None, TraceMeasure::Rate, 60),
         Ok(Some(100.0 / 60.0)),
     );
-    // Mid-bucket: the first bucket starts at 40 s, now is 100.5 s: 60.5 s covered.
+    // Mid-bucket: the bucket in progress (100 s ..) is left out of rates: buckets
+    // 40 s .. 100 s are whole, 60 s covered.
     check(
         &hundred,
         now + S / 2,
         query("orders", None, TraceMeasure::Rate, 60),
-        Ok(Some(100.0 / 60.5)),
+        Ok(Some(100.0 / 60.0)),
     );
     // Another service, another kind: nothing.
     check(
@@ -462,4 +463,51 @@ fn configs() {
         },
         Err("otlp store: max series must be at least 1"),
     );
+}
+
+/// Rates over what the store saw: `started` (s after T0) is when the store started,
+/// `settle` its rate settle time; one span per 10 ms from `started` to 100 s; read at
+/// `read_at` (s) over 60 s.
+fn check_rate(started: f64, settle_s: u64, read_at: f64, expect: Result<f64, &str>) {
+    let config = StoreConfig {
+        rate_settle: Duration::from_secs(settle_s),
+        ..StoreConfig::default()
+    };
+    let clock = Arc::new(ManualClock::new(at((started * 1e9) as u64)));
+    let metrics = Arc::new(Metrics::standalone().1);
+    let store = Store::with_clock(config, metrics, clock.clone()).expect("valid config");
+    clock.set(at(100 * S));
+    let first = (started * 100.0).ceil() as u64;
+    let spans: Vec<Sp> = (first..10_000)
+        .map(|i| sp("orders", i * 10 * MS, MS))
+        .collect();
+    store.ingest(request(&spans));
+    let got = store.read_at(
+        &query("orders", None, TraceMeasure::Rate, 60),
+        at((read_at * 1e9) as u64),
+    );
+    match (got, expect) {
+        (Ok(Reading::Value(Some(g))), Ok(e)) => {
+            assert!((g - e).abs() < 1e-9, "started {started}: got {g}, want {e}")
+        }
+        (Err(g), Err(e)) => assert!(g.to_string().contains(e), "got {g}, want {e}"),
+        (g, e) => panic!("started {started}: got {g:?}, want {e:?}"),
+    }
+}
+
+#[test]
+fn rates_cover_only_what_the_store_saw_whole() {
+    // Running for long: the 60 s window, whole buckets only.
+    check_rate(0.0, 0, 100.0, Ok(100.0));
+    check_rate(0.0, 0, 99.5, Ok(100.0));
+    // Started 12 s before the read: 100 spans/s read as 100, not 100 × 12 / 60.
+    check_rate(88.0, 0, 100.0, Ok(100.0));
+    // Started mid-bucket: the partial first bucket is left out.
+    check_rate(87.5, 0, 100.0, Ok(100.0));
+    // With a settle time, the newest seconds are left out.
+    check_rate(0.0, 5, 100.0, Ok(100.0));
+    check_rate(88.0, 5, 100.0, Ok(100.0));
+    // Nothing whole and settled yet: unknown, an error (not 0, not a guess).
+    check_rate(97.0, 5, 100.0, Err("otlp: unavailable: rate not known yet"));
+    check_rate(99.5, 0, 100.0, Err("rate not known yet"));
 }
