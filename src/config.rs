@@ -206,8 +206,8 @@ pub struct OtlpArgs {
     /// Largest OTLP request accepted, after decompression (gRPC message or HTTP body).
     #[arg(long, env = "SLO_SCALER_OTLP_MAX_REQUEST_BYTES", default_value_t = 4 << 20)]
     pub otlp_max_request_bytes: usize,
-    /// Bytes both OTLP receivers may hold for requests in flight; each is charged 8 × its
-    /// size (at most 8 × --otlp-max-request-bytes), and refused (HTTP 429, gRPC
+    /// Bytes both OTLP receivers may hold for requests in flight; each is charged 10 × its
+    /// size (at most 10 × --otlp-max-request-bytes), and refused (HTTP 429, gRPC
     /// UNAVAILABLE) when the budget is spent.
     #[arg(long, env = "SLO_SCALER_OTLP_MAX_INFLIGHT_BYTES", default_value_t = 256 << 20)]
     pub otlp_max_inflight_bytes: usize,
@@ -243,12 +243,12 @@ impl OtlpArgs {
                 "must be above zero (1ms leaves out only the bucket in progress) and below --otlp-retention".into(),
             );
         }
-        let per_request = self.otlp_max_request_bytes.saturating_mul(8);
+        let per_request = self.otlp_max_request_bytes.saturating_mul(10);
         if self.otlp_max_inflight_bytes < per_request {
             return bad(
                 "otlp-max-inflight-bytes",
                 format!(
-                    "{} is below 8 × --otlp-max-request-bytes ({per_request}): no maximum-size request would fit",
+                    "{} is below 10 × --otlp-max-request-bytes ({per_request}): no maximum-size request would fit",
                     self.otlp_max_inflight_bytes
                 ),
             );
@@ -654,7 +654,7 @@ mod tests {
                 "--otlp-max-request-bytes",
                 "1048576",
                 "--otlp-max-inflight-bytes",
-                "8388607",
+                "10485759",
             ],
             "otlp-max-inflight-bytes",
         );
@@ -662,7 +662,7 @@ mod tests {
             "--otlp-max-request-bytes",
             "1048576",
             "--otlp-max-inflight-bytes",
-            "8388608",
+            "10485760",
         ])
         .otlp
         .validate()

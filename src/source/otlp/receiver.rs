@@ -44,14 +44,19 @@ use crate::telemetry::{Metrics, OutcomeLabels};
 /// by default, about 1–3 MiB uncompressed; SDKs send 512.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
-/// The default in-flight budget shared by both receivers: eight maximum-size requests
+/// The default in-flight budget shared by both receivers: six maximum-size requests
 /// at the default limit.
 pub const DEFAULT_INFLIGHT_BYTES: usize = 256 * 1024 * 1024;
 
 /// A request may hold this many times its size while it is handled: the body as
-/// received and as one buffer, the decompressed body (with `Vec` growth slack) and
-/// the decoded tree.
-pub const INFLIGHT_FACTOR: usize = 8;
+/// received and as one buffer (2×), the decompressed body with `Vec` growth slack (2×),
+/// the decoded tree ([`DECODE_FACTOR`]×) and a zstd window (at most 8 MiB, 2× the
+/// default limit).
+pub const INFLIGHT_FACTOR: usize = 10;
+
+/// The largest zstd window the HTTP receiver allocates (2^23 = 8 MiB): what encoders
+/// use up to level 19; frames that ask for more are refused as corrupt.
+const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 
 /// A body is refused when its decoded tree would take more than this many times its
 /// size (empty spans, millions of tiny resources): ordinary spans take about 1.5×.
@@ -263,12 +268,15 @@ fn decode_protobuf(body: Bytes, charged: usize) -> Result<TraceRequest, Refusal>
 }
 
 /// JSON: priced by its objects, decoded with the full message types, then made lean.
+/// `charged` is the limit: JSON objects decode to much more than their text, so a JSON
+/// body may use the decoded allowance of a maximum-size request.
 fn decode_json(body: &[u8], charged: usize) -> Result<TraceRequest, Refusal> {
     let decoded = wire::json_decoded_bytes(body);
-    if decoded > DECODE_FACTOR.saturating_mul(charged.max(body.len())) {
+    let allowed = DECODE_FACTOR.saturating_mul(charged.max(body.len()));
+    if decoded > allowed {
         return Err(Refusal::TooLarge(format!(
             "JSON request of {} bytes would take up to {decoded} bytes decoded, more than \
-             {DECODE_FACTOR} times its size: send smaller batches or protobuf",
+             {allowed}: send smaller batches or protobuf",
             body.len()
         )));
     }
@@ -424,10 +432,12 @@ async fn export_http(State(state): State<HttpState>, headers: HeaderMap, body: B
     if declared.is_some_and(|n| n > limit) {
         return too_large();
     }
-    // An uncompressed body of a declared length is charged for that length; any other
-    // for the limit (what it may inflate to).
-    let charged = match (compression, declared) {
-        (Compression::Identity, Some(n)) => n,
+    // An uncompressed protobuf body of a declared length is charged for that length; any
+    // other (what it may inflate to).
+    // for the limit (what it may inflate to). JSON is always charged for the limit: its
+    // decoded tree is priced against that.
+    let charged = match (encoding, compression, declared) {
+        (Encoding::Protobuf, Compression::Identity, Some(n)) => n,
         _ => limit,
     };
     let Some(_permit) = state.budget.try_charge(charged) else {
@@ -527,11 +537,9 @@ fn inflate(compression: Compression, raw: Bytes, limit: usize) -> Result<Bytes, 
         Compression::Zstd => {
             let mut decoder =
                 zstd::stream::read::Decoder::new(&raw[..]).map_err(Inflate::Corrupt)?;
-            // A frame may ask for a window of up to 2 GiB; none larger than the limit
-            // is needed to produce at most `limit` bytes.
-            let log = usize::BITS - limit.max(1).leading_zeros();
+            // A frame may ask for a window of up to 2 GiB.
             decoder
-                .window_log_max(log.clamp(10, 27))
+                .window_log_max(ZSTD_WINDOW_LOG_MAX)
                 .map_err(Inflate::Corrupt)?;
             read_capped(decoder, limit)
         }
