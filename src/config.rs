@@ -211,6 +211,10 @@ pub struct OtlpArgs {
     /// UNAVAILABLE) when the budget is spent.
     #[arg(long, env = "SLO_SCALER_OTLP_MAX_INFLIGHT_BYTES", default_value_t = 256 << 20)]
     pub otlp_max_inflight_bytes: usize,
+    /// Bytes the embedded store may hold (buckets, sketches, keys); spans are refused,
+    /// and counted, while it holds more.
+    #[arg(long, env = "SLO_SCALER_OTLP_MAX_STORE_BYTES", default_value_t = 512 << 20)]
+    pub otlp_max_store_bytes: usize,
     /// Embedded rates leave out spans that ended less than this long ago (exporters
     /// batch: the SDK's BatchSpanProcessor sends every 5 s).
     #[arg(long, env = "SLO_SCALER_OTLP_RATE_SETTLE", value_parser = duration_arg, default_value = "6s")]
@@ -227,6 +231,9 @@ impl OtlpArgs {
         }
         if self.otlp_max_series == 0 {
             return bad("otlp-max-series", "must be above zero".into());
+        }
+        if self.otlp_max_store_bytes == 0 {
+            return bad("otlp-max-store-bytes", "must be above zero".into());
         }
         if self.otlp_bucket_width < Duration::from_millis(1) {
             return bad("otlp-bucket-width", "must be at least 1ms".into());
@@ -641,6 +648,7 @@ mod tests {
         };
         check(&["--otlp-max-request-bytes", "0"], "otlp-max-request-bytes");
         check(&["--otlp-max-series", "0"], "otlp-max-series");
+        check(&["--otlp-max-store-bytes", "0"], "otlp-max-store-bytes");
         check(&["--otlp-bucket-width", "0s"], "otlp-bucket-width");
         check(&["--otlp-retention", "500ms"], "otlp-retention");
         check(&["--otlp-rate-settle", "0s"], "otlp-rate-settle");

@@ -126,6 +126,7 @@ impl Server {
                 max_series: args.otlp.otlp_max_series,
                 idle_expiry: args.otlp.otlp_retention,
                 rate_settle: args.otlp.otlp_rate_settle,
+                max_bytes: args.otlp.otlp_max_store_bytes,
             };
             let store = Store::new(config, metrics.clone())
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;

@@ -56,6 +56,7 @@ impl Store {
             return None;
         }
         let series = Arc::new(Mutex::new(Series::default()));
+        self.account(0, entry_bytes(service, version));
         index
             .by_service
             .entry(service.to_string())
@@ -69,4 +70,12 @@ impl Store {
         self.metrics.otlp_store_series.set(index.len as i64);
         Some(series)
     }
+}
+
+/// What the index holds for one series besides its buckets: its key and entry.
+pub(super) fn entry_bytes(service: &str, version: Option<&str>) -> usize {
+    service.len()
+        + version.map_or(0, str::len)
+        + std::mem::size_of::<Entry>()
+        + std::mem::size_of::<Mutex<Series>>()
 }

@@ -1,6 +1,7 @@
 //! Ingest: one decoded OTLP request aggregated per series, then each series locked once.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
@@ -138,9 +139,16 @@ impl Store {
         // 2. Lock each series once.
         for p in pending {
             let spans = p.spans();
+            if self.bytes.load(Ordering::Relaxed) >= self.config.max_bytes {
+                summary.reject(RejectReason::StoreBytesLimit, spans);
+                continue;
+            }
             match self.series_for(&p.service, p.kind, p.version.as_deref()) {
                 Some(series) => {
-                    lock(&series).absorb(&p.buckets, oldest, now_ns, self.slots as usize);
+                    let mut series = lock(&series);
+                    let before = series.bytes;
+                    series.absorb(&p.buckets, oldest, now_ns, self.slots as usize);
+                    self.account(before, series.bytes);
                     summary.accepted += spans;
                 }
                 None => summary.reject(RejectReason::SeriesLimit, spans),

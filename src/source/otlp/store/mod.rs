@@ -31,6 +31,7 @@ mod read;
 mod ring;
 mod sweep;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -52,6 +53,9 @@ pub const MAX_SERVICE_NAME_BYTES: usize = 255;
 /// The longest `service.version` the store keeps (bytes); longer ones are refused.
 pub const MAX_SERVICE_VERSION_BYTES: usize = 128;
 
+/// The default of [`StoreConfig::max_bytes`]: 512 MiB.
+pub const DEFAULT_MAX_STORE_BYTES: usize = 512 << 20;
+
 /// Span status code ERROR (`opentelemetry.proto.trace.v1.Status.StatusCode`).
 const STATUS_ERROR: i32 = 2;
 
@@ -70,6 +74,11 @@ pub struct StoreConfig {
     /// (the SDK's BatchSpanProcessor sends every 5 s), so the newest seconds are still
     /// filling. Zero leaves out only the bucket in progress.
     pub rate_settle: Duration,
+    /// Bytes the series may hold (buckets, sketches, keys); spans are refused while the
+    /// store holds more. A series holds at most `retention / bucket_width + 1` buckets
+    /// of up to ~18 KiB each (a sketch spanning every duration), so `max_series` alone
+    /// bounds memory only at ~10 MiB per series.
+    pub max_bytes: usize,
 }
 
 impl Default for StoreConfig {
@@ -80,6 +89,7 @@ impl Default for StoreConfig {
             max_series: 1_000,
             idle_expiry: Duration::from_secs(600),
             rate_settle: Duration::ZERO,
+            max_bytes: DEFAULT_MAX_STORE_BYTES,
         }
     }
 }
@@ -100,6 +110,8 @@ pub enum StoreConfigError {
     },
     #[error("otlp store: max series must be at least 1")]
     MaxSeries,
+    #[error("otlp store: max bytes must be above zero")]
+    MaxBytes,
 }
 
 /// Where the store reads the time; tests inject a [`ManualClock`].
@@ -151,6 +163,7 @@ pub enum RejectReason {
     TooOld,
     TooNew,
     SeriesLimit,
+    StoreBytesLimit,
     ServiceNameTooLong,
     ServiceVersionTooLong,
 }
@@ -164,6 +177,7 @@ impl RejectReason {
             RejectReason::TooOld => "ended before the store's retention",
             RejectReason::TooNew => "ended more than 1m in the future",
             RejectReason::SeriesLimit => "store is full (max series reached)",
+            RejectReason::StoreBytesLimit => "store is full (max bytes reached)",
             RejectReason::ServiceNameTooLong => "service.name longer than 255 bytes",
             RejectReason::ServiceVersionTooLong => "service.version longer than 128 bytes",
         }
@@ -225,6 +239,8 @@ pub struct Store {
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
     index: RwLock<Index>,
+    /// Bytes the series hold, as [`Store::heap_bytes`] counts them.
+    bytes: AtomicUsize,
 }
 
 impl std::fmt::Debug for Store {
@@ -267,6 +283,9 @@ impl Store {
         if config.max_series == 0 {
             return Err(StoreConfigError::MaxSeries);
         }
+        if config.max_bytes == 0 {
+            return Err(StoreConfigError::MaxBytes);
+        }
         // Rates count only buckets the store saw whole: from the first one after it started.
         let first_full_index = unix_ns(clock.now()).div_ceil(bucket_ns);
         Ok(Store {
@@ -277,7 +296,27 @@ impl Store {
             metrics,
             clock,
             index: RwLock::new(Index::default()),
+            bytes: AtomicUsize::new(0),
         })
+    }
+
+    /// Bytes the series hold now (what [`StoreConfig::max_bytes`] bounds).
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Moves the byte count of one series from `before` to `after`.
+    fn account(&self, before: usize, after: usize) {
+        if after >= before {
+            self.bytes.fetch_add(after - before, Ordering::Relaxed);
+        } else {
+            let freed = before - after;
+            let _ = self
+                .bytes
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                    Some(b.saturating_sub(freed))
+                });
+        }
     }
 
     pub fn config(&self) -> &StoreConfig {

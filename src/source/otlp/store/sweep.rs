@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use super::index::Entry;
+use super::index::{entry_bytes, Entry};
 use super::ring::Series;
 use super::{duration_ns, lock, read_lock, unix_ns, write_lock, Store};
 
@@ -15,19 +15,25 @@ impl Store {
         let idle_ns = duration_ns(self.config.idle_expiry);
         let mut index = write_lock(&self.index);
         let mut dropped = 0;
-        index.by_service.retain(|_, entries| {
+        let mut freed = 0usize;
+        index.by_service.retain(|service, entries| {
             entries.retain(|e| {
                 let mut s = lock(&e.series);
+                let before = s.bytes;
                 s.trim(oldest);
                 let keep = now_ns.saturating_sub(s.last_ingest_ns) < idle_ns;
-                if !keep {
+                if keep {
+                    freed += before - s.bytes;
+                } else {
                     dropped += 1;
+                    freed += before + entry_bytes(service, e.version.as_deref());
                 }
                 keep
             });
             !entries.is_empty()
         });
         index.len -= dropped;
+        self.account(freed, 0);
         self.metrics.otlp_store_series.set(index.len as i64);
         self.metrics
             .otlp_store_series_evicted

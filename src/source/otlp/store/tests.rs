@@ -511,3 +511,41 @@ fn rates_cover_only_what_the_store_saw_whole() {
     check_rate(97.0, 5, 100.0, Err("otlp: unavailable: rate not known yet"));
     check_rate(99.5, 0, 100.0, Err("rate not known yet"));
 }
+
+#[test]
+fn max_bytes_bounds_the_store_and_sweeps_give_them_back() {
+    let config = StoreConfig {
+        max_bytes: 256 * 1024,
+        idle_expiry: Duration::from_secs(60),
+        ..StoreConfig::default()
+    };
+    let (store, clock, _) = store(config);
+    clock.set(at(600 * S));
+    // Hostile spans: every second of the retention, latencies from 1 ns to 1000 s, so
+    // every bucket's sketch spans all its keys.
+    let mut refused = 0;
+    for second in 0..600u64 {
+        let spans: Vec<Sp> = (0..13)
+            .map(|d| sp("orders", second * S, 10u64.pow(d)))
+            .collect();
+        let summary = store.ingest(request(&spans));
+        refused += summary
+            .rejected
+            .iter()
+            .filter(|(r, _)| *r == RejectReason::StoreBytesLimit)
+            .map(|(_, n)| n)
+            .sum::<u64>();
+        // Over by at most one request's buckets.
+        assert!(store.bytes() <= 256 * 1024 + 64 * 1024, "{}", store.bytes());
+    }
+    assert!(refused > 0, "the cap was reached");
+    // The count follows what the series hold.
+    let (counted, held) = (store.bytes(), store.heap_bytes());
+    assert!(
+        counted >= held * 9 / 10 && counted <= held * 11 / 10,
+        "counted {counted}, held {held}"
+    );
+    clock.set(at(2_000 * S));
+    assert_eq!(store.sweep(), 1);
+    assert_eq!(store.bytes(), 0);
+}
