@@ -8,9 +8,10 @@
 //! another content type or encoding, 400 when the body does not decode, 429 when the
 //! in-flight budget is spent. OTLP/gRPC accepts gzip and zstd messages.
 //!
-//! Memory is bounded per request and in all: a request is charged
-//! [`INFLIGHT_FACTOR`] × its size (at most the limit) against one [`Budget`] shared by
-//! both receivers before its body is read, and refused when the budget is spent
+//! Memory is bounded per request and in all: an HTTP request is charged
+//! [`INFLIGHT_FACTOR`] × its size (at most the limit), a gRPC one
+//! [`GRPC_INFLIGHT_FACTOR`] × the limit, against one [`Budget`] shared by both
+//! receivers before its body is read, and refused when the budget is spent
 //! (HTTP 429, gRPC `UNAVAILABLE`: the OTLP spec's throttling answers, which exporters
 //! retry). Decompression stops at the limit, and a body whose decoded tree would exceed
 //! [`DECODE_FACTOR`] × its size is refused before it is decoded (see [`super::wire`]).
@@ -44,8 +45,8 @@ use crate::telemetry::{Metrics, OutcomeLabels};
 /// by default, about 1–3 MiB uncompressed; SDKs send 512.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
-/// The default in-flight budget shared by both receivers: six maximum-size requests
-/// at the default limit.
+/// The default in-flight budget shared by both receivers: ten maximum-size gRPC
+/// requests, or six HTTP ones, at the default limit.
 pub const DEFAULT_INFLIGHT_BYTES: usize = 256 * 1024 * 1024;
 
 /// A request may hold this many times its size while it is handled: the body as
@@ -53,6 +54,12 @@ pub const DEFAULT_INFLIGHT_BYTES: usize = 256 * 1024 * 1024;
 /// the decoded tree ([`DECODE_FACTOR`]×) and a zstd window (at most 8 MiB, 2× the
 /// default limit).
 pub const INFLIGHT_FACTOR: usize = 10;
+
+/// What an OTLP/gRPC request may hold, in times the limit: tonic's buffer of the
+/// message as received and its decompressed copy (2×), and the decoded tree
+/// ([`DECODE_FACTOR`]×). The default budget admits ten maximum-size gRPC requests at
+/// once (a Collector's `sending_queue` runs ten consumers by default).
+pub const GRPC_INFLIGHT_FACTOR: usize = 2 + DECODE_FACTOR;
 
 /// The largest zstd window the HTTP receiver allocates (2^23 = 8 MiB): what encoders
 /// use up to level 19; frames that ask for more are refused as corrupt.
@@ -84,14 +91,14 @@ impl Budget {
         }
     }
 
-    /// The bytes a request of up to `size` bytes is charged.
+    /// The bytes an OTLP/HTTP request of up to `size` bytes is charged.
     pub fn cost(size: usize) -> usize {
         size.saturating_mul(INFLIGHT_FACTOR)
     }
 
-    /// Charges a request of up to `size` bytes, or `None` when the budget is spent.
-    fn try_charge(&self, size: usize) -> Option<OwnedSemaphorePermit> {
-        let kib = Budget::cost(size).div_ceil(1024).clamp(1, self.kib);
+    /// Charges a request that may hold `bytes`, or `None` when the budget is spent.
+    fn try_charge(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let kib = bytes.div_ceil(1024).clamp(1, self.kib);
         let kib = u32::try_from(kib).unwrap_or(u32::MAX);
         Arc::clone(&self.permits).try_acquire_many_owned(kib).ok()
     }
@@ -158,7 +165,8 @@ impl Service<http::Request<tonic::body::Body>> for OtlpGrpc {
                 ));
                 return Ok(status.into_http());
             }
-            let Some(permit) = this.budget.try_charge(this.max_decoding) else {
+            let charge = this.max_decoding.saturating_mul(GRPC_INFLIGHT_FACTOR);
+            let Some(permit) = this.budget.try_charge(charge) else {
                 let status = tonic::Status::unavailable(format!(
                     "the receiver is busy: {} bytes of requests in flight; retry later",
                     this.budget.bytes()
@@ -440,7 +448,7 @@ async fn export_http(State(state): State<HttpState>, headers: HeaderMap, body: B
         (Encoding::Protobuf, Compression::Identity, Some(n)) => n,
         _ => limit,
     };
-    let Some(_permit) = state.budget.try_charge(charged) else {
+    let Some(_permit) = state.budget.try_charge(Budget::cost(charged)) else {
         let mut response = failure(
             encoding,
             StatusCode::TOO_MANY_REQUESTS,

@@ -9,17 +9,18 @@
 //! series is locked once. The index of series is behind a `RwLock` that is only written
 //! when a series is created or swept.
 //!
-//! Memory is bounded: at most `max_series` series (new ones are refused and counted once
-//! full), idle series expire in [`Store::sweep`], and a series holds only the buckets that
-//! saw spans (at most `retention / bucket_width + 1`).
+//! Memory is bounded: the store counts the bytes its series hold (buckets, sketches,
+//! keys) and refuses spans while they pass `max_bytes`; at most `max_series` series (new
+//! ones are refused and counted once full); idle series expire in [`Store::sweep`]; a
+//! series holds only the buckets that saw spans (at most `retention / bucket_width + 1`).
 //!
 //! Per-series cost, measured by `cargo bench --bench otlp_ingest` (it prints them): a
 //! bucket is ~90 B plus 4 B per 1 % latency bin between its fastest and slowest span
 //! (~115 bins per decade). Over a full 10 m retention at 1 s buckets, a series with one
 //! span per second at a steady latency holds ~50 KiB (~68 KiB resident, allocator
-//! overhead included); one with 100 spans/s spread over 1 ms – 1 s holds ~770 KiB. So the
-//! worst case is about `max_series` × 0.8 MiB: the default cap of 1000 series bounds the
-//! store near 0.8 GiB, and quiet series cost a small fraction of that.
+//! overhead included); one with 100 spans/s spread over 1 ms – 1 s holds ~770 KiB; a
+//! hostile one with every bucket spanning 1 ns to hours (up to 2219 bins, ~18 KiB with
+//! growth slack) ~10 MiB. So `max_series` alone does not bound memory; `max_bytes` does.
 //!
 //! The module is split by responsibility: [`ring`] (the buckets of one series),
 //! [`index`] (finding and creating series), [`ingest`] (OTLP requests into buckets),
