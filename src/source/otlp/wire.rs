@@ -206,13 +206,12 @@ pub fn json_decoded_bytes(body: &[u8]) -> usize {
         .saturating_add(body.len())
 }
 
+/// What [`walk`] calls for each length-delimited field: field number, payload, offset.
+type FieldVisitor<'a> = dyn FnMut(u64, &[u8], usize) -> Result<(), WireError> + 'a;
+
 /// Calls `f(field, payload, offset)` for every length-delimited field of `msg` and
 /// skips the others; errors name the byte offset (from `base`).
-fn walk(
-    msg: &[u8],
-    base: usize,
-    f: &mut dyn FnMut(u64, &[u8], usize) -> Result<(), WireError>,
-) -> Result<(), WireError> {
+fn walk(msg: &[u8], base: usize, f: &mut FieldVisitor<'_>) -> Result<(), WireError> {
     let mut at = 0usize;
     while at < msg.len() {
         let key = varint(msg, &mut at).ok_or(WireError(base + at))?;

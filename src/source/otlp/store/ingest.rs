@@ -45,6 +45,7 @@ impl Pending {
 }
 
 impl Store {
+    /// Stores the spans of one decoded request and says what was refused and why.
     /// Refused spans never change stored data.
     pub fn ingest(&self, request: ExportTraceServiceRequest) -> IngestSummary {
         self.ingest_lean(TraceRequest::from(request))

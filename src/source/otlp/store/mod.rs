@@ -329,8 +329,7 @@ impl Store {
         read_lock(&self.index).len
     }
 
-    /// Stores the spans of one decoded request and says what was refused and why.
-
+    /// The oldest bucket index kept when the current one is `now_index`.
     fn oldest_index(&self, now_index: u64) -> u64 {
         now_index.saturating_sub(self.slots - 1)
     }
