@@ -1,7 +1,8 @@
-//! Compressed OTLP: what a default Collector sends (its `otlp` and `otlphttp` exporters
-//! compress with gzip by default, `configcompression` in the Collector's
-//! `config/configgrpc` and `config/confighttp`), zstd, compression bombs, hostile
-//! element counts and the in-flight budget.
+//! Compressed OTLP: what a default Collector sends (its `otlp` exporter's
+//! `createDefaultConfig` sets `Compression: configcompression.TypeGzip`, "Default to gzip
+//! compression", in opentelemetry-collector `exporter/otlpexporter/factory.go`; the
+//! `otlphttp` exporter gzips by default too), zstd, compression bombs, hostile element
+//! counts and the in-flight budget.
 
 use std::io::Write as _;
 use std::time::Duration;
