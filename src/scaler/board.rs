@@ -203,7 +203,7 @@ impl Row {
             "scaledObject": e.name,
             "metric": t.metric_name,
             "signal": t.kind.as_str(),
-            "source": t.source.as_str(),
+            "source": t.source().as_str(),
             "query": e.query,
             "value": self.value,
             "threshold": t.target,
@@ -303,6 +303,8 @@ impl Board {
 
     /// Every entry, sorted by namespace, name and metric.
     pub fn snapshot(&self) -> Vec<Row> {
+        // Evictions due are carried out first, so a snapshot never holds more than the cap.
+        self.entries.run_pending_tasks();
         let now_ms = self.epoch.elapsed().as_millis() as u64;
         let mut rows: Vec<Row> = self
             .entries

@@ -6,7 +6,8 @@
 //!   a second old even when another trigger with a longer TTL shares the query;
 //! - concurrent requests for the same query make one backend call (one fetch at a time
 //!   per query; callers waiting for it are served its answer);
-//! - every backend call ends within `timeout`, whatever the source does;
+//! - a fetch is bounded by its caller: `Sources::fetch` owns the one deadline per backend
+//!   call (`--backend-timeout`);
 //! - an error is remembered for [`ERROR_TTL`] at most (never a whole TTL), so one transient
 //!   failure does not turn into minutes of errors;
 //! - after a failure the last good answer is served while younger than `max_stale`, then the
@@ -18,50 +19,12 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+mod freshness;
+
 use crate::source::{Query, Reading, SourceError};
 use crate::telemetry::Metrics;
 
-/// How long a backend error is remembered (capped by the caller's TTL).
-pub const ERROR_TTL: Duration = Duration::from_secs(1);
-
-/// What to do for one caller, given what the cache holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Freshness {
-    /// The last good answer is young enough for this caller.
-    Serve,
-    /// Ask the backend.
-    Refetch,
-    /// The backend failed just now; the last good answer still stands in for it.
-    ServeStale,
-    /// The backend failed just now and no good answer is young enough: the error.
-    Fail,
-}
-
-/// What the cache holds for one query, as ages at the moment of asking.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Held {
-    /// Age of the last good answer.
-    pub good: Option<Duration>,
-    /// Age of the last error, when it is newer than the last good answer.
-    pub error: Option<Duration>,
-}
-
-/// The freshness rule: serve / refetch / serve stale / fail.
-pub fn decide(held: Held, ttl: Duration, max_stale: Duration) -> Freshness {
-    if held.good.is_some_and(|age| age < ttl) {
-        return Freshness::Serve;
-    }
-    match held.error {
-        Some(age) if age < ERROR_TTL.min(ttl) => {
-            if held.good.is_some_and(|age| age < max_stale) {
-                Freshness::ServeStale
-            } else {
-                Freshness::Fail
-            }
-        }
-        _ => Freshness::Refetch,
-    }
-}
+pub use freshness::{decide, Freshness, Held, ERROR_TTL};
 
 /// A backend answer and when it was fetched.
 #[derive(Debug, Clone)]
@@ -112,8 +75,6 @@ pub struct Served {
 /// Cache settings.
 #[derive(Debug, Clone, Copy)]
 pub struct CacheConfig {
-    /// Hard limit on one backend call.
-    pub timeout: Duration,
     /// How long the last good answer may stand in for a failing backend.
     pub max_stale: Duration,
     /// The longest TTL a caller may ask for.
@@ -163,7 +124,7 @@ impl SignalCache {
                 match self.serve(&slot, ttl) {
                     Some(answer) => answer,
                     None => {
-                        let served = self.fetch(query, &slot, fetch).await;
+                        let served = self.fetch(&slot, fetch).await;
                         let result = match &served {
                             Ok(s) if s.stale => "stale",
                             _ => "miss",
@@ -191,29 +152,12 @@ impl SignalCache {
 
     /// Asks the backend, keeps what it answered, and serves it: the fresh answer, or after
     /// a failure the last good one while younger than `max_stale`, else the error.
-    async fn fetch<F, Fut>(
-        &self,
-        query: &Query,
-        slot: &Slot,
-        fetch: F,
-    ) -> Result<Served, SourceError>
+    async fn fetch<F, Fut>(&self, slot: &Slot, fetch: F) -> Result<Served, SourceError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Reading, SourceError>>,
     {
-        let started = Instant::now();
-        let result = match tokio::time::timeout(self.config.timeout, fetch()).await {
-            Ok(result) => result,
-            Err(_) => {
-                let backend = query.backend_label();
-                self.metrics
-                    .record_backend(&backend, "timeout", started.elapsed());
-                Err(SourceError::Timeout {
-                    backend,
-                    timeout: self.config.timeout,
-                })
-            }
-        };
+        let result = fetch().await;
         let now = Instant::now();
         let mut state = slot.state();
         match result {
@@ -281,11 +225,10 @@ mod tests {
         })
     }
 
-    fn cache(timeout_ms: u64, max_stale_ms: u64) -> SignalCache {
+    fn cache(max_stale_ms: u64) -> SignalCache {
         let (_, metrics) = Metrics::standalone();
         SignalCache::new(
             CacheConfig {
-                timeout: Duration::from_millis(timeout_ms),
                 max_stale: Duration::from_millis(max_stale_ms),
                 max_ttl: Duration::from_secs(60),
                 max_entries: 1000,
@@ -303,7 +246,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_misses_make_one_call() {
-        let c = Arc::new(cache(1000, 1000));
+        let c = Arc::new(cache(1000));
         let calls = Arc::new(AtomicUsize::new(0));
         let q = query("up");
         let tasks: Vec<_> = (0..200)
@@ -327,7 +270,7 @@ mod tests {
 
     #[tokio::test]
     async fn stale_then_error_then_recovery() {
-        let c = cache(1000, 300);
+        let c = cache(300);
         let q = query("up");
         let ttl = Duration::from_millis(50);
         let v = c
@@ -351,23 +294,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn hung_fetch_is_cut_at_the_timeout() {
-        let c = cache(100, 1000);
-        let started = Instant::now();
-        let e = c
-            .get(&query("slow"), Duration::from_secs(1), || async {
-                tokio::time::sleep(Duration::from_secs(30)).await;
-                Ok(Reading::Value(Some(1.0)))
-            })
-            .await
-            .unwrap_err();
-        assert!(matches!(e, SourceError::Timeout { .. }), "{e:?}");
-        assert!(started.elapsed() < Duration::from_secs(2));
-    }
-
-    #[tokio::test]
     async fn errors_are_remembered_for_about_a_second_not_a_ttl() {
-        let c = cache(1000, 0);
+        let c = cache(0);
         let calls = AtomicUsize::new(0);
         let ask = || async {
             c.get(&query("bad"), Duration::from_secs(60), || async {
@@ -391,7 +319,7 @@ mod tests {
 
     #[tokio::test]
     async fn each_caller_gets_its_own_freshness() {
-        let c = cache(1000, 60_000);
+        let c = cache(60_000);
         let q = query("shared");
         let calls = AtomicUsize::new(0);
         let read = |ttl_ms: u64| {
@@ -418,7 +346,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_short_outage_under_a_long_ttl_is_served_stale() {
-        let c = cache(1000, 60_000);
+        let c = cache(60_000);
         let q = query("up");
         let v = c
             .get(&q, Duration::from_millis(50), || async {
@@ -433,37 +361,5 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((v.reading, v.stale), (Reading::Value(Some(3.0)), true));
-    }
-
-    /// The rule as a table: ages held → what one caller gets.
-    #[test]
-    fn freshness_rule() {
-        let s = Duration::from_secs;
-        let ms = Duration::from_millis;
-        let (ttl, max_stale) = (s(10), s(120));
-        let cases: &[(Option<Duration>, Option<Duration>, Duration, Freshness)] = &[
-            (None, None, ttl, Freshness::Refetch),
-            (Some(s(3)), None, ttl, Freshness::Serve),
-            (Some(s(3)), None, s(1), Freshness::Refetch),
-            (Some(s(10)), None, ttl, Freshness::Refetch),
-            // A fresh error: the last good answer stands in while younger than max_stale.
-            (Some(s(30)), Some(ms(200)), ttl, Freshness::ServeStale),
-            (Some(s(119)), Some(ms(200)), ttl, Freshness::ServeStale),
-            (Some(s(120)), Some(ms(200)), ttl, Freshness::Fail),
-            (None, Some(ms(200)), ttl, Freshness::Fail),
-            // An error older than a second (or than a shorter TTL) is asked again.
-            (Some(s(30)), Some(ms(1000)), ttl, Freshness::Refetch),
-            (None, Some(ms(1000)), ttl, Freshness::Refetch),
-            (None, Some(ms(150)), ms(100), Freshness::Refetch),
-            // A good answer young enough for this caller wins over an older error view.
-            (Some(ms(50)), Some(ms(10)), ms(100), Freshness::Serve),
-        ];
-        for (good, error, ttl, want) in cases {
-            let held = Held {
-                good: *good,
-                error: *error,
-            };
-            assert_eq!(decide(held, *ttl, max_stale), *want, "{held:?} ttl {ttl:?}");
-        }
     }
 }
