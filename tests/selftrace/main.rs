@@ -254,11 +254,11 @@ async fn rpcs_backend_reads_and_ingest_batches_become_spans() {
         "shop",
         "orders",
         &[
-            ("signal", "rps"),
+            ("signal", "latency"),
             ("source", "otlp"),
             ("service", "order-service"),
             ("window", "1m"),
-            ("threshold", "10"),
+            ("threshold", "300ms"),
         ],
     );
     // GetMetricSpec + GetMetrics (a miss), then GetMetrics again within the TTL (a hit).

@@ -46,17 +46,18 @@ impl Pending {
 
 impl Store {
     /// Stores the spans of one decoded request and says what was refused and why.
-    /// Refused spans never change stored data. Traced as `otlp.ingest` (self-traces).
-    #[tracing::instrument(level = "debug", name = "otlp.ingest", skip_all, fields(
-        otlp.spans.accepted = tracing::field::Empty,
-        otlp.spans.rejected = tracing::field::Empty,
-    ))]
+    /// Refused spans never change stored data.
     pub fn ingest(&self, request: ExportTraceServiceRequest) -> IngestSummary {
         self.ingest_lean(TraceRequest::from(request))
     }
 
     /// [`Store::ingest`] for a request decoded with only the fields the store reads
     /// (what the receivers decode).
+    /// Traced as `otlp.ingest` (self-traces).
+    #[tracing::instrument(level = "debug", name = "otlp.ingest", skip_all, fields(
+        otlp.spans.accepted = tracing::field::Empty,
+        otlp.spans.rejected = tracing::field::Empty,
+    ))]
     pub fn ingest_lean(&self, request: TraceRequest) -> IngestSummary {
         let now_ns = unix_ns(self.clock.now());
         let now_index = now_ns / self.bucket_ns;
