@@ -12,6 +12,7 @@ pub mod demo;
 pub mod scaler;
 pub mod server;
 pub mod signal;
+pub mod simulate;
 pub mod source;
 pub mod telemetry;
 pub mod trigger;
