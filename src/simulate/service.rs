@@ -1,12 +1,10 @@
-//! The service model: pods with a fixed number of workers each, one first-come
-//! first-served queue in front of all workers (M/G/c), a service-time distribution, and a
-//! client timeout past which a waiting request gives up and counts as an error.
+//! The service model: pods with a fixed number of workers each and a first-come
+//! first-served queue per pod (so one pod is an M/G/c queue, c = workers), requests
+//! routed to a ready pod at random, a service-time distribution, and a client timeout
+//! past which a waiting request gives up and counts as an error.
 //!
-//! Pods are added with a start-up delay (their workers accept nothing before they are
-//! ready) and removed unready-first, as the ReplicaSet controller deletes pods.
-
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+//! Pods are added with a start-up delay (no traffic before they are ready) and removed
+//! newest first, as the ReplicaSet controller deletes pods.
 
 /// The shape of service times around their mean.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -92,14 +90,21 @@ pub struct Outcome {
     pub error: bool,
 }
 
-/// The running service: workers' next free times (nanoseconds) and the pods.
+/// One pod: when it becomes ready, and when each of its workers is next free (ns).
+#[derive(Debug, Clone)]
+struct Pod {
+    ready_s: f64,
+    free_at: Vec<u64>,
+}
+
+/// The running service. Pods are kept in creation order, so ready times ascend (the
+/// start-up delay is constant) and the ready pods are a prefix.
 #[derive(Debug, Clone)]
 pub struct Service {
     pub model: ServiceModel,
-    free_at: BinaryHeap<Reverse<u64>>,
-    /// Ready time of every pod, seconds.
-    pods: Vec<f64>,
+    pods: Vec<Pod>,
     service_rng: Rng,
+    routing_rng: Rng,
 }
 
 fn ns(s: f64) -> u64 {
@@ -111,9 +116,9 @@ impl Service {
     pub fn new(model: ServiceModel, replicas: u32, seed: u64) -> Self {
         let mut s = Service {
             model,
-            free_at: BinaryHeap::new(),
             pods: Vec::new(),
             service_rng: Rng::new(seed),
+            routing_rng: Rng::new(seed ^ 0x0123_4567_89ab_cdef),
         };
         s.add_pods(replicas, 0.0);
         s
@@ -126,40 +131,33 @@ impl Service {
 
     /// Pods ready at `now_s`.
     pub fn ready(&self, now_s: f64) -> u32 {
-        self.pods.iter().filter(|r| **r <= now_s).count() as u32
+        self.pods.partition_point(|p| p.ready_s <= now_s) as u32
     }
 
     /// Sets the pod count at `now_s`: new pods become ready after the start-up delay;
-    /// removed pods are the least ready (latest ready time) first, and their workers the
-    /// ones free last, so requests in flight finish.
+    /// removed pods are the newest first (so unready ones before ready ones, as the
+    /// ReplicaSet controller picks), and requests in flight on them finish.
     pub fn scale_to(&mut self, replicas: u32, now_s: f64) {
         let have = self.replicas();
         if replicas > have {
             self.add_pods(replicas - have, now_s + self.model.startup_s);
-        } else if replicas < have {
-            self.pods
-                .sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        } else {
             self.pods.truncate(replicas as usize);
-            let workers = replicas as usize * self.model.workers_per_pod as usize;
-            // Ascending in `Reverse` order: the latest free times come first, so the
-            // tail holds the workers free soonest, the ones to keep.
-            let mut all = std::mem::take(&mut self.free_at).into_sorted_vec();
-            let keep_from = all.len().saturating_sub(workers);
-            self.free_at = all.split_off(keep_from).into();
         }
     }
 
     fn add_pods(&mut self, n: u32, ready_s: f64) {
         for _ in 0..n {
-            self.pods.push(ready_s);
-            for _ in 0..self.model.workers_per_pod {
-                self.free_at.push(Reverse(ns(ready_s)));
-            }
+            self.pods.push(Pod {
+                ready_s,
+                free_at: vec![ns(ready_s); self.model.workers_per_pod as usize],
+            });
         }
     }
 
     /// Serves one request arriving at `arrival_s` while dependencies are `slowdown` times
-    /// slower than normal.
+    /// slower than normal. The Service routes it to a ready pod at random (kube-proxy's
+    /// iptables mode), where it waits for the first free worker of that pod.
     pub fn serve(&mut self, arrival_s: f64, slowdown: f64) -> Outcome {
         let m = &self.model;
         let base = match m.dist {
@@ -176,7 +174,19 @@ impl Service {
             cpu_s: 0.0,
             error: true,
         };
-        let Some(Reverse(free)) = self.free_at.peek().copied() else {
+        let ready = self.pods.partition_point(|p| p.ready_s <= arrival_s);
+        if ready == 0 {
+            return gave_up;
+        }
+        let pick = ((self.routing_rng.uniform() * ready as f64) as usize).min(ready - 1);
+        let pod = &mut self.pods[pick];
+        let Some((worker, free)) = pod
+            .free_at
+            .iter()
+            .copied()
+            .enumerate()
+            .min_by_key(|(_, f)| *f)
+        else {
             return gave_up;
         };
         let arrival = ns(arrival_s);
@@ -185,9 +195,7 @@ impl Service {
         if wait_s > m.timeout_s {
             return gave_up;
         }
-        if let Some(mut top) = self.free_at.peek_mut() {
-            *top = Reverse(start + ns(service_s));
-        }
+        pod.free_at[worker] = start + ns(service_s);
         Outcome {
             wait_s,
             latency_s: wait_s + service_s,
@@ -217,5 +225,38 @@ pub fn mmc_wait_quantile(c: u32, lambda: f64, mu: f64, p: f64) -> f64 {
         0.0
     } else {
         (pc / (1.0 - p)).ln() / (f64::from(c) * mu - lambda)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn erlang_c_matches_known_values() {
+        // One server: C = ρ. Two servers at a = 1: C = 1/3.
+        let check = |c, a: f64, expect: f64| {
+            let got = erlang_c(c, a);
+            assert!((got - expect).abs() < 1e-9, "c={c} a={a}: {got} vs {expect}");
+        };
+        check(1, 0.5, 0.5);
+        check(2, 1.0, 1.0 / 3.0);
+        // c = 4, a = 2 (ρ = 0.5): 4/23.
+        check(4, 2.0, 4.0 / 23.0);
+    }
+
+    #[test]
+    fn requests_wait_for_unready_pods_never() {
+        let model = ServiceModel {
+            startup_s: 30.0,
+            ..ServiceModel::default()
+        };
+        let mut s = Service::new(model, 0, 1);
+        s.scale_to(2, 0.0);
+        assert_eq!((s.replicas(), s.ready(10.0), s.ready(30.0)), (2, 0, 2));
+        assert!(s.serve(10.0, 1.0).error, "no ready pod: the request fails");
+        assert!(!s.serve(31.0, 1.0).error);
+        s.scale_to(1, 40.0);
+        assert_eq!(s.replicas(), 1);
     }
 }
