@@ -35,13 +35,17 @@ pub fn desired_replicas(metric_type: MetricType, current: u32, value: f64, targe
     desired.clamp(0.0, f64::from(u32::MAX)) as u32
 }
 
-
 /// Replicas the HPA wants for a resource metric with a `Utilization` target (CPU), as
 /// `replica_calculator.go` computes it: the ratio is taken over the `ready` pods' average
 /// utilisation; when it asks for a scale-up while some pods are not ready yet, those pods
 /// count as using nothing and the ratio is recomputed over all `current` pods, and no
 /// change is made if that flips the direction or falls within the tolerance.
-pub fn desired_replicas_utilization(current: u32, ready: u32, utilization: f64, target: f64) -> u32 {
+pub fn desired_replicas_utilization(
+    current: u32,
+    ready: u32,
+    utilization: f64,
+    target: f64,
+) -> u32 {
     if target.is_nan() || target <= 0.0 || !utilization.is_finite() || utilization < 0.0 {
         return current;
     }
@@ -212,11 +216,12 @@ impl Autoscaler {
             .map(|p| p.period_s)
             .max()
             .unwrap_or(0);
-        self.events
-            .retain(|(t, _)| *t > now_s - f64::from(longest));
+        self.events.retain(|(t, _)| *t > now_s - f64::from(longest));
         let cur = i64::from(current);
         if desired > current {
-            let limit = self.limit(now_s, cur, &self.behavior.scale_up, true).max(cur);
+            let limit = self
+                .limit(now_s, cur, &self.behavior.scale_up, true)
+                .max(cur);
             let allowed = limit.min(i64::from(self.max_replicas));
             return clamp_u32(i64::from(desired).min(allowed));
         }
@@ -260,7 +265,9 @@ impl Autoscaler {
                     (start as f64 * (1.0 + value as f64 / 100.0)).ceil() as i64
                 }
                 // Truncated, as the controller converts to int32.
-                (PolicyKind::Percent, false) => (start as f64 * (1.0 - value as f64 / 100.0)) as i64,
+                (PolicyKind::Percent, false) => {
+                    (start as f64 * (1.0 - value as f64 / 100.0)) as i64
+                }
             };
             result = Some(match result {
                 None => proposed,
@@ -434,7 +441,11 @@ mod tests {
             [80, 72, 64, 57, 51, 45, 40, 36, 32, 28, 24, 20, 16, 12, 10]
         );
         // One step per policy period (60 s).
-        assert!((t - 15.0 - 13.0 * 60.0).abs() < 1e-9, "last step at {}", t - 15.0);
+        assert!(
+            (t - 15.0 - 13.0 * 60.0).abs() < 1e-9,
+            "last step at {}",
+            t - 15.0
+        );
     }
 
     #[test]

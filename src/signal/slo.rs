@@ -80,7 +80,10 @@ mod tests {
             },
         );
         match (&got, &expect) {
-            (Ok(g), Ok(e)) => assert!((g - e).abs() < 1e-12, "{objectives:?} {observed:?}: {g} vs {e}"),
+            (Ok(g), Ok(e)) => assert!(
+                (g - e).abs() < 1e-12,
+                "{objectives:?} {observed:?}: {g} vs {e}"
+            ),
             _ => assert_eq!(got, expect, "{objectives:?} {observed:?}"),
         }
     }
@@ -100,7 +103,11 @@ mod tests {
             (None, Some(0.0)),
             Err(SloError::NoData { name: "latency" }),
         );
-        check((None, None), (Some(0.1), Some(0.1)), Err(SloError::NoObjective));
+        check(
+            (None, None),
+            (Some(0.1), Some(0.1)),
+            Err(SloError::NoObjective),
+        );
         check(
             (Some(0.0), None),
             (Some(0.1), None),

@@ -238,7 +238,11 @@ pub fn run(scenario: &Scenario, policy: &Policy, config: &Config) -> Run {
                 replicas: minute_replicas / len as f64,
                 ready: minute_ready / len as f64,
                 p95_s,
-                error_rate: if n == 0 { 0.0 } else { minute_errors as f64 / n as f64 },
+                error_rate: if n == 0 {
+                    0.0
+                } else {
+                    minute_errors as f64 / n as f64
+                },
                 within: p95_s.is_none_or(|p| p <= config.objective_s),
             });
             minute = LatencySketch::new();
@@ -267,7 +271,8 @@ pub fn run(scenario: &Scenario, policy: &Policy, config: &Config) -> Run {
                 Policy::Cpu { target_percent } => {
                     let (w, covered) = ring.window(now, config.cpu_window_s as usize);
                     let ready = service.ready(now_s);
-                    let capacity = covered as f64 * f64::from(ready) * config.service.cpu_request_cores;
+                    let capacity =
+                        covered as f64 * f64::from(ready) * config.service.cpu_request_cores;
                     (capacity > 0.0).then(|| {
                         let utilization = 100.0 * w.cpu_s / capacity;
                         desired_replicas_utilization(replicas, ready, utilization, *target_percent)
@@ -332,14 +337,22 @@ mod tests {
         assert_eq!(run.replica_seconds, 1_800.0);
         assert_eq!(run.minutes.len(), 10);
         // Poisson arrivals at 100 rps for 600 s: 60 000 ± a few standard deviations.
-        assert!((59_000..=61_000).contains(&run.requests), "{}", run.requests);
+        assert!(
+            (59_000..=61_000).contains(&run.requests),
+            "{}",
+            run.requests
+        );
         assert_eq!(run.scale_events, 0);
     }
 
     #[test]
     fn overload_scales_out_and_recovers() {
         // 400 rps needs 5 pods at 80 rps each; starting from 2 the p95 policy must add pods.
-        let run = run(&flat(400.0, 1_800), &Policy::P95 { target_s: None }, &Config::default());
+        let run = run(
+            &flat(400.0, 1_800),
+            &Policy::P95 { target_s: None },
+            &Config::default(),
+        );
         assert!(run.max_replicas >= 6, "max {}", run.max_replicas);
         let last = run.minutes.last().expect("minutes");
         assert!(last.within, "{last:?}");
@@ -360,8 +373,20 @@ mod tests {
         let mut config = Config::default();
         config.keda.min_replicas = 0;
         let mut scenario = flat(50.0, 600);
-        scenario.seconds.extend(vec![Second { rps: 0.0, slowdown: 1.0 }; 900]);
-        scenario.seconds.extend(vec![Second { rps: 50.0, slowdown: 1.0 }; 300]);
+        scenario.seconds.extend(vec![
+            Second {
+                rps: 0.0,
+                slowdown: 1.0
+            };
+            900
+        ]);
+        scenario.seconds.extend(vec![
+            Second {
+                rps: 50.0,
+                slowdown: 1.0
+            };
+            300
+        ]);
         let run = run(&scenario, &Policy::Rps { per_pod: 60.0 }, &config);
         let idle = &run.minutes[20];
         assert_eq!(idle.replicas, 0.0, "{idle:?}");

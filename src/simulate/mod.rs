@@ -169,10 +169,18 @@ impl SimulateArgs {
             return Err(invalid("service-time", "0s".into(), "must be above zero"));
         }
         if !(0.0..=1.0).contains(&self.cpu_share) {
-            return Err(invalid("cpu-share", self.cpu_share.to_string(), "must be within 0..1"));
+            return Err(invalid(
+                "cpu-share",
+                self.cpu_share.to_string(),
+                "must be within 0..1",
+            ));
         }
         if !(self.cpu_request.is_finite() && self.cpu_request > 0.0) {
-            return Err(invalid("cpu-request", self.cpu_request.to_string(), "must be above zero"));
+            return Err(invalid(
+                "cpu-request",
+                self.cpu_request.to_string(),
+                "must be above zero",
+            ));
         }
         if self.max_replicas == 0 || self.max_replicas < self.min_replicas {
             return Err(invalid(
@@ -183,13 +191,22 @@ impl SimulateArgs {
         }
         if let Some(e) = self.error_objective {
             if !(e.is_finite() && e > 0.0 && e <= 1.0) {
-                return Err(invalid("error-objective", e.to_string(), "must be a ratio within (0, 1]"));
+                return Err(invalid(
+                    "error-objective",
+                    e.to_string(),
+                    "must be a ratio within (0, 1]",
+                ));
             }
         }
         if self.objective.is_zero() {
             return Err(invalid("objective", "0s".into(), "must be above zero"));
         }
-        for (key, d) in [("window", self.window), ("cpu-window", self.cpu_window), ("hpa-sync", self.hpa_sync), ("polling-interval", self.polling_interval)] {
+        for (key, d) in [
+            ("window", self.window),
+            ("cpu-window", self.cpu_window),
+            ("hpa-sync", self.hpa_sync),
+            ("polling-interval", self.polling_interval),
+        ] {
             if d.as_secs() == 0 {
                 return Err(invalid(key, format!("{d:?}"), "must be at least 1s"));
             }
@@ -212,7 +229,9 @@ impl SimulateArgs {
                 min_replicas: self.min_replicas,
                 max_replicas: self.max_replicas,
                 activation: self.activation,
-                fallback: self.fallback_replicas.map(|r| (self.failure_threshold.max(1), r)),
+                fallback: self
+                    .fallback_replicas
+                    .map(|r| (self.failure_threshold.max(1), r)),
             },
             behavior,
             hpa_sync_s: secs(self.hpa_sync),
@@ -228,9 +247,11 @@ impl SimulateArgs {
         if let Some(s) = scenario::builtin(&self.scenario) {
             return Ok(s);
         }
-        let text = std::fs::read_to_string(&self.scenario).map_err(|e| SimulateError::UnknownScenario {
-            name: self.scenario.clone(),
-            detail: e.to_string(),
+        let text = std::fs::read_to_string(&self.scenario).map_err(|e| {
+            SimulateError::UnknownScenario {
+                name: self.scenario.clone(),
+                detail: e.to_string(),
+            }
         })?;
         scenario::parse_csv(&self.scenario, &text)
     }

@@ -109,17 +109,38 @@ mod tests {
     fn table() {
         check("static:6", Ok(Policy::Static(6)));
         check("static:auto", Ok(Policy::StaticAuto));
-        check("cpu:70%", Ok(Policy::Cpu { target_percent: 70.0 }));
-        check("cpu:50", Ok(Policy::Cpu { target_percent: 50.0 }));
+        check(
+            "cpu:70%",
+            Ok(Policy::Cpu {
+                target_percent: 70.0,
+            }),
+        );
+        check(
+            "cpu:50",
+            Ok(Policy::Cpu {
+                target_percent: 50.0,
+            }),
+        );
         check("rps:60", Ok(Policy::Rps { per_pod: 60.0 }));
         check("p95", Ok(Policy::P95 { target_s: None }));
-        check("p95:240ms", Ok(Policy::P95 { target_s: Some(0.24) }));
+        check(
+            "p95:240ms",
+            Ok(Policy::P95 {
+                target_s: Some(0.24),
+            }),
+        );
         check("slo", Ok(Policy::Slo { target: 0.8 }));
         check("slo:1", Ok(Policy::Slo { target: 1.0 }));
         check("static:0", Err("policy \"static:0\""));
         check("cpu:-5", Err("want cpu:PERCENT"));
         check("p95:0s", Err("want p95:DURATION"));
         check("memory:80%", Err("want static:N"));
-        assert_eq!(Policy::parse("p95:240ms").map(|p| p.to_string()).ok().as_deref(), Some("p95:240ms"));
+        assert_eq!(
+            Policy::parse("p95:240ms")
+                .map(|p| p.to_string())
+                .ok()
+                .as_deref(),
+            Some("p95:240ms")
+        );
     }
 }

@@ -43,7 +43,11 @@ impl Summary {
             name: run.policy.clone(),
             slo_attainment: within / minutes,
             replica_hours: run.replica_seconds / 3600.0,
-            avg_replicas: if seconds > 0.0 { run.replica_seconds / seconds } else { 0.0 },
+            avg_replicas: if seconds > 0.0 {
+                run.replica_seconds / seconds
+            } else {
+                0.0
+            },
             max_replicas: run.max_replicas,
             scale_events: run.scale_events,
             worst_recovery_s: worst * 60,
@@ -128,7 +132,9 @@ pub fn write(
                 m.rps,
                 m.replicas,
                 m.ready,
-                m.p95_s.map(|p| format!("{:.1}", p * 1000.0)).unwrap_or_default(),
+                m.p95_s
+                    .map(|p| format!("{:.1}", p * 1000.0))
+                    .unwrap_or_default(),
                 m.error_rate,
                 m.within
             );
@@ -190,10 +196,13 @@ fn chart(
         .draw()
         .map_err(|e| err(e.to_string()))?;
     if let Some(o) = objective {
-        c.draw_series(LineSeries::new(vec![(0.0, o), (x_max, o)], BLACK.stroke_width(2)))
-            .map_err(|e| err(e.to_string()))?
-            .label("objective")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+        c.draw_series(LineSeries::new(
+            vec![(0.0, o), (x_max, o)],
+            BLACK.stroke_width(2),
+        ))
+        .map_err(|e| err(e.to_string()))?
+        .label("objective")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
     }
     for (i, (label, points)) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
@@ -216,20 +225,41 @@ fn plots(dir: &Path, scenario: &str, objective_s: f64, runs: &[Run]) -> Result<(
     if let Some(first) = runs.first() {
         let load = vec![(
             "requests/s".to_string(),
-            first.minutes.iter().enumerate().map(|(i, m)| (hours(i), m.rps)).collect(),
+            first
+                .minutes
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (hours(i), m.rps))
+                .collect(),
         )];
-        chart(&dir.join("load.svg"), &format!("{scenario}: load"), "requests/s", &load, None)?;
+        chart(
+            &dir.join("load.svg"),
+            &format!("{scenario}: load"),
+            "requests/s",
+            &load,
+            None,
+        )?;
     }
     let replicas: Vec<_> = runs
         .iter()
         .map(|r| {
             (
                 r.policy.clone(),
-                r.minutes.iter().enumerate().map(|(i, m)| (hours(i), m.replicas)).collect(),
+                r.minutes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| (hours(i), m.replicas))
+                    .collect(),
             )
         })
         .collect();
-    chart(&dir.join("replicas.svg"), &format!("{scenario}: pods"), "pods", &replicas, None)?;
+    chart(
+        &dir.join("replicas.svg"),
+        &format!("{scenario}: pods"),
+        "pods",
+        &replicas,
+        None,
+    )?;
     let p95: Vec<_> = runs
         .iter()
         .map(|r| {

@@ -87,7 +87,11 @@ fn slow_dependency() -> Vec<Second> {
     (0..7_200)
         .map(|t| Second {
             rps: 200.0,
-            slowdown: if (1_800..3_600).contains(&t) { 3.0 } else { 1.0 },
+            slowdown: if (1_800..3_600).contains(&t) {
+                3.0
+            } else {
+                1.0
+            },
         })
         .collect()
 }
@@ -99,20 +103,34 @@ pub fn parse_csv(name: &str, text: &str) -> Result<Scenario, SimulateError> {
         line,
         detail,
     };
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
     let (_, header) = lines
         .next()
         .ok_or_else(|| bad(1, "empty file, want a header t,rps".into()))?;
     let cols: Vec<&str> = header.split(',').map(str::trim).collect();
-    if cols.len() < 2 || cols[0] != "t" || cols[1] != "rps" || cols.get(2).is_some_and(|c| *c != "slowdown") || cols.len() > 3 {
-        return Err(bad(1, format!("header {header:?}, want t,rps or t,rps,slowdown")));
+    if cols.len() < 2
+        || cols[0] != "t"
+        || cols[1] != "rps"
+        || cols.get(2).is_some_and(|c| *c != "slowdown")
+        || cols.len() > 3
+    {
+        return Err(bad(
+            1,
+            format!("header {header:?}, want t,rps or t,rps,slowdown"),
+        ));
     }
     let mut rows: Vec<(u64, Second)> = Vec::new();
     for (i, line) in lines {
         let n = i + 1;
         let fields: Vec<&str> = line.split(',').map(str::trim).collect();
         if fields.len() != cols.len() {
-            return Err(bad(n, format!("{} fields, want {}", fields.len(), cols.len())));
+            return Err(bad(
+                n,
+                format!("{} fields, want {}", fields.len(), cols.len()),
+            ));
         }
         let num = |s: &str, what: &str| -> Result<f64, SimulateError> {
             s.parse::<f64>()
@@ -122,7 +140,10 @@ pub fn parse_csv(name: &str, text: &str) -> Result<Scenario, SimulateError> {
         };
         let t = num(fields[0], "t")?;
         if t.fract() != 0.0 || t > 31.0 * 86_400.0 {
-            return Err(bad(n, format!("t {t} must be whole seconds, at most 31 days")));
+            return Err(bad(
+                n,
+                format!("t {t} must be whole seconds, at most 31 days"),
+            ));
         }
         let rps = num(fields[1], "rps")?;
         let slowdown = match fields.get(2) {
@@ -177,7 +198,10 @@ mod tests {
 
     #[test]
     fn csv_table() {
-        check("t,rps\n0,10\n2,20\n", Ok(vec![(10.0, 1.0), (10.0, 1.0), (20.0, 1.0)]));
+        check(
+            "t,rps\n0,10\n2,20\n",
+            Ok(vec![(10.0, 1.0), (10.0, 1.0), (20.0, 1.0)]),
+        );
         check("t,rps,slowdown\n1,5,2\n", Ok(vec![(0.0, 1.0), (5.0, 2.0)]));
         check("t, rps\n\n0, 1.5\n", Ok(vec![(1.5, 1.0)]));
         check("", Err("empty file"));
@@ -187,7 +211,10 @@ mod tests {
         check("t,rps\n0,1\n0,2\n", Err("line 3: t 0 does not increase"));
         check("t,rps\n0.5,1\n", Err("whole seconds"));
         check("t,rps\n0,1,2\n", Err("3 fields, want 2"));
-        check("t,rps,slowdown\n0,1,0\n", Err("slowdown must be above zero"));
+        check(
+            "t,rps,slowdown\n0,1,0\n",
+            Err("slowdown must be above zero"),
+        );
     }
 
     #[test]
@@ -196,7 +223,10 @@ mod tests {
         assert_eq!(d.seconds.len(), 86_400);
         let peak = d.seconds.iter().map(|s| s.rps).fold(0.0, f64::max);
         let low = d.seconds.iter().map(|s| s.rps).fold(f64::MAX, f64::min);
-        assert!((400.0..=440.0).contains(&peak) && (36.0..=44.0).contains(&low), "{low}..{peak}");
+        assert!(
+            (400.0..=440.0).contains(&peak) && (36.0..=44.0).contains(&low),
+            "{low}..{peak}"
+        );
         let f = builtin("flash-crowd").expect("flash-crowd");
         assert_eq!(f.seconds[1_900].rps, 600.0);
         let s = builtin("slow-dependency").expect("slow-dependency");

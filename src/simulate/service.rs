@@ -237,7 +237,10 @@ mod tests {
         // One server: C = ρ. Two servers at a = 1: C = 1/3.
         let check = |c, a: f64, expect: f64| {
             let got = erlang_c(c, a);
-            assert!((got - expect).abs() < 1e-9, "c={c} a={a}: {got} vs {expect}");
+            assert!(
+                (got - expect).abs() < 1e-9,
+                "c={c} a={a}: {got} vs {expect}"
+            );
         };
         check(1, 0.5, 0.5);
         check(2, 1.0, 1.0 / 3.0);

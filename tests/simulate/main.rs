@@ -9,7 +9,9 @@ use slo_scaler::simulate::engine::{self, Config};
 use slo_scaler::simulate::policy::Policy;
 use slo_scaler::simulate::report::Summary;
 use slo_scaler::simulate::scenario;
-use slo_scaler::simulate::service::{erlang_c, mmc_wait_quantile, Rng, Service, ServiceDist, ServiceModel};
+use slo_scaler::simulate::service::{
+    erlang_c, mmc_wait_quantile, Rng, Service, ServiceDist, ServiceModel,
+};
 use slo_scaler::simulate::smallest_static;
 
 /// Simulated waiting-time quantiles of one pod with `c` workers at utilisation `rho`
@@ -78,7 +80,11 @@ fn seed_scenario_p95_policy_against_static_and_cpu() {
     let scenario = scenario::builtin("diurnal").expect("built-in diurnal");
     let config = Config::default();
     let fleet = Summary::of(&smallest_static(&scenario, &config, 0.99));
-    let p95 = Summary::of(&engine::run(&scenario, &Policy::P95 { target_s: None }, &config));
+    let p95 = Summary::of(&engine::run(
+        &scenario,
+        &Policy::P95 { target_s: None },
+        &config,
+    ));
     let cpu = Summary::of(&engine::run(
         &scenario,
         &Policy::Cpu {
@@ -88,7 +94,10 @@ fn seed_scenario_p95_policy_against_static_and_cpu() {
     ));
     let report = format!("static {fleet:?}\np95 {p95:?}\ncpu {cpu:?}");
     assert!(fleet.slo_attainment >= 0.99, "{report}");
-    assert!(p95.slo_attainment >= 0.99, "p95 holds 99 % of minutes\n{report}");
+    assert!(
+        p95.slo_attainment >= 0.99,
+        "p95 holds 99 % of minutes\n{report}"
+    );
     assert!(
         p95.replica_hours <= 0.8 * fleet.replica_hours,
         "p95 costs at most 0.8× the static fleet\n{report}"
