@@ -279,7 +279,11 @@ pub fn smallest_static(scenario: &Scenario, config: &Config, goal: f64) -> Run {
             lo = mid + 1;
         }
     }
-    best.policy = format!("{} (smallest ≥{}%)", best.policy, goal * 100.0);
+    best.policy = if Summary::of(&best).slo_attainment >= goal {
+        format!("{} (smallest ≥{}%)", best.policy, goal * 100.0)
+    } else {
+        format!("{} (max; none ≥{}%)", best.policy, goal * 100.0)
+    };
     best
 }
 
