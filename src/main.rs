@@ -38,6 +38,16 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Simulate(args) => match slo_scaler::simulate::run(&args) {
+            Ok(table) => {
+                print!("{table}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("slo-scaler simulate: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Check(args) => match runtime.block_on(slo_scaler::check::run(args)) {
             Ok(report) => {
                 print!("{report}");
