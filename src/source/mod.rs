@@ -95,14 +95,15 @@ pub struct QueueDepth {
 }
 
 impl QueueDepth {
-    /// KEDA's `aws-sqs-queue` sum: visible + in flight (if on) + delayed (if on).
+    /// KEDA's `aws-sqs-queue` sum: visible + in flight (if on) + delayed (if on),
+    /// saturating at `u64::MAX` (the counts are untrusted).
     pub fn total(self, scale_on_in_flight: bool, scale_on_delayed: bool) -> u64 {
         let mut n = self.visible;
         if scale_on_in_flight {
-            n += self.in_flight;
+            n = n.saturating_add(self.in_flight);
         }
         if scale_on_delayed {
-            n += self.delayed;
+            n = n.saturating_add(self.delayed);
         }
         n
     }
@@ -221,5 +222,20 @@ mod tests {
         assert_eq!(d.total(false, false), 7);
         assert_eq!(d.total(true, true), 12);
         assert_eq!(d.total(false, true), 9);
+    }
+
+    #[test]
+    fn queue_sums_saturate_on_hostile_counts() {
+        // The counts come from the SQS answer (or an endpoint posing as SQS): a sum past
+        // u64::MAX must not panic the evaluation (fuzz corpus `sqs_answer/crash-sum-overflow`).
+        let d = QueueDepth {
+            visible: u64::MAX,
+            in_flight: u64::MAX,
+            delayed: 1,
+        };
+        assert_eq!(d.total(false, false), u64::MAX);
+        assert_eq!(d.total(true, false), u64::MAX);
+        assert_eq!(d.total(false, true), u64::MAX);
+        assert_eq!(d.total(true, true), u64::MAX);
     }
 }
