@@ -130,7 +130,13 @@ fn get_metrics_cache_hit(c: &mut Criterion) {
         metric_name: "latency-p95-order-service".into(),
     };
     let (_shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let service = ScalerService::new(server.engine.clone(), Duration::from_secs(5), shutdown_rx);
+    let service = ScalerService::new(
+        server.engine.clone(),
+        server.board.clone(),
+        5_000,
+        Duration::from_secs(5),
+        shutdown_rx,
+    );
     let service = Arc::new(service);
     // Fill the cache.
     rt.block_on(service.get_metrics(tonic::Request::new(req.clone())))

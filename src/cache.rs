@@ -1,21 +1,67 @@
-//! The signal cache: every backend answer, keyed by its [`Query`], with a TTL,
-//! single flight, a hard timeout, and stale-on-error.
+//! The signal cache: every backend answer, keyed by its [`Query`], served fresh enough
+//! for each caller, with single flight, a hard timeout, and stale-on-error.
 //!
 //! Invariants:
-//! - concurrent requests for the same query make one backend call (moka's entry API
-//!   runs one initialiser per key; the others wait for its result);
+//! - freshness is the caller's: a trigger with `cacheTTL: 1s` gets an answer at most about
+//!   a second old even when another trigger with a longer TTL shares the query;
+//! - concurrent requests for the same query make one backend call (one fetch at a time
+//!   per query; callers waiting for it are served its answer);
 //! - every backend call ends within `timeout`, whatever the source does;
-//! - after a failure the last good answer is served while younger than `max_stale`,
-//!   then the error is returned. No value is ever made up.
+//! - an error is remembered for [`ERROR_TTL`] at most (never a whole TTL), so one transient
+//!   failure does not turn into minutes of errors;
+//! - after a failure the last good answer is served while younger than `max_stale`, then the
+//!   error is returned. No value is ever made up.
+//!
+//! The rule itself is [`decide`], a pure function.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-
-use moka::Expiry;
 
 use crate::source::{Query, Reading, SourceError};
 use crate::telemetry::Metrics;
+
+/// How long a backend error is remembered (capped by the caller's TTL).
+pub const ERROR_TTL: Duration = Duration::from_secs(1);
+
+/// What to do for one caller, given what the cache holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// The last good answer is young enough for this caller.
+    Serve,
+    /// Ask the backend.
+    Refetch,
+    /// The backend failed just now; the last good answer still stands in for it.
+    ServeStale,
+    /// The backend failed just now and no good answer is young enough: the error.
+    Fail,
+}
+
+/// What the cache holds for one query, as ages at the moment of asking.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Age of the last good answer.
+    pub good: Option<Duration>,
+    /// Age of the last error, when it is newer than the last good answer.
+    pub error: Option<Duration>,
+}
+
+/// The freshness rule: serve / refetch / serve stale / fail.
+pub fn decide(held: Held, ttl: Duration, max_stale: Duration) -> Freshness {
+    if held.good.is_some_and(|age| age < ttl) {
+        return Freshness::Serve;
+    }
+    match held.error {
+        Some(age) if age < ERROR_TTL.min(ttl) => {
+            if held.good.is_some_and(|age| age < max_stale) {
+                Freshness::ServeStale
+            } else {
+                Freshness::Fail
+            }
+        }
+        _ => Freshness::Refetch,
+    }
+}
 
 /// A backend answer and when it was fetched.
 #[derive(Debug, Clone)]
@@ -24,24 +70,32 @@ struct Good {
     fetched_at: Instant,
 }
 
-/// A cached outcome (errors are cached too, so a failing backend is asked at most
-/// once per TTL).
-#[derive(Debug)]
-struct Outcome {
-    result: Result<Good, SourceError>,
-    ttl: Duration,
+#[derive(Debug, Default)]
+struct State {
+    good: Option<Good>,
+    /// The last error, if newer than `good`.
+    error: Option<(SourceError, Instant)>,
 }
 
-struct PerEntryTtl;
+impl State {
+    fn held(&self, now: Instant) -> Held {
+        Held {
+            good: self.good.as_ref().map(|g| now.duration_since(g.fetched_at)),
+            error: self.error.as_ref().map(|(_, at)| now.duration_since(*at)),
+        }
+    }
+}
 
-impl Expiry<Query, Arc<Outcome>> for PerEntryTtl {
-    fn expire_after_create(
-        &self,
-        _key: &Query,
-        value: &Arc<Outcome>,
-        _created_at: Instant,
-    ) -> Option<Duration> {
-        Some(value.ttl)
+/// One query's answers, and the lock that makes its fetches one at a time.
+#[derive(Debug, Default)]
+struct Slot {
+    state: Mutex<State>,
+    flight: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -62,35 +116,34 @@ pub struct CacheConfig {
     pub timeout: Duration,
     /// How long the last good answer may stand in for a failing backend.
     pub max_stale: Duration,
+    /// The longest TTL a caller may ask for.
+    pub max_ttl: Duration,
     /// Most distinct queries held.
     pub max_entries: u64,
 }
 
 pub struct SignalCache {
-    fresh: moka::future::Cache<Query, Arc<Outcome>>,
-    last_good: moka::sync::Cache<Query, Good>,
+    slots: moka::sync::Cache<Query, Arc<Slot>>,
     config: CacheConfig,
     metrics: Arc<Metrics>,
 }
 
 impl SignalCache {
     pub fn new(config: CacheConfig, metrics: Arc<Metrics>) -> Self {
+        // Nobody asked for longer than any TTL and any stale window: nothing to keep.
+        let idle = config.max_stale.max(config.max_ttl) + Duration::from_secs(1);
         SignalCache {
-            fresh: moka::future::Cache::builder()
+            slots: moka::sync::Cache::builder()
                 .max_capacity(config.max_entries)
-                .expire_after(PerEntryTtl)
-                .build(),
-            last_good: moka::sync::Cache::builder()
-                .max_capacity(config.max_entries)
-                .time_to_live(config.max_stale.max(Duration::from_millis(1)))
+                .time_to_idle(idle)
                 .build(),
             config,
             metrics,
         }
     }
 
-    /// Serves `query` from the cache, calling `fetch` (once, however many callers wait)
-    /// when there is no answer younger than `ttl`.
+    /// Serves `query` with an answer younger than `ttl`, calling `fetch` (once, however many
+    /// callers wait) when there is none.
     pub async fn get<F, Fut>(
         &self,
         query: &Query,
@@ -101,57 +154,116 @@ impl SignalCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Reading, SourceError>>,
     {
-        let entry = self
-            .fresh
-            .entry_by_ref(query)
-            .or_insert_with(async {
-                let started = Instant::now();
-                let result = match tokio::time::timeout(self.config.timeout, fetch()).await {
-                    Ok(result) => result,
-                    Err(_) => {
-                        let backend = query.backend_label();
-                        self.metrics
-                            .record_backend(&backend, "timeout", started.elapsed());
-                        Err(SourceError::Timeout {
-                            backend,
-                            timeout: self.config.timeout,
-                        })
+        let slot = self.slots.get_with_by_ref(query, Default::default);
+        let (served, result) = match self.serve(&slot, ttl) {
+            Some(answer) => answer,
+            None => {
+                let _flight = slot.flight.lock().await;
+                // Someone else may have fetched while this caller waited.
+                match self.serve(&slot, ttl) {
+                    Some(answer) => answer,
+                    None => {
+                        let served = self.fetch(query, &slot, fetch).await;
+                        let result = match &served {
+                            Ok(s) if s.stale => "stale",
+                            _ => "miss",
+                        };
+                        (served, result)
                     }
-                };
-                let result = result.map(|reading| Good {
-                    reading,
-                    fetched_at: Instant::now(),
-                });
-                if let Ok(good) = &result {
-                    self.last_good.insert(query.clone(), good.clone());
                 }
-                Arc::new(Outcome { result, ttl })
-            })
-            .await;
-        let fetched = entry.is_fresh();
-        let outcome = entry.into_value();
-        let served = match &outcome.result {
-            Ok(good) => Ok(Served {
-                reading: good.reading.clone(),
-                age: good.fetched_at.elapsed(),
-                stale: false,
-            }),
-            Err(err) => match self.last_good.get(query) {
-                Some(good) if good.fetched_at.elapsed() < self.config.max_stale => Ok(Served {
-                    reading: good.reading,
-                    age: good.fetched_at.elapsed(),
-                    stale: true,
-                }),
-                _ => Err(err.clone()),
-            },
-        };
-        let result = match (&served, fetched) {
-            (Ok(s), _) if s.stale => "stale",
-            (_, true) => "miss",
-            _ => "hit",
+            }
         };
         self.metrics.record_cache(result);
         served
+    }
+
+    /// The answer for this caller from what is held, or `None` to fetch.
+    fn serve(
+        &self,
+        slot: &Slot,
+        ttl: Duration,
+    ) -> Option<(Result<Served, SourceError>, &'static str)> {
+        let now = Instant::now();
+        let state = slot.state();
+        let decision = decide(state.held(now), ttl, self.config.max_stale);
+        answer(&state, decision, now)
+    }
+
+    /// Asks the backend, keeps what it answered, and serves it: the fresh answer, or after
+    /// a failure the last good one while younger than `max_stale`, else the error.
+    async fn fetch<F, Fut>(
+        &self,
+        query: &Query,
+        slot: &Slot,
+        fetch: F,
+    ) -> Result<Served, SourceError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Reading, SourceError>>,
+    {
+        let started = Instant::now();
+        let result = match tokio::time::timeout(self.config.timeout, fetch()).await {
+            Ok(result) => result,
+            Err(_) => {
+                let backend = query.backend_label();
+                self.metrics
+                    .record_backend(&backend, "timeout", started.elapsed());
+                Err(SourceError::Timeout {
+                    backend,
+                    timeout: self.config.timeout,
+                })
+            }
+        };
+        let now = Instant::now();
+        let mut state = slot.state();
+        match result {
+            Ok(reading) => {
+                state.good = Some(Good {
+                    reading: reading.clone(),
+                    fetched_at: now,
+                });
+                state.error = None;
+                Ok(Served {
+                    reading,
+                    age: Duration::ZERO,
+                    stale: false,
+                })
+            }
+            Err(e) => {
+                state.error = Some((e.clone(), now));
+                match &state.good {
+                    Some(g) if now.duration_since(g.fetched_at) < self.config.max_stale => {
+                        Ok(Served {
+                            reading: g.reading.clone(),
+                            age: now.duration_since(g.fetched_at),
+                            stale: true,
+                        })
+                    }
+                    _ => Err(e),
+                }
+            }
+        }
+    }
+}
+
+/// Carries out a decision on the held state; `None` for [`Freshness::Refetch`].
+fn answer(
+    state: &State,
+    decision: Freshness,
+    now: Instant,
+) -> Option<(Result<Served, SourceError>, &'static str)> {
+    let served = |stale: bool| {
+        state.good.as_ref().map(|g| Served {
+            reading: g.reading.clone(),
+            age: now.duration_since(g.fetched_at),
+            stale,
+        })
+    };
+    match decision {
+        Freshness::Refetch => None,
+        Freshness::Serve => served(false).map(|s| (Ok(s), "hit")),
+        Freshness::ServeStale => served(true).map(|s| (Ok(s), "stale")),
+        Freshness::Fail => state.error.as_ref().map(|(e, _)| (Err(e.clone()), "hit")),
     }
 }
 
@@ -175,6 +287,7 @@ mod tests {
             CacheConfig {
                 timeout: Duration::from_millis(timeout_ms),
                 max_stale: Duration::from_millis(max_stale_ms),
+                max_ttl: Duration::from_secs(60),
                 max_entries: 1000,
             },
             Arc::new(metrics),
@@ -253,17 +366,104 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn errors_are_cached_for_the_ttl() {
+    async fn errors_are_remembered_for_about_a_second_not_a_ttl() {
         let c = cache(1000, 0);
         let calls = AtomicUsize::new(0);
+        let ask = || async {
+            c.get(&query("bad"), Duration::from_secs(60), || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(down())
+            })
+            .await
+        };
         for _ in 0..5 {
-            let _ = c
-                .get(&query("bad"), Duration::from_secs(10), || async {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    Err(down())
-                })
-                .await;
+            assert!(ask().await.is_err());
         }
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "one call per error TTL");
+        tokio::time::sleep(ERROR_TTL + Duration::from_millis(50)).await;
+        assert!(ask().await.is_err());
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "asked again after a second"
+        );
+    }
+
+    #[tokio::test]
+    async fn each_caller_gets_its_own_freshness() {
+        let c = cache(1000, 60_000);
+        let q = query("shared");
+        let calls = AtomicUsize::new(0);
+        let read = |ttl_ms: u64| {
+            let (c, q, calls) = (&c, &q, &calls);
+            async move {
+                let n = calls.load(Ordering::SeqCst);
+                c.get(q, Duration::from_millis(ttl_ms), || async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    Ok(Reading::Value(Some(n as f64)))
+                })
+                .await
+                .unwrap()
+            }
+        };
+        // A long-TTL caller fills the cache; a short-TTL caller later refetches; the
+        // long-TTL caller is then served the newer answer.
+        assert_eq!(read(60_000).await.reading, Reading::Value(Some(0.0)));
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(read(60_000).await.reading, Reading::Value(Some(0.0)));
+        assert_eq!(read(100).await.reading, Reading::Value(Some(1.0)));
+        assert_eq!(read(60_000).await.reading, Reading::Value(Some(1.0)));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_short_outage_under_a_long_ttl_is_served_stale() {
+        let c = cache(1000, 60_000);
+        let q = query("up");
+        let v = c
+            .get(&q, Duration::from_millis(50), || async {
+                Ok(Reading::Value(Some(3.0)))
+            })
+            .await
+            .unwrap();
+        assert!(!v.stale);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        let v = c
+            .get(&q, Duration::from_millis(50), || async { Err(down()) })
+            .await
+            .unwrap();
+        assert_eq!((v.reading, v.stale), (Reading::Value(Some(3.0)), true));
+    }
+
+    /// The rule as a table: ages held → what one caller gets.
+    #[test]
+    fn freshness_rule() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        let (ttl, max_stale) = (s(10), s(120));
+        let cases: &[(Option<Duration>, Option<Duration>, Duration, Freshness)] = &[
+            (None, None, ttl, Freshness::Refetch),
+            (Some(s(3)), None, ttl, Freshness::Serve),
+            (Some(s(3)), None, s(1), Freshness::Refetch),
+            (Some(s(10)), None, ttl, Freshness::Refetch),
+            // A fresh error: the last good answer stands in while younger than max_stale.
+            (Some(s(30)), Some(ms(200)), ttl, Freshness::ServeStale),
+            (Some(s(119)), Some(ms(200)), ttl, Freshness::ServeStale),
+            (Some(s(120)), Some(ms(200)), ttl, Freshness::Fail),
+            (None, Some(ms(200)), ttl, Freshness::Fail),
+            // An error older than a second (or than a shorter TTL) is asked again.
+            (Some(s(30)), Some(ms(1000)), ttl, Freshness::Refetch),
+            (None, Some(ms(1000)), ttl, Freshness::Refetch),
+            (None, Some(ms(150)), ms(100), Freshness::Refetch),
+            // A good answer young enough for this caller wins over an older error view.
+            (Some(ms(50)), Some(ms(10)), ms(100), Freshness::Serve),
+        ];
+        for (good, error, ttl, want) in cases {
+            let held = Held {
+                good: *good,
+                error: *error,
+            };
+            assert_eq!(decide(held, *ttl, max_stale), *want, "{held:?} ttl {ttl:?}");
+        }
     }
 }

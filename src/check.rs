@@ -169,7 +169,10 @@ pub async fn run(args: CheckArgs) -> Result<String, String> {
         );
         return Ok(out);
     }
-    match engine.evaluate(&plan).await {
+    let result = engine.evaluate(&plan).await;
+    let state = crate::scaler::SignalState::of(&result);
+    let _ = writeln!(out, "state        {}", describe_state(state));
+    match result {
         Ok(ev) => {
             let _ = writeln!(out, "value        {}", ev.value);
             let _ = writeln!(out, "active       {}", ev.active);
@@ -182,6 +185,19 @@ pub async fn run(args: CheckArgs) -> Result<String, String> {
             Ok(out)
         }
         Err(e) => Err(format!("{out}error        {e}")),
+    }
+}
+
+/// A state in words, for people reading `check`.
+fn describe_state(state: crate::scaler::SignalState) -> &'static str {
+    use crate::scaler::SignalState;
+    match state {
+        SignalState::Ok => "ok (the backend answered with data)",
+        SignalState::NoData => {
+            "no_data (the backend answered, with no data: check service, convention and labels)"
+        }
+        SignalState::Stale => "stale (the backend failed; the last good value is served)",
+        SignalState::Error => "error (no value; KEDA gets an error and its fallback applies)",
     }
 }
 

@@ -44,6 +44,10 @@ pub struct ServeArgs {
     /// Per-ScaledObject metric series are dropped after this long without a request.
     #[arg(long, env = "SLO_SCALER_SIGNAL_EXPIRY", value_parser = duration_arg, default_value = "10m")]
     pub signal_expiry: Duration,
+    /// Most ScaledObject triggers tracked at once (their memoised plans, debug rows and
+    /// per-ScaledObject series), and most open streams; the overflow is evicted and counted.
+    #[arg(long, env = "SLO_SCALER_MAX_SIGNALS", default_value_t = 5_000)]
+    pub max_signals: u64,
     /// How often StreamIsActive (external-push) re-evaluates a trigger.
     #[arg(long, env = "SLO_SCALER_STREAM_INTERVAL", value_parser = duration_arg, default_value = "5s")]
     pub stream_interval: Duration,
@@ -162,8 +166,9 @@ pub struct BackendArgs {
     /// Smallest `cacheTTL` a trigger may ask for.
     #[arg(long, env = "SLO_SCALER_MIN_CACHE_TTL", value_parser = duration_arg, default_value = "1s")]
     pub min_cache_ttl: Duration,
-    /// Largest `cacheTTL` a trigger may ask for.
-    #[arg(long, env = "SLO_SCALER_MAX_CACHE_TTL", value_parser = duration_arg, default_value = "5m")]
+    /// Largest `cacheTTL` a trigger may ask for; must be below --max-stale, so that a
+    /// failure at the end of a TTL is covered by the last good answer.
+    #[arg(long, env = "SLO_SCALER_MAX_CACHE_TTL", value_parser = duration_arg, default_value = "1m")]
     pub max_cache_ttl: Duration,
     /// After a backend failure, the last good answer is served while younger than this;
     /// then GetMetrics fails with Unavailable (so KEDA's fallback takes over).
@@ -231,6 +236,34 @@ pub enum ConfigError {
     DefaultSource { kind: SourceKind, reason: String },
     #[error("{0}")]
     Invalid(String),
+}
+
+/// Refuses a zero duration, naming its flag.
+fn positive(flags: &[(&'static str, Duration)]) -> Result<(), ConfigError> {
+    match flags.iter().find(|(_, d)| d.is_zero()) {
+        Some((flag, _)) => Err(ConfigError::Invalid(format!(
+            "--{flag} must be more than 0"
+        ))),
+        None => Ok(()),
+    }
+}
+
+impl ServeArgs {
+    /// Checks the server's own settings (the backends' are checked by
+    /// [`BackendArgs::resolve`]).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        positive(&[
+            ("signal-expiry", self.signal_expiry),
+            ("stream-interval", self.stream_interval),
+            ("shutdown-grace", self.shutdown_grace),
+        ])?;
+        if self.max_signals == 0 {
+            return Err(ConfigError::Invalid(
+                "--max-signals must be more than 0".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Splits `NAME=VALUE`.
@@ -372,6 +405,13 @@ impl BackendArgs {
                         .into(),
             });
         }
+        positive(&[
+            ("cache-ttl", self.cache_ttl),
+            ("min-cache-ttl", self.min_cache_ttl),
+            ("max-cache-ttl", self.max_cache_ttl),
+            ("max-stale", self.max_stale),
+            ("backend-timeout", self.backend_timeout),
+        ])?;
         if self.min_cache_ttl > self.max_cache_ttl
             || !(self.min_cache_ttl..=self.max_cache_ttl).contains(&self.cache_ttl)
         {
@@ -379,10 +419,12 @@ impl BackendArgs {
                 "--cache-ttl must lie between --min-cache-ttl and --max-cache-ttl".into(),
             ));
         }
-        if self.backend_timeout.is_zero() {
-            return Err(ConfigError::Invalid(
-                "--backend-timeout must be positive".into(),
-            ));
+        if self.max_cache_ttl >= self.max_stale {
+            return Err(ConfigError::Invalid(format!(
+                "--max-cache-ttl ({}) must be below --max-stale ({}): a backend failing when a TTL ends must find the last good answer still servable",
+                humantime::format_duration(self.max_cache_ttl),
+                humantime::format_duration(self.max_stale)
+            )));
         }
         let nonempty = |s: &Option<String>| {
             s.as_deref()
@@ -556,6 +598,29 @@ mod tests {
     }
 
     #[test]
+    fn zero_durations_and_counts_are_refused_naming_the_flag() {
+        for (flags, name) in [
+            (&["--stream-interval", "0s"][..], "--stream-interval"),
+            (&["--signal-expiry", "0ms"], "--signal-expiry"),
+            (&["--shutdown-grace", "0s"], "--shutdown-grace"),
+            (&["--max-signals", "0"], "--max-signals"),
+        ] {
+            let err = args(flags).validate().unwrap_err().to_string();
+            assert!(err.contains(name), "{err}");
+        }
+        let err = args(&["--max-stale", "30s"])
+            .backends
+            .resolve(true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--max-cache-ttl") && err.contains("--max-stale"),
+            "{err}"
+        );
+        assert!(args(&[]).validate().is_ok());
+    }
+
+    #[test]
     fn bad_settings_are_refused() {
         let check = |extra: &[&str]| {
             assert!(args(extra).backends.resolve(true).is_err(), "{extra:?}");
@@ -570,6 +635,11 @@ mod tests {
             "a=novalue",
         ]);
         check(&["--cache-ttl", "10m"]);
+        check(&["--cache-ttl", "0s"]);
+        check(&["--backend-timeout", "0s"]);
+        check(&["--max-stale", "0s"]);
+        check(&["--max-cache-ttl", "2m"]);
+        check(&["--max-stale", "30s"]);
         check(&["--default-source", "sqs"]);
         check(&["--conventions-file", "/nonexistent/conventions.json"]);
         check(&["--tempo-tenant", "nobackend=team-a"]);

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use crate::cache::CacheConfig;
 use crate::config::{ConfigError, ServeArgs, Settings};
 use crate::proto::external_scaler_server::ExternalScalerServer;
-use crate::scaler::{Engine, EngineConfig, ScalerService};
+use crate::scaler::{Board, BoardConfig, Engine, EngineConfig, ScalerService};
 use crate::source::otlp::{self, Store, StoreConfig};
 use crate::source::prometheus::PrometheusSource;
 use crate::source::sqs::SqsSource;
@@ -30,6 +30,8 @@ pub struct Server {
     pub otlp_grpc_addr: Option<SocketAddr>,
     pub otlp_http_addr: Option<SocketAddr>,
     pub engine: Arc<Engine>,
+    /// Every ScaledObject trigger asked about recently.
+    pub board: Arc<Board>,
     ready: Arc<AtomicBool>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<anyhow::Result<()>>,
@@ -76,6 +78,7 @@ pub fn build_engine(
             cache: CacheConfig {
                 timeout: settings.backend_timeout,
                 max_stale: settings.max_stale,
+                max_ttl: settings.parse.max_cache_ttl,
                 max_entries: 100_000,
             },
         },
@@ -88,9 +91,18 @@ impl Server {
     /// Validates the configuration, binds every listener and starts serving.
     /// A [`ConfigError`] in the returned error means the configuration was refused.
     pub async fn start(args: ServeArgs) -> anyhow::Result<Server> {
+        args.validate()?;
         let settings = args.backends.resolve(!args.otlp.no_otlp)?;
         let mut registry = new_registry();
         let metrics = Arc::new(Metrics::register(&mut registry));
+        let board = Arc::new(Board::new(
+            BoardConfig {
+                max_signals: args.max_signals,
+                idle_expiry: args.signal_expiry,
+            },
+            metrics.signals_evicted.clone(),
+        ));
+        registry.register_collector(Box::new(board.clone()));
         let store = if args.otlp.no_otlp {
             None
         } else {
@@ -121,7 +133,13 @@ impl Server {
         let ready = Arc::new(AtomicBool::new(false));
         let mut tasks = JoinSet::new();
 
-        let service = ScalerService::new(engine.clone(), args.stream_interval, shutdown_rx.clone());
+        let service = ScalerService::new(
+            engine.clone(),
+            board.clone(),
+            args.max_signals as usize,
+            args.stream_interval,
+            shutdown_rx.clone(),
+        );
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
             .set_serving::<ExternalScalerServer<ScalerService>>()
@@ -143,7 +161,7 @@ impl Server {
                 .context("gRPC server failed")
         });
 
-        let admin = crate::admin::router(Arc::new(registry), metrics.clone(), ready.clone());
+        let admin = crate::admin::router(Arc::new(registry), board.clone(), ready.clone());
         let stop = stopped(shutdown_rx.clone());
         tasks.spawn(async move {
             axum::serve(admin_listener, admin)
@@ -201,12 +219,16 @@ impl Server {
             ));
         }
 
-        // Per-ScaledObject series expire when KEDA stops asking (deleted ScaledObjects).
-        let expiry = args.signal_expiry;
-        let sweeper_metrics = metrics.clone();
-        tasks.spawn(every(expiry / 4, shutdown_rx.clone(), move || {
-            sweeper_metrics.sweep_signals(expiry);
-        }));
+        // Per-ScaledObject entries expire when KEDA stops asking (deleted ScaledObjects);
+        // the board drops them as it is used, and this makes it happen on an idle server too.
+        let sweep_board = board.clone();
+        tasks.spawn(every(
+            args.signal_expiry / 4,
+            shutdown_rx.clone(),
+            move || {
+                sweep_board.run_pending_tasks();
+            },
+        ));
 
         ready.store(true, Ordering::Release);
         tracing::info!(
@@ -222,6 +244,7 @@ impl Server {
             otlp_grpc_addr,
             otlp_http_addr,
             engine,
+            board,
             ready,
             shutdown,
             tasks,

@@ -12,18 +12,18 @@ use axum::routing::get;
 use axum::Router;
 use prometheus_client::registry::Registry;
 
-use crate::telemetry::Metrics;
+use crate::scaler::Board;
 
 #[derive(Clone)]
 struct AdminState {
     registry: Arc<Registry>,
-    metrics: Arc<Metrics>,
+    board: Arc<Board>,
     ready: Arc<AtomicBool>,
 }
 
 /// The admin routes. `ready` is flipped by the server once every listener is up, and
 /// back to false when it starts draining.
-pub fn router(registry: Arc<Registry>, metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Router {
+pub fn router(registry: Arc<Registry>, board: Arc<Board>, ready: Arc<AtomicBool>) -> Router {
     Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -31,13 +31,13 @@ pub fn router(registry: Arc<Registry>, metrics: Arc<Metrics>, ready: Arc<AtomicB
         .route("/debug/signals", get(debug_signals))
         .with_state(AdminState {
             registry,
-            metrics,
+            board,
             ready,
         })
 }
 
 async fn debug_signals(State(s): State<AdminState>) -> impl IntoResponse {
-    axum::Json(s.metrics.debug_signals())
+    axum::Json(s.board.debug_json())
 }
 
 async fn metrics_text(State(s): State<AdminState>) -> impl IntoResponse {

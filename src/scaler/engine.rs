@@ -33,6 +33,8 @@ pub struct Evaluation {
     pub age: Duration,
     /// True when the backend failed and the last good value was served.
     pub stale: bool,
+    /// True when the backend had no data and `ignoreNullValues` made the value 0.
+    pub no_data: bool,
 }
 
 /// Why a trigger cannot be planned.
@@ -61,6 +63,8 @@ pub enum EvalError {
     Source(#[from] SourceError),
     #[error("{metric}: the backend has no data for this query (ignoreNullValues is false)")]
     NoData { metric: String },
+    #[error("{metric}: the backend answered {value}, which is not a value KEDA can use (it must be finite and not negative)")]
+    Unusable { metric: String, value: f64 },
     #[error("{metric}: the backend answered a {got} where a {wanted} was expected")]
     WrongShape {
         metric: String,
@@ -242,15 +246,9 @@ impl Engine {
             .await?;
         let t = &plan.trigger;
         let value = match (&served.reading, &t.signal) {
-            (Reading::Value(Some(v)), _) => *v,
-            (Reading::Value(None), _) if t.ignore_null_values => 0.0,
-            (Reading::Value(None), _) => {
-                return Err(EvalError::NoData {
-                    metric: t.metric_name.clone(),
-                })
-            }
+            (Reading::Value(v), _) => usable(*v),
             (Reading::Queue(depth), Signal::QueueDepth(spec)) => {
-                depth.total(spec.scale_on_in_flight, spec.scale_on_delayed) as f64
+                Usable::Value(depth.total(spec.scale_on_in_flight, spec.scale_on_delayed) as f64)
             }
             (Reading::Queue(_), _) => {
                 return Err(EvalError::WrongShape {
@@ -260,11 +258,79 @@ impl Engine {
                 })
             }
         };
+        let (value, no_data) = match value {
+            Usable::Value(v) => (v, false),
+            Usable::NoData if t.ignore_null_values => (0.0, true),
+            Usable::NoData => {
+                return Err(EvalError::NoData {
+                    metric: t.metric_name.clone(),
+                })
+            }
+            Usable::Refused(value) => {
+                return Err(EvalError::Unusable {
+                    metric: t.metric_name.clone(),
+                    value,
+                })
+            }
+        };
         Ok(Evaluation {
             value,
             active: value > t.activation,
             age: served.age,
             stale: served.stale,
+            no_data,
         })
+    }
+}
+
+/// What a backend's number means for KEDA.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Usable {
+    Value(f64),
+    /// No data: an empty answer or NaN (KEDA's prometheus scaler treats NaN the same way).
+    NoData,
+    /// A number KEDA would turn into a scale-in: negative or infinite.
+    Refused(f64),
+}
+
+/// The one rule for values: what reaches KEDA is finite and not negative. KEDA reads
+/// `metricValueFloat` only when it is > 0 and converts with Go's `int64(v*1000)`, so a
+/// negative number, NaN or ±Inf would all scale the workload in.
+fn usable(v: Option<f64>) -> Usable {
+    match v {
+        None => Usable::NoData,
+        Some(v) if v.is_nan() => Usable::NoData,
+        Some(v) if v.is_infinite() || v < 0.0 => Usable::Refused(v),
+        // -0.0 is 0.
+        Some(0.0) => Usable::Value(0.0),
+        Some(v) => Usable::Value(v),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_finite_non_negative_values_reach_keda() {
+        let cases: &[(Option<f64>, Usable)] = &[
+            (Some(0.25), Usable::Value(0.25)),
+            (Some(0.0), Usable::Value(0.0)),
+            (Some(-0.0), Usable::Value(0.0)),
+            (Some(1e300), Usable::Value(1e300)),
+            (None, Usable::NoData),
+            (Some(f64::NAN), Usable::NoData),
+            (Some(-3.0), Usable::Refused(-3.0)),
+            (Some(-1e-9), Usable::Refused(-1e-9)),
+            (Some(f64::INFINITY), Usable::Refused(f64::INFINITY)),
+            (Some(f64::NEG_INFINITY), Usable::Refused(f64::NEG_INFINITY)),
+        ];
+        for (input, want) in cases {
+            let got = usable(*input);
+            assert_eq!(got, *want, "{input:?}");
+            if let Usable::Value(v) = got {
+                assert!(v.is_sign_positive() && v.is_finite(), "{input:?}");
+            }
+        }
     }
 }

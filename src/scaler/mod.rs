@@ -3,6 +3,7 @@
 //! All error → status mapping lives in [`status`]. `GetMetricSpec` never touches a
 //! backend; the other RPCs read through the engine's cache.
 
+mod board;
 mod engine;
 
 use std::pin::Pin;
@@ -10,10 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::Stream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+pub use board::{
+    is_dns1123_label, is_dns1123_subdomain, Board, BoardConfig, Entry, Row, SignalState,
+};
 pub use engine::{Engine, EngineConfig, EvalError, Evaluation, Plan, PlanError};
 
 use crate::proto::external_scaler_server::{ExternalScaler, ExternalScalerServer};
@@ -21,13 +25,15 @@ use crate::proto::{
     GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, MetricSpec,
     MetricValue, ScaledObjectRef,
 };
-use crate::source::{SourceError, Sources};
-use crate::telemetry::{SignalLabels, SignalRecord};
+use crate::source::SourceError;
 
 /// The gRPC service.
 #[derive(Clone)]
 pub struct ScalerService {
     engine: Arc<Engine>,
+    board: Arc<Board>,
+    /// Open StreamIsActive / StreamMetricSpec streams, bounded like the board.
+    streams: Arc<Semaphore>,
     stream_interval: Duration,
     shutdown: watch::Receiver<bool>,
 }
@@ -35,14 +41,18 @@ pub struct ScalerService {
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 impl ScalerService {
-    /// `shutdown` turning true ends every open stream.
+    /// `shutdown` turning true ends every open stream; at most `max_streams` are open.
     pub fn new(
         engine: Arc<Engine>,
+        board: Arc<Board>,
+        max_streams: usize,
         stream_interval: Duration,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         ScalerService {
             engine,
+            board,
+            streams: Arc::new(Semaphore::new(max_streams)),
             stream_interval,
             shutdown,
         }
@@ -52,45 +62,32 @@ impl ScalerService {
         ExternalScalerServer::new(self)
     }
 
-    fn plan(&self, r: &ScaledObjectRef) -> Result<Plan, Status> {
-        self.engine
-            .plan(&r.namespace, &r.scaler_metadata)
+    /// The caller's entry on the board: the memoised plan, or a new one (no I/O).
+    fn entry(&self, r: &ScaledObjectRef) -> Result<Arc<Entry>, Status> {
+        self.board
+            .entry(&r.namespace, &r.name, &r.scaler_metadata, || {
+                self.engine.plan(&r.namespace, &r.scaler_metadata)
+            })
             .map_err(|e| plan_status(&e))
     }
 
-    /// Evaluates and records the per-ScaledObject metrics.
-    async fn evaluate(&self, r: &ScaledObjectRef, plan: &Plan) -> Result<Evaluation, Status> {
-        let result = self.engine.evaluate(plan).await;
-        let labels = SignalLabels {
-            namespace: r.namespace.clone(),
-            scaled_object: r.name.clone(),
-            metric: plan.trigger.metric_name.clone(),
-        };
-        let record = match &result {
-            Ok(ev) => SignalRecord {
-                value: Some(ev.value),
-                age: Some(ev.age),
-                active: Some(ev.active),
-                threshold: plan.trigger.target,
-                activation_threshold: plan.trigger.activation,
-            },
-            Err(_) => SignalRecord {
-                threshold: plan.trigger.target,
-                activation_threshold: plan.trigger.activation,
-                ..Default::default()
-            },
-        };
-        self.engine.metrics().record_signal(
-            &labels,
-            record,
-            Sources::describe(&plan.query),
-            result.as_ref().err().map(ToString::to_string),
-        );
+    fn stream_permit(&self) -> Result<OwnedSemaphorePermit, Status> {
+        self.streams.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(
+                "too many open streams (the server's --max-signals bounds them)",
+            )
+        })
+    }
+
+    /// Evaluates and records the outcome on the entry.
+    async fn evaluate(&self, entry: &Entry) -> Result<Evaluation, Status> {
+        let result = self.engine.evaluate(&entry.plan).await;
+        entry.record(&result);
         result.map_err(|e| {
-            tracing::warn!(
-                namespace = %r.namespace,
-                scaled_object = %r.name,
-                metric = %plan.trigger.metric_name,
+            tracing::debug!(
+                namespace = %entry.namespace,
+                scaled_object = %entry.name,
+                metric = %entry.plan.trigger.metric_name,
                 error = %e,
                 "cannot evaluate trigger"
             );
@@ -140,8 +137,8 @@ impl ExternalScaler for ScalerService {
         let started = Instant::now();
         let r = request.into_inner();
         let result = async {
-            let plan = self.plan(&r)?;
-            let ev = self.evaluate(&r, &plan).await?;
+            let entry = self.entry(&r)?;
+            let ev = self.evaluate(&entry).await?;
             Ok(Response::new(IsActiveResponse { result: ev.active }))
         }
         .await;
@@ -157,11 +154,14 @@ impl ExternalScaler for ScalerService {
     ) -> Result<Response<Self::StreamIsActiveStream>, Status> {
         let started = Instant::now();
         let r = request.into_inner();
-        let result = self.plan(&r).map(|plan| {
+        let result = self.entry(&r).and_then(|entry| {
+            let permit = self.stream_permit()?;
             let (tx, rx) = mpsc::channel(4);
             let service = self.clone();
-            tokio::spawn(async move { service.push_active(r, plan, tx).await });
-            Response::new(Box::pin(ReceiverStream::new(rx)) as Self::StreamIsActiveStream)
+            tokio::spawn(async move { service.push_active(r, entry, tx, permit).await });
+            Ok(Response::new(
+                Box::pin(ReceiverStream::new(rx)) as Self::StreamIsActiveStream
+            ))
         });
         self.observe("StreamIsActive", started, &result);
         result
@@ -173,9 +173,9 @@ impl ExternalScaler for ScalerService {
     ) -> Result<Response<GetMetricSpecResponse>, Status> {
         let started = Instant::now();
         let r = request.into_inner();
-        let result = self.plan(&r).map(|plan| {
+        let result = self.entry(&r).map(|entry| {
             Response::new(GetMetricSpecResponse {
-                metric_specs: vec![metric_spec(&plan)],
+                metric_specs: vec![metric_spec(&entry.plan)],
             })
         });
         self.observe("GetMetricSpec", started, &result);
@@ -192,22 +192,20 @@ impl ExternalScaler for ScalerService {
             let r = req
                 .scaled_object_ref
                 .ok_or_else(|| Status::invalid_argument("scaledObjectRef is required"))?;
-            let plan = self.plan(&r)?;
+            let entry = self.entry(&r)?;
+            let plan = &entry.plan;
             if !names_match(&req.metric_name, &plan.trigger.metric_name) {
                 return Err(Status::not_found(format!(
                     "metric {:?} is not served by this trigger (its metric is {:?})",
                     req.metric_name, plan.trigger.metric_name
                 )));
             }
-            let ev = self.evaluate(&r, &plan).await?;
+            let ev = self.evaluate(&entry).await?;
+            // The engine only lets finite, non-negative values through.
             #[allow(deprecated)]
             let value = MetricValue {
                 metric_name: plan.trigger.metric_name.clone(),
-                metric_value: if ev.value.is_finite() {
-                    ev.value.round() as i64
-                } else {
-                    0
-                },
+                metric_value: ev.value.round() as i64,
                 metric_value_float: ev.value,
             };
             Ok(Response::new(GetMetricsResponse {
@@ -227,12 +225,14 @@ impl ExternalScaler for ScalerService {
     ) -> Result<Response<Self::StreamMetricSpecStream>, Status> {
         let started = Instant::now();
         let r = request.into_inner();
-        let result = self.plan(&r).map(|plan| {
+        let result = self.entry(&r).and_then(|entry| {
+            let permit = self.stream_permit()?;
             let (tx, rx) = mpsc::channel(1);
             let mut shutdown = self.shutdown.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let spec = GetMetricSpecResponse {
-                    metric_specs: vec![metric_spec(&plan)],
+                    metric_specs: vec![metric_spec(&entry.plan)],
                 };
                 if tx.send(Ok(spec)).await.is_err() {
                     return;
@@ -245,7 +245,9 @@ impl ExternalScaler for ScalerService {
                     _ = shutdown.wait_for(|stop| *stop) => {}
                 }
             });
-            Response::new(Box::pin(ReceiverStream::new(rx)) as Self::StreamMetricSpecStream)
+            Ok(Response::new(
+                Box::pin(ReceiverStream::new(rx)) as Self::StreamMetricSpecStream
+            ))
         });
         self.observe("StreamMetricSpec", started, &result);
         result
@@ -259,14 +261,15 @@ impl ScalerService {
     async fn push_active(
         self,
         r: ScaledObjectRef,
-        plan: Plan,
+        entry: Arc<Entry>,
         tx: mpsc::Sender<Result<IsActiveResponse, Status>>,
+        _permit: OwnedSemaphorePermit,
     ) {
         let mut shutdown = self.shutdown.clone();
         let mut last: Option<bool> = None;
         // The embedded store sees a spike within one bucket: re-evaluate twice per bucket so
         // the push is not held back by the general stream interval.
-        let interval = match (&plan.query, &self.engine.sources().otlp) {
+        let interval = match (&entry.plan.query, &self.engine.sources().otlp) {
             (crate::source::Query::Otlp(_), Some(store)) => {
                 self.stream_interval.min(store.bucket_width() / 2)
             }
@@ -274,15 +277,21 @@ impl ScalerService {
         };
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut entry = entry;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = tx.closed() => return,
                 _ = shutdown.wait_for(|stop| *stop) => return,
             }
-            let active = match self.evaluate(&r, &plan).await {
+            // Looking the entry up again keeps it (and its series) on the board while the
+            // stream is open.
+            if let Ok(e) = self.entry(&r) {
+                entry = e;
+            }
+            let active = match self.evaluate(&entry).await {
                 Ok(ev) => ev.active,
-                Err(_) => continue, // Logged in evaluate; KEDA's polling reports errors.
+                Err(_) => continue, // Recorded on the entry; KEDA's polling reports errors.
             };
             let send = match last {
                 None => true,
@@ -319,6 +328,7 @@ pub fn eval_status(e: &EvalError) -> Status {
         }
         EvalError::Source(SourceError::NotFound { .. }) => Status::not_found(msg),
         EvalError::Source(SourceError::PermissionDenied { .. }) => Status::permission_denied(msg),
+        EvalError::Unusable { .. } => Status::out_of_range(msg),
         EvalError::Source(_) | EvalError::NoData { .. } | EvalError::WrongShape { .. } => {
             Status::unavailable(msg)
         }

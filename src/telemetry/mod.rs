@@ -3,10 +3,7 @@
 //! One [`Metrics`] struct owns every family; components get an `Arc<Metrics>` and
 //! record through typed methods. Labels are low-cardinality and never carry query text.
 
-use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -14,14 +11,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-
-/// Labels of the per-ScaledObject signal gauges.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct SignalLabels {
-    pub namespace: String,
-    pub scaled_object: String,
-    pub metric: String,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct GrpcLabels {
@@ -60,8 +49,6 @@ pub struct VersionLabels {
     pub version: &'static str,
 }
 
-type GaugeF = Gauge<f64, AtomicU64>;
-
 fn latency_histogram() -> Histogram {
     // 50 µs .. ~26 s.
     Histogram::new(exponential_buckets(0.00005, 2.0, 20))
@@ -69,11 +56,8 @@ fn latency_histogram() -> Histogram {
 
 /// Every metric family the scaler exports.
 pub struct Metrics {
-    pub signal_value: Family<SignalLabels, GaugeF>,
-    pub signal_threshold: Family<SignalLabels, GaugeF>,
-    pub signal_activation_threshold: Family<SignalLabels, GaugeF>,
-    pub signal_active: Family<SignalLabels, Gauge>,
-    pub signal_age_seconds: Family<SignalLabels, GaugeF>,
+    /// Per-ScaledObject entries dropped because the board was full (`--max-signals`).
+    pub signals_evicted: Counter,
     pub grpc_requests: Family<GrpcLabels, Counter>,
     pub grpc_request_duration: Family<MethodLabels, Histogram, fn() -> Histogram>,
     pub backend_requests: Family<BackendOutcomeLabels, Counter>,
@@ -84,9 +68,6 @@ pub struct Metrics {
     pub otlp_store_series_evicted: Counter,
     pub tempo_partial_responses: Family<BackendLabels, Counter>,
     pub build_info: Family<VersionLabels, Gauge>,
-    /// What each per-ScaledObject label set last answered, and when (for expiry and
-    /// the `/debug/signals` view).
-    signal_seen: Mutex<HashMap<SignalLabels, SignalState>>,
 }
 
 impl Metrics {
@@ -94,11 +75,7 @@ impl Metrics {
     /// `slo_scaler` prefix, see [`new_registry`]).
     pub fn register(reg: &mut Registry) -> Self {
         let m = Metrics {
-            signal_value: Family::default(),
-            signal_threshold: Family::default(),
-            signal_activation_threshold: Family::default(),
-            signal_active: Family::default(),
-            signal_age_seconds: Family::default(),
+            signals_evicted: Counter::default(),
             grpc_requests: Family::default(),
             grpc_request_duration: Family::new_with_constructor(latency_histogram),
             backend_requests: Family::default(),
@@ -109,32 +86,11 @@ impl Metrics {
             otlp_store_series_evicted: Counter::default(),
             tempo_partial_responses: Family::default(),
             build_info: Family::default(),
-            signal_seen: Mutex::new(HashMap::new()),
         };
         reg.register(
-            "signal_value",
-            "Last value served for a ScaledObject's metric (latency in seconds)",
-            m.signal_value.clone(),
-        );
-        reg.register(
-            "signal_threshold",
-            "Target (threshold) of a ScaledObject's metric",
-            m.signal_threshold.clone(),
-        );
-        reg.register(
-            "signal_activation_threshold",
-            "Activation threshold of a ScaledObject's metric",
-            m.signal_activation_threshold.clone(),
-        );
-        reg.register(
-            "signal_active",
-            "1 when the metric's value is above its activation threshold",
-            m.signal_active.clone(),
-        );
-        reg.register(
-            "signal_age_seconds",
-            "Age of the backend answer behind the last value served",
-            m.signal_age_seconds.clone(),
+            "signals_evicted",
+            "Per-ScaledObject entries dropped because more were asked about than --max-signals",
+            m.signals_evicted.clone(),
         );
         reg.register(
             "grpc_requests",
@@ -201,101 +157,6 @@ impl Metrics {
         (reg, m)
     }
 
-    /// Records what a ScaledObject's metric was answered with: the gauges, and for the
-    /// debug view the query it read and the error, if any.
-    pub fn record_signal(
-        &self,
-        labels: &SignalLabels,
-        reading: SignalRecord,
-        query: String,
-        error: Option<String>,
-    ) {
-        if let Some(value) = reading.value {
-            self.signal_value.get_or_create(labels).set(value);
-        }
-        if let Some(age) = reading.age {
-            self.signal_age_seconds
-                .get_or_create(labels)
-                .set(age.as_secs_f64());
-        }
-        if let Some(active) = reading.active {
-            self.signal_active
-                .get_or_create(labels)
-                .set(i64::from(active));
-        }
-        self.signal_threshold
-            .get_or_create(labels)
-            .set(reading.threshold);
-        self.signal_activation_threshold
-            .get_or_create(labels)
-            .set(reading.activation_threshold);
-        let state = SignalState {
-            last_seen: Instant::now(),
-            record: reading,
-            query,
-            error,
-        };
-        let mut seen = self.signal_seen.lock().unwrap_or_else(|e| e.into_inner());
-        match seen.get_mut(labels) {
-            Some(s) => *s = state,
-            None => {
-                seen.insert(labels.clone(), state);
-            }
-        }
-    }
-
-    /// Every ScaledObject metric asked about recently, as JSON (`/debug/signals`).
-    pub fn debug_signals(&self) -> serde_json::Value {
-        let seen = self.signal_seen.lock().unwrap_or_else(|e| e.into_inner());
-        let mut rows: Vec<(&SignalLabels, &SignalState)> = seen.iter().collect();
-        rows.sort_by(|a, b| {
-            (&a.0.namespace, &a.0.scaled_object, &a.0.metric).cmp(&(
-                &b.0.namespace,
-                &b.0.scaled_object,
-                &b.0.metric,
-            ))
-        });
-        let rows: Vec<serde_json::Value> = rows
-            .into_iter()
-            .map(|(l, s)| {
-                serde_json::json!({
-                    "namespace": l.namespace,
-                    "scaledObject": l.scaled_object,
-                    "metric": l.metric,
-                    "query": s.query,
-                    "value": s.record.value,
-                    "threshold": s.record.threshold,
-                    "activationThreshold": s.record.activation_threshold,
-                    "active": s.record.active,
-                    "valueAgeSeconds": s.record.age.map(|a| a.as_secs_f64()),
-                    "error": s.error,
-                    "askedSecondsAgo": s.last_seen.elapsed().as_secs_f64(),
-                })
-            })
-            .collect();
-        serde_json::Value::Array(rows)
-    }
-
-    /// Drops the per-ScaledObject series nobody asked about for `idle`, so deleted
-    /// ScaledObjects disappear from dashboards. Returns how many were dropped.
-    pub fn sweep_signals(&self, idle: Duration) -> usize {
-        let mut seen = self.signal_seen.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        let before = seen.len();
-        seen.retain(|labels, state| {
-            let keep = now.duration_since(state.last_seen) < idle;
-            if !keep {
-                self.signal_value.remove(labels);
-                self.signal_threshold.remove(labels);
-                self.signal_activation_threshold.remove(labels);
-                self.signal_active.remove(labels);
-                self.signal_age_seconds.remove(labels);
-            }
-            keep
-        });
-        before - seen.len()
-    }
-
     pub fn record_grpc(&self, method: &'static str, code: tonic::Code, elapsed: Duration) {
         self.grpc_requests
             .get_or_create(&GrpcLabels {
@@ -327,25 +188,6 @@ impl Metrics {
             .get_or_create(&ResultLabels { result })
             .inc();
     }
-}
-
-/// The last answer for one ScaledObject's metric.
-#[derive(Debug, Clone)]
-struct SignalState {
-    last_seen: Instant,
-    record: SignalRecord,
-    query: String,
-    error: Option<String>,
-}
-
-/// What one evaluation of a ScaledObject's metric showed.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SignalRecord {
-    pub value: Option<f64>,
-    pub age: Option<Duration>,
-    pub active: Option<bool>,
-    pub threshold: f64,
-    pub activation_threshold: f64,
 }
 
 /// A registry with the `slo_scaler` prefix.
@@ -409,37 +251,18 @@ mod tests {
     }
 
     #[test]
-    fn idle_signal_series_are_swept() {
+    fn families_carry_the_prefix() {
         let (reg, m) = Metrics::standalone();
-        let labels = SignalLabels {
-            namespace: "shop".into(),
-            scaled_object: "orders".into(),
-            metric: "latency-p95-order-service".into(),
-        };
-        m.record_signal(
-            &labels,
-            SignalRecord {
-                value: Some(0.25),
-                age: Some(Duration::from_secs(1)),
-                active: Some(true),
-                threshold: 0.3,
-                activation_threshold: 0.0,
-            },
-            "prometheus/default: up".into(),
-            None,
-        );
-        let debug = m.debug_signals();
-        assert_eq!(debug[0]["scaledObject"], "orders");
-        assert_eq!(debug[0]["query"], "prometheus/default: up");
-        assert_eq!(debug[0]["value"], 0.25);
+        m.record_grpc("GetMetrics", tonic::Code::Ok, Duration::from_millis(1));
         let text = scrape(&reg);
-        assert!(text.contains(
-            "slo_scaler_signal_value{namespace=\"shop\",scaled_object=\"orders\",metric=\"latency-p95-order-service\"} 0.25"
-        ), "{text}");
-        assert_eq!(m.sweep_signals(Duration::from_secs(3600)), 0);
-        assert_eq!(m.sweep_signals(Duration::ZERO), 1);
-        let text = scrape(&reg);
-        assert!(!text.contains("scaled_object=\"orders\""), "{text}");
         assert!(text.contains("slo_scaler_build_info{version="), "{text}");
+        assert!(
+            text.contains(r#"slo_scaler_grpc_requests_total{method="GetMetrics",code="ok"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("slo_scaler_signals_evicted_total 0"),
+            "{text}"
+        );
     }
 }

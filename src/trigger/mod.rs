@@ -14,6 +14,21 @@ use crate::signal::{promql, Quantile, SpanKind, TraceMeasure, TraceSelector};
 
 pub use values::{parse_bool, parse_duration};
 
+/// At most this much of a caller's value is quoted back in a message.
+const QUOTE_LIMIT: usize = 80;
+
+/// `s` cut to a length fit for an error message (on a character boundary, marked `…`).
+pub fn clip(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.len() <= QUOTE_LIMIT {
+        return s.into();
+    }
+    let mut end = QUOTE_LIMIT;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end]).into()
+}
+
 /// Which backend a trigger reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum SourceKind {

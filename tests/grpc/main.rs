@@ -288,3 +288,136 @@ async fn source_otlp_without_the_receiver_is_a_metadata_error_at_spec_time() {
         "{status:?}"
     );
 }
+
+/// A raw-query trigger on the fixture's Prometheus.
+fn raw(name: &str, query: &str, extra: &[(&str, &str)]) -> slo_scaler::proto::ScaledObjectRef {
+    let mut md = vec![
+        ("signal", "query"),
+        ("source", "prometheus"),
+        ("query", query),
+        ("threshold", "1"),
+    ];
+    md.extend_from_slice(extra);
+    so(name, &md)
+}
+
+/// The `/debug/signals` row of one ScaledObject.
+async fn debug_row(scaler: &Scaler, name: &str) -> serde_json::Value {
+    let (_, body) = scaler.get("/debug/signals").await;
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    rows.into_iter()
+        .find(|r| r["scaledObject"] == name)
+        .unwrap_or_else(|| panic!("no row for {name} in {body}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn values_keda_cannot_use_are_errors_and_every_state_is_visible() {
+    let (exporter, mut prom, mut scaler) = gauge_fixture().await;
+    // Prometheus answers these numbers itself; KEDA would turn each into a scale-in
+    // (keda-external-scaler.md, "Names and numbers"), so each is an error naming it.
+    for (name, query, shown) in [
+        ("negative", "vector(-3)", "-3"),
+        ("plus-inf", "vector(+Inf)", "inf"),
+        ("minus-inf", "vector(-Inf)", "-inf"),
+    ] {
+        let err = metric(&mut scaler.client, &raw(name, query, &[]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::OutOfRange, "{query}: {err:?}");
+        assert!(err.message().contains(shown), "{query}: {err:?}");
+        let row = debug_row(&scaler, name).await;
+        assert_eq!(row["state"], "error", "{row}");
+        assert!(row["error"].as_str().unwrap().contains(shown), "{row}");
+    }
+    // NaN and an empty answer are "no data": 0 under ignoreNullValues (KEDA's default),
+    // an error otherwise, and visible as no_data either way.
+    for (name, query) in [("nan", "vector(NaN)"), ("empty", "absent_metric_xyz")] {
+        assert_eq!(
+            metric(&mut scaler.client, &raw(name, query, &[]))
+                .await
+                .unwrap(),
+            0.0,
+            "{query}"
+        );
+        assert_eq!(debug_row(&scaler, name).await["state"], "no_data");
+        let strict = format!("{name}-strict");
+        let err = metric(
+            &mut scaler.client,
+            &raw(&strict, query, &[("ignoreNullValues", "false")]),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable, "{query}: {err:?}");
+        assert_eq!(debug_row(&scaler, &strict).await["state"], "no_data");
+    }
+    assert_states(
+        &scaler,
+        &[
+            ("negative", "error"),
+            ("nan", "no_data"),
+            ("empty-strict", "no_data"),
+        ],
+    )
+    .await;
+    // A real value is ok; once Prometheus is gone the last good value is served (stale).
+    exporter.set_gauge("queue_backlog", 4.0);
+    let good = raw("good", "max(queue_backlog)", &[("cacheTTL", "10ms")]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&mut scaler.client, &good).await.unwrap() != 4.0 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let row = debug_row(&scaler, "good").await;
+    assert_eq!(
+        (row["state"].as_str(), row["value"].as_f64()),
+        (Some("ok"), Some(4.0))
+    );
+    assert_eq!(row["signal"], "query");
+    assert_eq!(row["source"], "prometheus");
+    assert!(!row["history"].as_array().unwrap().is_empty(), "{row}");
+    prom.stop();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(metric(&mut scaler.client, &good).await.unwrap(), 4.0);
+    assert_eq!(debug_row(&scaler, "good").await["state"], "stale");
+
+    assert_states(&scaler, &[("good", "stale")]).await;
+}
+
+/// Every `slo_scaler_signal_state` series of each ScaledObject: 1 for `state`, 0 otherwise.
+async fn assert_states(scaler: &Scaler, expect: &[(&str, &str)]) {
+    let (_, text) = scaler.get("/metrics").await;
+    for (name, state) in expect {
+        let metric = debug_row(scaler, name).await["metric"].clone();
+        for s in ["ok", "no_data", "stale", "error"] {
+            let line = format!(
+                "slo_scaler_signal_state{{namespace=\"shop\",scaled_object=\"{name}\",metric={metric},state=\"{s}\"}} {}",
+                i32::from(s == *state)
+            );
+            assert!(text.contains(&line), "{line} in\n{text}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn callers_that_are_not_kubernetes_objects_are_refused() {
+    let (_exporter, _prom, mut scaler) = gauge_fixture().await;
+    let good = backlog_trigger();
+    for (namespace, name, key) in [
+        ("shop", "Team-A", "name"),
+        ("shop", "team/a", "name"),
+        ("shop", &*"a".repeat(300), "name"),
+        ("Team-A", "orders", "namespace"),
+        (&*"n".repeat(64), "orders", "namespace"),
+        ("", "orders", "namespace"),
+    ] {
+        let mut r = good.clone();
+        r.namespace = namespace.to_string();
+        r.name = name.to_string();
+        let err = scaler.client.get_metric_spec(r).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{namespace}/{name}");
+        assert!(err.message().contains(key), "{err:?}");
+        assert!(err.message().len() < 400, "long names are not echoed whole");
+    }
+    let (_, body) = scaler.get("/debug/signals").await;
+    assert_eq!(body, "[]", "nothing was kept for refused callers");
+}

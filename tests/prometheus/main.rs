@@ -375,6 +375,8 @@ async fn outage_serves_stale_then_unavailable_then_recovers() {
         "10ms",
         "--max-stale",
         "3s",
+        "--max-cache-ttl",
+        "2s",
         "--backend-timeout",
         "1s",
     ])
@@ -429,6 +431,84 @@ async fn outage_serves_stale_then_unavailable_then_recovers() {
             "no fresh value after the restart"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Two triggers share one query: each is served as fresh as its own `cacheTTL` says
+/// (before, the first caller's TTL held for both), and a short outage at the end of a TTL
+/// is covered by the last good value instead of becoming a TTL of errors.
+#[tokio::test(flavor = "multi_thread")]
+async fn shared_queries_keep_each_triggers_ttl_and_short_outages_serve_stale() {
+    let exporter = Exporter::start().await;
+    exporter.set_gauge("backlog", 1.0);
+    let mut prom = PrometheusServer::start(&[exporter.addr]).await;
+    prom.wait_for_data("max(backlog)").await;
+    let url = format!("default={}", prom.url());
+    let mut scaler = Scaler::start(&[
+        "--prometheus",
+        &url,
+        "--cache-ttl",
+        "20s",
+        "--min-cache-ttl",
+        "100ms",
+        "--max-cache-ttl",
+        "30s",
+        "--max-stale",
+        "60s",
+        "--backend-timeout",
+        "1s",
+    ])
+    .await;
+    let trigger = |name: &str, ttl: Option<&'static str>| {
+        let mut md = vec![
+            ("signal", "query"),
+            ("source", "prometheus"),
+            ("query", "max(backlog)"),
+            ("threshold", "1"),
+        ];
+        if let Some(ttl) = ttl {
+            md.push(("cacheTTL", ttl));
+        }
+        so(name, &md)
+    };
+    let (slow, fast) = (trigger("slow", None), trigger("fast", Some("1s")));
+    // The long-TTL trigger asks first and fills the cache.
+    assert_eq!(metric(&mut scaler.client, &slow).await.unwrap(), 1.0);
+    assert_eq!(metric(&mut scaler.client, &fast).await.unwrap(), 1.0);
+    exporter.set_gauge("backlog", 30.0);
+    prom.wait_for_data("max(backlog) == 30").await;
+    // Prometheus has 30 now: the 1 s trigger sees it within about a second.
+    let deadline = Instant::now() + Duration::from_secs(4);
+    loop {
+        let v = metric(&mut scaler.client, &fast).await.unwrap();
+        if v == 30.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "cacheTTL 1s still reads {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A one-second outage: the 1 s trigger's TTL runs out during it, and it is served the
+    // last good value (stale), never an error; the long-TTL trigger is served from cache.
+    prom.stop();
+    let outage = Instant::now();
+    while outage.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(metric(&mut scaler.client, &fast).await.unwrap(), 30.0);
+        assert_eq!(metric(&mut scaler.client, &slow).await.unwrap(), 30.0);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, text) = scaler.get("/metrics").await;
+    assert!(
+        text.contains(r#"slo_scaler_cache_requests_total{result="stale"}"#),
+        "{text}"
+    );
+    // Back: the short-TTL trigger reads fresh values again within a couple of seconds.
+    prom.restart().await;
+    exporter.set_gauge("backlog", 7.0);
+    prom.wait_for_data("max(backlog) == 7").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(&mut scaler.client, &fast).await.unwrap() != 7.0 {
+        assert!(Instant::now() < deadline, "no fresh value after the outage");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -568,11 +648,26 @@ async fn check_explains_a_trigger_against_the_real_server() {
         "query        prometheus/default: (sum(rate(traces_span_metrics_calls_total{service_name=\"order-service\", span_kind=\"SPAN_KIND_SERVER\", status_code=\"STATUS_CODE_ERROR\"}[10s])) or vector(0))",
         "threshold    0.03 (activation above 0)",
         "metricType   Value",
+        "state        ok",
         "active       true",
         "replicas     4 now → 8 wanted",
     ] {
         assert!(report.contains(line), "{line:?} in\n{report}");
     }
+    // A typo in `service` selects nothing: visible as no data, not a silent 0.
+    let report = slo_scaler::check::run(check_args(&[
+        "--prometheus",
+        &url,
+        "-m",
+        "signal=rps",
+        "-m",
+        "service=order-servce",
+        "-m",
+        "threshold=10",
+    ]))
+    .await
+    .unwrap();
+    assert!(report.contains("state        no_data"), "{report}");
     // Errors are an Err (the binary exits non-zero), naming the key.
     let err = slo_scaler::check::run(check_args(&[
         "--prometheus",

@@ -25,9 +25,10 @@ struct Data {
 
 /// Interprets an answer of `/api/v1/query` with HTTP status `status`.
 ///
-/// An empty vector and NaN are "no data" (`Reading::Value(None)`); ±Inf, several
-/// series, range vectors and native-histogram samples are errors, because no single
-/// number can honestly be reported for them.
+/// An empty vector and NaN are "no data" (`Reading::Value(None)`); ±Inf passes up as a
+/// number (the engine's one rule for values refuses it, naming it); several series, range
+/// vectors and native-histogram samples are errors, because no single number can honestly
+/// be reported for them.
 pub fn parse_response(backend: &str, status: u16, body: &[u8]) -> Result<Reading, SourceError> {
     let bad = |detail: String| SourceError::BadResponse {
         backend: backend.to_string(),
@@ -112,7 +113,7 @@ pub fn parse_response(backend: &str, status: u16, body: &[u8]) -> Result<Reading
     }
 }
 
-/// `[<unix seconds>, "<number>"]` → the number; NaN → `None`; ±Inf → an error.
+/// `[<unix seconds>, "<number>"]` → the number (±Inf included); NaN → `None`.
 fn sample_value(v: &Value) -> Result<Option<f64>, String> {
     let Some([_, Value::String(s)]) = v.as_array().map(Vec::as_slice) else {
         return Err(format!("malformed sample {}", truncate(&v.to_string())));
@@ -127,11 +128,6 @@ fn sample_value(v: &Value) -> Result<Option<f64>, String> {
     };
     if n.is_nan() {
         return Ok(None);
-    }
-    if n.is_infinite() {
-        return Err(format!(
-            "the query returned {s}; for a quantile this means it lies above the highest finite bucket"
-        ));
     }
     Ok(Some(n))
 }
@@ -183,8 +179,8 @@ mod tests {
         check(200, &vector("1e-3"), Ok(Some(0.001)));
         check(200, &vector("-2"), Ok(Some(-2.0)));
         check(200, &vector("NaN"), Ok(None));
-        check(200, &vector("+Inf"), Err("+Inf"));
-        check(200, &vector("-Inf"), Err("-Inf"));
+        check(200, &vector("+Inf"), Ok(Some(f64::INFINITY)));
+        check(200, &vector("-Inf"), Ok(Some(f64::NEG_INFINITY)));
         check(200, &vector("abc"), Err("not a number"));
         check(
             200,

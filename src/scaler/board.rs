@@ -1,0 +1,528 @@
+//! The board: every (namespace, name, trigger metadata) a caller asked about, its
+//! memoised [`Plan`], and what its trigger last answered.
+//!
+//! Invariants:
+//! - bounded: at most `max_signals` entries; what does not fit is evicted and counted
+//!   (`slo_scaler_signals_evicted_total`), so no caller can grow memory or `/metrics`;
+//! - no process-wide lock on the answer path: a hit is one lookup in a concurrent map and
+//!   one uncontended per-entry lock;
+//! - entries nobody asked about for `idle_expiry` disappear, and with them their series;
+//! - the `/metrics` series and the debug rows are built from a snapshot at read time.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::ConstGauge;
+
+use super::engine::{EvalError, Evaluation, Plan, PlanError};
+use crate::source::Sources;
+use crate::trigger::{Problem, TriggerError};
+
+/// How many samples of a signal's value the board keeps for sparklines.
+pub const HISTORY_LEN: usize = 60;
+/// At most one history sample per this interval (60 × 5 s: the last five minutes).
+pub const HISTORY_EVERY: Duration = Duration::from_secs(5);
+
+/// What a trigger's last evaluation showed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalState {
+    /// A value from a fresh backend answer with data.
+    Ok,
+    /// The backend answered, with no data (0 under `ignoreNullValues`, else an error).
+    NoData,
+    /// The backend failed; the last good value was served.
+    Stale,
+    /// No value could be given; KEDA got an error.
+    Error,
+}
+
+impl SignalState {
+    pub const ALL: [SignalState; 4] = [
+        SignalState::Ok,
+        SignalState::NoData,
+        SignalState::Stale,
+        SignalState::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignalState::Ok => "ok",
+            SignalState::NoData => "no_data",
+            SignalState::Stale => "stale",
+            SignalState::Error => "error",
+        }
+    }
+
+    /// The state an evaluation result puts a signal in.
+    pub fn of(result: &Result<Evaluation, EvalError>) -> SignalState {
+        match result {
+            Ok(ev) if ev.stale => SignalState::Stale,
+            Ok(ev) if ev.no_data => SignalState::NoData,
+            Ok(_) => SignalState::Ok,
+            Err(EvalError::NoData { .. }) => SignalState::NoData,
+            Err(_) => SignalState::Error,
+        }
+    }
+}
+
+/// Board settings.
+#[derive(Debug, Clone, Copy)]
+pub struct BoardConfig {
+    /// Most entries held (one per ScaledObject trigger).
+    pub max_signals: u64,
+    /// Entries nobody asked about for this long are dropped.
+    pub idle_expiry: Duration,
+}
+
+/// One ScaledObject trigger: who asked, what it means, what it last answered.
+#[derive(Debug)]
+pub struct Entry {
+    pub namespace: String,
+    pub name: String,
+    metadata: HashMap<String, String>,
+    pub plan: Plan,
+    /// What the plan sends, described once (`Sources::describe`).
+    pub query: String,
+    asked_ms: AtomicU64,
+    slot: Mutex<Slot>,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    last: Option<Outcome>,
+    history: VecDeque<(u64, Option<f64>)>,
+    last_sample: Option<Instant>,
+}
+
+#[derive(Debug, Clone)]
+struct Outcome {
+    value: Option<f64>,
+    age: Option<Duration>,
+    active: Option<bool>,
+    state: SignalState,
+    error: Option<String>,
+}
+
+impl Entry {
+    fn matches(&self, namespace: &str, name: &str, md: &HashMap<String, String>) -> bool {
+        self.namespace == namespace && self.name == name && self.metadata == *md
+    }
+
+    fn slot(&self) -> MutexGuard<'_, Slot> {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records an evaluation; logs when the signal's state changes.
+    pub fn record(&self, result: &Result<Evaluation, EvalError>) {
+        let state = SignalState::of(result);
+        let outcome = match result {
+            Ok(ev) => Outcome {
+                value: Some(ev.value),
+                age: Some(ev.age),
+                active: Some(ev.active),
+                state,
+                error: None,
+            },
+            Err(e) => Outcome {
+                value: None,
+                age: None,
+                active: None,
+                state,
+                error: Some(e.to_string()),
+            },
+        };
+        let now = Instant::now();
+        let mut slot = self.slot();
+        let was = slot.last.as_ref().map(|o| o.state);
+        if slot
+            .last_sample
+            .is_none_or(|t| now.duration_since(t) >= HISTORY_EVERY)
+        {
+            if slot.history.len() == HISTORY_LEN {
+                slot.history.pop_front();
+            }
+            slot.history.push_back((unix_now(), outcome.value));
+            slot.last_sample = Some(now);
+        }
+        let error = outcome.error.clone();
+        slot.last = Some(outcome);
+        drop(slot);
+        if was != Some(state) {
+            let from = was.map_or("new", SignalState::as_str);
+            let metric = self.plan.trigger.metric_name.as_str();
+            match state {
+                SignalState::Ok => tracing::info!(
+                    namespace = %self.namespace, scaled_object = %self.name, metric,
+                    from, to = state.as_str(), "signal state changed"
+                ),
+                _ => tracing::warn!(
+                    namespace = %self.namespace, scaled_object = %self.name, metric,
+                    from, to = state.as_str(), error = error.as_deref().unwrap_or(""),
+                    "signal state changed"
+                ),
+            }
+        }
+    }
+
+    /// The state of the last evaluation, if any.
+    pub fn state(&self) -> Option<SignalState> {
+        self.slot().last.as_ref().map(|o| o.state)
+    }
+}
+
+/// One row of the debug view and of `/metrics`: a copy taken at read time.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub entry: Arc<Entry>,
+    value: Option<f64>,
+    age: Option<Duration>,
+    active: Option<bool>,
+    state: Option<SignalState>,
+    error: Option<String>,
+    asked_ago: Duration,
+    history: Vec<(u64, Option<f64>)>,
+}
+
+impl Row {
+    pub fn state(&self) -> Option<SignalState> {
+        self.state
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        let e = &self.entry;
+        let t = &e.plan.trigger;
+        serde_json::json!({
+            "namespace": e.namespace,
+            "scaledObject": e.name,
+            "metric": t.metric_name,
+            "signal": t.kind.as_str(),
+            "source": t.source.as_str(),
+            "query": e.query,
+            "value": self.value,
+            "threshold": t.target,
+            "activationThreshold": t.activation,
+            "active": self.active,
+            "state": self.state.map_or("pending", SignalState::as_str),
+            "valueAgeSeconds": self.age.map(|a| a.as_secs_f64()),
+            "error": self.error,
+            "askedSecondsAgo": self.asked_ago.as_secs_f64(),
+            "history": self.history.iter().map(|(t, v)| serde_json::json!([t, v])).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// Every ScaledObject trigger asked about recently.
+pub struct Board {
+    entries: moka::sync::Cache<u64, Arc<Entry>>,
+    keys: RandomState,
+    epoch: Instant,
+    evicted: Counter,
+}
+
+impl std::fmt::Debug for Board {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Board")
+            .field("entries", &self.entries.entry_count())
+            .finish()
+    }
+}
+
+impl Board {
+    /// `evicted` counts entries dropped because the board was full.
+    pub fn new(config: BoardConfig, evicted: Counter) -> Self {
+        let counter = evicted.clone();
+        let entries = moka::sync::Cache::builder()
+            .max_capacity(config.max_signals)
+            .time_to_idle(config.idle_expiry.max(Duration::from_millis(1)))
+            .eviction_listener(move |_, _, cause| {
+                if cause == moka::notification::RemovalCause::Size {
+                    counter.inc();
+                }
+            })
+            .build();
+        Board {
+            entries,
+            keys: RandomState::new(),
+            epoch: Instant::now(),
+            evicted,
+        }
+    }
+
+    /// The entry for this caller and metadata: memoised, or planned with `plan` (which
+    /// never touches a backend) and remembered. Names are checked before anything is kept.
+    pub fn entry(
+        &self,
+        namespace: &str,
+        name: &str,
+        md: &HashMap<String, String>,
+        plan: impl FnOnce() -> Result<Plan, PlanError>,
+    ) -> Result<Arc<Entry>, PlanError> {
+        let key = self.key(namespace, name, md);
+        let asked = self.epoch.elapsed().as_millis() as u64;
+        if let Some(e) = self.entries.get(&key) {
+            if e.matches(namespace, name, md) {
+                e.asked_ms.store(asked, Ordering::Relaxed);
+                return Ok(e);
+            }
+        }
+        check_names(namespace, name)?;
+        let plan = plan()?;
+        let entry = Arc::new(Entry {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            metadata: md.clone(),
+            query: Sources::describe(&plan.query),
+            plan,
+            asked_ms: AtomicU64::new(asked),
+            slot: Mutex::new(Slot::default()),
+        });
+        self.entries.insert(key, entry.clone());
+        Ok(entry)
+    }
+
+    /// A keyed hash of who asked and the metadata, independent of the map's order.
+    fn key(&self, namespace: &str, name: &str, md: &HashMap<String, String>) -> u64 {
+        let mut h = self.keys.build_hasher();
+        namespace.hash(&mut h);
+        name.hash(&mut h);
+        md.len().hash(&mut h);
+        let mut pairs = 0u64;
+        for kv in md {
+            pairs = pairs.wrapping_add(self.keys.hash_one(kv));
+        }
+        pairs.hash(&mut h);
+        h.finish()
+    }
+
+    /// Every entry, sorted by namespace, name and metric.
+    pub fn snapshot(&self) -> Vec<Row> {
+        let now_ms = self.epoch.elapsed().as_millis() as u64;
+        let mut rows: Vec<Row> = self
+            .entries
+            .iter()
+            .map(|(_, entry)| {
+                let slot = entry.slot();
+                let last = slot.last.clone();
+                let history = slot.history.iter().copied().collect();
+                drop(slot);
+                let asked = entry.asked_ms.load(Ordering::Relaxed);
+                Row {
+                    value: last.as_ref().and_then(|o| o.value),
+                    age: last.as_ref().and_then(|o| o.age),
+                    active: last.as_ref().and_then(|o| o.active),
+                    state: last.as_ref().map(|o| o.state),
+                    error: last.and_then(|o| o.error),
+                    asked_ago: Duration::from_millis(now_ms.saturating_sub(asked)),
+                    history,
+                    entry,
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            let key = |r: &Row| {
+                (
+                    r.entry.namespace.clone(),
+                    r.entry.name.clone(),
+                    r.entry.plan.trigger.metric_name.clone(),
+                )
+            };
+            key(a).cmp(&key(b))
+        });
+        rows
+    }
+
+    /// The debug view (`/debug/signals`).
+    pub fn debug_json(&self) -> serde_json::Value {
+        serde_json::Value::Array(self.snapshot().iter().map(Row::to_json).collect())
+    }
+
+    /// Drops idle entries now (they also go on their own as the board is used).
+    pub fn run_pending_tasks(&self) {
+        self.entries.run_pending_tasks();
+    }
+
+    pub fn len(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.entry_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn evicted(&self) -> u64 {
+        self.evicted.get()
+    }
+}
+
+/// Kubernetes object names: a namespace is a DNS-1123 label (≤ 63), a ScaledObject name a
+/// DNS-1123 subdomain (≤ 253). Anything else did not come from KEDA.
+fn check_names(namespace: &str, name: &str) -> Result<(), PlanError> {
+    let mut problems = Vec::new();
+    if !is_dns1123_label(namespace) {
+        problems.push(Problem {
+            key: "namespace".into(),
+            message: format!(
+                "must be a Kubernetes namespace name (lowercase [a-z0-9-], at most 63 characters), got {:?}",
+                crate::trigger::clip(namespace)
+            ),
+        });
+    }
+    if !is_dns1123_subdomain(name) {
+        problems.push(Problem {
+            key: "name".into(),
+            message: format!(
+                "must be a Kubernetes object name (lowercase [a-z0-9.-], at most 253 characters), got {:?}",
+                crate::trigger::clip(name)
+            ),
+        });
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(PlanError::Invalid(TriggerError { problems }))
+    }
+}
+
+/// RFC 1123 label as Kubernetes checks it (`IsDNS1123Label`).
+pub fn is_dns1123_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+/// RFC 1123 subdomain as Kubernetes checks it (`IsDNS1123Subdomain`): dot-separated labels.
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    s.len() <= 253
+        && !s.is_empty()
+        && s.split('.').all(|l| {
+            let b = l.as_bytes();
+            !b.is_empty()
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+                && b[0] != b'-'
+                && b[b.len() - 1] != b'-'
+        })
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The per-ScaledObject families, written from a snapshot at scrape time.
+impl Collector for Board {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let rows = self.snapshot();
+        let labels = |r: &Row| {
+            [
+                ("namespace", r.entry.namespace.clone()),
+                ("scaled_object", r.entry.name.clone()),
+                ("metric", r.entry.plan.trigger.metric_name.clone()),
+            ]
+        };
+        type Pick = fn(&Row) -> Option<f64>;
+        let gauges: [(&str, &str, Pick); 5] = [
+            (
+                "signal_value",
+                "Last value served for a ScaledObject's metric (latency in seconds)",
+                |r| r.value,
+            ),
+            (
+                "signal_threshold",
+                "Target (threshold) of a ScaledObject's metric",
+                |r| Some(r.entry.plan.trigger.target),
+            ),
+            (
+                "signal_activation_threshold",
+                "Activation threshold of a ScaledObject's metric",
+                |r| Some(r.entry.plan.trigger.activation),
+            ),
+            (
+                "signal_age_seconds",
+                "Age of the backend answer behind the last value served",
+                |r| r.age.map(|a| a.as_secs_f64()),
+            ),
+            (
+                "signal_active",
+                "1 when the metric's value is above its activation threshold",
+                |r| r.active.map(|a| if a { 1.0 } else { 0.0 }),
+            ),
+        ];
+        for (name, help, pick) in gauges {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for r in &rows {
+                if let Some(v) = pick(r) {
+                    let l = labels(r);
+                    if name == "signal_active" {
+                        ConstGauge::new(v as i64).encode(family.encode_family(&l)?)?;
+                    } else {
+                        ConstGauge::new(v).encode(family.encode_family(&l)?)?;
+                    }
+                }
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "signal_state",
+            "State of a ScaledObject's metric at its last evaluation: 1 for the current state (ok, no_data, stale, error), 0 for the others",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for r in &rows {
+            let Some(current) = r.state else { continue };
+            for s in SignalState::ALL {
+                let [a, b, c] = labels(r);
+                let l = [a, b, c, ("state", s.as_str().to_string())];
+                ConstGauge::new(i64::from(s == current)).encode(family.encode_family(&l)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubernetes_names() {
+        for ok in ["shop", "a", "team-a", "a1", &"a".repeat(63)] {
+            assert!(is_dns1123_label(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "Team-A",
+            "team/a",
+            "-a",
+            "a-",
+            "a.b",
+            &"a".repeat(64),
+            "é",
+        ] {
+            assert!(!is_dns1123_label(bad), "{bad}");
+        }
+        for ok in ["orders", "orders.v2", "a-b.c-d", &"a".repeat(253)] {
+            assert!(is_dns1123_subdomain(ok), "{ok}");
+        }
+        for bad in ["", "team/a", "Orders", "a..b", ".a", "a.", &"a".repeat(254)] {
+            assert!(!is_dns1123_subdomain(bad), "{bad}");
+        }
+    }
+}
