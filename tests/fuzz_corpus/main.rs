@@ -33,7 +33,7 @@ fn corpus_at(dir: &Path) -> Result<Vec<PathBuf>, String> {
 }
 
 /// Runs `body` on every corpus file of `target`; returns the files replayed.
-fn check(target: &str, body: fn(&[u8])) -> usize {
+fn check(target: &str, body: targets::Body) -> usize {
     let files =
         corpus_at(&corpus_dir(target)).unwrap_or_else(|e| panic!("fuzz target {target}: {e}"));
     let mut failures = Vec::new();
