@@ -9,18 +9,19 @@
 #   SLO_SCALER_BIN=target/debug/slo-scaler scripts/check-deploy.sh
 #
 # Environment: SHARED_DIR (default ../shared), SLO_SCALER_BIN, DEPLOY_CHECK_WORKLOAD, PROMTOOL.
+# The live part also starts Debian's /usr/bin/prometheus (same package as promtool).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 venv=.venv-test
-packages=(helm-python-sdk kubernetes-validate pyyaml jsonschema)
+packages=(helm-python-sdk kubernetes-validate pyyaml jsonschema grpcio grpcio-tools jsonpath-ng)
 
 if [ ! -x "$venv/bin/python" ]; then
   echo "creating $venv"
   python3 -m venv "$venv"
 fi
-if ! "$venv/bin/python" -c 'import helm_python, kubernetes_validate, yaml, jsonschema' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import helm_python, kubernetes_validate, yaml, jsonschema, grpc, grpc_tools, jsonpath_ng' 2>/dev/null; then
   echo "installing ${packages[*]} into $venv"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${packages[@]}"
 fi

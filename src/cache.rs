@@ -6,7 +6,8 @@
 //!   a second old even when another trigger with a longer TTL shares the query;
 //! - concurrent requests for the same query make one backend call (one fetch at a time
 //!   per query; callers waiting for it are served its answer);
-//! - every backend call ends within `timeout`, whatever the source does;
+//! - a fetch is bounded by its caller: `Sources::fetch` owns the one deadline per backend
+//!   call (`--backend-timeout`);
 //! - an error is remembered for [`ERROR_TTL`] at most (never a whole TTL), so one transient
 //!   failure does not turn into minutes of errors;
 //! - after a failure the last good answer is served while younger than `max_stale`, then the
@@ -112,8 +113,6 @@ pub struct Served {
 /// Cache settings.
 #[derive(Debug, Clone, Copy)]
 pub struct CacheConfig {
-    /// Hard limit on one backend call.
-    pub timeout: Duration,
     /// How long the last good answer may stand in for a failing backend.
     pub max_stale: Duration,
     /// The longest TTL a caller may ask for.
@@ -163,7 +162,7 @@ impl SignalCache {
                 match self.serve(&slot, ttl) {
                     Some(answer) => answer,
                     None => {
-                        let served = self.fetch(query, &slot, fetch).await;
+                        let served = self.fetch(&slot, fetch).await;
                         let result = match &served {
                             Ok(s) if s.stale => "stale",
                             _ => "miss",
@@ -191,29 +190,12 @@ impl SignalCache {
 
     /// Asks the backend, keeps what it answered, and serves it: the fresh answer, or after
     /// a failure the last good one while younger than `max_stale`, else the error.
-    async fn fetch<F, Fut>(
-        &self,
-        query: &Query,
-        slot: &Slot,
-        fetch: F,
-    ) -> Result<Served, SourceError>
+    async fn fetch<F, Fut>(&self, slot: &Slot, fetch: F) -> Result<Served, SourceError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Reading, SourceError>>,
     {
-        let started = Instant::now();
-        let result = match tokio::time::timeout(self.config.timeout, fetch()).await {
-            Ok(result) => result,
-            Err(_) => {
-                let backend = query.backend_label();
-                self.metrics
-                    .record_backend(&backend, "timeout", started.elapsed());
-                Err(SourceError::Timeout {
-                    backend,
-                    timeout: self.config.timeout,
-                })
-            }
-        };
+        let result = fetch().await;
         let now = Instant::now();
         let mut state = slot.state();
         match result {
@@ -281,11 +263,10 @@ mod tests {
         })
     }
 
-    fn cache(timeout_ms: u64, max_stale_ms: u64) -> SignalCache {
+    fn cache(max_stale_ms: u64) -> SignalCache {
         let (_, metrics) = Metrics::standalone();
         SignalCache::new(
             CacheConfig {
-                timeout: Duration::from_millis(timeout_ms),
                 max_stale: Duration::from_millis(max_stale_ms),
                 max_ttl: Duration::from_secs(60),
                 max_entries: 1000,
@@ -303,7 +284,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_misses_make_one_call() {
-        let c = Arc::new(cache(1000, 1000));
+        let c = Arc::new(cache(1000));
         let calls = Arc::new(AtomicUsize::new(0));
         let q = query("up");
         let tasks: Vec<_> = (0..200)
@@ -327,7 +308,7 @@ mod tests {
 
     #[tokio::test]
     async fn stale_then_error_then_recovery() {
-        let c = cache(1000, 300);
+        let c = cache(300);
         let q = query("up");
         let ttl = Duration::from_millis(50);
         let v = c
@@ -351,23 +332,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn hung_fetch_is_cut_at_the_timeout() {
-        let c = cache(100, 1000);
-        let started = Instant::now();
-        let e = c
-            .get(&query("slow"), Duration::from_secs(1), || async {
-                tokio::time::sleep(Duration::from_secs(30)).await;
-                Ok(Reading::Value(Some(1.0)))
-            })
-            .await
-            .unwrap_err();
-        assert!(matches!(e, SourceError::Timeout { .. }), "{e:?}");
-        assert!(started.elapsed() < Duration::from_secs(2));
-    }
-
-    #[tokio::test]
     async fn errors_are_remembered_for_about_a_second_not_a_ttl() {
-        let c = cache(1000, 0);
+        let c = cache(0);
         let calls = AtomicUsize::new(0);
         let ask = || async {
             c.get(&query("bad"), Duration::from_secs(60), || async {
@@ -391,7 +357,7 @@ mod tests {
 
     #[tokio::test]
     async fn each_caller_gets_its_own_freshness() {
-        let c = cache(1000, 60_000);
+        let c = cache(60_000);
         let q = query("shared");
         let calls = AtomicUsize::new(0);
         let read = |ttl_ms: u64| {
@@ -418,7 +384,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_short_outage_under_a_long_ttl_is_served_stale() {
-        let c = cache(1000, 60_000);
+        let c = cache(60_000);
         let q = query("up");
         let v = c
             .get(&q, Duration::from_millis(50), || async {

@@ -153,7 +153,7 @@ pub async fn run(args: CheckArgs) -> Result<String, String> {
         .or(input.metric_type)
         .unwrap_or_else(|| t.kind.metric_type());
     let mut out = String::new();
-    let _ = writeln!(out, "signal       {} (source {})", t.kind, t.source);
+    let _ = writeln!(out, "signal       {} (source {})", t.kind, t.source());
     let _ = writeln!(out, "metric       {}", t.metric_name);
     let _ = writeln!(out, "query        {}", Sources::describe(&plan.query));
     let _ = writeln!(
@@ -162,7 +162,7 @@ pub async fn run(args: CheckArgs) -> Result<String, String> {
         t.target, t.activation
     );
     let _ = writeln!(out, "metricType   {metric_type}");
-    if t.source == crate::trigger::SourceKind::Otlp {
+    if t.source() == crate::trigger::SourceKind::Otlp {
         let _ = writeln!(
             out,
             "value        (source otlp reads the embedded store of a running server; see its /metrics)"

@@ -8,12 +8,18 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::policy::{Allowance, NamespacePolicy};
 use crate::signal::promql::{builtin_conventions, Convention};
-use crate::source::http::HttpBackendConfig;
+use crate::source::http::{redact_url, HttpBackendConfig};
 use crate::source::sqs::SqsConfig;
 use crate::source::tempo::{validate_tenant, TempoApi, TempoBackendConfig, TenantPolicy};
 use crate::telemetry::LogFormat;
 use crate::trigger::{parse_duration, ParseOptions, SourceKind};
+
+/// Parses a source flag value (`otlp`, `prometheus`, `tempo`, `sqs`).
+pub fn source_arg(s: &str) -> Result<SourceKind, String> {
+    SourceKind::parse(s).ok_or_else(|| format!("{s:?} is not otlp, prometheus, tempo or sqs"))
+}
 
 /// Parses a duration flag value (`500ms`, `15s`, `2m`).
 pub fn duration_arg(s: &str) -> Result<Duration, String> {
@@ -60,6 +66,12 @@ pub struct ServeArgs {
     /// PEM private key for the gRPC server.
     #[arg(long, env = "SLO_SCALER_TLS_KEY_FILE", requires = "tls_cert_file")]
     pub tls_key_file: Option<PathBuf>,
+    /// Start with namespace policies (--tempo-tenant-allow, --backend-allow,
+    /// --raw-query-allow, --aws-role-allow) although callers are not authenticated by
+    /// client certificates: the operator trusts every caller's `namespace` field (for
+    /// example because a NetworkPolicy lets only KEDA reach the gRPC port).
+    #[arg(long, env = "SLO_SCALER_ALLOW_UNAUTHENTICATED_NAMESPACE_POLICY")]
+    pub allow_unauthenticated_namespace_policy: bool,
     /// PEM CA bundle: when set, clients (KEDA) must present a certificate it signed (mTLS).
     #[arg(
         long,
@@ -93,9 +105,19 @@ pub struct BackendArgs {
         value_delimiter = ','
     )]
     pub prometheus_basic_auth_file: Vec<String>,
-    /// NAME=HEADER:VALUE sent on every request to that backend (repeatable).
+    /// NAME=HEADER:VALUE sent on every request to that backend (repeatable). Not for
+    /// secrets (arguments are visible to anyone who can list processes): use
+    /// --prometheus-header-file.
     #[arg(long = "prometheus-header", env = "SLO_SCALER_PROMETHEUS_HEADER")]
     pub prometheus_header: Vec<String>,
+    /// NAME=HEADER:PATH: that header, its value read from the file on every request
+    /// (repeatable; for secret headers such as API keys).
+    #[arg(
+        long = "prometheus-header-file",
+        env = "SLO_SCALER_PROMETHEUS_HEADER_FILE",
+        value_delimiter = ','
+    )]
+    pub prometheus_header_file: Vec<String>,
     /// NAME=PATH of a PEM CA bundle for that backend.
     #[arg(
         long = "prometheus-ca-file",
@@ -123,9 +145,18 @@ pub struct BackendArgs {
         value_delimiter = ','
     )]
     pub tempo_bearer_token_file: Vec<String>,
-    /// NAME=HEADER:VALUE sent on every request to that Tempo backend (repeatable).
+    /// NAME=HEADER:VALUE sent on every request to that Tempo backend (repeatable). Not
+    /// for secrets: use --tempo-header-file.
     #[arg(long = "tempo-header", env = "SLO_SCALER_TEMPO_HEADER")]
     pub tempo_header: Vec<String>,
+    /// NAME=HEADER:PATH: that header, its value read from the file on every request
+    /// (repeatable; for secret headers).
+    #[arg(
+        long = "tempo-header-file",
+        env = "SLO_SCALER_TEMPO_HEADER_FILE",
+        value_delimiter = ','
+    )]
+    pub tempo_header_file: Vec<String>,
     /// NAME=PATH of a PEM CA bundle for that Tempo backend.
     #[arg(
         long = "tempo-ca-file",
@@ -150,15 +181,29 @@ pub struct BackendArgs {
     /// SQS endpoint override (an emulator or a VPC endpoint).
     #[arg(long, env = "SLO_SCALER_AWS_ENDPOINT")]
     pub aws_endpoint: Option<String>,
-    /// Let triggers set `awsEndpoint` (off: only the operator picks endpoints).
-    #[arg(long, env = "SLO_SCALER_ALLOW_METADATA_AWS_ENDPOINT")]
-    pub allow_metadata_aws_endpoint: bool,
-    /// Let triggers set `awsRoleArn`, assumed through STS.
-    #[arg(long, env = "SLO_SCALER_ALLOW_AWS_ROLE_ARN")]
-    pub allow_aws_role_arn: bool,
+    /// An SQS endpoint URL triggers may name in `awsEndpoint` (repeatable; none: only the
+    /// operator picks endpoints). Requests to it are signed with the scaler's credentials.
+    #[arg(
+        long = "allow-metadata-aws-endpoint",
+        env = "SLO_SCALER_ALLOW_METADATA_AWS_ENDPOINT",
+        value_delimiter = ','
+    )]
+    pub allow_metadata_aws_endpoint: Vec<String>,
+    /// NAMESPACE=ARN[,ARN…]: IAM roles the SQS triggers of a namespace may assume with
+    /// `awsRoleArn` (repeatable; `*` for every namespace). None: `awsRoleArn` is refused.
+    #[arg(long = "aws-role-allow", env = "SLO_SCALER_AWS_ROLE_ALLOW")]
+    pub aws_role_allow: Vec<String>,
+    /// NAMESPACE=BACKEND[,BACKEND…]: named Prometheus / Tempo backends a namespace's triggers
+    /// may read (repeatable; `*` for every namespace or backend). None: every backend.
+    #[arg(long = "backend-allow", env = "SLO_SCALER_BACKEND_ALLOW")]
+    pub backend_allow: Vec<String>,
+    /// NAMESPACE=BACKEND[,BACKEND…]: backends a namespace may send raw queries
+    /// (`signal: query`) to (repeatable; `*` as above). None: every namespace, every backend.
+    #[arg(long = "raw-query-allow", env = "SLO_SCALER_RAW_QUERY_ALLOW")]
+    pub raw_query_allow: Vec<String>,
     /// Source for trace signals whose trigger names none
     /// [default: prometheus when one is configured, else otlp].
-    #[arg(long, env = "SLO_SCALER_DEFAULT_SOURCE", value_enum)]
+    #[arg(long, env = "SLO_SCALER_DEFAULT_SOURCE", value_parser = source_arg)]
     pub default_source: Option<SourceKind>,
     /// How long a backend answer is reused.
     #[arg(long, env = "SLO_SCALER_CACHE_TTL", value_parser = duration_arg, default_value = "10s")]
@@ -248,7 +293,28 @@ fn positive(flags: &[(&'static str, Duration)]) -> Result<(), ConfigError> {
     }
 }
 
+impl Settings {
+    /// Whether any policy keyed by the caller's namespace is configured.
+    pub fn has_namespace_policy(&self) -> bool {
+        self.tenant_policy.is_restricted() || self.policy.is_restricted()
+    }
+}
+
 impl ServeArgs {
+    /// Namespace policies need callers whose namespace can be believed: client
+    /// certificates (mTLS), or the operator's explicit acknowledgement.
+    pub fn check_policy_trust(&self, settings: &Settings) -> Result<(), ConfigError> {
+        if settings.has_namespace_policy()
+            && self.tls_client_ca_file.is_none()
+            && !self.allow_unauthenticated_namespace_policy
+        {
+            return Err(ConfigError::Invalid(
+                "namespace policies (--tempo-tenant-allow, --backend-allow, --raw-query-allow, --aws-role-allow) trust the namespace a caller writes: require client certificates with --tls-client-ca-file, or accept unauthenticated callers with --allow-unauthenticated-namespace-policy".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks the server's own settings (the backends' are checked by
     /// [`BackendArgs::resolve`]).
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -273,7 +339,7 @@ fn split_named<'a>(flag: &'static str, s: &'a str) -> Result<(&'a str, &'a str),
         _ => Err(ConfigError::Format {
             flag,
             expected: "NAME=VALUE",
-            value: s.to_string(),
+            value: redact_url(s),
         }),
     }
 }
@@ -318,6 +384,14 @@ pub(crate) fn http_backends(
                 b.basic_auth_file = Some(value.into());
             } else if flag.ends_with("ca-file") {
                 b.ca_file = Some(value.into());
+            } else if flag.ends_with("header-file") {
+                let (h, path) = value.split_once(':').ok_or(ConfigError::Format {
+                    flag,
+                    expected: "NAME=HEADER:PATH",
+                    value: format!("{name}=…"),
+                })?;
+                b.header_files
+                    .push((h.trim().to_string(), path.trim().into()));
             } else if flag.ends_with("header") {
                 let (h, v) = value.split_once(':').ok_or(ConfigError::Format {
                     flag,
@@ -337,6 +411,8 @@ pub struct Settings {
     pub prometheus: Vec<HttpBackendConfig>,
     pub tempo: Vec<TempoBackendConfig>,
     pub tenant_policy: TenantPolicy,
+    /// Per-namespace allowances of backends, raw queries and AWS roles.
+    pub policy: NamespacePolicy,
     pub sqs: SqsConfig,
     pub conventions: BTreeMap<String, Convention>,
     pub parse: ParseOptions,
@@ -361,6 +437,7 @@ impl BackendArgs {
                     &self.prometheus_basic_auth_file,
                 ),
                 ("prometheus-header", &self.prometheus_header),
+                ("prometheus-header-file", &self.prometheus_header_file),
                 ("prometheus-ca-file", &self.prometheus_ca_file),
             ],
         )?;
@@ -372,6 +449,7 @@ impl BackendArgs {
                 value: e,
             }
         })?;
+        let policy = self.namespace_policy()?;
         let mut conventions = builtin_conventions();
         if let Some(path) = &self.conventions_file {
             let err = |reason: String| ConfigError::Conventions {
@@ -444,11 +522,12 @@ impl BackendArgs {
                 default_source,
                 min_cache_ttl: self.min_cache_ttl,
                 max_cache_ttl: self.max_cache_ttl,
-                allow_metadata_aws_endpoint: self.allow_metadata_aws_endpoint,
-                allow_aws_role_arn: self.allow_aws_role_arn,
+                metadata_aws_endpoints: self.allow_metadata_aws_endpoint.clone(),
+                allow_aws_role_arn: policy.aws_roles.is_restricted(),
                 conventions: conventions.keys().cloned().collect(),
             },
             conventions,
+            policy,
             cache_ttl: self.cache_ttl,
             max_stale: self.max_stale,
             backend_timeout: self.backend_timeout,
@@ -457,6 +536,48 @@ impl BackendArgs {
 }
 
 impl BackendArgs {
+    fn namespace_policy(&self) -> Result<NamespacePolicy, ConfigError> {
+        let allowance =
+            |flag: &'static str, values: &[String], valid: fn(&str) -> Result<(), String>| {
+                Allowance::from_flags(values, valid).map_err(|e| ConfigError::Format {
+                    flag,
+                    expected: "NAMESPACE=VALUE[,VALUE…]",
+                    value: e,
+                })
+            };
+        let backend = |v: &str| {
+            if v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                && !v.is_empty()
+            {
+                Ok(())
+            } else {
+                Err(format!("{v:?} is not a backend name"))
+            }
+        };
+        let role = |v: &str| {
+            if v.starts_with("arn:") && v.contains(":role/") {
+                Ok(())
+            } else {
+                Err(format!("{v:?} is not an IAM role ARN"))
+            }
+        };
+        for url in &self.allow_metadata_aws_endpoint {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(ConfigError::Format {
+                    flag: "allow-metadata-aws-endpoint",
+                    expected: "an http(s) URL",
+                    value: url.clone(),
+                });
+            }
+        }
+        Ok(NamespacePolicy {
+            backends: allowance("backend-allow", &self.backend_allow, backend)?,
+            raw_queries: allowance("raw-query-allow", &self.raw_query_allow, backend)?,
+            aws_roles: allowance("aws-role-allow", &self.aws_role_allow, role)?,
+        })
+    }
+
     fn tempo_backends(&self) -> Result<Vec<TempoBackendConfig>, ConfigError> {
         let http = http_backends(
             "tempo",
@@ -464,6 +585,7 @@ impl BackendArgs {
             &[
                 ("tempo-bearer-token-file", &self.tempo_bearer_token_file),
                 ("tempo-header", &self.tempo_header),
+                ("tempo-header-file", &self.tempo_header_file),
                 ("tempo-ca-file", &self.tempo_ca_file),
             ],
         )?;
@@ -574,6 +696,55 @@ mod tests {
             thanos.headers,
             vec![("X-Scope-OrgID".into(), "team-a".into())]
         );
+    }
+
+    #[test]
+    fn header_files_attach_by_name() {
+        let s = args(&[
+            "--prometheus",
+            "default=http://p:9090",
+            "--prometheus-header-file",
+            "default=X-Api-Key:/var/run/secrets/key",
+            "--tempo",
+            "t=http://t:3200",
+            "--tempo-header-file",
+            "t=Authorization: /var/run/secrets/tempo",
+        ])
+        .backends
+        .resolve(true)
+        .unwrap();
+        assert_eq!(
+            s.prometheus[0].header_files,
+            vec![("X-Api-Key".into(), "/var/run/secrets/key".into())]
+        );
+        assert!(s.prometheus[0].headers.is_empty());
+        assert_eq!(
+            s.tempo[0].http.header_files,
+            vec![("Authorization".into(), "/var/run/secrets/tempo".into())]
+        );
+        let err = args(&[
+            "--tempo",
+            "t=http://t:3200",
+            "--tempo-header-file",
+            "t=nopath",
+        ])
+        .backends
+        .resolve(true)
+        .unwrap_err();
+        assert!(err.to_string().contains("--tempo-header-file"), "{err}");
+    }
+
+    #[test]
+    fn urls_with_passwords_are_not_echoed() {
+        for flag in ["--prometheus", "--tempo"] {
+            let err = args(&[flag, "http://user:s3cret@p:9090"])
+                .backends
+                .resolve(true)
+                .unwrap_err()
+                .to_string();
+            assert!(!err.contains("s3cret"), "{err}");
+            assert!(err.contains("http://***@p:9090"), "{err}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod policy;
 pub mod scaler;
 pub mod server;
 pub mod signal;

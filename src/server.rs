@@ -45,12 +45,8 @@ pub fn build_engine(
     otlp: Option<Arc<Store>>,
 ) -> Result<Engine, ConfigError> {
     install_crypto_provider();
-    let prometheus = PrometheusSource::new(
-        &settings.prometheus,
-        settings.backend_timeout,
-        metrics.clone(),
-    )
-    .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    let prometheus = PrometheusSource::new(&settings.prometheus, settings.backend_timeout)
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
     let tempo = TempoSource::new(
         settings.tempo.clone(),
         settings.backend_timeout,
@@ -68,15 +64,17 @@ pub fn build_engine(
         tempo,
         sqs,
         otlp,
+        metrics: metrics.clone(),
+        timeout: settings.backend_timeout,
     };
     Ok(Engine::new(
         EngineConfig {
             parse: settings.parse.clone(),
             conventions: settings.conventions.clone(),
             tenant_policy: settings.tenant_policy.clone(),
+            policy: settings.policy.clone(),
             cache_ttl: settings.cache_ttl,
             cache: CacheConfig {
-                timeout: settings.backend_timeout,
                 max_stale: settings.max_stale,
                 max_ttl: settings.parse.max_cache_ttl,
                 max_entries: 100_000,
@@ -93,6 +91,7 @@ impl Server {
     pub async fn start(args: ServeArgs) -> anyhow::Result<Server> {
         args.validate()?;
         let settings = args.backends.resolve(!args.otlp.no_otlp)?;
+        args.check_policy_trust(&settings)?;
         let mut registry = new_registry();
         let metrics = Arc::new(Metrics::register(&mut registry));
         let board = Arc::new(Board::new(

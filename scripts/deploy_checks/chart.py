@@ -23,7 +23,12 @@ MISSPELLED = [
     ("backend key prometheus[0].bearerTokenSecrets",
      {"prometheus": [{"name": "default", "url": "http://p:9090", "bearerTokenSecrets": {"name": "x"}}]}),
     ("duration config.cacheTtl=10 seconds", {"config": {"cacheTtl": "10 seconds"}}),
+    ("a header from a ConfigMap (secrets only, as files)",
+     {"prometheus": [{"name": "default", "url": "http://p:9090", "headers": [
+         {"name": "X-Key", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}]}]}),
+    ("networkPolicy.kedaNamespace=Not_A_Namespace", {"networkPolicy": {"kedaNamespace": "Not_A_Namespace"}}),
 ]
+WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 
 
 def render(chart_dir, values):
@@ -117,12 +122,16 @@ def by_kind(docs, kind):
     return [d for ms in docs.values() for d in ms if d.get("kind") == kind]
 
 
+def workloads(docs):
+    return [d for k in WORKLOAD_KINDS for d in by_kind(docs, k)]
+
+
 def wiring(report, name, docs):
     """What the manifests must agree on: selectors, ports, volumes, probes, security."""
     problems = []
-    deps = by_kind(docs, "Deployment")
+    deps = workloads(docs)
     if len(deps) != 1:
-        report.fail(f"manifests wired together ({name})", f"want one Deployment, got {len(deps)}")
+        report.fail(f"manifests wired together ({name})", f"want one Deployment or StatefulSet, got {len(deps)}")
         return
     dep = deps[0]
     pod = dep["spec"]["template"]
@@ -133,7 +142,7 @@ def wiring(report, name, docs):
         return sel and all(pod_labels.get(k) == v for k, v in sel.items())
 
     if not selects(selector):
-        problems.append("Deployment selector does not match its pod labels")
+        problems.append(f"{dep['kind']} selector does not match its pod labels")
     (container,) = pod["spec"]["containers"]
     ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
     for svc in by_kind(docs, "Service"):
@@ -185,8 +194,8 @@ def restricted(pod_spec, container):
 
 
 def deployment_args(docs):
-    """The container's args and literal env of the rendered Deployment."""
-    (dep,) = by_kind(docs, "Deployment")
+    """The container's args and literal env of the rendered Deployment or StatefulSet."""
+    (dep,) = workloads(docs)
     (container,) = dep["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
     return list(container.get("args", [])), env

@@ -1,18 +1,26 @@
-"""The live check: the Deployment's args from default values start the real binary, and its
+"""The live check: the container args the chart renders for the README's `helm install` line
+start the real binary; the README's first trigger answers Prometheus' own value over gRPC; the
 scrape holds every metric the dashboard and rules use.
 
 The chart passes the four listen addresses as `--*-addr=0.0.0.0:PORT` args. They are rewritten
 in place to free 127.0.0.1 ports (appending the flags again would be a duplicate-flag error,
-and an env var loses to an arg); every other arg and literal env value runs verbatim.
+and an env var loses to an arg), and each `--prometheus=NAME=URL` keeps its name, scheme and
+path with the host replaced by a real local Prometheus; every other arg and literal env value
+runs verbatim.
 """
 
+import math
 import os
 import re
 import socket
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+
+import keda_client
+import promlive
 
 ADDR_FLAGS = {
     "--grpc-addr": "SLO_SCALER_TEST_GRPC_ADDR",
@@ -46,6 +54,30 @@ def rewrite_addrs(args):
     if missing:
         raise ValueError(f"the Deployment's args lack {', '.join(missing)} (as --flag=ADDR)")
     return out, addrs
+
+
+def rewrite_prometheus(args, addr):
+    """Points every `--prometheus=NAME=URL` at `addr` (host and port only); returns (args, names)."""
+    out, names = [], []
+    for arg in args:
+        if arg.startswith("--prometheus="):
+            name, url = arg[len("--prometheus="):].split("=", 1)
+            parts = urllib.parse.urlsplit(url)
+            arg = f"--prometheus={name}={urllib.parse.urlunsplit(parts._replace(netloc=addr))}"
+            names.append(name)
+        out.append(arg)
+    return out, names
+
+
+def canonical_latency_query(meta):
+    """The p-quantile of a service's server spans in seconds, otel-spanmetrics' PromQL shape as
+    ../shared/spec/signal-sources.md writes it (independent of the scaler's own query builder)."""
+    q = meta.get("quantile", "p95")
+    q = float(q[1:]) / 100 if q.startswith("p") else float(q)
+    window = meta.get("window", "1m")
+    service = meta["service"].replace("\\", "\\\\").replace('"', '\\"')
+    return (f"histogram_quantile({q}, sum by (le) (rate(traces_span_metrics_duration_milliseconds_bucket"
+            f'{{service_name="{service}",span_kind="SPAN_KIND_SERVER"}}[{window}]))) / 1000')
 
 
 def get(url, timeout=2):
@@ -91,17 +123,26 @@ def resolve(name, samples, types):
     return "sampled" if name in samples else "declared"
 
 
-def run(report, binary, args, env, used, work_dir):
+def run(report, binary, args, env, used, work_dir, readme):
+    """`readme`: {"so": the README's first ScaledObject, "trigger": its first trigger}."""
     try:
         args, addrs = rewrite_addrs(args)
     except ValueError as e:
-        report.fail("live: Deployment args start the binary", e)
+        report.fail("live: README install args start the binary", e)
         return
     unexpanded = [a for a in args if "$(" in a]
     if unexpanded:
-        report.fail("live: Deployment args start the binary",
+        report.fail("live: README install args start the binary",
                     f"args use env expansion the test cannot reproduce: {unexpanded}")
         return
+    exporter = promlive.Exporter()
+    try:
+        prometheus = promlive.Prometheus(exporter.addr, work_dir)
+    except RuntimeError as e:
+        exporter.close()
+        report.fail("live: a real Prometheus for the README's trigger", e)
+        return
+    args, prom_names = rewrite_prometheus(args, prometheus.addr)
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("SLO_SCALER_")}
     child_env.update(env)
     admin = f"http://{addrs['--admin-addr']}"
@@ -111,7 +152,9 @@ def run(report, binary, args, env, used, work_dir):
         proc = subprocess.Popen([binary, *args], env=child_env, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
     try:
-        live_checks(report, proc, admin, addrs, used, log_path)
+        if started(report, proc, admin, log_path):
+            readme_trigger(report, prometheus, addrs, readme, prom_names, work_dir, log_path)
+            scrape_checks(report, admin, addrs, used)
     finally:
         if proc.poll() is None:
             proc.terminate()
@@ -122,6 +165,67 @@ def run(report, binary, args, env, used, work_dir):
                 proc.kill()
                 proc.wait()
                 report.fail("live: SIGTERM stops the server", f"still running after {EXIT_WITHIN_S} s")
+        prometheus.close()
+        exporter.close()
+
+
+def readme_trigger(report, prometheus, addrs, readme, prom_names, work_dir, log_path):
+    """The README's first trigger, sent over gRPC as KEDA sends it, answers Prometheus' value."""
+    name = "live: README's first trigger answers Prometheus' value over gRPC"
+    so, trigger = readme["so"], readme["trigger"]
+    meta = {k: str(v) for k, v in (trigger.get("metadata") or {}).items()}
+    if not prom_names:
+        report.fail(name, "the README's helm install configures no Prometheus backend")
+        return
+    if meta.get("signal") != "latency" or "source" in meta:
+        report.fail(name, f"the check reads a latency trigger that names no source; the README's "
+                          f"first trigger is {meta}")
+        return
+    expr = canonical_latency_query(meta)
+    truth = prometheus.wait_for(expr, READY_WITHIN_S + 20)
+    if truth is None:
+        report.fail(name, f"Prometheus never answered {expr}; see {work_dir}/live-prometheus.log")
+        return
+    pb, pb_grpc = keda_client.stubs("proto", os.path.join(work_dir, "grpc"))
+    try:
+        (metric, target), value = keda_client.metric_value(
+            pb, pb_grpc, addrs["--grpc-addr"], so["metadata"]["name"],
+            so["metadata"].get("namespace", "default"), meta)
+    except Exception as e:  # grpc.RpcError and unpacking errors alike fail the check
+        report.fail(name, f"GetMetricSpec / GetMetrics failed: {e}; log:\n{log_tail(log_path)}")
+        return
+    after = prometheus.query(expr)
+    problems = []
+    if not (value > 0 and math.isfinite(value)):
+        problems.append(f"GetMetrics answered {value}, Prometheus {truth}")
+    elif not math.isclose(value, truth, rel_tol=1e-6):
+        problems.append(f"GetMetrics answered {value}, Prometheus answers {truth} (then {after}) "
+                        f"for {expr}")
+    report.check(name, problems, f"{metric} = {value:.6f} s, Prometheus {truth:.6f} s, target "
+                                 f"{target}; {meta.get('service')} p95 through "
+                                 f"--prometheus {prom_names[0]}, no --default-source")
+
+
+def started(report, proc, admin, log_path):
+    deadline = time.monotonic() + READY_WITHIN_S
+    status = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            report.fail("live: README install args start the binary",
+                        f"the server exited with code {proc.returncode}; log:\n{log_tail(log_path)}")
+            return False
+        status, _ = get(f"{admin}/readyz")
+        if status == 200:
+            break
+        time.sleep(0.2)
+    if status != 200:
+        report.fail("live: README install args start the binary",
+                    f"/readyz answered {status} after {READY_WITHIN_S} s; log:\n{log_tail(log_path)}")
+        return False
+    report.ok("live: README install args start the binary", "/readyz 200")
+    status, _ = get(f"{admin}/healthz")
+    report.check("live: /healthz answers 200", [] if status == 200 else [f"/healthz answered {status}"])
+    return True
 
 
 def log_tail(path, lines=30):
@@ -129,26 +233,7 @@ def log_tail(path, lines=30):
         return "".join(f.readlines()[-lines:])
 
 
-def live_checks(report, proc, admin, addrs, used, log_path):
-    deadline = time.monotonic() + READY_WITHIN_S
-    status = None
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            report.fail("live: Deployment args start the binary",
-                        f"the server exited with code {proc.returncode}; log:\n{log_tail(log_path)}")
-            return
-        status, _ = get(f"{admin}/readyz")
-        if status == 200:
-            break
-        time.sleep(0.2)
-    if status != 200:
-        report.fail("live: Deployment args start the binary",
-                    f"/readyz answered {status} after {READY_WITHIN_S} s; log:\n{log_tail(log_path)}")
-        return
-    report.ok("live: Deployment args start the binary", "/readyz 200")
-    status, _ = get(f"{admin}/healthz")
-    report.check("live: /healthz answers 200", [] if status == 200 else [f"/healthz answered {status}"])
-
+def scrape_checks(report, admin, addrs, used):
     workload = os.environ.get("DEPLOY_CHECK_WORKLOAD", "").strip()
     if workload:
         wl_env = dict(os.environ, **{ADDR_FLAGS[f]: a for f, a in addrs.items()})

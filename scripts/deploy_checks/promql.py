@@ -20,7 +20,7 @@ EXPORTED = {
     "slo_scaler_backend_request_duration_seconds_sum", "slo_scaler_cache_requests_total",
     "slo_scaler_otlp_spans_total", "slo_scaler_otlp_store_series",
     "slo_scaler_otlp_store_series_evicted_total", "slo_scaler_tempo_partial_responses_total",
-    "slo_scaler_build_info",
+    "slo_scaler_build_info", "slo_scaler_signal_state",
 }
 METRIC = re.compile(r"\bslo_scaler_[a-zA-Z0-9_]+")
 # Grafana variables and what stands in for them so promtool can parse the query.
@@ -30,6 +30,86 @@ VARIABLES = [
 ]
 VARIABLE_LEFT = re.compile(r"\$\{?[A-Za-z_]+")
 LABEL_VALUES = re.compile(r"^label_values\((?:(.*),\s*)?([a-zA-Z_][a-zA-Z0-9_]*)\)$")
+
+
+def promtool_test(promtool, test_file):
+    proc = subprocess.run([promtool, "test", "rules", test_file], capture_output=True, text=True)
+    return proc.returncode == 0, (proc.stdout + proc.stderr).strip()
+
+
+def state_tests(report, promtool, rules_spec, dash, work_dir):
+    """promtool unit tests: SloScalerSignalNoData fires after its `for` on no_data or error only,
+    and the dashboard's "Signal state" query maps ok / stale / no_data / error to 0 / 1 / 2 / 3."""
+    rules = {r["alert"]: r for g in rules_spec["groups"] for r in g["rules"] if "alert" in r}
+    alert = rules.get("SloScalerSignalNoData")
+    if alert is None:
+        report.fail("signal-state alert and panel behave (promtool test rules)",
+                    "no SloScalerSignalNoData alert in the PrometheusRule")
+        return
+    panel_expr = None
+    for p in dash.get("panels", []):
+        if p.get("title") == "Signal state":
+            panel_expr = substitute(p["targets"][0]["expr"])
+    if panel_expr is None:
+        report.fail("signal-state alert and panel behave (promtool test rules)",
+                    "no \"Signal state\" panel in the dashboard")
+        return
+    job = re.search(r'job="([^"]+)"', alert["expr"])
+    job = job.group(1) if job else "slo-scaler"
+
+    def series(so, state, values):
+        return {"series": f'slo_scaler_signal_state{{job="{job}",namespace="shop",scaled_object="{so}",'
+                          f'metric="m",state="{state}"}}', "values": values}
+
+    # One sample a minute for 10 minutes; each ScaledObject is in exactly one state at a time.
+    timeline = {
+        "nodata": {"ok": "0x10", "stale": "0x10", "no_data": "1x10", "error": "0x10"},
+        "healthy": {"ok": "1x10", "stale": "0x10", "no_data": "0x10", "error": "0x10"},
+        "stale": {"ok": "0x10", "stale": "1x10", "no_data": "0x10", "error": "0x10"},
+        # error only from minute 7: not yet 5 minutes at minute 8.
+        "late-error": {"ok": "1 1 1 1 1 1 1 0 0 0 0", "stale": "0x10", "no_data": "0x10",
+                       "error": "0 0 0 0 0 0 0 1 1 1 1"},
+        # no_data then error: one continuous problem, still firing.
+        "flapping": {"ok": "0x10", "stale": "0x10", "no_data": "1 1 1 1 0 0 0 0 0 0 0",
+                     "error": "0 0 0 0 1 1 1 1 1 1 1"},
+    }
+    inputs = [series(so, st, v) for so, states in timeline.items() for st, v in states.items()]
+    labels = dict(alert.get("labels") or {})
+
+    def firing(so):
+        return dict(labels, namespace="shop", scaled_object=so, metric="m")
+
+    # promtool compares annotations too; the test is about when the alert fires, not its text.
+    bare = {k: v for k, v in alert.items() if k != "annotations"}
+    rules_file = os.path.join(work_dir, "signal-state.rules.yaml")
+    with open(rules_file, "w") as f:
+        yaml.safe_dump({"groups": [{"name": "alert", "rules": [bare]}]}, f, sort_keys=False)
+    test = {
+        "rule_files": [os.path.abspath(rules_file)],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": inputs,
+            "alert_rule_test": [
+                {"eval_time": "3m", "alertname": "SloScalerSignalNoData", "exp_alerts": []},
+                {"eval_time": "8m", "alertname": "SloScalerSignalNoData",
+                 "exp_alerts": [{"exp_labels": firing("flapping")}, {"exp_labels": firing("nodata")}]},
+            ],
+            "promql_expr_test": [{
+                "expr": panel_expr, "eval_time": "8m",
+                "exp_samples": [
+                    {"labels": f'{{namespace="shop",scaled_object="{so}",metric="m"}}', "value": v}
+                    for so, v in (("nodata", 2), ("healthy", 0), ("stale", 1), ("late-error", 3),
+                                  ("flapping", 3))],
+            }],
+        }],
+    }
+    test_file = os.path.join(work_dir, "signal-state.test.yaml")
+    with open(test_file, "w") as f:
+        yaml.safe_dump(test, f, sort_keys=False)
+    ok, out = promtool_test(promtool, test_file)
+    report.check("signal-state alert and panel behave (promtool test rules)", [] if ok else [out],
+                 "alert after its for on no_data / error only; panel 0 ok, 1 stale, 2 no data, 3 error")
 
 
 def promtool_check(promtool, rules_file):
@@ -123,6 +203,7 @@ def run(report, dashboard_files, rendered, promtool, work_dir):
         for g in rules[0]["spec"]["groups"]:
             for r in g["rules"]:
                 used.update(METRIC.findall(r["expr"]))
+        state_tests(report, promtool, rules[0]["spec"], dash, work_dir)
 
     # Every dashboard query as a recording rule, variables substituted.
     queries = dashboard_queries(dash)

@@ -11,15 +11,24 @@ Run by scripts/check-deploy.sh inside its venv. Environment:
 
 import argparse
 import os
+import re
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import chart  # noqa: E402
 import examples  # noqa: E402
+import fanout_live  # noqa: E402
+import canary  # noqa: E402
 import live  # noqa: E402
+import policy  # noqa: E402
 import promql  # noqa: E402
+import readme  # noqa: E402
 from report import Report  # noqa: E402
+
+# Flags the chart renders that other changes add to the binary; until the binary has them the
+# check that every rendered flag exists is skipped for these (and fails for any other).
 
 
 def main():
@@ -39,7 +48,29 @@ def main():
     report = Report()
 
     rendered = chart.run(report, chart_dir, os.path.join(chart_dir, "ci", "all-on-values.yaml"))
+    with open("README.md") as f:
+        readme_text = f.read()
+    try:
+        release, namespace, readme_chart, readme_values = readme.helm_install(readme_text)
+        so, trigger = readme.first_trigger(readme_text)
+        report.check("README's helm install line parsed",
+                     [] if (os.path.normpath(readme_chart), release, namespace) ==
+                     (os.path.normpath(chart_dir), chart.RELEASE, chart.NAMESPACE) else
+                     [f"it installs {readme_chart} as {release} in {namespace}; the checks render "
+                      f"{chart_dir} as {chart.RELEASE} in {chart.NAMESPACE}"],
+                     f"values {readme_values}")
+    except readme.ReadmeError as e:
+        report.fail("README's helm install line parsed", e)
+        readme_values, so, trigger = None, None, None
+    readme_docs = None
+    if readme_values is not None:
+        try:
+            readme_docs, _ = chart.render(chart_dir, readme_values)
+        except Exception as e:  # helm_python raises HelmError subclasses
+            report.fail("helm render (README's helm install)", e)
+    policy.run(report, chart_dir, readme_text, readme_values, rendered)
     examples.run(report, os.path.join("deploy", "examples"), crd)
+    canary.run(report, os.path.join("deploy", "examples", "canary"), shared, crd)
     used = promql.run(report, [os.path.join("deploy", "grafana", "slo-scaler.json"),
                                os.path.join(chart_dir, "dashboards", "slo-scaler.json")],
                       rendered, promtool, work_dir)
@@ -55,12 +86,27 @@ def main():
             report.fail("live part", reason + "; pass --static-only to skip it on purpose")
     elif not os.access(binary, os.X_OK):
         report.fail("live part", f"SLO_SCALER_BIN={binary} is not an executable file")
-    elif "default values" not in rendered:
-        report.fail("live part", "the chart did not render with default values")
+    elif readme_docs is None or trigger is None:
+        report.fail("live part", "the README's helm install or first trigger was not usable")
     else:
-        args, env = chart.deployment_args(rendered["default values"])
-        live.run(report, os.path.abspath(binary), args, env, used, work_dir)
+        known_flags(report, binary, [chart.deployment_args(d)[0] for d in
+                                     [readme_docs, *rendered.values()]] + policy.flag_cases(chart_dir))
+        args, env = chart.deployment_args(readme_docs)
+        live.run(report, os.path.abspath(binary), args, env, used, work_dir,
+                 {"so": so, "trigger": trigger})
+        fanout_live.run(report, os.path.abspath(binary), chart_dir, {"so": so, "trigger": trigger},
+                        work_dir)
     return report.finish()
+
+
+def known_flags(report, binary, arg_lists):
+    """Every flag the chart renders is one `slo-scaler serve` knows."""
+    out = subprocess.run([binary, "serve", "--help"], capture_output=True, text=True).stdout
+    known = set(re.findall(r"(--[a-z][a-z0-9-]+)", out))
+    used = {a.split("=", 1)[0] for args in arg_lists for a in args if a.startswith("--")}
+    report.check("every flag the chart renders exists in the binary",
+                 [f"{f} is not a flag of `slo-scaler serve`" for f in sorted(used - known)],
+                 f"{len(used)} flags")
 
 
 if __name__ == "__main__":

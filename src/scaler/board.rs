@@ -203,7 +203,7 @@ impl Row {
             "scaledObject": e.name,
             "metric": t.metric_name,
             "signal": t.kind.as_str(),
-            "source": t.source.as_str(),
+            "source": t.source().as_str(),
             "query": e.query,
             "value": self.value,
             "threshold": t.target,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cache::{CacheConfig, SignalCache};
+use crate::policy::NamespacePolicy;
 use crate::signal::promql::{self, Convention};
 use crate::signal::traceql;
 use crate::source::tempo::{validate_tenant, TenantPolicy};
@@ -15,7 +16,9 @@ use crate::source::{
     OtlpQuery, PromQuery, Query, Reading, SourceError, Sources, SqsQuery, TempoQuery, TempoReduce,
 };
 use crate::telemetry::Metrics;
-use crate::trigger::{self, ParseOptions, Problem, Signal, SourceKind, Trigger, TriggerError};
+use crate::trigger::{
+    self, ParseOptions, Problem, PromSpec, Read, TempoSpec, Trigger, TriggerError,
+};
 
 /// A trigger resolved against the server's configuration: what to ask, and how.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,6 +83,8 @@ pub struct EngineConfig {
     pub conventions: BTreeMap<String, Convention>,
     /// Which Tempo tenants each namespace may read.
     pub tenant_policy: TenantPolicy,
+    /// Which backends, raw queries and AWS roles each namespace may use.
+    pub policy: NamespacePolicy,
     pub cache_ttl: Duration,
     pub cache: CacheConfig,
 }
@@ -112,76 +117,112 @@ impl Engine {
     /// Parses and resolves a trigger. Never touches a backend.
     pub fn plan(&self, namespace: &str, md: &HashMap<String, String>) -> Result<Plan, PlanError> {
         let trigger = trigger::parse(md, &self.config.parse)?;
-        let query = match (&trigger.signal, trigger.source) {
-            (Signal::Trace { selector, measure }, SourceKind::Prometheus) => {
-                self.check_prometheus_backend(&trigger.backend)
+        self.check_namespace(namespace, &trigger.read)?;
+        let query = match &trigger.read {
+            Read::Prometheus { backend, spec } => {
+                self.check_prometheus_backend(backend)
                     .map_err(|m| problem("backend", m))?;
-                let convention = self
-                    .config
-                    .conventions
-                    .get(&trigger.convention)
-                    .ok_or_else(|| problem("convention", "unknown convention".into()))?;
-                let promql = promql::build(
-                    &trigger.convention,
-                    convention,
-                    selector,
-                    *measure,
-                    trigger.window,
-                )
-                .map_err(|e| {
-                    let key = match e {
-                        promql::QueryBuildError::NoSpanKind { .. } => "spanKind",
-                        promql::QueryBuildError::NoVersion { .. } => "version",
-                    };
-                    problem(key, e.to_string())
-                })?;
+                let promql = match spec {
+                    PromSpec::Trace { trace, convention } => {
+                        let c = self
+                            .config
+                            .conventions
+                            .get(convention)
+                            .ok_or_else(|| problem("convention", "unknown convention".into()))?;
+                        promql::build(convention, c, &trace.selector, trace.measure, trace.window)
+                            .map_err(|e| {
+                                let key = match e {
+                                    promql::QueryBuildError::NoSpanKind { .. } => "spanKind",
+                                    promql::QueryBuildError::NoVersion { .. } => "version",
+                                };
+                                problem(key, e.to_string())
+                            })?
+                    }
+                    PromSpec::Raw(q) => q.clone(),
+                };
                 Query::Prometheus(PromQuery {
-                    backend: trigger.backend.clone(),
+                    backend: backend.clone(),
                     promql,
                 })
             }
-            (Signal::Query(q), SourceKind::Prometheus) => {
-                self.check_prometheus_backend(&trigger.backend)
-                    .map_err(|m| problem("backend", m))?;
-                Query::Prometheus(PromQuery {
-                    backend: trigger.backend.clone(),
-                    promql: q.clone(),
-                })
-            }
             // The parser has already refused `awsRoleArn` / `awsEndpoint` unless allowed.
-            (Signal::QueueDepth(spec), SourceKind::Sqs) => Query::Sqs(SqsQuery {
+            Read::Sqs(spec) => Query::Sqs(SqsQuery {
                 queue: spec.queue.clone(),
                 region: spec.region.clone(),
                 role_arn: spec.role_arn.clone(),
                 endpoint: spec.endpoint.clone(),
             }),
-            (Signal::Trace { selector, measure }, SourceKind::Tempo) => {
-                let (traceql, reduce) =
-                    traceql::build(selector, *measure).map_err(|m| problem("labels", m))?;
-                self.tempo_query(namespace, &trigger, traceql, reduce)?
+            Read::Tempo {
+                backend,
+                tenant,
+                spec,
+            } => {
+                let (traceql, reduce, since) = match spec {
+                    TempoSpec::Trace(t) => {
+                        let (q, reduce) = traceql::build(&t.selector, t.measure)
+                            .map_err(|m| problem("labels", m))?;
+                        (q, reduce, t.window)
+                    }
+                    TempoSpec::Raw { query, window } => {
+                        (query.clone(), TempoReduce::Single, *window)
+                    }
+                };
+                self.tempo_query(namespace, backend, tenant.as_ref(), traceql, reduce, since)?
             }
-            (Signal::Query(q), SourceKind::Tempo) => {
-                self.tempo_query(namespace, &trigger, q.clone(), TempoReduce::Single)?
-            }
-            (Signal::Trace { .. }, SourceKind::Otlp) if self.sources.otlp.is_none() => {
+            Read::Otlp(_) if self.sources.otlp.is_none() => {
                 return Err(problem(
                     "source",
                     "source otlp needs the embedded OTLP receiver, which this server runs without (--no-otlp)".into(),
                 ))
             }
-            (Signal::Trace { selector, measure }, SourceKind::Otlp) => Query::Otlp(OtlpQuery {
-                selector: selector.clone(),
-                measure: *measure,
-                window: trigger.window,
+            Read::Otlp(t) => Query::Otlp(OtlpQuery {
+                selector: t.selector.clone(),
+                measure: t.measure,
+                window: t.window,
             }),
-            (_, source) => {
-                return Err(problem(
-                    "source",
-                    format!("source {source} is not configured on this server"),
-                ))
-            }
         };
         Ok(Plan { trigger, query })
+    }
+
+    /// The namespace's allowances: backends, raw queries, AWS roles.
+    fn check_namespace(&self, namespace: &str, read: &Read) -> Result<(), PlanError> {
+        let p = &self.config.policy;
+        let denied = |what: String| {
+            Err(PlanError::PermissionDenied(format!(
+                "namespace {namespace:?} may not use {what}"
+            )))
+        };
+        match read {
+            Read::Prometheus { backend, spec } => {
+                let kind = "prometheus";
+                if !p.backends.allows(namespace, backend) {
+                    return denied(format!("{kind} backend {backend:?}"));
+                }
+                if matches!(spec, PromSpec::Raw(_)) && !p.raw_queries.allows(namespace, backend) {
+                    return denied(format!("raw queries on {kind} backend {backend:?}"));
+                }
+            }
+            Read::Tempo { backend, spec, .. } => {
+                let kind = "tempo";
+                if !p.backends.allows(namespace, backend) {
+                    return denied(format!("{kind} backend {backend:?}"));
+                }
+                if matches!(spec, TempoSpec::Raw { .. })
+                    && !p.raw_queries.allows(namespace, backend)
+                {
+                    return denied(format!("raw queries on {kind} backend {backend:?}"));
+                }
+            }
+            Read::Sqs(q) => {
+                if let Some(arn) = &q.role_arn {
+                    if !p.aws_roles.allows(namespace, arn) {
+                        return denied(format!("AWS role {arn:?}"));
+                    }
+                }
+            }
+            Read::Otlp(_) => {}
+        }
+        Ok(())
     }
 
     fn check_prometheus_backend(&self, name: &str) -> Result<(), String> {
@@ -203,31 +244,32 @@ impl Engine {
     fn tempo_query(
         &self,
         namespace: &str,
-        t: &Trigger,
+        backend: &str,
+        tenant: Option<&String>,
         traceql: String,
         reduce: TempoReduce,
+        since: Duration,
     ) -> Result<Query, PlanError> {
-        if !self.sources.tempo.has_backend(&t.backend) {
+        if !self.sources.tempo.has_backend(backend) {
             return Err(problem(
                 "backend",
                 format!(
-                    "no Tempo backend named {:?} is configured on the server (--tempo NAME=URL)",
-                    t.backend
+                    "no Tempo backend named {backend:?} is configured on the server (--tempo NAME=URL)"
                 ),
             ));
         }
-        if let Some(tenant) = &t.tenant {
+        if let Some(tenant) = tenant {
             validate_tenant(tenant).map_err(|m| problem("tenant", m))?;
         }
         self.config
             .tenant_policy
-            .check(namespace, t.tenant.as_deref())
+            .check(namespace, tenant.map(String::as_str))
             .map_err(|e| PlanError::PermissionDenied(e.to_string()))?;
         Ok(Query::Tempo(TempoQuery {
-            backend: t.backend.clone(),
-            tenant: t.tenant.clone(),
+            backend: backend.to_string(),
+            tenant: tenant.cloned(),
             traceql,
-            since: t.window,
+            since,
             reduce,
         }))
     }
@@ -245,9 +287,9 @@ impl Engine {
             .get(&plan.query, ttl, || self.sources.fetch(&plan.query))
             .await?;
         let t = &plan.trigger;
-        let value = match (&served.reading, &t.signal) {
+        let value = match (&served.reading, &t.read) {
             (Reading::Value(v), _) => usable(*v),
-            (Reading::Queue(depth), Signal::QueueDepth(spec)) => {
+            (Reading::Queue(depth), Read::Sqs(spec)) => {
                 Usable::Value(depth.total(spec.scale_on_in_flight, spec.scale_on_delayed) as f64)
             }
             (Reading::Queue(_), _) => {

@@ -5,6 +5,7 @@
 
 pub mod hpa;
 pub mod promql;
+pub mod quote;
 pub mod traceql;
 
 use std::fmt;

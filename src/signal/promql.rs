@@ -2,7 +2,7 @@
 //! and the canonical query shapes.
 //!
 //! Every value that comes from trigger metadata enters a query only through
-//! [`escape_string`] (values) or [`is_label_name`]-checked label names, so metadata can
+//! [`go_string`] (values) or [`is_label_name`]-checked label names, so metadata can
 //! never change a query's structure.
 
 use std::collections::BTreeMap;
@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::quote::go_string;
 use super::{format_window, SpanKind, TraceMeasure, TraceSelector};
 
 /// How errors are recognised in a convention's call counter.
@@ -262,29 +263,7 @@ fn push_matcher(out: &mut String, label: &str, op: &str, value: &str) {
     }
     out.push_str(label);
     out.push_str(op);
-    out.push_str(&escape_string(value));
-}
-
-/// Quotes `s` as a PromQL (Go) string literal: `\` and `"` escaped, control characters
-/// as `\n`, `\r`, `\t` or `\xNN`. Everything else, unicode included, is kept as is.
-pub fn escape_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for ch in s.chars() {
-        match ch {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    out.push_str(&go_string(value));
 }
 
 /// A Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`, not reserved (`__…`).
@@ -317,15 +296,31 @@ mod tests {
     }
 
     #[test]
-    fn escaping() {
-        let check = |input: &str, expect: &str| assert_eq!(escape_string(input), expect);
-        check("order-service", r#""order-service""#);
-        check(r#"a"} or vector(1e9) #"#, r#""a\"} or vector(1e9) #""#);
-        check(r"back\slash", r#""back\\slash""#);
-        check("new\nline\r\t", r#""new\nline\r\t""#);
-        check("bell\u{7}del\u{7f}", r#""bell\x07del\x7f""#);
-        check("ünï€ode 🚀", "\"ünï€ode 🚀\"");
-        check(r#"\""#, r#""\\\"""#);
+    fn hostile_values_stay_literals() {
+        let conventions = builtin_conventions();
+        for value in [
+            r#"a"} or vector(1e9) #"#,
+            "new\nline\r\ncr",
+            "nul\0bell\x07del\x7f",
+            "c1\u{85}bom\u{feff}bad\u{fffd}",
+            r"\",
+        ] {
+            let q = build(
+                "tempo-spanmetrics",
+                &conventions["tempo-spanmetrics"],
+                &selector(value),
+                TraceMeasure::Rate,
+                Duration::from_secs(60),
+            )
+            .unwrap();
+            let (skeleton, literals) = crate::signal::quote::tests::lex(&q)
+                .unwrap_or_else(|e| panic!("{value:?}: {e}: {q}"));
+            assert_eq!(literals, vec![value, "SPAN_KIND_SERVER"], "{q}");
+            assert_eq!(
+                skeleton,
+                r#"sum(rate(traces_spanmetrics_calls_total{service="…", span_kind="…"}[1m]))"#
+            );
+        }
     }
 
     #[test]

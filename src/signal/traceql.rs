@@ -1,42 +1,12 @@
 //! TraceQL metrics queries for Grafana Tempo, built from a trace selector and a measure.
 //!
 //! Values from trigger metadata only ever reach a query as Go string literals (see
-//! [`escape_string`]), and attribute names only as checked identifier paths (see
+//! [`go_string`]), and attribute names only as checked identifier paths (see
 //! [`attribute`]), so no metadata can change the shape of the query.
 
-use std::fmt::Write as _;
-
+use crate::signal::quote::go_string;
 use crate::signal::{Quantile, TraceMeasure, TraceSelector};
 use crate::source::TempoReduce;
-
-/// Quotes `s` as a TraceQL string literal (Go string literal rules), quotes included.
-///
-/// `\` and `"` are backslash-escaped, newline, CR and tab become `\n`, `\r`, `\t`, other
-/// ASCII control characters `\xNN`, and the remaining non-printing code points (C1
-/// controls, the byte order mark) `\uNNNN`. Everything else is copied as is, so a
-/// decoder gives back exactly `s`.
-pub fn escape_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_ascii_control() => {
-                let _ = write!(out, "\\x{:02x}", u32::from(c));
-            }
-            c if c.is_control() || c == '\u{feff}' => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
 
 /// Turns a trigger `labels` key into a TraceQL attribute.
 ///
@@ -78,22 +48,16 @@ pub fn build(
     measure: TraceMeasure,
 ) -> Result<(String, TempoReduce), String> {
     let mut conditions = vec![
-        format!(
-            "resource.service.name = {}",
-            escape_string(&selector.service)
-        ),
+        format!("resource.service.name = {}", go_string(&selector.service)),
         format!("span:kind = {}", selector.span_kind.as_str()),
     ];
     if let Some(version) = &selector.version {
-        conditions.push(format!(
-            "resource.service.version = {}",
-            escape_string(version)
-        ));
+        conditions.push(format!("resource.service.version = {}", go_string(version)));
     }
     let mut problems = Vec::new();
     for (name, value) in &selector.labels {
         match attribute(name) {
-            Ok(attr) => conditions.push(format!("{attr} = {}", escape_string(value))),
+            Ok(attr) => conditions.push(format!("{attr} = {}", go_string(value))),
             Err(e) => problems.push(e),
         }
     }
@@ -131,25 +95,8 @@ fn format_quantile(q: Quantile) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::signal::quote::tests::lex;
     use crate::signal::SpanKind;
-
-    #[test]
-    fn escaping() {
-        let check = |input: &str, expect: &str| {
-            assert_eq!(escape_string(input), expect, "{input:?}");
-        };
-        check("order-service", r#""order-service""#);
-        check("", r#""""#);
-        check(r#"a"b"#, r#""a\"b""#);
-        check(r"a\b", r#""a\\b""#);
-        check(r#"\""#, r#""\\\"""#);
-        check("l1\nl2\r\t", r#""l1\nl2\r\t""#);
-        check("nul\0bell\x07del\x7f", r#""nul\x00bell\x07del\x7f""#);
-        check("esc\x1b", r#""esc\x1b""#);
-        check("c1\u{85}bom\u{feff}", r#""c1\u0085bom\ufeff""#);
-        check("zürich 東京 🚀", "\"zürich 東京 🚀\"");
-        check("{ } | rate() #", r#""{ } | rate() #""#);
-    }
 
     #[test]
     fn attributes() {
@@ -291,81 +238,6 @@ mod tests {
         assert!(!err.contains("\"ok\""), "{err}");
     }
 
-    /// A reading of TraceQL as Tempo's lexer sees it: string literals (decoded with Go's
-    /// rules) and everything else as text with each literal replaced by `"…"`.
-    fn lex(query: &str) -> Result<(String, Vec<String>), String> {
-        let mut skeleton = String::new();
-        let mut literals = Vec::new();
-        let mut chars = query.chars();
-        while let Some(c) = chars.next() {
-            if c != '"' {
-                skeleton.push(c);
-                continue;
-            }
-            let mut bytes = Vec::new();
-            loop {
-                let c = chars.next().ok_or("unterminated string")?;
-                match c {
-                    '"' => break,
-                    '\n' => return Err("newline in string".into()),
-                    '\0' => return Err("NUL in string".into()),
-                    '\\' => {
-                        let e = chars.next().ok_or("unterminated escape")?;
-                        let simple = match e {
-                            'a' => Some(7u8),
-                            'b' => Some(8),
-                            'f' => Some(12),
-                            'n' => Some(b'\n'),
-                            'r' => Some(b'\r'),
-                            't' => Some(b'\t'),
-                            'v' => Some(11),
-                            '\\' => Some(b'\\'),
-                            '"' => Some(b'"'),
-                            _ => None,
-                        };
-                        if let Some(b) = simple {
-                            bytes.push(b);
-                            continue;
-                        }
-                        let digits = |n: usize, chars: &mut std::str::Chars| -> String {
-                            chars.take(n).collect()
-                        };
-                        match e {
-                            'x' => {
-                                let h = digits(2, &mut chars);
-                                let b = u8::from_str_radix(&h, 16)
-                                    .map_err(|_| format!("bad \\x{h}"))?;
-                                bytes.push(b);
-                            }
-                            'u' | 'U' => {
-                                let h = digits(if e == 'u' { 4 } else { 8 }, &mut chars);
-                                let cp = u32::from_str_radix(&h, 16)
-                                    .map_err(|_| format!("bad \\{e}{h}"))?;
-                                let ch = char::from_u32(cp).ok_or("bad code point")?;
-                                let mut buf = [0u8; 4];
-                                bytes.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
-                            }
-                            '0'..='7' => {
-                                let rest = digits(2, &mut chars);
-                                let o = u8::from_str_radix(&format!("{e}{rest}"), 8)
-                                    .map_err(|_| "bad octal escape")?;
-                                bytes.push(o);
-                            }
-                            other => return Err(format!("unknown escape \\{other}")),
-                        }
-                    }
-                    c => {
-                        let mut buf = [0u8; 4];
-                        bytes.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-                    }
-                }
-            }
-            literals.push(String::from_utf8(bytes).map_err(|e| e.to_string())?);
-            skeleton.push_str("\"…\"");
-        }
-        Ok((skeleton, literals))
-    }
-
     #[test]
     fn hostile_values_stay_literals() {
         let hostile = [
@@ -402,20 +274,6 @@ mod tests {
                     build(&selector(Some("v"), &[("http.route", "r")]), measure).unwrap();
                 let (expect_skeleton, _) = lex(&clean).unwrap();
                 assert_eq!(skeleton, expect_skeleton, "{query}");
-            }
-        }
-    }
-
-    #[test]
-    fn escaped_literals_decode_back() {
-        let check = |input: &str| {
-            let (skeleton, literals) = lex(&escape_string(input)).unwrap();
-            assert_eq!(skeleton, "\"…\"");
-            assert_eq!(literals, vec![input.to_string()]);
-        };
-        for c in (0u32..0x250).chain([0xfeff, 0x2028, 0x1f680]) {
-            if let Some(c) = char::from_u32(c) {
-                check(&format!("a{c}b"));
             }
         }
     }

@@ -140,22 +140,56 @@ pub enum SourceError {
 }
 
 /// Every configured backend; dispatches a [`Query`] to the one it names.
+///
+/// The one owner of a backend call's deadline and of its accounting: [`Sources::fetch`]
+/// bounds every call with `timeout` and records its outcome and duration.
 pub struct Sources {
     pub prometheus: prometheus::PrometheusSource,
     pub tempo: tempo::TempoSource,
     pub sqs: sqs::SqsSource,
     /// The embedded trace store; `None` when the OTLP receiver is off (`--no-otlp`, `check`).
     pub otlp: Option<std::sync::Arc<otlp::Store>>,
+    pub metrics: std::sync::Arc<crate::telemetry::Metrics>,
+    /// `--backend-timeout`: the deadline of every call, end to end.
+    pub timeout: Duration,
 }
 
 impl Sources {
-    /// Asks the backend. Each source bounds its own call and records its metrics;
-    /// the cache adds a hard timeout on top.
+    /// Asks the backend, within `timeout`, and records the call in the backend metrics
+    /// (`success`, `error` or `timeout`, with its duration).
     pub async fn fetch(&self, q: &Query) -> Result<Reading, SourceError> {
+        let started = std::time::Instant::now();
+        let (result, cut_off) = match tokio::time::timeout(self.timeout, self.dispatch(q)).await {
+            Ok(result) => (result, false),
+            Err(_) => (
+                Err(SourceError::Timeout {
+                    backend: q.backend_label(),
+                    timeout: self.timeout,
+                }),
+                true,
+            ),
+        };
+        // The SQS source and the embedded store still record the calls they finish
+        // themselves; their owners drop that when they move to this one place.
+        if cut_off || matches!(q, Query::Prometheus(_) | Query::Tempo(_)) {
+            let outcome = match &result {
+                Ok(_) => "success",
+                Err(SourceError::Timeout { .. }) => "timeout",
+                Err(_) => "error",
+            };
+            self.metrics
+                .record_backend(&q.backend_label(), outcome, started.elapsed());
+        }
+        result
+    }
+
+    async fn dispatch(&self, q: &Query) -> Result<Reading, SourceError> {
         match q {
             Query::Prometheus(q) => self.prometheus.fetch(q).await,
             Query::Tempo(q) => self.tempo.fetch(q).await,
-            Query::Sqs(q) => self.sqs.fetch(q).await,
+            // Boxed: the SDK's futures are deep enough to exceed the compiler's layout
+            // recursion limit in callers that nest this one.
+            Query::Sqs(q) => Box::pin(self.sqs.fetch(q)).await,
             Query::Otlp(q) => match &self.otlp {
                 Some(store) => store.fetch(q),
                 None => Err(SourceError::UnknownBackend {
@@ -180,14 +214,14 @@ impl Sources {
             Query::Sqs(q) => {
                 let mut s = format!(
                     "sqs GetQueueAttributes {} (region {})",
-                    q.queue,
+                    http::redact_url(&q.queue),
                     q.region.as_deref().unwrap_or("<default>")
                 );
                 if let Some(role) = &q.role_arn {
                     s.push_str(&format!(" as {role}"));
                 }
                 if let Some(endpoint) = &q.endpoint {
-                    s.push_str(&format!(" at {endpoint}"));
+                    s.push_str(&format!(" at {}", http::redact_url(endpoint)));
                 }
                 s
             }
@@ -210,6 +244,20 @@ impl Sources {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn descriptions_redact_url_credentials() {
+        let q = Query::Sqs(SqsQuery {
+            queue: "https://user:s3cret@sqs.example/123/q".into(),
+            region: None,
+            role_arn: None,
+            endpoint: Some("http://key:s3cret@localhost:4566".into()),
+        });
+        let text = Sources::describe(&q);
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("https://***@sqs.example/123/q"), "{text}");
+        assert!(text.contains("http://***@localhost:4566"), "{text}");
+    }
 
     #[test]
     fn queue_sums_follow_keda() {

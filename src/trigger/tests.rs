@@ -1,6 +1,7 @@
 //! Table tests for metadata parsing.
 
 use super::*;
+use crate::signal::Quantile;
 
 fn md(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs
@@ -238,17 +239,22 @@ fn latency_trigger() {
         ("labels", r"span_name=GET /a\,b,http_route=/x\=y"),
     ]);
     assert_eq!(t.kind, SignalKind::Latency);
-    assert_eq!(t.source, SourceKind::Prometheus);
+    assert_eq!(t.source(), SourceKind::Prometheus);
     assert_eq!(t.target, 0.3);
     assert_eq!(t.activation, 0.05);
     assert_eq!(t.metric_name, "latency-p99-order-service");
-    assert_eq!(t.window, Duration::from_secs(300));
-    assert_eq!(t.backend, "default");
-    assert_eq!(t.convention, "otel-spanmetrics");
     assert!(t.ignore_null_values);
-    let Signal::Trace { selector, measure } = &t.signal else {
+    let Read::Prometheus {
+        backend,
+        spec: PromSpec::Trace { trace, convention },
+    } = &t.read
+    else {
         panic!("{t:?}")
     };
+    assert_eq!(trace.window, Duration::from_secs(300));
+    assert_eq!(backend, "default");
+    assert_eq!(convention, "otel-spanmetrics");
+    let (selector, measure) = (&trace.selector, &trace.measure);
     assert_eq!(
         *measure,
         TraceMeasure::Latency(Quantile::parse("0.99").unwrap())
@@ -293,11 +299,11 @@ fn sqs_trigger_keeps_keda_names_and_defaults() {
         ),
         ("awsRegion", "eu-west-1"),
     ]);
-    assert_eq!(t.source, SourceKind::Sqs);
+    assert_eq!(t.source(), SourceKind::Sqs);
     assert_eq!(t.target, 5.0);
     assert_eq!(t.activation, 0.0);
     assert_eq!(t.metric_name, "queuedepth-notifications");
-    let Signal::QueueDepth(q) = &t.signal else {
+    let Read::Sqs(q) = &t.read else {
         panic!("{t:?}")
     };
     assert!(q.scale_on_in_flight);
@@ -311,7 +317,7 @@ fn sqs_trigger_keeps_keda_names_and_defaults() {
         ("scaleOnDelayed", "True"),
     ]);
     assert_eq!((t.target, t.activation), (10.0, 2.0));
-    let Signal::QueueDepth(q) = &t.signal else {
+    let Read::Sqs(q) = &t.read else {
         panic!("{t:?}")
     };
     assert_eq!(q.queue, "orders.fifo");
@@ -334,7 +340,13 @@ fn raw_queries_get_stable_names() {
     ]);
     assert_eq!(a.metric_name, b.metric_name);
     assert!(a.metric_name.starts_with("query-"));
-    assert_eq!(a.signal, Signal::Query("sum(up)".into()));
+    assert_eq!(
+        a.read,
+        Read::Prometheus {
+            backend: "default".into(),
+            spec: PromSpec::Raw("sum(up)".into())
+        }
+    );
 }
 
 #[test]
@@ -356,11 +368,177 @@ fn no_panic_on_arbitrary_input() {
     let nasty = [
         "", " ", "\0", "\u{202e}", "🚀", "=", ",", "\\", "%", "1e309", "-0", "p", "ms", "s",
     ];
-    for k in KNOWN_KEYS.iter().chain(["signal"].iter()) {
+    for k in known_keys() {
         for v in nasty {
             for signal in ["latency", "errorRate", "rps", "queueDepth", "query"] {
                 let _ = parse(&md(&[("signal", signal), (k, v)]), &opts());
             }
         }
+    }
+}
+
+/// Every key a (signal, source) does not use is refused by name, never silently ignored.
+#[test]
+fn keys_a_source_does_not_use_are_refused_by_name() {
+    let rps = |source: &'static str| {
+        [
+            ("signal", "rps"),
+            SVC,
+            ("threshold", "10"),
+            ("source", source),
+        ]
+    };
+    let raw_prom = [
+        ("signal", "query"),
+        ("source", "prometheus"),
+        ("query", "up"),
+        ("threshold", "1"),
+    ];
+    let queue = [("signal", "queueDepth"), ("queueURL", "orders")];
+    type Case<'a> = (Vec<(&'a str, &'a str)>, (&'a str, &'a str));
+    let cases: Vec<Case> = vec![
+        (rps("prometheus").to_vec(), ("tenant", "team-a")),
+        (rps("otlp").to_vec(), ("tenant", "team-a")),
+        (rps("otlp").to_vec(), ("backend", "thanos")),
+        (rps("otlp").to_vec(), ("convention", "tempo-spanmetrics")),
+        (rps("otlp").to_vec(), ("cacheTTL", "5s")),
+        (rps("otlp").to_vec(), ("labels", "a=b")),
+        (rps("tempo").to_vec(), ("convention", "tempo-spanmetrics")),
+        (rps("prometheus").to_vec(), ("quantile", "p99")),
+        (rps("prometheus").to_vec(), ("query", "up")),
+        (rps("prometheus").to_vec(), ("queueURL", "orders")),
+        (raw_prom.to_vec(), ("window", "5m")),
+        (raw_prom.to_vec(), ("service", "x")),
+        (raw_prom.to_vec(), ("convention", "otel-http")),
+        (queue.to_vec(), ("window", "5m")),
+        (queue.to_vec(), ("ignoreNullValues", "false")),
+        (queue.to_vec(), ("backend", "default")),
+        (queue.to_vec(), ("tenant", "team-a")),
+    ];
+    for (mut pairs, extra) in cases {
+        pairs.push(extra);
+        let err = parse(&md(&pairs), &opts()).expect_err(&format!("{pairs:?}"));
+        assert_eq!(err.keys(), vec![extra.0], "{pairs:?}: {err}");
+        assert!(err.to_string().contains("not used by signal"), "{err}");
+    }
+}
+
+/// An unknown signal does not hide the other problems.
+#[test]
+fn every_problem_is_reported_when_the_signal_is_unknown() {
+    check_err(
+        &[("signal", "nope"), ("threshold", "x")],
+        &["signal", "threshold"],
+    );
+    check_err(
+        &[
+            ("signal", "nope"),
+            ("window", "forever"),
+            ("servce", "x"),
+            ("quantile", "high"),
+            ("cacheTTL", "1h"),
+        ],
+        &["signal", "window", "servce", "quantile", "cacheTTL"],
+    );
+    check_err(
+        &[("threshold", "3%"), ("spanKind", "sideways")],
+        &["signal", "spanKind"],
+    );
+    // A threshold some unit reads is not a problem while the unit is unknown.
+    check_err(&[("signal", "nope"), ("threshold", "300ms")], &["signal"]);
+}
+
+#[test]
+fn sizes_are_capped_before_anything_is_read() {
+    let long = "a".repeat(MAX_VALUE_BYTES + 1);
+    check_err(&[LAT, T300, ("service", &long)], &["service"]);
+    let err = parse(&md(&[LAT, T300, ("service", &long)]), &opts()).unwrap_err();
+    assert!(err.to_string().len() < 1000, "{err}");
+    let query = format!("sum(up{{job=\"{}\"}})", "j".repeat(MAX_VALUE_BYTES));
+    check_ok(&[
+        ("signal", "query"),
+        ("source", "prometheus"),
+        ("query", &query),
+        ("threshold", "1"),
+    ]);
+    let huge = "u".repeat(MAX_QUERY_BYTES + 1);
+    check_err(
+        &[
+            ("signal", "query"),
+            ("source", "prometheus"),
+            ("query", &huge),
+            ("threshold", "1"),
+        ],
+        &["query"],
+    );
+    let many: Vec<(String, String)> = (0..=MAX_KEYS)
+        .map(|i| (format!("k{i}"), "v".to_string()))
+        .collect();
+    let err = parse(&many.into_iter().collect(), &opts()).unwrap_err();
+    assert_eq!(err.keys(), vec!["metadata"]);
+}
+
+#[test]
+fn aws_regions() {
+    for ok in [
+        "us-east-1",
+        "eu-west-1",
+        "us-gov-west-1",
+        "cn-north-1",
+        "ap-southeast-2",
+    ] {
+        assert!(is_aws_region(ok), "{ok}");
+    }
+    for bad in [
+        "mars",
+        "us-east",
+        "US-EAST-1",
+        "us--1",
+        "1-east-1",
+        "us-east-x",
+        "",
+        "eu-west-1 ",
+    ] {
+        assert!(!is_aws_region(bad), "{bad}");
+    }
+}
+
+#[test]
+fn aws_endpoints_and_roles_need_the_operator() {
+    let mut o = opts();
+    o.metadata_aws_endpoints = vec!["http://127.0.0.1:4566".into()];
+    o.allow_aws_role_arn = true;
+    let q = |extra: (&'static str, &'static str)| {
+        md(&[("signal", "queueDepth"), ("queueURL", "orders"), extra])
+    };
+    assert!(parse(&q(("awsEndpoint", "http://127.0.0.1:4566")), &o).is_ok());
+    let err = parse(&q(("awsEndpoint", "http://evil.example")), &o).unwrap_err();
+    assert_eq!(err.keys(), vec!["awsEndpoint"]);
+    assert!(parse(
+        &q(("awsRoleArn", "arn:aws:iam::123456789012:role/reader")),
+        &o
+    )
+    .is_ok());
+    for bad in ["arn:aws:s3:::bucket", "arn:aws:iam::12:role/x", "role/x"] {
+        let err = parse(&q(("awsRoleArn", bad)), &o).unwrap_err();
+        assert_eq!(err.keys(), vec!["awsRoleArn"], "{bad}");
+    }
+}
+
+#[test]
+fn tempo_windows_are_longer_than_its_query_end_cutoff() {
+    let tempo = |w: &'static str| {
+        md(&[
+            ("signal", "rps"),
+            SVC,
+            ("threshold", "1"),
+            ("source", "tempo"),
+            ("window", w),
+        ])
+    };
+    assert!(parse(&tempo("1m"), &opts()).is_ok());
+    for w in ["30s", "59s"] {
+        let err = parse(&tempo(w), &opts()).unwrap_err();
+        assert!(err.to_string().contains("query_end_cutoff"), "{err}");
     }
 }

@@ -17,6 +17,8 @@ pub(super) enum Unit {
 }
 
 impl Unit {
+    pub(super) const ALL: [Unit; 3] = [Unit::Seconds, Unit::Ratio, Unit::Count];
+
     pub(super) fn of(kind: SignalKind) -> Unit {
         match kind {
             SignalKind::Latency => Unit::Seconds,
@@ -227,42 +229,56 @@ pub(super) fn is_queue_ref(s: &str) -> bool {
     }
 }
 
-pub(super) fn is_aws_region(s: &str) -> bool {
+/// Whether `s` looks like an AWS region name (`us-east-1`, `us-gov-west-1`, `cn-north-1`):
+/// lowercase words joined by `-`, letters first, a number last. Used by the trigger parser
+/// and by the SQS source for regions in queue URLs.
+pub fn is_aws_region(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
-    parts.len() >= 3
+    s.len() <= 32
+        && parts.len() >= 3
         && parts.iter().all(|p| {
             !p.is_empty()
-                && p.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         })
+        && parts[0].bytes().all(|b| b.is_ascii_lowercase())
         && parts
             .last()
-            .is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()))
+            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// An IAM role ARN: `arn:<partition>:iam::<12-digit account>:role/<path and name>`.
+pub(super) fn is_role_arn(s: &str) -> bool {
+    let mut parts = s.splitn(6, ':');
+    let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return false;
+    };
+    partition.starts_with("aws")
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && resource
+            .strip_prefix("role/")
+            .is_some_and(|n| !n.is_empty() && n.len() <= 512)
 }
 
 /// The known key closest to a misspelt one, when it is close enough to be a typo.
-pub(super) fn closest(key: &str, known: &[&'static str]) -> Option<&'static str> {
+pub(super) fn closest(
+    key: &str,
+    known: impl Iterator<Item = &'static str>,
+) -> Option<&'static str> {
+    let key = key.to_lowercase();
     known
-        .iter()
-        .map(|k| (edit_distance(&key.to_lowercase(), &k.to_lowercase()), *k))
+        .map(|k| (strsim::levenshtein(&key, &k.to_lowercase()), k))
         .filter(|(d, _)| *d <= 2)
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 /// FNV-1a, for short stable names of raw queries.

@@ -421,3 +421,76 @@ async fn callers_that_are_not_kubernetes_objects_are_refused() {
     let (_, body) = scaler.get("/debug/signals").await;
     assert_eq!(body, "[]", "nothing was kept for refused callers");
 }
+
+/// Per-namespace allowances of backends, raw queries and AWS roles (with the operator's
+/// acknowledgement that namespaces are not authenticated here; see tests/tls for mTLS).
+#[tokio::test(flavor = "multi_thread")]
+async fn namespace_allowances_hold() {
+    let exporter = Exporter::start().await;
+    exporter.set_gauge("queue_backlog", 3.0);
+    let prom = PrometheusServer::start(&[exporter.addr]).await;
+    prom.wait_for_data("max(queue_backlog)").await;
+    let url = format!("default={}", prom.url());
+    let mut scaler = Scaler::start(&[
+        "--prometheus",
+        &url,
+        "--backend-allow",
+        "shop=default",
+        "--backend-allow",
+        "ops=default",
+        "--raw-query-allow",
+        "ops=default",
+        "--aws-role-allow",
+        "shop=arn:aws:iam::123456789012:role/reader",
+        "--allow-unauthenticated-namespace-policy",
+    ])
+    .await;
+    let in_ns = |namespace: &str, md: &[(&str, &str)]| {
+        let mut r = so("x", md);
+        r.namespace = namespace.to_string();
+        r
+    };
+    let raw = [
+        ("signal", "query"),
+        ("source", "prometheus"),
+        ("query", "max(queue_backlog)"),
+        ("threshold", "1"),
+    ];
+    let rps = [
+        ("signal", "rps"),
+        ("source", "prometheus"),
+        ("service", "order-service"),
+        ("threshold", "1"),
+    ];
+    let role = |arn: &'static str| {
+        [
+            ("signal", "queueDepth"),
+            ("queueURL", "orders"),
+            ("awsRoleArn", arn),
+        ]
+    };
+    let reader = "arn:aws:iam::123456789012:role/reader";
+    let admin = "arn:aws:iam::123456789012:role/admin";
+    assert_eq!(
+        metric(&mut scaler.client, &in_ns("ops", &raw))
+            .await
+            .unwrap(),
+        3.0
+    );
+    let spec = |r| {
+        let mut c = scaler.client.clone();
+        async move { c.get_metric_spec(r).await.map(|_| ()) }
+    };
+    assert!(spec(in_ns("shop", &rps)).await.is_ok());
+    assert!(spec(in_ns("shop", &role(reader))).await.is_ok());
+    for (r, what) in [
+        (in_ns("shop", &raw), "raw queries"),
+        (in_ns("billing", &rps), "prometheus backend"),
+        (in_ns("billing", &role(reader)), "AWS role"),
+        (in_ns("shop", &role(admin)), "AWS role"),
+    ] {
+        let err = spec(r).await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+        assert!(err.message().contains(what), "{err:?}");
+    }
+}

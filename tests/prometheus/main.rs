@@ -230,6 +230,10 @@ async fn hostile_label_values_select_exactly_one_series() {
         ("{braces}", 40.0),
         ("ünïcødé 🚀", 50.0),
         (r#"\"#, 60.0),
+        // Prometheus' lexer refuses a raw U+FFFD ("invalid UTF-8 rune",
+        // `promql/parser/lex.go`, `lexString`): it must reach it escaped.
+        ("bad\u{fffd}byte", 70.0),
+        ("c1\u{85}bom\u{feff}", 80.0),
     ];
     for (name, per_scrape) in hostile {
         exporter.add_counter(
@@ -239,7 +243,7 @@ async fn hostile_label_values_select_exactly_one_series() {
         );
     }
     // Decoys a widened match would pick up.
-    for decoy in ["a", "back", "new", "braces", "ünïcødé", ""] {
+    for decoy in ["a", "back", "new", "braces", "ünïcødé", "", "bad", "c1"] {
         exporter.add_counter(
             "traces_span_metrics_calls_total",
             &[("service_name", decoy), ("span_kind", "SPAN_KIND_SERVER")],

@@ -8,10 +8,15 @@ use tonic::Code;
 use crate::common::scaler::{metric, so, Scaler};
 use crate::fake::{FakeTempo, Reply};
 
-const ERROR_SPLIT: &str = r#"{"series":[
-  {"labels":[{"key":"span:status","value":{"stringValue":"error"}}],"value":2},
-  {"labels":[{"key":"span:status","value":{"stringValue":"unset"}}],"value":30},
-  {"labels":[{"key":"span:status","value":{"stringValue":"ok"}}],"value":8}]}"#;
+fn error_split() -> Reply {
+    use crate::fake::status;
+    use crate::fake::Val::{Error, Ok, Unset};
+    Reply::Series(vec![
+        status(Error, &[2.0]),
+        status(Unset, &[30.0]),
+        status(Ok, &[8.0]),
+    ])
+}
 
 async fn scaler_for(fake: &FakeTempo) -> Scaler {
     let url = format!("default={}", fake.url);
@@ -22,6 +27,7 @@ async fn scaler_for(fake: &FakeTempo) -> Scaler {
         "default=team-a",
         "--tempo-tenant-allow",
         "shop=team-a,team-b",
+        "--allow-unauthenticated-namespace-policy",
         "--default-source",
         "tempo",
     ])
@@ -30,7 +36,7 @@ async fn scaler_for(fake: &FakeTempo) -> Scaler {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn error_rate_is_divided_in_the_scaler_with_the_default_tenant() {
-    let fake = FakeTempo::start([Reply::Json(ERROR_SPLIT)]).await;
+    let fake = FakeTempo::start([error_split()]).await;
     let mut scaler = scaler_for(&fake).await;
     let r = so(
         "payments",
@@ -68,7 +74,7 @@ async fn error_rate_is_divided_in_the_scaler_with_the_default_tenant() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_outside_the_namespace_allowance_never_reaches_tempo() {
-    let fake = FakeTempo::start([Reply::Json(r#"{"series":[{"labels":[],"value":0.42}]}"#)]).await;
+    let fake = FakeTempo::start([Reply::Series(vec![crate::fake::quantile(0.95, &[0.42])])]).await;
     let mut scaler = scaler_for(&fake).await;
     let trigger = |namespace: &str, tenant: &str| {
         let mut r = so(
@@ -117,4 +123,50 @@ async fn a_tenant_outside_the_namespace_allowance_never_reaches_tempo() {
         )
     );
     assert_eq!(req.param("since"), Some("5m"));
+}
+
+/// Tempo 3.0 fails a query while its live store lags (`fail_on_high_lag`): a backend
+/// failure, so KEDA gets the last good value while it is younger than `--max-stale`, then
+/// `Unavailable` (never a made-up number, never `InvalidArgument`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lagging_tempo_is_served_stale_then_unavailable() {
+    let mut replies = vec![Reply::Series(vec![crate::fake::quantile(0.95, &[0.42])])];
+    replies.extend(std::iter::repeat_n(Reply::Lagged, 100));
+    let fake = FakeTempo::start(replies).await;
+    let url = format!("default={}", fake.url);
+    let mut scaler = Scaler::start(&[
+        "--tempo",
+        &url,
+        "--default-source",
+        "tempo",
+        "--cache-ttl",
+        "100ms",
+        "--min-cache-ttl",
+        "10ms",
+        "--max-stale",
+        "1500ms",
+        "--max-cache-ttl",
+        "1s",
+    ])
+    .await;
+    let r = so(
+        "latency",
+        &[
+            ("signal", "latency"),
+            ("service", "order-service"),
+            ("threshold", "300ms"),
+        ],
+    );
+    assert_eq!(metric(&mut scaler.client, &r).await.unwrap(), 0.42);
+    let good_at = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Younger than --max-stale: the last good value, though Tempo now refuses.
+    assert_eq!(metric(&mut scaler.client, &r).await.unwrap(), 0.42);
+    assert!(fake.requests().len() >= 2, "{:#?}", fake.requests());
+    tokio::time::sleep(Duration::from_millis(1500).saturating_sub(good_at.elapsed())).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let status = metric(&mut scaler.client, &r).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("tempo/default"), "{status:?}");
+    assert!(status.message().contains("fail_on_high_lag"), "{status:?}");
 }

@@ -17,22 +17,37 @@ use prometheus_client::registry::Registry;
 use slo_scaler::signal::traceql;
 use slo_scaler::signal::{Quantile, SpanKind, TraceMeasure, TraceSelector};
 use slo_scaler::source::http::HttpBackendConfig;
+use slo_scaler::source::prometheus::PrometheusSource;
+use slo_scaler::source::sqs::{SqsConfig, SqsSource};
 use slo_scaler::source::tempo::{TempoApi, TempoBackendConfig, TempoSource};
-use slo_scaler::source::{Reading, SourceError, TempoQuery};
+use slo_scaler::source::{Query, Reading, SourceError, Sources, TempoQuery};
 use slo_scaler::telemetry::Metrics;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The Tempo source inside the one place that bounds and records backend calls.
 struct Setup {
-    source: TempoSource,
+    sources: Sources,
     registry: Registry,
 }
 
 impl Setup {
     fn new(backends: Vec<TempoBackendConfig>, timeout: Duration) -> Setup {
         let (registry, metrics) = Metrics::standalone();
-        let source = TempoSource::new(backends, timeout, Arc::new(metrics)).unwrap();
-        Setup { source, registry }
+        let metrics = Arc::new(metrics);
+        let sources = Sources {
+            prometheus: PrometheusSource::new(&[], timeout).unwrap(),
+            tempo: TempoSource::new(backends, timeout, metrics.clone()).unwrap(),
+            sqs: SqsSource::lazy(SqsConfig::default(), timeout, metrics.clone()),
+            otlp: None,
+            metrics,
+            timeout,
+        };
+        Setup { sources, registry }
+    }
+
+    async fn fetch(&self, q: &TempoQuery) -> Result<Reading, SourceError> {
+        self.sources.fetch(&Query::Tempo(q.clone())).await
     }
 
     /// One backend called `default` at the fake's URL.
@@ -133,7 +148,7 @@ async fn check(reply: Reply, q: TempoQuery, expect: Expect) {
     let context = format!("{reply:?} for {}", q.traceql);
     let fake = FakeTempo::start([reply]).await;
     let setup = Setup::one(&fake, None, TempoApi::Instant);
-    let got = setup.source.fetch(&q).await;
+    let got = setup.fetch(&q).await;
     assert_result(&got, &expect, &context);
     assert_eq!(fake.requests().len(), 1, "{context}");
     let outcome = match &got {
@@ -153,75 +168,79 @@ async fn check(reply: Reply, q: TempoQuery, expect: Expect) {
 
 #[tokio::test]
 async fn answers_become_readings() {
+    use fake::Val::{Error as Err, Ok as Fine, Unset};
+    use fake::{quantile, status, ungrouped};
     use Expect::{Error, Value};
     let rate = || query(TraceMeasure::Rate);
     let errors = || query(TraceMeasure::ErrorRatio);
+    let series = |s: Vec<fake::Series>| Reply::Series(s);
 
     check(
-        Reply::Json(r#"{"series":[{"labels":[],"value":0.23}]}"#),
+        series(vec![quantile(0.95, &[0.23])]),
         p95(),
         Value(Some(0.23)),
     )
     .await;
     // A value of 0 is omitted by the protobuf JSON mapping: no `value` key.
     check(
-        Reply::Json(r#"{"series":[{"labels":[]}]}"#),
+        series(vec![ungrouped("rate", &[0.0])]),
         rate(),
         Value(Some(0.0)),
     )
     .await;
-    // No spans in the window: no `series` key at all, or an empty list.
+    // No spans in the window: no series at all.
+    check(series(vec![]), p95(), Value(None)).await;
+    check(series(vec![]), rate(), Value(None)).await;
+    // Tempo drops NaN samples, and with them a series left empty: no data.
     check(
-        Reply::Json(r#"{"metrics":{"inspectedBytes":"1024"}}"#),
+        series(vec![quantile(0.95, &[f64::NAN])]),
         p95(),
         Value(None),
     )
     .await;
-    check(Reply::Json(r#"{"series":[]}"#), rate(), Value(None)).await;
+    // Non-finite values pass up unchanged; the engine's value rule decides.
     check(
-        Reply::Json(r#"{"series":[{"labels":[],"value":"NaN"}]}"#),
-        p95(),
-        Value(None),
+        series(vec![ungrouped("rate", &[f64::INFINITY])]),
+        rate(),
+        Value(Some(f64::INFINITY)),
     )
     .await;
     check(
-        Reply::Json(r#"{"series":[{"labels":[],"value":"1.25"}]}"#),
-        p95(),
-        Value(Some(1.25)),
-    )
-    .await;
-    check(
-        Reply::Json(
-            r#"{"series":[
-              {"labels":[{"key":"span:status","value":{"stringValue":"error"}}],"value":0.5},
-              {"labels":[{"key":"span:status","value":{"stringValue":"ok"}}],"value":1.5},
-              {"labels":[{"key":"span:status","value":{"stringValue":"unset"}}],"value":8}]}"#,
-        ),
+        series(vec![
+            status(Err, &[0.5]),
+            status(Fine, &[1.5]),
+            status(Unset, &[8.0]),
+        ]),
         errors(),
         Value(Some(0.05)),
     )
     .await;
     // Only successes: no error series at all is a ratio of 0.
     check(
-        Reply::Json(r#"{"series":[{"labels":[{"key":"span:status","value":{"stringValue":"unset"}}],"value":3}]}"#),
+        series(vec![status(Unset, &[3.0])]),
         errors(),
         Value(Some(0.0)),
     )
     .await;
     // No traffic is no data, not a ratio.
-    check(Reply::Json("{}"), errors(), Value(None)).await;
+    check(series(vec![]), errors(), Value(None)).await;
     check(
-        Reply::Json(
-            r#"{"series":[
-              {"labels":[{"key":"resource.service.name","value":{"stringValue":"a"}}],"value":1},
-              {"labels":[{"key":"resource.service.name","value":{"stringValue":"b"}}],"value":2}]}"#,
-        ),
+        series(vec![
+            fake::Series {
+                labels: vec![(fake::Attr::Resource("service.name"), fake::Val::Str("a"))],
+                values: vec![1.0],
+            },
+            fake::Series {
+                labels: vec![(fake::Attr::Resource("service.name"), fake::Val::Str("b"))],
+                values: vec![2.0],
+            },
+        ]),
         rate(),
         Error("bad response", "2 series"),
     )
     .await;
     check(
-        Reply::Json("<html>gateway</html>"),
+        Reply::Raw("<html>gateway</html>"),
         p95(),
         Error("bad response", "cannot read"),
     )
@@ -242,6 +261,13 @@ async fn answers_become_readings() {
             "unavailable",
             "HTTP 500: rpc error: code = Unavailable desc = no healthy queriers",
         ),
+    )
+    .await;
+    // `fail_on_high_lag`: a backend failure (served stale by the cache), not a bad query.
+    check(
+        Reply::Lagged,
+        p95(),
+        Error("unavailable", "lags behind ingest (fail_on_high_lag)"),
     )
     .await;
     check(
@@ -276,12 +302,51 @@ async fn answers_become_readings() {
     .await;
 }
 
+/// Tempo names the group label of `rate() by (span:status)` `status` (the intrinsic's
+/// `String()`, `pkg/traceql/enum_attributes.go`), so the error series must be found
+/// under that key, on both endpoints.
+#[tokio::test]
+async fn error_ratio_reads_tempos_status_label() {
+    use fake::status;
+    use fake::Val::{Error as Err, Ok as Fine, Unset};
+    let split = vec![
+        status(Err, &[2.0]),
+        status(Unset, &[30.0]),
+        status(Fine, &[8.0]),
+    ];
+    for api in [TempoApi::Instant, TempoApi::Range] {
+        let fake = FakeTempo::start([Reply::Series(split.clone())]).await;
+        let setup = Setup::one(&fake, None, api);
+        assert_eq!(
+            setup.fetch(&query(TraceMeasure::ErrorRatio)).await,
+            Ok(Reading::Value(Some(2.0 / 40.0))),
+            "{api:?}"
+        );
+    }
+}
+
+/// Tempo 3.0 leaves out the newest `query_end_cutoff` (30 s) and refuses a window that
+/// lies entirely inside it: the answer is a bad query naming the cutoff.
+#[tokio::test]
+async fn windows_inside_the_query_end_cutoff_are_refused() {
+    let fake = FakeTempo::start([Reply::Series(vec![fake::ungrouped("rate", &[4.0])])]).await;
+    let setup = Setup::one(&fake, None, TempoApi::Instant);
+    let mut q = query(TraceMeasure::Rate);
+    q.since = Duration::from_secs(30);
+    let err = setup.fetch(&q).await.unwrap_err();
+    assert_eq!(kind(&err), "bad query", "{err}");
+    assert!(err.to_string().contains(fake::CUTOFF_ERROR), "{err}");
+    assert!(err.to_string().contains("longer than"), "{err}");
+    q.since = Duration::from_secs(60);
+    assert_eq!(setup.fetch(&q).await, Ok(Reading::Value(Some(4.0))));
+}
+
 #[tokio::test]
 async fn instant_query_sends_q_and_since() {
-    let fake = FakeTempo::start([Reply::Json(r#"{"series":[{"labels":[],"value":0.31}]}"#)]).await;
+    let fake = FakeTempo::start([Reply::Series(vec![fake::quantile(0.95, &[0.31])])]).await;
     let setup = Setup::one(&fake, None, TempoApi::Instant);
     let q = p95();
-    assert_eq!(setup.source.fetch(&q).await, Ok(Reading::Value(Some(0.31))));
+    assert_eq!(setup.fetch(&q).await, Ok(Reading::Value(Some(0.31))));
     let req = fake.only_request();
     assert_eq!(req.path, "/api/metrics/query");
     assert_eq!(
@@ -302,7 +367,7 @@ async fn instant_query_sends_q_and_since() {
 #[tokio::test]
 async fn hostile_values_reach_tempo_unchanged() {
     let hostile = "a\" } | rate() # & q=x%20+\\ \n東京";
-    let fake = FakeTempo::start([Reply::Json("{}")]).await;
+    let fake = FakeTempo::start([Reply::Series(vec![])]).await;
     let setup = Setup::one(&fake, None, TempoApi::Instant);
     let (traceql, reduce) = traceql::build(&selector(hostile), TraceMeasure::Rate).unwrap();
     let q = TempoQuery {
@@ -312,7 +377,7 @@ async fn hostile_values_reach_tempo_unchanged() {
         since: Duration::from_secs(90),
         reduce,
     };
-    assert_eq!(setup.source.fetch(&q).await, Ok(Reading::Value(None)));
+    assert_eq!(setup.fetch(&q).await, Ok(Reading::Value(None)));
     let req = fake.only_request();
     assert_eq!(req.param("q"), Some(traceql.as_str()));
     assert_eq!(
@@ -327,12 +392,12 @@ async fn hostile_values_reach_tempo_unchanged() {
 
 #[tokio::test]
 async fn tenant_header_is_the_default_or_the_query_tenant() {
-    let fake = FakeTempo::start([Reply::Json("{}"), Reply::Json("{}")]).await;
+    let fake = FakeTempo::start([Reply::Series(vec![]), Reply::Series(vec![])]).await;
     let setup = Setup::one(&fake, Some("team-shop"), TempoApi::Instant);
     let mut q = p95();
-    setup.source.fetch(&q).await.unwrap();
+    setup.fetch(&q).await.unwrap();
     q.tenant = Some("team-pay".into());
-    setup.source.fetch(&q).await.unwrap();
+    setup.fetch(&q).await.unwrap();
     let tenants: Vec<_> = fake
         .requests()
         .iter()
@@ -346,11 +411,11 @@ async fn tenant_header_is_the_default_or_the_query_tenant() {
 
 #[tokio::test]
 async fn query_tenant_without_backend_default() {
-    let fake = FakeTempo::start([Reply::Json("{}")]).await;
+    let fake = FakeTempo::start([Reply::Series(vec![])]).await;
     let setup = Setup::one(&fake, None, TempoApi::Instant);
     let mut q = p95();
     q.tenant = Some("team-pay".into());
-    setup.source.fetch(&q).await.unwrap();
+    setup.fetch(&q).await.unwrap();
     assert_eq!(
         fake.only_request().header("x-scope-orgid"),
         Some("team-pay")
@@ -359,11 +424,11 @@ async fn query_tenant_without_backend_default() {
 
 #[tokio::test]
 async fn invalid_tenant_is_refused_before_sending() {
-    let fake = FakeTempo::start([Reply::Json("{}")]).await;
+    let fake = FakeTempo::start([Reply::Series(vec![])]).await;
     let setup = Setup::one(&fake, None, TempoApi::Instant);
     let mut q = p95();
     q.tenant = Some("a|b".into());
-    let err = setup.source.fetch(&q).await.unwrap_err();
+    let err = setup.fetch(&q).await.unwrap_err();
     assert_eq!(kind(&err), "bad query", "{err}");
     assert!(err.to_string().contains("\"a|b\""), "{err}");
     assert!(fake.requests().is_empty());
@@ -372,16 +437,16 @@ async fn invalid_tenant_is_refused_before_sending() {
 #[tokio::test]
 async fn partial_answers_are_used_and_counted() {
     let fake = FakeTempo::start([
-        Reply::Json(r#"{"series":[{"labels":[],"value":0.4}],"status":"PARTIAL","message":"2 of 40 blocks failed"}"#),
-        Reply::Json(r#"{"series":[{"labels":[],"value":0.5}],"status":"PARTIAL"}"#),
-        Reply::Json(r#"{"series":[{"labels":[],"value":0.6}],"status":"COMPLETE"}"#),
+        Reply::Partial(vec![fake::quantile(0.95, &[0.4])], "2 of 40 blocks failed"),
+        Reply::Partial(vec![fake::quantile(0.95, &[0.5])], ""),
+        Reply::Series(vec![fake::quantile(0.95, &[0.6])]),
     ])
     .await;
     let setup = Setup::one(&fake, None, TempoApi::Instant);
     let q = p95();
     let mut values = Vec::new();
     for _ in 0..3 {
-        values.push(setup.source.fetch(&q).await.unwrap());
+        values.push(setup.fetch(&q).await.unwrap());
     }
     assert_eq!(
         values,
@@ -413,7 +478,7 @@ async fn hung_tempo_is_cut_off_at_the_timeout() {
         timeout,
     );
     let started = Instant::now();
-    let err = setup.source.fetch(&p95()).await.unwrap_err();
+    let err = setup.fetch(&p95()).await.unwrap_err();
     let elapsed = started.elapsed();
     assert_eq!(
         err,
@@ -437,20 +502,14 @@ async fn hung_tempo_is_cut_off_at_the_timeout() {
 #[tokio::test]
 async fn range_api_takes_the_latest_sample() {
     let fake = FakeTempo::start([
-        Reply::Json(
-            r#"{"series":[{"labels":[],"samples":[
-                {"timestampMs":"1724240000000","value":0.2},
-                {"timestampMs":"1724240300000","value":0.35}]}]}"#,
-        ),
-        Reply::Json(
-            r#"{"series":[
-              {"labels":[{"key":"span:status","value":{"stringValue":"error"}}],
-               "samples":[{"timestampMs":"1724240000000","value":4}]},
-              {"labels":[{"key":"span:status","value":{"stringValue":"unset"}}],
-               "samples":[{"timestampMs":"1724240000000","value":4},
-                          {"timestampMs":"1724240300000","value":10}]}]}"#,
-        ),
-        Reply::Json(r#"{"series":[{"labels":[],"samples":[{"timestampMs":"1724240300000"}]}]}"#),
+        Reply::Series(vec![fake::quantile(0.95, &[0.2, 0.35])]),
+        Reply::Series(vec![
+            fake::status(fake::Val::Error, &[4.0, f64::NAN]),
+            fake::status(fake::Val::Unset, &[4.0, 10.0]),
+        ]),
+        Reply::Series(vec![fake::ungrouped("rate", &[1.0, 0.0])]),
+        // No spans in the latest step: `quantile_over_time` writes 0 there, which is no data.
+        Reply::Series(vec![fake::quantile(0.95, &[0.3, 0.0])]),
     ])
     .await;
     let setup = Setup::one(&fake, Some("team-shop"), TempoApi::Range);
@@ -458,27 +517,25 @@ async fn range_api_takes_the_latest_sample() {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    assert_eq!(
-        setup.source.fetch(&p95()).await,
-        Ok(Reading::Value(Some(0.35)))
-    );
+    assert_eq!(setup.fetch(&p95()).await, Ok(Reading::Value(Some(0.35))));
     // The error series had no spans in the latest step: 0 errors, not 4 from earlier.
     assert_eq!(
-        setup.source.fetch(&query(TraceMeasure::ErrorRatio)).await,
+        setup.fetch(&query(TraceMeasure::ErrorRatio)).await,
         Ok(Reading::Value(Some(0.0)))
     );
     // A latest sample of 0 has no `value` key.
     assert_eq!(
-        setup.source.fetch(&query(TraceMeasure::Rate)).await,
+        setup.fetch(&query(TraceMeasure::Rate)).await,
         Ok(Reading::Value(Some(0.0)))
     );
+    assert_eq!(setup.fetch(&p95()).await, Ok(Reading::Value(None)));
     let after = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs();
 
     let requests = fake.requests();
-    assert_eq!(requests.len(), 3);
+    assert_eq!(requests.len(), 4);
     let req = &requests[0];
     assert_eq!(req.path, "/api/metrics/query_range");
     assert_eq!(req.param("q"), Some(p95().traceql.as_str()));
@@ -497,7 +554,7 @@ async fn range_api_takes_the_latest_sample() {
 async fn range_api_404_names_the_version_needed() {
     let fake = FakeTempo::start([Reply::Text(404, "404 page not found")]).await;
     let setup = Setup::one(&fake, None, TempoApi::Range);
-    let err = setup.source.fetch(&p95()).await.unwrap_err();
+    let err = setup.fetch(&p95()).await.unwrap_err();
     assert_eq!(kind(&err), "bad query");
     assert!(err.to_string().contains("Tempo 2.4"), "{err}");
 }
@@ -507,7 +564,7 @@ async fn long_error_bodies_are_truncated() {
     let body: &'static str = Box::leak("x".repeat(5000).into_boxed_str());
     let fake = FakeTempo::start([Reply::Text(400, body)]).await;
     let setup = Setup::one(&fake, None, TempoApi::Instant);
-    let err = setup.source.fetch(&p95()).await.unwrap_err();
+    let err = setup.fetch(&p95()).await.unwrap_err();
     let SourceError::BadQuery { detail, .. } = &err else {
         panic!("{err:?}");
     };
@@ -517,8 +574,8 @@ async fn long_error_bodies_are_truncated() {
 
 #[tokio::test]
 async fn backends_are_chosen_by_name() {
-    let a = FakeTempo::start([Reply::Json(r#"{"series":[{"value":1}]}"#)]).await;
-    let b = FakeTempo::start([Reply::Json(r#"{"series":[{"value":2}]}"#)]).await;
+    let a = FakeTempo::start([Reply::Series(vec![fake::ungrouped("rate", &[1.0])])]).await;
+    let b = FakeTempo::start([Reply::Series(vec![fake::ungrouped("rate", &[2.0])])]).await;
     let setup = Setup::new(
         vec![
             backend("default", &a.url, None, TempoApi::Instant),
@@ -526,17 +583,17 @@ async fn backends_are_chosen_by_name() {
         ],
         TIMEOUT,
     );
-    assert!(setup.source.has_backend("eu"));
-    assert!(!setup.source.has_backend("us"));
+    assert!(setup.sources.tempo.has_backend("eu"));
+    assert!(!setup.sources.tempo.has_backend("us"));
     let mut q = query(TraceMeasure::Rate);
     q.backend = "eu".into();
-    assert_eq!(setup.source.fetch(&q).await, Ok(Reading::Value(Some(2.0))));
+    assert_eq!(setup.fetch(&q).await, Ok(Reading::Value(Some(2.0))));
     assert!(a.requests().is_empty());
     assert_eq!(b.only_request().header("x-scope-orgid"), Some("eu-tenant"));
 
     q.backend = "us".into();
     assert_eq!(
-        setup.source.fetch(&q).await,
+        setup.fetch(&q).await,
         Err(SourceError::UnknownBackend {
             kind: "tempo",
             name: "us".into()
@@ -554,7 +611,7 @@ async fn refused_connections_are_connect_errors() {
         vec![backend("default", &url, None, TempoApi::Instant)],
         TIMEOUT,
     );
-    let err = setup.source.fetch(&p95()).await.unwrap_err();
+    let err = setup.fetch(&p95()).await.unwrap_err();
     assert_eq!(kind(&err), "connect", "{err}");
     assert!(!err.to_string().contains(&url), "{err}");
 }
@@ -564,16 +621,78 @@ async fn credentials_of_the_shared_http_client_are_sent() {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "s3cret-token\n").unwrap();
-    let fake = FakeTempo::start([Reply::Json("{}")]).await;
+    let key = dir.path().join("key");
+    std::fs::write(&key, "s3cret-key\n").unwrap();
+    let fake = FakeTempo::start([Reply::Series(vec![]), Reply::Series(vec![])]).await;
     let mut config = backend("default", &fake.url, None, TempoApi::Instant);
     config.http.bearer_token_file = Some(token);
     config.http.headers = vec![("X-Extra".into(), "yes".into())];
+    config.http.header_files = vec![("X-Api-Key".into(), key.clone())];
+    let printed_config = format!("{config:?}");
     let setup = Setup::new(vec![config], TIMEOUT);
-    setup.source.fetch(&p95()).await.unwrap();
+    setup.fetch(&p95()).await.unwrap();
     let req = fake.only_request();
     assert_eq!(req.header("authorization"), Some("Bearer s3cret-token"));
     assert_eq!(req.header("x-extra"), Some("yes"));
-    assert!(!format!("{:?}", setup.source).contains("s3cret"));
+    assert_eq!(req.header("x-api-key"), Some("s3cret-key"));
+    // Rotated: the file is read on every request.
+    std::fs::write(&key, "s3cret-rotated").unwrap();
+    setup.fetch(&p95()).await.unwrap();
+    assert_eq!(
+        fake.requests()[1].header("x-api-key"),
+        Some("s3cret-rotated")
+    );
+    // A header file that cannot be read fails the call, naming the file, not the secret.
+    std::fs::write(&key, "s3cret\nbroken").unwrap();
+    let err = setup.fetch(&p95()).await.unwrap_err();
+    assert_eq!(kind(&err), "unavailable", "{err}");
+    assert!(err.to_string().contains("x-api-key"), "{err}");
+    assert_eq!(fake.requests().len(), 2, "nothing sent without the header");
+    for text in [
+        printed_config,
+        format!("{:?}", setup.sources.tempo),
+        err.to_string(),
+        format!("{err:?}"),
+    ] {
+        assert!(!text.contains("s3cret"), "{text}");
+    }
+}
+
+/// The real binary, given a backend URL with a password: it refuses to start (exit 64)
+/// and neither its log lines nor its error name the password.
+#[test]
+fn urls_with_passwords_are_refused_and_never_printed() {
+    for flag in ["--tempo", "--prometheus"] {
+        for log_format in ["json", "text"] {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_slo-scaler"))
+                .args([
+                    "serve",
+                    "--grpc-addr",
+                    "127.0.0.1:0",
+                    "--admin-addr",
+                    "127.0.0.1:0",
+                    "--otlp-grpc-addr",
+                    "127.0.0.1:0",
+                    "--otlp-http-addr",
+                    "127.0.0.1:0",
+                    "--log-format",
+                    log_format,
+                    flag,
+                    "default=http://scaler:s3cret-pw@127.0.0.1:9/",
+                ])
+                .output()
+                .unwrap();
+            let printed = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(out.status.code(), Some(64), "{flag}: {printed}");
+            assert!(!printed.contains("s3cret"), "{flag}: {printed}");
+            assert!(printed.contains("***@127.0.0.1:9"), "{flag}: {printed}");
+            assert!(printed.contains("basic-auth file"), "{flag}: {printed}");
+        }
+    }
 }
 
 #[tokio::test]

@@ -52,6 +52,24 @@ async fn ask(
     ca_pem: &str,
     identity: Option<&(String, String)>,
 ) -> Result<String, String> {
+    let trigger = so(
+        "tls",
+        &[
+            ("signal", "rps"),
+            ("service", "api-gateway"),
+            ("threshold", "10"),
+        ],
+    );
+    ask_for(addr, ca_pem, identity, trigger).await
+}
+
+/// As [`ask`], for `trigger`.
+async fn ask_for(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    identity: Option<&(String, String)>,
+    trigger: slo_scaler::proto::ScaledObjectRef,
+) -> Result<String, String> {
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca_pem))
         .domain_name("localhost");
@@ -65,14 +83,6 @@ async fn ask(
         .connect()
         .await
         .map_err(|e| format!("connect: {e:?}"))?;
-    let trigger = so(
-        "tls",
-        &[
-            ("signal", "rps"),
-            ("service", "api-gateway"),
-            ("threshold", "10"),
-        ],
-    );
     ExternalScalerClient::new(channel)
         .get_metric_spec(trigger)
         .await
@@ -201,4 +211,142 @@ async fn an_https_prometheus_is_trusted_through_the_configured_ca_bundle() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
     assert!(err.message().contains("prometheus/default"), "{err:?}");
+}
+
+/// Starts `slo-scaler serve` with `flags` on loopback ports; the error if it refuses.
+async fn try_start(flags: &[&str]) -> anyhow::Result<slo_scaler::server::Server> {
+    use clap::Parser as _;
+    let mut argv = vec!["slo-scaler", "serve"];
+    for a in [
+        "--grpc-addr",
+        "--admin-addr",
+        "--otlp-grpc-addr",
+        "--otlp-http-addr",
+    ] {
+        argv.extend([a, "127.0.0.1:0"]);
+    }
+    argv.extend_from_slice(flags);
+    let slo_scaler::cli::Command::Serve(args) =
+        slo_scaler::cli::Cli::try_parse_from(argv).unwrap().command
+    else {
+        unreachable!()
+    };
+    slo_scaler::server::Server::start(args).await
+}
+
+/// A policy keyed by namespace trusts a field the caller writes: the server refuses to
+/// start one unless callers are authenticated (mTLS) or the operator accepts the risk; with
+/// mTLS, a caller without KEDA's certificate cannot reach it to forge a namespace.
+#[tokio::test(flavor = "multi_thread")]
+async fn namespace_policies_need_authenticated_callers() {
+    let policies: [&[&str]; 4] = [
+        &[
+            "--tempo",
+            "default=http://127.0.0.1:9",
+            "--tempo-tenant-allow",
+            "shop=team-a",
+        ],
+        &[
+            "--prometheus",
+            "default=http://127.0.0.1:9",
+            "--backend-allow",
+            "shop=default",
+        ],
+        &[
+            "--prometheus",
+            "default=http://127.0.0.1:9",
+            "--raw-query-allow",
+            "ops=default",
+        ],
+        &[
+            "--aws-role-allow",
+            "shop=arn:aws:iam::123456789012:role/reader",
+        ],
+    ];
+    for policy in policies {
+        let err = try_start(policy).await.err().expect("refused at start-up");
+        let config = err
+            .downcast_ref::<slo_scaler::config::ConfigError>()
+            .unwrap_or_else(|| panic!("{policy:?}: {err:#}"));
+        assert!(
+            config.to_string().contains("--tls-client-ca-file")
+                && config
+                    .to_string()
+                    .contains("--allow-unauthenticated-namespace-policy"),
+            "{config}"
+        );
+        let mut acknowledged = policy.to_vec();
+        acknowledged.push("--allow-unauthenticated-namespace-policy");
+        try_start(&acknowledged)
+            .await
+            .unwrap()
+            .shutdown()
+            .await
+            .unwrap();
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let server_ca = ca("slo-scaler test server CA");
+    let client_ca = ca("keda test client CA");
+    let (server_cert, server_key) = leaf(
+        &server_ca,
+        &["localhost", "127.0.0.1"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let keda = leaf(
+        &client_ca,
+        &["keda-operator"],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let cert_file = write(dir.path(), "tls.crt", &server_cert);
+    let key_file = write(dir.path(), "tls.key", &server_key);
+    let client_ca_file = write(dir.path(), "client-ca.crt", &client_ca.pem);
+    let server = try_start(&[
+        "--tempo",
+        "default=http://127.0.0.1:9",
+        "--tempo-tenant-allow",
+        "shop=team-a",
+        "--tls-cert-file",
+        &cert_file,
+        "--tls-key-file",
+        &key_file,
+        "--tls-client-ca-file",
+        &client_ca_file,
+    ])
+    .await
+    .unwrap();
+    let tenant_a = |namespace: &str| {
+        let mut r = so(
+            "payments",
+            &[
+                ("signal", "errorRate"),
+                ("source", "tempo"),
+                ("service", "payment-service"),
+                ("tenant", "team-a"),
+                ("threshold", "3%"),
+            ],
+        );
+        r.namespace = namespace.to_string();
+        r
+    };
+    let addr = server.grpc_addr;
+    // KEDA (with its client certificate) asking for shop's ScaledObject: allowed.
+    assert_eq!(
+        ask_for(addr, &server_ca.pem, Some(&keda), tenant_a("shop"))
+            .await
+            .as_deref(),
+        Ok("errorrate-payment-service")
+    );
+    // Another namespace naming team-a's tenant: denied by the policy.
+    let denied = ask_for(addr, &server_ca.pem, Some(&keda), tenant_a("billing")).await;
+    assert!(
+        denied
+            .as_ref()
+            .is_err_and(|e| e.contains("PermissionDenied")),
+        "{denied:?}"
+    );
+    // A pod without KEDA's certificate writing namespace "shop": never reaches the policy.
+    let forged = ask_for(addr, &server_ca.pem, None, tenant_a("shop")).await;
+    assert!(forged.is_err(), "{forged:?}");
+    server.shutdown().await.unwrap();
 }

@@ -6,40 +6,35 @@
 mod response;
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::http::{describe_reqwest_error, HttpBackend, HttpBackendConfig, HttpConfigError};
+use super::http::{
+    describe_reqwest_error, read_limited, BodyError, HttpBackend, HttpBackendConfig,
+    HttpConfigError,
+};
 use super::{PromQuery, Reading, SourceError};
-use crate::telemetry::Metrics;
 
 pub use response::parse_response;
 
 /// Every configured Prometheus backend, by name.
 pub struct PrometheusSource {
     backends: HashMap<String, HttpBackend>,
+    /// Sent as Prometheus' own `timeout`, so an abandoned query stops evaluating.
     timeout: Duration,
-    metrics: Arc<Metrics>,
 }
 
 /// Bodies larger than this are refused (a scalar answer is a few hundred bytes).
 const MAX_BODY_BYTES: usize = 4 << 20;
 
 impl PrometheusSource {
-    pub fn new(
-        configs: &[HttpBackendConfig],
-        timeout: Duration,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, HttpConfigError> {
+    /// One client per backend. `timeout` bounds connecting and is sent as Prometheus'
+    /// query `timeout`; the whole call is bounded by [`crate::source::Sources::fetch`].
+    pub fn new(configs: &[HttpBackendConfig], timeout: Duration) -> Result<Self, HttpConfigError> {
         let backends = configs
             .iter()
             .map(|c| Ok((c.name.clone(), HttpBackend::new(c, timeout)?)))
             .collect::<Result<_, HttpConfigError>>()?;
-        Ok(PrometheusSource {
-            backends,
-            timeout,
-            metrics,
-        })
+        Ok(PrometheusSource { backends, timeout })
     }
 
     pub fn has_backend(&self, name: &str) -> bool {
@@ -52,7 +47,8 @@ impl PrometheusSource {
         names
     }
 
-    /// Runs one instant query.
+    /// Runs one instant query. Unbounded in time: [`crate::source::Sources::fetch`]
+    /// bounds it and records it.
     pub async fn fetch(&self, q: &PromQuery) -> Result<Reading, SourceError> {
         let label = format!("prometheus/{}", q.backend);
         let Some(backend) = self.backends.get(&q.backend) else {
@@ -61,16 +57,7 @@ impl PrometheusSource {
                 name: q.backend.clone(),
             });
         };
-        let started = Instant::now();
-        let result = self.query(backend, &label, &q.promql).await;
-        let outcome = match &result {
-            Ok(_) => "success",
-            Err(SourceError::Timeout { .. }) => "timeout",
-            Err(_) => "error",
-        };
-        self.metrics
-            .record_backend(&label, outcome, started.elapsed());
-        result
+        self.query(backend, &label, &q.promql).await
     }
 
     async fn query(
@@ -88,12 +75,7 @@ impl PrometheusSource {
             })?
             .form(&[("query", promql), ("timeout", timeout.as_str())]);
         let map_err = |e: reqwest::Error| {
-            if e.is_timeout() {
-                SourceError::Timeout {
-                    backend: label.to_string(),
-                    timeout: self.timeout,
-                }
-            } else if e.is_connect() {
+            if e.is_connect() {
                 SourceError::Connect {
                     backend: label.to_string(),
                     detail: describe_reqwest_error(&e),
@@ -105,18 +87,17 @@ impl PrometheusSource {
                 }
             }
         };
-        let mut resp = req.send().await.map_err(map_err)?;
+        let resp = req.send().await.map_err(map_err)?;
         let status = resp.status().as_u16();
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(map_err)? {
-            if body.len() + chunk.len() > MAX_BODY_BYTES {
-                return Err(SourceError::BadResponse {
+        let body = read_limited(resp, MAX_BODY_BYTES)
+            .await
+            .map_err(|e| match e {
+                BodyError::Transport(e) => map_err(e),
+                BodyError::TooLarge(limit) => SourceError::BadResponse {
                     backend: label.to_string(),
-                    detail: format!("answer larger than {MAX_BODY_BYTES} bytes"),
-                });
-            }
-            body.extend_from_slice(&chunk);
-        }
+                    detail: format!("answer larger than {limit} bytes"),
+                },
+            })?;
         parse_response(label, status, &body)
     }
 }

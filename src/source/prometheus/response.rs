@@ -3,6 +3,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::source::http::error_snippet;
 use crate::source::{Reading, SourceError};
 
 #[derive(Deserialize)]
@@ -39,7 +40,7 @@ pub fn parse_response(backend: &str, status: u16, body: &[u8]) -> Result<Reading
         Ok(api) => api,
         Err(e) => {
             // Not the API's JSON: a proxy or a load balancer answered.
-            let text = snippet(body);
+            let text = error_snippet(body);
             return Err(match status {
                 200 => bad(format!("invalid JSON: {e}")),
                 401 | 403 => SourceError::PermissionDenied {
@@ -116,7 +117,10 @@ pub fn parse_response(backend: &str, status: u16, body: &[u8]) -> Result<Reading
 /// `[<unix seconds>, "<number>"]` → the number (±Inf included); NaN → `None`.
 fn sample_value(v: &Value) -> Result<Option<f64>, String> {
     let Some([_, Value::String(s)]) = v.as_array().map(Vec::as_slice) else {
-        return Err(format!("malformed sample {}", truncate(&v.to_string())));
+        return Err(format!(
+            "malformed sample {}",
+            error_snippet(v.to_string().as_bytes())
+        ));
     };
     let n = match s.as_str() {
         "NaN" => return Ok(None),
@@ -130,22 +134,6 @@ fn sample_value(v: &Value) -> Result<Option<f64>, String> {
         return Ok(None);
     }
     Ok(Some(n))
-}
-
-fn snippet(body: &[u8]) -> String {
-    truncate(String::from_utf8_lossy(body).trim())
-}
-
-fn truncate(s: &str) -> String {
-    const MAX: usize = 512;
-    if s.len() <= MAX {
-        return s.to_string();
-    }
-    let mut end = MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 #[cfg(test)]

@@ -59,22 +59,7 @@ pub fn region_from_queue_url(url: &str) -> Option<&str> {
         [.., "sqs", region] | [.., "sqs", region, "vpce"] => Some(*region),
         _ => None,
     }?;
-    is_region(region).then_some(region)
-}
-
-/// Whether `s` looks like an AWS region name (`us-east-1`, `us-gov-west-1`, `cn-north-1`).
-fn is_region(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('-').collect();
-    parts.len() >= 3
-        && parts.iter().all(|p| {
-            !p.is_empty()
-                && p.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        })
-        && parts[0].bytes().all(|b| b.is_ascii_lowercase())
-        && parts
-            .last()
-            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+    crate::trigger::is_aws_region(region).then_some(region)
 }
 
 /// The region a query is read in: the trigger's, else the one in its queue URL, else the

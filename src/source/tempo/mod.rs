@@ -9,12 +9,14 @@ pub mod response;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::StatusCode;
 
 use crate::signal::format_window;
-use crate::source::http::{describe_reqwest_error, HttpBackend, HttpConfigError};
+use crate::source::http::{
+    describe_reqwest_error, error_snippet, read_limited, BodyError, HttpBackend, HttpConfigError,
+};
 use crate::source::{Reading, SourceError, TempoQuery};
 use crate::telemetry::{BackendLabels, Metrics};
 
@@ -25,11 +27,15 @@ pub use config::{
 /// The header multi-tenant Tempo reads the tenant from.
 pub const TENANT_HEADER: &str = "X-Scope-OrgID";
 
-/// How much of an error body is kept in the error message, in bytes.
-const ERROR_BODY_LIMIT: usize = 512;
-
 /// The largest answer read; metrics answers for one signal are a few hundred bytes.
 const ANSWER_LIMIT: usize = 8 << 20;
+
+/// The text of Tempo's `errLagged` (`modules/livestore/live_store.go`).
+const LAGGED: &str = "cannot guarantee complete results";
+
+/// The text of Tempo's `errQueryWindowWithinEndCutoff`
+/// (`modules/frontend/metrics_query_range_handler.go`).
+const WITHIN_CUTOFF: &str = "query window falls entirely within query_end_cutoff";
 
 const INSTANT_PATH: &str = "api/metrics/query";
 const RANGE_PATH: &str = "api/metrics/query_range";
@@ -37,7 +43,6 @@ const RANGE_PATH: &str = "api/metrics/query_range";
 /// Reads TraceQL metrics from the configured Tempo backends.
 pub struct TempoSource {
     backends: HashMap<String, Backend>,
-    timeout: Duration,
     metrics: Arc<Metrics>,
 }
 
@@ -48,26 +53,25 @@ struct Backend {
     api: TempoApi,
     /// `tempo/<name>`, the label in metrics and errors.
     label: String,
-    timeout: Duration,
 }
 
 impl std::fmt::Debug for TempoSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TempoSource")
             .field("backends", &self.backends)
-            .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
 }
 
 impl TempoSource {
-    /// Builds one client per backend. `timeout` bounds every call end to end.
+    /// Builds one client per backend. `connect_timeout` bounds connecting; the whole call
+    /// is bounded by the caller, [`crate::source::Sources::fetch`].
     ///
     /// Fails on a bad URL, header or CA file, on an invalid default tenant, and when two
     /// backends share a name.
     pub fn new(
         backends: Vec<TempoBackendConfig>,
-        timeout: Duration,
+        connect_timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> Result<Self, HttpConfigError> {
         let mut map = HashMap::new();
@@ -87,19 +91,17 @@ impl TempoSource {
                     reason: "another tempo backend has the same name".into(),
                 });
             }
-            let http = HttpBackend::new(&config.http, timeout)?;
+            let http = HttpBackend::new(&config.http, connect_timeout)?;
             let backend = Backend {
                 http,
                 default_tenant: config.default_tenant,
                 api: config.api,
                 label: format!("tempo/{name}"),
-                timeout,
             };
             map.insert(name, backend);
         }
         Ok(TempoSource {
             backends: map,
-            timeout,
             metrics,
         })
     }
@@ -110,6 +112,7 @@ impl TempoSource {
     }
 
     /// Runs `q` and reduces its answer to one reading (`Reading::Value(None)`: no data).
+    /// Unbounded in time: [`crate::source::Sources::fetch`] bounds it and records it.
     pub async fn fetch(&self, q: &TempoQuery) -> Result<Reading, SourceError> {
         let backend = self
             .backends
@@ -125,11 +128,7 @@ impl TempoSource {
                 detail: e,
             })?;
         }
-        let started = Instant::now();
-        let answer = match tokio::time::timeout(self.timeout, backend.call(q, tenant)).await {
-            Ok(answer) => answer,
-            Err(_) => Err(backend.timed_out()),
-        };
+        let answer = backend.call(q, tenant).await;
         if let Ok(response::Answer {
             partial: Some(message),
             ..
@@ -149,22 +148,14 @@ impl TempoSource {
         }
         // An answer that does not reduce to one number (several series) fails the fetch,
         // and counts as an error like any other failed call.
-        let reading = answer.and_then(|answer| {
+        answer.and_then(|answer| {
             response::reduce(&answer, q.reduce)
                 .map(Reading::Value)
                 .map_err(|detail| SourceError::BadResponse {
                     backend: backend.label.clone(),
                     detail,
                 })
-        });
-        let outcome = match &reading {
-            Ok(_) => "success",
-            Err(SourceError::Timeout { .. }) => "timeout",
-            Err(_) => "error",
-        };
-        self.metrics
-            .record_backend(&backend.label, outcome, started.elapsed());
-        reading
+        })
     }
 }
 
@@ -215,13 +206,15 @@ impl Backend {
         tracing::debug!(backend = %self.label, traceql = %q.traceql, "querying tempo");
         let resp = req.send().await.map_err(|e| self.transport_error(&e))?;
         let status = resp.status();
-        let body = read_limited(resp).await.map_err(|e| match e {
-            ReadError::Transport(e) => self.transport_error(&e),
-            ReadError::TooLarge => SourceError::BadResponse {
-                backend: self.label.clone(),
-                detail: format!("answer larger than {ANSWER_LIMIT} bytes"),
-            },
-        })?;
+        let body = read_limited(resp, ANSWER_LIMIT)
+            .await
+            .map_err(|e| match e {
+                BodyError::Transport(e) => self.transport_error(&e),
+                BodyError::TooLarge(limit) => SourceError::BadResponse {
+                    backend: self.label.clone(),
+                    detail: format!("answer larger than {limit} bytes"),
+                },
+            })?;
         if !status.is_success() {
             return Err(self.status_error(status, &body, path));
         }
@@ -235,19 +228,9 @@ impl Backend {
         })
     }
 
-    fn timed_out(&self) -> SourceError {
-        SourceError::Timeout {
-            backend: self.label.clone(),
-            timeout: self.timeout,
-        }
-    }
-
     fn transport_error(&self, e: &reqwest::Error) -> SourceError {
         let detail = describe_reqwest_error(e);
-        if e.is_timeout() {
-            // reqwest's own deadline is the same as ours; report it the same way.
-            self.timed_out()
-        } else if e.is_connect() {
+        if e.is_connect() {
             SourceError::Connect {
                 backend: self.label.clone(),
                 detail,
@@ -262,7 +245,7 @@ impl Backend {
 
     fn status_error(&self, status: StatusCode, body: &[u8], path: &str) -> SourceError {
         let backend = self.label.clone();
-        let text = error_text(body);
+        let text = error_snippet(body);
         let with_body = |prefix: String| {
             if text.is_empty() {
                 prefix
@@ -289,9 +272,26 @@ impl Backend {
                     ),
                 },
             },
+            // Tempo 3.0's `fail_on_high_lag`: the live store is behind, the answer would be
+            // incomplete (Tempo `modules/livestore/live_store.go`, `errLagged`).
+            500 if text.contains(LAGGED) => SourceError::Unavailable {
+                backend,
+                detail: format!(
+                    "HTTP 500: Tempo's live store lags behind ingest (fail_on_high_lag): {text}"
+                ),
+            },
             429 | 500..=599 => SourceError::Unavailable {
                 backend,
                 detail: with_body(format!("HTTP {code}")),
+            },
+            // Tempo 3.0 refuses a window inside `query_end_cutoff` (Tempo
+            // `modules/frontend/metrics_query_handler.go`, `clampInstantQueryEnd`).
+            400 if text.contains(WITHIN_CUTOFF) => SourceError::BadQuery {
+                backend,
+                detail: format!(
+                    "HTTP 400: {text}: the window must be longer than Tempo's \
+                     query_end_cutoff (30s by default)"
+                ),
             },
             // 400 is Tempo's answer to a query it cannot parse; its body says why.
             _ if status.is_client_error() => SourceError::BadQuery {
@@ -303,63 +303,5 @@ impl Backend {
                 detail: format!("unexpected HTTP status {code}"),
             },
         }
-    }
-}
-
-enum ReadError {
-    Transport(reqwest::Error),
-    TooLarge,
-}
-
-async fn read_limited(mut resp: reqwest::Response) -> Result<Vec<u8>, ReadError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(ReadError::Transport)? {
-        if body.len() + chunk.len() > ANSWER_LIMIT {
-            return Err(ReadError::TooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// The start of a plain-text error body, on one line, cut at a character boundary.
-fn error_text(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let one_line: String = text
-        .split(|c: char| c.is_whitespace() || c.is_control())
-        .filter(|w| !w.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ");
-    if one_line.len() <= ERROR_BODY_LIMIT {
-        return one_line;
-    }
-    let mut cut = ERROR_BODY_LIMIT;
-    while !one_line.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}…", &one_line[..cut])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_texts() {
-        let check = |input: &[u8], expect: &str| {
-            assert_eq!(error_text(input), expect);
-        };
-        check(b"", "");
-        check(
-            b"parse error at line 1, col 3: syntax error\n",
-            "parse error at line 1, col 3: syntax error",
-        );
-        check(b"a\r\n\tb\x00c", "a b c");
-        check(&[b'x'; 600], &format!("{}…", "x".repeat(512)));
-        let long = "é".repeat(300);
-        let cut = error_text(long.as_bytes());
-        assert!(cut.len() <= 512 + '…'.len_utf8(), "{}", cut.len());
-        assert!(cut.ends_with('…'));
-        check(&[0xff, b'a'], "\u{fffd}a");
     }
 }

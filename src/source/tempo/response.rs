@@ -10,8 +10,14 @@ use serde_json::Value;
 
 use crate::source::TempoReduce;
 
-/// The label Tempo gives the groups of `by (span:status)`.
-pub const STATUS_LABEL: &str = "span:status";
+/// The label Tempo gives the groups of `by (span:status)`: the attribute's `String()`,
+/// and intrinsics print without their scope (Tempo `pkg/traceql/enum_attributes.go`,
+/// `Intrinsic.String()`, used by `labelsFor` in `pkg/traceql/engine_metrics.go`).
+pub const STATUS_LABEL: &str = "status";
+
+/// The label of a `quantile_over_time` series holding its quantile (Tempo
+/// `pkg/traceql/engine_metrics.go`, `HistogramAggregator.Results`).
+pub const QUANTILE_LABEL: &str = "p";
 
 /// One answer, reduced to one value per series.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -45,6 +51,19 @@ pub enum LabelValue {
     Bool(bool),
     /// An empty `AnyValue` or a kind this scaler does not read (arrays, maps, bytes).
     Other,
+}
+
+impl LabelValue {
+    /// The value as an error message shows it: strings quoted, numbers as is.
+    fn describe(&self) -> String {
+        match self {
+            LabelValue::String(s) => format!("{s:?}"),
+            LabelValue::Int(i) => i.to_string(),
+            LabelValue::Double(d) => d.to_string(),
+            LabelValue::Bool(b) => b.to_string(),
+            LabelValue::Other => "of another type".to_string(),
+        }
+    }
 }
 
 /// Parses an instant answer: `{"series":[{"labels":[…],"value":0.23}],"status":…}`.
@@ -106,12 +125,22 @@ pub fn parse_range(body: &[u8]) -> Result<Answer, String> {
     })
 }
 
-/// Reduces an answer to the reading: `Ok(None)` means no data (no series, NaN, no traffic).
+/// Reduces an answer to the reading: `Ok(None)` means no data (no series, no traffic).
+///
+/// Non-finite values pass up unchanged (Tempo itself never writes NaN: it drops NaN
+/// samples and empty series, `SeriesSet.ToProto` in `pkg/traceql/engine_metrics.go`).
+/// An error-ratio answer whose series do not all carry Tempo's `status` label with one of
+/// its three values fails, rather than reading as "no errors".
 pub fn reduce(answer: &Answer, how: TempoReduce) -> Result<Option<f64>, String> {
     match how {
         TempoReduce::Single => match answer.series.as_slice() {
             [] => Ok(None),
-            [one] => Ok(one.value.filter(|v| !v.is_nan())),
+            // `quantile_over_time` writes 0 for a step without spans (Tempo
+            // `pkg/traceql/engine_metrics.go`, `HistogramAggregator.Results`), while a real
+            // quantile is at least half the smallest bucket, never 0: no data. Its series
+            // carry the quantile as label `p`.
+            [one] if one.label(QUANTILE_LABEL).is_some() && one.value == Some(0.0) => Ok(None),
+            [one] => Ok(one.value),
             many => Err(format!(
                 "query returned {} series, expected at most one \
                  (aggregate the query, e.g. drop its `by (…)`)",
@@ -122,23 +151,38 @@ pub fn reduce(answer: &Answer, how: TempoReduce) -> Result<Option<f64>, String> 
             let mut total = 0.0;
             let mut errors = 0.0;
             for s in &answer.series {
-                let Some(v) = s.value.filter(|v| !v.is_nan()) else {
+                let is_error = match s.label(STATUS_LABEL) {
+                    Some(LabelValue::String(v)) if v == "error" => true,
+                    Some(LabelValue::String(v)) if v == "ok" || v == "unset" => false,
+                    Some(other) => {
+                        return Err(format!(
+                            "series with {STATUS_LABEL} {}, expected error, ok or unset",
+                            other.describe()
+                        ))
+                    }
+                    None => {
+                        let keys: Vec<&str> = s.labels.iter().map(|(k, _)| k.as_str()).collect();
+                        return Err(format!(
+                            "series without the {STATUS_LABEL:?} label (labels {keys:?}); \
+                             cannot tell errors from successes"
+                        ));
+                    }
+                };
+                // A range answer's series without a sample at the latest step had no spans.
+                let Some(v) = s.value else {
                     continue;
                 };
                 total += v;
-                if s.label(STATUS_LABEL).is_some_and(is_error) {
+                if is_error {
                     errors += v;
                 }
             }
-            let ratio = errors / total;
-            Ok((total > 0.0 && !ratio.is_nan()).then_some(ratio))
+            if total.is_nan() || errors.is_nan() {
+                return Ok(Some(f64::NAN));
+            }
+            Ok((total != 0.0).then(|| errors / total))
         }
     }
-}
-
-fn is_error(v: &LabelValue) -> bool {
-    matches!(v, LabelValue::String(s) if s.eq_ignore_ascii_case("error")
-        || s.eq_ignore_ascii_case("STATUS_CODE_ERROR"))
 }
 
 #[derive(Deserialize)]
@@ -467,13 +511,35 @@ mod tests {
         check(vec![], Ok(None));
         check(vec![s(&[], Some(0.25))], Ok(Some(0.25)));
         check(vec![s(&[], Some(0.0))], Ok(Some(0.0)));
-        check(vec![s(&[], Some(f64::NAN))], Ok(None));
         check(vec![s(&[], None)], Ok(None));
+        // A quantile of 0 is Tempo's filler for a step without spans; a rate of 0 is real.
+        check(vec![s(&[(QUANTILE_LABEL, "0.95")], Some(0.0))], Ok(None));
+        check(
+            vec![s(&[(QUANTILE_LABEL, "0.95")], Some(0.25))],
+            Ok(Some(0.25)),
+        );
+        check(vec![s(&[("__name__", "rate")], Some(0.0))], Ok(Some(0.0)));
         check(vec![s(&[], Some(f64::INFINITY))], Ok(Some(f64::INFINITY)));
+        check(
+            vec![s(&[], Some(f64::NEG_INFINITY))],
+            Ok(Some(f64::NEG_INFINITY)),
+        );
         check(
             vec![s(&[("a", "1")], Some(1.0)), s(&[("a", "2")], Some(2.0))],
             Err(()),
         );
+    }
+
+    #[test]
+    fn non_finite_values_pass_up_unchanged() {
+        let nan = reduce(&complete(vec![s(&[], Some(f64::NAN))]), TempoReduce::Single);
+        assert!(nan.unwrap().is_some_and(f64::is_nan));
+        let st = |status: &str, v: f64| s(&[(STATUS_LABEL, status)], Some(v));
+        let nan = reduce(
+            &complete(vec![st("error", f64::NAN), st("ok", 4.0)]),
+            TempoReduce::ErrorRatio,
+        );
+        assert!(nan.unwrap().is_some_and(f64::is_nan));
     }
 
     #[test]
@@ -485,39 +551,52 @@ mod tests {
 
     #[test]
     fn error_ratio_reductions() {
-        let check = |series: Vec<Series>, expect: Option<f64>| {
-            let got = reduce(&complete(series.clone()), TempoReduce::ErrorRatio).unwrap();
-            assert_eq!(got, expect, "{series:?}");
+        let check = |series: Vec<Series>, expect: Result<Option<f64>, &str>| {
+            let got = reduce(&complete(series.clone()), TempoReduce::ErrorRatio);
+            match (&got, &expect) {
+                (Err(msg), Err(fragment)) => assert!(msg.contains(fragment), "{msg}"),
+                _ => assert_eq!(got, expect.map_err(String::from), "{series:?}"),
+            }
         };
         let st = |status: &str, v: Option<f64>| s(&[(STATUS_LABEL, status)], v);
+        // Tempo's own answer: key `status`, values `error` / `ok` / `unset`.
+        assert_eq!(STATUS_LABEL, "status");
         check(
             vec![
                 st("error", Some(3.0)),
                 st("ok", Some(7.0)),
                 st("unset", Some(10.0)),
             ],
-            Some(0.15),
+            Ok(Some(0.15)),
         );
-        check(vec![st("ok", Some(5.0)), st("unset", Some(5.0))], Some(0.0));
-        check(vec![st("error", Some(2.0))], Some(1.0));
-        check(vec![st("error", Some(1.0)), st("ok", None)], Some(1.0));
-        check(vec![st("error", None), st("ok", Some(4.0))], Some(0.0));
         check(
-            vec![st("error", Some(f64::NAN)), st("ok", Some(4.0))],
-            Some(0.0),
+            vec![st("ok", Some(5.0)), st("unset", Some(5.0))],
+            Ok(Some(0.0)),
         );
+        check(vec![st("error", Some(2.0))], Ok(Some(1.0)));
+        check(vec![st("error", Some(1.0)), st("ok", None)], Ok(Some(1.0)));
+        check(vec![st("error", None), st("ok", Some(4.0))], Ok(Some(0.0)));
+        // No traffic is no data, not a ratio of 0.
+        check(vec![], Ok(None));
+        check(vec![st("error", Some(0.0)), st("ok", Some(0.0))], Ok(None));
+        check(vec![st("ok", None)], Ok(None));
+        // The label as the query spells it is not Tempo's: refused, never read as 0 errors.
+        check(
+            vec![
+                s(&[("span:status", "error")], Some(1.0)),
+                s(&[("span:status", "ok")], Some(3.0)),
+            ],
+            Err("without the \"status\" label (labels [\"span:status\"])"),
+        );
+        check(
+            vec![s(&[], Some(4.0)), st("error", Some(1.0))],
+            Err("without the \"status\" label"),
+        );
+        // A value that is not one of Tempo's three statuses.
         check(
             vec![st("ERROR", Some(1.0)), st("ok", Some(3.0))],
-            Some(0.25),
+            Err("status \"ERROR\", expected error, ok or unset"),
         );
-        // No traffic is no data, not a ratio of 0.
-        check(vec![], None);
-        check(vec![st("error", Some(0.0)), st("ok", Some(0.0))], None);
-        check(vec![st("ok", None)], None);
-        check(vec![st("ok", Some(f64::NAN))], None);
-        // Series without the status label only count in the total.
-        check(vec![s(&[], Some(4.0)), st("error", Some(1.0))], Some(0.2));
-        // A numeric or boolean label is not the error status.
         check(
             vec![
                 Series {
@@ -526,7 +605,7 @@ mod tests {
                 },
                 st("ok", Some(1.0)),
             ],
-            Some(0.0),
+            Err("status 2, expected"),
         );
     }
 }

@@ -65,7 +65,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/*
 Backend flags, volumes and mounts. Called with (dict "kind" "prometheus" "backends" LIST);
-"part" picks what to emit: "args", "env", "volumes" or "mounts".
+"part" picks what to emit: "args", "volumes" or "mounts".
+A header with valueFrom.secretKeyRef is a mounted file (`--<kind>-header-file`): secrets never
+reach the container's args or env.
 Files are mounted read-only under /etc/slo-scaler/<kind>/<name>/.
 */}}
 {{- define "slo-scaler.backend" -}}
@@ -93,20 +95,23 @@ Files are mounted read-only under /etc/slo-scaler/<kind>/<name>/.
 {{- end }}
 {{- range $j, $h := $b.headers }}
 {{- if $h.valueFrom }}
-- {{ printf "--%s-header=%s=%s:$(%s_%d_HEADER_%d)" $kind $b.name $h.name (upper $kind) $i $j | quote }}
+- {{ printf "--%s-header-file=%s=%s:%s/header-%d/value" $kind $b.name $h.name $dir $j | quote }}
 {{- else }}
 - {{ printf "--%s-header=%s=%s:%s" $kind $b.name $h.name $h.value | quote }}
 {{- end }}
 {{- end }}
-{{- else if eq $part "env" }}
-{{- range $j, $h := $b.headers }}
-{{- if $h.valueFrom }}
-- name: {{ printf "%s_%d_HEADER_%d" (upper $kind) $i $j }}
-  valueFrom:
-    {{- toYaml $h.valueFrom | nindent 4 }}
-{{- end }}
-{{- end }}
 {{- else if eq $part "volumes" }}
+{{- range $j, $h := $b.headers }}
+{{- with $h.valueFrom }}
+- name: {{ $vol }}-header-{{ $j }}
+  secret:
+    secretName: {{ .secretKeyRef.name }}
+    defaultMode: 0440
+    items:
+      - key: {{ .secretKeyRef.key }}
+        path: value
+{{- end }}
+{{- end }}
 {{- with $b.bearerTokenSecret }}
 - name: {{ $vol }}-bearer-token
   secret:
@@ -141,6 +146,13 @@ Files are mounted read-only under /etc/slo-scaler/<kind>/<name>/.
         path: ca.crt
 {{- end }}
 {{- else if eq $part "mounts" }}
+{{- range $j, $h := $b.headers }}
+{{- if $h.valueFrom }}
+- name: {{ $vol }}-header-{{ $j }}
+  mountPath: {{ $dir }}/header-{{ $j }}
+  readOnly: true
+{{- end }}
+{{- end }}
 {{- if $b.bearerTokenSecret }}
 - name: {{ $vol }}-bearer-token
   mountPath: {{ $dir }}/bearer-token
@@ -158,4 +170,48 @@ Files are mounted read-only under /etc/slo-scaler/<kind>/<name>/.
 {{- end }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/* The source of trace triggers that name none, as the binary picks it: the flag when set,
+else prometheus when one is configured, else the embedded store. */}}
+{{- define "slo-scaler.defaultSource" -}}
+{{- if .Values.config.defaultSource }}
+{{- .Values.config.defaultSource }}
+{{- else if .Values.prometheus }}
+{{- "prometheus" }}
+{{- else }}
+{{- "otlp" }}
+{{- end }}
+{{- end }}
+
+{{/* The replica count: replicaCount, or 1 when the embedded store is the default source, else 2. */}}
+{{- define "slo-scaler.replicas" -}}
+{{- if kindIs "invalid" .Values.replicaCount }}
+{{- if eq (include "slo-scaler.defaultSource" .) "otlp" }}1{{ else }}2{{ end }}
+{{- else }}
+{{- int .Values.replicaCount }}
+{{- end }}
+{{- end }}
+
+{{/* Stable address of replica N's OTLP/gRPC port (otlp.fanOut: StatefulSet pods behind the headless Service). */}}
+{{- define "slo-scaler.replicaOtlpEndpoint" -}}
+{{- $ctx := index . 0 }}
+{{- $fullname := include "slo-scaler.fullname" $ctx }}
+{{- printf "%s-%d.%s.%s.svc.%s:%v" $fullname (index . 1) $fullname $ctx.Release.Namespace $ctx.Values.clusterDomain $ctx.Values.ports.otlpGrpc }}
+{{- end }}
+
+{{/* The OpenTelemetry Collector exporters that send every span to every replica. */}}
+{{- define "slo-scaler.collectorSnippet" -}}
+{{- $n := int (include "slo-scaler.replicas" .) -}}
+exporters:
+{{- range $i := until $n }}
+  otlp/slo-scaler-{{ $i }}:
+    endpoint: {{ include "slo-scaler.replicaOtlpEndpoint" (list $ $i) }}
+    tls: {insecure: true}
+{{- end }}
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [{{ range $i := until $n }}{{ if $i }}, {{ end }}otlp/slo-scaler-{{ $i }}{{ end }}]
 {{- end }}

@@ -1,0 +1,276 @@
+"""What the chart's defaults promise: the default source follows what is configured, replicas and
+the embedded store go together, the NetworkPolicy admits exactly its callers, secrets stay out
+of the container's args and env, and a namespace policy needs authenticated callers."""
+
+import copy
+
+import helm_python as helm
+import yaml
+
+import chart
+import readme
+
+PROM = [{"name": "default", "url": "http://prometheus-operated.monitoring.svc:9090"}]
+
+
+def render_or_error(chart_dir, values):
+    """(docs, notes, None) or (None, None, error text)."""
+    try:
+        docs, notes = chart.render(chart_dir, copy.deepcopy(values))
+        return docs, notes, None
+    except helm.HelmError as e:
+        return None, None, str(e)
+
+
+def container(docs):
+    (w,) = chart.workloads(docs)
+    (c,) = w["spec"]["template"]["spec"]["containers"]
+    return w, c
+
+
+def flag_values(args, flag):
+    return [a.split("=", 1)[1] for a in args if a.startswith(flag + "=")] + \
+        [a for a in args if a == flag]
+
+
+def source_and_replicas(report, chart_dir, readme_values):
+    """Issue 9 items 3 and 9: what a user following the README (or the defaults) gets."""
+    cases = [
+        # (what, values, want kind, want replicas, want --default-source values)
+        ("default values: embedded store, one replica", None, "Deployment", 1, []),
+        ("the README's helm install: prometheus, flag left out", readme_values, "Deployment", 2, []),
+        ("prometheus configured, replicaCount 4", {"prometheus": PROM, "replicaCount": 4},
+         "Deployment", 4, []),
+        ("config.defaultSource set by the user", {"prometheus": PROM, "config": {"defaultSource": "otlp"}},
+         "Deployment", 1, ["otlp"]),
+        ("otlp.fanOut with replicaCount 3", {"replicaCount": 3, "otlp": {"fanOut": True}},
+         "StatefulSet", 3, []),
+    ]
+    for what, values, kind, replicas, source in cases:
+        name = f"default source and replicas: {what}"
+        docs, notes, err = render_or_error(chart_dir, values)
+        if err:
+            report.fail(name, err)
+            continue
+        w, c = container(docs)
+        got = (w["kind"], w["spec"]["replicas"], flag_values(c["args"], "--default-source"))
+        report.check(name, [] if got == (kind, replicas, source) else
+                     [f"got {got}, want {(kind, replicas, source)}"],
+                     f"{kind}, {replicas} replica(s), --default-source {source or 'left out'}")
+    refused = [
+        ("replicaCount 3 with the embedded store as the default source",
+         {"replicaCount": 3}, ["otlp.fanOut", "replicaCount=1"]),
+        ("prometheus configured but config.defaultSource=otlp, replicaCount 2",
+         {"prometheus": PROM, "config": {"defaultSource": "otlp"}, "replicaCount": 2}, ["otlp.fanOut"]),
+        ("otlp.enabled=false with no other source", {"otlp": {"enabled": False}}, ["prometheus"]),
+        ("otlp.fanOut on a non-headless Service",
+         {"otlp": {"fanOut": True}, "service": {"headless": False}}, ["service.headless"]),
+    ]
+    for what, values, words in refused:
+        name = f"chart refuses {what}"
+        docs, notes, err = render_or_error(chart_dir, values)
+        if err is None:
+            report.fail(name, "the chart rendered it")
+        else:
+            missing = [w for w in words if w not in err]
+            report.check(name, [f"the error does not name {missing}: {err}"] if missing else [],
+                         err.splitlines()[-1].strip()[:160])
+
+
+def fan_out(report, chart_dir, readme_text):
+    """otlp.fanOut: stable per-replica addresses, and the NOTES' Collector snippet sends to each."""
+    name = "otlp.fanOut: the Collector snippet exports to every replica's stable address"
+    values = {"replicaCount": 3, "otlp": {"fanOut": True}}
+    docs, notes, err = render_or_error(chart_dir, values)
+    if err:
+        report.fail(name, err)
+        return
+    problems = []
+    (sts,) = chart.by_kind(docs, "StatefulSet")
+    svcs = chart.by_kind(docs, "Service")
+    headless = [s for s in svcs if s["spec"].get("clusterIP") == "None"]
+    if [s["metadata"]["name"] for s in headless] != [sts["spec"].get("serviceName")]:
+        problems.append(f"serviceName {sts['spec'].get('serviceName')} is not the headless Service "
+                        f"{[s['metadata']['name'] for s in headless]}")
+    ns, svc = chart.NAMESPACE, sts["spec"].get("serviceName")
+    port = next(p["port"] for s in headless for p in s["spec"]["ports"] if p["name"] == "otlp-grpc")
+    # A StatefulSet pod's DNS name: <pod>.<serviceName>.<namespace>.svc.<domain>; pods are <sts>-<i>.
+    want = {f"{sts['metadata']['name']}-{i}.{svc}.{ns}.svc.cluster.local:{port}"
+            for i in range(sts["spec"]["replicas"])}
+    snippet = notes[notes.find("exporters:"):notes.find("Past one replica")]
+    try:
+        collector = yaml.safe_load(snippet)
+    except yaml.YAMLError as e:
+        report.fail(name, f"the NOTES snippet is not YAML: {e}\n{snippet}")
+        return
+    problems += collector_problems(collector, want)
+    report.check(name, problems, f"{len(want)} exporters, StatefulSet {sts['metadata']['name']}")
+
+    # The README's snippet is the chart's own rendering for the values the README states.
+    name = "README's fan-out Collector snippet equals the chart's rendering"
+    snippets = readme.collector_snippets(readme_text)
+    if len(snippets) != 1:
+        report.fail(name, f"want one README YAML block with otlp/slo-scaler-N exporters, got {len(snippets)}")
+        return
+    n = len(snippets[0].get("exporters") or {})
+    docs, notes, err = render_or_error(chart_dir, {"replicaCount": n, "otlp": {"fanOut": True}})
+    rendered = yaml.safe_load(notes[notes.find("exporters:"):notes.find("Past one replica")])
+    report.check(name, [] if rendered == snippets[0] else
+                 [f"README:\n{yaml.safe_dump(snippets[0])}chart (replicaCount {n}):\n{yaml.safe_dump(rendered)}"],
+                 f"replicaCount {n}")
+
+
+def collector_problems(collector, want_endpoints):
+    problems = []
+    exporters = collector.get("exporters") or {}
+    got = {e.get("endpoint") for e in exporters.values()}
+    if got != want_endpoints:
+        problems.append(f"exporter endpoints {sorted(got)}, want {sorted(want_endpoints)}")
+    pipe = (((collector.get("service") or {}).get("pipelines") or {}).get("traces") or {})
+    if sorted(pipe.get("exporters") or []) != sorted(exporters):
+        problems.append(f"traces pipeline exports to {pipe.get('exporters')}, want {sorted(exporters)}")
+    return problems
+
+
+def admitted(policy, pod_ports, source_ns_labels, port_name):
+    """Whether a NetworkPolicy admits a pod in a namespace with these labels to a named port
+    (Kubernetes semantics for namespaceSelector.matchLabels; ipBlock peers admit nothing here)."""
+    for rule in policy["spec"].get("ingress") or []:
+        ports = rule.get("ports")
+        if ports and not any(p.get("port") in (port_name, pod_ports.get(port_name)) for p in ports):
+            continue
+        peers = rule.get("from")
+        if not peers:
+            return True
+        for peer in peers:
+            if set(peer) - {"namespaceSelector"}:
+                continue  # podSelector / ipBlock: narrower than "any pod of the namespace"
+            sel = peer["namespaceSelector"] or {}
+            if set(sel) - {"matchLabels"}:
+                continue
+            if all(source_ns_labels.get(k) == v for k, v in (sel.get("matchLabels") or {}).items()):
+                return True
+    return False
+
+
+def network_policy(report, chart_dir):
+    """Issue 15: on by default; gRPC from KEDA's namespace, admin from monitoring, OTLP from the cluster."""
+    def ns(name):
+        return {"kubernetes.io/metadata.name": name}
+
+    cases = [
+        ("default values", None, "keda", "monitoring"),
+        ("namespaces from values", {"networkPolicy": {"kedaNamespace": "autoscaling",
+                                                      "monitoringNamespace": "observability",
+                                                      "analysisNamespace": "argo-rollouts"}},
+         "autoscaling", "observability"),
+    ]
+    for what, values, keda_ns, mon_ns in cases:
+        analysis = ((values or {}).get("networkPolicy") or {}).get("analysisNamespace")
+        name = f"NetworkPolicy admits exactly its callers ({what})"
+        docs, notes, err = render_or_error(chart_dir, values)
+        if err:
+            report.fail(name, err)
+            continue
+        pols = chart.by_kind(docs, "NetworkPolicy")
+        if len(pols) != 1:
+            report.fail(name, f"want one NetworkPolicy, got {len(pols)}")
+            continue
+        _, c = container(docs)
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        matrix = [
+            (keda_ns, "grpc", True), ("shop", "grpc", False), (mon_ns, "grpc", False),
+            (mon_ns, "admin", True), ("shop", "admin", False), (keda_ns, "admin", False),
+            ("shop", "otlp-grpc", True), ("shop", "otlp-http", True), (mon_ns, "otlp-grpc", True),
+            ("argo-rollouts", "admin", bool(analysis)), ("argo-rollouts", "grpc", False),
+        ]
+        problems = [f"a pod in {n} → {p}: {'admitted' if not want else 'refused'}, want "
+                    f"{'admitted' if want else 'refused'}"
+                    for n, p, want in matrix if admitted(pols[0], ports, ns(n), p) != want]
+        if "Ingress" not in pols[0]["spec"].get("policyTypes", []):
+            problems.append("policyTypes lacks Ingress")
+        report.check(name, problems, f"gRPC ← {keda_ns}, admin ← {mon_ns}"
+                     f"{' and ' + analysis if analysis else ''}, OTLP ← every namespace")
+
+
+def secrets(report, rendered):
+    """Issue 15: header secrets reach the server as mounted files, never through args or env."""
+    name = "secrets never in the container's args or env (all-on values)"
+    docs = rendered.get("all-on values")
+    if not docs:
+        report.fail(name, "the all-on values did not render")
+        return
+    w, c = container(docs)
+    pod = w["spec"]["template"]["spec"]
+    problems = [f"arg expands an env var: {a}" for a in c["args"] if "$(" in a]
+    problems += [f"env {e['name']} comes from a Secret" for e in c.get("env", [])
+                 if "secretKeyRef" in (e.get("valueFrom") or {})]
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    mounts = c.get("volumeMounts", [])
+    header_files = [a for a in c["args"] if a.startswith(("--prometheus-header-file=", "--tempo-header-file="))]
+    if not header_files:
+        problems.append("the all-on values' secret header renders no --*-header-file flag")
+    for arg in header_files:
+        spec = arg.split("=", 2)[2] if arg.count("=") >= 2 else ""
+        path = spec.split(":", 1)[1] if ":" in spec else ""
+        mount = next((m for m in mounts if path.startswith(m["mountPath"] + "/")), None)
+        if mount is None:
+            problems.append(f"{arg}: {path} is on no mounted volume")
+            continue
+        secret = (volumes.get(mount["name"]) or {}).get("secret")
+        items = {i["path"]: i["key"] for i in (secret or {}).get("items", [])}
+        if not secret or path[len(mount["mountPath"]) + 1:] not in items or not mount.get("readOnly"):
+            problems.append(f"{arg}: {mount['name']} is not a read-only Secret key at {path}")
+    report.check(name, problems, f"{len(header_files)} header file(s)")
+
+
+def tenant_policy(report, chart_dir):
+    """Issue 15: a namespace policy needs mTLS client verification or an explicit acknowledgement."""
+    allow = {"tempo": [{"name": "default", "url": "http://tempo:3200"}],
+             "tempoTenantAllow": {"shop": ["shop"]}}
+    name = "chart refuses tempoTenantAllow without authenticated callers"
+    docs, notes, err = render_or_error(chart_dir, allow)
+    if err is None:
+        report.fail(name, "the chart rendered it")
+    else:
+        missing = [w for w in ("tls.clientAuth", "security.allowUnauthenticatedNamespacePolicy") if w not in err]
+        report.check(name, [f"the error does not name {missing}: {err}"] if missing else [])
+    cases = [
+        ("with security.allowUnauthenticatedNamespacePolicy",
+         dict(allow, security={"allowUnauthenticatedNamespacePolicy": True}), True),
+        ("with tls.clientAuth (mTLS)",
+         dict(allow, tls={"enabled": True, "existingSecret": "tls", "clientAuth": True}), False),
+    ]
+    for what, values, want_flag in cases:
+        name = f"tempoTenantAllow renders {what}"
+        docs, notes, err = render_or_error(chart_dir, values)
+        if err:
+            report.fail(name, err)
+            continue
+        _, c = container(docs)
+        got = "--allow-unauthenticated-namespace-policy" in c["args"]
+        problems = [] if got == want_flag else [f"--allow-unauthenticated-namespace-policy present: {got}"]
+        if "--tempo-tenant-allow=shop=shop" not in c["args"]:
+            problems.append("--tempo-tenant-allow=shop=shop missing")
+        report.check(name, problems)
+
+
+def flag_cases(chart_dir):
+    """Container args of renders that use flags no other render uses."""
+    out = []
+    for values in ({"otlp": {"fanOut": True}, "replicaCount": 2},
+                   {"tempo": [{"name": "default", "url": "http://tempo:3200"}],
+                    "tempoTenantAllow": {"shop": ["shop"]},
+                    "security": {"allowUnauthenticatedNamespacePolicy": True}}):
+        docs, _, err = render_or_error(chart_dir, values)
+        if docs:
+            out.append(chart.deployment_args(docs)[0])
+    return out
+
+
+def run(report, chart_dir, readme_text, readme_values, rendered):
+    source_and_replicas(report, chart_dir, readme_values)
+    fan_out(report, chart_dir, readme_text)
+    network_policy(report, chart_dir)
+    secrets(report, rendered)
+    tenant_policy(report, chart_dir)
