@@ -64,11 +64,11 @@ pub fn trigger_metadata(data: &[u8]) {
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    let opts = ParseOptions::default();
-    let parsed = trigger::parse(&md, &opts);
+    let (engine, opts) = engine();
+    let parsed = trigger::parse(&md, opts);
     assert_eq!(
         format!("{parsed:?}"),
-        format!("{:?}", trigger::parse(&md, &opts)),
+        format!("{:?}", trigger::parse(&md, opts)),
         "parse is not deterministic"
     );
     if let Ok(t) = &parsed {
@@ -84,16 +84,17 @@ pub fn trigger_metadata(data: &[u8]) {
             t.metric_name
         );
     }
-    let planned = engine().plan(&namespace, &md);
+    let planned = engine.plan(&namespace, &md);
     if parsed.is_err() {
         assert!(planned.is_err(), "plan accepted what parse refused: {md:?}");
     }
 }
 
 /// One engine for the whole run, with one Prometheus and one Tempo backend (never called:
-/// planning does no I/O) and a tenant policy, so every source's planning is reached.
-fn engine() -> &'static Engine {
-    static ENGINE: OnceLock<Engine> = OnceLock::new();
+/// planning does no I/O) and a tenant policy, so every source's planning is reached; and
+/// the parse options it plans with (its default source is prometheus).
+fn engine() -> &'static (Engine, ParseOptions) {
+    static ENGINE: OnceLock<(Engine, ParseOptions)> = OnceLock::new();
     ENGINE.get_or_init(|| {
         #[derive(Parser)]
         struct Args {
@@ -113,8 +114,9 @@ fn engine() -> &'static Engine {
         let settings = args.backends.resolve(true).expect("fuzz engine settings");
         let metrics = Arc::new(Metrics::standalone().1);
         let store = Store::new(StoreConfig::default(), metrics.clone()).expect("default store");
-        slo_scaler::server::build_engine(&settings, metrics, Some(Arc::new(store)))
-            .expect("fuzz engine")
+        let engine = slo_scaler::server::build_engine(&settings, metrics, Some(Arc::new(store)))
+            .expect("fuzz engine");
+        (engine, settings.parse)
     })
 }
 
