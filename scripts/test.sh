@@ -52,7 +52,7 @@ step "build (every target, benches included)"
 cargo build --all-targets
 
 step "unit and integration tests"
-cargo test --all-features -- --test-threads 4
+cargo test --all-features --no-fail-fast -- --test-threads 4
 
 step "deploy checks (chart, schemas, examples, promtool, live scrape)"
 SLO_SCALER_BIN="$root/target/debug/slo-scaler" \

@@ -695,16 +695,19 @@ impl BackendArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{Cli, Command};
     use clap::Parser;
 
+    /// `serve`'s arguments alone, as the command tree parses them.
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
     fn args(extra: &[&str]) -> ServeArgs {
-        let mut argv = vec!["slo-scaler", "serve"];
+        let mut argv = vec!["slo-scaler-serve"];
         argv.extend_from_slice(extra);
-        match Cli::try_parse_from(argv).unwrap().command {
-            Command::Serve(a) => a,
-            other => panic!("{other:?}"),
-        }
+        Serve::try_parse_from(argv).unwrap().args
     }
 
     #[test]

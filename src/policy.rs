@@ -32,7 +32,7 @@ impl Allowance {
                 .split_once('=')
                 .ok_or_else(|| format!("{flag:?} must be NAMESPACE=VALUE[,VALUE…]"))?;
             let namespace = namespace.trim();
-            if namespace != "*" && !crate::scaler::is_dns1123_label(namespace) {
+            if namespace != "*" && !crate::trigger::is_dns1123_label(namespace) {
                 return Err(format!(
                     "{flag:?}: {namespace:?} is not a namespace name or *"
                 ));

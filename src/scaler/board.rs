@@ -23,7 +23,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 
 use super::engine::{EvalError, Evaluation, Plan, PlanError};
 use crate::source::Sources;
-use crate::trigger::{Problem, TriggerError};
+use crate::trigger::{is_dns1123_label, is_dns1123_subdomain, Problem, TriggerError};
 
 /// How many samples of a signal's value the board keeps for sparklines.
 pub const HISTORY_LEN: usize = 60;
@@ -90,6 +90,8 @@ pub struct Entry {
     pub plan: Plan,
     /// What the plan sends, described once (`Sources::describe`).
     pub query: String,
+    /// The backend label of the plan's query (`prometheus/default`), computed once.
+    pub backend: String,
     asked_ms: AtomicU64,
     slot: Mutex<Slot>,
 }
@@ -279,6 +281,7 @@ impl Board {
             name: name.to_string(),
             metadata: md.clone(),
             query: Sources::describe(&plan.query),
+            backend: plan.query.backend_label(),
             plan,
             asked_ms: AtomicU64::new(asked),
             slot: Mutex::new(Slot::default()),
@@ -393,31 +396,6 @@ fn check_names(namespace: &str, name: &str) -> Result<(), PlanError> {
     }
 }
 
-/// RFC 1123 label as Kubernetes checks it (`IsDNS1123Label`).
-pub fn is_dns1123_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
-}
-
-/// RFC 1123 subdomain as Kubernetes checks it (`IsDNS1123Subdomain`): dot-separated labels.
-pub fn is_dns1123_subdomain(s: &str) -> bool {
-    s.len() <= 253
-        && !s.is_empty()
-        && s.split('.').all(|l| {
-            let b = l.as_bytes();
-            !b.is_empty()
-                && b.iter()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-                && b[0] != b'-'
-                && b[b.len() - 1] != b'-'
-        })
-}
-
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -496,35 +474,5 @@ impl Collector for Board {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kubernetes_names() {
-        for ok in ["shop", "a", "team-a", "a1", &"a".repeat(63)] {
-            assert!(is_dns1123_label(ok), "{ok}");
-        }
-        for bad in [
-            "",
-            "Team-A",
-            "team/a",
-            "-a",
-            "a-",
-            "a.b",
-            &"a".repeat(64),
-            "é",
-        ] {
-            assert!(!is_dns1123_label(bad), "{bad}");
-        }
-        for ok in ["orders", "orders.v2", "a-b.c-d", &"a".repeat(253)] {
-            assert!(is_dns1123_subdomain(ok), "{ok}");
-        }
-        for bad in ["", "team/a", "Orders", "a..b", ".a", "a.", &"a".repeat(254)] {
-            assert!(!is_dns1123_subdomain(bad), "{bad}");
-        }
     }
 }

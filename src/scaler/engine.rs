@@ -76,6 +76,27 @@ pub enum EvalError {
     },
 }
 
+impl EvalError {
+    /// A short, fixed name for each kind of failure (self-traces carry it, never the text).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EvalError::NoData { .. } => "no_data",
+            EvalError::WrongShape { .. } => "wrong_shape",
+            EvalError::Unusable { .. } => "unusable_value",
+            EvalError::Source(s) => match s {
+                SourceError::Timeout { .. } => "timeout",
+                SourceError::Connect { .. } => "connect",
+                SourceError::Unavailable { .. } => "unavailable",
+                SourceError::BadQuery { .. } => "bad_query",
+                SourceError::NotFound { .. } => "not_found",
+                SourceError::PermissionDenied { .. } => "permission_denied",
+                SourceError::BadResponse { .. } => "bad_response",
+                SourceError::UnknownBackend { .. } => "unknown_backend",
+            },
+        }
+    }
+}
+
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {

@@ -16,9 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
-pub use board::{
-    is_dns1123_label, is_dns1123_subdomain, Board, BoardConfig, Entry, Row, SignalState,
-};
+pub use board::{Board, BoardConfig, Entry, Row, SignalState};
 pub use engine::{Engine, EngineConfig, EvalError, Evaluation, Plan, PlanError};
 
 use crate::proto::external_scaler_server::{ExternalScaler, ExternalScalerServer};
@@ -83,13 +81,17 @@ impl ScalerService {
 
     /// Evaluates and records the outcome on the entry.
     async fn evaluate(&self, entry: &Entry) -> Result<Evaluation, Status> {
-        let read = traces::read_span(&entry.plan.query, &entry.plan.trigger.metric_name);
+        let read = traces::read_span(
+            entry.plan.trigger.source().as_str(),
+            &entry.backend,
+            &entry.plan.trigger.metric_name,
+        );
         let result = self
             .engine
             .evaluate(&entry.plan)
             .instrument(read.clone())
             .await;
-        traces::end_read(&read, &result);
+        traces::end_read(&read, result.as_ref().map(|_| ()).map_err(EvalError::kind));
         entry.record(&result);
         result.map_err(|e| {
             tracing::debug!(

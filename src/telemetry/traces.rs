@@ -20,9 +20,6 @@ use tracing::Span;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
-use crate::scaler::EvalError;
-use crate::source::{Query, SourceError};
-
 /// The gRPC service name in span names and `rpc.service`.
 pub const RPC_SERVICE: &str = "externalscaler.ExternalScaler";
 
@@ -174,13 +171,7 @@ pub fn end_rpc<T>(span: &Span, result: &Result<T, tonic::Status>) {
 /// [`record_cache`], whether the answer was a `hit`, a `miss` (the backend was called) or
 /// `stale` (the last good answer, served because the backend failed). End it with
 /// [`end_read`].
-pub fn read_span(query: &Query, metric: &str) -> Span {
-    let source = match query {
-        Query::Prometheus(_) => "prometheus",
-        Query::Tempo(_) => "tempo",
-        Query::Sqs(_) => "sqs",
-        Query::Otlp(_) => "otlp",
-    };
+pub fn read_span(source: &'static str, backend: &str, metric: &str) -> Span {
     let span = tracing::debug_span!(
         "backend.read",
         otel.kind = "internal",
@@ -193,7 +184,7 @@ pub fn read_span(query: &Query, metric: &str) -> Span {
         "error.type" = Empty,
     );
     if !span.is_disabled() {
-        span.record("slo_scaler.backend", query.backend_label().as_str());
+        span.record("slo_scaler.backend", backend);
     }
     span
 }
@@ -205,40 +196,21 @@ pub fn record_cache(result: &'static str) {
     }
 }
 
-/// Records a read's outcome: `ok`, or `error` with the kind of failure (never its text,
-/// which may quote the backend's answer).
-pub fn end_read<T>(span: &Span, result: &Result<T, EvalError>) {
+/// Records a read's outcome: `ok`, or `error` with the kind of failure (a short fixed
+/// name, never its text, which may quote the backend's answer).
+pub fn end_read(span: &Span, outcome: Result<(), &'static str>) {
     if span.is_disabled() {
         return;
     }
-    match result {
-        Ok(_) => {
+    match outcome {
+        Ok(()) => {
             span.record("slo_scaler.outcome", "ok");
         }
-        Err(e) => {
+        Err(kind) => {
             span.record("slo_scaler.outcome", "error");
-            span.record("error.type", error_type(e));
+            span.record("error.type", kind);
             span.record("otel.status_code", "ERROR");
         }
-    }
-}
-
-/// A short, fixed name for each kind of evaluation failure.
-pub fn error_type(e: &EvalError) -> &'static str {
-    match e {
-        EvalError::NoData { .. } => "no_data",
-        EvalError::WrongShape { .. } => "wrong_shape",
-        EvalError::Unusable { .. } => "unusable_value",
-        EvalError::Source(s) => match s {
-            SourceError::Timeout { .. } => "timeout",
-            SourceError::Connect { .. } => "connect",
-            SourceError::Unavailable { .. } => "unavailable",
-            SourceError::BadQuery { .. } => "bad_query",
-            SourceError::NotFound { .. } => "not_found",
-            SourceError::PermissionDenied { .. } => "permission_denied",
-            SourceError::BadResponse { .. } => "bad_response",
-            SourceError::UnknownBackend { .. } => "unknown_backend",
-        },
     }
 }
 

@@ -542,3 +542,28 @@ fn tempo_windows_are_longer_than_its_query_end_cutoff() {
         assert!(err.to_string().contains("query_end_cutoff"), "{err}");
     }
 }
+
+#[test]
+fn kubernetes_names() {
+    for ok in ["shop", "a", "team-a", "a1", &"a".repeat(63)] {
+        assert!(is_dns1123_label(ok), "{ok}");
+    }
+    for bad in [
+        "",
+        "Team-A",
+        "team/a",
+        "-a",
+        "a-",
+        "a.b",
+        &"a".repeat(64),
+        "é",
+    ] {
+        assert!(!is_dns1123_label(bad), "{bad}");
+    }
+    for ok in ["orders", "orders.v2", "a-b.c-d", &"a".repeat(253)] {
+        assert!(is_dns1123_subdomain(ok), "{ok}");
+    }
+    for bad in ["", "team/a", "Orders", "a..b", ".a", "a.", &"a".repeat(254)] {
+        assert!(!is_dns1123_subdomain(bad), "{bad}");
+    }
+}
