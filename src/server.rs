@@ -160,7 +160,12 @@ impl Server {
                 .context("gRPC server failed")
         });
 
-        let admin = crate::admin::router(Arc::new(registry), board.clone(), ready.clone());
+        let admin = crate::admin::router(
+            Arc::new(registry),
+            board.clone(),
+            ready.clone(),
+            engine.clone(),
+        );
         let stop = stopped(shutdown_rx.clone());
         tasks.spawn(async move {
             axum::serve(admin_listener, admin)

@@ -17,7 +17,8 @@ use crate::source::{
 };
 use crate::telemetry::Metrics;
 use crate::trigger::{
-    self, ParseOptions, Problem, PromSpec, Read, TempoSpec, Trigger, TriggerError,
+    self, ParseOptions, Problem, PromSpec, Read, SourceKind, TempoSpec, TraceRead, Trigger,
+    TriggerError,
 };
 
 /// A trigger resolved against the server's configuration: what to ask, and how.
@@ -272,6 +273,105 @@ impl Engine {
             since,
             reduce,
         }))
+    }
+
+    /// Resolves one trace measure read from `source` (otlp, prometheus or tempo) into its
+    /// query, without a namespace's allowances: for callers like the analysis endpoint,
+    /// which name backends only by their configured name. Never touches a backend.
+    pub fn trace_query(
+        &self,
+        source: SourceKind,
+        backend: &str,
+        convention: &str,
+        read: &TraceRead,
+    ) -> Result<Query, PlanError> {
+        match source {
+            SourceKind::Otlp if self.sources.otlp.is_none() => Err(problem(
+                "source",
+                "source otlp needs the embedded OTLP receiver, which this server runs without (--no-otlp)".into(),
+            )),
+            SourceKind::Otlp => Ok(Query::Otlp(OtlpQuery {
+                selector: read.selector.clone(),
+                measure: read.measure,
+                window: read.window,
+            })),
+            SourceKind::Prometheus => {
+                self.check_prometheus_backend(backend)
+                    .map_err(|m| problem("backend", m))?;
+                let c = self
+                    .config
+                    .conventions
+                    .get(convention)
+                    .ok_or_else(|| problem("convention", "unknown convention".into()))?;
+                let promql = promql::build(convention, c, &read.selector, read.measure, read.window)
+                    .map_err(|e| {
+                        let key = match e {
+                            promql::QueryBuildError::NoSpanKind { .. } => "spanKind",
+                            promql::QueryBuildError::NoVersion { .. } => "convention",
+                        };
+                        problem(key, e.to_string())
+                    })?;
+                Ok(Query::Prometheus(PromQuery {
+                    backend: backend.to_string(),
+                    promql,
+                }))
+            }
+            SourceKind::Tempo => {
+                if !self.sources.tempo.has_backend(backend) {
+                    return Err(problem(
+                        "backend",
+                        format!("no Tempo backend named {backend:?} is configured on the server (--tempo NAME=URL)"),
+                    ));
+                }
+                let (traceql, reduce) = traceql::build(&read.selector, read.measure)
+                    .map_err(|m| problem("labels", m))?;
+                Ok(Query::Tempo(TempoQuery {
+                    backend: backend.to_string(),
+                    tenant: None,
+                    traceql,
+                    since: read.window,
+                    reduce,
+                }))
+            }
+            SourceKind::Sqs => Err(problem(
+                "source",
+                "source sqs has no trace measures".into(),
+            )),
+        }
+    }
+
+    /// The server's default source and the names of its conventions.
+    pub fn defaults(&self) -> (SourceKind, Vec<String>) {
+        (
+            self.config.parse.default_source,
+            self.config.conventions.keys().cloned().collect(),
+        )
+    }
+
+    /// Reads one number through the cache (the server's TTL; for the embedded store at
+    /// most one bucket). `Ok(None)` is no data; a negative or infinite answer is refused.
+    pub async fn read_value(&self, query: &Query) -> Result<Option<f64>, EvalError> {
+        let mut ttl = self.config.cache_ttl;
+        if let (Query::Otlp(_), Some(store)) = (query, &self.sources.otlp) {
+            ttl = ttl.min(store.bucket_width());
+        }
+        let served = self
+            .cache
+            .get(query, ttl, || self.sources.fetch(query))
+            .await?;
+        let metric = query.backend_label();
+        match served.reading {
+            Reading::Value(v) => match usable(v) {
+                Usable::Value(v) => Ok(Some(v)),
+                Usable::NoData => Ok(None),
+                Usable::Refused(value) => Err(EvalError::Unusable { metric, value }),
+            },
+            Reading::Queue(_) => Err(EvalError::WrongShape {
+                metric,
+                got: "queue depth",
+                wanted: "number",
+            }),
+        }
     }
 
     /// Reads the plan's value (from the cache, or straight from the embedded store).

@@ -6,6 +6,7 @@
 pub mod hpa;
 pub mod promql;
 pub mod quote;
+pub mod slo;
 pub mod traceql;
 
 use std::fmt;

@@ -16,7 +16,7 @@ use crate::signal::{promql, SpanKind, TraceMeasure, TraceSelector};
 
 use keys::Reader;
 pub use keys::{known_keys, MAX_KEYS, MAX_QUERY_BYTES, MAX_VALUE_BYTES};
-pub use values::{is_aws_region, parse_bool, parse_duration};
+pub use values::{is_aws_region, is_backend_name, parse_bool, parse_duration};
 
 /// At most this much of a caller's value is quoted back in a message.
 const QUOTE_LIMIT: usize = 80;
