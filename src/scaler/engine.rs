@@ -10,7 +10,9 @@ use std::time::Duration;
 use crate::cache::{CacheConfig, SignalCache};
 use crate::policy::NamespacePolicy;
 use crate::signal::promql::{self, Convention};
+use crate::signal::slo::slo_ratio;
 use crate::signal::traceql;
+use crate::signal::TraceMeasure;
 use crate::source::tempo::{validate_tenant, TenantPolicy};
 use crate::source::{
     OtlpQuery, PromQuery, Query, Reading, SourceError, Sources, SqsQuery, TempoQuery, TempoReduce,
@@ -25,7 +27,17 @@ use crate::trigger::{
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub trigger: Trigger,
+    /// The query (for `signal: slo`, the first of its objectives' queries).
     pub query: Query,
+    /// `signal: slo`'s queries, each with its objective; `None` for other signals.
+    pub slo: Option<SloQueries>,
+}
+
+/// The queries of `signal: slo`, each with its objective: evaluated together, one value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SloQueries {
+    pub latency: Option<(Query, f64)>,
+    pub error_rate: Option<(Query, f64)>,
 }
 
 /// One evaluated value.
@@ -119,7 +131,55 @@ impl Engine {
     pub fn plan(&self, namespace: &str, md: &HashMap<String, String>) -> Result<Plan, PlanError> {
         let trigger = trigger::parse(md, &self.config.parse)?;
         self.check_namespace(namespace, &trigger.read)?;
-        let query = match &trigger.read {
+        let query = self.build_query(namespace, &trigger.read)?;
+        let slo = match trigger.objectives {
+            Some(o) => {
+                let with = |measure| -> Result<Query, PlanError> {
+                    let mut read = trigger.read.clone();
+                    if let Some(t) = trace_read_mut(&mut read) {
+                        t.measure = measure;
+                    }
+                    self.build_query(namespace, &read)
+                };
+                let latency_measure = match trace_read(&trigger.read) {
+                    Some(t) => t.measure,
+                    None => TraceMeasure::Latency(crate::signal::Quantile::P95),
+                };
+                Some(SloQueries {
+                    latency: o
+                        .latency
+                        .map(|obj| Ok::<_, PlanError>((with(latency_measure)?, obj)))
+                        .transpose()?,
+                    error_rate: o
+                        .error_rate
+                        .map(|obj| Ok::<_, PlanError>((with(TraceMeasure::ErrorRatio)?, obj)))
+                        .transpose()?,
+                })
+            }
+            None => None,
+        };
+        let query = match &slo {
+            Some(SloQueries {
+                latency: Some((q, _)),
+                ..
+            })
+            | Some(SloQueries {
+                latency: None,
+                error_rate: Some((q, _)),
+            }) => q.clone(),
+            _ => query,
+        };
+        Ok(Plan {
+            trigger,
+            query,
+            slo,
+        })
+    }
+
+    /// The query a read asks, checked against the server's backends and the namespace's
+    /// tenants. Never touches a backend.
+    fn build_query(&self, namespace: &str, read: &Read) -> Result<Query, PlanError> {
+        let query = match read {
             Read::Prometheus { backend, spec } => {
                 self.check_prometheus_backend(backend)
                     .map_err(|m| problem("backend", m))?;
@@ -182,7 +242,7 @@ impl Engine {
                 window: t.window,
             }),
         };
-        Ok(Plan { trigger, query })
+        Ok(query)
     }
 
     /// The namespace's allowances: backends, raw queries, AWS roles.
@@ -382,6 +442,9 @@ impl Engine {
             // buckets, so a spike reaches KEDA within one bucket width whatever the TTL.
             ttl = ttl.min(store.bucket_width());
         }
+        if let Some(slo) = &plan.slo {
+            return self.evaluate_slo(plan, slo, ttl).await;
+        }
         let served = self
             .cache
             .get(&plan.query, ttl, || self.sources.fetch(&plan.query))
@@ -422,6 +485,110 @@ impl Engine {
             stale: served.stale,
             no_data,
         })
+    }
+
+    /// `signal: slo`: both objectives' queries read together (each through the cache),
+    /// then [`slo_ratio`]. A backend failure or an unusable number fails the whole value.
+    async fn evaluate_slo(
+        &self,
+        plan: &Plan,
+        slo: &SloQueries,
+        ttl: Duration,
+    ) -> Result<Evaluation, EvalError> {
+        let t = &plan.trigger;
+        let read = |q: Option<&(Query, f64)>| {
+            let q = q.map(|(q, _)| q.clone());
+            async move {
+                match q {
+                    Some(q) => self
+                        .cache
+                        .get(&q, ttl, || self.sources.fetch(&q))
+                        .await
+                        .map(Some),
+                    None => Ok(None),
+                }
+            }
+        };
+        let (latency, errors) =
+            tokio::join!(read(slo.latency.as_ref()), read(slo.error_rate.as_ref()));
+        let (latency, errors) = (latency?, errors?);
+        let number = |served: &Option<crate::cache::Served>| -> Result<Option<f64>, EvalError> {
+            match served.as_ref().map(|s| &s.reading) {
+                None => Ok(None),
+                Some(Reading::Value(v)) => match usable(*v) {
+                    Usable::Value(v) => Ok(Some(v)),
+                    Usable::NoData => Ok(None),
+                    Usable::Refused(value) => Err(EvalError::Unusable {
+                        metric: t.metric_name.clone(),
+                        value,
+                    }),
+                },
+                Some(Reading::Queue(_)) => Err(EvalError::WrongShape {
+                    metric: t.metric_name.clone(),
+                    got: "queue depth",
+                    wanted: "number",
+                }),
+            }
+        };
+        let ratio = slo_ratio(
+            number(&latency)?,
+            slo.latency.as_ref().map(|(_, o)| *o),
+            number(&errors)?,
+            slo.error_rate.as_ref().map(|(_, o)| *o),
+        );
+        let served: Vec<&crate::cache::Served> = [&latency, &errors]
+            .into_iter()
+            .filter_map(Option::as_ref)
+            .collect();
+        let age = served.iter().map(|s| s.age).max().unwrap_or_default();
+        let stale = served.iter().any(|s| s.stale);
+        let (value, no_data) = match ratio {
+            Some(v) => (v, false),
+            None if t.ignore_null_values => (0.0, true),
+            None => {
+                return Err(EvalError::NoData {
+                    metric: t.metric_name.clone(),
+                })
+            }
+        };
+        Ok(Evaluation {
+            value,
+            active: value > t.activation,
+            age,
+            stale,
+            no_data,
+        })
+    }
+}
+
+/// The trace measure a read asks, if it is one.
+fn trace_read(read: &Read) -> Option<&TraceRead> {
+    match read {
+        Read::Otlp(t)
+        | Read::Prometheus {
+            spec: PromSpec::Trace { trace: t, .. },
+            ..
+        }
+        | Read::Tempo {
+            spec: TempoSpec::Trace(t),
+            ..
+        } => Some(t),
+        _ => None,
+    }
+}
+
+fn trace_read_mut(read: &mut Read) -> Option<&mut TraceRead> {
+    match read {
+        Read::Otlp(t)
+        | Read::Prometheus {
+            spec: PromSpec::Trace { trace: t, .. },
+            ..
+        }
+        | Read::Tempo {
+            spec: TempoSpec::Trace(t),
+            ..
+        } => Some(t),
+        _ => None,
     }
 }
 

@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status};
 pub use board::{
     is_dns1123_label, is_dns1123_subdomain, Board, BoardConfig, Entry, Row, SignalState,
 };
-pub use engine::{Engine, EngineConfig, EvalError, Evaluation, Plan, PlanError};
+pub use engine::{Engine, EngineConfig, EvalError, Evaluation, Plan, PlanError, SloQueries};
 
 use crate::proto::external_scaler_server::{ExternalScaler, ExternalScalerServer};
 use crate::proto::{
