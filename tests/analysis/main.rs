@@ -1,0 +1,13 @@
+//! Integration tests of the canary analysis endpoint and `signal: slo`: spans for two
+//! versions made by the official OpenTelemetry SDK, exported with `opentelemetry-otlp` to
+//! the real receivers, read through the engine and the admin HTTP server.
+
+#[path = "../common/mod.rs"]
+#[allow(dead_code)]
+mod common;
+#[path = "../otlp/harness.rs"]
+#[allow(dead_code)]
+mod harness;
+mod otlp;
+mod prometheus;
+mod setup;
