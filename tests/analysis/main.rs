@@ -5,9 +5,13 @@
 #[path = "../common/mod.rs"]
 #[allow(dead_code)]
 mod common;
+#[path = "../tempo/fake.rs"]
+#[allow(dead_code)]
+mod fake;
 #[path = "../otlp/harness.rs"]
 #[allow(dead_code)]
 mod harness;
 mod otlp;
 mod prometheus;
 mod setup;
+mod tempo;
