@@ -325,3 +325,26 @@ def run(report, examples_dir, shared, keda_crd):
     schemas(report, docs, argo_dir, keda_crd)
     wiring(report, docs)
     analysis(report, docs)
+
+
+def main(argv):
+    """`canary.py verdict EXAMPLES_DIR < answer.json`: the measurement phase Argo Rollouts
+    would give a live answer of the endpoint under the example AnalysisTemplate (printed)."""
+    import json
+    import sys
+    if len(argv) != 3 or argv[1] != "verdict":
+        print("usage: canary.py verdict EXAMPLES_DIR < answer.json", file=sys.stderr)
+        return 2
+    problems = []
+    at = one(load(argv[2]), "AnalysisTemplate", problems)
+    if at is None:
+        print("\n".join(problems), file=sys.stderr)
+        return 1
+    (metric,) = at["spec"]["metrics"]
+    print(verdict(metric, json.load(sys.stdin)))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main(sys.argv))

@@ -15,3 +15,4 @@ mod otlp;
 mod prometheus;
 mod setup;
 mod tempo;
+mod verdict;
