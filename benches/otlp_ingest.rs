@@ -1,5 +1,6 @@
 //! OTLP ingest throughput: the real gRPC receiver on loopback next to protobuf decoding
-//! alone of the same payloads (the ceiling), and the store's memory per series.
+//! alone of the same payloads (the ceiling), the store's memory per series, and KEDA's
+//! `GetMetrics` on the real server, idle and while OTLP clients flood the receivers.
 //!
 //! Run: `cargo bench --bench otlp_ingest`. Throughput is in spans/s (criterion's
 //! "elem/s"). The memory figures are printed before the timings.
@@ -159,6 +160,20 @@ impl Decoder for ResponseDecoder {
     }
 }
 
+/// One export; whether every span was stored (throttled requests are not).
+async fn try_export(channel: Channel, body: Bytes) -> bool {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    if grpc.ready().await.is_err() {
+        return false;
+    }
+    let path = http::uri::PathAndQuery::from_static(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    );
+    grpc.unary(tonic::Request::new(body), path, RawCodec)
+        .await
+        .is_ok_and(|r| r.into_inner().partial_success.is_none())
+}
+
 async fn export(channel: Channel, body: Bytes) {
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.expect("channel ready");
@@ -228,6 +243,15 @@ fn ingest(c: &mut Criterion) {
             for body in &bodies {
                 let req = ExportTraceServiceRequest::decode(body.clone()).expect("decode");
                 std::hint::black_box(store.ingest(req));
+            }
+        })
+    });
+    group.bench_function(BenchmarkId::new("lean_decode_and_store", PAYLOADS), |b| {
+        b.iter(|| {
+            for body in &bodies {
+                let req = slo_scaler::source::otlp::wire::TraceRequest::decode(body.clone())
+                    .expect("decode");
+                std::hint::black_box(store.ingest_lean(req));
             }
         })
     });
@@ -320,8 +344,154 @@ fn memory() {
     memory_case("100 spans/s over 1 ms - 1 s", 50, 100, 10);
 }
 
+/// Percentile `q` of sorted durations, in µs.
+fn percentile_us(sorted: &[Duration], q: f64) -> f64 {
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i].as_secs_f64() * 1e6
+}
+
+/// `n` sequential GetMetrics round trips; sorted latencies.
+async fn get_metrics_latencies(
+    client: &mut slo_scaler::proto::external_scaler_client::ExternalScalerClient<Channel>,
+    n: usize,
+) -> Vec<Duration> {
+    use slo_scaler::proto::{GetMetricsRequest, ScaledObjectRef};
+    let so = ScaledObjectRef {
+        name: "orders".into(),
+        namespace: "shop".into(),
+        scaler_metadata: [
+            ("signal", "latency"),
+            ("source", "otlp"),
+            ("service", "service-0"),
+            ("quantile", "p95"),
+            ("window", "60s"),
+            ("threshold", "300ms"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+    };
+    let spec = client
+        .get_metric_spec(so.clone())
+        .await
+        .expect("GetMetricSpec")
+        .into_inner();
+    let metric_name = spec.metric_specs[0].metric_name.clone();
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        client
+            .get_metrics(GetMetricsRequest {
+                scaled_object_ref: Some(so.clone()),
+                metric_name: metric_name.clone(),
+            })
+            .await
+            .expect("GetMetrics");
+        out.push(started.elapsed());
+    }
+    out.sort();
+    out
+}
+
+/// KEDA's calls while the OTLP receivers are flooded: the real server (`Server::start`,
+/// receivers on their own threads), GetMetrics round trips idle and while 8 clients on
+/// another runtime export 512-span requests as fast as they are answered.
+fn isolation() {
+    use clap::Parser as _;
+    use slo_scaler::cli::{Cli, Command};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let flood_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let argv = [
+        "slo-scaler",
+        "serve",
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--otlp-grpc-addr",
+        "127.0.0.1:0",
+        "--otlp-http-addr",
+        "127.0.0.1:0",
+        "--default-source",
+        "otlp",
+        "--min-cache-ttl",
+        "100ms",
+        "--cache-ttl",
+        "100ms",
+    ];
+    let Command::Serve(args) = Cli::try_parse_from(argv).expect("flags").command else {
+        panic!("not serve");
+    };
+    let server = rt
+        .block_on(slo_scaler::server::Server::start(args))
+        .expect("server");
+    let otlp = server.otlp_grpc_addr.expect("receiver on");
+    let bodies = payloads(unix_ns(SystemTime::now()));
+    let channel = flood_rt.block_on(async {
+        Channel::from_shared(format!("http://{otlp}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect")
+    });
+    flood_rt.block_on(export(channel.clone(), bodies[0].clone()));
+    let mut client = rt.block_on(async {
+        slo_scaler::proto::external_scaler_client::ExternalScalerClient::connect(format!(
+            "http://{}",
+            server.grpc_addr
+        ))
+        .await
+        .expect("connect")
+    });
+    const CALLS: usize = 5_000;
+    let idle = rt.block_on(get_metrics_latencies(&mut client, CALLS));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let spans = Arc::new(AtomicU64::new(0));
+    for i in 0..IN_FLIGHT {
+        let (channel, body) = (channel.clone(), bodies[i % bodies.len()].clone());
+        let (stop, spans) = (Arc::clone(&stop), Arc::clone(&spans));
+        flood_rt.spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if try_export(channel.clone(), body.clone()).await {
+                    spans.fetch_add(SPANS_PER_REQUEST as u64, Ordering::Relaxed);
+                } else {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        });
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let (before, started) = (spans.load(Ordering::Relaxed), Instant::now());
+    let flooded = rt.block_on(get_metrics_latencies(&mut client, CALLS));
+    let rate = (spans.load(Ordering::Relaxed) - before) as f64 / started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for (what, l) in [("idle", &idle), ("while flooded", &flooded)] {
+        println!(
+            "isolation: GetMetrics {what}: p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs ({CALLS} calls)",
+            percentile_us(l, 0.5),
+            percentile_us(l, 0.99),
+            percentile_us(l, 1.0)
+        );
+    }
+    println!("isolation: spans ingested while GetMetrics was called: {rate:.0} spans/s");
+    drop(flood_rt);
+    let _ = rt.block_on(server.shutdown());
+}
+
 fn main() {
     memory();
+    isolation();
     let mut c = Criterion::default().configure_from_args();
     ingest(&mut c);
     c.final_summary();

@@ -253,9 +253,65 @@ pub struct OtlpArgs {
     /// Time resolution of the embedded store.
     #[arg(long, env = "SLO_SCALER_OTLP_BUCKET_WIDTH", value_parser = duration_arg, default_value = "1s")]
     pub otlp_bucket_width: Duration,
-    /// Largest OTLP request accepted.
-    #[arg(long, env = "SLO_SCALER_OTLP_MAX_REQUEST_BYTES", default_value_t = 16 << 20)]
+    /// Largest OTLP request accepted, after decompression (gRPC message or HTTP body).
+    #[arg(long, env = "SLO_SCALER_OTLP_MAX_REQUEST_BYTES", default_value_t = 4 << 20)]
     pub otlp_max_request_bytes: usize,
+    /// Bytes both OTLP receivers may hold for requests in flight; each is charged 10 × its
+    /// size (at most 10 × --otlp-max-request-bytes), and refused (HTTP 429, gRPC
+    /// UNAVAILABLE) when the budget is spent.
+    #[arg(long, env = "SLO_SCALER_OTLP_MAX_INFLIGHT_BYTES", default_value_t = 256 << 20)]
+    pub otlp_max_inflight_bytes: usize,
+    /// Bytes the embedded store may hold (buckets, sketches, keys); spans are refused,
+    /// and counted, while it holds more.
+    #[arg(long, env = "SLO_SCALER_OTLP_MAX_STORE_BYTES", default_value_t = 512 << 20)]
+    pub otlp_max_store_bytes: usize,
+    /// Embedded rates leave out spans that ended less than this long ago (exporters
+    /// batch: the SDK's BatchSpanProcessor sends every 5 s).
+    #[arg(long, env = "SLO_SCALER_OTLP_RATE_SETTLE", value_parser = duration_arg, default_value = "6s")]
+    pub otlp_rate_settle: Duration,
+}
+
+impl OtlpArgs {
+    /// Checks the OTLP flags, naming the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad =
+            |flag: &str, reason: String| Err(ConfigError::Invalid(format!("--{flag}: {reason}")));
+        if self.otlp_max_request_bytes == 0 {
+            return bad("otlp-max-request-bytes", "must be above zero".into());
+        }
+        if self.otlp_max_series == 0 {
+            return bad("otlp-max-series", "must be above zero".into());
+        }
+        if self.otlp_max_store_bytes == 0 {
+            return bad("otlp-max-store-bytes", "must be above zero".into());
+        }
+        if self.otlp_bucket_width < Duration::from_millis(1) {
+            return bad("otlp-bucket-width", "must be at least 1ms".into());
+        }
+        if self.otlp_retention < self.otlp_bucket_width {
+            return bad(
+                "otlp-retention",
+                "must be at least --otlp-bucket-width".into(),
+            );
+        }
+        if self.otlp_rate_settle.is_zero() || self.otlp_rate_settle >= self.otlp_retention {
+            return bad(
+                "otlp-rate-settle",
+                "must be above zero (1ms leaves out only the bucket in progress) and below --otlp-retention".into(),
+            );
+        }
+        let per_request = self.otlp_max_request_bytes.saturating_mul(10);
+        if self.otlp_max_inflight_bytes < per_request {
+            return bad(
+                "otlp-max-inflight-bytes",
+                format!(
+                    "{} is below 10 × --otlp-max-request-bytes ({per_request}): no maximum-size request would fit",
+                    self.otlp_max_inflight_bytes
+                ),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// A bad setting; the process exits with status 64.
@@ -658,6 +714,8 @@ mod tests {
         assert_eq!(a.admin_addr.port(), 8080);
         assert_eq!(a.otlp.otlp_grpc_addr.port(), 4317);
         assert_eq!(a.otlp.otlp_http_addr.port(), 4318);
+        assert_eq!(a.otlp.otlp_max_request_bytes, 4 << 20);
+        a.otlp.validate().expect("the default OTLP flags are valid");
         let s = a.backends.resolve(true).unwrap();
         assert_eq!(s.parse.default_source, SourceKind::Otlp);
         let s = args(&[
@@ -818,5 +876,45 @@ mod tests {
         check(&["--tempo", "t=http://t:3200", "--tempo-tenant", "t=.."]);
         check(&["--tempo-tenant-allow", "team-a"]);
         assert!(args(&["--no-otlp"]).backends.resolve(false).is_err());
+    }
+
+    #[test]
+    fn bad_otlp_flags_are_refused_by_name() {
+        let check = |flags: &[&str], flag: &str| {
+            let err = args(flags).otlp.validate().expect_err("refused");
+            assert!(
+                matches!(err, ConfigError::Invalid(ref m) if m.starts_with(&format!("--{flag}: "))),
+                "{flags:?}: {err}"
+            );
+        };
+        check(&["--otlp-max-request-bytes", "0"], "otlp-max-request-bytes");
+        check(&["--otlp-max-series", "0"], "otlp-max-series");
+        check(&["--otlp-max-store-bytes", "0"], "otlp-max-store-bytes");
+        check(&["--otlp-bucket-width", "0s"], "otlp-bucket-width");
+        check(&["--otlp-retention", "500ms"], "otlp-retention");
+        check(&["--otlp-rate-settle", "0s"], "otlp-rate-settle");
+        check(&["--otlp-rate-settle", "10m"], "otlp-rate-settle");
+        check(
+            &["--otlp-max-inflight-bytes", "0"],
+            "otlp-max-inflight-bytes",
+        );
+        check(
+            &[
+                "--otlp-max-request-bytes",
+                "1048576",
+                "--otlp-max-inflight-bytes",
+                "10485759",
+            ],
+            "otlp-max-inflight-bytes",
+        );
+        args(&[
+            "--otlp-max-request-bytes",
+            "1048576",
+            "--otlp-max-inflight-bytes",
+            "10485760",
+        ])
+        .otlp
+        .validate()
+        .expect("one maximum-size request fits");
     }
 }

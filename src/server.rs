@@ -36,6 +36,31 @@ pub struct Server {
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<anyhow::Result<()>>,
     grace: Duration,
+    /// The threads of the OTLP receivers; shut down in the background on drop.
+    otlp_runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.otlp_runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// The runtime of the OTLP receivers: half the cores (at least one thread), apart from
+/// the workers that answer KEDA.
+fn otlp_runtime_builder() -> tokio::runtime::Builder {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get() / 2)
+        .unwrap_or(1)
+        .max(1);
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder
+        .worker_threads(threads)
+        .thread_name("otlp-receiver")
+        .enable_all();
+    builder
 }
 
 /// Builds the engine (no listeners): shared by `serve`, `check` and tests.
@@ -105,11 +130,14 @@ impl Server {
         let store = if args.otlp.no_otlp {
             None
         } else {
+            args.otlp.validate()?;
             let config = StoreConfig {
                 bucket_width: args.otlp.otlp_bucket_width,
                 retention: args.otlp.otlp_retention,
                 max_series: args.otlp.otlp_max_series,
                 idle_expiry: args.otlp.otlp_retention,
+                rate_settle: args.otlp.otlp_rate_settle,
+                max_bytes: args.otlp.otlp_max_store_bytes,
             };
             let store = Store::new(config, metrics.clone())
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;
@@ -175,14 +203,16 @@ impl Server {
         });
 
         let (mut otlp_grpc_addr, mut otlp_http_addr) = (None, None);
+        let mut otlp_runtime = None;
         if let Some(store) = &store {
             let grpc_addr = args.otlp.otlp_grpc_addr;
-            let incoming = tonic::transport::server::TcpIncoming::bind(grpc_addr)
-                .with_context(|| format!("cannot listen on --otlp-grpc-addr {grpc_addr}"))?
-                .with_nodelay(Some(true));
-            otlp_grpc_addr = Some(incoming.local_addr()?);
-            let http_listener = TcpListener::bind(args.otlp.otlp_http_addr)
-                .await
+            // Bound here, registered with the receivers' runtime in its own task.
+            let grpc_listener = std::net::TcpListener::bind(grpc_addr)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .with_context(|| format!("cannot listen on --otlp-grpc-addr {grpc_addr}"))?;
+            otlp_grpc_addr = Some(grpc_listener.local_addr()?);
+            let http_listener = std::net::TcpListener::bind(args.otlp.otlp_http_addr)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
                 .with_context(|| {
                     format!(
                         "cannot listen on --otlp-http-addr {}",
@@ -191,26 +221,46 @@ impl Server {
                 })?;
             otlp_http_addr = Some(http_listener.local_addr()?);
             let max_bytes = args.otlp.otlp_max_request_bytes;
+            let budget = otlp::Budget::new(args.otlp.otlp_max_inflight_bytes);
+
+            // The receivers run on their own threads: decoding and ingest of any volume of
+            // spans cannot take the workers that answer KEDA.
+            let runtime = otlp_runtime_builder()
+                .build()
+                .context("cannot start the OTLP receiver threads")?;
+            let handle = runtime.handle().clone();
+            otlp_runtime = Some(runtime);
 
             let service = otlp::grpc_service(store.clone(), metrics.clone())
-                .max_decoding_message_size(max_bytes);
+                .max_decoding_message_size(max_bytes)
+                .with_budget(budget.clone());
             let stop = stopped(shutdown_rx.clone());
-            tasks.spawn(async move {
+            let grpc = handle.spawn(async move {
+                let incoming = tonic::transport::server::TcpIncoming::from(
+                    TcpListener::from_std(grpc_listener)
+                        .context("cannot listen on --otlp-grpc-addr")?,
+                )
+                .with_nodelay(Some(true));
                 otlp::grpc_server()
                     .add_service(service)
                     .serve_with_incoming_shutdown(incoming, stop)
                     .await
                     .context("OTLP gRPC receiver failed")
             });
+            tasks.spawn(async move { grpc.await.context("OTLP gRPC receiver panicked")? });
 
-            let router = otlp::http_router(store.clone(), metrics.clone(), max_bytes);
+            let router =
+                otlp::http_router_with_budget(store.clone(), metrics.clone(), max_bytes, budget);
             let stop = stopped(shutdown_rx.clone());
-            tasks.spawn(async move {
-                axum::serve(http_listener, router)
+            let http = handle.spawn(async move {
+                let listener = TcpListener::from_std(http_listener)
+                    .context("cannot listen on --otlp-http-addr")?;
+                axum::serve(listener, router)
                     .with_graceful_shutdown(stop)
                     .await
                     .context("OTLP HTTP receiver failed")
             });
+            tasks.spawn(async move { http.await.context("OTLP HTTP receiver panicked")? });
 
             // Idle series leave the store (and its memory) after the retention.
             let sweep_store = store.clone();
@@ -253,6 +303,7 @@ impl Server {
             shutdown,
             tasks,
             grace: args.shutdown_grace,
+            otlp_runtime,
         })
     }
 

@@ -303,6 +303,8 @@ impl Board {
 
     /// Every entry, sorted by namespace, name and metric.
     pub fn snapshot(&self) -> Vec<Row> {
+        // Evictions due are carried out first, so a snapshot never holds more than the cap.
+        self.entries.run_pending_tasks();
         let now_ms = self.epoch.elapsed().as_millis() as u64;
         let mut rows: Vec<Row> = self
             .entries

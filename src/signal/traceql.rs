@@ -6,7 +6,15 @@
 
 use crate::signal::quote::go_string;
 use crate::signal::{Quantile, TraceMeasure, TraceSelector};
-use crate::source::TempoReduce;
+
+/// How the series of a TraceQL metrics answer become one number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TempoReduce {
+    /// The answer has at most one series; its value is the reading.
+    Single,
+    /// The answer is `rate() by (span:status)`: error series / all series.
+    ErrorRatio,
+}
 
 /// Turns a trigger `labels` key into a TraceQL attribute.
 ///

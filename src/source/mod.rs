@@ -42,14 +42,7 @@ pub struct PromQuery {
     pub promql: String,
 }
 
-/// How the series of a TraceQL metrics answer become one number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TempoReduce {
-    /// The answer has at most one series; its value is the reading.
-    Single,
-    /// The answer is `rate() by (span:status)`: error series / all series.
-    ErrorRatio,
-}
+pub use crate::signal::traceql::TempoReduce;
 
 /// A TraceQL metrics query against a named Tempo backend.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -97,12 +90,13 @@ pub struct QueueDepth {
 impl QueueDepth {
     /// KEDA's `aws-sqs-queue` sum: visible + in flight (if on) + delayed (if on).
     pub fn total(self, scale_on_in_flight: bool, scale_on_delayed: bool) -> u64 {
+        // The counts come from the network: add them without overflowing.
         let mut n = self.visible;
         if scale_on_in_flight {
-            n += self.in_flight;
+            n = n.saturating_add(self.in_flight);
         }
         if scale_on_delayed {
-            n += self.delayed;
+            n = n.saturating_add(self.delayed);
         }
         n
     }
@@ -269,5 +263,11 @@ mod tests {
         assert_eq!(d.total(false, false), 7);
         assert_eq!(d.total(true, true), 12);
         assert_eq!(d.total(false, true), 9);
+        let huge = QueueDepth {
+            visible: u64::MAX - 1,
+            in_flight: 5,
+            delayed: u64::MAX,
+        };
+        assert_eq!(huge.total(true, true), u64::MAX);
     }
 }

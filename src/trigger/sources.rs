@@ -182,7 +182,7 @@ fn read_queue(
         if !opts.allow_aws_role_arn {
             r.problem(
                 "awsRoleArn",
-                "not allowed by the server (the operator enables it with --allow-aws-role-arn)",
+                "not allowed by the server (the operator lists the roles each namespace may assume with --aws-role-allow)",
             );
         } else if !values::is_role_arn(arn) {
             r.problem(

@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use prometheus_client::registry::Registry;
 use slo_scaler::signal::{Quantile, SpanKind, TraceMeasure, TraceSelector};
 use slo_scaler::source::otlp::{
-    grpc_server, grpc_service, http_router, ManualClock, Store, StoreConfig,
+    grpc_server, grpc_service, http_router_with_budget, Budget, ManualClock, Store, StoreConfig,
+    DEFAULT_MAX_MESSAGE_BYTES,
 };
 use slo_scaler::source::{OtlpQuery, Reading};
 use slo_scaler::telemetry::Metrics;
@@ -30,19 +31,29 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start(max_body_bytes: usize) -> Harness {
+        Harness::start_with_budget(max_body_bytes, Budget::default()).await
+    }
+
+    /// Both receivers with `max_body_bytes` as their limit, sharing `budget`.
+    pub async fn start_with_budget(max_body_bytes: usize, budget: Budget) -> Harness {
         let (registry, metrics) = Metrics::standalone();
         let metrics = Arc::new(metrics);
-        let clock = Arc::new(ManualClock::new(t0()));
+        // The store started before the spans the tests send (rates count only what it
+        // saw whole), then the clock moves to t0.
+        let clock = Arc::new(ManualClock::new(t0() - Duration::from_secs(600)));
         let store = Arc::new(
             Store::with_clock(StoreConfig::default(), Arc::clone(&metrics), clock.clone())
                 .expect("default config is valid"),
         );
+        clock.set(t0());
 
         let incoming = TcpIncoming::bind(([127, 0, 0, 1], 0).into())
             .expect("bind gRPC")
             .with_nodelay(Some(true));
         let grpc = incoming.local_addr().expect("gRPC address");
-        let service = grpc_service(Arc::clone(&store), Arc::clone(&metrics));
+        let service = grpc_service(Arc::clone(&store), Arc::clone(&metrics))
+            .max_decoding_message_size(max_body_bytes.max(DEFAULT_MAX_MESSAGE_BYTES))
+            .with_budget(budget.clone());
         tokio::spawn(
             grpc_server()
                 .add_service(service)
@@ -51,7 +62,7 @@ impl Harness {
 
         let http_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind HTTP");
         let http = http_listener.local_addr().expect("HTTP address");
-        let router = http_router(Arc::clone(&store), metrics, max_body_bytes);
+        let router = http_router_with_budget(Arc::clone(&store), metrics, max_body_bytes, budget);
         tokio::spawn(async move { axum::serve(http_listener, router).await });
 
         Harness {

@@ -4,7 +4,9 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod compression;
 mod harness;
 mod malformed;
+mod rates;
 mod sdk;
 mod server;

@@ -226,12 +226,20 @@ async fn bad_bodies_are_refused_clearly_and_change_nothing() {
             "unsupported content type \"\"",
         ),
         (
-            "gzip",
+            "a gzip header on a body that is not gzip",
             Some("application/x-protobuf"),
             Some("gzip"),
             valid.clone(),
+            400,
+            "cannot decompress the gzip body",
+        ),
+        (
+            "an encoding the receiver does not inflate",
+            Some("application/x-protobuf"),
+            Some("br"),
+            valid.clone(),
             415,
-            "unsupported content encoding \"gzip\"",
+            "unsupported content encoding \"br\"",
         ),
         (
             "oversized",

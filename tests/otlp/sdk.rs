@@ -5,7 +5,9 @@ use std::time::{Duration, SystemTime};
 
 use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
 use opentelemetry::KeyValue;
-use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_otlp::{
+    Compression, Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig,
+};
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter as _};
 use opentelemetry_sdk::Resource;
 use slo_scaler::signal::TraceMeasure;
@@ -47,6 +49,7 @@ pub fn make_spans(resource: &Resource, planned: &[Planned], now: SystemTime) -> 
     spans
 }
 
+#[derive(Debug, Clone, Copy)]
 pub enum Via {
     Grpc,
     Http,
@@ -63,16 +66,38 @@ async fn export(h: &Harness, via: Via, resource: &Resource, spans: Vec<SpanData>
 
 /// Sends `spans` to the receiver at `addr` through the official OTLP exporter.
 pub async fn export_to(addr: SocketAddr, via: Via, resource: &Resource, spans: Vec<SpanData>) {
+    export_compressed(addr, via, None, resource, spans).await;
+}
+
+/// [`export_to`] with the exporter's `compression` setting.
+pub async fn export_compressed(
+    addr: SocketAddr,
+    via: Via,
+    compression: Option<Compression>,
+    resource: &Resource,
+    spans: Vec<SpanData>,
+) {
     let builder = opentelemetry_otlp::SpanExporter::builder();
-    let mut exporter = match via {
-        Via::Grpc => builder
+    let mut exporter = match (via, compression) {
+        (Via::Grpc, None) => builder
             .with_tonic()
             .with_endpoint(format!("http://{addr}"))
             .build(),
-        Via::Http => builder
+        (Via::Grpc, Some(c)) => builder
+            .with_tonic()
+            .with_endpoint(format!("http://{addr}"))
+            .with_compression(c)
+            .build(),
+        (Via::Http, None) => builder
             .with_http()
             .with_protocol(Protocol::HttpBinary)
             .with_endpoint(format!("http://{addr}/v1/traces"))
+            .build(),
+        (Via::Http, Some(c)) => builder
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(format!("http://{addr}/v1/traces"))
+            .with_compression(c)
             .build(),
     }
     .expect("exporter");

@@ -170,3 +170,44 @@ async fn a_lagging_tempo_is_served_stale_then_unavailable() {
     assert!(status.message().contains("tempo/default"), "{status:?}");
     assert!(status.message().contains("fail_on_high_lag"), "{status:?}");
 }
+
+/// Numbers KEDA cannot use never reach it from Tempo either. Tempo itself answers neither
+/// ±Inf nor a negative rate (see fake.rs: `Log2Quantile` stays within its buckets; NaN
+/// steps are dropped by `SeriesSet.ToProto`), but a proxy or a raw query's arithmetic can:
+/// the engine's one rule refuses them by value, and NaN is no data.
+#[tokio::test(flavor = "multi_thread")]
+async fn values_keda_cannot_use_are_errors_from_tempo_too() {
+    let raw = |body: &'static str| Reply::Raw(body);
+    for (body, shown) in [
+        (r#"{"series":[{"labels":[],"value":"Infinity"}]}"#, "inf"),
+        (r#"{"series":[{"labels":[],"value":"-Infinity"}]}"#, "-inf"),
+        (r#"{"series":[{"labels":[],"value":-3}]}"#, "-3"),
+    ] {
+        let fake = FakeTempo::start([raw(body)]).await;
+        let mut scaler = scaler_for(&fake).await;
+        let r = so(
+            "raw",
+            &[
+                ("signal", "query"),
+                ("source", "tempo"),
+                ("query", "{ resource.service.name = \"a\" } | rate()"),
+                ("threshold", "1"),
+            ],
+        );
+        let err = metric(&mut scaler.client, &r).await.unwrap_err();
+        assert_eq!(err.code(), Code::OutOfRange, "{body}: {err:?}");
+        assert!(err.message().contains(shown), "{body}: {err:?}");
+    }
+    let fake = FakeTempo::start([raw(r#"{"series":[{"labels":[],"value":"NaN"}]}"#)]).await;
+    let mut scaler = scaler_for(&fake).await;
+    let r = so(
+        "raw",
+        &[
+            ("signal", "query"),
+            ("source", "tempo"),
+            ("query", "{ resource.service.name = \"a\" } | rate()"),
+            ("threshold", "1"),
+        ],
+    );
+    assert_eq!(metric(&mut scaler.client, &r).await.unwrap(), 0.0);
+}

@@ -1,0 +1,82 @@
+//! The cache's freshness rule, pure: given the ages of what is held, what one caller gets.
+
+use std::time::Duration;
+
+/// How long a backend error is remembered (capped by the caller's TTL).
+pub const ERROR_TTL: Duration = Duration::from_secs(1);
+
+/// What to do for one caller, given what the cache holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// The last good answer is young enough for this caller.
+    Serve,
+    /// Ask the backend.
+    Refetch,
+    /// The backend failed just now; the last good answer still stands in for it.
+    ServeStale,
+    /// The backend failed just now and no good answer is young enough: the error.
+    Fail,
+}
+
+/// What the cache holds for one query, as ages at the moment of asking.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Age of the last good answer.
+    pub good: Option<Duration>,
+    /// Age of the last error, when it is newer than the last good answer.
+    pub error: Option<Duration>,
+}
+
+/// The freshness rule: serve / refetch / serve stale / fail.
+pub fn decide(held: Held, ttl: Duration, max_stale: Duration) -> Freshness {
+    if held.good.is_some_and(|age| age < ttl) {
+        return Freshness::Serve;
+    }
+    match held.error {
+        Some(age) if age < ERROR_TTL.min(ttl) => {
+            if held.good.is_some_and(|age| age < max_stale) {
+                Freshness::ServeStale
+            } else {
+                Freshness::Fail
+            }
+        }
+        _ => Freshness::Refetch,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rule as a table: ages held → what one caller gets.
+    #[test]
+    fn freshness_rule() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        let (ttl, max_stale) = (s(10), s(120));
+        let cases: &[(Option<Duration>, Option<Duration>, Duration, Freshness)] = &[
+            (None, None, ttl, Freshness::Refetch),
+            (Some(s(3)), None, ttl, Freshness::Serve),
+            (Some(s(3)), None, s(1), Freshness::Refetch),
+            (Some(s(10)), None, ttl, Freshness::Refetch),
+            // A fresh error: the last good answer stands in while younger than max_stale.
+            (Some(s(30)), Some(ms(200)), ttl, Freshness::ServeStale),
+            (Some(s(119)), Some(ms(200)), ttl, Freshness::ServeStale),
+            (Some(s(120)), Some(ms(200)), ttl, Freshness::Fail),
+            (None, Some(ms(200)), ttl, Freshness::Fail),
+            // An error older than a second (or than a shorter TTL) is asked again.
+            (Some(s(30)), Some(ms(1000)), ttl, Freshness::Refetch),
+            (None, Some(ms(1000)), ttl, Freshness::Refetch),
+            (None, Some(ms(150)), ms(100), Freshness::Refetch),
+            // A good answer young enough for this caller wins over an older error view.
+            (Some(ms(50)), Some(ms(10)), ms(100), Freshness::Serve),
+        ];
+        for (good, error, ttl, want) in cases {
+            let held = Held {
+                good: *good,
+                error: *error,
+            };
+            assert_eq!(decide(held, *ttl, max_stale), *want, "{held:?} ttl {ttl:?}");
+        }
+    }
+}

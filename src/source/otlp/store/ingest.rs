@@ -1,0 +1,178 @@
+//! Ingest: one decoded OTLP request aggregated per series, then each series locked once.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+
+use super::super::wire::{KeyValue, TraceRequest};
+
+use super::ring::Bucket;
+use super::{
+    duration_ns, lock, unix_ns, IngestSummary, RejectReason, Store, MAX_FUTURE_SKEW,
+    MAX_SERVICE_NAME_BYTES, MAX_SERVICE_VERSION_BYTES, STATUS_ERROR,
+};
+use crate::signal::SpanKind;
+
+/// The spans of one request for one series, aggregated before the series is locked.
+struct Pending {
+    service: String,
+    version: Option<String>,
+    kind: SpanKind,
+    buckets: Vec<Bucket>,
+}
+
+impl Pending {
+    fn add(&mut self, index: u64, duration_ns: u64, error: bool) {
+        let bucket = match self.buckets.iter().rposition(|b| b.index == index) {
+            Some(i) => &mut self.buckets[i],
+            None => {
+                self.buckets.push(Bucket {
+                    index,
+                    ..Bucket::default()
+                });
+                let last = self.buckets.len() - 1;
+                &mut self.buckets[last]
+            }
+        };
+        bucket.errors += u64::from(error);
+        bucket.latency.add(duration_ns);
+    }
+
+    fn spans(&self) -> u64 {
+        self.buckets.iter().map(|b| b.latency.count()).sum()
+    }
+}
+
+impl Store {
+    /// Stores the spans of one decoded request and says what was refused and why.
+    /// Refused spans never change stored data.
+    pub fn ingest(&self, request: ExportTraceServiceRequest) -> IngestSummary {
+        self.ingest_lean(TraceRequest::from(request))
+    }
+
+    /// [`Store::ingest`] for a request decoded with only the fields the store reads
+    /// (what the receivers decode).
+    pub fn ingest_lean(&self, request: TraceRequest) -> IngestSummary {
+        let now_ns = unix_ns(self.clock.now());
+        let now_index = now_ns / self.bucket_ns;
+        let oldest = self.oldest_index(now_index);
+        let mut summary = IngestSummary::default();
+
+        // 1. Aggregate per series, no lock held.
+        let mut pending: Vec<Pending> = Vec::new();
+        let mut where_is: HashMap<(String, Option<String>, SpanKind), usize> = HashMap::new();
+        for rs in request.resource_spans {
+            let spans: u64 = rs.scope_spans.iter().map(|s| s.spans.len() as u64).sum();
+            let attrs = rs.resource.map(|r| r.attributes).unwrap_or_default();
+            let Some(service) = string_attr(&attrs, "service.name").filter(|s| !s.is_empty())
+            else {
+                summary.reject(RejectReason::MissingServiceName, spans);
+                continue;
+            };
+            if service.len() > MAX_SERVICE_NAME_BYTES {
+                summary.reject(RejectReason::ServiceNameTooLong, spans);
+                continue;
+            }
+            let version = string_attr(&attrs, "service.version");
+            if version
+                .as_ref()
+                .is_some_and(|v| v.len() > MAX_SERVICE_VERSION_BYTES)
+            {
+                summary.reject(RejectReason::ServiceVersionTooLong, spans);
+                continue;
+            }
+            // This resource's series, by span kind, as indexes into `pending`.
+            let mut slots: [Option<usize>; 5] = [None; 5];
+            for span in rs.scope_spans.into_iter().flat_map(|s| s.spans) {
+                let kind = match span.kind {
+                    // Unspecified: the OTLP spec lets receivers assume internal.
+                    0 => SpanKind::Internal,
+                    k => match SpanKind::from_otlp(k) {
+                        Some(kind) => kind,
+                        None => {
+                            summary.reject(RejectReason::UnknownSpanKind, 1);
+                            continue;
+                        }
+                    },
+                };
+                let (start, end) = (span.start_time_unix_nano, span.end_time_unix_nano);
+                if start == 0 || end < start {
+                    summary.reject(RejectReason::BadTimestamps, 1);
+                    continue;
+                }
+                let placed = if end <= now_ns {
+                    end
+                } else if end - now_ns <= duration_ns(MAX_FUTURE_SKEW) {
+                    now_ns
+                } else {
+                    summary.reject(RejectReason::TooNew, 1);
+                    continue;
+                };
+                let index = placed / self.bucket_ns;
+                if index < oldest {
+                    summary.reject(RejectReason::TooOld, 1);
+                    continue;
+                }
+                let error = span.status.is_some_and(|s| s.code == STATUS_ERROR);
+                let slot = &mut slots[kind_slot(kind)];
+                let at = match *slot {
+                    Some(at) => at,
+                    None => {
+                        let key = (service.clone(), version.clone(), kind);
+                        let at = *where_is.entry(key).or_insert_with(|| {
+                            pending.push(Pending {
+                                service: service.clone(),
+                                version: version.clone(),
+                                kind,
+                                buckets: Vec::new(),
+                            });
+                            pending.len() - 1
+                        });
+                        *slot = Some(at);
+                        at
+                    }
+                };
+                pending[at].add(index, end - start, error);
+            }
+        }
+
+        // 2. Lock each series once.
+        for p in pending {
+            let spans = p.spans();
+            if self.bytes.load(Ordering::Relaxed) >= self.config.max_bytes {
+                summary.reject(RejectReason::StoreBytesLimit, spans);
+                continue;
+            }
+            match self.series_for(&p.service, p.kind, p.version.as_deref()) {
+                Some(series) => {
+                    let mut series = lock(&series);
+                    let before = series.bytes;
+                    series.absorb(&p.buckets, oldest, now_ns, self.slots as usize);
+                    self.account(before, series.bytes);
+                    summary.accepted += spans;
+                }
+                None => summary.reject(RejectReason::SeriesLimit, spans),
+            }
+        }
+        summary
+    }
+}
+
+fn kind_slot(kind: SpanKind) -> usize {
+    match kind {
+        SpanKind::Internal => 0,
+        SpanKind::Server => 1,
+        SpanKind::Client => 2,
+        SpanKind::Producer => 3,
+        SpanKind::Consumer => 4,
+    }
+}
+
+/// The string value of a resource attribute.
+fn string_attr(attrs: &[KeyValue], key: &str) -> Option<String> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref()?.string_value.clone())
+}
