@@ -327,7 +327,8 @@ mod tests {
     #[test]
     fn every_bad_parameter_is_named() {
         let long = "x".repeat(MAX_VALUE_BYTES + 1);
-        let cases: &[(bool, &[(&str, &str)], &[&str])] = &[
+        type Case<'a> = (bool, &'a [(&'a str, &'a str)], &'a [&'a str]);
+        let cases: &[Case] = &[
             (false, &[], &["service", "canary", "baseline"]),
             (false, &[("service", "a"), ("canary", "v2")], &["baseline"]),
             (true, &[("window", "soon")], &["window"]),

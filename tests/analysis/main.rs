@@ -3,7 +3,6 @@
 //! the real receivers, read through the engine and the admin HTTP server.
 
 #[path = "../common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 #[path = "../tempo/fake.rs"]
 #[allow(dead_code)]

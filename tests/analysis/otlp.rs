@@ -115,7 +115,8 @@ async fn otlp_analysis_equals_the_exact_figures() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_parameters_answer_400_naming_each() {
     let s = Setup::start(&[]).await;
-    let cases: &[(&[(&str, &str)], &[&str])] = &[
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: &[Case] = &[
         (&[], &["service", "canary", "baseline"]),
         (
             &[

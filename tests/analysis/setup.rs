@@ -36,11 +36,14 @@ impl Setup {
         let settings = args.backends.resolve(true).expect("valid settings");
         let (registry, metrics) = Metrics::standalone();
         let metrics = Arc::new(metrics);
-        let clock = Arc::new(ManualClock::new(t0()));
+        // The store started ten minutes (its retention) before the spans' clock, so rates
+        // cover whole windows (the store counts no bucket from before it started).
+        let clock = Arc::new(ManualClock::new(t0() - Duration::from_secs(600)));
         let store = Arc::new(
-            Store::with_clock(StoreConfig::default(), metrics.clone(), clock)
+            Store::with_clock(StoreConfig::default(), metrics.clone(), clock.clone())
                 .expect("default store config"),
         );
+        clock.set(t0());
         let engine = Arc::new(
             slo_scaler::server::build_engine(&settings, metrics.clone(), Some(store.clone()))
                 .expect("engine"),
