@@ -179,6 +179,41 @@ async fn prometheus_analysis_reads_the_version_label() {
         }
     }
 
+    // `signal: slo` over the same series: p95 ÷ 250 ms and 2 % ÷ 1 %, the larger wins;
+    // both queries are read together.
+    for (latency_objective, error_objective, want) in [
+        (
+            "250ms",
+            "1%",
+            (0.02 / 0.01_f64).max(quantile(0.95, v1_cum, 100.0) / 0.25),
+        ),
+        (
+            "100ms",
+            "10%",
+            (quantile(0.95, v1_cum, 100.0) / 0.1).max(0.02 / 0.1),
+        ),
+    ] {
+        let md: std::collections::HashMap<String, String> = [
+            ("signal", "slo"),
+            ("source", "prometheus"),
+            ("service", "payment-service"),
+            ("version", "v1"),
+            ("convention", "otel-versioned"),
+            ("window", "10s"),
+            ("latencyObjective", latency_objective),
+            ("errorRateObjective", error_objective),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let plan = s.engine.plan("shop", &md).expect("valid slo trigger");
+        let got = s.engine.evaluate(&plan).await.expect("a value").value;
+        assert!(
+            (got - want).abs() < 1e-9 * want,
+            "slo {latency_objective}/{error_objective}: {got}, want {want}"
+        );
+    }
+
     // The built-in convention has no version label: 400 naming it.
     let mut p = params.to_vec();
     p.retain(|(k, _)| *k != "convention");
