@@ -111,7 +111,7 @@ fn get_metrics_cache_hit(c: &mut Criterion) {
             "--prometheus",
             &url,
             "--cache-ttl",
-            "5m",
+            "1m",
         ];
         let Command::Serve(args) = <Cli as clap::Parser>::try_parse_from(argv).unwrap().command
         else {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs the real servers the tests need when missing (Debian's
-# `prometheus`; moto's SQS server, Helm and schema validators in the venv .venv-test),
+# `prometheus` and `chromium`, npm's `playwright-core`; moto's SQS server, Helm and schema
+# validators in the venv .venv-test),
 # then runs every check: formatting, clippy, a build of every target (benches too), unit
 # and integration tests, and the deploy checks (chart, dashboard, alerts, examples, live scrape).
 #
@@ -20,6 +21,25 @@ if [ ! -x /usr/bin/prometheus ] || [ ! -x /usr/bin/promtool ]; then
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq prometheus >/dev/null
 fi
 /usr/bin/prometheus --version 2>&1 | head -n 1
+# The status page's browser test: Debian's chromium, driven by playwright-core from npm
+# (installed into target/page-node, launched with /usr/bin/chromium).
+if [ ! -x /usr/bin/chromium ]; then
+  echo "installing Debian's chromium package"
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq chromium >/dev/null
+fi
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "installing Debian's nodejs and npm packages"
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq nodejs npm >/dev/null
+fi
+playwright_version=1.65.1
+if [ "$(node -p "require('./target/page-node/node_modules/playwright-core/package.json').version" 2>/dev/null)" != "$playwright_version" ]; then
+  echo "installing playwright-core $playwright_version into target/page-node"
+  mkdir -p target/page-node
+  npm install --prefix target/page-node --no-audit --no-fund --silent "playwright-core@$playwright_version"
+fi
+/usr/bin/chromium --version 2>/dev/null | head -n 1
 MOTO_SERVER=$(bash scripts/install-moto.sh)
 export MOTO_SERVER
 echo "moto server: $MOTO_SERVER"

@@ -1,5 +1,5 @@
-//! The command tree: `serve`, `demo`, `check`. Each command's arguments live beside
-//! the command (`config::ServeArgs`, `demo::DemoArgs`, `check::CheckArgs`).
+//! The command tree: `serve`, `demo`, `check`, `simulate`. Each command's arguments live beside
+//! the command (`config::ServeArgs`, `demo::DemoArgs`, `check::CheckArgs`, `simulate::SimulateArgs`).
 
 use clap::{Parser, Subcommand};
 
@@ -26,4 +26,7 @@ pub enum Command {
     Demo(crate::demo::DemoArgs),
     /// Explain one trigger: the query it sends, the value, active or not, desired replicas.
     Check(crate::check::CheckArgs),
+    /// Replay a traffic scenario through a model of the service, KEDA and the HPA for
+    /// several scaling policies; print the table, or write summary.json, a CSV and plots.
+    Simulate(crate::simulate::SimulateArgs),
 }

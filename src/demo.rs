@@ -3,8 +3,15 @@
 //! gRPC the way KEDA asks — printing a live table of every signal and the replicas the
 //! HPA would choose.
 //!
-//! The story (one loop is 100 s): steady load; an order-service latency spike; a
+//! The story (one loop is 100 s): steady load; an order-service load spike; a
 //! payment-service error burst; recovery.
+//!
+//! The loop is closed for order-service: its spans' latencies come from the simulator's
+//! service model ([`crate::simulate::service`]) with as many pods as the HPA would run
+//! for the `order-service p95 < 300ms` trigger (the Kubernetes behaviour of
+//! [`Autoscaler`], with a start-up delay and a scale-down stabilisation shortened to fit
+//! the story). So the table shows the spike, the scale-out, p95 back under the objective,
+//! then the scale-in once the stabilisation window has passed.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -21,8 +28,40 @@ use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, S
 use crate::config::ServeArgs;
 use crate::proto::external_scaler_client::ExternalScalerClient;
 use crate::proto::{GetMetricsRequest, ScaledObjectRef};
-use crate::signal::hpa::desired_replicas;
+use crate::signal::hpa::{desired_replicas, Autoscaler, Behavior};
 use crate::signal::MetricType;
+use crate::simulate::service::{Service, ServiceModel};
+
+/// The demo's scale-down stabilisation (the Kubernetes default is 300 s, longer than the
+/// whole 100 s story).
+const DEMO_STABILIZATION_S: u32 = 20;
+/// Pod start-up delay in the demo.
+const DEMO_STARTUP_S: f64 = 4.0;
+/// Pods order-service starts with.
+const ORDER_START_PODS: u32 = 3;
+
+/// order-service, closed loop: the service model and the HPA deciding its pods.
+struct OrderLoop {
+    service: Service,
+    hpa: Autoscaler,
+}
+
+impl OrderLoop {
+    fn new() -> Self {
+        let model = ServiceModel {
+            workers_per_pod: 4,
+            mean_service_s: 0.060,
+            startup_s: DEMO_STARTUP_S,
+            ..ServiceModel::default()
+        };
+        let mut behavior = Behavior::default();
+        behavior.scale_down.stabilization_s = DEMO_STABILIZATION_S;
+        OrderLoop {
+            service: Service::new(model, ORDER_START_PODS, 0x0de7),
+            hpa: Autoscaler::new(behavior, 1, 20),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
@@ -103,13 +142,10 @@ fn phase(t: f64) -> (&'static str, [Load; 4]) {
     let name = if t < 20.0 {
         "steady load"
     } else if t < 45.0 {
-        load[1] = Load {
-            rps: 180.0,
-            median_s: 0.380,
-            error_ratio: 0.01,
-        };
+        // Three times the load: order-service's latency follows from its pods.
+        load[1].rps = 360.0;
         load[0].median_s = 0.120;
-        "order-service latency spike"
+        "order-service load spike"
     } else if t < 70.0 {
         load[2] = Load {
             rps: 60.0,
@@ -129,6 +165,8 @@ struct DemoTrigger {
     metric_type: MetricType,
     metadata: Vec<(&'static str, &'static str)>,
     replicas: u32,
+    /// Whether this trigger's replicas drive order-service's pods.
+    closes_loop: bool,
 }
 
 fn demo_triggers() -> Vec<DemoTrigger> {
@@ -136,7 +174,8 @@ fn demo_triggers() -> Vec<DemoTrigger> {
         title,
         metric_type,
         metadata: metadata.to_vec(),
-        replicas: 2,
+        replicas: ORDER_START_PODS,
+        closes_loop: title == "order-service p95 < 300ms",
     };
     vec![
         t(
@@ -231,7 +270,13 @@ fn attr(key: &str, value: &str) -> KeyValue {
 }
 
 /// Spans for `dt` seconds of the story at time `t`, ending now.
-fn batch(rng: &mut Rng, t: f64, dt: f64, carry: &mut [f64; 4]) -> ExportTraceServiceRequest {
+fn batch(
+    rng: &mut Rng,
+    t: f64,
+    dt: f64,
+    carry: &mut [f64; 4],
+    order: &mut OrderLoop,
+) -> ExportTraceServiceRequest {
     let (_, loads) = phase(t);
     let now_ns = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -242,11 +287,23 @@ fn batch(rng: &mut Rng, t: f64, dt: f64, carry: &mut [f64; 4]) -> ExportTraceSer
         carry[i] += load.rps * dt;
         let n = carry[i].floor() as usize;
         carry[i] -= n as f64;
-        let spans = (0..n)
-            .map(|k| {
-                let latency = load.median_s * (0.45 * rng.normal()).exp();
-                let end = now_ns.saturating_sub((rng.next_f64() * dt * 1e9) as u64);
-                let error = rng.next_f64() < load.error_ratio;
+        // Arrivals spread over the last `dt` seconds, in order (the queue is FCFS).
+        let mut ago: Vec<f64> = (0..n).map(|_| rng.next_f64() * dt).collect();
+        ago.sort_by(|a, b| b.total_cmp(a));
+        let spans = ago
+            .into_iter()
+            .enumerate()
+            .map(|(k, ago)| {
+                let (latency, error) = if svc.name == "order-service" {
+                    let o = order.service.serve(t - ago, 1.0);
+                    (o.latency_s, o.error || rng.next_f64() < load.error_ratio)
+                } else {
+                    (
+                        load.median_s * (0.45 * rng.normal()).exp(),
+                        rng.next_f64() < load.error_ratio,
+                    )
+                };
+                let end = now_ns.saturating_sub((ago * 1e9) as u64);
                 Span {
                     trace_id: (rng.0 as u128 ^ k as u128).to_be_bytes().to_vec(),
                     span_id: rng.0.to_be_bytes().to_vec(),
@@ -332,6 +389,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     let started = Instant::now();
     let mut rng = Rng(0x5eed_cafe_f00d_d00d);
     let mut carry = [0.0; 4];
+    let mut order = OrderLoop::new();
     let mut triggers = demo_triggers();
     let tick = Duration::from_millis(200);
     let mut last_send = Instant::now();
@@ -345,14 +403,14 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         }
         let dt = last_send.elapsed().as_secs_f64();
         last_send = Instant::now();
-        let req = batch(&mut rng, elapsed.as_secs_f64(), dt, &mut carry);
+        let req = batch(&mut rng, elapsed.as_secs_f64(), dt, &mut carry, &mut order);
         if let Err(e) = otlp.export(req).await {
             result = Err(format!("OTLP export failed: {e}"));
             break;
         }
         if Instant::now() >= next_table {
             next_table += args.refresh;
-            let table = poll(&mut keda, &mut triggers, elapsed.as_secs_f64()).await;
+            let table = poll(&mut keda, &mut triggers, &mut order, elapsed.as_secs_f64()).await;
             if tty {
                 print!("\x1b[2J\x1b[H");
             }
@@ -375,6 +433,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
 async fn poll(
     keda: &mut ExternalScalerClient<tonic::transport::Channel>,
     triggers: &mut [DemoTrigger],
+    order: &mut OrderLoop,
     t: f64,
 ) -> String {
     let (phase_name, _) = phase(t);
@@ -434,9 +493,17 @@ async fn poll(
         let (value_text, replicas) = match (&v, &active) {
             (Ok(v), Ok(_)) => {
                 let target = target_of(&trig.metadata);
-                let desired =
-                    desired_replicas(trig.metric_type, trig.replicas, *v, target).clamp(1, 20);
-                let text = format!("{} → {}", trig.replicas, desired);
+                let proposal = desired_replicas(trig.metric_type, trig.replicas, *v, target);
+                let (current, desired) = if trig.closes_loop {
+                    // The HPA with its behaviour decides order-service's pods.
+                    let current = order.service.replicas();
+                    let next = order.hpa.reconcile(t, current, proposal);
+                    order.service.scale_to(next, t);
+                    (current, next)
+                } else {
+                    (trig.replicas, proposal.clamp(1, 20))
+                };
+                let text = format!("{current} → {desired}");
                 trig.replicas = desired;
                 (format!("{v:.3}"), text)
             }
@@ -458,7 +525,15 @@ async fn poll(
     }
     let _ = writeln!(
         out,
-        "\nvalues: latency in seconds, error rate as a ratio; replicas: what the HPA would pick now (min 1, max 20)\n"
+        "\norder-service pods: {} ({} ready), set by the p95 trigger through the HPA (scale-down stabilisation {}s, start-up {}s)",
+        order.service.replicas(),
+        order.service.ready(t),
+        DEMO_STABILIZATION_S,
+        DEMO_STARTUP_S
+    );
+    let _ = writeln!(
+        out,
+        "values: latency in seconds, error rate as a ratio; replicas: what the HPA would pick now (min 1, max 20)\n"
     );
     out
 }

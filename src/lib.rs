@@ -14,6 +14,7 @@ pub mod policy;
 pub mod scaler;
 pub mod server;
 pub mod signal;
+pub mod simulate;
 pub mod source;
 pub mod telemetry;
 pub mod trigger;

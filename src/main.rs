@@ -21,13 +21,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Self-traces' gRPC exporter starts its connection on this runtime.
+    let _rt = runtime.enter();
     match cli.command {
         Command::Serve(args) => {
-            init_tracing(args.log_format);
+            let _traces = init_tracing(args.log_format);
             runtime.block_on(serve(args))
         }
         Command::Demo(args) => {
-            init_tracing(slo_scaler::telemetry::LogFormat::Text);
+            let _traces = init_tracing(slo_scaler::telemetry::LogFormat::Text);
             match runtime.block_on(slo_scaler::demo::run(args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -36,6 +38,16 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Simulate(args) => match slo_scaler::simulate::run(&args) {
+            Ok(table) => {
+                print!("{table}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("slo-scaler simulate: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Check(args) => match runtime.block_on(slo_scaler::check::run(args)) {
             Ok(report) => {
                 print!("{report}");

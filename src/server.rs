@@ -191,6 +191,7 @@ impl Server {
         let admin = crate::admin::router(
             Arc::new(registry),
             board.clone(),
+            metrics.clone(),
             ready.clone(),
             engine.clone(),
         );

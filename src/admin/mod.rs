@@ -1,10 +1,15 @@
 //! The admin HTTP server: `/metrics` (OpenMetrics text), `/healthz` (live),
 //! `/readyz` (ready: listening with a valid configuration — never a backend's health),
 //! `/debug/signals` (what every ScaledObject's trigger last answered, as JSON),
-//! `/api/v1/analysis` (canary analysis, see `crate::analysis`).
+//! `/debug/backends` (each backend's recent health), `/debug/store` (the embedded trace
+//! store), and `/`, the status page for people built from those three (its HTML, CSS and
+//! script ship inside the binary, see [`page`]), and `/api/v1/analysis` (canary analysis,
+//! see `crate::analysis`).
+
+mod page;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -14,13 +19,16 @@ use axum::Router;
 use prometheus_client::registry::Registry;
 
 use crate::scaler::{Board, Engine};
+use crate::telemetry::{Metrics, OutcomeLabels};
 
 #[derive(Clone)]
 struct AdminState {
     registry: Arc<Registry>,
     board: Arc<Board>,
+    metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     engine: Arc<Engine>,
+    ingest: Arc<Mutex<page::RateWindow>>,
 }
 
 /// The admin routes. `ready` is flipped by the server once every listener is up, and
@@ -28,6 +36,7 @@ struct AdminState {
 pub fn router(
     registry: Arc<Registry>,
     board: Arc<Board>,
+    metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     engine: Arc<Engine>,
 ) -> Router {
@@ -36,10 +45,15 @@ pub fn router(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/debug/signals", get(debug_signals))
+        .route("/debug/backends", get(debug_backends))
+        .route("/debug/store", get(debug_store))
+        .merge(page::routes())
         .route("/api/v1/analysis", get(analysis))
         .with_state(AdminState {
+            ingest: Arc::new(Mutex::new(page::RateWindow::new(spans_seen(&metrics)))),
             registry,
             board,
+            metrics,
             ready,
             engine,
         })
@@ -72,6 +86,39 @@ async fn analysis(
             axum::Json(e.body()),
         ),
     }
+}
+
+/// Spans the receivers accepted and rejected since start.
+fn spans_seen(m: &Metrics) -> (u64, u64) {
+    let count = |outcome| {
+        m.otlp_spans
+            .get(&OutcomeLabels { outcome })
+            .map_or(0, |c| c.get())
+    };
+    (count("accepted"), count("rejected"))
+}
+
+async fn debug_backends(State(s): State<AdminState>) -> impl IntoResponse {
+    axum::Json(s.metrics.backend_health.snapshot())
+}
+
+/// The embedded store: series held and evicted, spans accepted and refused (totals, and
+/// per second over the last minute of page refreshes).
+async fn debug_store(State(s): State<AdminState>) -> impl IntoResponse {
+    let (accepted, rejected) = spans_seen(&s.metrics);
+    let rates = s
+        .ingest
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .observe(std::time::Instant::now(), (accepted, rejected));
+    axum::Json(serde_json::json!({
+        "series": s.metrics.otlp_store_series.get(),
+        "seriesEvicted": s.metrics.otlp_store_series_evicted.get(),
+        "spansAccepted": accepted,
+        "spansRejected": rejected,
+        "spansPerSecond": rates.map(|r| r.0),
+        "rejectedPerSecond": rates.map(|r| r.1),
+    }))
 }
 
 async fn debug_signals(State(s): State<AdminState>) -> impl IntoResponse {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::cache::{CacheConfig, SignalCache};
 use crate::policy::NamespacePolicy;
 use crate::signal::promql::{self, Convention};
-use crate::signal::slo::slo_ratio;
+use crate::signal::slo;
 use crate::signal::traceql;
 use crate::signal::TraceMeasure;
 use crate::source::tempo::{validate_tenant, TenantPolicy};
@@ -488,7 +488,8 @@ impl Engine {
     }
 
     /// `signal: slo`: both objectives' queries read together (each through the cache),
-    /// then [`slo_ratio`]. A backend failure or an unusable number fails the whole value.
+    /// then [`slo::slo_ratio`]. A backend failure, an unusable number or an objective
+    /// without data fails the whole value.
     async fn evaluate_slo(
         &self,
         plan: &Plan,
@@ -530,25 +531,41 @@ impl Engine {
                 }),
             }
         };
-        let ratio = slo_ratio(
-            number(&latency)?,
-            slo.latency.as_ref().map(|(_, o)| *o),
-            number(&errors)?,
-            slo.error_rate.as_ref().map(|(_, o)| *o),
-        );
         let served: Vec<&crate::cache::Served> = [&latency, &errors]
             .into_iter()
             .filter_map(Option::as_ref)
             .collect();
         let age = served.iter().map(|s| s.age).max().unwrap_or_default();
         let stale = served.iter().any(|s| s.stale);
-        let (value, no_data) = match ratio {
-            Some(v) => (v, false),
-            None if t.ignore_null_values => (0.0, true),
-            None => {
+        let objectives = slo::Objectives {
+            latency_s: slo.latency.as_ref().map(|(_, o)| *o),
+            error_rate: slo.error_rate.as_ref().map(|(_, o)| *o),
+        };
+        let observed = slo::Observed {
+            latency_s: number(&latency)?,
+            error_rate: number(&errors)?,
+        };
+        let (value, no_data) = match slo::slo_ratio(objectives, observed) {
+            Ok(v) => (v, false),
+            // An objective without its reading: no data, never a ratio of the other half.
+            Err(slo::SloError::NoData { .. }) if t.ignore_null_values => (0.0, true),
+            Err(slo::SloError::NoData { .. }) => {
                 return Err(EvalError::NoData {
                     metric: t.metric_name.clone(),
                 })
+            }
+            Err(slo::SloError::BadObservation { value, .. }) => {
+                return Err(EvalError::Unusable {
+                    metric: t.metric_name.clone(),
+                    value,
+                })
+            }
+            // The parser admits only objectives above zero, at least one.
+            Err(e @ (slo::SloError::NoObjective | slo::SloError::BadObjective { .. })) => {
+                return Err(EvalError::Source(SourceError::BadQuery {
+                    backend: plan.query.backend_label(),
+                    detail: e.to_string(),
+                }))
             }
         };
         Ok(Evaluation {

@@ -14,6 +14,7 @@ use futures::Stream;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 pub use board::{
     is_dns1123_label, is_dns1123_subdomain, Board, BoardConfig, Entry, Row, SignalState,
@@ -26,6 +27,7 @@ use crate::proto::{
     MetricValue, ScaledObjectRef,
 };
 use crate::source::SourceError;
+use crate::telemetry::traces;
 
 /// The gRPC service.
 #[derive(Clone)]
@@ -81,7 +83,13 @@ impl ScalerService {
 
     /// Evaluates and records the outcome on the entry.
     async fn evaluate(&self, entry: &Entry) -> Result<Evaluation, Status> {
-        let result = self.engine.evaluate(&entry.plan).await;
+        let read = traces::read_span(&entry.plan.query, &entry.plan.trigger.metric_name);
+        let result = self
+            .engine
+            .evaluate(&entry.plan)
+            .instrument(read.clone())
+            .await;
+        traces::end_read(&read, &result);
         entry.record(&result);
         result.map_err(|e| {
             tracing::debug!(
@@ -136,12 +144,20 @@ impl ExternalScaler for ScalerService {
     ) -> Result<Response<IsActiveResponse>, Status> {
         let started = Instant::now();
         let r = request.into_inner();
+        let span = traces::rpc_span(
+            "IsActive",
+            "externalscaler.ExternalScaler/IsActive",
+            &r.namespace,
+            &r.name,
+        );
         let result = async {
             let entry = self.entry(&r)?;
             let ev = self.evaluate(&entry).await?;
             Ok(Response::new(IsActiveResponse { result: ev.active }))
         }
+        .instrument(span.clone())
         .await;
+        traces::end_rpc(&span, &result);
         self.observe("IsActive", started, &result);
         result
     }
@@ -154,7 +170,13 @@ impl ExternalScaler for ScalerService {
     ) -> Result<Response<Self::StreamIsActiveStream>, Status> {
         let started = Instant::now();
         let r = request.into_inner();
-        let result = self.entry(&r).and_then(|entry| {
+        let span = traces::rpc_span(
+            "StreamIsActive",
+            "externalscaler.ExternalScaler/StreamIsActive",
+            &r.namespace,
+            &r.name,
+        );
+        let result = span.in_scope(|| self.entry(&r)).and_then(|entry| {
             let permit = self.stream_permit()?;
             let (tx, rx) = mpsc::channel(4);
             let service = self.clone();
@@ -163,6 +185,7 @@ impl ExternalScaler for ScalerService {
                 Box::pin(ReceiverStream::new(rx)) as Self::StreamIsActiveStream
             ))
         });
+        traces::end_rpc(&span, &result);
         self.observe("StreamIsActive", started, &result);
         result
     }
@@ -173,11 +196,18 @@ impl ExternalScaler for ScalerService {
     ) -> Result<Response<GetMetricSpecResponse>, Status> {
         let started = Instant::now();
         let r = request.into_inner();
-        let result = self.entry(&r).map(|entry| {
+        let span = traces::rpc_span(
+            "GetMetricSpec",
+            "externalscaler.ExternalScaler/GetMetricSpec",
+            &r.namespace,
+            &r.name,
+        );
+        let result = span.in_scope(|| self.entry(&r)).map(|entry| {
             Response::new(GetMetricSpecResponse {
                 metric_specs: vec![metric_spec(&entry.plan)],
             })
         });
+        traces::end_rpc(&span, &result);
         self.observe("GetMetricSpec", started, &result);
         result
     }
@@ -188,6 +218,16 @@ impl ExternalScaler for ScalerService {
     ) -> Result<Response<GetMetricsResponse>, Status> {
         let started = Instant::now();
         let req = request.into_inner();
+        let (namespace, name) = req
+            .scaled_object_ref
+            .as_ref()
+            .map_or(("", ""), |r| (r.namespace.as_str(), r.name.as_str()));
+        let span = traces::rpc_span(
+            "GetMetrics",
+            "externalscaler.ExternalScaler/GetMetrics",
+            namespace,
+            name,
+        );
         let result = async {
             let r = req
                 .scaled_object_ref
@@ -212,7 +252,9 @@ impl ExternalScaler for ScalerService {
                 metric_values: vec![value],
             }))
         }
+        .instrument(span.clone())
         .await;
+        traces::end_rpc(&span, &result);
         self.observe("GetMetrics", started, &result);
         result
     }
@@ -225,7 +267,13 @@ impl ExternalScaler for ScalerService {
     ) -> Result<Response<Self::StreamMetricSpecStream>, Status> {
         let started = Instant::now();
         let r = request.into_inner();
-        let result = self.entry(&r).and_then(|entry| {
+        let span = traces::rpc_span(
+            "StreamMetricSpec",
+            "externalscaler.ExternalScaler/StreamMetricSpec",
+            &r.namespace,
+            &r.name,
+        );
+        let result = span.in_scope(|| self.entry(&r)).and_then(|entry| {
             let permit = self.stream_permit()?;
             let (tx, rx) = mpsc::channel(1);
             let mut shutdown = self.shutdown.clone();
@@ -249,6 +297,7 @@ impl ExternalScaler for ScalerService {
                 Box::pin(ReceiverStream::new(rx)) as Self::StreamMetricSpecStream
             ))
         });
+        traces::end_rpc(&span, &result);
         self.observe("StreamMetricSpec", started, &result);
         result
     }

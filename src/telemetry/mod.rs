@@ -12,6 +12,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+pub mod health;
+pub mod traces;
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct GrpcLabels {
     pub method: &'static str,
@@ -68,6 +71,8 @@ pub struct Metrics {
     pub otlp_store_series_evicted: Counter,
     pub tempo_partial_responses: Family<BackendLabels, Counter>,
     pub build_info: Family<VersionLabels, Gauge>,
+    /// Recent calls per backend, for `/debug/backends`.
+    pub backend_health: health::BackendHealth,
 }
 
 impl Metrics {
@@ -86,6 +91,7 @@ impl Metrics {
             otlp_store_series_evicted: Counter::default(),
             tempo_partial_responses: Family::default(),
             build_info: Family::default(),
+            backend_health: health::BackendHealth::default(),
         };
         reg.register(
             "signals_evicted",
@@ -181,12 +187,14 @@ impl Metrics {
                 backend: backend.to_string(),
             })
             .observe(elapsed.as_secs_f64());
+        self.backend_health.record(backend, outcome, elapsed);
     }
 
     pub fn record_cache(&self, result: &'static str) {
         self.cache_requests
             .get_or_create(&ResultLabels { result })
             .inc();
+        traces::record_cache(result);
     }
 }
 
@@ -226,17 +234,34 @@ pub enum LogFormat {
     Text,
 }
 
-/// Installs the global tracing subscriber. `RUST_LOG` overrides the default filter.
-pub fn init_tracing(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
+/// Installs the global tracing subscriber: logs to stderr (`RUST_LOG` overrides the
+/// default `info` filter), and self-traces over OTLP when the standard `OTEL_*`
+/// variables ask for them (see [`traces`]). Call it inside the Tokio runtime and keep the
+/// guard for the process's life: dropping it flushes the last spans.
+pub fn init_tracing(format: LogFormat) -> traces::SelfTraces {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{EnvFilter, Layer as _};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match format {
+        LogFormat::Json => logs.json().flatten_event(true).boxed(),
+        LogFormat::Text => logs.boxed(),
     };
+    let (export, guard, problem) = match traces::from_env() {
+        Ok((layer, guard)) => (layer, guard, None),
+        Err(e) => (None, traces::SelfTraces::off(), Some(e)),
+    };
+    let _ = tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(export)
+        .try_init();
+    if let Some(e) = problem {
+        tracing::warn!(error = %e, "running without self-traces");
+    } else if guard.is_exporting() {
+        tracing::info!("exporting self-traces over OTLP");
+    }
+    guard
 }
 
 #[cfg(test)]

@@ -69,6 +69,7 @@ impl Setup {
         let router = slo_scaler::admin::router(
             Arc::new(registry),
             board,
+            metrics.clone(),
             Arc::new(AtomicBool::new(true)),
             engine.clone(),
         );

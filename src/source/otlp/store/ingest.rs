@@ -53,6 +53,11 @@ impl Store {
 
     /// [`Store::ingest`] for a request decoded with only the fields the store reads
     /// (what the receivers decode).
+    /// Traced as `otlp.ingest` (self-traces).
+    #[tracing::instrument(level = "debug", name = "otlp.ingest", skip_all, fields(
+        otlp.spans.accepted = tracing::field::Empty,
+        otlp.spans.rejected = tracing::field::Empty,
+    ))]
     pub fn ingest_lean(&self, request: TraceRequest) -> IngestSummary {
         let now_ns = unix_ns(self.clock.now());
         let now_index = now_ns / self.bucket_ns;
@@ -155,6 +160,9 @@ impl Store {
                 None => summary.reject(RejectReason::SeriesLimit, spans),
             }
         }
+        tracing::Span::current()
+            .record("otlp.spans.accepted", summary.accepted)
+            .record("otlp.spans.rejected", summary.rejected_total());
         summary
     }
 }

@@ -1,0 +1,396 @@
+//! The closed loop: one scenario through the service model, with KEDA and the HPA
+//! deciding the pod count from signals computed the way the scaler computes them.
+//!
+//! Every second, Poisson arrivals at the scenario's rate are served and their latencies
+//! go into a per-second [`LatencySketch`], as the embedded store keeps one sketch per
+//! series per second; a signal over a window merges the buckets of the last `window`
+//! seconds, as `Store::read_at` does. Every HPA sync period the policy's metric is read,
+//! the HPA arithmetic of [`crate::signal::hpa`] proposes a count, and [`Autoscaler`]
+//! applies the behaviour. KEDA's operator loop (every polling interval) handles
+//! activation, scale to zero after the cooldown, and fallback after repeated failures.
+
+use crate::signal::hpa::{desired_replicas, desired_replicas_utilization, Autoscaler, Behavior};
+use crate::signal::slo::{slo_ratio, Objectives, Observed};
+use crate::signal::MetricType;
+use crate::source::otlp::sketch::LatencySketch;
+
+use super::policy::Policy;
+use super::scenario::Scenario;
+use super::service::{Rng, Service, ServiceModel};
+
+/// KEDA's ScaledObject settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Keda {
+    pub polling_interval_s: u32,
+    pub cooldown_s: u32,
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+    /// The trigger's activation threshold (the metric must exceed it to be active).
+    pub activation: f64,
+    /// `fallback`: (failureThreshold, replicas).
+    pub fallback: Option<(u32, u32)>,
+}
+
+impl Default for Keda {
+    fn default() -> Self {
+        Keda {
+            polling_interval_s: 30,
+            cooldown_s: 300,
+            min_replicas: 2,
+            max_replicas: 30,
+            activation: 0.0,
+            fallback: None,
+        }
+    }
+}
+
+/// Everything but the scenario and the policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub service: ServiceModel,
+    pub keda: Keda,
+    pub behavior: Behavior,
+    /// The HPA controller's sync period.
+    pub hpa_sync_s: u32,
+    /// The scaler's signal window.
+    pub window_s: u32,
+    /// The window of CPU usage as metrics-server reports it.
+    pub cpu_window_s: u32,
+    /// The p95 latency objective, seconds.
+    pub objective_s: f64,
+    /// The error-rate objective for `signal: slo`, as a ratio.
+    pub error_objective: Option<f64>,
+    pub seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            service: ServiceModel::default(),
+            keda: Keda::default(),
+            behavior: Behavior::default(),
+            hpa_sync_s: 15,
+            window_s: 60,
+            cpu_window_s: 30,
+            objective_s: 0.3,
+            error_objective: None,
+            seed: 0x5eed,
+        }
+    }
+}
+
+/// One minute of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Minute {
+    pub rps: f64,
+    /// Mean pods (ready or not) over the minute.
+    pub replicas: f64,
+    pub ready: f64,
+    /// p95 latency over the minute; `None` when no request arrived.
+    pub p95_s: Option<f64>,
+    pub error_rate: f64,
+    pub within: bool,
+}
+
+/// A whole run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    pub policy: String,
+    pub minutes: Vec<Minute>,
+    pub replica_seconds: f64,
+    pub max_replicas: u32,
+    pub scale_events: u32,
+    pub requests: u64,
+    pub errors: u64,
+    /// Times KEDA's fallback replaced the metric.
+    pub fallbacks: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Bucket {
+    latency: LatencySketch,
+    errors: u64,
+    cpu_s: f64,
+}
+
+/// The last seconds' buckets, as the store's ring.
+struct Ring {
+    buckets: Vec<Bucket>,
+}
+
+impl Ring {
+    fn new(len: usize) -> Self {
+        Ring {
+            buckets: vec![Bucket::default(); len.max(1)],
+        }
+    }
+
+    fn slot(&mut self, t: usize) -> &mut Bucket {
+        let n = self.buckets.len();
+        &mut self.buckets[t % n]
+    }
+
+    /// Merges seconds `[now − window, now)` (those that exist).
+    fn window(&self, now: usize, window: usize) -> (Bucket, usize) {
+        let n = self.buckets.len();
+        let covered = window.min(now).min(n);
+        let mut total = Bucket::default();
+        for t in now - covered..now {
+            let b = &self.buckets[t % n];
+            total.latency.merge(&b.latency);
+            total.errors += b.errors;
+            total.cpu_s += b.cpu_s;
+        }
+        (total, covered)
+    }
+}
+
+/// A metric reading: the value, or no data (an error to KEDA).
+fn read(policy: &Policy, config: &Config, ring: &Ring, now: usize) -> Option<f64> {
+    let (w, covered) = ring.window(now, config.window_s as usize);
+    let count = w.latency.count();
+    if count == 0 || covered == 0 {
+        return None;
+    }
+    let p95 = || w.latency.quantile_ns(0.95).map(|ns| ns / 1e9);
+    match policy {
+        Policy::Rps { .. } => Some(count as f64 / covered as f64),
+        Policy::P95 { .. } => p95(),
+        Policy::Slo { .. } => slo_ratio(
+            Objectives {
+                latency_s: Some(config.objective_s),
+                error_rate: config.error_objective,
+            },
+            Observed {
+                latency_s: p95(),
+                error_rate: Some(w.errors as f64 / count as f64),
+            },
+        )
+        .ok(),
+        Policy::Cpu { .. } | Policy::Static(_) | Policy::StaticAuto => None,
+    }
+}
+
+/// Replays `scenario` under `policy`. `Policy::StaticAuto` is resolved by the caller.
+pub fn run(scenario: &Scenario, policy: &Policy, config: &Config) -> Run {
+    let keda = &config.keda;
+    let hpa_min = keda.min_replicas.max(1);
+    let start = match policy {
+        Policy::Static(n) => *n,
+        _ => hpa_min,
+    };
+    let mut service = Service::new(config.service.clone(), start, config.seed ^ 0xa5a5_5a5a);
+    let mut arrivals = Rng::new(config.seed);
+    let mut hpa = Autoscaler::new(config.behavior.clone(), hpa_min, keda.max_replicas);
+    let ring_len = config.window_s.max(config.cpu_window_s) as usize;
+    let mut ring = Ring::new(ring_len);
+    let mut minute = LatencySketch::new();
+    let (mut minute_errors, mut minute_replicas, mut minute_ready) = (0u64, 0.0, 0.0);
+    let mut out = Run {
+        policy: policy.to_string(),
+        minutes: Vec::with_capacity(scenario.seconds.len() / 60 + 1),
+        replica_seconds: 0.0,
+        max_replicas: start,
+        scale_events: 0,
+        requests: 0,
+        errors: 0,
+        fallbacks: 0,
+    };
+    let mut failures = 0u32;
+    let mut last_active = 0.0;
+    let hpa_sync = config.hpa_sync_s.max(1) as usize;
+    let polling = keda.polling_interval_s.max(1) as usize;
+    let dynamic = !matches!(policy, Policy::Static(_) | Policy::StaticAuto);
+
+    for (t, second) in scenario.seconds.iter().enumerate() {
+        let t0 = t as f64;
+        *ring.slot(t) = Bucket::default();
+        if second.rps > 0.0 {
+            let mut at = t0 + arrivals.exp1() / second.rps;
+            while at < t0 + 1.0 {
+                let o = service.serve(at, second.slowdown);
+                let b = ring.slot(t);
+                b.latency.add((o.latency_s * 1e9) as u64);
+                b.cpu_s += o.cpu_s;
+                if o.error {
+                    b.errors += 1;
+                }
+                at += arrivals.exp1() / second.rps;
+            }
+        }
+        let b = ring.slot(t);
+        out.requests += b.latency.count();
+        out.errors += b.errors;
+        minute.merge(&b.latency);
+        minute_errors += b.errors;
+        let replicas = service.replicas();
+        out.replica_seconds += f64::from(replicas);
+        minute_replicas += f64::from(replicas);
+        minute_ready += f64::from(service.ready(t0 + 1.0));
+
+        let now = t + 1;
+        if (now % 60 == 0) || now == scenario.seconds.len() {
+            let len = (now - 1) % 60 + 1;
+            let n = minute.count();
+            let p95_s = minute.quantile_ns(0.95).map(|ns| ns / 1e9);
+            out.minutes.push(Minute {
+                rps: n as f64 / len as f64,
+                replicas: minute_replicas / len as f64,
+                ready: minute_ready / len as f64,
+                p95_s,
+                error_rate: if n == 0 {
+                    0.0
+                } else {
+                    minute_errors as f64 / n as f64
+                },
+                within: p95_s.is_none_or(|p| p <= config.objective_s),
+            });
+            minute = LatencySketch::new();
+            (minute_errors, minute_replicas, minute_ready) = (0, 0.0, 0.0);
+        }
+        if !dynamic {
+            continue;
+        }
+        let now_s = now as f64;
+        let mut next = replicas;
+        // KEDA's operator loop: activation and scale to zero (only with minReplicaCount 0).
+        if keda.min_replicas == 0 && now % polling == 0 && !matches!(policy, Policy::Cpu { .. }) {
+            let active = read(policy, config, &ring, now).is_some_and(|v| v > keda.activation);
+            if active {
+                last_active = now_s;
+                if replicas == 0 {
+                    next = 1;
+                }
+            } else if replicas > 0 && now_s - last_active >= f64::from(keda.cooldown_s) {
+                next = 0;
+            }
+        }
+        // The HPA: only while the target has pods (KEDA owns 0 ↔ 1).
+        if next == replicas && replicas > 0 && now % hpa_sync == 0 {
+            let desired = match policy {
+                Policy::Cpu { target_percent } => {
+                    let (w, covered) = ring.window(now, config.cpu_window_s as usize);
+                    let ready = service.ready(now_s);
+                    let capacity =
+                        covered as f64 * f64::from(ready) * config.service.cpu_request_cores;
+                    (capacity > 0.0).then(|| {
+                        let utilization = 100.0 * w.cpu_s / capacity;
+                        desired_replicas_utilization(replicas, ready, utilization, *target_percent)
+                    })
+                }
+                _ => {
+                    let value = read(policy, config, &ring, now);
+                    let (metric_type, target) = match policy {
+                        Policy::Rps { per_pod } => (MetricType::AverageValue, *per_pod),
+                        Policy::P95 { target_s } => (
+                            MetricType::Value,
+                            target_s.unwrap_or(0.8 * config.objective_s),
+                        ),
+                        Policy::Slo { target } => (MetricType::Value, *target),
+                        _ => (MetricType::Value, f64::NAN),
+                    };
+                    value.map(|v| desired_replicas(metric_type, replicas, v, target))
+                }
+            };
+            let desired = match (desired, keda.fallback) {
+                (Some(d), _) => {
+                    failures = 0;
+                    Some(d)
+                }
+                (None, Some((threshold, fallback))) => {
+                    failures += 1;
+                    (failures >= threshold).then(|| {
+                        out.fallbacks += 1;
+                        fallback
+                    })
+                }
+                (None, None) => None,
+            };
+            if let Some(d) = desired {
+                next = hpa.reconcile(now_s, replicas, d);
+            }
+        }
+        if next != replicas {
+            service.scale_to(next, now_s);
+            out.scale_events += 1;
+            out.max_replicas = out.max_replicas.max(next);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simulate::scenario::Second;
+
+    fn flat(rps: f64, seconds: usize) -> Scenario {
+        Scenario {
+            name: "flat".into(),
+            seconds: vec![Second { rps, slowdown: 1.0 }; seconds],
+        }
+    }
+
+    #[test]
+    fn replica_seconds_and_requests_add_up() {
+        let run = run(&flat(100.0, 600), &Policy::Static(3), &Config::default());
+        assert_eq!(run.replica_seconds, 1_800.0);
+        assert_eq!(run.minutes.len(), 10);
+        // Poisson arrivals at 100 rps for 600 s: 60 000 ± a few standard deviations.
+        assert!(
+            (59_000..=61_000).contains(&run.requests),
+            "{}",
+            run.requests
+        );
+        assert_eq!(run.scale_events, 0);
+    }
+
+    #[test]
+    fn overload_scales_out_and_recovers() {
+        // 400 rps needs 5 pods at 80 rps each; starting from 2 the p95 policy must add pods.
+        let run = run(
+            &flat(400.0, 1_800),
+            &Policy::P95 { target_s: None },
+            &Config::default(),
+        );
+        assert!(run.max_replicas >= 6, "max {}", run.max_replicas);
+        let last = run.minutes.last().expect("minutes");
+        assert!(last.within, "{last:?}");
+        assert!(!run.minutes[0].within, "the first minute is overloaded");
+    }
+
+    #[test]
+    fn no_data_triggers_the_fallback() {
+        let mut config = Config::default();
+        config.keda.fallback = Some((3, 7));
+        let run = run(&flat(0.0, 120), &Policy::P95 { target_s: None }, &config);
+        assert!(run.fallbacks > 0);
+        assert_eq!(run.max_replicas, 7);
+    }
+
+    #[test]
+    fn scale_to_zero_after_cooldown_and_back() {
+        let mut config = Config::default();
+        config.keda.min_replicas = 0;
+        let mut scenario = flat(50.0, 600);
+        scenario.seconds.extend(vec![
+            Second {
+                rps: 0.0,
+                slowdown: 1.0
+            };
+            900
+        ]);
+        scenario.seconds.extend(vec![
+            Second {
+                rps: 50.0,
+                slowdown: 1.0
+            };
+            300
+        ]);
+        let run = run(&scenario, &Policy::Rps { per_pod: 60.0 }, &config);
+        let idle = &run.minutes[20];
+        assert_eq!(idle.replicas, 0.0, "{idle:?}");
+        let back = run.minutes.last().expect("minutes");
+        assert!(back.replicas >= 1.0, "{back:?}");
+    }
+}

@@ -1,0 +1,317 @@
+//! `slo-scaler simulate`: replay a traffic scenario through a model of the service, KEDA
+//! and the HPA for several scaling policies, and report what each would have done.
+//!
+//! - [`scenario`]: built-in scenarios and `t,rps` CSV files.
+//! - [`service`]: the queueing model (M/G/c with a timeout, start-up delay).
+//! - [`policy`]: `--policy` values.
+//! - [`engine`]: the closed loop (signals through the store's sketch and windows).
+//! - [`report`]: the table, `summary.json`, the CSV and the SVG plots.
+//!
+//! SIMULATION.md describes the model, its assumptions and its limits.
+
+pub mod engine;
+pub mod policy;
+pub mod report;
+pub mod scenario;
+pub mod service;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use thiserror::Error;
+
+use crate::config::duration_arg;
+use crate::signal::hpa::Behavior;
+use engine::{Config, Keda, Run};
+use policy::Policy;
+use report::Summary;
+use scenario::Scenario;
+use service::{ServiceDist, ServiceModel};
+
+#[derive(Debug, Error)]
+pub enum SimulateError {
+    #[error("scenario {name} line {line}: {detail}")]
+    Scenario {
+        name: String,
+        line: usize,
+        detail: String,
+    },
+    #[error("scenario {name:?} is neither a built-in ({}) nor a readable file: {detail}", scenario::BUILTIN.join(", "))]
+    UnknownScenario { name: String, detail: String },
+    #[error("policy {value:?}: {detail}")]
+    Policy { value: String, detail: String },
+    #[error("{key} {value}: {detail}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        detail: &'static str,
+    },
+    #[error("cannot write {path}: {detail}")]
+    Write { path: String, detail: String },
+    #[error("cannot plot {path}: {detail}")]
+    Plot { path: String, detail: String },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SimulateArgs {
+    /// A built-in scenario (diurnal, flash-crowd, slow-dependency) or a CSV file with
+    /// the header t,rps (optionally a third column, slowdown).
+    #[arg(long, default_value = "diurnal")]
+    pub scenario: String,
+    /// The p95 latency objective.
+    #[arg(long, value_parser = duration_arg, default_value = "300ms")]
+    pub objective: Duration,
+    /// An error-rate objective (a ratio, 0.01 for 1 %) for the slo policy.
+    #[arg(long)]
+    pub error_objective: Option<f64>,
+    /// A policy to compare (repeatable): static:N, static:auto, cpu:70%, rps:60,
+    /// p95[:240ms], slo[:0.8]. Default: static:auto cpu:70% rps:60 p95 slo.
+    #[arg(long = "policy")]
+    pub policies: Vec<String>,
+    /// Write summary.json, timeseries.csv and SVG plots here instead of only printing.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Workers (concurrent requests) per pod.
+    #[arg(long, default_value_t = 4)]
+    pub workers_per_pod: u32,
+    /// Mean service time.
+    #[arg(long, value_parser = duration_arg, default_value = "50ms")]
+    pub service_time: Duration,
+    /// Service-time distribution: exponential or lognormal:SIGMA.
+    #[arg(long, default_value = "exponential")]
+    pub service_dist: String,
+    /// Share of the service time spent on CPU (the rest waits on dependencies).
+    #[arg(long, default_value_t = 0.5)]
+    pub cpu_share: f64,
+    /// CPU request per pod, in cores.
+    #[arg(long, default_value_t = 1.0)]
+    pub cpu_request: f64,
+    /// Requests waiting longer than this give up (errors).
+    #[arg(long, value_parser = duration_arg, default_value = "2s")]
+    pub timeout: Duration,
+    /// Pod start-up delay (creation to ready).
+    #[arg(long, value_parser = duration_arg, default_value = "30s")]
+    pub startup: Duration,
+    /// KEDA minReplicaCount (0 allows scale to zero).
+    #[arg(long, default_value_t = 2)]
+    pub min_replicas: u32,
+    /// KEDA maxReplicaCount.
+    #[arg(long, default_value_t = 30)]
+    pub max_replicas: u32,
+    /// KEDA pollingInterval.
+    #[arg(long, value_parser = duration_arg, default_value = "30s")]
+    pub polling_interval: Duration,
+    /// KEDA cooldownPeriod.
+    #[arg(long, value_parser = duration_arg, default_value = "300s")]
+    pub cooldown: Duration,
+    /// The trigger's activation threshold.
+    #[arg(long, default_value_t = 0.0)]
+    pub activation: f64,
+    /// KEDA fallback.replicas (no fallback when unset).
+    #[arg(long)]
+    pub fallback_replicas: Option<u32>,
+    /// KEDA fallback.failureThreshold.
+    #[arg(long, default_value_t = 3)]
+    pub failure_threshold: u32,
+    /// The HPA controller's sync period.
+    #[arg(long, value_parser = duration_arg, default_value = "15s")]
+    pub hpa_sync: Duration,
+    /// behavior.scaleDown.stabilizationWindowSeconds.
+    #[arg(long, value_parser = duration_arg, default_value = "300s")]
+    pub scale_down_stabilization: Duration,
+    /// The scaler's signal window.
+    #[arg(long, value_parser = duration_arg, default_value = "60s")]
+    pub window: Duration,
+    /// The CPU usage window (metrics-server).
+    #[arg(long, value_parser = duration_arg, default_value = "30s")]
+    pub cpu_window: Duration,
+    /// The attainment static:auto must reach.
+    #[arg(long, default_value_t = 0.99)]
+    pub goal: f64,
+    /// Seed of the arrival and service-time generators.
+    #[arg(long, default_value_t = 0x5eed)]
+    pub seed: u64,
+}
+
+fn secs(d: Duration) -> u32 {
+    d.as_secs().min(u64::from(u32::MAX)) as u32
+}
+
+impl SimulateArgs {
+    /// The model configuration, every value checked.
+    pub fn config(&self) -> Result<Config, SimulateError> {
+        let invalid = |key, value: String, detail| SimulateError::Invalid { key, value, detail };
+        let dist = match self.service_dist.split_once(':') {
+            None if self.service_dist == "exponential" => ServiceDist::Exponential,
+            Some(("lognormal", s)) => match s.parse::<f64>() {
+                Ok(sigma) if sigma.is_finite() && sigma > 0.0 => ServiceDist::LogNormal { sigma },
+                _ => {
+                    return Err(invalid(
+                        "service-dist",
+                        self.service_dist.clone(),
+                        "want exponential or lognormal:SIGMA with SIGMA > 0",
+                    ))
+                }
+            },
+            _ => {
+                return Err(invalid(
+                    "service-dist",
+                    self.service_dist.clone(),
+                    "want exponential or lognormal:SIGMA with SIGMA > 0",
+                ))
+            }
+        };
+        if self.workers_per_pod == 0 {
+            return Err(invalid("workers-per-pod", "0".into(), "must be at least 1"));
+        }
+        if self.service_time.is_zero() {
+            return Err(invalid("service-time", "0s".into(), "must be above zero"));
+        }
+        if !(0.0..=1.0).contains(&self.cpu_share) {
+            return Err(invalid(
+                "cpu-share",
+                self.cpu_share.to_string(),
+                "must be within 0..1",
+            ));
+        }
+        if !(self.cpu_request.is_finite() && self.cpu_request > 0.0) {
+            return Err(invalid(
+                "cpu-request",
+                self.cpu_request.to_string(),
+                "must be above zero",
+            ));
+        }
+        if self.max_replicas == 0 || self.max_replicas < self.min_replicas {
+            return Err(invalid(
+                "max-replicas",
+                self.max_replicas.to_string(),
+                "must be at least 1 and at least min-replicas",
+            ));
+        }
+        if let Some(e) = self.error_objective {
+            if !(e.is_finite() && e > 0.0 && e <= 1.0) {
+                return Err(invalid(
+                    "error-objective",
+                    e.to_string(),
+                    "must be a ratio within (0, 1]",
+                ));
+            }
+        }
+        if self.objective.is_zero() {
+            return Err(invalid("objective", "0s".into(), "must be above zero"));
+        }
+        for (key, d) in [
+            ("window", self.window),
+            ("cpu-window", self.cpu_window),
+            ("hpa-sync", self.hpa_sync),
+            ("polling-interval", self.polling_interval),
+        ] {
+            if d.as_secs() == 0 {
+                return Err(invalid(key, format!("{d:?}"), "must be at least 1s"));
+            }
+        }
+        let mut behavior = Behavior::default();
+        behavior.scale_down.stabilization_s = secs(self.scale_down_stabilization);
+        Ok(Config {
+            service: ServiceModel {
+                workers_per_pod: self.workers_per_pod,
+                mean_service_s: self.service_time.as_secs_f64(),
+                dist,
+                cpu_share: self.cpu_share,
+                cpu_request_cores: self.cpu_request,
+                timeout_s: self.timeout.as_secs_f64(),
+                startup_s: self.startup.as_secs_f64(),
+            },
+            keda: Keda {
+                polling_interval_s: secs(self.polling_interval),
+                cooldown_s: secs(self.cooldown),
+                min_replicas: self.min_replicas,
+                max_replicas: self.max_replicas,
+                activation: self.activation,
+                fallback: self
+                    .fallback_replicas
+                    .map(|r| (self.failure_threshold.max(1), r)),
+            },
+            behavior,
+            hpa_sync_s: secs(self.hpa_sync),
+            window_s: secs(self.window),
+            cpu_window_s: secs(self.cpu_window),
+            objective_s: self.objective.as_secs_f64(),
+            error_objective: self.error_objective,
+            seed: self.seed,
+        })
+    }
+
+    pub fn scenario(&self) -> Result<Scenario, SimulateError> {
+        if let Some(s) = scenario::builtin(&self.scenario) {
+            return Ok(s);
+        }
+        let text = std::fs::read_to_string(&self.scenario).map_err(|e| {
+            SimulateError::UnknownScenario {
+                name: self.scenario.clone(),
+                detail: e.to_string(),
+            }
+        })?;
+        scenario::parse_csv(&self.scenario, &text)
+    }
+
+    pub fn policies(&self) -> Result<Vec<Policy>, SimulateError> {
+        if self.policies.is_empty() {
+            return Ok(Policy::defaults());
+        }
+        self.policies.iter().map(|p| Policy::parse(p)).collect()
+    }
+}
+
+/// The smallest static fleet whose attainment reaches `goal` (attainment grows with the
+/// fleet, so a binary search), or the maximum when none does.
+pub fn smallest_static(scenario: &Scenario, config: &Config, goal: f64) -> Run {
+    let (mut lo, mut hi) = (1u32, config.keda.max_replicas.max(1));
+    let mut best = engine::run(scenario, &Policy::Static(hi), config);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let run = engine::run(scenario, &Policy::Static(mid), config);
+        if Summary::of(&run).slo_attainment >= goal {
+            hi = mid;
+            best = run;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    best.policy = if Summary::of(&best).slo_attainment >= goal {
+        format!("{} (smallest ≥{}%)", best.policy, goal * 100.0)
+    } else {
+        format!("{} (max; none ≥{}%)", best.policy, goal * 100.0)
+    };
+    best
+}
+
+/// Runs every policy over the scenario.
+pub fn simulate(scenario: &Scenario, policies: &[Policy], config: &Config, goal: f64) -> Vec<Run> {
+    policies
+        .iter()
+        .map(|p| match p {
+            Policy::StaticAuto => smallest_static(scenario, config, goal),
+            p => engine::run(scenario, p, config),
+        })
+        .collect()
+}
+
+/// `slo-scaler simulate`: returns the table to print.
+pub fn run(args: &SimulateArgs) -> Result<String, SimulateError> {
+    let config = args.config()?;
+    let scenario = args.scenario()?;
+    let policies = args.policies()?;
+    let runs = simulate(&scenario, &policies, &config, args.goal);
+    let rows: Vec<Summary> = runs.iter().map(Summary::of).collect();
+    let mut text = report::table(&scenario.name, config.objective_s, &rows);
+    if let Some(dir) = &args.out {
+        report::write(dir, &scenario.name, config.objective_s, &runs, &rows)?;
+        text.push_str(&format!(
+            "\nwrote {0}/summary.json, {0}/timeseries.csv, {0}/load.svg, {0}/replicas.svg, {0}/p95.svg\n",
+            dir.display()
+        ));
+    }
+    Ok(text)
+}
