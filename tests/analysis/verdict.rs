@@ -21,6 +21,7 @@ fn verdict(answer: &serde_json::Value) -> String {
         python.display()
     );
     let mut child = Command::new(python)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
         .arg(root.join("scripts/deploy_checks/canary.py"))
         .arg("verdict")
         .arg(root.join("deploy/examples/canary"))
