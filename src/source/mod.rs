@@ -88,7 +88,8 @@ pub struct QueueDepth {
 }
 
 impl QueueDepth {
-    /// KEDA's `aws-sqs-queue` sum: visible + in flight (if on) + delayed (if on).
+    /// KEDA's `aws-sqs-queue` sum: visible + in flight (if on) + delayed (if on),
+    /// saturating at `u64::MAX` (the counts are untrusted).
     pub fn total(self, scale_on_in_flight: bool, scale_on_delayed: bool) -> u64 {
         // The counts come from the network: add them without overflowing.
         let mut n = self.visible;
@@ -269,5 +270,20 @@ mod tests {
             delayed: u64::MAX,
         };
         assert_eq!(huge.total(true, true), u64::MAX);
+    }
+
+    #[test]
+    fn queue_sums_saturate_on_hostile_counts() {
+        // The counts come from the SQS answer (or an endpoint posing as SQS): a sum past
+        // u64::MAX must not panic the evaluation (fuzz corpus `sqs_answer/crash-sum-overflow`).
+        let d = QueueDepth {
+            visible: u64::MAX,
+            in_flight: u64::MAX,
+            delayed: 1,
+        };
+        assert_eq!(d.total(false, false), u64::MAX);
+        assert_eq!(d.total(true, false), u64::MAX);
+        assert_eq!(d.total(false, true), u64::MAX);
+        assert_eq!(d.total(true, true), u64::MAX);
     }
 }
