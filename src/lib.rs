@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod analysis;
 pub mod cache;
 pub mod check;
 pub mod cli;

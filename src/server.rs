@@ -193,6 +193,7 @@ impl Server {
             board.clone(),
             metrics.clone(),
             ready.clone(),
+            engine.clone(),
         );
         let stop = stopped(shutdown_rx.clone());
         tasks.spawn(async move {

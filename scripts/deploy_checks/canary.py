@@ -9,7 +9,6 @@ import re
 import urllib.parse
 
 import jsonschema
-import kubernetes_validate
 import yaml
 from jsonpath_ng import parse as jsonpath_parse
 
@@ -120,6 +119,10 @@ def schemas(report, docs, argo_dir, keda_crd):
                     for e in keda.iter_errors(doc)]
         problems += examples.product_rules(doc, text)
         report.check(f"canary {file}: ScaledObject valid", problems, "KEDA CRD schema, unknown fields rejected")
+    # Imported here: `verdict` (run against live answers by the Rust tests) needs only
+    # jsonpath-ng and yaml.
+    import kubernetes_validate
+
     version = kubernetes_validate.utils.latest_version()
     for file, doc, _ in docs.get("Service", []):
         try:
@@ -325,3 +328,26 @@ def run(report, examples_dir, shared, keda_crd):
     schemas(report, docs, argo_dir, keda_crd)
     wiring(report, docs)
     analysis(report, docs)
+
+
+def main(argv):
+    """`canary.py verdict EXAMPLES_DIR < answer.json`: the measurement phase Argo Rollouts
+    would give a live answer of the endpoint under the example AnalysisTemplate (printed)."""
+    import json
+    import sys
+    if len(argv) != 3 or argv[1] != "verdict":
+        print("usage: canary.py verdict EXAMPLES_DIR < answer.json", file=sys.stderr)
+        return 2
+    problems = []
+    at = one(load(argv[2]), "AnalysisTemplate", problems)
+    if at is None:
+        print("\n".join(problems), file=sys.stderr)
+        return 1
+    (metric,) = at["spec"]["metrics"]
+    print(verdict(metric, json.load(sys.stdin)))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main(sys.argv))

@@ -3,7 +3,8 @@
 //! `/debug/signals` (what every ScaledObject's trigger last answered, as JSON),
 //! `/debug/backends` (each backend's recent health), `/debug/store` (the embedded trace
 //! store), and `/`, the status page for people built from those three (its HTML, CSS and
-//! script ship inside the binary, see [`page`]).
+//! script ship inside the binary, see [`page`]), and `/api/v1/analysis` (canary analysis,
+//! see `crate::analysis`).
 
 mod page;
 
@@ -17,7 +18,7 @@ use axum::routing::get;
 use axum::Router;
 use prometheus_client::registry::Registry;
 
-use crate::scaler::Board;
+use crate::scaler::{Board, Engine};
 use crate::telemetry::{Metrics, OutcomeLabels};
 
 #[derive(Clone)]
@@ -26,6 +27,7 @@ struct AdminState {
     board: Arc<Board>,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
+    engine: Arc<Engine>,
     ingest: Arc<Mutex<page::RateWindow>>,
 }
 
@@ -36,6 +38,7 @@ pub fn router(
     board: Arc<Board>,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
+    engine: Arc<Engine>,
 ) -> Router {
     Router::new()
         .route("/metrics", get(metrics_text))
@@ -45,13 +48,44 @@ pub fn router(
         .route("/debug/backends", get(debug_backends))
         .route("/debug/store", get(debug_store))
         .merge(page::routes())
+        .route("/api/v1/analysis", get(analysis))
         .with_state(AdminState {
             ingest: Arc::new(Mutex::new(page::RateWindow::new(spans_seen(&metrics)))),
             registry,
             board,
             metrics,
             ready,
+            engine,
         })
+}
+
+async fn analysis(
+    State(s): State<AdminState>,
+    query: Result<
+        axum::extract::Query<Vec<(String, String)>>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> impl IntoResponse {
+    let pairs = match query {
+        Ok(axum::extract::Query(pairs)) => pairs,
+        Err(e) => {
+            let body = serde_json::json!({
+                "error": format!("invalid query string: {}", e.body_text()),
+                "params": [{"param": "query", "message": "not a valid query string"}],
+            });
+            return (StatusCode::BAD_REQUEST, axum::Json(body));
+        }
+    };
+    match crate::analysis::run(&s.engine, &pairs).await {
+        Ok(answer) => (
+            StatusCode::OK,
+            axum::Json(serde_json::to_value(answer).unwrap_or_default()),
+        ),
+        Err(e) => (
+            StatusCode::from_u16(e.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+            axum::Json(e.body()),
+        ),
+    }
 }
 
 /// Spans the receivers accepted and rejected since start.

@@ -10,21 +10,34 @@ use std::time::Duration;
 use crate::cache::{CacheConfig, SignalCache};
 use crate::policy::NamespacePolicy;
 use crate::signal::promql::{self, Convention};
+use crate::signal::slo;
 use crate::signal::traceql;
+use crate::signal::TraceMeasure;
 use crate::source::tempo::{validate_tenant, TenantPolicy};
 use crate::source::{
     OtlpQuery, PromQuery, Query, Reading, SourceError, Sources, SqsQuery, TempoQuery, TempoReduce,
 };
 use crate::telemetry::Metrics;
 use crate::trigger::{
-    self, ParseOptions, Problem, PromSpec, Read, TempoSpec, Trigger, TriggerError,
+    self, ParseOptions, Problem, PromSpec, Read, SourceKind, TempoSpec, TraceRead, Trigger,
+    TriggerError,
 };
 
 /// A trigger resolved against the server's configuration: what to ask, and how.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub trigger: Trigger,
+    /// The query (for `signal: slo`, the first of its objectives' queries).
     pub query: Query,
+    /// `signal: slo`'s queries, each with its objective; `None` for other signals.
+    pub slo: Option<SloQueries>,
+}
+
+/// The queries of `signal: slo`, each with its objective: evaluated together, one value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SloQueries {
+    pub latency: Option<(Query, f64)>,
+    pub error_rate: Option<(Query, f64)>,
 }
 
 /// One evaluated value.
@@ -139,7 +152,55 @@ impl Engine {
     pub fn plan(&self, namespace: &str, md: &HashMap<String, String>) -> Result<Plan, PlanError> {
         let trigger = trigger::parse(md, &self.config.parse)?;
         self.check_namespace(namespace, &trigger.read)?;
-        let query = match &trigger.read {
+        let query = self.build_query(namespace, &trigger.read)?;
+        let slo = match trigger.objectives {
+            Some(o) => {
+                let with = |measure| -> Result<Query, PlanError> {
+                    let mut read = trigger.read.clone();
+                    if let Some(t) = trace_read_mut(&mut read) {
+                        t.measure = measure;
+                    }
+                    self.build_query(namespace, &read)
+                };
+                let latency_measure = match trace_read(&trigger.read) {
+                    Some(t) => t.measure,
+                    None => TraceMeasure::Latency(crate::signal::Quantile::P95),
+                };
+                Some(SloQueries {
+                    latency: o
+                        .latency
+                        .map(|obj| Ok::<_, PlanError>((with(latency_measure)?, obj)))
+                        .transpose()?,
+                    error_rate: o
+                        .error_rate
+                        .map(|obj| Ok::<_, PlanError>((with(TraceMeasure::ErrorRatio)?, obj)))
+                        .transpose()?,
+                })
+            }
+            None => None,
+        };
+        let query = match &slo {
+            Some(SloQueries {
+                latency: Some((q, _)),
+                ..
+            })
+            | Some(SloQueries {
+                latency: None,
+                error_rate: Some((q, _)),
+            }) => q.clone(),
+            _ => query,
+        };
+        Ok(Plan {
+            trigger,
+            query,
+            slo,
+        })
+    }
+
+    /// The query a read asks, checked against the server's backends and the namespace's
+    /// tenants. Never touches a backend.
+    fn build_query(&self, namespace: &str, read: &Read) -> Result<Query, PlanError> {
+        let query = match read {
             Read::Prometheus { backend, spec } => {
                 self.check_prometheus_backend(backend)
                     .map_err(|m| problem("backend", m))?;
@@ -202,7 +263,7 @@ impl Engine {
                 window: t.window,
             }),
         };
-        Ok(Plan { trigger, query })
+        Ok(query)
     }
 
     /// The namespace's allowances: backends, raw queries, AWS roles.
@@ -295,6 +356,105 @@ impl Engine {
         }))
     }
 
+    /// Resolves one trace measure read from `source` (otlp, prometheus or tempo) into its
+    /// query, without a namespace's allowances: for callers like the analysis endpoint,
+    /// which name backends only by their configured name. Never touches a backend.
+    pub fn trace_query(
+        &self,
+        source: SourceKind,
+        backend: &str,
+        convention: &str,
+        read: &TraceRead,
+    ) -> Result<Query, PlanError> {
+        match source {
+            SourceKind::Otlp if self.sources.otlp.is_none() => Err(problem(
+                "source",
+                "source otlp needs the embedded OTLP receiver, which this server runs without (--no-otlp)".into(),
+            )),
+            SourceKind::Otlp => Ok(Query::Otlp(OtlpQuery {
+                selector: read.selector.clone(),
+                measure: read.measure,
+                window: read.window,
+            })),
+            SourceKind::Prometheus => {
+                self.check_prometheus_backend(backend)
+                    .map_err(|m| problem("backend", m))?;
+                let c = self
+                    .config
+                    .conventions
+                    .get(convention)
+                    .ok_or_else(|| problem("convention", "unknown convention".into()))?;
+                let promql = promql::build(convention, c, &read.selector, read.measure, read.window)
+                    .map_err(|e| {
+                        let key = match e {
+                            promql::QueryBuildError::NoSpanKind { .. } => "spanKind",
+                            promql::QueryBuildError::NoVersion { .. } => "convention",
+                        };
+                        problem(key, e.to_string())
+                    })?;
+                Ok(Query::Prometheus(PromQuery {
+                    backend: backend.to_string(),
+                    promql,
+                }))
+            }
+            SourceKind::Tempo => {
+                if !self.sources.tempo.has_backend(backend) {
+                    return Err(problem(
+                        "backend",
+                        format!("no Tempo backend named {backend:?} is configured on the server (--tempo NAME=URL)"),
+                    ));
+                }
+                let (traceql, reduce) = traceql::build(&read.selector, read.measure)
+                    .map_err(|m| problem("labels", m))?;
+                Ok(Query::Tempo(TempoQuery {
+                    backend: backend.to_string(),
+                    tenant: None,
+                    traceql,
+                    since: read.window,
+                    reduce,
+                }))
+            }
+            SourceKind::Sqs => Err(problem(
+                "source",
+                "source sqs has no trace measures".into(),
+            )),
+        }
+    }
+
+    /// The server's default source and the names of its conventions.
+    pub fn defaults(&self) -> (SourceKind, Vec<String>) {
+        (
+            self.config.parse.default_source,
+            self.config.conventions.keys().cloned().collect(),
+        )
+    }
+
+    /// Reads one number through the cache (the server's TTL; for the embedded store at
+    /// most one bucket). `Ok(None)` is no data; a negative or infinite answer is refused.
+    pub async fn read_value(&self, query: &Query) -> Result<Option<f64>, EvalError> {
+        let mut ttl = self.config.cache_ttl;
+        if let (Query::Otlp(_), Some(store)) = (query, &self.sources.otlp) {
+            ttl = ttl.min(store.bucket_width());
+        }
+        let served = self
+            .cache
+            .get(query, ttl, || self.sources.fetch(query))
+            .await?;
+        let metric = query.backend_label();
+        match served.reading {
+            Reading::Value(v) => match usable(v) {
+                Usable::Value(v) => Ok(Some(v)),
+                Usable::NoData => Ok(None),
+                Usable::Refused(value) => Err(EvalError::Unusable { metric, value }),
+            },
+            Reading::Queue(_) => Err(EvalError::WrongShape {
+                metric,
+                got: "queue depth",
+                wanted: "number",
+            }),
+        }
+    }
+
     /// Reads the plan's value (from the cache, or straight from the embedded store).
     pub async fn evaluate(&self, plan: &Plan) -> Result<Evaluation, EvalError> {
         let mut ttl = plan.trigger.cache_ttl.unwrap_or(self.config.cache_ttl);
@@ -302,6 +462,9 @@ impl Engine {
             // The embedded store is local and cheap to read: cache only within one of its
             // buckets, so a spike reaches KEDA within one bucket width whatever the TTL.
             ttl = ttl.min(store.bucket_width());
+        }
+        if let Some(slo) = &plan.slo {
+            return self.evaluate_slo(plan, slo, ttl).await;
         }
         let served = self
             .cache
@@ -343,6 +506,127 @@ impl Engine {
             stale: served.stale,
             no_data,
         })
+    }
+
+    /// `signal: slo`: both objectives' queries read together (each through the cache),
+    /// then [`slo::slo_ratio`]. A backend failure, an unusable number or an objective
+    /// without data fails the whole value.
+    async fn evaluate_slo(
+        &self,
+        plan: &Plan,
+        slo: &SloQueries,
+        ttl: Duration,
+    ) -> Result<Evaluation, EvalError> {
+        let t = &plan.trigger;
+        let read = |q: Option<&(Query, f64)>| {
+            let q = q.map(|(q, _)| q.clone());
+            async move {
+                match q {
+                    Some(q) => self
+                        .cache
+                        .get(&q, ttl, || self.sources.fetch(&q))
+                        .await
+                        .map(Some),
+                    None => Ok(None),
+                }
+            }
+        };
+        let (latency, errors) =
+            tokio::join!(read(slo.latency.as_ref()), read(slo.error_rate.as_ref()));
+        let (latency, errors) = (latency?, errors?);
+        let number = |served: &Option<crate::cache::Served>| -> Result<Option<f64>, EvalError> {
+            match served.as_ref().map(|s| &s.reading) {
+                None => Ok(None),
+                Some(Reading::Value(v)) => match usable(*v) {
+                    Usable::Value(v) => Ok(Some(v)),
+                    Usable::NoData => Ok(None),
+                    Usable::Refused(value) => Err(EvalError::Unusable {
+                        metric: t.metric_name.clone(),
+                        value,
+                    }),
+                },
+                Some(Reading::Queue(_)) => Err(EvalError::WrongShape {
+                    metric: t.metric_name.clone(),
+                    got: "queue depth",
+                    wanted: "number",
+                }),
+            }
+        };
+        let served: Vec<&crate::cache::Served> = [&latency, &errors]
+            .into_iter()
+            .filter_map(Option::as_ref)
+            .collect();
+        let age = served.iter().map(|s| s.age).max().unwrap_or_default();
+        let stale = served.iter().any(|s| s.stale);
+        let objectives = slo::Objectives {
+            latency_s: slo.latency.as_ref().map(|(_, o)| *o),
+            error_rate: slo.error_rate.as_ref().map(|(_, o)| *o),
+        };
+        let observed = slo::Observed {
+            latency_s: number(&latency)?,
+            error_rate: number(&errors)?,
+        };
+        let (value, no_data) = match slo::slo_ratio(objectives, observed) {
+            Ok(v) => (v, false),
+            // An objective without its reading: no data, never a ratio of the other half.
+            Err(slo::SloError::NoData { .. }) if t.ignore_null_values => (0.0, true),
+            Err(slo::SloError::NoData { .. }) => {
+                return Err(EvalError::NoData {
+                    metric: t.metric_name.clone(),
+                })
+            }
+            Err(slo::SloError::BadObservation { value, .. }) => {
+                return Err(EvalError::Unusable {
+                    metric: t.metric_name.clone(),
+                    value,
+                })
+            }
+            // The parser admits only objectives above zero, at least one.
+            Err(e @ (slo::SloError::NoObjective | slo::SloError::BadObjective { .. })) => {
+                return Err(EvalError::Source(SourceError::BadQuery {
+                    backend: plan.query.backend_label(),
+                    detail: e.to_string(),
+                }))
+            }
+        };
+        Ok(Evaluation {
+            value,
+            active: value > t.activation,
+            age,
+            stale,
+            no_data,
+        })
+    }
+}
+
+/// The trace measure a read asks, if it is one.
+fn trace_read(read: &Read) -> Option<&TraceRead> {
+    match read {
+        Read::Otlp(t)
+        | Read::Prometheus {
+            spec: PromSpec::Trace { trace: t, .. },
+            ..
+        }
+        | Read::Tempo {
+            spec: TempoSpec::Trace(t),
+            ..
+        } => Some(t),
+        _ => None,
+    }
+}
+
+fn trace_read_mut(read: &mut Read) -> Option<&mut TraceRead> {
+    match read {
+        Read::Otlp(t)
+        | Read::Prometheus {
+            spec: PromSpec::Trace { trace: t, .. },
+            ..
+        }
+        | Read::Tempo {
+            spec: TempoSpec::Trace(t),
+            ..
+        } => Some(t),
+        _ => None,
     }
 }
 

@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
 pub use board::{Board, BoardConfig, Entry, Row, SignalState};
-pub use engine::{Engine, EngineConfig, EvalError, Evaluation, Plan, PlanError};
+pub use engine::{Engine, EngineConfig, EvalError, Evaluation, Plan, PlanError, SloQueries};
 
 use crate::proto::external_scaler_server::{ExternalScaler, ExternalScalerServer};
 use crate::proto::{

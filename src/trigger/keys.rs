@@ -24,10 +24,12 @@ enum Scope {
     Cached,
     /// Sources that can have no data: otlp, prometheus, tempo.
     Nullable,
-    /// latency, errorRate and rps, from any trace source.
+    /// latency, errorRate, rps and slo, from any trace source.
     Trace,
-    /// latency only.
+    /// latency, and slo (whose latency objective is at `quantile`).
     Latency,
+    /// `signal: slo`'s objectives.
+    Slo,
     /// Trace signals, and raw TraceQL (tempo) whose `since` it sets.
     Window,
     /// Trace signals read from Prometheus.
@@ -48,13 +50,14 @@ impl Scope {
     fn applies(self, kind: SignalKind, source: SourceKind) -> bool {
         use SignalKind as K;
         use SourceKind as S;
-        let trace = matches!(kind, K::Latency | K::ErrorRate | K::Rps);
+        let trace = matches!(kind, K::Latency | K::ErrorRate | K::Rps | K::Slo);
         match self {
             Scope::All => true,
             Scope::Cached => source != S::Otlp,
             Scope::Nullable => source != S::Sqs,
             Scope::Trace => trace,
-            Scope::Latency => kind == K::Latency,
+            Scope::Latency => matches!(kind, K::Latency | K::Slo),
+            Scope::Slo => kind == K::Slo,
             Scope::Window => trace || (kind == K::Query && source == S::Tempo),
             Scope::PromTrace => trace && source == S::Prometheus,
             Scope::Labelled => trace && matches!(source, S::Prometheus | S::Tempo),
@@ -79,6 +82,8 @@ const KEYS: &[(&str, Scope)] = &[
     ("spanKind", Scope::Trace),
     ("version", Scope::Trace),
     ("quantile", Scope::Latency),
+    ("latencyObjective", Scope::Slo),
+    ("errorRateObjective", Scope::Slo),
     ("window", Scope::Window),
     ("convention", Scope::PromTrace),
     ("labels", Scope::Labelled),
@@ -317,6 +322,38 @@ mod tests {
                 K::Query,
                 S::Prometheus,
                 with(&["cacheTTL", "ignoreNullValues", "backend", "query"]),
+            ),
+            (
+                K::Slo,
+                S::Otlp,
+                with(&[
+                    "ignoreNullValues",
+                    "service",
+                    "spanKind",
+                    "version",
+                    "quantile",
+                    "latencyObjective",
+                    "errorRateObjective",
+                    "window",
+                ]),
+            ),
+            (
+                K::Slo,
+                S::Prometheus,
+                with(&[
+                    "cacheTTL",
+                    "ignoreNullValues",
+                    "service",
+                    "spanKind",
+                    "version",
+                    "quantile",
+                    "latencyObjective",
+                    "errorRateObjective",
+                    "window",
+                    "convention",
+                    "labels",
+                    "backend",
+                ]),
             ),
             (
                 K::Query,

@@ -17,7 +17,8 @@ use crate::signal::{promql, SpanKind, TraceMeasure, TraceSelector};
 use keys::Reader;
 pub use keys::{known_keys, MAX_KEYS, MAX_QUERY_BYTES, MAX_VALUE_BYTES};
 pub use values::{
-    is_aws_region, is_dns1123_label, is_dns1123_subdomain, parse_bool, parse_duration,
+    is_aws_region, is_backend_name, is_dns1123_label, is_dns1123_subdomain, parse_bool,
+    parse_duration,
 };
 
 /// At most this much of a caller's value is quoted back in a message.
@@ -81,15 +82,18 @@ pub enum SignalKind {
     Rps,
     QueueDepth,
     Query,
+    /// The larger of latency ÷ its objective and error rate ÷ its objective.
+    Slo,
 }
 
 impl SignalKind {
-    const ALL: [SignalKind; 5] = [
+    const ALL: [SignalKind; 6] = [
         SignalKind::Latency,
         SignalKind::ErrorRate,
         SignalKind::Rps,
         SignalKind::QueueDepth,
         SignalKind::Query,
+        SignalKind::Slo,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -99,6 +103,7 @@ impl SignalKind {
             SignalKind::Rps => "rps",
             SignalKind::QueueDepth => "queueDepth",
             SignalKind::Query => "query",
+            SignalKind::Slo => "slo",
         }
     }
 
@@ -106,7 +111,7 @@ impl SignalKind {
     pub fn metric_type(self) -> crate::signal::MetricType {
         use crate::signal::MetricType;
         match self {
-            SignalKind::Latency | SignalKind::ErrorRate => MetricType::Value,
+            SignalKind::Latency | SignalKind::ErrorRate | SignalKind::Slo => MetricType::Value,
             SignalKind::Rps | SignalKind::QueueDepth | SignalKind::Query => {
                 MetricType::AverageValue
             }
@@ -191,6 +196,15 @@ pub struct QueueSpec {
     pub endpoint: Option<String>,
 }
 
+/// The objectives of `signal: slo`; at least one is set, each above zero.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Objectives {
+    /// Seconds, at the trigger's `quantile`.
+    pub latency: Option<f64>,
+    /// A ratio, 0..=1.
+    pub error_rate: Option<f64>,
+}
+
 /// A parsed, valid trigger.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trigger {
@@ -208,6 +222,9 @@ pub struct Trigger {
     /// Per-trigger cache TTL; `None` uses the server's (the key is refused for otlp, whose
     /// reads are cached one bucket at most).
     pub cache_ttl: Option<Duration>,
+    /// `signal: slo`'s objectives; `None` for every other signal. The read's measure is
+    /// then the latency at `quantile`; the error ratio is read from the same selector.
+    pub objectives: Option<Objectives>,
 }
 
 impl Trigger {
@@ -317,6 +334,7 @@ pub fn parse(md: &HashMap<String, String>, opts: &ParseOptions) -> Result<Trigge
     });
     let ignore_null_values = r.bool("ignoreNullValues", true);
     let cache_ttl = parse_cache_ttl(&mut r, opts);
+    let objectives = parse_objectives(&mut r, kind);
     // Every value is read and checked whatever the signal, so that one bad key does not
     // hide another; which keys the signal and source use is checked after.
     let fields = sources::Fields::read(&mut r, kind, source, opts);
@@ -349,6 +367,50 @@ pub fn parse(md: &HashMap<String, String>, opts: &ParseOptions) -> Result<Trigge
         metric_name,
         ignore_null_values,
         cache_ttl,
+        objectives,
+    })
+}
+
+/// `latencyObjective` and `errorRateObjective`, read whatever the signal (the key table
+/// refuses them outside `signal: slo`); for slo at least one is required.
+fn parse_objectives(r: &mut Reader<'_>, kind: Option<SignalKind>) -> Option<Objectives> {
+    let read = |r: &mut Reader<'_>, key: &str, unit: values::Unit| -> Option<f64> {
+        let raw = r.get(key)?;
+        match unit.parse(raw) {
+            Some(v) if v > 0.0 => match unit.check_range(v) {
+                Some(msg) => {
+                    r.problem(key, msg);
+                    None
+                }
+                None => Some(v),
+            },
+            Some(_) => {
+                r.problem(key, format!("must be above zero, got {:?}", clip(raw)));
+                None
+            }
+            None => {
+                r.problem(key, format!("{}, got {:?}", unit.expected(), clip(raw)));
+                None
+            }
+        }
+    };
+    let latency = read(r, "latencyObjective", values::Unit::Seconds);
+    let error_rate = read(r, "errorRateObjective", values::Unit::Ratio);
+    if kind != Some(SignalKind::Slo) {
+        return None;
+    }
+    if latency.is_none() && error_rate.is_none() {
+        if !r.has("latencyObjective") && !r.has("errorRateObjective") {
+            r.problem(
+                "latencyObjective",
+                "signal slo needs latencyObjective and/or errorRateObjective",
+            );
+        }
+        return None;
+    }
+    Some(Objectives {
+        latency,
+        error_rate,
     })
 }
 
@@ -356,7 +418,7 @@ fn parse_kind(r: &mut Reader<'_>) -> Option<SignalKind> {
     let Some(s) = r.get("signal") else {
         r.problem(
             "signal",
-            "required (latency, errorRate, rps, queueDepth or query)",
+            "required (latency, errorRate, rps, queueDepth, query or slo)",
         );
         return None;
     };
@@ -367,7 +429,7 @@ fn parse_kind(r: &mut Reader<'_>) -> Option<SignalKind> {
         r.problem(
             "signal",
             format!(
-                "must be latency, errorRate, rps, queueDepth or query, got {:?}",
+                "must be latency, errorRate, rps, queueDepth, query or slo, got {:?}",
                 clip(s)
             ),
         );
@@ -467,6 +529,8 @@ fn parse_thresholds(r: &mut Reader<'_>, kind: Option<SignalKind>) -> (Option<f64
     ) {
         Some(v) => v,
         None if queue => Some(5.0),
+        // At objective.
+        None if kind == Some(SignalKind::Slo) => Some(1.0),
         None if kind.is_some() => {
             r.problem(threshold_key, "required (the HPA target)");
             None
@@ -512,6 +576,7 @@ fn parse_cache_ttl(r: &mut Reader<'_>, opts: &ParseOptions) -> Option<Duration> 
 pub fn derive_metric_name(kind: SignalKind, read: &Read) -> String {
     let trace = |t: &TraceRead| {
         let mut s = match t.measure {
+            _ if kind == SignalKind::Slo => format!("slo-{}", t.selector.service),
             TraceMeasure::Latency(q) => format!("latency-{}-{}", q.label(), t.selector.service),
             TraceMeasure::ErrorRatio => format!("errorrate-{}", t.selector.service),
             TraceMeasure::Rate => format!("rps-{}", t.selector.service),

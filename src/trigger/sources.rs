@@ -235,7 +235,8 @@ pub(super) fn assemble(
             return None;
         };
         let measure = match kind {
-            SignalKind::Latency => TraceMeasure::Latency(f.quantile),
+            // slo reads the latency at `quantile` and, from the same selector, the errors.
+            SignalKind::Latency | SignalKind::Slo => TraceMeasure::Latency(f.quantile),
             SignalKind::ErrorRate => TraceMeasure::ErrorRatio,
             _ => TraceMeasure::Rate,
         };

@@ -567,3 +567,106 @@ fn kubernetes_names() {
         assert!(!is_dns1123_subdomain(bad), "{bad}");
     }
 }
+
+#[test]
+fn slo_triggers() {
+    const SLO: (&str, &str) = ("signal", "slo");
+    let t = check_ok(&[
+        SLO,
+        SVC,
+        ("latencyObjective", "300ms"),
+        ("errorRateObjective", "2%"),
+    ]);
+    assert_eq!(t.kind, SignalKind::Slo);
+    assert_eq!(t.target, 1.0, "threshold defaults to 1 (at objective)");
+    assert_eq!(
+        t.objectives,
+        Some(Objectives {
+            latency: Some(0.3),
+            error_rate: Some(0.02),
+        })
+    );
+    assert_eq!(t.kind.metric_type(), crate::signal::MetricType::Value);
+    assert_eq!(t.metric_name, "slo-order-service");
+    let Read::Prometheus {
+        spec: PromSpec::Trace { trace, .. },
+        ..
+    } = &t.read
+    else {
+        panic!("{:?}", t.read);
+    };
+    assert_eq!(trace.measure, TraceMeasure::Latency(Quantile::P95));
+    let t = check_ok(&[
+        SLO,
+        SVC,
+        ("errorRateObjective", "0.05"),
+        ("quantile", "p99"),
+        ("threshold", "0.8"),
+    ]);
+    assert_eq!(t.target, 0.8);
+    assert_eq!(
+        t.objectives,
+        Some(Objectives {
+            latency: None,
+            error_rate: Some(0.05),
+        })
+    );
+    // Other signals have no objectives.
+    assert_eq!(check_ok(&[LAT, SVC, T300]).objectives, None);
+
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: &[Case] = &[
+        (&[SLO, SVC], &["latencyObjective"]),
+        (
+            &[SLO, SVC, ("latencyObjective", "fast")],
+            &["latencyObjective"],
+        ),
+        (
+            &[SLO, SVC, ("latencyObjective", "0ms")],
+            &["latencyObjective"],
+        ),
+        (
+            &[SLO, SVC, ("errorRateObjective", "3")],
+            &["errorRateObjective"],
+        ),
+        (
+            &[SLO, SVC, ("errorRateObjective", "-1%")],
+            &["errorRateObjective"],
+        ),
+        (&[SLO, ("errorRateObjective", "1%")], &["service"]),
+        (
+            &[SLO, SVC, ("errorRateObjective", "1%"), ("source", "sqs")],
+            &["source"],
+        ),
+        // slo's unused keys are refused by name.
+        (
+            &[SLO, SVC, ("errorRateObjective", "1%"), ("query", "up")],
+            &["query"],
+        ),
+        (
+            &[SLO, SVC, ("errorRateObjective", "1%"), ("queueURL", "q")],
+            &["queueURL"],
+        ),
+        // The objectives are refused elsewhere.
+        (
+            &[LAT, SVC, T300, ("latencyObjective", "300ms")],
+            &["latencyObjective"],
+        ),
+        (
+            &[
+                ("signal", "errorRate"),
+                SVC,
+                ("threshold", "1%"),
+                ("errorRateObjective", "1%"),
+            ],
+            &["errorRateObjective"],
+        ),
+        (
+            &[LAT, SVC, T300, ("latencyObjectiv", "1s")],
+            &["latencyObjectiv"],
+        ),
+    ];
+    for (pairs, keys) in cases {
+        check_err(pairs, keys);
+    }
+}

@@ -163,7 +163,7 @@ pub(super) fn parse_labels(raw: &str) -> Result<Vec<(String, String)>, String> {
     Ok(pairs)
 }
 
-pub(super) fn is_backend_name(s: &str) -> bool {
+pub fn is_backend_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.chars()

@@ -1,0 +1,322 @@
+//! Canary analysis (`GET /api/v1/analysis`): two versions of one service compared over a
+//! window, from any trace source, for Argo Rollouts' `web` provider or anything that GETs
+//! JSON.
+//!
+//! [`params`] parses the untrusted query string; [`plan`] turns it into the queries of
+//! each side (no I/O); [`run`] reads them through the engine's cache; [`compare`] makes
+//! the answer (pure).
+
+pub mod params;
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::scaler::{Engine, EvalError, PlanError};
+use crate::signal::{format_window, TraceMeasure, TraceSelector};
+use crate::source::Query;
+use crate::trigger::TraceRead;
+
+pub use params::{ParamError, ParamOptions, ParamProblem, Params};
+
+/// The three queries of one side.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SidePlan {
+    pub version: String,
+    pub rate: Query,
+    pub error_ratio: Query,
+    pub latency: Query,
+}
+
+/// What one side's queries answered (`None`: no data).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct SideReading {
+    pub rps: Option<f64>,
+    pub error_rate: Option<f64>,
+    pub latency: Option<f64>,
+}
+
+/// One side of the answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Side {
+    pub version: String,
+    /// Spans in the window: the rate times the window, rounded.
+    pub count: u64,
+    pub rps: f64,
+    /// `null` with no spans.
+    pub error_rate: Option<f64>,
+    /// Seconds at the quantile; `null` with no spans.
+    pub latency: Option<f64>,
+}
+
+/// Canary − baseline; `null` when either side has no value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delta {
+    pub error_rate: Option<f64>,
+    pub latency: Option<f64>,
+}
+
+/// The endpoint's answer (product.md, "Canary analysis").
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Answer {
+    pub service: String,
+    pub window: String,
+    pub quantile: f64,
+    pub canary: Side,
+    pub baseline: Side,
+    pub delta: Delta,
+    /// Either side has fewer than `minCount` spans: a canary without traffic never passes.
+    pub inconclusive: bool,
+}
+
+/// Why there is no answer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AnalysisError {
+    /// Bad parameters (400).
+    #[error(transparent)]
+    Params(#[from] ParamError),
+    /// The parameters name something the server does not have (400).
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// A backend failed (503).
+    #[error(transparent)]
+    Backend(#[from] EvalError),
+}
+
+impl AnalysisError {
+    /// The HTTP status: 400 for the caller's mistakes, 503 for a failing backend.
+    pub fn status(&self) -> u16 {
+        match self {
+            AnalysisError::Params(_) | AnalysisError::Plan(PlanError::Invalid(_)) => 400,
+            AnalysisError::Plan(PlanError::PermissionDenied(_)) => 403,
+            AnalysisError::Backend(_) => 503,
+        }
+    }
+
+    /// The JSON body: `{"error": …, "params": [{"param", "message"}…]}`.
+    pub fn body(&self) -> serde_json::Value {
+        let problems: Vec<ParamProblem> = match self {
+            AnalysisError::Params(e) => e.problems.clone(),
+            AnalysisError::Plan(PlanError::Invalid(e)) => e
+                .problems
+                .iter()
+                .map(|p| ParamProblem {
+                    param: p.key.clone(),
+                    message: p.message.clone(),
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        serde_json::json!({ "error": self.to_string(), "params": problems })
+    }
+}
+
+/// The queries of both sides. Never touches a backend.
+pub fn plan(engine: &Engine, p: &Params) -> Result<(SidePlan, SidePlan), PlanError> {
+    let side = |version: &str| -> Result<SidePlan, PlanError> {
+        let q = |measure| {
+            let read = TraceRead {
+                selector: TraceSelector {
+                    service: p.service.clone(),
+                    span_kind: p.span_kind,
+                    version: Some(version.to_string()),
+                    labels: Vec::new(),
+                },
+                measure,
+                window: p.window,
+            };
+            engine.trace_query(p.source, &p.backend, &p.convention, &read)
+        };
+        Ok(SidePlan {
+            version: version.to_string(),
+            rate: q(TraceMeasure::Rate)?,
+            error_ratio: q(TraceMeasure::ErrorRatio)?,
+            latency: q(TraceMeasure::Latency(p.quantile))?,
+        })
+    };
+    Ok((side(&p.canary)?, side(&p.baseline)?))
+}
+
+/// Reads one side's three queries together, through the engine's cache.
+async fn read_side(engine: &Engine, s: &SidePlan) -> Result<SideReading, EvalError> {
+    let (rps, error_rate, latency) = tokio::join!(
+        engine.read_value(&s.rate),
+        engine.read_value(&s.error_ratio),
+        engine.read_value(&s.latency)
+    );
+    Ok(SideReading {
+        rps: rps?,
+        error_rate: error_rate?,
+        latency: latency?,
+    })
+}
+
+/// Parses, plans, reads and compares.
+pub async fn run(engine: &Engine, pairs: &[(String, String)]) -> Result<Answer, AnalysisError> {
+    let (default_source, conventions) = engine.defaults();
+    let opts = ParamOptions {
+        default_source,
+        conventions,
+    };
+    let p = params::parse(pairs, &opts)?;
+    let (canary, baseline) = plan(engine, &p)?;
+    let (c, b) = tokio::join!(read_side(engine, &canary), read_side(engine, &baseline));
+    Ok(compare(&p, c?, b?))
+}
+
+/// The answer from both sides' readings. Pure.
+pub fn compare(p: &Params, canary: SideReading, baseline: SideReading) -> Answer {
+    let side = |version: &str, r: SideReading| {
+        let count = count(r.rps, p.window);
+        // No spans: no error rate or latency, whatever a backend's rounding answered.
+        let (error_rate, latency) = if count == 0 {
+            (None, None)
+        } else {
+            (r.error_rate, r.latency)
+        };
+        Side {
+            version: version.to_string(),
+            count,
+            rps: r.rps.unwrap_or(0.0),
+            error_rate,
+            latency,
+        }
+    };
+    let canary = side(&p.canary, canary);
+    let baseline = side(&p.baseline, baseline);
+    let diff = |a: Option<f64>, b: Option<f64>| Some(a? - b?);
+    Answer {
+        service: p.service.clone(),
+        window: format_window(p.window),
+        quantile: p.quantile.get(),
+        delta: Delta {
+            error_rate: diff(canary.error_rate, baseline.error_rate),
+            latency: diff(canary.latency, baseline.latency),
+        },
+        inconclusive: canary.count < p.min_count || baseline.count < p.min_count,
+        canary,
+        baseline,
+    }
+}
+
+/// Spans in `window` at `rps`, rounded to the nearest whole span.
+fn count(rps: Option<f64>, window: Duration) -> u64 {
+    match rps {
+        Some(r) if r.is_finite() && r > 0.0 => (r * window.as_secs_f64()).round() as u64,
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signal::{Quantile, SpanKind};
+    use crate::trigger::SourceKind;
+
+    fn params(min_count: u64) -> Params {
+        Params {
+            service: "payment-service".into(),
+            canary: "v2".into(),
+            baseline: "v1".into(),
+            window: Duration::from_secs(120),
+            source: SourceKind::Otlp,
+            backend: "default".into(),
+            convention: "otel-spanmetrics".into(),
+            span_kind: SpanKind::Server,
+            quantile: Quantile::P95,
+            min_count,
+        }
+    }
+
+    fn reading(rps: f64, e: f64, l: f64) -> SideReading {
+        SideReading {
+            rps: Some(rps),
+            error_rate: Some(e),
+            latency: Some(l),
+        }
+    }
+
+    #[test]
+    fn answers_compare_canary_with_baseline() {
+        // (min count, canary, baseline, counts, delta error rate, delta latency, inconclusive)
+        type Case = (
+            u64,
+            SideReading,
+            SideReading,
+            (u64, u64),
+            Option<f64>,
+            Option<f64>,
+            bool,
+        );
+        let none = SideReading::default();
+        let cases: &[Case] = &[
+            (
+                50,
+                reading(10.0, 0.041, 0.412),
+                reading(80.25, 0.002, 0.198),
+                (1200, 9630),
+                Some(0.041 - 0.002),
+                Some(0.412 - 0.198),
+                false,
+            ),
+            // 0.4 spans per second over 2 minutes is 48 spans: below 50.
+            (
+                50,
+                reading(0.4, 0.0, 0.1),
+                reading(10.0, 0.0, 0.1),
+                (48, 1200),
+                Some(0.0),
+                Some(0.0),
+                true,
+            ),
+            (
+                48,
+                reading(0.4, 0.0, 0.1),
+                reading(10.0, 0.0, 0.1),
+                (48, 1200),
+                Some(0.0),
+                Some(0.0),
+                false,
+            ),
+            // A canary with no traffic: no numbers, never conclusive.
+            (
+                1,
+                none,
+                reading(10.0, 0.01, 0.2),
+                (0, 1200),
+                None,
+                None,
+                true,
+            ),
+        ];
+        for (min, c, b, counts, de, dl, inconclusive) in cases {
+            let a = compare(&params(*min), *c, *b);
+            assert_eq!((a.canary.count, a.baseline.count), *counts, "{c:?} {b:?}");
+            assert_eq!(a.delta.error_rate, *de, "{c:?} {b:?}");
+            assert_eq!(a.delta.latency, *dl, "{c:?} {b:?}");
+            assert_eq!(a.inconclusive, *inconclusive, "{c:?} {b:?}");
+        }
+    }
+
+    #[test]
+    fn the_answer_has_the_documented_shape() {
+        let a = compare(
+            &params(50),
+            reading(10.0, 0.041, 0.412),
+            reading(80.25, 0.002, 0.198),
+        );
+        let v = serde_json::to_value(&a).expect("json");
+        assert_eq!(v["service"], "payment-service");
+        assert_eq!(v["window"], "2m");
+        assert_eq!(v["quantile"], 0.95);
+        assert_eq!(v["canary"]["version"], "v2");
+        assert_eq!(v["canary"]["errorRate"], 0.041);
+        assert_eq!(v["baseline"]["latency"], 0.198);
+        assert_eq!(v["baseline"]["rps"], 80.25);
+        assert!(v["delta"]["errorRate"].is_number());
+        assert!(v["delta"]["latency"].is_number());
+        assert_eq!(v["inconclusive"], false);
+    }
+}

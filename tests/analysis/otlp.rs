@@ -1,0 +1,252 @@
+//! The endpoint and `signal: slo` over the embedded store.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::harness::{assert_close, exact_quantile, plan, Planned};
+use crate::setup::Setup;
+
+/// The exact figures of `planned` over the last `window`.
+struct Exact {
+    count: u64,
+    error_rate: f64,
+    p95: f64,
+}
+
+fn exact(planned: &[Planned]) -> Exact {
+    let errors = planned.iter().filter(|p| p.error).count();
+    Exact {
+        count: planned.len() as u64,
+        error_rate: errors as f64 / planned.len() as f64,
+        p95: exact_quantile(planned, 0.95),
+    }
+}
+
+fn f(v: &serde_json::Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// v1 (baseline): 2400 spans over two minutes, median 100 ms, 2 % errors; v2 (canary):
+/// 240 spans, median 300 ms, 10 % errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_analysis_equals_the_exact_figures() {
+    let s = Setup::start(&[]).await;
+    let window = Duration::from_secs(120);
+    let v1 = plan(2400, window, 100.0, 50);
+    let v2 = plan(240, window, 300.0, 10);
+    s.send("payment-service", "v1", &v1).await;
+    s.send("payment-service", "v2", &v2).await;
+    // Another service's spans are not counted.
+    s.send("order-service", "v2", &plan(500, window, 5.0, 2))
+        .await;
+    let (e1, e2) = (exact(&v1), exact(&v2));
+
+    let base = [
+        ("service", "payment-service"),
+        ("canary", "v2"),
+        ("baseline", "v1"),
+    ];
+    let (status, a) = s.analysis(&base).await;
+    assert_eq!(status, 200, "{a}");
+    assert_eq!(a["service"], "payment-service");
+    assert_eq!(a["window"], "2m");
+    assert_eq!(a["quantile"], 0.95);
+    for (side, version, e) in [("canary", "v2", &e2), ("baseline", "v1", &e1)] {
+        let v = &a[side];
+        assert_eq!(v["version"], version);
+        // The store clock is on a bucket boundary: the window covers exactly 2 minutes.
+        assert_eq!(v["count"], e.count, "{side}: {a}");
+        assert!(
+            (f(&v["rps"]) - e.count as f64 / 120.0).abs() < 1e-9,
+            "{side} rps: {a}"
+        );
+        assert_eq!(f(&v["errorRate"]), e.error_rate, "{side}: {a}");
+        assert_close(v["latency"].as_f64(), e.p95, &format!("{side} p95"));
+    }
+    assert!(
+        (f(&a["delta"]["errorRate"]) - (e2.error_rate - e1.error_rate)).abs() < 1e-12,
+        "{a}"
+    );
+    let dl = f(&a["delta"]["latency"]);
+    let want = e2.p95 - e1.p95;
+    let bound = 0.01 * (e2.p95 + e1.p95);
+    assert!(
+        (dl - want).abs() <= bound,
+        "delta latency {dl}, want {want} ± {bound}"
+    );
+    assert_eq!(a["inconclusive"], false, "{a}");
+
+    // `inconclusive` flips at minCount: the canary has exactly 240 spans.
+    for (min, want) in [("240", false), ("241", true), ("1", false)] {
+        let mut p = base.to_vec();
+        p.push(("minCount", min));
+        let (status, a) = s.analysis(&p).await;
+        assert_eq!(status, 200, "{a}");
+        assert_eq!(a["inconclusive"], want, "minCount {min}: {a}");
+    }
+    // A canary with no spans has no numbers and never passes.
+    let (status, a) = s
+        .analysis(&[
+            ("service", "payment-service"),
+            ("canary", "v3"),
+            ("baseline", "v1"),
+            ("minCount", "1"),
+        ])
+        .await;
+    assert_eq!(status, 200, "{a}");
+    assert_eq!(a["canary"]["count"], 0);
+    assert!(a["canary"]["latency"].is_null(), "{a}");
+    assert!(a["delta"]["errorRate"].is_null(), "{a}");
+    assert_eq!(a["inconclusive"], true);
+
+    // A shorter window sees only its own spans.
+    let (_, a) = s
+        .analysis(&[base[0], base[1], base[2], ("window", "30s")])
+        .await;
+    let recent: Vec<Planned> = v2
+        .iter()
+        .copied()
+        .filter(|p| p.end_before_now < Duration::from_secs(30))
+        .collect();
+    assert_eq!(a["canary"]["count"], recent.len() as u64, "{a}");
+    assert_eq!(a["window"], "30s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_parameters_answer_400_naming_each() {
+    let s = Setup::start(&[]).await;
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: &[Case] = &[
+        (&[], &["service", "canary", "baseline"]),
+        (
+            &[
+                ("service", "a"),
+                ("canary", "v2"),
+                ("baseline", "v1"),
+                ("window", "forever"),
+                ("quantile", "95"),
+                ("minCount", "-1"),
+            ],
+            &["window", "quantile", "minCount"],
+        ),
+        // Backends only by configured name.
+        (
+            &[
+                ("service", "a"),
+                ("canary", "v2"),
+                ("baseline", "v1"),
+                ("source", "prometheus"),
+                ("backend", "nope"),
+            ],
+            &["backend"],
+        ),
+        (
+            &[
+                ("service", "a"),
+                ("canary", "v2"),
+                ("baseline", "v1"),
+                ("backend", "http://evil.example/"),
+            ],
+            &["backend"],
+        ),
+        (
+            &[
+                ("service", "a\"}) or vector(1"),
+                ("canary", "v2"),
+                ("baseline", "v1"),
+                ("x", "1"),
+            ],
+            &["x"],
+        ),
+    ];
+    for (params, want) in cases {
+        let (status, body) = s.analysis(params).await;
+        assert_eq!(status, 400, "{params:?}: {body}");
+        let mut got: Vec<&str> = body["params"]
+            .as_array()
+            .expect("params")
+            .iter()
+            .map(|p| p["param"].as_str().expect("param name"))
+            .collect();
+        got.sort();
+        let mut want = want.to_vec();
+        want.sort();
+        assert_eq!(got, want, "{params:?}: {body}");
+    }
+    // A hostile service name is a value, not part of a query: no spans, no error.
+    let (status, a) = s
+        .analysis(&[
+            ("service", "a\"}) or vector(1"),
+            ("canary", "v2"),
+            ("baseline", "v1"),
+        ])
+        .await;
+    assert_eq!(status, 200, "{a}");
+    assert_eq!(a["inconclusive"], true);
+}
+
+/// `signal: slo` over the store equals max(p95 / objective, errorRate / objective),
+/// whichever ratio is the larger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slo_signal_is_the_larger_ratio() {
+    let s = Setup::start(&[]).await;
+    let v1 = plan(2000, Duration::from_secs(60), 100.0, 20);
+    s.send("checkout", "v1", &v1).await;
+    let e = exact(&v1);
+    let md = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let eval = |pairs: Vec<(&str, &str)>| {
+        let engine = s.engine.clone();
+        let m = md(&pairs);
+        async move {
+            let plan = engine.plan("shop", &m).expect("valid slo trigger");
+            engine.evaluate(&plan).await.expect("a value")
+        }
+    };
+    let base = vec![
+        ("signal", "slo"),
+        ("source", "otlp"),
+        ("service", "checkout"),
+    ];
+    // Latency dominates: objective at a fifth of p95; errors 5 % against 50 %.
+    let lat_obj = e.p95 / 5.0;
+    let lat_obj_s = format!("{lat_obj}");
+    let mut p = base.clone();
+    p.extend([
+        ("latencyObjective", lat_obj_s.as_str()),
+        ("errorRateObjective", "50%"),
+    ]);
+    let got = eval(p).await;
+    let p95 = got.value * lat_obj;
+    assert_close(Some(p95), e.p95, "slo × latency objective");
+    assert!(got.value > e.error_rate / 0.5);
+    // Errors dominate: 5 % against 1 % is 5, latency against 10 s is tiny.
+    let mut p = base.clone();
+    p.extend([("latencyObjective", "10s"), ("errorRateObjective", "1%")]);
+    let got = eval(p).await;
+    assert_eq!(
+        got.value,
+        (e.error_rate / 0.01).max(got.value.min(e.p95 / 10.0))
+    );
+    assert!((got.value - e.error_rate / 0.01).abs() < 1e-9, "{got:?}");
+    // One objective alone.
+    let mut p = base.clone();
+    p.push(("errorRateObjective", "0.1"));
+    let got = eval(p).await;
+    assert_eq!(got.value, e.error_rate / 0.1, "{got:?}");
+    assert!(!got.no_data);
+    // No spans: no data, an error unless ignoreNullValues.
+    let m = md(&[
+        ("signal", "slo"),
+        ("source", "otlp"),
+        ("service", "nobody"),
+        ("errorRateObjective", "1%"),
+        ("ignoreNullValues", "false"),
+    ]);
+    let plan = s.engine.plan("shop", &m).expect("valid");
+    assert!(s.engine.evaluate(&plan).await.is_err());
+}

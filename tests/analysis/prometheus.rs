@@ -1,0 +1,231 @@
+//! The endpoint through the real Prometheus, reading spanmetrics with a version label.
+//!
+//! The exporter's counters grow by fixed amounts on every scrape, and every bucket of a
+//! version's histogram in proportion, so the error ratio and the histogram quantile do not
+//! depend on scrape timing: they are exact figures computed here by hand.
+
+use std::time::Duration;
+
+use crate::common::exporter::Exporter;
+use crate::common::prometheus::PrometheusServer;
+use crate::setup::Setup;
+
+/// The OpenTelemetry Collector's spanmetrics names, with `service.version` kept as a
+/// label (a `dimensions` entry of the connector), in a conventions file.
+const CONVENTIONS: &str = r#"{"otel-versioned": {
+  "histogram": "traces_span_metrics_duration_milliseconds_bucket",
+  "units_per_second": 1000,
+  "calls": "traces_span_metrics_calls_total",
+  "service_label": "service_name",
+  "span_kind_label": "span_kind",
+  "version_label": "service_version",
+  "error": {"label": "status_code", "value": "STATUS_CODE_ERROR"}
+}}"#;
+
+/// Bucket bounds in milliseconds.
+const BOUNDS: [f64; 4] = [100.0, 200.0, 400.0, 800.0];
+
+/// One version per scrape: `ok` and `errors` calls, `cumulative` per bucket of `BOUNDS`.
+fn export(e: &Exporter, version: &str, ok: f64, errors: f64, cumulative: [f64; 4]) {
+    let labels = |status: &'static str| {
+        vec![
+            ("service_name", "payment-service"),
+            ("span_kind", "SPAN_KIND_SERVER"),
+            ("service_version", version),
+            ("status_code", status),
+        ]
+    };
+    e.add_counter(
+        "traces_span_metrics_calls_total",
+        &labels("STATUS_CODE_UNSET"),
+        ok,
+    );
+    e.add_counter(
+        "traces_span_metrics_calls_total",
+        &labels("STATUS_CODE_ERROR"),
+        errors,
+    );
+    e.add_histogram(
+        "traces_span_metrics_duration_milliseconds",
+        &[
+            ("service_name", "payment-service"),
+            ("span_kind", "SPAN_KIND_SERVER"),
+            ("service_version", version),
+        ],
+        &BOUNDS,
+        &cumulative,
+        ok + errors,
+    );
+}
+
+/// Prometheus' `histogram_quantile`: linear interpolation inside the bucket holding the
+/// rank (promql/quantile.go, `bucketQuantile`).
+fn quantile(q: f64, cumulative: [f64; 4], total: f64) -> f64 {
+    let rank = q * total;
+    let mut lower = (0.0, 0.0);
+    for (b, c) in BOUNDS.iter().zip(cumulative) {
+        if c >= rank {
+            return (lower.0 + (b - lower.0) * (rank - lower.1) / (c - lower.1)) / 1000.0;
+        }
+        lower = (*b, c);
+    }
+    BOUNDS[3] / 1000.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_analysis_reads_the_version_label() {
+    let exporter = Exporter::start().await;
+    // Baseline v1: 98 + 2 calls per scrape (2 %); canary v2: 16 + 4 (20 %).
+    let (v1_cum, v2_cum) = ([50.0, 90.0, 98.0, 100.0], [2.0, 6.0, 14.0, 20.0]);
+    export(&exporter, "v1", 98.0, 2.0, v1_cum);
+    export(&exporter, "v2", 16.0, 4.0, v2_cum);
+    let prom = PrometheusServer::start(&[exporter.addr]).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let conventions = dir.path().join("conventions.json");
+    std::fs::write(&conventions, CONVENTIONS).expect("write conventions");
+    let backend = format!("default={}", prom.url());
+    let s = Setup::start(&[
+        "--prometheus",
+        &backend,
+        "--conventions-file",
+        conventions.to_str().expect("utf-8 path"),
+        "--default-source",
+        "prometheus",
+    ])
+    .await;
+    prom.wait_for_data("sum(traces_span_metrics_calls_total)")
+        .await;
+    prom.wait_window_full(Duration::from_secs(10)).await;
+
+    let params = [
+        ("service", "payment-service"),
+        ("canary", "v2"),
+        ("baseline", "v1"),
+        ("window", "10s"),
+        ("convention", "otel-versioned"),
+    ];
+    let (status, a) = s.analysis(&params).await;
+    assert_eq!(status, 200, "{a}");
+    let num = |v: &serde_json::Value| v.as_f64().unwrap_or_else(|| panic!("{v}: {a}"));
+    for (side, errors, cum, total) in [
+        ("canary", 4.0 / 20.0, v2_cum, 20.0),
+        ("baseline", 2.0 / 100.0, v1_cum, 100.0),
+    ] {
+        let v = &a[side];
+        assert!(
+            (num(&v["errorRate"]) - errors).abs() < 1e-12,
+            "{side} error rate: {a}"
+        );
+        let want = quantile(0.95, cum, total);
+        assert!(
+            (num(&v["latency"]) - want).abs() < 1e-9,
+            "{side} p95 {want}: {a}"
+        );
+        let rps = num(&v["rps"]);
+        assert!(rps > 0.0, "{side} rps: {a}");
+        assert_eq!(v["count"], (rps * 10.0).round() as u64, "{side}: {a}");
+    }
+    assert!(
+        (num(&a["delta"]["latency"])
+            - (quantile(0.95, v2_cum, 20.0) - quantile(0.95, v1_cum, 100.0)))
+        .abs()
+            < 1e-9,
+        "{a}"
+    );
+    assert_eq!(a["inconclusive"], false, "{a}");
+
+    // The rate is Prometheus' own `rate()` over the version's calls: a direct query
+    // before and after the endpoint's (no scrape in between) agrees with it. Each try uses
+    // a new window, so the engine's cache cannot answer it.
+    let mut agreed = 0;
+    for w in 4..=9 {
+        let window = format!("{w}s");
+        let direct = format!(
+            "sum(rate(traces_span_metrics_calls_total{{service_name=\"payment-service\", service_version=\"v2\"}}[{window}]))"
+        );
+        let before = prom.query(&direct).await;
+        let mut p = params.to_vec();
+        p.retain(|(k, _)| *k != "window");
+        p.push(("window", &window));
+        let (status, b) = s.analysis(&p).await;
+        let after = prom.query(&direct).await;
+        assert_eq!(status, 200, "{b}");
+        if let (Some(before), true) = (before, before == after) {
+            let rps = b["canary"]["rps"].as_f64().expect("rps");
+            // Equal up to the order Prometheus sums the two status series in.
+            assert!(
+                (rps - before).abs() <= 1e-12 * before,
+                "{direct} = {before}: {b}"
+            );
+            assert_eq!(b["canary"]["count"], (rps * w as f64).round() as u64, "{b}");
+            agreed += 1;
+        }
+    }
+    assert!(agreed > 0, "no try without a scrape in between");
+
+    // `inconclusive` flips at minCount: the canary's count as minCount passes, one more
+    // does not (each answer judged on the count it reports).
+    let canary = a["canary"]["count"].as_u64().expect("count");
+    for (min, want) in [(canary, false), (canary + 1, true)] {
+        let min_s = min.to_string();
+        let mut p = params.to_vec();
+        p.push(("minCount", &min_s));
+        let (status, b) = s.analysis(&p).await;
+        assert_eq!(status, 200, "{b}");
+        let got = b["canary"]["count"].as_u64().expect("count");
+        assert_eq!(b["inconclusive"], got < min, "{b}");
+        if got == canary {
+            assert_eq!(b["inconclusive"], want, "minCount {min}: {b}");
+        }
+    }
+
+    // `signal: slo` over the same series: p95 ÷ 250 ms and 2 % ÷ 1 %, the larger wins;
+    // both queries are read together.
+    for (latency_objective, error_objective, want) in [
+        (
+            "250ms",
+            "1%",
+            (0.02 / 0.01_f64).max(quantile(0.95, v1_cum, 100.0) / 0.25),
+        ),
+        (
+            "100ms",
+            "10%",
+            (quantile(0.95, v1_cum, 100.0) / 0.1).max(0.02 / 0.1),
+        ),
+    ] {
+        let md: std::collections::HashMap<String, String> = [
+            ("signal", "slo"),
+            ("source", "prometheus"),
+            ("service", "payment-service"),
+            ("version", "v1"),
+            ("convention", "otel-versioned"),
+            ("window", "10s"),
+            ("latencyObjective", latency_objective),
+            ("errorRateObjective", error_objective),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let plan = s.engine.plan("shop", &md).expect("valid slo trigger");
+        let got = s.engine.evaluate(&plan).await.expect("a value").value;
+        assert!(
+            (got - want).abs() < 1e-9 * want,
+            "slo {latency_objective}/{error_objective}: {got}, want {want}"
+        );
+    }
+
+    // The built-in convention has no version label: 400 naming it.
+    let mut p = params.to_vec();
+    p.retain(|(k, _)| *k != "convention");
+    let (status, b) = s.analysis(&p).await;
+    assert_eq!(status, 400, "{b}");
+    assert_eq!(b["params"][0]["param"], "convention", "{b}");
+
+    // A failing backend is 503.
+    let mut prom = prom;
+    prom.stop();
+    let mut p = params.to_vec();
+    p.push(("quantile", "0.5"));
+    let (status, b) = s.analysis(&p).await;
+    assert_eq!(status, 503, "{b}");
+}

@@ -1,0 +1,148 @@
+//! An engine over a store on a manual clock (and any backends), behind the real admin
+//! router on loopback; SDK spans exported to the store's OTLP/gRPC receiver.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use clap::Parser as _;
+use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
+use opentelemetry::KeyValue;
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter as _};
+use opentelemetry_sdk::Resource;
+use slo_scaler::cli::{Cli, Command};
+use slo_scaler::scaler::{Board, BoardConfig, Engine};
+use slo_scaler::source::otlp::{grpc_server, grpc_service, ManualClock, Store, StoreConfig};
+use slo_scaler::telemetry::Metrics;
+use tonic::transport::server::TcpIncoming;
+
+use crate::harness::{t0, Collect, Planned};
+
+pub struct Setup {
+    pub engine: Arc<Engine>,
+    pub otlp: SocketAddr,
+    pub admin: String,
+}
+
+impl Setup {
+    /// `flags` are `serve` flags for the backends (`--prometheus default=URL`, …).
+    pub async fn start(flags: &[&str]) -> Setup {
+        let mut argv = vec!["slo-scaler", "serve"];
+        argv.extend_from_slice(flags);
+        let Command::Serve(args) = Cli::try_parse_from(argv).expect("valid flags").command else {
+            panic!("not serve");
+        };
+        let settings = args.backends.resolve(true).expect("valid settings");
+        let (registry, metrics) = Metrics::standalone();
+        let metrics = Arc::new(metrics);
+        // The store started ten minutes (its retention) before the spans' clock, so rates
+        // cover whole windows (the store counts no bucket from before it started).
+        let clock = Arc::new(ManualClock::new(t0() - Duration::from_secs(600)));
+        let store = Arc::new(
+            Store::with_clock(StoreConfig::default(), metrics.clone(), clock.clone())
+                .expect("default store config"),
+        );
+        clock.set(t0());
+        let engine = Arc::new(
+            slo_scaler::server::build_engine(&settings, metrics.clone(), Some(store.clone()))
+                .expect("engine"),
+        );
+
+        let incoming = TcpIncoming::bind(([127, 0, 0, 1], 0).into())
+            .expect("bind OTLP")
+            .with_nodelay(Some(true));
+        let otlp = incoming.local_addr().expect("OTLP address");
+        tokio::spawn(
+            grpc_server()
+                .add_service(grpc_service(store, metrics.clone()))
+                .serve_with_incoming(incoming),
+        );
+
+        let board = Arc::new(Board::new(
+            BoardConfig {
+                max_signals: 100,
+                idle_expiry: Duration::from_secs(600),
+            },
+            Default::default(),
+        ));
+        let router = slo_scaler::admin::router(
+            Arc::new(registry),
+            board,
+            metrics.clone(),
+            Arc::new(AtomicBool::new(true)),
+            engine.clone(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind admin");
+        let admin = format!("http://{}", listener.local_addr().expect("admin address"));
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Setup {
+            engine,
+            otlp,
+            admin,
+        }
+    }
+
+    /// `GET /api/v1/analysis?…` with `params` (URL-encoded by reqwest): status and JSON.
+    pub async fn analysis(&self, params: &[(&str, &str)]) -> (u16, serde_json::Value) {
+        let url =
+            reqwest::Url::parse_with_params(&format!("{}/api/v1/analysis", self.admin), params)
+                .expect("a URL");
+        let resp = reqwest::Client::new()
+            .get(url)
+            .send()
+            .await
+            .expect("admin request");
+        let status = resp.status().as_u16();
+        let body = resp.json().await.expect("a JSON body");
+        (status, body)
+    }
+
+    /// Makes `planned` server spans of `service` at `version` with the SDK tracer, ending
+    /// before the store clock, and exports them with the OTLP/gRPC exporter.
+    pub async fn send(&self, service: &str, version: &str, planned: &[Planned]) {
+        let resource = Resource::builder_empty()
+            .with_attributes([
+                KeyValue::new("service.name", service.to_string()),
+                KeyValue::new("service.version", version.to_string()),
+            ])
+            .build();
+        let collect = Collect::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(collect.clone())
+            .with_resource(resource.clone())
+            .build();
+        let tracer = provider.tracer("slo-scaler-analysis-tests");
+        let now: SystemTime = t0();
+        for p in planned {
+            let end = now - p.end_before_now;
+            let mut span = tracer
+                .span_builder("POST /pay")
+                .with_kind(SpanKind::Server)
+                .with_start_time(end - p.duration)
+                .start(&tracer);
+            if p.error {
+                span.set_status(Status::error("declined"));
+            }
+            span.end_with_timestamp(end);
+        }
+        provider.shutdown().expect("provider shutdown");
+        let mut spans = std::mem::take(&mut *collect.0.lock().expect("collector lock"));
+        assert_eq!(spans.len(), planned.len());
+        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(format!("http://{}", self.otlp))
+            .build()
+            .expect("exporter");
+        exporter.set_resource(&resource);
+        while !spans.is_empty() {
+            let rest = spans.split_off(spans.len().min(512));
+            exporter.export(spans).await.expect("export accepted");
+            spans = rest;
+        }
+    }
+}
+
+use opentelemetry_otlp::WithExportConfig as _;

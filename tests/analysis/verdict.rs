@@ -1,0 +1,87 @@
+//! The example AnalysisTemplate (deploy/examples/canary/) judging live answers of the
+//! endpoint: its `jsonPath` applied by the real `jsonpath-ng` and its conditions evaluated
+//! by scripts/deploy_checks/canary.py (`verdict`), in the venv scripts/check-deploy.sh
+//! creates (`.venv-test`).
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::plan;
+use crate::setup::Setup;
+
+/// What Argo Rollouts would make of `answer`: Successful, Failed, Inconclusive or Error.
+fn verdict(answer: &serde_json::Value) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv-test/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/check-deploy.sh once to create it",
+        python.display()
+    );
+    let mut child = Command::new(python)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .arg(root.join("scripts/deploy_checks/canary.py"))
+        .arg("verdict")
+        .arg(root.join("deploy/examples/canary"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python starts");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(answer.to_string().as_bytes())
+        .expect("write the answer");
+    let out = child.wait_with_output().expect("python ends");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_template_judges_live_answers() {
+    let s = Setup::start(&[]).await;
+    let window = Duration::from_secs(120);
+    // Baseline: median 100 ms, 1 % errors.
+    s.send("payment-service", "v1", &plan(2000, window, 100.0, 100))
+        .await;
+    // A good canary: the same latency, 2 % errors.
+    s.send("payment-service", "good", &plan(200, window, 100.0, 50))
+        .await;
+    // A bad canary: 10 % errors.
+    s.send("payment-service", "bad", &plan(200, window, 100.0, 10))
+        .await;
+    // A slow canary: p95 far more than 200 ms above the baseline's.
+    s.send("payment-service", "slow", &plan(200, window, 600.0, 1000))
+        .await;
+    // Too little traffic, whatever its numbers.
+    s.send("payment-service", "quiet", &plan(20, window, 900.0, 2))
+        .await;
+    // The parameters the example template sends.
+    for (canary, want) in [
+        ("good", "Successful"),
+        ("bad", "Failed"),
+        ("slow", "Failed"),
+        ("quiet", "Inconclusive"),
+    ] {
+        let (status, a) = s
+            .analysis(&[
+                ("service", "payment-service"),
+                ("canary", canary),
+                ("baseline", "v1"),
+                ("window", "2m"),
+                ("quantile", "0.95"),
+                ("minCount", "50"),
+            ])
+            .await;
+        assert_eq!(status, 200, "{a}");
+        assert_eq!(verdict(&a), want, "{canary}: {a}");
+    }
+}
