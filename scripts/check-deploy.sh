@@ -6,6 +6,7 @@
 #
 #   scripts/check-deploy.sh                # everything; fails without SLO_SCALER_BIN
 #   scripts/check-deploy.sh --static-only  # skip the live part on purpose
+#   scripts/check-deploy.sh --install-only # only fill the venv (the Rust tests use jsonpath-ng)
 #   SLO_SCALER_BIN=target/debug/slo-scaler scripts/check-deploy.sh
 #
 # Environment: SHARED_DIR (default ../shared), SLO_SCALER_BIN, DEPLOY_CHECK_WORKLOAD, PROMTOOL.
@@ -25,6 +26,8 @@ if ! "$venv/bin/python" -c 'import helm_python, kubernetes_validate, yaml, jsons
   echo "installing ${packages[*]} into $venv"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${packages[@]}"
 fi
+
+[ "${1:-}" = "--install-only" ] && exit 0
 
 promtool=${PROMTOOL:-/usr/bin/promtool}
 if [ ! -x "$promtool" ]; then

@@ -43,6 +43,9 @@ fi
 MOTO_SERVER=$(bash scripts/install-moto.sh)
 export MOTO_SERVER
 echo "moto server: $MOTO_SERVER"
+# The deploy checks' tools in the same venv; the canary analysis test runs the
+# AnalysisTemplate's conditions with its jsonpath-ng.
+bash scripts/check-deploy.sh --install-only
 
 step "format and lint"
 cargo fmt --check
