@@ -11,7 +11,6 @@ use clap::Args;
 use crate::config::BackendArgs;
 use crate::signal::hpa::desired_replicas;
 use crate::signal::MetricType;
-use crate::source::Sources;
 use crate::telemetry::Metrics;
 
 #[derive(Debug, Clone, Args)]
@@ -155,7 +154,7 @@ pub async fn run(args: CheckArgs) -> Result<String, String> {
     let mut out = String::new();
     let _ = writeln!(out, "signal       {} (source {})", t.kind, t.source());
     let _ = writeln!(out, "metric       {}", t.metric_name);
-    let _ = writeln!(out, "query        {}", Sources::describe(&plan.query));
+    let _ = writeln!(out, "query        {}", plan.describe());
     let _ = writeln!(
         out,
         "threshold    {} (activation above {})",

@@ -22,7 +22,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
 use super::engine::{EvalError, Evaluation, Plan, PlanError};
-use crate::source::Sources;
 use crate::trigger::{is_dns1123_label, is_dns1123_subdomain, Problem, TriggerError};
 
 /// How many samples of a signal's value the board keeps for sparklines.
@@ -280,7 +279,7 @@ impl Board {
             namespace: namespace.to_string(),
             name: name.to_string(),
             metadata: md.clone(),
-            query: Sources::describe(&plan.query),
+            query: plan.describe(),
             backend: plan.query.backend_label(),
             plan,
             asked_ms: AtomicU64::new(asked),

@@ -33,6 +33,21 @@ pub struct Plan {
     pub slo: Option<SloQueries>,
 }
 
+impl Plan {
+    /// What the plan sends, in one line: for `signal: slo`, each objective's query.
+    pub fn describe(&self) -> String {
+        match &self.slo {
+            Some(slo) => [&slo.latency, &slo.error_rate]
+                .into_iter()
+                .flatten()
+                .map(|(q, _)| Sources::describe(q))
+                .collect::<Vec<_>>()
+                .join(" | "),
+            None => Sources::describe(&self.query),
+        }
+    }
+}
+
 /// The queries of `signal: slo`, each with its objective: evaluated together, one value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SloQueries {
