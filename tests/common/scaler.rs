@@ -16,6 +16,12 @@ pub struct Scaler {
 
 /// Starts `slo-scaler serve` with `flags`, every address on a free loopback port.
 pub async fn start_server(flags: &[&str]) -> Server {
+    try_start_server(flags).await.expect("scaler starts")
+}
+
+/// As [`start_server`], returning the error when the server refuses to start.
+#[allow(dead_code)] // Not every suite that includes this module uses it.
+pub async fn try_start_server(flags: &[&str]) -> anyhow::Result<Server> {
     let mut argv = vec![
         "slo-scaler",
         "serve",
@@ -32,7 +38,7 @@ pub async fn start_server(flags: &[&str]) -> Server {
     let Command::Serve(args) = Cli::try_parse_from(argv).expect("valid flags").command else {
         panic!("not serve");
     };
-    Server::start(args).await.expect("scaler starts")
+    Server::start(args).await
 }
 
 impl Scaler {

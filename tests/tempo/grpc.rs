@@ -177,30 +177,7 @@ async fn a_lagging_tempo_is_served_stale_then_unavailable() {
 /// the engine's one rule refuses them by value, and NaN is no data.
 #[tokio::test(flavor = "multi_thread")]
 async fn values_keda_cannot_use_are_errors_from_tempo_too() {
-    let raw = |body: &'static str| Reply::Raw(body);
-    for (body, shown) in [
-        (r#"{"series":[{"labels":[],"value":"Infinity"}]}"#, "inf"),
-        (r#"{"series":[{"labels":[],"value":"-Infinity"}]}"#, "-inf"),
-        (r#"{"series":[{"labels":[],"value":-3}]}"#, "-3"),
-    ] {
-        let fake = FakeTempo::start([raw(body)]).await;
-        let mut scaler = scaler_for(&fake).await;
-        let r = so(
-            "raw",
-            &[
-                ("signal", "query"),
-                ("source", "tempo"),
-                ("query", "{ resource.service.name = \"a\" } | rate()"),
-                ("threshold", "1"),
-            ],
-        );
-        let err = metric(&mut scaler.client, &r).await.unwrap_err();
-        assert_eq!(err.code(), Code::OutOfRange, "{body}: {err:?}");
-        assert!(err.message().contains(shown), "{body}: {err:?}");
-    }
-    let fake = FakeTempo::start([raw(r#"{"series":[{"labels":[],"value":"NaN"}]}"#)]).await;
-    let mut scaler = scaler_for(&fake).await;
-    let r = so(
+    let raw = so(
         "raw",
         &[
             ("signal", "query"),
@@ -209,5 +186,18 @@ async fn values_keda_cannot_use_are_errors_from_tempo_too() {
             ("threshold", "1"),
         ],
     );
-    assert_eq!(metric(&mut scaler.client, &r).await.unwrap(), 0.0);
+    for (body, shown) in [
+        (r#"{"series":[{"labels":[],"value":"Infinity"}]}"#, "inf"),
+        (r#"{"series":[{"labels":[],"value":"-Infinity"}]}"#, "-inf"),
+        (r#"{"series":[{"labels":[],"value":-3}]}"#, "-3"),
+    ] {
+        let fake = FakeTempo::start([Reply::Raw(body)]).await;
+        let mut scaler = scaler_for(&fake).await;
+        let err = metric(&mut scaler.client, &raw).await.unwrap_err();
+        assert_eq!(err.code(), Code::OutOfRange, "{body}: {err:?}");
+        assert!(err.message().contains(shown), "{body}: {err:?}");
+    }
+    let fake = FakeTempo::start([Reply::Raw(r#"{"series":[{"labels":[],"value":"NaN"}]}"#)]).await;
+    let mut scaler = scaler_for(&fake).await;
+    assert_eq!(metric(&mut scaler.client, &raw).await.unwrap(), 0.0);
 }

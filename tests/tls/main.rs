@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 
-use common::scaler::{so, start_server};
+use common::scaler::{so, start_server, try_start_server as try_start};
 use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
 use slo_scaler::proto::external_scaler_client::ExternalScalerClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -211,27 +211,6 @@ async fn an_https_prometheus_is_trusted_through_the_configured_ca_bundle() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
     assert!(err.message().contains("prometheus/default"), "{err:?}");
-}
-
-/// Starts `slo-scaler serve` with `flags` on loopback ports; the error if it refuses.
-async fn try_start(flags: &[&str]) -> anyhow::Result<slo_scaler::server::Server> {
-    use clap::Parser as _;
-    let mut argv = vec!["slo-scaler", "serve"];
-    for a in [
-        "--grpc-addr",
-        "--admin-addr",
-        "--otlp-grpc-addr",
-        "--otlp-http-addr",
-    ] {
-        argv.extend([a, "127.0.0.1:0"]);
-    }
-    argv.extend_from_slice(flags);
-    let slo_scaler::cli::Command::Serve(args) =
-        slo_scaler::cli::Cli::try_parse_from(argv).unwrap().command
-    else {
-        unreachable!()
-    };
-    slo_scaler::server::Server::start(args).await
 }
 
 /// A policy keyed by namespace trusts a field the caller writes: the server refuses to
