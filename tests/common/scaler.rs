@@ -14,6 +14,18 @@ pub struct Scaler {
     pub admin: String,
 }
 
+/// Every listener of `serve` on a free loopback port.
+pub const LOOPBACK_ADDRS: [&str; 8] = [
+    "--grpc-addr",
+    "127.0.0.1:0",
+    "--admin-addr",
+    "127.0.0.1:0",
+    "--otlp-grpc-addr",
+    "127.0.0.1:0",
+    "--otlp-http-addr",
+    "127.0.0.1:0",
+];
+
 /// Starts `slo-scaler serve` with `flags`, every address on a free loopback port.
 pub async fn start_server(flags: &[&str]) -> Server {
     try_start_server(flags).await.expect("scaler starts")
@@ -22,18 +34,8 @@ pub async fn start_server(flags: &[&str]) -> Server {
 /// As [`start_server`], returning the error when the server refuses to start.
 #[allow(dead_code)] // Not every suite that includes this module uses it.
 pub async fn try_start_server(flags: &[&str]) -> anyhow::Result<Server> {
-    let mut argv = vec![
-        "slo-scaler",
-        "serve",
-        "--grpc-addr",
-        "127.0.0.1:0",
-        "--admin-addr",
-        "127.0.0.1:0",
-        "--otlp-grpc-addr",
-        "127.0.0.1:0",
-        "--otlp-http-addr",
-        "127.0.0.1:0",
-    ];
+    let mut argv = vec!["slo-scaler", "serve"];
+    argv.extend(LOOPBACK_ADDRS);
     argv.extend_from_slice(flags);
     let Command::Serve(args) = Cli::try_parse_from(argv).expect("valid flags").command else {
         panic!("not serve");

@@ -665,16 +665,9 @@ fn urls_with_passwords_are_refused_and_never_printed() {
     for flag in ["--tempo", "--prometheus"] {
         for log_format in ["json", "text"] {
             let out = std::process::Command::new(env!("CARGO_BIN_EXE_slo-scaler"))
+                .arg("serve")
+                .args(common::scaler::LOOPBACK_ADDRS)
                 .args([
-                    "serve",
-                    "--grpc-addr",
-                    "127.0.0.1:0",
-                    "--admin-addr",
-                    "127.0.0.1:0",
-                    "--otlp-grpc-addr",
-                    "127.0.0.1:0",
-                    "--otlp-http-addr",
-                    "127.0.0.1:0",
                     "--log-format",
                     log_format,
                     flag,

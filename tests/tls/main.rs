@@ -46,6 +46,40 @@ fn write(dir: &Path, name: &str, pem: &str) -> String {
     path.display().to_string()
 }
 
+/// A server CA and certificate, a client CA and KEDA's client certificate, as files.
+struct Pki {
+    _dir: tempfile::TempDir,
+    server_ca: Ca,
+    keda: (String, String),
+    cert_file: String,
+    key_file: String,
+    client_ca_file: String,
+}
+
+fn pki() -> Pki {
+    let dir = tempfile::tempdir().unwrap();
+    let server_ca = ca("slo-scaler test server CA");
+    let client_ca = ca("keda test client CA");
+    let (server_cert, server_key) = leaf(
+        &server_ca,
+        &["localhost", "127.0.0.1"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let keda = leaf(
+        &client_ca,
+        &["keda-operator"],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    Pki {
+        cert_file: write(dir.path(), "tls.crt", &server_cert),
+        key_file: write(dir.path(), "tls.key", &server_key),
+        client_ca_file: write(dir.path(), "client-ca.crt", &client_ca.pem),
+        _dir: dir,
+        server_ca,
+        keda,
+    }
+}
+
 /// Connects over TLS, trusting `ca_pem`, presenting `identity` if given, and asks for a spec.
 async fn ask(
     addr: std::net::SocketAddr,
@@ -92,28 +126,20 @@ async fn ask_for(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_and_client_certificates() {
-    let dir = tempfile::tempdir().unwrap();
-    let server_ca = ca("slo-scaler test server CA");
-    let client_ca = ca("keda test client CA");
+    let Pki {
+        _dir,
+        server_ca,
+        keda,
+        cert_file,
+        key_file,
+        client_ca_file,
+    } = pki();
     let rogue_ca = ca("someone else");
-    let (server_cert, server_key) = leaf(
-        &server_ca,
-        &["localhost", "127.0.0.1"],
-        ExtendedKeyUsagePurpose::ServerAuth,
-    );
-    let keda = leaf(
-        &client_ca,
-        &["keda-operator"],
-        ExtendedKeyUsagePurpose::ClientAuth,
-    );
     let rogue = leaf(
         &rogue_ca,
         &["keda-operator"],
         ExtendedKeyUsagePurpose::ClientAuth,
     );
-    let cert_file = write(dir.path(), "tls.crt", &server_cert);
-    let key_file = write(dir.path(), "tls.key", &server_key);
-    let client_ca_file = write(dir.path(), "client-ca.crt", &client_ca.pem);
 
     // TLS only: any client that trusts the server's CA gets in; plaintext does not.
     let server = start_server(&["--tls-cert-file", &cert_file, "--tls-key-file", &key_file]).await;
@@ -264,22 +290,14 @@ async fn namespace_policies_need_authenticated_callers() {
             .unwrap();
     }
 
-    let dir = tempfile::tempdir().unwrap();
-    let server_ca = ca("slo-scaler test server CA");
-    let client_ca = ca("keda test client CA");
-    let (server_cert, server_key) = leaf(
-        &server_ca,
-        &["localhost", "127.0.0.1"],
-        ExtendedKeyUsagePurpose::ServerAuth,
-    );
-    let keda = leaf(
-        &client_ca,
-        &["keda-operator"],
-        ExtendedKeyUsagePurpose::ClientAuth,
-    );
-    let cert_file = write(dir.path(), "tls.crt", &server_cert);
-    let key_file = write(dir.path(), "tls.key", &server_key);
-    let client_ca_file = write(dir.path(), "client-ca.crt", &client_ca.pem);
+    let Pki {
+        _dir,
+        server_ca,
+        keda,
+        cert_file,
+        key_file,
+        client_ca_file,
+    } = pki();
     let server = try_start(&[
         "--tempo",
         "default=http://127.0.0.1:9",
