@@ -1,0 +1,1360 @@
+//! A KEDA-shaped load on the real scaler: the release binary (`slo-scaler serve`, spawned
+//! on loopback ports so its RSS and its threads are its own), N ScaledObjects polled the
+//! way KEDA and the HPA poll them, OTLP spans arriving at a set rate, a Prometheus fake
+//! that counts what it is asked; then saturation throughput next to two baselines.
+//!
+//! Run: `cargo bench --bench keda_load -- [--duration 60s] [--scaled-objects 1500]
+//! [--spans-per-second 200000] [--polling-interval 30s] [--connections 1] [--json]`.
+//! `--write-h2load-bodies DIR` writes the request bodies `scripts/h2load-bench.sh` sends;
+//! `--probe ADDR` makes one real-client call of those requests and prints the answers.
+//!
+//! KEDA's shape, from KEDA's own code (kedacore/keda, `pkg/scalers/external_scaler.go`):
+//! `getClientForConnectionPool` keeps one `grpc.ClientConn` per scaler address (and TLS
+//! settings) in `connectionPool`, shared by every ScaledObject, so one HTTP/2 connection
+//! carries every call (`--connections` defaults to 1); `GetMetricsAndActivity` sends
+//! `GetMetrics` then `IsActive` on it. The scale loop (`pkg/scaling/scale_handler.go`,
+//! `checkScalers` → `getScalerState`) asks the metric spec, then `GetMetricsAndActivity`,
+//! every `pollingInterval`; the HPA's sync (every 15 s) reaches the same
+//! `GetMetricsAndActivity` through `GetScaledObjectMetrics`. Each ScaledObject therefore
+//! runs GetMetricSpec → GetMetrics → IsActive every `pollingInterval` and again every 15 s,
+//! at a random phase, as KEDA's goroutine per ScaledObject and the HPA's sync would.
+//!
+//! KEDA's built-in prometheus scaler (`pkg/scalers/prometheus_scaler.go`) runs one query
+//! (`ExecutePromQuery`) per `GetMetricsAndActivity`, with no cache: the comparison in (c)
+//! counts that for the same ScaledObjects and the same calls.
+
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, Bytes};
+use futures::{Stream, StreamExt};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{
+    ResourceSpans, ScopeSpans, Span, Status as SpanStatus,
+};
+use prost::Message;
+use slo_scaler::proto::external_scaler_client::ExternalScalerClient;
+use slo_scaler::proto::external_scaler_server::{ExternalScaler, ExternalScalerServer};
+use slo_scaler::proto::{
+    GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, MetricSpec,
+    MetricValue, ScaledObjectRef,
+};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::transport::Channel;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+/// Spans per OTLP request, as the SDK batch processor sends them by default.
+const SPANS_PER_REQUEST: usize = 512;
+/// Services whose spans arrive (and that the otlp ScaledObjects name).
+const SERVICES: usize = 50;
+/// OTLP connections of the span sender, and its requests in flight at most.
+const OTLP_CONNECTIONS: usize = 4;
+const OTLP_IN_FLIGHT: usize = 16;
+/// The HPA controller's sync period (`--horizontal-pod-autoscaler-sync-period`).
+const HPA_SYNC: Duration = Duration::from_secs(15);
+/// Saturation: connections × concurrent calls per connection (as h2load's `-c 8 -m 16`).
+const SAT_CONNECTIONS: usize = 8;
+const SAT_STREAMS: usize = 16;
+/// The scaler's `--cache-ttl` in this run.
+const CACHE_TTL: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+struct Args {
+    duration: Duration,
+    scaled_objects: usize,
+    spans_per_second: u64,
+    polling_interval: Duration,
+    connections: usize,
+    flood: Duration,
+    saturation_round: Duration,
+    rounds: usize,
+    json: bool,
+    write_bodies: Option<PathBuf>,
+    probe: Option<String>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        duration: Duration::from_secs(60),
+        scaled_objects: 1_500,
+        spans_per_second: 200_000,
+        polling_interval: Duration::from_secs(30),
+        connections: 1,
+        flood: Duration::from_secs(10),
+        saturation_round: Duration::from_secs(3),
+        rounds: 3,
+        json: false,
+        write_bodies: None,
+        probe: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        let duration = |v: String| {
+            humantime::parse_duration(&v).map_err(|e| format!("bad duration {v:?}: {e}"))
+        };
+        let number = |v: String| {
+            v.parse::<u64>()
+                .map_err(|e| format!("bad number {v:?}: {e}"))
+        };
+        match flag.as_str() {
+            // Cargo passes `--bench` to every bench binary.
+            "--bench" => {}
+            "--duration" => args.duration = duration(value("--duration")?)?,
+            "--scaled-objects" => {
+                args.scaled_objects = number(value("--scaled-objects")?)? as usize
+            }
+            "--spans-per-second" => args.spans_per_second = number(value("--spans-per-second")?)?,
+            "--polling-interval" => args.polling_interval = duration(value("--polling-interval")?)?,
+            "--connections" => args.connections = number(value("--connections")?)?.max(1) as usize,
+            "--flood" => args.flood = duration(value("--flood")?)?,
+            "--saturation-round" => args.saturation_round = duration(value("--saturation-round")?)?,
+            "--rounds" => args.rounds = number(value("--rounds")?)?.max(1) as usize,
+            "--json" => args.json = true,
+            "--write-h2load-bodies" => {
+                args.write_bodies = Some(PathBuf::from(value("--write-h2load-bodies")?))
+            }
+            "--probe" => args.probe = Some(value("--probe")?),
+            other => return Err(format!("unknown flag {other:?}")),
+        }
+    }
+    if args.scaled_objects == 0 {
+        return Err("--scaled-objects must be at least 1".into());
+    }
+    Ok(args)
+}
+
+// ---------------------------------------------------------------------------------------
+// Workload: ScaledObjects and spans.
+
+fn so(namespace: &str, name: &str, md: &[(&str, String)]) -> ScaledObjectRef {
+    ScaledObjectRef {
+        name: name.to_string(),
+        namespace: namespace.to_string(),
+        scaler_metadata: md.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+    }
+}
+
+/// Which source a ScaledObject reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Otlp,
+    Prometheus,
+}
+
+/// The i-th ScaledObject: a third each of otlp latency, otlp rps / errorRate, and
+/// prometheus (latency, rps, errorRate in turn), over `SERVICES` services, with
+/// thresholds that differ so no two share metadata.
+fn scaled_object(i: usize) -> (Kind, ScaledObjectRef) {
+    let service = format!("svc-{}", i % SERVICES);
+    let namespace = format!("team-{}", i % 20);
+    let name = format!("so-{i}");
+    let (kind, md): (Kind, Vec<(&str, String)>) = match i % 6 {
+        0 | 1 => (
+            Kind::Otlp,
+            vec![
+                ("signal", "latency".into()),
+                ("source", "otlp".into()),
+                ("service", service),
+                ("quantile", if i % 2 == 0 { "p95" } else { "p99" }.into()),
+                ("window", "60s".into()),
+                ("threshold", format!("{}ms", 200 + i % 300)),
+            ],
+        ),
+        2 => (
+            Kind::Otlp,
+            vec![
+                ("signal", "rps".into()),
+                ("source", "otlp".into()),
+                ("service", service),
+                ("threshold", format!("{}", 50 + i % 100)),
+            ],
+        ),
+        3 => (
+            Kind::Otlp,
+            vec![
+                ("signal", "errorRate".into()),
+                ("source", "otlp".into()),
+                ("service", service),
+                ("threshold", format!("{}%", 1 + i % 9)),
+            ],
+        ),
+        4 => (
+            Kind::Prometheus,
+            vec![
+                ("signal", "latency".into()),
+                ("source", "prometheus".into()),
+                ("service", service),
+                ("quantile", "p95".into()),
+                ("threshold", format!("{}ms", 200 + i % 300)),
+            ],
+        ),
+        _ => (
+            Kind::Prometheus,
+            vec![
+                (
+                    "signal",
+                    if i % 12 == 5 { "rps" } else { "errorRate" }.into(),
+                ),
+                ("source", "prometheus".into()),
+                ("service", service),
+                (
+                    "threshold",
+                    if i % 12 == 5 {
+                        "100".into()
+                    } else {
+                        format!("{}%", 1 + i % 9)
+                    },
+                ),
+            ],
+        ),
+    };
+    (kind, so(&namespace, &name, &md))
+}
+
+fn attr(key: &str, value: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..KeyValue::default()
+    }
+}
+
+fn text(s: &str) -> any_value::Value {
+    any_value::Value::StringValue(s.to_string())
+}
+
+/// A deterministic pseudo-random sequence (SplitMix64).
+fn splitmix(seed: &mut u64) -> u64 {
+    *seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *seed;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn unix_ns(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// One export of `spans` server spans of `service`: HTTP attributes, latencies 1 ms –
+/// 1 s, 2 % errors, ending within the second before `now_ns`.
+fn spans_request(
+    service: &str,
+    spans: usize,
+    now_ns: u64,
+    seed: &mut u64,
+) -> ExportTraceServiceRequest {
+    let spans = (0..spans)
+        .map(|i| {
+            let r = splitmix(seed);
+            let duration = 1_000_000u64 << (r % 10);
+            let duration = duration + (r >> 40) % duration;
+            let end = now_ns - (r >> 20) % 1_000_000_000;
+            let error = r.is_multiple_of(50);
+            Span {
+                trace_id: splitmix(seed).to_be_bytes().repeat(2),
+                span_id: splitmix(seed).to_be_bytes().to_vec(),
+                parent_span_id: splitmix(seed).to_be_bytes().to_vec(),
+                name: "GET /api/orders/{id}".to_string(),
+                kind: 2,
+                start_time_unix_nano: end - duration,
+                end_time_unix_nano: end,
+                attributes: vec![
+                    attr("http.request.method", text("GET")),
+                    attr("http.route", text("/api/orders/{id}")),
+                    attr("url.path", text(&format!("/api/orders/{}", 1000 + i))),
+                    attr(
+                        "http.response.status_code",
+                        any_value::Value::IntValue(if error { 500 } else { 200 }),
+                    ),
+                ],
+                status: Some(SpanStatus {
+                    code: if error { 2 } else { 0 },
+                    ..SpanStatus::default()
+                }),
+                ..Span::default()
+            }
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    attr("service.name", text(service)),
+                    attr("k8s.namespace.name", text("shop")),
+                ],
+                ..Resource::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..ScopeSpans::default()
+            }],
+            ..ResourceSpans::default()
+        }],
+    }
+}
+
+/// One pre-encoded request per service, ending now.
+fn span_bodies() -> Vec<Bytes> {
+    let now = unix_ns(SystemTime::now());
+    let mut seed = now;
+    (0..SERVICES)
+        .map(|s| {
+            Bytes::from(
+                spans_request(&format!("svc-{s}"), SPANS_PER_REQUEST, now, &mut seed)
+                    .encode_to_vec(),
+            )
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw OTLP/gRPC export: the client sends bytes, so the figure is the receiver's.
+
+#[derive(Debug, Clone, Copy)]
+struct RawCodec;
+struct RawEncoder;
+struct ResponseDecoder;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = ExportTraceServiceResponse;
+    type Encoder = RawEncoder;
+    type Decoder = ResponseDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> ResponseDecoder {
+        ResponseDecoder
+    }
+}
+
+impl Encoder for RawEncoder {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for ResponseDecoder {
+    type Item = ExportTraceServiceResponse;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, tonic::Status> {
+        ExportTraceServiceResponse::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+/// One export; whether every span was accepted.
+async fn export(channel: Channel, body: Bytes) -> bool {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    if grpc.ready().await.is_err() {
+        return false;
+    }
+    let path = http::uri::PathAndQuery::from_static(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    );
+    grpc.unary(tonic::Request::new(body), path, RawCodec)
+        .await
+        .is_ok_and(|r| r.into_inner().partial_success.is_none())
+}
+
+// ---------------------------------------------------------------------------------------
+// The Prometheus fake and the bare tonic service.
+
+/// Answers every instant query with one sample, instantly, and counts the queries.
+async fn fake_prometheus(counter: Arc<AtomicU64>) -> SocketAddr {
+    use axum::routing::any;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let app = axum::Router::new().route(
+        "/api/v1/query",
+        any(move || {
+            let counter = Arc::clone(&counter);
+            async move {
+                counter.fetch_add(1, Ordering::Relaxed);
+                (
+                    [("content-type", "application/json")],
+                    r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1724240000.123,"0.25"]}]}}"#,
+                )
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + Send>>;
+
+/// The baseline: an ExternalScaler that answers a fixed value and does nothing else.
+struct Bare;
+
+#[tonic::async_trait]
+impl ExternalScaler for Bare {
+    async fn is_active(
+        &self,
+        _: tonic::Request<ScaledObjectRef>,
+    ) -> Result<tonic::Response<IsActiveResponse>, tonic::Status> {
+        Ok(tonic::Response::new(IsActiveResponse { result: true }))
+    }
+    type StreamIsActiveStream = BoxStream<IsActiveResponse>;
+    async fn stream_is_active(
+        &self,
+        _: tonic::Request<ScaledObjectRef>,
+    ) -> Result<tonic::Response<Self::StreamIsActiveStream>, tonic::Status> {
+        Ok(tonic::Response::new(Box::pin(futures::stream::empty())))
+    }
+    async fn get_metric_spec(
+        &self,
+        _: tonic::Request<ScaledObjectRef>,
+    ) -> Result<tonic::Response<GetMetricSpecResponse>, tonic::Status> {
+        Ok(tonic::Response::new(GetMetricSpecResponse {
+            metric_specs: vec![MetricSpec {
+                metric_name: "bare".into(),
+                target_size_float: 1.0,
+                ..MetricSpec::default()
+            }],
+        }))
+    }
+    async fn get_metrics(
+        &self,
+        request: tonic::Request<GetMetricsRequest>,
+    ) -> Result<tonic::Response<GetMetricsResponse>, tonic::Status> {
+        Ok(tonic::Response::new(GetMetricsResponse {
+            metric_values: vec![MetricValue {
+                metric_name: request.into_inner().metric_name,
+                metric_value_float: 0.25,
+                ..MetricValue::default()
+            }],
+        }))
+    }
+    type StreamMetricSpecStream = BoxStream<GetMetricSpecResponse>;
+    async fn stream_metric_spec(
+        &self,
+        _: tonic::Request<ScaledObjectRef>,
+    ) -> Result<tonic::Response<Self::StreamMetricSpecStream>, tonic::Status> {
+        Ok(tonic::Response::new(Box::pin(futures::stream::empty())))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The scaler process.
+
+fn free_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("address")
+}
+
+/// `slo-scaler serve` (the release binary) on loopback ports, killed on drop.
+struct Scaler {
+    child: Child,
+    grpc: SocketAddr,
+    admin: SocketAddr,
+    otlp_grpc: SocketAddr,
+}
+
+impl Drop for Scaler {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Scaler {
+    async fn start(prometheus: SocketAddr, max_signals: usize) -> Scaler {
+        let (grpc, admin, otlp_grpc, otlp_http) =
+            (free_port(), free_port(), free_port(), free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_slo-scaler"))
+            .args([
+                "serve",
+                "--grpc-addr",
+                &grpc.to_string(),
+                "--admin-addr",
+                &admin.to_string(),
+                "--otlp-grpc-addr",
+                &otlp_grpc.to_string(),
+                "--otlp-http-addr",
+                &otlp_http.to_string(),
+                "--prometheus",
+                &format!("default=http://{prometheus}"),
+                "--cache-ttl",
+                &format!("{}s", CACHE_TTL.as_secs()),
+                "--max-signals",
+                &(max_signals + 100).max(5_000).to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn slo-scaler (the release binary)");
+        let scaler = Scaler {
+            child,
+            grpc,
+            admin,
+            otlp_grpc,
+        };
+        let client = reqwest::Client::new();
+        for _ in 0..600 {
+            let url = format!("http://{}/readyz", scaler.admin);
+            if matches!(client.get(&url).send().await, Ok(r) if r.status().is_success()) {
+                return scaler;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("slo-scaler did not become ready");
+    }
+
+    /// Resident memory now (`VmRSS` of `/proc/PID/status`), in bytes.
+    fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the scaler is running");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmRSS in /proc/PID/status")
+            * 1024
+    }
+
+    /// The sum of every sample of `family` whose labels contain all of `labels`.
+    async fn metric(&self, family: &str, labels: &[&str]) -> f64 {
+        let text = reqwest::get(format!("http://{}/metrics", self.admin))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("/metrics body");
+        text.lines()
+            .filter(|l| l.starts_with(family) && l[family.len()..].starts_with('{'))
+            .filter(|l| labels.iter().all(|want| l.contains(want)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+async fn connect(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .expect("connect")
+}
+
+// ---------------------------------------------------------------------------------------
+// Measurements.
+
+/// Latencies (ns) per phase, and RPC failures by method.
+#[derive(Default)]
+struct Record {
+    latencies: Mutex<Vec<Vec<u64>>>,
+    /// "phase method: code" → (count, the first message).
+    failures: Mutex<HashMap<String, (u64, String)>>,
+    calls: AtomicU64,
+}
+
+impl Record {
+    fn latency(&self, phase: usize, d: Duration) {
+        let mut l = self.latencies.lock().unwrap_or_else(|e| e.into_inner());
+        if l.len() <= phase {
+            l.resize(phase + 1, Vec::new());
+        }
+        l[phase].push(d.as_nanos() as u64);
+    }
+
+    fn failure(&self, phase: usize, what: &str, status: &tonic::Status) {
+        let key = format!("{} {what}: {:?}", PHASES[phase.min(3)], status.code());
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_insert_with(|| (0, status.message().to_string()))
+            .0 += 1;
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+struct Percentiles {
+    count: usize,
+    p50_us: f64,
+    p99_us: f64,
+    p999_us: f64,
+    max_us: f64,
+}
+
+fn percentiles(mut ns: Vec<u64>) -> Percentiles {
+    if ns.is_empty() {
+        return Percentiles::default();
+    }
+    ns.sort_unstable();
+    let at = |q: f64| ns[((ns.len() - 1) as f64 * q).round() as usize] as f64 / 1e3;
+    Percentiles {
+        count: ns.len(),
+        p50_us: at(0.5),
+        p99_us: at(0.99),
+        p999_us: at(0.999),
+        max_us: at(1.0),
+    }
+}
+
+/// The phases of a run, as failures name them.
+const PHASES: [&str; 4] = ["planning", "keda-shaped", "flood", "after"];
+
+/// One KEDA cycle for a ScaledObject: GetMetricSpec → GetMetrics → IsActive.
+async fn keda_cycle(
+    client: &mut ExternalScalerClient<Channel>,
+    so: &ScaledObjectRef,
+    record: &Record,
+    phase: usize,
+) {
+    let spec = match client.get_metric_spec(so.clone()).await {
+        Ok(r) => r.into_inner(),
+        Err(e) => return record.failure(phase, "GetMetricSpec", &e),
+    };
+    let Some(metric_name) = spec.metric_specs.first().map(|m| m.metric_name.clone()) else {
+        return;
+    };
+    let started = Instant::now();
+    let answer = client
+        .get_metrics(GetMetricsRequest {
+            scaled_object_ref: Some(so.clone()),
+            metric_name,
+        })
+        .await;
+    record.latency(phase, started.elapsed());
+    record.calls.fetch_add(1, Ordering::Relaxed);
+    if let Err(e) = answer {
+        record.failure(phase, "GetMetrics", &e);
+    }
+    if let Err(e) = client.is_active(so.clone()).await {
+        record.failure(phase, "IsActive", &e);
+    }
+}
+
+/// Calls `call` from `SAT_CONNECTIONS × SAT_STREAMS` loops for `how_long`; calls per
+/// second answered OK, and the failures.
+async fn saturate<F, Fut>(channels: &[Channel], how_long: Duration, call: F) -> (f64, u64)
+where
+    F: Fn(Channel) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + how_long;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for channel in channels {
+        for _ in 0..SAT_STREAMS {
+            let (channel, call) = (channel.clone(), call.clone());
+            let (ok, failed) = (Arc::clone(&ok), Arc::clone(&failed));
+            tasks.push(tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    if call(channel.clone()).await {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    (
+        ok.load(Ordering::Relaxed) as f64 / elapsed,
+        failed.load(Ordering::Relaxed),
+    )
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+// ---------------------------------------------------------------------------------------
+// The span sender.
+
+/// Sends spans at `rate` spans/s (0: as fast as the receiver takes them, `OTLP_IN_FLIGHT`
+/// at a time) over `OTLP_CONNECTIONS` connections; counts accepted and refused spans.
+struct Sender {
+    rate: AtomicU64,
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    behind: AtomicU64,
+    stop: AtomicBool,
+    bodies: RwLock<Arc<Vec<Bytes>>>,
+}
+
+impl Sender {
+    fn run(self: Arc<Self>, channels: Vec<Channel>) -> std::thread::JoinHandle<()> {
+        std::thread::Builder::new()
+            .name("span-sender".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                    .expect("sender runtime");
+                rt.block_on(self.send(channels));
+            })
+            .expect("sender thread")
+    }
+
+    async fn send(self: Arc<Self>, channels: Vec<Channel>) {
+        let permits = Arc::new(tokio::sync::Semaphore::new(OTLP_IN_FLIGHT));
+        let mut tick = tokio::time::interval(Duration::from_millis(5));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let (mut sent, mut n) = (0u64, 0usize);
+        let mut rate_since = (0u64, Instant::now(), 0u64);
+        let mut refreshed = Instant::now();
+        while !self.stop.load(Ordering::Relaxed) {
+            let rate = self.rate.load(Ordering::Relaxed);
+            if rate != rate_since.0 {
+                rate_since = (rate, Instant::now(), sent);
+            }
+            // Fresh timestamps every few seconds: the signals read recent windows.
+            if refreshed.elapsed() > Duration::from_secs(5) {
+                let fresh = tokio::task::spawn_blocking(span_bodies)
+                    .await
+                    .expect("bodies");
+                *self.bodies.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+                refreshed = Instant::now();
+            }
+            let due = if rate == 0 {
+                u64::MAX
+            } else {
+                let since = rate_since.1.elapsed().as_secs_f64();
+                rate_since.2 + (since * rate as f64 / SPANS_PER_REQUEST as f64) as u64
+            };
+            let bodies = Arc::clone(&self.bodies.read().unwrap_or_else(|e| e.into_inner()));
+            while sent < due {
+                let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                    if rate != 0 {
+                        // Behind schedule: counted, and the schedule moves on.
+                        self.behind.fetch_add(due - sent, Ordering::Relaxed);
+                        sent = due;
+                    }
+                    break;
+                };
+                let channel = channels[n % channels.len()].clone();
+                let body = bodies[n % bodies.len()].clone();
+                n += 1;
+                sent += 1;
+                let me = Arc::clone(&self);
+                tokio::spawn(async move {
+                    if export(channel, body).await {
+                        me.accepted
+                            .fetch_add(SPANS_PER_REQUEST as u64, Ordering::Relaxed);
+                    } else {
+                        me.refused
+                            .fetch_add(SPANS_PER_REQUEST as u64, Ordering::Relaxed);
+                    }
+                    drop(permit);
+                });
+            }
+            if rate == 0 {
+                let _ = Arc::clone(&permits).acquire_owned().await.map(drop);
+            } else {
+                tick.tick().await;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// h2load bodies and the probe.
+
+/// The ScaledObject whose cache-hit GetMetrics h2load sends: the embedded store's p95 of
+/// `h2load-svc` over 5 minutes (the spans `spans.pb` holds).
+fn h2load_so() -> ScaledObjectRef {
+    so(
+        "shop",
+        "h2load",
+        &[
+            ("signal", "latency".into()),
+            ("source", "otlp".into()),
+            ("service", "h2load-svc".into()),
+            ("quantile", "p95".into()),
+            ("window", "5m".into()),
+            ("threshold", "300ms".into()),
+            ("metricName", H2LOAD_METRIC.into()),
+        ],
+    )
+}
+
+/// The metric name the h2load ScaledObject sets (`metricName`), so its request is fixed.
+const H2LOAD_METRIC: &str = "h2load-p95";
+
+/// gRPC framing: flag 0 (no compression), 4-byte big-endian length, the message.
+fn grpc_frame(message: &impl Message) -> Vec<u8> {
+    let body = message.encode_to_vec();
+    let mut out = Vec::with_capacity(5 + body.len());
+    out.push(0);
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+fn h2load_get_metrics() -> GetMetricsRequest {
+    GetMetricsRequest {
+        scaled_object_ref: Some(h2load_so()),
+        metric_name: H2LOAD_METRIC.to_string(),
+    }
+}
+
+fn write_bodies(dir: &std::path::Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let write = |name: &str, bytes: &[u8]| {
+        std::fs::write(dir.join(name), bytes)
+            .map_err(|e| format!("cannot write {}: {e}", dir.join(name).display()))
+    };
+    write("get_metrics.bin", &grpc_frame(&h2load_get_metrics()))?;
+    write(
+        "health_check.bin",
+        &grpc_frame(&HealthCheckRequest {
+            service: String::new(),
+        }),
+    )?;
+    let mut seed = 7;
+    let now = unix_ns(SystemTime::now());
+    write(
+        "spans.pb",
+        &spans_request("h2load-svc", 2_000, now, &mut seed).encode_to_vec(),
+    )?;
+    println!(
+        "wrote get_metrics.bin, health_check.bin, spans.pb to {}",
+        dir.display()
+    );
+    Ok(())
+}
+
+/// One real-client call of each h2load request: prints the answers, fails on an error.
+async fn probe(addr: &str) -> Result<(), String> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    let mut scaler = ExternalScalerClient::new(channel.clone());
+    let spec = scaler
+        .get_metric_spec(h2load_so())
+        .await
+        .map_err(|e| format!("GetMetricSpec: {e}"))?
+        .into_inner();
+    let answer = scaler
+        .get_metrics(h2load_get_metrics())
+        .await
+        .map_err(|e| format!("GetMetrics: {e}"))?
+        .into_inner();
+    let health = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .map_err(|e| format!("Health/Check: {e}"))?
+        .into_inner();
+    println!(
+        "probe: GetMetricSpec {:?}; GetMetrics OK {:?}; Health/Check OK status {}",
+        spec.metric_specs
+            .iter()
+            .map(|m| (&m.metric_name, m.target_size_float))
+            .collect::<Vec<_>>(),
+        answer
+            .metric_values
+            .iter()
+            .map(|m| (&m.metric_name, m.metric_value_float))
+            .collect::<Vec<_>>(),
+        health.status
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// The run.
+
+#[derive(Debug, Default, serde::Serialize)]
+struct Report {
+    nproc: usize,
+    cpu_model: String,
+    load_before: String,
+    load_after: String,
+    scaled_objects: usize,
+    otlp_scaled_objects: usize,
+    prometheus_scaled_objects: usize,
+    polling_interval_s: f64,
+    duration_s: f64,
+    connections: usize,
+    // (a)
+    sat_get_metrics_rps: Vec<f64>,
+    sat_health_rps: Vec<f64>,
+    sat_bare_rps: Vec<f64>,
+    sat_failures: u64,
+    ratio_vs_health: f64,
+    ratio_vs_bare: f64,
+    // (b)
+    get_metrics_keda_rate: Percentiles,
+    keda_calls_per_second: f64,
+    get_metrics_flood: Percentiles,
+    failures: HashMap<String, (u64, String)>,
+    // (c)
+    fake_queries: u64,
+    backend_requests_metric: f64,
+    calls_per_ttl: f64,
+    keda_builtin_per_ttl: f64,
+    // (d)
+    spans_offered_per_second: u64,
+    spans_accepted_per_second: f64,
+    spans_refused: u64,
+    spans_sender_behind: u64,
+    spans_flood_accepted_per_second: f64,
+    // (e)
+    rss_before: u64,
+    rss_after_planning: u64,
+    bytes_per_scaled_object: f64,
+    rss_end: u64,
+}
+
+fn uptime() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_default()
+}
+
+async fn run(args: Args) -> Report {
+    let mut report = Report {
+        nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cpu_model: cpu_model(),
+        load_before: uptime(),
+        scaled_objects: args.scaled_objects,
+        polling_interval_s: args.polling_interval.as_secs_f64(),
+        duration_s: args.duration.as_secs_f64(),
+        connections: args.connections,
+        spans_offered_per_second: args.spans_per_second,
+        ..Report::default()
+    };
+    let queries = Arc::new(AtomicU64::new(0));
+    let prometheus = fake_prometheus(Arc::clone(&queries)).await;
+    let scaler = Scaler::start(prometheus, args.scaled_objects).await;
+    eprintln!("scaler pid {} on {}", scaler.child.id(), scaler.grpc);
+
+    // Every service has spans before the baseline RSS, so the store's series exist.
+    let otlp_channels = {
+        let mut v = Vec::new();
+        for _ in 0..OTLP_CONNECTIONS {
+            v.push(connect(scaler.otlp_grpc).await);
+        }
+        v
+    };
+    let bodies = span_bodies();
+    for (i, body) in bodies.iter().enumerate() {
+        assert!(
+            export(otlp_channels[i % OTLP_CONNECTIONS].clone(), body.clone()).await,
+            "warm-up spans accepted"
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    report.rss_before = scaler.rss();
+
+    // (e) Plan every ScaledObject: one KEDA cycle each, 32 at a time.
+    let channels = {
+        let mut v = Vec::new();
+        for _ in 0..args.connections {
+            v.push(connect(scaler.grpc).await);
+        }
+        v
+    };
+    let sos: Vec<(Kind, ScaledObjectRef)> = (0..args.scaled_objects).map(scaled_object).collect();
+    report.otlp_scaled_objects = sos.iter().filter(|(k, _)| *k == Kind::Otlp).count();
+    report.prometheus_scaled_objects = sos.len() - report.otlp_scaled_objects;
+    let record = Arc::new(Record::default());
+    futures::stream::iter(sos.iter().enumerate())
+        .for_each_concurrent(32, |(i, (_, so))| {
+            let mut client = ExternalScalerClient::new(channels[i % channels.len()].clone());
+            let record = Arc::clone(&record);
+            async move { keda_cycle(&mut client, so, &record, 0).await }
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    report.rss_after_planning = scaler.rss();
+    report.bytes_per_scaled_object =
+        report.rss_after_planning.saturating_sub(report.rss_before) as f64 / sos.len() as f64;
+    eprintln!(
+        "planned {} ScaledObjects: RSS {} → {} KiB",
+        sos.len(),
+        report.rss_before / 1024,
+        report.rss_after_planning / 1024
+    );
+
+    // (b), (c), (d): the KEDA-shaped phase while spans arrive at the set rate.
+    let sender = Arc::new(Sender {
+        rate: AtomicU64::new(args.spans_per_second),
+        accepted: AtomicU64::new(0),
+        refused: AtomicU64::new(0),
+        behind: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+        bodies: RwLock::new(Arc::new(bodies)),
+    });
+    let sender_thread = if args.spans_per_second > 0 {
+        Some(Arc::clone(&sender).run(otlp_channels.clone()))
+    } else {
+        None
+    };
+    let phase = Arc::new(AtomicU64::new(1));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut seed = 0x5eed_u64;
+    let mut pollers = Vec::new();
+    let start = tokio::time::Instant::now() + Duration::from_millis(200);
+    for (i, (_, so)) in sos.iter().enumerate() {
+        for interval in [args.polling_interval, HPA_SYNC] {
+            let offset =
+                Duration::from_nanos(splitmix(&mut seed) % interval.as_nanos().max(1) as u64);
+            let mut client = ExternalScalerClient::new(channels[i % channels.len()].clone());
+            let (so, record) = (so.clone(), Arc::clone(&record));
+            let (phase, stop) = (Arc::clone(&phase), Arc::clone(&stop));
+            pollers.push(tokio::spawn(async move {
+                let mut next = start + offset;
+                loop {
+                    tokio::time::sleep_until(next).await;
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let p = phase.load(Ordering::Relaxed) as usize;
+                    keda_cycle(&mut client, &so, &record, p).await;
+                    next += interval;
+                }
+            }));
+        }
+    }
+    tokio::time::sleep_until(start).await;
+    let q0 = queries.load(Ordering::Relaxed);
+    let m0 = scaler
+        .metric("slo_scaler_backend_requests_total", &["prometheus"])
+        .await;
+    let (a0, c0, t0) = (
+        sender.accepted.load(Ordering::Relaxed),
+        record.calls.load(Ordering::Relaxed),
+        Instant::now(),
+    );
+    tokio::time::sleep(args.duration).await;
+    let elapsed = t0.elapsed().as_secs_f64();
+    report.fake_queries = queries.load(Ordering::Relaxed) - q0;
+    report.backend_requests_metric = scaler
+        .metric("slo_scaler_backend_requests_total", &["prometheus"])
+        .await
+        - m0;
+    report.spans_accepted_per_second =
+        (sender.accepted.load(Ordering::Relaxed) - a0) as f64 / elapsed;
+    report.keda_calls_per_second = (record.calls.load(Ordering::Relaxed) - c0) as f64 / elapsed;
+    report.calls_per_ttl = report.fake_queries as f64 * CACHE_TTL.as_secs_f64() / elapsed;
+    // KEDA's prometheus scaler: one query per GetMetricsAndActivity, from the scale loop
+    // every pollingInterval and from the HPA's sync every 15 s.
+    report.keda_builtin_per_ttl = report.prometheus_scaled_objects as f64
+        * (CACHE_TTL.as_secs_f64() / args.polling_interval.as_secs_f64()
+            + CACHE_TTL.as_secs_f64() / HPA_SYNC.as_secs_f64());
+
+    // (d) at saturation: spans as fast as the receiver takes them, still polled.
+    phase.store(2, Ordering::Relaxed);
+    if args.spans_per_second > 0 && !args.flood.is_zero() {
+        sender.rate.store(0, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (a1, t1) = (sender.accepted.load(Ordering::Relaxed), Instant::now());
+        tokio::time::sleep(args.flood).await;
+        report.spans_flood_accepted_per_second =
+            (sender.accepted.load(Ordering::Relaxed) - a1) as f64 / t1.elapsed().as_secs_f64();
+    }
+    phase.store(3, Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    sender.stop.store(true, Ordering::Relaxed);
+    for p in pollers {
+        p.abort();
+    }
+    if let Some(t) = sender_thread {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
+    report.spans_refused = sender.refused.load(Ordering::Relaxed);
+    report.spans_sender_behind = sender.behind.load(Ordering::Relaxed) * SPANS_PER_REQUEST as u64;
+    report.rss_end = scaler.rss();
+    {
+        let mut l = record.latencies.lock().unwrap_or_else(|e| e.into_inner());
+        l.resize(4, Vec::new());
+        report.get_metrics_keda_rate = percentiles(std::mem::take(&mut l[1]));
+        report.get_metrics_flood = percentiles(std::mem::take(&mut l[2]));
+    }
+    report.failures = record
+        .failures
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+
+    // (a) Saturation, alternating: the scaler's cache-hit GetMetrics, its Health/Check,
+    // and the bare service, from the same client with the same concurrency.
+    // The bare service runs on its own runtime and threads, as the scaler's process does.
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let nproc = report.nproc;
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(nproc)
+            .enable_all()
+            .build()
+            .expect("bare runtime");
+        rt.block_on(async {
+            let incoming = tonic::transport::server::TcpIncoming::bind(([127, 0, 0, 1], 0).into())
+                .expect("bind")
+                .with_nodelay(Some(true));
+            let _ = addr_tx.send(incoming.local_addr().expect("address"));
+            let _ = tonic::transport::Server::builder()
+                .add_service(ExternalScalerServer::new(Bare))
+                .serve_with_incoming(incoming)
+                .await;
+        });
+    });
+    let bare_addr = addr_rx.recv().expect("the bare service's address");
+    let hit = sos
+        .iter()
+        .find(|(k, _)| *k == Kind::Prometheus)
+        .map_or_else(|| sos[0].1.clone(), |(_, so)| so.clone());
+    let hit_request = {
+        let mut client = ExternalScalerClient::new(channels[0].clone());
+        let spec = client
+            .get_metric_spec(hit.clone())
+            .await
+            .expect("GetMetricSpec")
+            .into_inner();
+        let request = GetMetricsRequest {
+            scaled_object_ref: Some(hit.clone()),
+            metric_name: spec.metric_specs[0].metric_name.clone(),
+        };
+        client
+            .get_metrics(request.clone())
+            .await
+            .expect("a cache-hit GetMetrics answers");
+        request
+    };
+    let mut sat = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..args.rounds {
+        let scaler_channels = {
+            let mut v = Vec::new();
+            for _ in 0..SAT_CONNECTIONS {
+                v.push(connect(scaler.grpc).await);
+            }
+            v
+        };
+        let bare_channels = {
+            let mut v = Vec::new();
+            for _ in 0..SAT_CONNECTIONS {
+                v.push(connect(bare_addr).await);
+            }
+            v
+        };
+        let request = hit_request.clone();
+        let (gm, f1) = saturate(&scaler_channels, args.saturation_round, move |c| {
+            let request = request.clone();
+            async move {
+                ExternalScalerClient::new(c)
+                    .get_metrics(request)
+                    .await
+                    .is_ok()
+            }
+        })
+        .await;
+        let (hc, f2) = saturate(&scaler_channels, args.saturation_round, |c| async move {
+            HealthClient::new(c)
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .is_ok()
+        })
+        .await;
+        let request = hit_request.clone();
+        let (bare, f3) = saturate(&bare_channels, args.saturation_round, move |c| {
+            let request = request.clone();
+            async move {
+                ExternalScalerClient::new(c)
+                    .get_metrics(request)
+                    .await
+                    .is_ok()
+            }
+        })
+        .await;
+        eprintln!(
+            "saturation round {}: GetMetrics {gm:.0}/s, Health/Check {hc:.0}/s, bare {bare:.0}/s",
+            round + 1
+        );
+        report.sat_failures += f1 + f2 + f3;
+        sat.0.push(gm);
+        sat.1.push(hc);
+        sat.2.push(bare);
+    }
+    report.ratio_vs_health = median(&sat.0) / median(&sat.1).max(1.0);
+    report.ratio_vs_bare = median(&sat.0) / median(&sat.2).max(1.0);
+    (
+        report.sat_get_metrics_rps,
+        report.sat_health_rps,
+        report.sat_bare_rps,
+    ) = sat;
+    report.load_after = uptime();
+    drop(scaler);
+    report
+}
+
+fn print_report(r: &Report, args: &Args) {
+    let kib = |b: u64| b / 1024;
+    println!();
+    println!(
+        "machine: {} × {}; load before {} / after {}",
+        r.nproc, r.cpu_model, r.load_before, r.load_after
+    );
+    println!(
+        "workload: {} ScaledObjects ({} otlp over {SERVICES} services, {} prometheus against a \
+         fake that answers instantly and counts queries; no SQS: moto is left out), \
+         pollingInterval {:?}, HPA sync {:?}, {} connection(s), {:?} measured, spans offered \
+         {}/s over OTLP/gRPC",
+        r.scaled_objects,
+        r.otlp_scaled_objects,
+        r.prometheus_scaled_objects,
+        args.polling_interval,
+        HPA_SYNC,
+        r.connections,
+        args.duration,
+        r.spans_offered_per_second
+    );
+    let fmt = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!();
+    println!("| figure | value | same-run baseline / target |");
+    println!("|---|---|---|");
+    println!(
+        "| (a) cache-hit GetMetrics at saturation ({SAT_CONNECTIONS} conns × {SAT_STREAMS} streams) | {} req/s (median {:.0}) | Health/Check on the scaler: {} (median {:.0}) → **{:.2}×**; bare tonic ExternalScaler: {} (median {:.0}) → **{:.2}×**; failures {} |",
+        fmt(&r.sat_get_metrics_rps),
+        median(&r.sat_get_metrics_rps),
+        fmt(&r.sat_health_rps),
+        median(&r.sat_health_rps),
+        r.ratio_vs_health,
+        fmt(&r.sat_bare_rps),
+        median(&r.sat_bare_rps),
+        r.ratio_vs_bare,
+        r.sat_failures
+    );
+    let p = |x: &Percentiles| {
+        format!(
+            "p50 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs, max {:.0} µs ({} calls)",
+            x.p50_us, x.p99_us, x.p999_us, x.max_us, x.count
+        )
+    };
+    println!(
+        "| (b) GetMetrics round trip, KEDA-shaped ({:.0} GetMetrics/s), spans arriving | {} | target p99 < 1 ms |",
+        r.keda_calls_per_second,
+        p(&r.get_metrics_keda_rate)
+    );
+    println!(
+        "| (b') the same while spans flood the receiver | {} | — |",
+        p(&r.get_metrics_flood)
+    );
+    println!(
+        "| (c) prometheus backend calls per {:?} TTL | {:.1} (fake counted {} in {:.0} s; slo_scaler_backend_requests_total +{:.0}) | KEDA's built-in prometheus scaler: {:.0} per TTL |",
+        CACHE_TTL,
+        r.calls_per_ttl,
+        r.fake_queries,
+        r.duration_s,
+        r.backend_requests_metric,
+        r.keda_builtin_per_ttl
+    );
+    println!(
+        "| (d) spans/s accepted while polled, at the offered rate | {:.0} (refused {}, sender behind by {}) | offered {} |",
+        r.spans_accepted_per_second, r.spans_refused, r.spans_sender_behind, r.spans_offered_per_second
+    );
+    println!(
+        "| (d') spans/s accepted while polled, offered as fast as taken | {:.0} | target ≥ 500k |",
+        r.spans_flood_accepted_per_second
+    );
+    println!(
+        "| (e) RSS per ScaledObject after planning | {:.0} B ({} → {} KiB; {} KiB at the end) | target ≤ 2048 B |",
+        r.bytes_per_scaled_object,
+        kib(r.rss_before),
+        kib(r.rss_after_planning),
+        kib(r.rss_end)
+    );
+    if !r.failures.is_empty() {
+        let mut failures: Vec<_> = r.failures.iter().collect();
+        failures.sort();
+        println!("RPC errors answered (count, first message):");
+        for (what, (n, message)) in failures {
+            println!("  {what}: {n} ({message})");
+        }
+    }
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("keda_load: {e}");
+            std::process::exit(64);
+        }
+    };
+    if let Some(dir) = &args.write_bodies {
+        if let Err(e) = write_bodies(dir) {
+            eprintln!("keda_load: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if let Some(addr) = &args.probe {
+        if let Err(e) = rt.block_on(probe(addr)) {
+            eprintln!("keda_load: probe: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let report = rt.block_on(run(args.clone()));
+    print_report(&report, &args);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    }
+}
