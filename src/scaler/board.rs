@@ -85,7 +85,8 @@ pub struct BoardConfig {
 pub struct Entry {
     pub namespace: String,
     pub name: String,
-    metadata: HashMap<String, String>,
+    /// The trigger metadata, compact: see [`Metadata`].
+    metadata: Metadata,
     pub plan: Plan,
     /// What the plan sends, described once (`Sources::describe`).
     pub query: String,
@@ -98,8 +99,62 @@ pub struct Entry {
 #[derive(Debug, Default)]
 struct Slot {
     last: Option<Outcome>,
-    history: VecDeque<(u64, Option<f64>)>,
+    /// (unix seconds, value as `f32`, NaN for none): 8 bytes a sample, so five minutes of
+    /// samples stay within the per-ScaledObject memory budget (BENCHMARKS.md).
+    history: VecDeque<(u32, f32)>,
     last_sample: Option<Instant>,
+}
+
+/// Trigger metadata in one allocation: the pairs sorted by key, each key and value a
+/// little-endian `u32` length and its bytes. A `HashMap<String, String>` of the same six
+/// pairs takes about four times the memory (a table and twelve allocations).
+#[derive(Debug)]
+struct Metadata(Box<[u8]>);
+
+impl Metadata {
+    fn new(md: &HashMap<String, String>) -> Metadata {
+        let mut pairs: Vec<(&String, &String)> = md.iter().collect();
+        pairs.sort_unstable();
+        let len = pairs.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
+        let mut out = Vec::with_capacity(len);
+        for (k, v) in pairs {
+            for part in [k, v] {
+                // Metadata values are capped far below 4 GiB by the trigger parser; a
+                // longer one could not have been planned.
+                out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+                out.extend_from_slice(part.as_bytes());
+            }
+        }
+        Metadata(out.into_boxed_slice())
+    }
+
+    /// The (key, value) pairs, in key order.
+    fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut rest: &[u8] = &self.0;
+        std::iter::from_fn(move || {
+            let mut part = || {
+                let (len, tail) = rest.split_first_chunk::<4>()?;
+                let len = u32::from_le_bytes(*len) as usize;
+                let (bytes, tail) = (tail.get(..len)?, tail.get(len..)?);
+                rest = tail;
+                std::str::from_utf8(bytes).ok()
+            };
+            Some((part()?, part()?))
+        })
+    }
+
+    /// The same pairs as `md`: as many pairs, each found with its value (the stored
+    /// keys are distinct, so this is map equality).
+    fn matches(&self, md: &HashMap<String, String>) -> bool {
+        let mut n = 0;
+        for (k, v) in self.pairs() {
+            n += 1;
+            if md.get(k).map(String::as_str) != Some(v) {
+                return false;
+            }
+        }
+        n == md.len()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -113,7 +168,7 @@ struct Outcome {
 
 impl Entry {
     fn matches(&self, namespace: &str, name: &str, md: &HashMap<String, String>) -> bool {
-        self.namespace == namespace && self.name == name && self.metadata == *md
+        self.namespace == namespace && self.name == name && self.metadata.matches(md)
     }
 
     fn slot(&self) -> MutexGuard<'_, Slot> {
@@ -149,7 +204,9 @@ impl Entry {
             if slot.history.len() == HISTORY_LEN {
                 slot.history.pop_front();
             }
-            slot.history.push_back((unix_now(), outcome.value));
+            // Values past `f32::MAX` keep the largest `f32`, not infinity.
+            let value = outcome.value.map_or(f32::NAN, |v| (v as f32).min(f32::MAX));
+            slot.history.push_back((unix_now(), value));
             slot.last_sample = Some(now);
         }
         let error = outcome.error.clone();
@@ -278,7 +335,7 @@ impl Board {
         let entry = Arc::new(Entry {
             namespace: namespace.to_string(),
             name: name.to_string(),
-            metadata: md.clone(),
+            metadata: Metadata::new(md),
             query: plan.describe(),
             backend: plan.query.backend_label(),
             plan,
@@ -314,7 +371,11 @@ impl Board {
             .map(|(_, entry)| {
                 let slot = entry.slot();
                 let last = slot.last.clone();
-                let history = slot.history.iter().copied().collect();
+                let history = slot
+                    .history
+                    .iter()
+                    .map(|&(t, v)| (u64::from(t), widen(v)))
+                    .collect();
                 drop(slot);
                 let asked = entry.asked_ms.load(Ordering::Relaxed);
                 Row {
@@ -395,10 +456,19 @@ fn check_names(namespace: &str, name: &str) -> Result<(), PlanError> {
     }
 }
 
-fn unix_now() -> u64 {
+fn unix_now() -> u32 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+}
+
+/// A history sample back to `f64`, as the shortest decimal that reads back as the same
+/// `f32` (so 0.3 shows as 0.3, not 0.30000001192092896); NaN is "no value".
+fn widen(v: f32) -> Option<f64> {
+    if v.is_nan() {
+        return None;
+    }
+    v.to_string().parse().ok()
 }
 
 /// The per-ScaledObject families, written from a snapshot at scrape time.
@@ -473,5 +543,88 @@ impl Collector for Board {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// The compact metadata matches exactly the maps equal to the one it was made from.
+    #[test]
+    fn metadata_matches_only_equal_maps() {
+        fn check(stored: &[(&str, &str)], asked: &[(&str, &str)], want: bool) {
+            let m = Metadata::new(&map(stored));
+            assert_eq!(m.matches(&map(asked)), want, "{stored:?} vs {asked:?}");
+            assert_eq!(map(stored) == map(asked), want, "the table itself is wrong");
+        }
+        let md = [
+            ("signal", "latency"),
+            ("service", "orders"),
+            ("threshold", "300ms"),
+        ];
+        check(&md, &md, true);
+        check(&[], &[], true);
+        check(&md, &md[..2], false);
+        check(&md[..2], &md, false);
+        check(
+            &md,
+            &[
+                ("signal", "latency"),
+                ("service", "orders"),
+                ("threshold", "301ms"),
+            ],
+            false,
+        );
+        check(
+            &md,
+            &[
+                ("signal", "latency"),
+                ("service", "orders"),
+                ("thresholds", "300ms"),
+            ],
+            false,
+        );
+        check(&[], &[("a", "")], false);
+        // Lengths, not separators: no pair can be made to look like another.
+        check(
+            &[("a", "b\0c"), ("d", "")],
+            &[("a", "b"), ("c\0d", "")],
+            false,
+        );
+        check(
+            &[("ключ", "значение\0"), ("", "")],
+            &[("", ""), ("ключ", "значение\0")],
+            true,
+        );
+    }
+
+    #[test]
+    fn metadata_pairs_come_back_sorted() {
+        let m = Metadata::new(&map(&[("b", "2"), ("a", "1"), ("c", "")]));
+        let pairs: Vec<_> = m.pairs().collect();
+        assert_eq!(pairs, [("a", "1"), ("b", "2"), ("c", "")]);
+    }
+
+    /// History samples read back as the value shown (to `f32` precision), none as none.
+    #[test]
+    fn history_samples_widen_to_the_shortest_decimal() {
+        fn check(v: Option<f64>, want: Option<f64>) {
+            let stored = v.map_or(f32::NAN, |v| (v as f32).min(f32::MAX));
+            assert_eq!(widen(stored), want, "{v:?}");
+        }
+        check(None, None);
+        check(Some(0.3), Some(0.3));
+        check(Some(0.0), Some(0.0));
+        check(Some(1234.5), Some(1234.5));
+        check(Some(0.123456789), Some(0.12345679));
+        check(Some(f64::MAX), Some(3.4028235e38));
     }
 }
