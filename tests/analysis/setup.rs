@@ -21,6 +21,8 @@ use crate::harness::{t0, Collect, Planned};
 
 pub struct Setup {
     pub engine: Arc<Engine>,
+    /// The store's clock (at `t0()` unless a test moves it).
+    pub clock: Arc<ManualClock>,
     pub otlp: SocketAddr,
     pub admin: String,
 }
@@ -80,6 +82,7 @@ impl Setup {
         tokio::spawn(async move { axum::serve(listener, router).await });
         Setup {
             engine,
+            clock,
             otlp,
             admin,
         }
@@ -103,6 +106,17 @@ impl Setup {
     /// Makes `planned` server spans of `service` at `version` with the SDK tracer, ending
     /// before the store clock, and exports them with the OTLP/gRPC exporter.
     pub async fn send(&self, service: &str, version: &str, planned: &[Planned]) {
+        self.send_before(t0(), service, version, planned).await
+    }
+
+    /// [`Setup::send`] with the spans ending before `now` instead of the store clock's start.
+    pub async fn send_before(
+        &self,
+        now: SystemTime,
+        service: &str,
+        version: &str,
+        planned: &[Planned],
+    ) {
         let resource = Resource::builder_empty()
             .with_attributes([
                 KeyValue::new("service.name", service.to_string()),
@@ -115,7 +129,6 @@ impl Setup {
             .with_resource(resource.clone())
             .build();
         let tracer = provider.tracer("slo-scaler-analysis-tests");
-        let now: SystemTime = t0();
         for p in planned {
             let end = now - p.end_before_now;
             let mut span = tracer
