@@ -31,6 +31,9 @@ pub struct SidePlan {
 /// What one side's queries answered (`None`: no data).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct SideReading {
+    /// The exact number of spans, from a source that holds them (the embedded store);
+    /// `None` from sources that only know rates (then rps × window).
+    pub count: Option<u64>,
     pub rps: Option<f64>,
     pub error_rate: Option<f64>,
     pub latency: Option<f64>,
@@ -41,7 +44,9 @@ pub struct SideReading {
 #[serde(rename_all = "camelCase")]
 pub struct Side {
     pub version: String,
-    /// Spans in the window: the rate times the window, rounded.
+    /// Spans in the window. From `otlp`, exactly the spans the store holds in the buckets
+    /// that overlap the window (the one still filling included, so up to one bucket width
+    /// more than the window); from Prometheus and Tempo, the rate times the window, rounded.
     pub count: u64,
     pub rps: f64,
     /// `null` with no spans.
@@ -139,14 +144,28 @@ pub fn plan(engine: &Engine, p: &Params) -> Result<(SidePlan, SidePlan), PlanErr
     Ok((side(&p.canary)?, side(&p.baseline)?))
 }
 
-/// Reads one side's three queries together, through the engine's cache.
+/// Reads one side: from the embedded store, every figure from one snapshot (the exact
+/// count, and the rate, error rate and latency of the same spans); from other sources,
+/// the three queries together, through the engine's cache.
 async fn read_side(engine: &Engine, s: &SidePlan) -> Result<SideReading, EvalError> {
+    if let (Query::Otlp(rate), Query::Otlp(_), Query::Otlp(latency), Some(store)) =
+        (&s.rate, &s.error_ratio, &s.latency, &engine.sources().otlp)
+    {
+        let snapshot = store.fetch_snapshot(&rate.selector, rate.window)?;
+        return Ok(SideReading {
+            count: Some(snapshot.count()),
+            rps: snapshot.value(TraceMeasure::Rate)?,
+            error_rate: snapshot.value(TraceMeasure::ErrorRatio)?,
+            latency: snapshot.value(latency.measure)?,
+        });
+    }
     let (rps, error_rate, latency) = tokio::join!(
         engine.read_value(&s.rate),
         engine.read_value(&s.error_ratio),
         engine.read_value(&s.latency)
     );
     Ok(SideReading {
+        count: None,
         rps: rps?,
         error_rate: error_rate?,
         latency: latency?,
@@ -169,7 +188,7 @@ pub async fn run(engine: &Engine, pairs: &[(String, String)]) -> Result<Answer, 
 /// The answer from both sides' readings. Pure.
 pub fn compare(p: &Params, canary: SideReading, baseline: SideReading) -> Answer {
     let side = |version: &str, r: SideReading| {
-        let count = count(r.rps, p.window);
+        let count = r.count.unwrap_or_else(|| count(r.rps, p.window));
         // No spans: no error rate or latency, whatever a backend's rounding answered.
         let (error_rate, latency) = if count == 0 {
             (None, None)
@@ -232,6 +251,7 @@ mod tests {
 
     fn reading(rps: f64, e: f64, l: f64) -> SideReading {
         SideReading {
+            count: None,
             rps: Some(rps),
             error_rate: Some(e),
             latency: Some(l),
@@ -276,6 +296,19 @@ mod tests {
                 reading(0.4, 0.0, 0.1),
                 reading(10.0, 0.0, 0.1),
                 (48, 1200),
+                Some(0.0),
+                Some(0.0),
+                false,
+            ),
+            // An exact count (the embedded store) is the count, whatever rate × window says.
+            (
+                50,
+                SideReading {
+                    count: Some(51),
+                    ..reading(0.4, 0.0, 0.1)
+                },
+                reading(10.0, 0.0, 0.1),
+                (51, 1200),
                 Some(0.0),
                 Some(0.0),
                 false,

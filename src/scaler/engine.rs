@@ -523,9 +523,10 @@ impl Engine {
         })
     }
 
-    /// `signal: slo`: both objectives' queries read together (each through the cache),
-    /// then [`slo::slo_ratio`]. A backend failure, an unusable number or an objective
-    /// without data fails the whole value.
+    /// `signal: slo`: both objectives read from one snapshot of the embedded store (one
+    /// pass, so both ratios describe the same spans), or, from a remote backend, both
+    /// queries read together (each through the cache); then [`slo::slo_ratio`]. A backend
+    /// failure, an unusable number or an objective without data fails the whole value.
     async fn evaluate_slo(
         &self,
         plan: &Plan,
@@ -533,24 +534,63 @@ impl Engine {
         ttl: Duration,
     ) -> Result<Evaluation, EvalError> {
         let t = &plan.trigger;
-        let read = |q: Option<&(Query, f64)>| {
-            let q = q.map(|(q, _)| q.clone());
-            async move {
-                match q {
-                    Some(q) => self
-                        .cache
-                        .get(&q, ttl, || self.sources.fetch(&q))
-                        .await
-                        .map(Some),
-                    None => Ok(None),
-                }
+        let (latency, errors, age, stale) = match (&plan.query, &self.sources.otlp) {
+            (Query::Otlp(q), Some(store)) => {
+                // Local and cheap, like a single read of the store (whose cache lasts at
+                // most one bucket): no cache, one snapshot.
+                let snapshot = store.fetch_snapshot(&q.selector, q.window)?;
+                let value = |q: Option<&(Query, f64)>| -> Result<Option<Reading>, EvalError> {
+                    match q {
+                        Some((Query::Otlp(q), _)) => {
+                            Ok(Some(Reading::Value(snapshot.value(q.measure)?)))
+                        }
+                        Some((other, _)) => Err(EvalError::Source(SourceError::BadQuery {
+                            backend: other.backend_label(),
+                            detail: "signal slo reads every objective from one source".into(),
+                        })),
+                        None => Ok(None),
+                    }
+                };
+                (
+                    value(slo.latency.as_ref())?,
+                    value(slo.error_rate.as_ref())?,
+                    Duration::ZERO,
+                    false,
+                )
+            }
+            _ => {
+                let read = |q: Option<&(Query, f64)>| {
+                    let q = q.map(|(q, _)| q.clone());
+                    async move {
+                        match q {
+                            Some(q) => self
+                                .cache
+                                .get(&q, ttl, || self.sources.fetch(&q))
+                                .await
+                                .map(Some),
+                            None => Ok(None),
+                        }
+                    }
+                };
+                let (latency, errors) =
+                    tokio::join!(read(slo.latency.as_ref()), read(slo.error_rate.as_ref()));
+                let (latency, errors) = (latency?, errors?);
+                let served: Vec<&crate::cache::Served> = [&latency, &errors]
+                    .into_iter()
+                    .filter_map(Option::as_ref)
+                    .collect();
+                let age = served.iter().map(|s| s.age).max().unwrap_or_default();
+                let stale = served.iter().any(|s| s.stale);
+                (
+                    latency.map(|s| s.reading),
+                    errors.map(|s| s.reading),
+                    age,
+                    stale,
+                )
             }
         };
-        let (latency, errors) =
-            tokio::join!(read(slo.latency.as_ref()), read(slo.error_rate.as_ref()));
-        let (latency, errors) = (latency?, errors?);
-        let number = |served: &Option<crate::cache::Served>| -> Result<Option<f64>, EvalError> {
-            match served.as_ref().map(|s| &s.reading) {
+        let number = |reading: &Option<Reading>| -> Result<Option<f64>, EvalError> {
+            match reading {
                 None => Ok(None),
                 Some(Reading::Value(v)) => match usable(*v) {
                     Usable::Value(v) => Ok(Some(v)),
@@ -567,12 +607,6 @@ impl Engine {
                 }),
             }
         };
-        let served: Vec<&crate::cache::Served> = [&latency, &errors]
-            .into_iter()
-            .filter_map(Option::as_ref)
-            .collect();
-        let age = served.iter().map(|s| s.age).max().unwrap_or_default();
-        let stale = served.iter().any(|s| s.stale);
         let objectives = slo::Objectives {
             latency_s: slo.latency.as_ref().map(|(_, o)| *o),
             error_rate: slo.error_rate.as_ref().map(|(_, o)| *o),
