@@ -10,6 +10,7 @@ mod fake;
 #[path = "../otlp/harness.rs"]
 #[allow(dead_code)]
 mod harness;
+mod demo;
 mod otlp;
 mod prometheus;
 mod setup;
