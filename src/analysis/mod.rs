@@ -430,7 +430,11 @@ mod tests {
             a.canary.error_rate = *error_rate;
             a.delta.latency = *delta_latency;
             a.inconclusive = *inconclusive;
-            assert_eq!(Rule::EXAMPLE.judge(&a), *want, "{error_rate:?} {delta_latency:?}");
+            assert_eq!(
+                Rule::EXAMPLE.judge(&a),
+                *want,
+                "{error_rate:?} {delta_latency:?}"
+            );
         }
     }
 }

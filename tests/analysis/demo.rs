@@ -68,7 +68,10 @@ fn the_canary_act_turns_from_inconclusive_to_fail() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("payment-service canary v2 at 10 %"), "{stdout}");
+    assert!(
+        stdout.contains("payment-service canary v2 at 10 %"),
+        "{stdout}"
+    );
     let seen = tables(&stdout);
     // The store knows no rate in its first second: the endpoint answers 503, shown as such.
     let judged: Vec<&Seen> = seen.iter().filter(|s| s.verdict != "unavailable").collect();

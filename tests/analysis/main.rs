@@ -4,13 +4,13 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod demo;
 #[path = "../tempo/fake.rs"]
 #[allow(dead_code)]
 mod fake;
 #[path = "../otlp/harness.rs"]
 #[allow(dead_code)]
 mod harness;
-mod demo;
 mod otlp;
 mod prometheus;
 mod setup;

@@ -266,7 +266,10 @@ async fn otlp_count_is_every_span_in_the_window() {
         .iter()
         .filter(|p| p.end_before_now < Duration::from_millis(500))
         .count();
-    assert!(filling > 0, "the plan puts spans in the bucket still filling");
+    assert!(
+        filling > 0,
+        "the plan puts spans in the bucket still filling"
+    );
     s.send_before(now, "payment-service", "v2", &v2).await;
     s.send_before(now, "payment-service", "v1", &v1).await;
     let (e1, e2) = (exact(&v1), exact(&v2));
@@ -289,7 +292,9 @@ async fn otlp_count_is_every_span_in_the_window() {
         assert_close(a["canary"]["latency"].as_f64(), e2.p95, "canary p95");
         // The rate counts whole buckets only: those spans still filling are not in it.
         let rps = f(&a["canary"]["rps"]);
-        let secs = humantime::parse_duration(window).expect("window").as_secs_f64();
+        let secs = humantime::parse_duration(window)
+            .expect("window")
+            .as_secs_f64();
         assert!(
             (rps - (300 - filling) as f64 / secs).abs() < 1e-9,
             "{window}: rps {rps}: {a}"
