@@ -317,12 +317,20 @@ fn attr(key: &str, value: &str) -> KeyValue {
     }
 }
 
+/// What a batch leaves over for the next: fractions of a span per service, and of a
+/// canary error.
+#[derive(Debug, Default)]
+struct Carry {
+    spans: [f64; 4],
+    canary_errors: f64,
+}
+
 /// Spans for `dt` seconds of the story at time `t`, ending now.
 fn batch(
     rng: &mut Rng,
     t: f64,
     dt: f64,
-    carry: &mut [f64; 4],
+    carry: &mut Carry,
     order: &mut OrderLoop,
 ) -> ExportTraceServiceRequest {
     let (_, loads) = phase(t);
@@ -332,9 +340,9 @@ fn batch(
         .unwrap_or(0);
     let mut resource_spans = Vec::new();
     for (i, (svc, load)) in SERVICES.iter().zip(loads).enumerate() {
-        carry[i] += load.rps * dt;
-        let n = carry[i].floor() as usize;
-        carry[i] -= n as f64;
+        carry.spans[i] += load.rps * dt;
+        let n = carry.spans[i].floor() as usize;
+        carry.spans[i] -= n as f64;
         // Arrivals spread over the last `dt` seconds, in order (the queue is FCFS).
         let mut ago: Vec<f64> = (0..n).map(|_| rng.next_f64() * dt).collect();
         ago.sort_by(|a, b| b.total_cmp(a));
@@ -342,10 +350,16 @@ fn batch(
         for (k, ago) in ago.into_iter().enumerate() {
             let to_canary = load.canary.filter(|c| rng.next_f64() < c.share);
             let (latency, error) = match to_canary {
-                Some(c) => (
-                    c.median_s * (0.45 * rng.normal()).exp(),
-                    rng.next_f64() < c.error_ratio,
-                ),
+                // The canary's errors are evenly spaced, so its error rate is the act's
+                // at every count (a random draw could look healthy by chance).
+                Some(c) => {
+                    carry.canary_errors += c.error_ratio;
+                    let error = carry.canary_errors >= 1.0;
+                    if error {
+                        carry.canary_errors -= 1.0;
+                    }
+                    (c.median_s * (0.45 * rng.normal()).exp(), error)
+                }
                 None if svc.name == "order-service" => {
                     let o = order.service.serve(t - ago, 1.0);
                     (o.latency_s, o.error || rng.next_f64() < load.error_ratio)
@@ -454,7 +468,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     let tty = std::io::stdout().is_terminal();
     let started = Instant::now();
     let mut rng = Rng(0x5eed_cafe_f00d_d00d);
-    let mut carry = [0.0; 4];
+    let mut carry = Carry::default();
     let mut order = OrderLoop::new();
     let mut triggers = demo_triggers();
     let tick = Duration::from_millis(200);

@@ -49,12 +49,14 @@ fn tables(stdout: &str) -> Vec<Seen> {
 #[test]
 fn the_canary_act_turns_from_inconclusive_to_fail() {
     let out = Command::new(env!("CARGO_BIN_EXE_slo-scaler"))
+        // The act starts 8 s in: after the store knows rates (`--otlp-rate-settle`, 6 s
+        // by default; the endpoint answers 503 until then), before v2 has 50 spans.
         .args([
             "demo",
             "--start-at",
-            "70s",
+            "62s",
             "--duration",
-            "16s",
+            "20s",
             "--refresh",
             "1s",
         ])
