@@ -33,6 +33,14 @@ impl Query {
             Query::Otlp(_) => "otlp".to_string(),
         }
     }
+
+    /// What a timeout names: the backend, and for SQS the queue as the trigger gave it.
+    pub fn subject(&self) -> String {
+        match self {
+            Query::Sqs(q) => format!("sqs queue {:?}", q.queue),
+            other => other.backend_label(),
+        }
+    }
 }
 
 /// An instant PromQL query against a named Prometheus backend.
@@ -153,26 +161,22 @@ impl Sources {
     /// (`success`, `error` or `timeout`, with its duration).
     pub async fn fetch(&self, q: &Query) -> Result<Reading, SourceError> {
         let started = std::time::Instant::now();
-        let (result, cut_off) = match tokio::time::timeout(self.timeout, self.dispatch(q)).await {
-            Ok(result) => (result, false),
-            Err(_) => (
-                Err(SourceError::Timeout {
-                    backend: q.backend_label(),
-                    timeout: self.timeout,
-                }),
-                true,
-            ),
+        let result = match tokio::time::timeout(self.timeout, self.dispatch(q)).await {
+            Ok(result) => result,
+            Err(_) => Err(SourceError::Timeout {
+                backend: q.subject(),
+                timeout: self.timeout,
+            }),
         };
-        // The SQS source and the embedded store still record the calls they finish
-        // themselves; their owners drop that when they move to this one place.
-        if cut_off || matches!(q, Query::Prometheus(_) | Query::Tempo(_)) {
-            let outcome = match &result {
-                Ok(_) => "success",
-                Err(SourceError::Timeout { .. }) => "timeout",
-                Err(_) => "error",
-            };
-            self.metrics
-                .record_backend(&q.backend_label(), outcome, started.elapsed());
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(SourceError::Timeout { .. }) => "timeout",
+            Err(_) => "error",
+        };
+        self.metrics
+            .record_backend(&q.backend_label(), outcome, started.elapsed());
+        if let Err(err) = &result {
+            tracing::debug!(backend = %q.backend_label(), error = %err, "backend call failed");
         }
         result
     }
@@ -185,7 +189,7 @@ impl Sources {
             // recursion limit in callers that nest this one.
             Query::Sqs(q) => Box::pin(self.sqs.fetch(q)).await,
             Query::Otlp(q) => match &self.otlp {
-                Some(store) => store.fetch(q),
+                Some(store) => store.read(q),
                 None => Err(SourceError::UnknownBackend {
                     kind: "otlp",
                     name: "embedded".into(),

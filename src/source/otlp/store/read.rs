@@ -9,17 +9,6 @@ use crate::signal::TraceMeasure;
 use crate::source::{OtlpQuery, Reading, SourceError};
 
 impl Store {
-    /// [`Store::read`], recorded in the backend metrics as backend `otlp` (what the
-    /// engine's sources call).
-    pub fn fetch(&self, q: &OtlpQuery) -> Result<Reading, SourceError> {
-        let started = std::time::Instant::now();
-        let result = self.read(q);
-        let outcome = if result.is_ok() { "success" } else { "error" };
-        self.metrics
-            .record_backend(BACKEND, outcome, started.elapsed());
-        result
-    }
-
     /// Reads one signal over `q.window` ending now.
     pub fn read(&self, q: &OtlpQuery) -> Result<Reading, SourceError> {
         self.read_at(q, self.clock.now())
