@@ -257,6 +257,54 @@ mod tests {
         assert!(text.contains("http://***@localhost:4566"), "{text}");
     }
 
+    /// Every call through [`Sources::fetch`] is counted once, with its outcome, for a source
+    /// that keeps no accounting of its own (the embedded store; SQS in `tests/sqs`,
+    /// Prometheus and Tempo in their suites).
+    #[tokio::test]
+    async fn every_call_is_counted_once_by_fetch() {
+        let (registry, metrics) = crate::telemetry::Metrics::standalone();
+        let metrics = std::sync::Arc::new(metrics);
+        let timeout = Duration::from_secs(1);
+        let store =
+            otlp::Store::new(otlp::StoreConfig::default(), metrics.clone()).expect("default store");
+        let sources = Sources {
+            prometheus: prometheus::PrometheusSource::new(&[], timeout).expect("none"),
+            tempo: tempo::TempoSource::new(Vec::new(), timeout, metrics.clone()).expect("none"),
+            sqs: sqs::SqsSource::lazy(sqs::SqsConfig::default()),
+            otlp: Some(std::sync::Arc::new(store)),
+            metrics,
+            timeout,
+        };
+        let query = |window: Duration| {
+            Query::Otlp(OtlpQuery {
+                selector: crate::signal::TraceSelector {
+                    service: "checkout".into(),
+                    span_kind: crate::signal::SpanKind::Server,
+                    version: None,
+                    labels: Vec::new(),
+                },
+                measure: TraceMeasure::ErrorRatio,
+                window,
+            })
+        };
+        sources
+            .fetch(&query(Duration::from_secs(60)))
+            .await
+            .expect("an empty store answers");
+        sources
+            .fetch(&query(Duration::ZERO))
+            .await
+            .expect_err("a zero window is refused");
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        for outcome in ["success", "error"] {
+            let line = format!(
+                "slo_scaler_backend_requests_total{{backend=\"otlp\",outcome=\"{outcome}\"}} 1"
+            );
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+    }
+
     #[test]
     fn queue_sums_follow_keda() {
         let d = QueueDepth {
