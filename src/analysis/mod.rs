@@ -201,10 +201,12 @@ pub fn plan(engine: &Engine, p: &Params) -> Result<(SidePlan, SidePlan), PlanErr
 /// count, and the rate, error rate and latency of the same spans); from other sources,
 /// the three queries together, through the engine's cache.
 async fn read_side(engine: &Engine, s: &SidePlan) -> Result<SideReading, EvalError> {
-    if let (Query::Otlp(rate), Query::Otlp(_), Query::Otlp(latency), Some(store)) =
-        (&s.rate, &s.error_ratio, &s.latency, &engine.sources().otlp)
+    if let (Query::Otlp(rate), Query::Otlp(_), Query::Otlp(latency)) =
+        (&s.rate, &s.error_ratio, &s.latency)
     {
-        let snapshot = store.fetch_snapshot(&rate.selector, rate.window)?;
+        let snapshot = engine
+            .sources()
+            .otlp_snapshot(&rate.selector, rate.window)?;
         return Ok(SideReading {
             count: Some(snapshot.count()),
             rps: snapshot.value(TraceMeasure::Rate)?,

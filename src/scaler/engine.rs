@@ -535,10 +535,10 @@ impl Engine {
     ) -> Result<Evaluation, EvalError> {
         let t = &plan.trigger;
         let (latency, errors, age, stale) = match (&plan.query, &self.sources.otlp) {
-            (Query::Otlp(q), Some(store)) => {
+            (Query::Otlp(q), Some(_)) => {
                 // Local and cheap, like a single read of the store (whose cache lasts at
                 // most one bucket): no cache, one snapshot.
-                let snapshot = store.fetch_snapshot(&q.selector, q.window)?;
+                let snapshot = self.sources.otlp_snapshot(&q.selector, q.window)?;
                 let value = |q: Option<&(Query, f64)>| -> Result<Option<Reading>, EvalError> {
                     match q {
                         Some((Query::Otlp(q), _)) => {

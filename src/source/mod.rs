@@ -33,6 +33,14 @@ impl Query {
             Query::Otlp(_) => "otlp".to_string(),
         }
     }
+
+    /// What a timeout names: the backend, and for SQS the queue as the trigger gave it.
+    pub fn subject(&self) -> String {
+        match self {
+            Query::Sqs(q) => format!("sqs queue {:?}", q.queue),
+            other => other.backend_label(),
+        }
+    }
 }
 
 /// An instant PromQL query against a named Prometheus backend.
@@ -153,27 +161,45 @@ impl Sources {
     /// (`success`, `error` or `timeout`, with its duration).
     pub async fn fetch(&self, q: &Query) -> Result<Reading, SourceError> {
         let started = std::time::Instant::now();
-        let (result, cut_off) = match tokio::time::timeout(self.timeout, self.dispatch(q)).await {
-            Ok(result) => (result, false),
-            Err(_) => (
-                Err(SourceError::Timeout {
-                    backend: q.backend_label(),
-                    timeout: self.timeout,
-                }),
-                true,
-            ),
+        let result = match tokio::time::timeout(self.timeout, self.dispatch(q)).await {
+            Ok(result) => result,
+            Err(_) => Err(SourceError::Timeout {
+                backend: q.subject(),
+                timeout: self.timeout,
+            }),
         };
-        // The SQS source and the embedded store still record the calls they finish
-        // themselves; their owners drop that when they move to this one place.
-        if cut_off || matches!(q, Query::Prometheus(_) | Query::Tempo(_)) {
-            let outcome = match &result {
-                Ok(_) => "success",
-                Err(SourceError::Timeout { .. }) => "timeout",
-                Err(_) => "error",
-            };
-            self.metrics
-                .record_backend(&q.backend_label(), outcome, started.elapsed());
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(SourceError::Timeout { .. }) => "timeout",
+            Err(_) => "error",
+        };
+        self.metrics
+            .record_backend(&q.backend_label(), outcome, started.elapsed());
+        if let Err(err) = &result {
+            tracing::debug!(backend = %q.backend_label(), error = %err, "backend call failed");
         }
+        result
+    }
+
+    /// Every figure of `selector` over `window` from one pass over the embedded store
+    /// (`signal: slo`, the analysis endpoint), accounted as one `otlp` call like
+    /// [`Sources::fetch`]. A local read: nothing to time out.
+    pub fn otlp_snapshot(
+        &self,
+        selector: &TraceSelector,
+        window: Duration,
+    ) -> Result<otlp::store::Snapshot, SourceError> {
+        let started = std::time::Instant::now();
+        let result = match &self.otlp {
+            Some(store) => store.snapshot(selector, window),
+            None => Err(SourceError::UnknownBackend {
+                kind: "otlp",
+                name: "embedded".into(),
+            }),
+        };
+        let outcome = if result.is_ok() { "success" } else { "error" };
+        self.metrics
+            .record_backend("otlp", outcome, started.elapsed());
         result
     }
 
@@ -185,7 +211,7 @@ impl Sources {
             // recursion limit in callers that nest this one.
             Query::Sqs(q) => Box::pin(self.sqs.fetch(q)).await,
             Query::Otlp(q) => match &self.otlp {
-                Some(store) => store.fetch(q),
+                Some(store) => store.read(q),
                 None => Err(SourceError::UnknownBackend {
                     kind: "otlp",
                     name: "embedded".into(),
@@ -251,6 +277,54 @@ mod tests {
         assert!(!text.contains("s3cret"), "{text}");
         assert!(text.contains("https://***@sqs.example/123/q"), "{text}");
         assert!(text.contains("http://***@localhost:4566"), "{text}");
+    }
+
+    /// Every call through [`Sources::fetch`] is counted once, with its outcome, for a source
+    /// that keeps no accounting of its own (the embedded store; SQS in `tests/sqs`,
+    /// Prometheus and Tempo in their suites).
+    #[tokio::test]
+    async fn every_call_is_counted_once_by_fetch() {
+        let (registry, metrics) = crate::telemetry::Metrics::standalone();
+        let metrics = std::sync::Arc::new(metrics);
+        let timeout = Duration::from_secs(1);
+        let store =
+            otlp::Store::new(otlp::StoreConfig::default(), metrics.clone()).expect("default store");
+        let sources = Sources {
+            prometheus: prometheus::PrometheusSource::new(&[], timeout).expect("none"),
+            tempo: tempo::TempoSource::new(Vec::new(), timeout, metrics.clone()).expect("none"),
+            sqs: sqs::SqsSource::lazy(sqs::SqsConfig::default()),
+            otlp: Some(std::sync::Arc::new(store)),
+            metrics,
+            timeout,
+        };
+        let query = |window: Duration| {
+            Query::Otlp(OtlpQuery {
+                selector: crate::signal::TraceSelector {
+                    service: "checkout".into(),
+                    span_kind: crate::signal::SpanKind::Server,
+                    version: None,
+                    labels: Vec::new(),
+                },
+                measure: TraceMeasure::ErrorRatio,
+                window,
+            })
+        };
+        sources
+            .fetch(&query(Duration::from_secs(60)))
+            .await
+            .expect("an empty store answers");
+        sources
+            .fetch(&query(Duration::ZERO))
+            .await
+            .expect_err("a zero window is refused");
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        for outcome in ["success", "error"] {
+            let line = format!(
+                "slo_scaler_backend_requests_total{{backend=\"otlp\",outcome=\"{outcome}\"}} 1"
+            );
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
     }
 
     #[test]

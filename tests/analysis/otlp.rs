@@ -274,6 +274,7 @@ async fn otlp_count_is_every_span_in_the_window() {
     s.send_before(now, "payment-service", "v1", &v1).await;
     let (e1, e2) = (exact(&v1), exact(&v2));
     for window in ["2m", "30s"] {
+        let calls = s.backend_calls("otlp").await;
         let (status, a) = s
             .analysis(&[
                 ("service", "payment-service"),
@@ -284,6 +285,8 @@ async fn otlp_count_is_every_span_in_the_window() {
             ])
             .await;
         assert_eq!(status, 200, "{a}");
+        // One read of the store per side.
+        assert_eq!(s.backend_calls("otlp").await, calls + 2, "{window}");
         assert_eq!(a["canary"]["count"], 300, "{window}: {a}");
         assert_eq!(a["baseline"]["count"], 700, "{window}: {a}");
         // The error rate and latency describe those same spans.
@@ -352,7 +355,10 @@ async fn slo_reads_both_objectives_from_one_snapshot() {
             ]),
         )
         .expect("valid slo trigger");
+    let calls = s.backend_calls("otlp").await;
     let got = s.engine.evaluate(&slo).await.expect("an slo value");
+    // One read of the store for both objectives.
+    assert_eq!(s.backend_calls("otlp").await, calls + 1);
     let want = (e.p95 / 0.1).max(e.error_rate / 0.5);
     assert!(
         (got.value - want).abs() <= 0.01 * want,

@@ -88,6 +88,23 @@ impl Setup {
         }
     }
 
+    /// `slo_scaler_backend_requests_total` of `backend` with outcome success, from the
+    /// admin port's `/metrics`.
+    pub async fn backend_calls(&self, backend: &str) -> u64 {
+        let text = reqwest::get(format!("{}/metrics", self.admin))
+            .await
+            .expect("metrics request")
+            .text()
+            .await
+            .expect("metrics text");
+        let prefix = format!(
+            "slo_scaler_backend_requests_total{{backend=\"{backend}\",outcome=\"success\"}} "
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map_or(0, |n| n.trim().parse().expect("a count"))
+    }
+
     /// `GET /api/v1/analysis?…` with `params` (URL-encoded by reqwest): status and JSON.
     pub async fn analysis(&self, params: &[(&str, &str)]) -> (u16, serde_json::Value) {
         let url =

@@ -66,34 +66,6 @@ impl Snapshot {
 }
 
 impl Store {
-    /// [`Store::read`], recorded in the backend metrics as backend `otlp` (what the
-    /// engine's sources call).
-    pub fn fetch(&self, q: &OtlpQuery) -> Result<Reading, SourceError> {
-        let started = std::time::Instant::now();
-        let result = self.read(q);
-        self.record(result.is_ok(), started);
-        result
-    }
-
-    /// [`Store::snapshot`], recorded in the backend metrics like [`Store::fetch`] (one
-    /// backend call for every figure of the window).
-    pub fn fetch_snapshot(
-        &self,
-        selector: &TraceSelector,
-        window: Duration,
-    ) -> Result<Snapshot, SourceError> {
-        let started = std::time::Instant::now();
-        let result = self.snapshot(selector, window);
-        self.record(result.is_ok(), started);
-        result
-    }
-
-    fn record(&self, ok: bool, started: std::time::Instant) {
-        let outcome = if ok { "success" } else { "error" };
-        self.metrics
-            .record_backend(BACKEND, outcome, started.elapsed());
-    }
-
     /// Reads one signal over `q.window` ending now.
     pub fn read(&self, q: &OtlpQuery) -> Result<Reading, SourceError> {
         self.read_at(q, self.clock.now())
