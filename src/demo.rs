@@ -679,8 +679,8 @@ fn render_analysis(out: &mut String, answer: Result<Answer, String>) {
     let _ = writeln!(
         out,
         "canary analysis: payment-service {CANARY_VERSION} vs {BASELINE_VERSION} over {}, p95, \
-         minCount {} (GET /api/v1/analysis; the example AnalysisTemplate fails a canary above \
-         {:.0}% errors or p95 more than {:.0}ms above the baseline)",
+         minCount {} (GET /api/v1/analysis)\nrule of the example AnalysisTemplate: fail above \
+         {:.0}% canary errors or p95 more than {:.0}ms above the baseline",
         analysis_param("window"),
         analysis_param("minCount"),
         rule.max_error_rate * 100.0,
