@@ -177,10 +177,10 @@ impl Engine {
                     }
                     self.build_query(namespace, &read)
                 };
-                let latency_measure = match trace_read(&trigger.read) {
-                    Some(t) => t.measure,
-                    None => TraceMeasure::Latency(crate::signal::Quantile::P95),
-                };
+                let latency_measure = trace_read_mut(&mut trigger.read.clone())
+                    .map_or(TraceMeasure::Latency(crate::signal::Quantile::P95), |t| {
+                        t.measure
+                    });
                 Some(SloQueries {
                     latency: o
                         .latency
@@ -648,22 +648,7 @@ impl Engine {
     }
 }
 
-/// The trace measure a read asks, if it is one.
-fn trace_read(read: &Read) -> Option<&TraceRead> {
-    match read {
-        Read::Otlp(t)
-        | Read::Prometheus {
-            spec: PromSpec::Trace { trace: t, .. },
-            ..
-        }
-        | Read::Tempo {
-            spec: TempoSpec::Trace(t),
-            ..
-        } => Some(t),
-        _ => None,
-    }
-}
-
+/// The trace measure a read asks, if it is one (on a read of its own to change).
 fn trace_read_mut(read: &mut Read) -> Option<&mut TraceRead> {
     match read {
         Read::Otlp(t)
