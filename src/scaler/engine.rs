@@ -53,6 +53,9 @@ impl Plan {
 pub struct SloQueries {
     pub latency: Option<(Query, f64)>,
     pub error_rate: Option<(Query, f64)>,
+    /// With both objectives, both queries as one [`Query::Pair`]: fetched together and
+    /// cached as one entry, so the two halves describe the same moment.
+    pub together: Option<Query>,
 }
 
 /// One evaluated value.
@@ -181,15 +184,24 @@ impl Engine {
                     .map_or(TraceMeasure::Latency(crate::signal::Quantile::P95), |t| {
                         t.measure
                     });
+                let latency = o
+                    .latency
+                    .map(|obj| Ok::<_, PlanError>((with(latency_measure)?, obj)))
+                    .transpose()?;
+                let error_rate = o
+                    .error_rate
+                    .map(|obj| Ok::<_, PlanError>((with(TraceMeasure::ErrorRatio)?, obj)))
+                    .transpose()?;
+                let together = match (&latency, &error_rate) {
+                    (Some((l, _)), Some((e, _))) => {
+                        Some(Query::Pair(Box::new((l.clone(), e.clone()))))
+                    }
+                    _ => None,
+                };
                 Some(SloQueries {
-                    latency: o
-                        .latency
-                        .map(|obj| Ok::<_, PlanError>((with(latency_measure)?, obj)))
-                        .transpose()?,
-                    error_rate: o
-                        .error_rate
-                        .map(|obj| Ok::<_, PlanError>((with(TraceMeasure::ErrorRatio)?, obj)))
-                        .transpose()?,
+                    latency,
+                    error_rate,
+                    together,
                 })
             }
             None => None,
@@ -202,6 +214,7 @@ impl Engine {
             | Some(SloQueries {
                 latency: None,
                 error_rate: Some((q, _)),
+                ..
             }) => q.clone(),
             _ => query,
         };
@@ -462,9 +475,9 @@ impl Engine {
                 Usable::NoData => Ok(None),
                 Usable::Refused(value) => Err(EvalError::Unusable { metric, value }),
             },
-            Reading::Queue(_) => Err(EvalError::WrongShape {
+            other => Err(EvalError::WrongShape {
                 metric,
-                got: "queue depth",
+                got: other.shape(),
                 wanted: "number",
             }),
         }
@@ -491,10 +504,10 @@ impl Engine {
             (Reading::Queue(depth), Read::Sqs(spec)) => {
                 Usable::Value(depth.total(spec.scale_on_in_flight, spec.scale_on_delayed) as f64)
             }
-            (Reading::Queue(_), _) => {
+            (other, _) => {
                 return Err(EvalError::WrongShape {
                     metric: t.metric_name.clone(),
-                    got: "queue depth",
+                    got: other.shape(),
                     wanted: "number",
                 })
             }
@@ -559,34 +572,51 @@ impl Engine {
                 )
             }
             _ => {
-                let read = |q: Option<&(Query, f64)>| {
-                    let q = q.map(|(q, _)| q.clone());
-                    async move {
-                        match q {
-                            Some(q) => self
-                                .cache
-                                .get(&q, ttl, || self.sources.fetch(&q))
-                                .await
-                                .map(Some),
-                            None => Ok(None),
+                match &slo.together {
+                    Some(pair) => {
+                        let served = self
+                            .cache
+                            .get(pair, ttl, || self.sources.fetch(pair))
+                            .await?;
+                        match served.reading {
+                            Reading::Pair(p) => {
+                                let (latency, errors) = *p;
+                                (Some(latency), Some(errors), served.age, served.stale)
+                            }
+                            other => {
+                                return Err(EvalError::WrongShape {
+                                    metric: t.metric_name.clone(),
+                                    got: other.shape(),
+                                    wanted: "pair of answers",
+                                })
+                            }
                         }
                     }
-                };
-                let (latency, errors) =
-                    tokio::join!(read(slo.latency.as_ref()), read(slo.error_rate.as_ref()));
-                let (latency, errors) = (latency?, errors?);
-                let served: Vec<&crate::cache::Served> = [&latency, &errors]
-                    .into_iter()
-                    .filter_map(Option::as_ref)
-                    .collect();
-                let age = served.iter().map(|s| s.age).max().unwrap_or_default();
-                let stale = served.iter().any(|s| s.stale);
-                (
-                    latency.map(|s| s.reading),
-                    errors.map(|s| s.reading),
-                    age,
-                    stale,
-                )
+                    None => {
+                        // One objective: one query.
+                        let latency = match &slo.latency {
+                            Some((q, _)) => {
+                                Some(self.cache.get(q, ttl, || self.sources.fetch(q)).await?)
+                            }
+                            None => None,
+                        };
+                        let errors = match &slo.error_rate {
+                            Some((q, _)) => {
+                                Some(self.cache.get(q, ttl, || self.sources.fetch(q)).await?)
+                            }
+                            None => None,
+                        };
+                        let served = latency.as_ref().or(errors.as_ref());
+                        let (age, stale) =
+                            served.map_or((Duration::ZERO, false), |s| (s.age, s.stale));
+                        (
+                            latency.map(|s| s.reading),
+                            errors.map(|s| s.reading),
+                            age,
+                            stale,
+                        )
+                    }
+                }
             }
         };
         let number = |reading: &Option<Reading>| -> Result<Option<f64>, EvalError> {
@@ -600,9 +630,9 @@ impl Engine {
                         value,
                     }),
                 },
-                Some(Reading::Queue(_)) => Err(EvalError::WrongShape {
+                Some(other) => Err(EvalError::WrongShape {
                     metric: t.metric_name.clone(),
-                    got: "queue depth",
+                    got: other.shape(),
                     wanted: "number",
                 }),
             }

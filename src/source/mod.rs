@@ -21,6 +21,9 @@ pub enum Query {
     Tempo(TempoQuery),
     Sqs(SqsQuery),
     Otlp(OtlpQuery),
+    /// Two queries of one backend read together (the objectives of `signal: slo`):
+    /// fetched at once and cached as one entry, so both answers describe the same moment.
+    Pair(Box<(Query, Query)>),
 }
 
 impl Query {
@@ -31,6 +34,7 @@ impl Query {
             Query::Tempo(q) => format!("tempo/{}", q.backend),
             Query::Sqs(_) => "sqs".to_string(),
             Query::Otlp(_) => "otlp".to_string(),
+            Query::Pair(pair) => pair.0.backend_label(),
         }
     }
 
@@ -118,6 +122,19 @@ pub enum Reading {
     Value(Option<f64>),
     /// An SQS queue's counts.
     Queue(QueueDepth),
+    /// The answers to a [`Query::Pair`], in its order.
+    Pair(Box<(Reading, Reading)>),
+}
+
+impl Reading {
+    /// What kind of answer this is, for an error naming a mismatch.
+    pub fn shape(&self) -> &'static str {
+        match self {
+            Reading::Value(_) => "number",
+            Reading::Queue(_) => "queue depth",
+            Reading::Pair(_) => "pair of answers",
+        }
+    }
 }
 
 /// Why a backend gave no reading. Messages name the backend and never carry secrets.
@@ -160,6 +177,11 @@ impl Sources {
     /// Asks the backend, within `timeout`, and records the call in the backend metrics
     /// (`success`, `error` or `timeout`, with its duration).
     pub async fn fetch(&self, q: &Query) -> Result<Reading, SourceError> {
+        if let Query::Pair(pair) = q {
+            // Each half is its own call, bounded and counted; both start together.
+            let (a, b) = tokio::join!(Box::pin(self.fetch(&pair.0)), Box::pin(self.fetch(&pair.1)));
+            return Ok(Reading::Pair(Box::new((a?, b?))));
+        }
         let started = std::time::Instant::now();
         let result = match tokio::time::timeout(self.timeout, self.dispatch(q)).await {
             Ok(result) => result,
@@ -217,6 +239,11 @@ impl Sources {
                     name: "embedded".into(),
                 }),
             },
+            // `fetch` asks a pair's halves itself, each bounded and counted.
+            Query::Pair(_) => Err(SourceError::BadQuery {
+                backend: q.backend_label(),
+                detail: "a pair is fetched half by half".into(),
+            }),
         }
     }
 
@@ -245,6 +272,11 @@ impl Sources {
                 }
                 s
             }
+            Query::Pair(pair) => format!(
+                "{} together with {}",
+                Sources::describe(&pair.0),
+                Sources::describe(&pair.1)
+            ),
             Query::Otlp(q) => format!(
                 "otlp store: {} of service {:?} kind {} version {} over {}",
                 match q.measure {

@@ -232,6 +232,44 @@ async fn prometheus_analysis_reads_the_version_label() {
         );
     }
 
+    // One snapshot: a latency trigger on the same series has just read the slo's latency
+    // query (and keeps it cached); the slo trigger still asks Prometheus for both halves
+    // together instead of pairing that older latency with a newer error rate.
+    let md = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let common = [
+        ("source", "prometheus"),
+        ("service", "payment-service"),
+        ("version", "v1"),
+        ("convention", "otel-spanmetrics"),
+        ("window", "11s"),
+    ];
+    let mut latency_md = md(&common);
+    latency_md.extend(md(&[("signal", "latency"), ("threshold", "0.3")]));
+    let plan = s
+        .engine
+        .plan("shop", &latency_md)
+        .expect("valid latency trigger");
+    s.engine.evaluate(&plan).await.expect("a latency");
+    let mut slo_md = md(&common);
+    slo_md.extend(md(&[
+        ("signal", "slo"),
+        ("latencyObjective", "250ms"),
+        ("errorRateObjective", "1%"),
+    ]));
+    let plan = s.engine.plan("shop", &slo_md).expect("valid slo trigger");
+    let before = s.backend_calls("prometheus/default").await;
+    s.engine.evaluate(&plan).await.expect("a value");
+    assert_eq!(
+        s.backend_calls("prometheus/default").await - before,
+        2,
+        "both halves of the slo are fetched together"
+    );
+
     // Tempo's metrics-generator names: the same figures through tempo-spanmetrics.
     let mut p = params.to_vec();
     p.retain(|(k, _)| *k != "convention");
