@@ -86,6 +86,9 @@ pub struct Minute {
     /// Mean pods (ready or not) over the minute.
     pub replicas: f64,
     pub ready: f64,
+    /// CPU utilisation over the minute: CPU seconds used / (ready-pod seconds × the CPU
+    /// request), percent, as the HPA's `Utilization` sees it.
+    pub cpu_percent: f64,
     /// p95 latency over the minute; `None` when no request arrived.
     pub p95_s: Option<f64>,
     pub error_rate: f64,
@@ -173,6 +176,31 @@ fn read(policy: &Policy, config: &Config, ring: &Ring, now: usize) -> Option<f64
 
 /// Replays `scenario` under `policy`. `Policy::StaticAuto` is resolved by the caller.
 pub fn run(scenario: &Scenario, policy: &Policy, config: &Config) -> Run {
+    replay(scenario, policy, config, None).unwrap_or_else(|partial| partial)
+}
+
+/// Replays `scenario` under `policy` only as long as it can still reach attainment
+/// `goal`: the whole run when it does, `None` as soon as so many minutes are out of the
+/// objective that it cannot (the same arithmetic as [`super::report::Summary`]'s
+/// attainment, so the answer is the one the whole run would give).
+pub fn run_if_reaches(
+    scenario: &Scenario,
+    policy: &Policy,
+    config: &Config,
+    goal: f64,
+) -> Option<Run> {
+    replay(scenario, policy, config, Some(goal)).ok()
+}
+
+/// The closed loop; `Err` with the run so far when `goal` is set and out of reach.
+fn replay(
+    scenario: &Scenario,
+    policy: &Policy,
+    config: &Config,
+    goal: Option<f64>,
+) -> Result<Run, Run> {
+    let total_minutes = scenario.seconds.len().div_ceil(60).max(1) as f64;
+    let mut misses = 0usize;
     let keda = &config.keda;
     let hpa_min = keda.min_replicas.max(1);
     let start = match policy {
@@ -186,6 +214,8 @@ pub fn run(scenario: &Scenario, policy: &Policy, config: &Config) -> Run {
     let mut ring = Ring::new(ring_len);
     let mut minute = LatencySketch::new();
     let (mut minute_errors, mut minute_replicas, mut minute_ready) = (0u64, 0.0, 0.0);
+    // CPU seconds used and ready-pod seconds over the minute.
+    let (mut minute_cpu_s, mut minute_ready_s) = (0.0, 0.0);
     let mut out = Run {
         policy: policy.to_string(),
         minutes: Vec::with_capacity(scenario.seconds.len() / 60 + 1),
@@ -204,25 +234,25 @@ pub fn run(scenario: &Scenario, policy: &Policy, config: &Config) -> Run {
 
     for (t, second) in scenario.seconds.iter().enumerate() {
         let t0 = t as f64;
-        *ring.slot(t) = Bucket::default();
+        let b = ring.slot(t);
+        *b = Bucket::default();
         if second.rps > 0.0 {
-            let mut at = t0 + arrivals.exp1() / second.rps;
+            let gap = 1.0 / second.rps;
+            let mut at = t0 + arrivals.exp1() * gap;
             while at < t0 + 1.0 {
                 let o = service.serve(at, second.slowdown);
-                let b = ring.slot(t);
                 b.latency.add((o.latency_s * 1e9) as u64);
                 b.cpu_s += o.cpu_s;
-                if o.error {
-                    b.errors += 1;
-                }
-                at += arrivals.exp1() / second.rps;
+                b.errors += u64::from(o.error);
+                at += arrivals.exp1() * gap;
             }
         }
-        let b = ring.slot(t);
         out.requests += b.latency.count();
         out.errors += b.errors;
         minute.merge(&b.latency);
         minute_errors += b.errors;
+        minute_cpu_s += b.cpu_s;
+        minute_ready_s += f64::from(service.ready(t0));
         let replicas = service.replicas();
         out.replica_seconds += f64::from(replicas);
         minute_replicas += f64::from(replicas);
@@ -237,6 +267,11 @@ pub fn run(scenario: &Scenario, policy: &Policy, config: &Config) -> Run {
                 rps: n as f64 / len as f64,
                 replicas: minute_replicas / len as f64,
                 ready: minute_ready / len as f64,
+                cpu_percent: if minute_ready_s > 0.0 {
+                    100.0 * minute_cpu_s / (minute_ready_s * config.service.cpu_request_cores)
+                } else {
+                    0.0
+                },
                 p95_s,
                 error_rate: if n == 0 {
                     0.0
@@ -247,6 +282,13 @@ pub fn run(scenario: &Scenario, policy: &Policy, config: &Config) -> Run {
             });
             minute = LatencySketch::new();
             (minute_errors, minute_replicas, minute_ready) = (0, 0.0, 0.0);
+            (minute_cpu_s, minute_ready_s) = (0.0, 0.0);
+            if out.minutes.last().is_some_and(|m| !m.within) {
+                misses += 1;
+                if goal.is_some_and(|g| (total_minutes - misses as f64) / total_minutes < g) {
+                    return Err(out);
+                }
+            }
         }
         if !dynamic {
             continue;
@@ -316,7 +358,7 @@ pub fn run(scenario: &Scenario, policy: &Policy, config: &Config) -> Run {
             out.max_replicas = out.max_replicas.max(next);
         }
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -343,6 +385,30 @@ mod tests {
             run.requests
         );
         assert_eq!(run.scale_events, 0);
+    }
+
+    /// The CPU model: utilisation = served requests/s × CPU seconds per request / (ready
+    /// pods × CPU request). A pod's workers cap what it serves, so a saturated pod burns
+    /// at most workers × CPU share of a core: with the defaults (4 workers, 20 % of 50 ms
+    /// on CPU, a 1-core request) 80 %, barely above a 70 % target while its queue times out.
+    #[test]
+    fn cpu_utilisation_follows_served_load_and_caps_at_saturation() {
+        let check = |rps: f64, pods: u32, want_percent: f64, saturated: bool| {
+            let run = run(&flat(rps, 600), &Policy::Static(pods), &Config::default());
+            for m in &run.minutes[2..] {
+                assert!(
+                    (m.cpu_percent - want_percent).abs() <= 0.06 * want_percent,
+                    "{rps} rps on {pods} pods: {m:?}"
+                );
+                assert_eq!(!m.within, saturated, "{rps} rps on {pods} pods: {m:?}");
+            }
+        };
+        // 200 rps × 10 ms / 4 cores.
+        check(200.0, 4, 50.0, false);
+        // 100 rps × 10 ms / 4 cores.
+        check(100.0, 4, 25.0, false);
+        // 400 rps on 2 pods of 4 workers: they serve 160 rps, 4 × 0.2 cores each.
+        check(400.0, 2, 80.0, true);
     }
 
     #[test]

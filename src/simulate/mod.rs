@@ -69,7 +69,7 @@ pub struct SimulateArgs {
     /// p95[:240ms], slo[:0.8]. Default: static:auto cpu:70% rps:60 p95 slo.
     #[arg(long = "policy")]
     pub policies: Vec<String>,
-    /// Write summary.json, timeseries.csv and SVG plots here instead of only printing.
+    /// Write summary.json, timeseries.csv and the plots (SVG and PNG) here as well.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Workers (concurrent requests) per pod.
@@ -81,8 +81,9 @@ pub struct SimulateArgs {
     /// Service-time distribution: exponential or lognormal:SIGMA.
     #[arg(long, default_value = "exponential")]
     pub service_dist: String,
-    /// Share of the service time spent on CPU (the rest waits on dependencies).
-    #[arg(long, default_value_t = 0.5)]
+    /// Share of the service time spent on CPU (the rest waits on dependencies, holding
+    /// its worker). Measure it as CPU seconds per request / mean service time.
+    #[arg(long, default_value_t = 0.2)]
     pub cpu_share: f64,
     /// CPU request per pod, in cores.
     #[arg(long, default_value_t = 1.0)]
@@ -265,20 +266,23 @@ impl SimulateArgs {
 }
 
 /// The smallest static fleet whose attainment reaches `goal` (attainment grows with the
-/// fleet, so a binary search), or the maximum when none does.
+/// fleet, so a binary search; a probe that falls short stops as soon as it cannot reach
+/// the goal), or the maximum when none does.
 pub fn smallest_static(scenario: &Scenario, config: &Config, goal: f64) -> Run {
-    let (mut lo, mut hi) = (1u32, config.keda.max_replicas.max(1));
-    let mut best = engine::run(scenario, &Policy::Static(hi), config);
+    let max = config.keda.max_replicas.max(1);
+    let (mut lo, mut hi) = (1u32, max);
+    let mut best: Option<Run> = None;
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        let run = engine::run(scenario, &Policy::Static(mid), config);
-        if Summary::of(&run).slo_attainment >= goal {
-            hi = mid;
-            best = run;
-        } else {
-            lo = mid + 1;
+        match engine::run_if_reaches(scenario, &Policy::Static(mid), config, goal) {
+            Some(run) => {
+                hi = mid;
+                best = Some(run);
+            }
+            None => lo = mid + 1,
         }
     }
+    let mut best = best.unwrap_or_else(|| engine::run(scenario, &Policy::Static(max), config));
     best.policy = if Summary::of(&best).slo_attainment >= goal {
         format!("{} (smallest ≥{}%)", best.policy, goal * 100.0)
     } else {
@@ -287,15 +291,23 @@ pub fn smallest_static(scenario: &Scenario, config: &Config, goal: f64) -> Run {
     best
 }
 
-/// Runs every policy over the scenario.
+/// Runs every policy over the scenario, each on its own thread (runs share nothing but
+/// the read-only scenario and configuration, and each is deterministic, so the result is
+/// the same as one after the other).
 pub fn simulate(scenario: &Scenario, policies: &[Policy], config: &Config, goal: f64) -> Vec<Run> {
-    policies
-        .iter()
-        .map(|p| match p {
-            Policy::StaticAuto => smallest_static(scenario, config, goal),
-            p => engine::run(scenario, p, config),
-        })
-        .collect()
+    let one = |p: &Policy| match p {
+        Policy::StaticAuto => smallest_static(scenario, config, goal),
+        p => engine::run(scenario, p, config),
+    };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = policies.iter().map(|p| s.spawn(move || one(p))).collect();
+        handles
+            .into_iter()
+            // A run has no panicking path; were one to panic, re-raise it here as the
+            // sequential loop would have.
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
 }
 
 /// `slo-scaler simulate`: returns the table to print.
@@ -309,7 +321,7 @@ pub fn run(args: &SimulateArgs) -> Result<String, SimulateError> {
     if let Some(dir) = &args.out {
         report::write(dir, &scenario.name, config.objective_s, &runs, &rows)?;
         text.push_str(&format!(
-            "\nwrote {0}/summary.json, {0}/timeseries.csv, {0}/load.svg, {0}/replicas.svg, {0}/p95.svg\n",
+            "\nwrote {0}/summary.json, {0}/timeseries.csv, {0}/load.svg, {0}/load.png, {0}/replicas.svg, {0}/replicas.png, {0}/p95.svg, {0}/p95.png\n",
             dir.display()
         ));
     }

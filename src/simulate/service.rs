@@ -39,7 +39,7 @@ impl Default for ServiceModel {
             workers_per_pod: 4,
             mean_service_s: 0.050,
             dist: ServiceDist::Exponential,
-            cpu_share: 0.5,
+            cpu_share: 0.2,
             cpu_request_cores: 1.0,
             timeout_s: 2.0,
             startup_s: 30.0,
