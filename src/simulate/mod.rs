@@ -265,24 +265,40 @@ impl SimulateArgs {
     }
 }
 
-/// The smallest static fleet whose attainment reaches `goal` (attainment grows with the
-/// fleet, so a binary search; a probe that falls short stops as soon as it cannot reach
-/// the goal), or the maximum when none does.
+/// The smallest static fleet whose attainment reaches `goal`, or the maximum when none
+/// does. Attainment grows with the fleet, so a search: doubling from 1 until a fleet
+/// reaches the goal, then halving the gap below it. A fleet that falls short stops as soon
+/// as it cannot reach the goal, so the short ones (most probes) cost a fraction of a run.
 pub fn smallest_static(scenario: &Scenario, config: &Config, goal: f64) -> Run {
     let max = config.keda.max_replicas.max(1);
-    let (mut lo, mut hi) = (1u32, max);
-    let mut best: Option<Run> = None;
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        match engine::run_if_reaches(scenario, &Policy::Static(mid), config, goal) {
-            Some(run) => {
-                hi = mid;
-                best = Some(run);
+    let probe = |n: u32| engine::run_if_reaches(scenario, &Policy::Static(n), config, goal);
+    // The largest fleet known to fall short (0: none yet) and the smallest that holds.
+    let mut short = 0u32;
+    let mut best: Option<(u32, Run)> = None;
+    let mut n = 1u32;
+    while best.is_none() {
+        match probe(n) {
+            Some(run) => best = Some((n, run)),
+            None if n == max => break,
+            None => {
+                short = n;
+                n = n.saturating_mul(2).min(max);
             }
-            None => lo = mid + 1,
         }
     }
-    let mut best = best.unwrap_or_else(|| engine::run(scenario, &Policy::Static(max), config));
+    let mut best = match best {
+        Some((mut hi, mut run)) => {
+            while hi - short > 1 {
+                let mid = short + (hi - short) / 2;
+                match probe(mid) {
+                    Some(r) => (hi, run) = (mid, r),
+                    None => short = mid,
+                }
+            }
+            run
+        }
+        None => engine::run(scenario, &Policy::Static(max), config),
+    };
     best.policy = if Summary::of(&best).slo_attainment >= goal {
         format!("{} (smallest ≥{}%)", best.policy, goal * 100.0)
     } else {
@@ -291,23 +307,56 @@ pub fn smallest_static(scenario: &Scenario, config: &Config, goal: f64) -> Run {
     best
 }
 
-/// Runs every policy over the scenario, each on its own thread (runs share nothing but
-/// the read-only scenario and configuration, and each is deterministic, so the result is
-/// the same as one after the other).
+/// Runs every policy over the scenario: `static:auto`'s search on a thread of its own,
+/// the other policies in lockstep ([`engine::run_lockstep`]) split over the remaining
+/// cores. Each run is deterministic and shares nothing but the read-only scenario and
+/// configuration, so the result is the same as one policy after the other.
 pub fn simulate(scenario: &Scenario, policies: &[Policy], config: &Config, goal: f64) -> Vec<Run> {
-    let one = |p: &Policy| match p {
-        Policy::StaticAuto => smallest_static(scenario, config, goal),
-        p => engine::run(scenario, p, config),
-    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let searches = policies
+        .iter()
+        .filter(|p| matches!(p, Policy::StaticAuto))
+        .count();
+    let others: Vec<(usize, Policy)> = policies
+        .iter()
+        .cloned()
+        .enumerate()
+        .filter(|(_, p)| !matches!(p, Policy::StaticAuto))
+        .collect();
+    let groups = cores.saturating_sub(searches).clamp(1, others.len().max(1));
+    let mut runs: Vec<Option<Run>> = vec![None; policies.len()];
     std::thread::scope(|s| {
-        let handles: Vec<_> = policies.iter().map(|p| s.spawn(move || one(p))).collect();
-        handles
-            .into_iter()
-            // A run has no panicking path; were one to panic, re-raise it here as the
-            // sequential loop would have.
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    })
+        let search_handles: Vec<_> = policies
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| matches!(p, Policy::StaticAuto))
+            .map(|(i, _)| (i, s.spawn(move || smallest_static(scenario, config, goal))))
+            .collect();
+        let group_handles: Vec<_> = (0..groups)
+            .map(|g| {
+                let mine: Vec<(usize, Policy)> =
+                    others.iter().skip(g).step_by(groups).cloned().collect();
+                s.spawn(move || {
+                    let (index, group): (Vec<usize>, Vec<Policy>) = mine.into_iter().unzip();
+                    index
+                        .into_iter()
+                        .zip(engine::run_lockstep(scenario, &group, config))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        // A run has no panicking path; were one to panic, re-raise it here as the
+        // sequential loop would have.
+        for (i, h) in search_handles {
+            runs[i] = Some(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+        }
+        for h in group_handles {
+            for (i, run) in h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)) {
+                runs[i] = Some(run);
+            }
+        }
+    });
+    runs.into_iter().flatten().collect()
 }
 
 /// `slo-scaler simulate`: returns the table to print.
