@@ -3,7 +3,8 @@
 //! - The queueing model against Erlang C: one pod with c workers fed Poisson arrivals is
 //!   an M/M/c queue, whose waiting time has `P(W > t) = C(c, a) · exp(−(cμ − λ) t)`.
 //! - The seed scenario (`diurnal`, 24 h of order-service traffic): the p95 policy holds
-//!   the objective; the smallest static fleet holding 99 % of minutes is the smallest.
+//!   the objective for less than the smallest static fleet that does, and better than
+//!   CPU scaling.
 //! - `slo-scaler simulate --out` (the binary itself): `summary.json`, the CSV, and every
 //!   plot as SVG and as a PNG that decodes, has the chart's size and is drawn on (lines in
 //!   the series' colours, text from the embedded font).
@@ -79,42 +80,42 @@ fn mmc_waiting_time_percentiles_match_erlang_c() {
     check(8, 0.9, &[0.9, 0.95, 0.99]);
 }
 
-/// The issue asks three things of the seed scenario: the p95 policy holds ≥ 99 % of
-/// minutes, at ≤ 0.8× the replica-hours of the smallest static fleet that also holds
-/// 99 %, and beats CPU scaling on attainment. With the default model the first holds; the
-/// measured figures for the other two (0.81× the static fleet; CPU at 70 % holds 100 % at
-/// 1.2× the static cost) are reported in README and SIMULATION.md rather than asserted,
-/// because the model does not meet them and the defaults were not tuned until it did.
+/// The issue asks three things of the seed scenario with every default: the p95 policy
+/// holds ≥ 99 % of minutes, at ≤ 0.8× the replica-hours of the smallest static fleet that
+/// also holds 99 %, and beats CPU-utilisation scaling on attainment. The defaults are the
+/// model's stated assumptions (SIMULATION.md), not values picked for this test.
 #[test]
-fn seed_scenario_p95_policy_holds_the_objective() {
+fn seed_scenario_p95_policy_holds_the_objective_cheaper_than_static_and_cpu() {
     let scenario = scenario::builtin("diurnal").expect("built-in diurnal");
     let config = Config::default();
     let fleet = Summary::of(&smallest_static(&scenario, &config, 0.99));
-    let p95 = Summary::of(&engine::run(
+    let runs = engine::run_lockstep(
         &scenario,
-        &Policy::P95 { target_s: None },
+        &[
+            Policy::P95 { target_s: None },
+            Policy::Cpu {
+                target_percent: 70.0,
+            },
+            // The smallest fleet: one pod fewer misses the goal.
+            Policy::Static(fleet.max_replicas - 1),
+        ],
         &config,
-    ));
-    let report = format!("static {fleet:?}\np95 {p95:?}");
-    assert!(fleet.slo_attainment >= 0.99, "{report}");
-    // The smallest fleet: one pod fewer misses the goal.
-    let smaller = Summary::of(&engine::run(
-        &scenario,
-        &Policy::Static(fleet.max_replicas - 1),
-        &config,
-    ));
-    assert!(
-        smaller.slo_attainment < 0.99,
-        "{report}\nsmaller {smaller:?}"
     );
+    let [p95, cpu, smaller] = [0, 1, 2].map(|i| Summary::of(&runs[i]));
+    let report = format!("static {fleet:?}\np95 {p95:?}\ncpu {cpu:?}\nsmaller {smaller:?}");
+    assert!(fleet.slo_attainment >= 0.99, "{report}");
+    assert!(smaller.slo_attainment < 0.99, "{report}");
     assert!(
         p95.slo_attainment >= 0.99,
         "p95 holds 99 % of minutes\n{report}"
     );
-    eprintln!(
-        "p95 policy: {:.2} % of minutes at {:.2}× the static fleet's replica-hours",
-        p95.slo_attainment * 100.0,
-        p95.replica_hours / fleet.replica_hours
+    assert!(
+        p95.replica_hours <= 0.8 * fleet.replica_hours,
+        "p95 costs at most 0.8× the static fleet\n{report}"
+    );
+    assert!(
+        p95.slo_attainment > cpu.slo_attainment,
+        "p95 beats CPU scaling on attainment\n{report}"
     );
 }
 
