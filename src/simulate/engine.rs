@@ -376,7 +376,7 @@ impl<'a> Loop<'a> {
         self.minute_ready += f64::from(service.ready(t0 + 1.0));
 
         let now = t + 1;
-        if (now % 60 == 0) || now == self.len {
+        if now.is_multiple_of(60) || now == self.len {
             let len = (now - 1) % 60 + 1;
             let n = self.minute.len();
             let p95_s = exact_quantile(&mut self.minute, 0.95).map(|ns| ns as f64 / 1e9);
@@ -417,7 +417,10 @@ impl<'a> Loop<'a> {
         let now_s = now as f64;
         let mut next = replicas;
         // KEDA's operator loop: activation and scale to zero (only with minReplicaCount 0).
-        if keda.min_replicas == 0 && now % polling == 0 && !matches!(policy, Policy::Cpu { .. }) {
+        if keda.min_replicas == 0
+            && now.is_multiple_of(polling)
+            && !matches!(policy, Policy::Cpu { .. })
+        {
             let active = read(policy, config, ring, now).is_some_and(|v| v > keda.activation);
             if active {
                 self.last_active = now_s;
@@ -429,7 +432,7 @@ impl<'a> Loop<'a> {
             }
         }
         // The HPA: only while the target has pods (KEDA owns 0 ↔ 1).
-        if next == replicas && replicas > 0 && now % hpa_sync == 0 {
+        if next == replicas && replicas > 0 && now.is_multiple_of(hpa_sync) {
             let desired = match policy {
                 Policy::Cpu { target_percent } => {
                     let (w, covered) = ring.window(now, config.cpu_window_s as usize);
