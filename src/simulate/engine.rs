@@ -1,10 +1,12 @@
 //! The closed loop: one scenario through the service model, with KEDA and the HPA
 //! deciding the pod count from signals computed the way the scaler computes them.
 //!
-//! Every second, Poisson arrivals at the scenario's rate are served and their latencies
-//! go into a per-second [`LatencySketch`], as the embedded store keeps one sketch per
-//! series per second; a signal over a window merges the buckets of the last `window`
-//! seconds, as `Store::read_at` does. Every HPA sync period the policy's metric is read,
+//! Every second, Poisson arrivals at the scenario's rate are drawn once for every policy
+//! compared ([`run_lockstep`]) and served by each policy's service. For the policies that
+//! read latency, the second's latencies go into a per-second [`LatencySketch`], as the
+//! embedded store keeps one sketch per series per second; a signal over a window merges
+//! the buckets of the last `window` seconds, as `Store::read_at` does. What the service
+//! delivered (each minute's p95, for attainment) is the exact quantile of every latency. Every HPA sync period the policy's metric is read,
 //! the HPA arithmetic of [`crate::signal::hpa`] proposes a count, and [`Autoscaler`]
 //! applies the behaviour. KEDA's operator loop (every polling interval) handles
 //! activation, scale to zero after the cooldown, and fallback after repeated failures.
@@ -91,7 +93,7 @@ pub struct Minute {
     /// CPU utilisation over the minute: CPU seconds used / (ready-pod seconds × the CPU
     /// request), percent, as the HPA's `Utilization` sees it.
     pub cpu_percent: f64,
-    /// p95 latency over the minute; `None` when no request arrived.
+    /// The exact p95 latency over the minute; `None` when no request arrived.
     pub p95_s: Option<f64>,
     pub error_rate: f64,
     pub within: bool,
