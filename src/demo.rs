@@ -37,7 +37,7 @@ use crate::analysis::{Answer, Rule, Verdict};
 use crate::config::ServeArgs;
 use crate::proto::external_scaler_client::ExternalScalerClient;
 use crate::proto::{GetMetricsRequest, ScaledObjectRef};
-use crate::signal::hpa::{desired_replicas, Autoscaler, Behavior};
+use crate::signal::hpa::{desired_replicas, desired_replicas_ready, Autoscaler, Behavior};
 use crate::signal::MetricType;
 use crate::simulate::service::{Service, ServiceModel};
 
@@ -575,14 +575,18 @@ async fn poll(
         let (value_text, replicas) = match (&v, &active) {
             (Ok(v), Ok(_)) => {
                 let target = target_of(&trig.metadata);
-                let proposal = desired_replicas(trig.metric_type, trig.replicas, *v, target);
                 let (current, desired) = if trig.closes_loop {
-                    // The HPA with its behaviour decides order-service's pods.
+                    // The HPA with its behaviour decides order-service's pods; a `Value`
+                    // ratio multiplies only the pods that are ready, as the HPA's does.
                     let current = order.service.replicas();
+                    let ready = order.service.ready(t);
+                    let proposal =
+                        desired_replicas_ready(trig.metric_type, current, ready, *v, target);
                     let next = order.hpa.reconcile(t, current, proposal);
                     order.service.scale_to(next, t);
                     (current, next)
                 } else {
+                    let proposal = desired_replicas(trig.metric_type, trig.replicas, *v, target);
                     (trig.replicas, proposal.clamp(1, 20))
                 };
                 let text = format!("{current} → {desired}");
