@@ -7,7 +7,7 @@ use std::path::Path;
 use plotters::prelude::*;
 use serde::Serialize;
 
-use super::engine::Run;
+use super::engine::{Minute, Run};
 use super::SimulateError;
 
 /// One policy's figures (the `policies[]` entries of `summary.json`).
@@ -269,18 +269,23 @@ fn draw<DB: DrawingBackend>(
     root.present().map_err(err)
 }
 
+/// One line per policy: each minute's `value`, at its hour (minutes without one left out).
+type Lines = Vec<(String, Vec<(f64, f64)>)>;
+
+fn per_policy(runs: &[Run], value: impl Fn(&Minute) -> Option<f64>) -> Lines {
+    runs.iter()
+        .map(|r| {
+            let points = r.minutes.iter().enumerate();
+            let points = points.filter_map(|(i, m)| value(m).map(|v| ((i as f64 + 1.0) / 60.0, v)));
+            (r.policy.clone(), points.collect())
+        })
+        .collect()
+}
+
 fn plots(dir: &Path, scenario: &str, objective_s: f64, runs: &[Run]) -> Result<(), SimulateError> {
-    let hours = |i: usize| (i as f64 + 1.0) / 60.0;
     if let Some(first) = runs.first() {
-        let load = vec![(
-            "requests/s".to_string(),
-            first
-                .minutes
-                .iter()
-                .enumerate()
-                .map(|(i, m)| (hours(i), m.rps))
-                .collect(),
-        )];
+        let mut load = per_policy(std::slice::from_ref(first), |m| Some(m.rps));
+        load[0].0 = "requests/s".to_string();
         chart(
             dir,
             "load",
@@ -290,19 +295,7 @@ fn plots(dir: &Path, scenario: &str, objective_s: f64, runs: &[Run]) -> Result<(
             None,
         )?;
     }
-    let replicas: Vec<_> = runs
-        .iter()
-        .map(|r| {
-            (
-                r.policy.clone(),
-                r.minutes
-                    .iter()
-                    .enumerate()
-                    .map(|(i, m)| (hours(i), m.replicas))
-                    .collect(),
-            )
-        })
-        .collect();
+    let replicas = per_policy(runs, |m| Some(m.replicas));
     chart(
         dir,
         "replicas",
@@ -311,19 +304,7 @@ fn plots(dir: &Path, scenario: &str, objective_s: f64, runs: &[Run]) -> Result<(
         &replicas,
         None,
     )?;
-    let p95: Vec<_> = runs
-        .iter()
-        .map(|r| {
-            (
-                r.policy.clone(),
-                r.minutes
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, m)| m.p95_s.map(|p| (hours(i), p * 1000.0)))
-                    .collect(),
-            )
-        })
-        .collect();
+    let p95 = per_policy(runs, |m| m.p95_s.map(|p| p * 1000.0));
     chart(
         dir,
         "p95",
