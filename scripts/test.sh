@@ -60,5 +60,6 @@ cargo test --all-features --no-fail-fast -- --test-threads 4
 step "deploy checks (chart, schemas, examples, promtool, live scrape)"
 SLO_SCALER_BIN="$root/target/debug/slo-scaler" \
 DEPLOY_CHECK_WORKLOAD="$root/target/debug/slo-scaler demo --attach --duration 6s --refresh 2s \
-  --grpc-addr \$SLO_SCALER_TEST_GRPC_ADDR --otlp-grpc-addr \$SLO_SCALER_TEST_OTLP_GRPC_ADDR" \
+  --grpc-addr \$SLO_SCALER_TEST_GRPC_ADDR --otlp-grpc-addr \$SLO_SCALER_TEST_OTLP_GRPC_ADDR \
+  --admin-addr \$SLO_SCALER_TEST_ADMIN_ADDR" \
   bash scripts/check-deploy.sh

@@ -78,14 +78,14 @@ pub fn trigger_input(args: &CheckArgs) -> Result<TriggerInput, String> {
 
 /// Picks the external trigger of a ScaledObject manifest.
 pub fn trigger_from_yaml(text: &str, index: Option<usize>) -> Result<TriggerInput, String> {
-    let doc: serde_yaml::Value =
-        serde_yaml::from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
+    let doc: yaml_serde::Value =
+        yaml_serde::from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
     let triggers = doc
         .get("spec")
         .and_then(|s| s.get("triggers"))
         .and_then(|t| t.as_sequence())
         .ok_or("no spec.triggers in the file (is it a ScaledObject?)")?;
-    let is_ours = |t: &serde_yaml::Value| {
+    let is_ours = |t: &yaml_serde::Value| {
         matches!(
             t.get("type").and_then(|v| v.as_str()),
             Some("external" | "external-push")
@@ -110,9 +110,9 @@ pub fn trigger_from_yaml(text: &str, index: Option<usize>) -> Result<TriggerInpu
         for (k, v) in map {
             let k = k.as_str().ok_or("a metadata key is not a string")?;
             let v = match v {
-                serde_yaml::Value::String(s) => s.clone(),
-                serde_yaml::Value::Number(n) => n.to_string(),
-                serde_yaml::Value::Bool(b) => b.to_string(),
+                yaml_serde::Value::String(s) => s.clone(),
+                yaml_serde::Value::Number(n) => n.to_string(),
+                yaml_serde::Value::Bool(b) => b.to_string(),
                 _ => return Err(format!("metadata {k}: values must be strings")),
             };
             metadata.insert(k.to_string(), v);

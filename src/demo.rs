@@ -4,7 +4,15 @@
 //! HPA would choose.
 //!
 //! The story (one loop is 100 s): steady load; an order-service load spike; a
-//! payment-service error burst; recovery.
+//! payment-service error burst; recovery, while payment-service v2 rolls out as a canary
+//! that gets 10 % of its traffic and fails 12 % of it (`--start-at 70s` jumps there).
+//!
+//! The canary act shows what the scaling signals cannot: diluted in the service-wide error
+//! rate, v2's errors stay under the 3 % trigger, while the canary analysis, asked over
+//! HTTP exactly as Argo Rollouts asks (`GET /api/v1/analysis` on the admin port, the
+//! parameters of `deploy/examples/canary/analysis-template.yaml`) and judged by that
+//! template's rule ([`crate::analysis::Rule::EXAMPLE`]), turns from inconclusive (fewer
+//! than `minCount` v2 spans) to fail.
 //!
 //! The loop is closed for order-service: its spans' latencies come from the simulator's
 //! service model ([`crate::simulate::service`]) with as many pods as the HPA would run
@@ -25,10 +33,11 @@ use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
 
+use crate::analysis::{Answer, Rule, Verdict};
 use crate::config::ServeArgs;
 use crate::proto::external_scaler_client::ExternalScalerClient;
 use crate::proto::{GetMetricsRequest, ScaledObjectRef};
-use crate::signal::hpa::{desired_replicas, Autoscaler, Behavior};
+use crate::signal::hpa::{desired_replicas, desired_replicas_ready, Autoscaler, Behavior};
 use crate::signal::MetricType;
 use crate::simulate::service::{Service, ServiceModel};
 
@@ -39,6 +48,25 @@ const DEMO_STABILIZATION_S: u32 = 20;
 const DEMO_STARTUP_S: f64 = 4.0;
 /// Pods order-service starts with.
 const ORDER_START_PODS: u32 = 3;
+/// The `service.version` of every seed service's stable version.
+const BASELINE_VERSION: &str = "v1";
+/// The `service.version` of payment-service's canary.
+const CANARY_VERSION: &str = "v2";
+/// The canary act: v2 gets 10 % of payment-service's traffic, slower and failing more.
+const CANARY: CanaryLoad = CanaryLoad {
+    share: 0.10,
+    median_s: 0.150,
+    error_ratio: 0.12,
+};
+/// The query of the example AnalysisTemplate (deploy/examples/canary/), for the canary.
+const ANALYSIS_PARAMS: [(&str, &str); 6] = [
+    ("service", "payment-service"),
+    ("canary", CANARY_VERSION),
+    ("baseline", BASELINE_VERSION),
+    ("window", "2m"),
+    ("quantile", "0.95"),
+    ("minCount", "50"),
+];
 
 /// order-service, closed loop: the service model and the HPA deciding its pods.
 struct OrderLoop {
@@ -71,8 +99,12 @@ pub struct DemoArgs {
     /// How often the table refreshes.
     #[arg(long, value_parser = crate::config::duration_arg, default_value = "2s")]
     pub refresh: Duration,
+    /// Start the story this far in (70s starts with the canary act).
+    #[arg(long, value_parser = crate::config::duration_arg, default_value = "0s")]
+    pub start_at: Duration,
     /// Drive an already running scaler (at --grpc-addr and --otlp-grpc-addr) instead of
-    /// starting one: traffic and KEDA-like polling only.
+    /// starting one: traffic and KEDA-like polling only (and the canary analysis from
+    /// its admin port at --admin-addr, when it answers there).
     #[arg(long)]
     pub attach: bool,
     #[command(flatten)]
@@ -84,6 +116,16 @@ pub struct DemoArgs {
 struct Load {
     rps: f64,
     /// Median latency, seconds; latencies are log-normal around it.
+    median_s: f64,
+    error_ratio: f64,
+    /// A canary version taking a share of this traffic, if one is rolling out.
+    canary: Option<CanaryLoad>,
+}
+
+/// A canary's share of its service's traffic, and how it behaves.
+#[derive(Debug, Clone, Copy)]
+struct CanaryLoad {
+    share: f64,
     median_s: f64,
     error_ratio: f64,
 }
@@ -120,21 +162,25 @@ fn phase(t: f64) -> (&'static str, [Load; 4]) {
             rps: 200.0,
             median_s: 0.045,
             error_ratio: 0.002,
+            canary: None,
         },
         Load {
             rps: 120.0,
             median_s: 0.080,
             error_ratio: 0.004,
+            canary: None,
         },
         Load {
             rps: 60.0,
             median_s: 0.120,
             error_ratio: 0.005,
+            canary: None,
         },
         Load {
             rps: 30.0,
             median_s: 0.020,
             error_ratio: 0.0,
+            canary: None,
         },
     ];
     let t = t % 100.0;
@@ -151,10 +197,12 @@ fn phase(t: f64) -> (&'static str, [Load; 4]) {
             rps: 60.0,
             median_s: 0.150,
             error_ratio: 0.12,
+            canary: None,
         };
         "payment-service error burst"
     } else {
-        "recovery"
+        load[2].canary = Some(CANARY);
+        "recovery; payment-service canary v2 at 10 %"
     };
     (name, load)
 }
@@ -269,12 +317,20 @@ fn attr(key: &str, value: &str) -> KeyValue {
     }
 }
 
+/// What a batch leaves over for the next: fractions of a span per service, and of a
+/// canary error.
+#[derive(Debug, Default)]
+struct Carry {
+    spans: [f64; 4],
+    canary_errors: f64,
+}
+
 /// Spans for `dt` seconds of the story at time `t`, ending now.
 fn batch(
     rng: &mut Rng,
     t: f64,
     dt: f64,
-    carry: &mut [f64; 4],
+    carry: &mut Carry,
     order: &mut OrderLoop,
 ) -> ExportTraceServiceRequest {
     let (_, loads) = phase(t);
@@ -284,59 +340,77 @@ fn batch(
         .unwrap_or(0);
     let mut resource_spans = Vec::new();
     for (i, (svc, load)) in SERVICES.iter().zip(loads).enumerate() {
-        carry[i] += load.rps * dt;
-        let n = carry[i].floor() as usize;
-        carry[i] -= n as f64;
+        carry.spans[i] += load.rps * dt;
+        let n = carry.spans[i].floor() as usize;
+        carry.spans[i] -= n as f64;
         // Arrivals spread over the last `dt` seconds, in order (the queue is FCFS).
         let mut ago: Vec<f64> = (0..n).map(|_| rng.next_f64() * dt).collect();
         ago.sort_by(|a, b| b.total_cmp(a));
-        let spans = ago
-            .into_iter()
-            .enumerate()
-            .map(|(k, ago)| {
-                let (latency, error) = if svc.name == "order-service" {
+        let (mut stable, mut canary) = (Vec::new(), Vec::new());
+        for (k, ago) in ago.into_iter().enumerate() {
+            let to_canary = load.canary.filter(|c| rng.next_f64() < c.share);
+            let (latency, error) = match to_canary {
+                // The canary's errors are evenly spaced, so its error rate is the act's
+                // at every count (a random draw could look healthy by chance).
+                Some(c) => {
+                    carry.canary_errors += c.error_ratio;
+                    let error = carry.canary_errors >= 1.0;
+                    if error {
+                        carry.canary_errors -= 1.0;
+                    }
+                    (c.median_s * (0.45 * rng.normal()).exp(), error)
+                }
+                None if svc.name == "order-service" => {
                     let o = order.service.serve(t - ago, 1.0);
                     (o.latency_s, o.error || rng.next_f64() < load.error_ratio)
-                } else {
-                    (
-                        load.median_s * (0.45 * rng.normal()).exp(),
-                        rng.next_f64() < load.error_ratio,
-                    )
-                };
-                let end = now_ns.saturating_sub((ago * 1e9) as u64);
-                Span {
-                    trace_id: (rng.0 as u128 ^ k as u128).to_be_bytes().to_vec(),
-                    span_id: rng.0.to_be_bytes().to_vec(),
-                    name: format!("{} handle", svc.name),
-                    kind: svc.kind,
-                    start_time_unix_nano: end.saturating_sub((latency * 1e9) as u64),
-                    end_time_unix_nano: end,
-                    status: Some(Status {
-                        code: if error {
-                            status::StatusCode::Error as i32
-                        } else {
-                            status::StatusCode::Unset as i32
-                        },
-                        ..Default::default()
-                    }),
-                    ..Default::default()
                 }
-            })
-            .collect::<Vec<_>>();
-        resource_spans.push(ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![
-                    attr("service.name", svc.name),
-                    attr("service.version", "1.0.0"),
-                ],
+                None => (
+                    load.median_s * (0.45 * rng.normal()).exp(),
+                    rng.next_f64() < load.error_ratio,
+                ),
+            };
+            let end = now_ns.saturating_sub((ago * 1e9) as u64);
+            let span = Span {
+                trace_id: (rng.0 as u128 ^ k as u128).to_be_bytes().to_vec(),
+                span_id: rng.0.to_be_bytes().to_vec(),
+                name: format!("{} handle", svc.name),
+                kind: svc.kind,
+                start_time_unix_nano: end.saturating_sub((latency * 1e9) as u64),
+                end_time_unix_nano: end,
+                status: Some(Status {
+                    code: if error {
+                        status::StatusCode::Error as i32
+                    } else {
+                        status::StatusCode::Unset as i32
+                    },
+                    ..Default::default()
+                }),
                 ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
+            };
+            match to_canary {
+                Some(_) => canary.push(span),
+                None => stable.push(span),
+            }
+        }
+        for (version, spans) in [(BASELINE_VERSION, stable), (CANARY_VERSION, canary)] {
+            if spans.is_empty() && version == CANARY_VERSION {
+                continue;
+            }
+            resource_spans.push(ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![
+                        attr("service.name", svc.name),
+                        attr("service.version", version),
+                    ],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
                 ..Default::default()
-            }],
-            ..Default::default()
-        });
+            });
+        }
     }
     ExportTraceServiceRequest { resource_spans }
 }
@@ -355,8 +429,12 @@ fn so(metadata: &[(&str, &str)]) -> ScaledObjectRef {
 /// Runs the demo; returns an error message when it cannot.
 pub async fn run(args: DemoArgs) -> Result<(), String> {
     let mut server = None;
-    let (grpc_addr, otlp_addr) = if args.attach {
-        (args.serve.grpc_addr, args.serve.otlp.otlp_grpc_addr)
+    let (grpc_addr, otlp_addr, admin_addr) = if args.attach {
+        (
+            args.serve.grpc_addr,
+            args.serve.otlp.otlp_grpc_addr,
+            args.serve.admin_addr,
+        )
     } else {
         let mut serve = args.serve.clone();
         serve.otlp.no_otlp = false;
@@ -366,6 +444,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         let addrs = (
             s.grpc_addr,
             s.otlp_grpc_addr.ok_or("the OTLP receiver is not running")?,
+            s.admin_addr,
         );
         server = Some(s);
         addrs
@@ -378,6 +457,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         }
     };
     let (grpc_addr, otlp_addr) = (local(grpc_addr), local(otlp_addr));
+    let analysis = AnalysisClient::new(local(admin_addr))?;
     let mut otlp = TraceServiceClient::connect(format!("http://{otlp_addr}"))
         .await
         .map_err(|e| format!("cannot reach the OTLP receiver at {otlp_addr}: {e}"))?;
@@ -388,7 +468,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     let tty = std::io::stdout().is_terminal();
     let started = Instant::now();
     let mut rng = Rng(0x5eed_cafe_f00d_d00d);
-    let mut carry = [0.0; 4];
+    let mut carry = Carry::default();
     let mut order = OrderLoop::new();
     let mut triggers = demo_triggers();
     let tick = Duration::from_millis(200);
@@ -403,14 +483,16 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         }
         let dt = last_send.elapsed().as_secs_f64();
         last_send = Instant::now();
-        let req = batch(&mut rng, elapsed.as_secs_f64(), dt, &mut carry, &mut order);
+        let t = (args.start_at + elapsed).as_secs_f64();
+        let req = batch(&mut rng, t, dt, &mut carry, &mut order);
         if let Err(e) = otlp.export(req).await {
             result = Err(format!("OTLP export failed: {e}"));
             break;
         }
         if Instant::now() >= next_table {
             next_table += args.refresh;
-            let table = poll(&mut keda, &mut triggers, &mut order, elapsed.as_secs_f64()).await;
+            let mut table = poll(&mut keda, &mut triggers, &mut order, t).await;
+            render_analysis(&mut table, analysis.ask().await);
             if tty {
                 print!("\x1b[2J\x1b[H");
             }
@@ -493,14 +575,18 @@ async fn poll(
         let (value_text, replicas) = match (&v, &active) {
             (Ok(v), Ok(_)) => {
                 let target = target_of(&trig.metadata);
-                let proposal = desired_replicas(trig.metric_type, trig.replicas, *v, target);
                 let (current, desired) = if trig.closes_loop {
-                    // The HPA with its behaviour decides order-service's pods.
+                    // The HPA with its behaviour decides order-service's pods; a `Value`
+                    // ratio multiplies only the pods that are ready, as the HPA's does.
                     let current = order.service.replicas();
+                    let ready = order.service.ready(t);
+                    let proposal =
+                        desired_replicas_ready(trig.metric_type, current, ready, *v, target);
                     let next = order.hpa.reconcile(t, current, proposal);
                     order.service.scale_to(next, t);
                     (current, next)
                 } else {
+                    let proposal = desired_replicas(trig.metric_type, trig.replicas, *v, target);
                     (trig.replicas, proposal.clamp(1, 20))
                 };
                 let text = format!("{current} → {desired}");
@@ -536,6 +622,120 @@ async fn poll(
         "values: latency in seconds, error rate as a ratio; replicas: what the HPA would pick now (min 1, max 20)\n"
     );
     out
+}
+
+/// The canary analysis, asked over HTTP as Argo Rollouts' `web` provider asks it.
+struct AnalysisClient {
+    http: reqwest::Client,
+    url: reqwest::Url,
+}
+
+impl AnalysisClient {
+    fn new(admin: std::net::SocketAddr) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            // The table waits for the answer: a slow admin port must not stall the traffic.
+            .timeout(Duration::from_secs(1))
+            .no_proxy()
+            .build()
+            .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+        let url = reqwest::Url::parse_with_params(
+            &format!("http://{admin}/api/v1/analysis"),
+            ANALYSIS_PARAMS,
+        )
+        .map_err(|e| format!("bad admin address {admin}: {e}"))?;
+        Ok(AnalysisClient { http, url })
+    }
+
+    async fn ask(&self) -> Result<Answer, String> {
+        let resp = self
+            .http
+            .get(self.url.clone())
+            .send()
+            .await
+            .map_err(|e| format!("no answer from the admin port: {e}"))?;
+        let status = resp.status();
+        let body: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| format!("{status}, not a JSON answer: {e}"))?;
+        if !status.is_success() {
+            return Err(format!(
+                "{status}: {}",
+                body["error"].as_str().unwrap_or("no error message")
+            ));
+        }
+        serde_json::from_value(body).map_err(|e| format!("unexpected answer: {e}"))
+    }
+}
+
+/// One of the analysis query's parameters.
+fn analysis_param(name: &str) -> &'static str {
+    ANALYSIS_PARAMS
+        .iter()
+        .find(|(k, _)| *k == name)
+        .map_or("", |(_, v)| *v)
+}
+
+/// The canary analysis under the table: both sides' figures, and the verdict of the
+/// example AnalysisTemplate's rule on them.
+fn render_analysis(out: &mut String, answer: Result<Answer, String>) {
+    let rule = Rule::EXAMPLE;
+    let _ = writeln!(
+        out,
+        "canary analysis: payment-service {CANARY_VERSION} vs {BASELINE_VERSION} over {}, p95, \
+         minCount {} (GET /api/v1/analysis)\nrule of the example AnalysisTemplate: fail above \
+         {:.0}% canary errors or p95 more than {:.0}ms above the baseline",
+        analysis_param("window"),
+        analysis_param("minCount"),
+        rule.max_error_rate * 100.0,
+        rule.max_latency_increase_s * 1000.0,
+    );
+    let a = match answer {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = writeln!(out, "canary verdict: unavailable ({})\n", short(&e));
+            return;
+        }
+    };
+    let pct = |v: Option<f64>| v.map_or("—".into(), |v| format!("{:.1}%", v * 100.0));
+    let ms = |v: Option<f64>| v.map_or("—".into(), |v| format!("{:.0}ms", v * 1000.0));
+    let _ = writeln!(
+        out,
+        "  {:<10} {:<8} {:>7} {:>8} {:>8} {:>8}",
+        "side", "version", "count", "rps", "errors", "p95"
+    );
+    for (name, side) in [("canary", &a.canary), ("baseline", &a.baseline)] {
+        let _ = writeln!(
+            out,
+            "  {:<10} {:<8} {:>7} {:>8.1} {:>8} {:>8}",
+            name,
+            side.version,
+            side.count,
+            side.rps,
+            pct(side.error_rate),
+            ms(side.latency)
+        );
+    }
+    let verdict = rule.judge(&a);
+    let reason = match verdict {
+        Verdict::Inconclusive if a.inconclusive => format!(
+            "fewer than {} spans on a side (canary {}, baseline {})",
+            analysis_param("minCount"),
+            a.canary.count,
+            a.baseline.count
+        ),
+        Verdict::Inconclusive => "a figure is missing".to_string(),
+        Verdict::Fail | Verdict::Pass => format!(
+            "canary errors {} (at most {:.0}%), p95 {} vs baseline (at most +{:.0}ms)",
+            pct(a.canary.error_rate),
+            rule.max_error_rate * 100.0,
+            a.delta
+                .latency
+                .map_or("—".into(), |d| format!("{:+.0}ms", d * 1000.0)),
+            rule.max_latency_increase_s * 1000.0,
+        ),
+    };
+    let _ = writeln!(out, "canary verdict: {} — {reason}\n", verdict.label());
 }
 
 fn short(e: &str) -> String {

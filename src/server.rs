@@ -79,11 +79,7 @@ pub fn build_engine(
     )
     .map_err(|e| ConfigError::Invalid(e.to_string()))?;
     // Lazy: the AWS default chain is only consulted once an SQS trigger is evaluated.
-    let sqs = SqsSource::lazy(
-        settings.sqs.clone(),
-        settings.backend_timeout,
-        metrics.clone(),
-    );
+    let sqs = SqsSource::lazy(settings.sqs.clone());
     let sources = Sources {
         prometheus,
         tempo,

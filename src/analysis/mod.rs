@@ -10,7 +10,7 @@ pub mod params;
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::scaler::{Engine, EvalError, PlanError};
 use crate::signal::{format_window, TraceMeasure, TraceSelector};
@@ -31,17 +31,22 @@ pub struct SidePlan {
 /// What one side's queries answered (`None`: no data).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct SideReading {
+    /// The exact number of spans, from a source that holds them (the embedded store);
+    /// `None` from sources that only know rates (then rps × window).
+    pub count: Option<u64>,
     pub rps: Option<f64>,
     pub error_rate: Option<f64>,
     pub latency: Option<f64>,
 }
 
 /// One side of the answer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Side {
     pub version: String,
-    /// Spans in the window: the rate times the window, rounded.
+    /// Spans in the window. From `otlp`, exactly the spans the store holds in the buckets
+    /// that overlap the window (the one still filling included, so up to one bucket width
+    /// more than the window); from Prometheus and Tempo, the rate times the window, rounded.
     pub count: u64,
     pub rps: f64,
     /// `null` with no spans.
@@ -51,7 +56,7 @@ pub struct Side {
 }
 
 /// Canary − baseline; `null` when either side has no value.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Delta {
     pub error_rate: Option<f64>,
@@ -59,7 +64,7 @@ pub struct Delta {
 }
 
 /// The endpoint's answer (product.md, "Canary analysis").
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Answer {
     pub service: String,
     pub window: String,
@@ -69,6 +74,59 @@ pub struct Answer {
     pub delta: Delta,
     /// Either side has fewer than `minCount` spans: a canary without traffic never passes.
     pub inconclusive: bool,
+}
+
+/// A rollback rule over an [`Answer`], as an Argo Rollouts AnalysisTemplate states it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rule {
+    /// The canary fails above this error rate (a ratio).
+    pub max_error_rate: f64,
+    /// The canary fails when its latency is more than this many seconds above the
+    /// baseline's.
+    pub max_latency_increase_s: f64,
+}
+
+/// What a rule makes of one answer (Argo Rollouts: Successful, Failed, Inconclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Fail,
+    Inconclusive,
+}
+
+impl Verdict {
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Inconclusive => "inconclusive",
+        }
+    }
+}
+
+impl Rule {
+    /// The rule of `deploy/examples/canary/analysis-template.yaml`: fail when the canary's
+    /// error rate is above 3 % or its latency more than 200 ms above the baseline's.
+    pub const EXAMPLE: Rule = Rule {
+        max_error_rate: 0.03,
+        max_latency_increase_s: 0.2,
+    };
+
+    /// The template's conditions: inconclusive below `minCount` (either side); failed when
+    /// a known figure breaks the rule; passed when both figures are known and keep it;
+    /// otherwise (a figure missing) inconclusive, never passed.
+    pub fn judge(&self, a: &Answer) -> Verdict {
+        if a.inconclusive {
+            return Verdict::Inconclusive;
+        }
+        let errors_bad = a.canary.error_rate.map(|e| e > self.max_error_rate);
+        let latency_bad = a.delta.latency.map(|d| d > self.max_latency_increase_s);
+        match (errors_bad, latency_bad) {
+            (Some(true), _) | (_, Some(true)) => Verdict::Fail,
+            (Some(false), Some(false)) => Verdict::Pass,
+            _ => Verdict::Inconclusive,
+        }
+    }
 }
 
 /// Why there is no answer.
@@ -139,14 +197,30 @@ pub fn plan(engine: &Engine, p: &Params) -> Result<(SidePlan, SidePlan), PlanErr
     Ok((side(&p.canary)?, side(&p.baseline)?))
 }
 
-/// Reads one side's three queries together, through the engine's cache.
+/// Reads one side: from the embedded store, every figure from one snapshot (the exact
+/// count, and the rate, error rate and latency of the same spans); from other sources,
+/// the three queries together, through the engine's cache.
 async fn read_side(engine: &Engine, s: &SidePlan) -> Result<SideReading, EvalError> {
+    if let (Query::Otlp(rate), Query::Otlp(_), Query::Otlp(latency)) =
+        (&s.rate, &s.error_ratio, &s.latency)
+    {
+        let snapshot = engine
+            .sources()
+            .otlp_snapshot(&rate.selector, rate.window)?;
+        return Ok(SideReading {
+            count: Some(snapshot.count()),
+            rps: snapshot.value(TraceMeasure::Rate)?,
+            error_rate: snapshot.value(TraceMeasure::ErrorRatio)?,
+            latency: snapshot.value(latency.measure)?,
+        });
+    }
     let (rps, error_rate, latency) = tokio::join!(
         engine.read_value(&s.rate),
         engine.read_value(&s.error_ratio),
         engine.read_value(&s.latency)
     );
     Ok(SideReading {
+        count: None,
         rps: rps?,
         error_rate: error_rate?,
         latency: latency?,
@@ -169,7 +243,7 @@ pub async fn run(engine: &Engine, pairs: &[(String, String)]) -> Result<Answer, 
 /// The answer from both sides' readings. Pure.
 pub fn compare(p: &Params, canary: SideReading, baseline: SideReading) -> Answer {
     let side = |version: &str, r: SideReading| {
-        let count = count(r.rps, p.window);
+        let count = r.count.unwrap_or_else(|| count(r.rps, p.window));
         // No spans: no error rate or latency, whatever a backend's rounding answered.
         let (error_rate, latency) = if count == 0 {
             (None, None)
@@ -232,6 +306,7 @@ mod tests {
 
     fn reading(rps: f64, e: f64, l: f64) -> SideReading {
         SideReading {
+            count: None,
             rps: Some(rps),
             error_rate: Some(e),
             latency: Some(l),
@@ -280,6 +355,19 @@ mod tests {
                 Some(0.0),
                 false,
             ),
+            // An exact count (the embedded store) is the count, whatever rate × window says.
+            (
+                50,
+                SideReading {
+                    count: Some(51),
+                    ..reading(0.4, 0.0, 0.1)
+                },
+                reading(10.0, 0.0, 0.1),
+                (51, 1200),
+                Some(0.0),
+                Some(0.0),
+                false,
+            ),
             // A canary with no traffic: no numbers, never conclusive.
             (
                 1,
@@ -318,5 +406,37 @@ mod tests {
         assert!(v["delta"]["errorRate"].is_number());
         assert!(v["delta"]["latency"].is_number());
         assert_eq!(v["inconclusive"], false);
+    }
+
+    #[test]
+    fn the_example_rule_judges_like_its_template() {
+        // (canary error rate, delta latency, inconclusive, verdict)
+        let cases: &[(Option<f64>, Option<f64>, bool, Verdict)] = &[
+            (Some(0.02), Some(0.05), false, Verdict::Pass),
+            (Some(0.03), Some(0.2), false, Verdict::Pass),
+            (Some(0.031), Some(0.0), false, Verdict::Fail),
+            (Some(0.0), Some(0.201), false, Verdict::Fail),
+            // Below minCount nothing is judged, however bad it looks.
+            (Some(0.5), Some(1.0), true, Verdict::Inconclusive),
+            // A figure missing never passes; a known bad one still fails.
+            (Some(0.01), None, false, Verdict::Inconclusive),
+            (Some(0.2), None, false, Verdict::Fail),
+            (None, None, false, Verdict::Inconclusive),
+        ];
+        for (error_rate, delta_latency, inconclusive, want) in cases {
+            let mut a = compare(
+                &params(50),
+                reading(10.0, 0.0, 0.3),
+                reading(80.0, 0.0, 0.3),
+            );
+            a.canary.error_rate = *error_rate;
+            a.delta.latency = *delta_latency;
+            a.inconclusive = *inconclusive;
+            assert_eq!(
+                Rule::EXAMPLE.judge(&a),
+                *want,
+                "{error_rate:?} {delta_latency:?}"
+            );
+        }
     }
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use crate::signal::{Quantile, SpanKind};
 use crate::trigger::{
-    clip, is_backend_name, parse_duration, SourceKind, MAX_VALUE_BYTES, TEMPO_MIN_WINDOW,
+    clip, is_backend_name, parse_quantile, parse_span_kind, parse_window, SourceKind,
+    MAX_VALUE_BYTES,
 };
 
 /// Every parameter the endpoint reads.
@@ -27,8 +28,6 @@ pub const PARAMS: &[&str] = &[
 /// Most parameters one request may carry (repeats included).
 pub const MAX_PARAMS: usize = 32;
 const DEFAULT_WINDOW: Duration = Duration::from_secs(120);
-const MIN_WINDOW: Duration = Duration::from_secs(1);
-const MAX_WINDOW: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_MIN_COUNT: u64 = 50;
 
 /// A parsed, valid request.
@@ -129,30 +128,10 @@ pub fn parse(pairs: &[(String, String)], opts: &ParamOptions) -> Result<Params, 
             }
         },
     };
-    let window = match get("window") {
-        None => Some(DEFAULT_WINDOW),
-        Some(raw) => {
-            let min = if source == Some(SourceKind::Tempo) {
-                TEMPO_MIN_WINDOW
-            } else {
-                MIN_WINDOW
-            };
-            match parse_duration(raw) {
-                Some(d) if (min..=MAX_WINDOW).contains(&d) => Some(d),
-                _ => {
-                    bad(
-                        "window",
-                        format!(
-                            "must be a duration between {} and 24h like 2m, got {:?}",
-                            humantime::format_duration(min),
-                            clip(raw)
-                        ),
-                    );
-                    None
-                }
-            }
-        }
-    };
+    let window = get("window")
+        .map_or(Ok(DEFAULT_WINDOW), |raw| parse_window(raw, source))
+        .map_err(|msg| bad("window", msg))
+        .ok();
     let backend = get("backend").unwrap_or("default").to_string();
     if !is_backend_name(&backend) {
         bad(
@@ -174,35 +153,14 @@ pub fn parse(pairs: &[(String, String)], opts: &ParamOptions) -> Result<Params, 
             ),
         );
     }
-    let span_kind = match get("spanKind") {
-        None => Some(SpanKind::Server),
-        Some(s) => {
-            let k = SpanKind::parse(s);
-            if k.is_none() {
-                bad(
-                    "spanKind",
-                    format!(
-                        "must be server, client, consumer, producer or internal, got {:?}",
-                        clip(s)
-                    ),
-                );
-            }
-            k
-        }
-    };
-    let quantile = match get("quantile") {
-        None => Some(Quantile::P95),
-        Some(s) => {
-            let q = Quantile::parse(s);
-            if q.is_none() {
-                bad(
-                    "quantile",
-                    format!("must be a quantile like 0.95 or p95, got {:?}", clip(s)),
-                );
-            }
-            q
-        }
-    };
+    let span_kind = get("spanKind")
+        .map_or(Ok(SpanKind::Server), parse_span_kind)
+        .map_err(|msg| bad("spanKind", msg))
+        .ok();
+    let quantile = get("quantile")
+        .map_or(Ok(Quantile::P95), parse_quantile)
+        .map_err(|msg| bad("quantile", msg))
+        .ok();
     let min_count = match get("minCount") {
         None => Some(DEFAULT_MIN_COUNT),
         Some(s) => match s.parse::<u64>() {

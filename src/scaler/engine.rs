@@ -53,6 +53,9 @@ impl Plan {
 pub struct SloQueries {
     pub latency: Option<(Query, f64)>,
     pub error_rate: Option<(Query, f64)>,
+    /// With both objectives, both queries as one [`Query::Pair`]: fetched together and
+    /// cached as one entry, so the two halves describe the same moment.
+    pub together: Option<Query>,
 }
 
 /// One evaluated value.
@@ -177,19 +180,28 @@ impl Engine {
                     }
                     self.build_query(namespace, &read)
                 };
-                let latency_measure = match trace_read(&trigger.read) {
-                    Some(t) => t.measure,
-                    None => TraceMeasure::Latency(crate::signal::Quantile::P95),
+                let latency_measure = trace_read_mut(&mut trigger.read.clone())
+                    .map_or(TraceMeasure::Latency(crate::signal::Quantile::P95), |t| {
+                        t.measure
+                    });
+                let latency = o
+                    .latency
+                    .map(|obj| Ok::<_, PlanError>((with(latency_measure)?, obj)))
+                    .transpose()?;
+                let error_rate = o
+                    .error_rate
+                    .map(|obj| Ok::<_, PlanError>((with(TraceMeasure::ErrorRatio)?, obj)))
+                    .transpose()?;
+                let together = match (&latency, &error_rate) {
+                    (Some((l, _)), Some((e, _))) => {
+                        Some(Query::Pair(Box::new((l.clone(), e.clone()))))
+                    }
+                    _ => None,
                 };
                 Some(SloQueries {
-                    latency: o
-                        .latency
-                        .map(|obj| Ok::<_, PlanError>((with(latency_measure)?, obj)))
-                        .transpose()?,
-                    error_rate: o
-                        .error_rate
-                        .map(|obj| Ok::<_, PlanError>((with(TraceMeasure::ErrorRatio)?, obj)))
-                        .transpose()?,
+                    latency,
+                    error_rate,
+                    together,
                 })
             }
             None => None,
@@ -202,6 +214,7 @@ impl Engine {
             | Some(SloQueries {
                 latency: None,
                 error_rate: Some((q, _)),
+                ..
             }) => q.clone(),
             _ => query,
         };
@@ -462,9 +475,9 @@ impl Engine {
                 Usable::NoData => Ok(None),
                 Usable::Refused(value) => Err(EvalError::Unusable { metric, value }),
             },
-            Reading::Queue(_) => Err(EvalError::WrongShape {
+            other => Err(EvalError::WrongShape {
                 metric,
-                got: "queue depth",
+                got: other.shape(),
                 wanted: "number",
             }),
         }
@@ -491,10 +504,10 @@ impl Engine {
             (Reading::Queue(depth), Read::Sqs(spec)) => {
                 Usable::Value(depth.total(spec.scale_on_in_flight, spec.scale_on_delayed) as f64)
             }
-            (Reading::Queue(_), _) => {
+            (other, _) => {
                 return Err(EvalError::WrongShape {
                     metric: t.metric_name.clone(),
-                    got: "queue depth",
+                    got: other.shape(),
                     wanted: "number",
                 })
             }
@@ -523,9 +536,10 @@ impl Engine {
         })
     }
 
-    /// `signal: slo`: both objectives' queries read together (each through the cache),
-    /// then [`slo::slo_ratio`]. A backend failure, an unusable number or an objective
-    /// without data fails the whole value.
+    /// `signal: slo`: both objectives read from one snapshot of the embedded store (one
+    /// pass, so both ratios describe the same spans), or, from a remote backend, both
+    /// queries read together (each through the cache); then [`slo::slo_ratio`]. A backend
+    /// failure, an unusable number or an objective without data fails the whole value.
     async fn evaluate_slo(
         &self,
         plan: &Plan,
@@ -533,24 +547,80 @@ impl Engine {
         ttl: Duration,
     ) -> Result<Evaluation, EvalError> {
         let t = &plan.trigger;
-        let read = |q: Option<&(Query, f64)>| {
-            let q = q.map(|(q, _)| q.clone());
-            async move {
-                match q {
-                    Some(q) => self
-                        .cache
-                        .get(&q, ttl, || self.sources.fetch(&q))
-                        .await
-                        .map(Some),
-                    None => Ok(None),
+        let (latency, errors, age, stale) = match (&plan.query, &self.sources.otlp) {
+            (Query::Otlp(q), Some(_)) => {
+                // Local and cheap, like a single read of the store (whose cache lasts at
+                // most one bucket): no cache, one snapshot.
+                let snapshot = self.sources.otlp_snapshot(&q.selector, q.window)?;
+                let value = |q: Option<&(Query, f64)>| -> Result<Option<Reading>, EvalError> {
+                    match q {
+                        Some((Query::Otlp(q), _)) => {
+                            Ok(Some(Reading::Value(snapshot.value(q.measure)?)))
+                        }
+                        Some((other, _)) => Err(EvalError::Source(SourceError::BadQuery {
+                            backend: other.backend_label(),
+                            detail: "signal slo reads every objective from one source".into(),
+                        })),
+                        None => Ok(None),
+                    }
+                };
+                (
+                    value(slo.latency.as_ref())?,
+                    value(slo.error_rate.as_ref())?,
+                    Duration::ZERO,
+                    false,
+                )
+            }
+            _ => {
+                match &slo.together {
+                    Some(pair) => {
+                        let served = self
+                            .cache
+                            .get(pair, ttl, || self.sources.fetch(pair))
+                            .await?;
+                        match served.reading {
+                            Reading::Pair(p) => {
+                                let (latency, errors) = *p;
+                                (Some(latency), Some(errors), served.age, served.stale)
+                            }
+                            other => {
+                                return Err(EvalError::WrongShape {
+                                    metric: t.metric_name.clone(),
+                                    got: other.shape(),
+                                    wanted: "pair of answers",
+                                })
+                            }
+                        }
+                    }
+                    None => {
+                        // One objective: one query.
+                        let latency = match &slo.latency {
+                            Some((q, _)) => {
+                                Some(self.cache.get(q, ttl, || self.sources.fetch(q)).await?)
+                            }
+                            None => None,
+                        };
+                        let errors = match &slo.error_rate {
+                            Some((q, _)) => {
+                                Some(self.cache.get(q, ttl, || self.sources.fetch(q)).await?)
+                            }
+                            None => None,
+                        };
+                        let served = latency.as_ref().or(errors.as_ref());
+                        let (age, stale) =
+                            served.map_or((Duration::ZERO, false), |s| (s.age, s.stale));
+                        (
+                            latency.map(|s| s.reading),
+                            errors.map(|s| s.reading),
+                            age,
+                            stale,
+                        )
+                    }
                 }
             }
         };
-        let (latency, errors) =
-            tokio::join!(read(slo.latency.as_ref()), read(slo.error_rate.as_ref()));
-        let (latency, errors) = (latency?, errors?);
-        let number = |served: &Option<crate::cache::Served>| -> Result<Option<f64>, EvalError> {
-            match served.as_ref().map(|s| &s.reading) {
+        let number = |reading: &Option<Reading>| -> Result<Option<f64>, EvalError> {
+            match reading {
                 None => Ok(None),
                 Some(Reading::Value(v)) => match usable(*v) {
                     Usable::Value(v) => Ok(Some(v)),
@@ -560,19 +630,13 @@ impl Engine {
                         value,
                     }),
                 },
-                Some(Reading::Queue(_)) => Err(EvalError::WrongShape {
+                Some(other) => Err(EvalError::WrongShape {
                     metric: t.metric_name.clone(),
-                    got: "queue depth",
+                    got: other.shape(),
                     wanted: "number",
                 }),
             }
         };
-        let served: Vec<&crate::cache::Served> = [&latency, &errors]
-            .into_iter()
-            .filter_map(Option::as_ref)
-            .collect();
-        let age = served.iter().map(|s| s.age).max().unwrap_or_default();
-        let stale = served.iter().any(|s| s.stale);
         let objectives = slo::Objectives {
             latency_s: slo.latency.as_ref().map(|(_, o)| *o),
             error_rate: slo.error_rate.as_ref().map(|(_, o)| *o),
@@ -614,22 +678,7 @@ impl Engine {
     }
 }
 
-/// The trace measure a read asks, if it is one.
-fn trace_read(read: &Read) -> Option<&TraceRead> {
-    match read {
-        Read::Otlp(t)
-        | Read::Prometheus {
-            spec: PromSpec::Trace { trace: t, .. },
-            ..
-        }
-        | Read::Tempo {
-            spec: TempoSpec::Trace(t),
-            ..
-        } => Some(t),
-        _ => None,
-    }
-}
-
+/// The trace measure a read asks, if it is one (on a read of its own to change).
 fn trace_read_mut(read: &mut Read) -> Option<&mut TraceRead> {
     match read {
         Read::Otlp(t)

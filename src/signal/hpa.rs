@@ -11,9 +11,24 @@ use super::MetricType;
 pub const TOLERANCE: f64 = 0.1;
 
 /// Replicas the HPA would want for one metric, before min/max clamping and behaviour
-/// policies. `current` is the current replica count (0 means scaled to zero: KEDA's
-/// activation decides then, so the answer is 1 if active, else 0).
+/// policies, with every pod ready. `current` is the current replica count (0 means
+/// scaled to zero: KEDA's activation decides then, so the answer is 1 if active, else 0).
 pub fn desired_replicas(metric_type: MetricType, current: u32, value: f64, target: f64) -> u32 {
+    desired_replicas_ready(metric_type, current, current, value, target)
+}
+
+/// [`desired_replicas`] with `ready` of the `current` pods ready, as
+/// `pkg/controller/podautoscaler/replica_calculator.go` computes an external metric:
+/// `AverageValue` gives `ceil(value / target)` whatever is ready; `Value`
+/// (`getUsageRatioReplicaCount`) gives `ceil(value / target × ready pods)`, so pods still
+/// starting do not multiply the ratio again while their metric has not moved.
+pub fn desired_replicas_ready(
+    metric_type: MetricType,
+    current: u32,
+    ready: u32,
+    value: f64,
+    target: f64,
+) -> u32 {
     if target.is_nan() || target <= 0.0 || !value.is_finite() || value < 0.0 {
         return current;
     }
@@ -30,7 +45,7 @@ pub fn desired_replicas(metric_type: MetricType, current: u32, value: f64, targe
     }
     let desired = match metric_type {
         MetricType::AverageValue => (value / target).ceil(),
-        MetricType::Value => (ratio * current_f).ceil(),
+        MetricType::Value => (ratio * f64::from(ready.min(current))).ceil(),
     };
     desired.clamp(0.0, f64::from(u32::MAX)) as u32
 }
@@ -336,6 +351,33 @@ mod tests {
         check(5, 0.109, 0.100, 5);
         check(5, 0.091, 0.100, 5);
         check(5, 0.111, 0.100, 6);
+    }
+
+    /// `replica_calculator.go`: `GetExternalMetricReplicas` → `getUsageRatioReplicaCount`
+    /// multiplies a `Value` metric's ratio by the ready pods (`getReadyPodsCount`), after
+    /// the tolerance check; `GetExternalPerPodMetricReplicas` (`AverageValue`) divides the
+    /// value by the per-pod target, pods ready or not.
+    #[test]
+    fn external_value_scales_the_ready_pods() {
+        let check = |metric_type, current, ready, value, target, expect| {
+            assert_eq!(
+                desired_replicas_ready(metric_type, current, ready, value, target),
+                expect,
+                "{metric_type:?} current={current} ready={ready} value={value} target={target}"
+            );
+        };
+        // p95 at twice its target, 4 pods of which 2 are still starting: 2 × 2, not 4 × 2.
+        check(Value, 4, 2, 0.6, 0.3, 4);
+        check(Value, 4, 4, 0.6, 0.3, 8);
+        // Within the tolerance: the current count, ready or not.
+        check(Value, 8, 4, 0.32, 0.3, 8);
+        // Below target with pods starting: the ready pods' share.
+        check(Value, 6, 3, 0.15, 0.3, 2);
+        // Every pod starting: 0, which the HPA's minimum then raises.
+        check(Value, 3, 0, 0.9, 0.3, 0);
+        check(AverageValue, 4, 2, 450.0, 100.0, 5);
+        // Scaled to zero: activation decides.
+        check(Value, 0, 0, 0.9, 0.3, 1);
     }
 
     #[test]

@@ -59,7 +59,33 @@ fn one() -> f64 {
     1.0
 }
 
+/// The label `service.version` becomes in Prometheus when an OpenTelemetry pipeline keeps
+/// it: attribute names are sanitised to label names by replacing every character outside
+/// `[a-zA-Z0-9_]` with `_`, in every pipeline the built-in conventions describe.
+///
+/// - otel-spanmetrics: the Collector's spanmetrics connector adds a `dimensions` entry
+///   from the span's attributes, else the resource's
+///   (open-telemetry/opentelemetry-collector-contrib
+///   `connector/spanmetricsconnector/connector.go`, `getDimensionValue`); the
+///   Collector's Prometheus exporters turn `service.version` into `service_version`
+///   (`exporter/prometheusexporter/README.md`, "Metric names and labels normalization").
+/// - tempo-spanmetrics: Tempo's metrics-generator looks a `dimensions` entry up in the
+///   resource and span attributes and names the label with Prometheus'
+///   `strutil.SanitizeLabelName` (grafana/tempo
+///   `modules/generator/processor/spanmetrics/spanmetrics.go`,
+///   `modules/generator/validation/sanitize.go`).
+/// - otel-http: the SDK's HTTP server metrics carry `service.version` as a resource
+///   attribute, a label once the exporter copies resource attributes onto metrics
+///   (`resource_constant_labels` / `resource_to_telemetry_conversion`).
+///
+/// When the pipeline drops it, a query naming a version selects nothing: no data.
+pub const OTEL_VERSION_LABEL: &str = "service_version";
+
 /// The conventions of signal-sources.md, by name.
+///
+/// prometheus-http (client libraries' `http_request_duration_seconds`) has no version
+/// label: nothing there carries `service.version`; a conventions file names the label a
+/// deployment adds (for example from the pod's `app.kubernetes.io/version`).
 pub fn builtin_conventions() -> BTreeMap<String, Convention> {
     let spanmetrics = |histogram: &str, unit: f64, calls: &str, service: &str| Convention {
         histogram: histogram.into(),
@@ -68,27 +94,28 @@ pub fn builtin_conventions() -> BTreeMap<String, Convention> {
         calls: calls.into(),
         service_label: service.into(),
         span_kind_label: Some("span_kind".into()),
-        version_label: None,
+        version_label: Some(OTEL_VERSION_LABEL.into()),
         error: ErrorMatcher {
             label: "status_code".into(),
             value: "STATUS_CODE_ERROR".into(),
             regex: false,
         },
     };
-    let http = |histogram: &str, calls: &str, status_label: &str| Convention {
-        histogram: histogram.into(),
-        native_histogram: false,
-        units_per_second: 1.0,
-        calls: calls.into(),
-        service_label: "job".into(),
-        span_kind_label: None,
-        version_label: None,
-        error: ErrorMatcher {
-            label: status_label.into(),
-            value: "5..".into(),
-            regex: true,
-        },
-    };
+    let http =
+        |histogram: &str, calls: &str, status_label: &str, version: Option<&str>| Convention {
+            histogram: histogram.into(),
+            native_histogram: false,
+            units_per_second: 1.0,
+            calls: calls.into(),
+            service_label: "job".into(),
+            span_kind_label: None,
+            version_label: version.map(str::to_string),
+            error: ErrorMatcher {
+                label: status_label.into(),
+                value: "5..".into(),
+                regex: true,
+            },
+        };
     BTreeMap::from([
         (
             "otel-spanmetrics".to_string(),
@@ -114,6 +141,7 @@ pub fn builtin_conventions() -> BTreeMap<String, Convention> {
                 "http_server_request_duration_seconds_bucket",
                 "http_server_request_duration_seconds_count",
                 "http_response_status_code",
+                Some(OTEL_VERSION_LABEL),
             ),
         ),
         (
@@ -122,6 +150,7 @@ pub fn builtin_conventions() -> BTreeMap<String, Convention> {
                 "http_request_duration_seconds_bucket",
                 "http_request_duration_seconds_count",
                 "code",
+                None,
             ),
         ),
     ])
@@ -409,14 +438,48 @@ mod tests {
         s.version = Some("v2".into());
         assert!(matches!(
             build(
-                "otel-spanmetrics",
-                &conventions["otel-spanmetrics"],
+                "prometheus-http",
+                &conventions["prometheus-http"],
                 &s,
                 TraceMeasure::Rate,
                 Duration::from_secs(60)
             ),
             Err(QueryBuildError::NoVersion { .. })
         ));
+    }
+
+    /// The label `service.version` becomes in each built-in convention when the pipeline
+    /// keeps it (see [`OTEL_VERSION_LABEL`] for the upstream files): the Collector's
+    /// spanmetrics connector and Prometheus exporter, Tempo's metrics-generator and the
+    /// SDK's HTTP metrics all sanitise `service.version` to `service_version`; client
+    /// libraries' HTTP metrics have none.
+    #[test]
+    fn builtin_version_labels() {
+        let conventions = builtin_conventions();
+        let cases: &[(&str, Option<&str>)] = &[
+            ("otel-spanmetrics", Some("service_version")),
+            ("tempo-spanmetrics", Some("service_version")),
+            ("otel-http", Some("service_version")),
+            ("prometheus-http", None),
+        ];
+        assert_eq!(conventions.len(), cases.len());
+        for (name, label) in cases {
+            let c = &conventions[*name];
+            assert_eq!(c.version_label.as_deref(), *label, "{name}");
+            let mut s = selector("checkout");
+            s.version = Some("v2".into());
+            let q = build(name, c, &s, TraceMeasure::Rate, Duration::from_secs(60));
+            match label {
+                Some(l) => {
+                    let q = q.expect("a query");
+                    assert!(q.contains(&format!("{l}=\"v2\"")), "{name}: {q}");
+                }
+                None => assert!(
+                    matches!(q, Err(QueryBuildError::NoVersion { .. })),
+                    "{name}: {q:?}"
+                ),
+            }
+        }
     }
 
     #[test]

@@ -1,22 +1,26 @@
 //! The closed loop: one scenario through the service model, with KEDA and the HPA
 //! deciding the pod count from signals computed the way the scaler computes them.
 //!
-//! Every second, Poisson arrivals at the scenario's rate are served and their latencies
-//! go into a per-second [`LatencySketch`], as the embedded store keeps one sketch per
-//! series per second; a signal over a window merges the buckets of the last `window`
-//! seconds, as `Store::read_at` does. Every HPA sync period the policy's metric is read,
+//! Every second, Poisson arrivals at the scenario's rate are drawn once for every policy
+//! compared ([`run_lockstep`]) and served by each policy's service. For the policies that
+//! read latency, the second's latencies go into a per-second [`LatencySketch`], as the
+//! embedded store keeps one sketch per series per second; a signal over a window merges
+//! the buckets of the last `window` seconds, as `Store::read_at` does. What the service
+//! delivered (each minute's p95, for attainment) is the exact quantile of every latency. Every HPA sync period the policy's metric is read,
 //! the HPA arithmetic of [`crate::signal::hpa`] proposes a count, and [`Autoscaler`]
 //! applies the behaviour. KEDA's operator loop (every polling interval) handles
 //! activation, scale to zero after the cooldown, and fallback after repeated failures.
 
-use crate::signal::hpa::{desired_replicas, desired_replicas_utilization, Autoscaler, Behavior};
+use crate::signal::hpa::{
+    desired_replicas_ready, desired_replicas_utilization, Autoscaler, Behavior,
+};
 use crate::signal::slo::{slo_ratio, Objectives, Observed};
 use crate::signal::MetricType;
 use crate::source::otlp::sketch::LatencySketch;
 
 use super::policy::Policy;
-use super::scenario::Scenario;
-use super::service::{Rng, Service, ServiceModel};
+use super::scenario::{Scenario, Second};
+use super::service::{Arrival, Rng, Service, ServiceModel};
 
 /// KEDA's ScaledObject settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,7 +90,10 @@ pub struct Minute {
     /// Mean pods (ready or not) over the minute.
     pub replicas: f64,
     pub ready: f64,
-    /// p95 latency over the minute; `None` when no request arrived.
+    /// CPU utilisation over the minute: CPU seconds used / (ready-pod seconds × the CPU
+    /// request), percent, as the HPA's `Utilization` sees it.
+    pub cpu_percent: f64,
+    /// The exact p95 latency over the minute; `None` when no request arrived.
     pub p95_s: Option<f64>,
     pub error_rate: f64,
     pub within: bool,
@@ -108,9 +115,19 @@ pub struct Run {
 
 #[derive(Debug, Clone, Default)]
 struct Bucket {
+    /// The second's latencies, kept only for the policies that read them (p95, slo).
     latency: LatencySketch,
+    requests: u64,
     errors: u64,
     cpu_s: f64,
+}
+
+/// The `q`-quantile of `values` at rank `floor(q × (n − 1))` (the rank the store's
+/// sketch answers for), reordering them; `None` when empty.
+fn exact_quantile(values: &mut [u64], q: f64) -> Option<u64> {
+    let last = values.len().checked_sub(1)?;
+    let rank = ((q * last as f64).floor() as usize).min(last);
+    Some(*values.select_nth_unstable(rank).1)
 }
 
 /// The last seconds' buckets, as the store's ring.
@@ -138,6 +155,7 @@ impl Ring {
         for t in now - covered..now {
             let b = &self.buckets[t % n];
             total.latency.merge(&b.latency);
+            total.requests += b.requests;
             total.errors += b.errors;
             total.cpu_s += b.cpu_s;
         }
@@ -148,7 +166,7 @@ impl Ring {
 /// A metric reading: the value, or no data (an error to KEDA).
 fn read(policy: &Policy, config: &Config, ring: &Ring, now: usize) -> Option<f64> {
     let (w, covered) = ring.window(now, config.window_s as usize);
-    let count = w.latency.count();
+    let count = w.requests;
     if count == 0 || covered == 0 {
         return None;
     }
@@ -173,100 +191,250 @@ fn read(policy: &Policy, config: &Config, ring: &Ring, now: usize) -> Option<f64
 
 /// Replays `scenario` under `policy`. `Policy::StaticAuto` is resolved by the caller.
 pub fn run(scenario: &Scenario, policy: &Policy, config: &Config) -> Run {
-    let keda = &config.keda;
-    let hpa_min = keda.min_replicas.max(1);
-    let start = match policy {
-        Policy::Static(n) => *n,
-        _ => hpa_min,
-    };
-    let mut service = Service::new(config.service.clone(), start, config.seed ^ 0xa5a5_5a5a);
-    let mut arrivals = Rng::new(config.seed);
-    let mut hpa = Autoscaler::new(config.behavior.clone(), hpa_min, keda.max_replicas);
-    let ring_len = config.window_s.max(config.cpu_window_s) as usize;
-    let mut ring = Ring::new(ring_len);
-    let mut minute = LatencySketch::new();
-    let (mut minute_errors, mut minute_replicas, mut minute_ready) = (0u64, 0.0, 0.0);
-    let mut out = Run {
-        policy: policy.to_string(),
-        minutes: Vec::with_capacity(scenario.seconds.len() / 60 + 1),
-        replica_seconds: 0.0,
-        max_replicas: start,
-        scale_events: 0,
-        requests: 0,
-        errors: 0,
-        fallbacks: 0,
-    };
-    let mut failures = 0u32;
-    let mut last_active = 0.0;
-    let hpa_sync = config.hpa_sync_s.max(1) as usize;
-    let polling = keda.polling_interval_s.max(1) as usize;
-    let dynamic = !matches!(policy, Policy::Static(_) | Policy::StaticAuto);
+    run_lockstep(scenario, std::slice::from_ref(policy), config)
+        .pop()
+        .unwrap_or_else(|| Loop::new(scenario, policy, config, None).finish())
+}
 
+/// Replays `scenario` under `policy` only as long as it can still reach attainment
+/// `goal`: the whole run when it does, `None` as soon as so many minutes are out of the
+/// objective that it cannot (the same arithmetic as [`super::report::Summary`]'s
+/// attainment, so the answer is the one the whole run would give).
+pub fn run_if_reaches(
+    scenario: &Scenario,
+    policy: &Policy,
+    config: &Config,
+    goal: f64,
+) -> Option<Run> {
+    let mut arrivals = Arrivals::new(config);
+    let mut one = Loop::new(scenario, policy, config, Some(goal));
     for (t, second) in scenario.seconds.iter().enumerate() {
-        let t0 = t as f64;
-        *ring.slot(t) = Bucket::default();
+        if !one.second(t, second, arrivals.second(t, second, &config.service)) {
+            return None;
+        }
+    }
+    Some(one.finish())
+}
+
+/// Replays `scenario` under every policy at once: each second's arrivals and service
+/// times are drawn once and served by every policy's service (they are the same for
+/// every policy anyway, common random numbers), so each extra policy costs only its own
+/// queueing, sketch and HPA work. The runs are exactly those of [`run`] one at a time.
+pub fn run_lockstep(scenario: &Scenario, policies: &[Policy], config: &Config) -> Vec<Run> {
+    let mut arrivals = Arrivals::new(config);
+    let mut loops: Vec<Loop> = policies
+        .iter()
+        .map(|p| Loop::new(scenario, p, config, None))
+        .collect();
+    for (t, second) in scenario.seconds.iter().enumerate() {
+        let drawn = arrivals.second(t, second, &config.service);
+        for one in &mut loops {
+            one.second(t, second, drawn);
+        }
+    }
+    loops.into_iter().map(Loop::finish).collect()
+}
+
+/// The arrival stream and each request's base service time (before the scenario's
+/// slowdown), drawn from the configuration's seeds, one second at a time.
+struct Arrivals {
+    gaps: Rng,
+    service: Rng,
+    buf: Vec<Arrival>,
+}
+
+impl Arrivals {
+    fn new(config: &Config) -> Self {
+        Arrivals {
+            gaps: Rng::new(config.seed),
+            service: Rng::new(config.seed ^ 0xa5a5_5a5a),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Poisson arrivals at the second's rate within `[t, t + 1)`.
+    fn second(&mut self, t: usize, second: &Second, model: &ServiceModel) -> &[Arrival] {
+        self.buf.clear();
         if second.rps > 0.0 {
-            let mut at = t0 + arrivals.exp1() / second.rps;
+            let t0 = t as f64;
+            let gap = 1.0 / second.rps;
+            let mut at = t0 + self.gaps.exp1() * gap;
             while at < t0 + 1.0 {
-                let o = service.serve(at, second.slowdown);
-                let b = ring.slot(t);
-                b.latency.add((o.latency_s * 1e9) as u64);
-                b.cpu_s += o.cpu_s;
-                if o.error {
-                    b.errors += 1;
-                }
-                at += arrivals.exp1() / second.rps;
+                self.buf.push(Arrival {
+                    at_s: at,
+                    base_s: model.base_service_s(&mut self.service),
+                });
+                at += self.gaps.exp1() * gap;
             }
         }
+        &self.buf
+    }
+}
+
+/// One policy's closed loop, advanced a second at a time.
+struct Loop<'a> {
+    policy: &'a Policy,
+    config: &'a Config,
+    /// Stop once attainment cannot reach this.
+    goal: Option<f64>,
+    total_minutes: f64,
+    misses: usize,
+    len: usize,
+    service: Service,
+    hpa: Autoscaler,
+    ring: Ring,
+    /// The minute's latencies (ns), for its exact p95.
+    minute: Vec<u64>,
+    /// Whether the policy reads latency (so each second's sketch is kept).
+    sketch: bool,
+    minute_errors: u64,
+    minute_replicas: f64,
+    minute_ready: f64,
+    /// CPU seconds used and ready-pod seconds over the minute.
+    minute_cpu_s: f64,
+    minute_ready_s: f64,
+    out: Run,
+    failures: u32,
+    last_active: f64,
+    dynamic: bool,
+}
+
+impl<'a> Loop<'a> {
+    fn new(scenario: &Scenario, policy: &'a Policy, config: &'a Config, goal: Option<f64>) -> Self {
+        let hpa_min = config.keda.min_replicas.max(1);
+        let start = match policy {
+            Policy::Static(n) => *n,
+            _ => hpa_min,
+        };
+        let len = scenario.seconds.len();
+        Loop {
+            policy,
+            config,
+            goal,
+            total_minutes: len.div_ceil(60).max(1) as f64,
+            misses: 0,
+            len,
+            service: Service::new(config.service.clone(), start, config.seed ^ 0xa5a5_5a5a),
+            hpa: Autoscaler::new(config.behavior.clone(), hpa_min, config.keda.max_replicas),
+            ring: Ring::new(config.window_s.max(config.cpu_window_s) as usize),
+            minute: Vec::new(),
+            sketch: matches!(policy, Policy::P95 { .. } | Policy::Slo { .. }),
+            minute_errors: 0,
+            minute_replicas: 0.0,
+            minute_ready: 0.0,
+            minute_cpu_s: 0.0,
+            minute_ready_s: 0.0,
+            out: Run {
+                policy: policy.to_string(),
+                minutes: Vec::with_capacity(len / 60 + 1),
+                replica_seconds: 0.0,
+                max_replicas: start,
+                scale_events: 0,
+                requests: 0,
+                errors: 0,
+                fallbacks: 0,
+            },
+            failures: 0,
+            last_active: 0.0,
+            dynamic: !matches!(policy, Policy::Static(_) | Policy::StaticAuto),
+        }
+    }
+
+    fn finish(self) -> Run {
+        self.out
+    }
+
+    /// Serves second `t`'s arrivals, closes the minute, and lets KEDA and the HPA act.
+    /// False once the goal is out of reach.
+    fn second(&mut self, t: usize, second: &Second, arrivals: &[Arrival]) -> bool {
+        let config = self.config;
+        let policy = self.policy;
+        let keda = &config.keda;
+        let service = &mut self.service;
+        let ring = &mut self.ring;
+        let out = &mut self.out;
+        let t0 = t as f64;
         let b = ring.slot(t);
-        out.requests += b.latency.count();
+        *b = Bucket::default();
+        for a in arrivals {
+            let o = service.serve_base(a.at_s, a.base_s, second.slowdown);
+            let ns = (o.latency_s * 1e9) as u64;
+            if self.sketch {
+                b.latency.add(ns);
+            }
+            self.minute.push(ns);
+            b.cpu_s += o.cpu_s;
+            b.errors += u64::from(o.error);
+        }
+        b.requests = arrivals.len() as u64;
+        out.requests += b.requests;
         out.errors += b.errors;
-        minute.merge(&b.latency);
-        minute_errors += b.errors;
+        self.minute_errors += b.errors;
+        self.minute_cpu_s += b.cpu_s;
+        self.minute_ready_s += f64::from(service.ready(t0));
         let replicas = service.replicas();
         out.replica_seconds += f64::from(replicas);
-        minute_replicas += f64::from(replicas);
-        minute_ready += f64::from(service.ready(t0 + 1.0));
+        self.minute_replicas += f64::from(replicas);
+        self.minute_ready += f64::from(service.ready(t0 + 1.0));
 
         let now = t + 1;
-        if (now % 60 == 0) || now == scenario.seconds.len() {
+        if now.is_multiple_of(60) || now == self.len {
             let len = (now - 1) % 60 + 1;
-            let n = minute.count();
-            let p95_s = minute.quantile_ns(0.95).map(|ns| ns / 1e9);
+            let n = self.minute.len();
+            let p95_s = exact_quantile(&mut self.minute, 0.95).map(|ns| ns as f64 / 1e9);
             out.minutes.push(Minute {
                 rps: n as f64 / len as f64,
-                replicas: minute_replicas / len as f64,
-                ready: minute_ready / len as f64,
+                replicas: self.minute_replicas / len as f64,
+                ready: self.minute_ready / len as f64,
+                cpu_percent: if self.minute_ready_s > 0.0 {
+                    100.0 * self.minute_cpu_s
+                        / (self.minute_ready_s * config.service.cpu_request_cores)
+                } else {
+                    0.0
+                },
                 p95_s,
                 error_rate: if n == 0 {
                     0.0
                 } else {
-                    minute_errors as f64 / n as f64
+                    self.minute_errors as f64 / n as f64
                 },
                 within: p95_s.is_none_or(|p| p <= config.objective_s),
             });
-            minute = LatencySketch::new();
-            (minute_errors, minute_replicas, minute_ready) = (0, 0.0, 0.0);
+            self.minute.clear();
+            (self.minute_errors, self.minute_replicas, self.minute_ready) = (0, 0.0, 0.0);
+            (self.minute_cpu_s, self.minute_ready_s) = (0.0, 0.0);
+            if out.minutes.last().is_some_and(|m| !m.within) {
+                self.misses += 1;
+                let reachable = (self.total_minutes - self.misses as f64) / self.total_minutes;
+                if self.goal.is_some_and(|g| reachable < g) {
+                    return false;
+                }
+            }
         }
-        if !dynamic {
-            continue;
+        if !self.dynamic {
+            return true;
         }
+        let hpa_sync = config.hpa_sync_s.max(1) as usize;
+        let polling = keda.polling_interval_s.max(1) as usize;
         let now_s = now as f64;
         let mut next = replicas;
         // KEDA's operator loop: activation and scale to zero (only with minReplicaCount 0).
-        if keda.min_replicas == 0 && now % polling == 0 && !matches!(policy, Policy::Cpu { .. }) {
-            let active = read(policy, config, &ring, now).is_some_and(|v| v > keda.activation);
+        if keda.min_replicas == 0
+            && now.is_multiple_of(polling)
+            && !matches!(policy, Policy::Cpu { .. })
+        {
+            let active = read(policy, config, ring, now).is_some_and(|v| v > keda.activation);
             if active {
-                last_active = now_s;
+                self.last_active = now_s;
                 if replicas == 0 {
                     next = 1;
                 }
-            } else if replicas > 0 && now_s - last_active >= f64::from(keda.cooldown_s) {
+            } else if replicas > 0 && now_s - self.last_active >= f64::from(keda.cooldown_s) {
                 next = 0;
             }
         }
         // The HPA: only while the target has pods (KEDA owns 0 ↔ 1).
-        if next == replicas && replicas > 0 && now % hpa_sync == 0 {
+        if next == replicas && replicas > 0 && now.is_multiple_of(hpa_sync) {
             let desired = match policy {
                 Policy::Cpu { target_percent } => {
                     let (w, covered) = ring.window(now, config.cpu_window_s as usize);
@@ -279,7 +447,7 @@ pub fn run(scenario: &Scenario, policy: &Policy, config: &Config) -> Run {
                     })
                 }
                 _ => {
-                    let value = read(policy, config, &ring, now);
+                    let value = read(policy, config, ring, now);
                     let (metric_type, target) = match policy {
                         Policy::Rps { per_pod } => (MetricType::AverageValue, *per_pod),
                         Policy::P95 { target_s } => (
@@ -289,17 +457,18 @@ pub fn run(scenario: &Scenario, policy: &Policy, config: &Config) -> Run {
                         Policy::Slo { target } => (MetricType::Value, *target),
                         _ => (MetricType::Value, f64::NAN),
                     };
-                    value.map(|v| desired_replicas(metric_type, replicas, v, target))
+                    let ready = service.ready(now_s);
+                    value.map(|v| desired_replicas_ready(metric_type, replicas, ready, v, target))
                 }
             };
             let desired = match (desired, keda.fallback) {
                 (Some(d), _) => {
-                    failures = 0;
+                    self.failures = 0;
                     Some(d)
                 }
                 (None, Some((threshold, fallback))) => {
-                    failures += 1;
-                    (failures >= threshold).then(|| {
+                    self.failures += 1;
+                    (self.failures >= threshold).then(|| {
                         out.fallbacks += 1;
                         fallback
                     })
@@ -307,7 +476,7 @@ pub fn run(scenario: &Scenario, policy: &Policy, config: &Config) -> Run {
                 (None, None) => None,
             };
             if let Some(d) = desired {
-                next = hpa.reconcile(now_s, replicas, d);
+                next = self.hpa.reconcile(now_s, replicas, d);
             }
         }
         if next != replicas {
@@ -315,14 +484,13 @@ pub fn run(scenario: &Scenario, policy: &Policy, config: &Config) -> Run {
             out.scale_events += 1;
             out.max_replicas = out.max_replicas.max(next);
         }
+        true
     }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simulate::scenario::Second;
 
     fn flat(rps: f64, seconds: usize) -> Scenario {
         Scenario {
@@ -343,6 +511,30 @@ mod tests {
             run.requests
         );
         assert_eq!(run.scale_events, 0);
+    }
+
+    /// The CPU model: utilisation = served requests/s × CPU seconds per request / (ready
+    /// pods × CPU request). A pod's workers cap what it serves, so a saturated pod burns
+    /// at most workers × CPU share of a core: with the defaults (4 workers, 20 % of 50 ms
+    /// on CPU, a 1-core request) 80 %, barely above a 70 % target while its queue times out.
+    #[test]
+    fn cpu_utilisation_follows_served_load_and_caps_at_saturation() {
+        let check = |rps: f64, pods: u32, want_percent: f64, saturated: bool| {
+            let run = run(&flat(rps, 600), &Policy::Static(pods), &Config::default());
+            for m in &run.minutes[2..] {
+                assert!(
+                    (m.cpu_percent - want_percent).abs() <= 0.06 * want_percent,
+                    "{rps} rps on {pods} pods: {m:?}"
+                );
+                assert_eq!(!m.within, saturated, "{rps} rps on {pods} pods: {m:?}");
+            }
+        };
+        // 200 rps × 10 ms / 4 cores.
+        check(200.0, 4, 50.0, false);
+        // 100 rps × 10 ms / 4 cores.
+        check(100.0, 4, 25.0, false);
+        // 400 rps on 2 pods of 4 workers: they serve 160 rps, 4 × 0.2 cores each.
+        check(400.0, 2, 80.0, true);
     }
 
     #[test]

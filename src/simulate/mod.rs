@@ -69,7 +69,7 @@ pub struct SimulateArgs {
     /// p95[:240ms], slo[:0.8]. Default: static:auto cpu:70% rps:60 p95 slo.
     #[arg(long = "policy")]
     pub policies: Vec<String>,
-    /// Write summary.json, timeseries.csv and SVG plots here instead of only printing.
+    /// Write summary.json, timeseries.csv and the plots (SVG and PNG) here as well.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Workers (concurrent requests) per pod.
@@ -81,8 +81,9 @@ pub struct SimulateArgs {
     /// Service-time distribution: exponential or lognormal:SIGMA.
     #[arg(long, default_value = "exponential")]
     pub service_dist: String,
-    /// Share of the service time spent on CPU (the rest waits on dependencies).
-    #[arg(long, default_value_t = 0.5)]
+    /// Share of the service time spent on CPU (the rest waits on dependencies, holding
+    /// its worker). Measure it as CPU seconds per request / mean service time.
+    #[arg(long, default_value_t = 0.2)]
     pub cpu_share: f64,
     /// CPU request per pod, in cores.
     #[arg(long, default_value_t = 1.0)]
@@ -264,21 +265,40 @@ impl SimulateArgs {
     }
 }
 
-/// The smallest static fleet whose attainment reaches `goal` (attainment grows with the
-/// fleet, so a binary search), or the maximum when none does.
+/// The smallest static fleet whose attainment reaches `goal`, or the maximum when none
+/// does. Attainment grows with the fleet, so a search: doubling from 1 until a fleet
+/// reaches the goal, then halving the gap below it. A fleet that falls short stops as soon
+/// as it cannot reach the goal, so the short ones (most probes) cost a fraction of a run.
 pub fn smallest_static(scenario: &Scenario, config: &Config, goal: f64) -> Run {
-    let (mut lo, mut hi) = (1u32, config.keda.max_replicas.max(1));
-    let mut best = engine::run(scenario, &Policy::Static(hi), config);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        let run = engine::run(scenario, &Policy::Static(mid), config);
-        if Summary::of(&run).slo_attainment >= goal {
-            hi = mid;
-            best = run;
-        } else {
-            lo = mid + 1;
+    let max = config.keda.max_replicas.max(1);
+    let probe = |n: u32| engine::run_if_reaches(scenario, &Policy::Static(n), config, goal);
+    // The largest fleet known to fall short (0: none yet) and the smallest that holds.
+    let mut short = 0u32;
+    let mut best: Option<(u32, Run)> = None;
+    let mut n = 1u32;
+    while best.is_none() {
+        match probe(n) {
+            Some(run) => best = Some((n, run)),
+            None if n == max => break,
+            None => {
+                short = n;
+                n = n.saturating_mul(2).min(max);
+            }
         }
     }
+    let mut best = match best {
+        Some((mut hi, mut run)) => {
+            while hi - short > 1 {
+                let mid = short + (hi - short) / 2;
+                match probe(mid) {
+                    Some(r) => (hi, run) = (mid, r),
+                    None => short = mid,
+                }
+            }
+            run
+        }
+        None => engine::run(scenario, &Policy::Static(max), config),
+    };
     best.policy = if Summary::of(&best).slo_attainment >= goal {
         format!("{} (smallest ≥{}%)", best.policy, goal * 100.0)
     } else {
@@ -287,15 +307,56 @@ pub fn smallest_static(scenario: &Scenario, config: &Config, goal: f64) -> Run {
     best
 }
 
-/// Runs every policy over the scenario.
+/// Runs every policy over the scenario: `static:auto`'s search on a thread of its own,
+/// the other policies in lockstep ([`engine::run_lockstep`]) split over the remaining
+/// cores. Each run is deterministic and shares nothing but the read-only scenario and
+/// configuration, so the result is the same as one policy after the other.
 pub fn simulate(scenario: &Scenario, policies: &[Policy], config: &Config, goal: f64) -> Vec<Run> {
-    policies
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let searches = policies
         .iter()
-        .map(|p| match p {
-            Policy::StaticAuto => smallest_static(scenario, config, goal),
-            p => engine::run(scenario, p, config),
-        })
-        .collect()
+        .filter(|p| matches!(p, Policy::StaticAuto))
+        .count();
+    let others: Vec<(usize, Policy)> = policies
+        .iter()
+        .cloned()
+        .enumerate()
+        .filter(|(_, p)| !matches!(p, Policy::StaticAuto))
+        .collect();
+    let groups = cores.saturating_sub(searches).clamp(1, others.len().max(1));
+    let mut runs: Vec<Option<Run>> = vec![None; policies.len()];
+    std::thread::scope(|s| {
+        let search_handles: Vec<_> = policies
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| matches!(p, Policy::StaticAuto))
+            .map(|(i, _)| (i, s.spawn(move || smallest_static(scenario, config, goal))))
+            .collect();
+        let group_handles: Vec<_> = (0..groups)
+            .map(|g| {
+                let mine: Vec<(usize, Policy)> =
+                    others.iter().skip(g).step_by(groups).cloned().collect();
+                s.spawn(move || {
+                    let (index, group): (Vec<usize>, Vec<Policy>) = mine.into_iter().unzip();
+                    index
+                        .into_iter()
+                        .zip(engine::run_lockstep(scenario, &group, config))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        // A run has no panicking path; were one to panic, re-raise it here as the
+        // sequential loop would have.
+        for (i, h) in search_handles {
+            runs[i] = Some(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+        }
+        for h in group_handles {
+            for (i, run) in h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)) {
+                runs[i] = Some(run);
+            }
+        }
+    });
+    runs.into_iter().flatten().collect()
 }
 
 /// `slo-scaler simulate`: returns the table to print.
@@ -309,7 +370,7 @@ pub fn run(args: &SimulateArgs) -> Result<String, SimulateError> {
     if let Some(dir) = &args.out {
         report::write(dir, &scenario.name, config.objective_s, &runs, &rows)?;
         text.push_str(&format!(
-            "\nwrote {0}/summary.json, {0}/timeseries.csv, {0}/load.svg, {0}/replicas.svg, {0}/p95.svg\n",
+            "\nwrote {0}/summary.json, {0}/timeseries.csv, {0}/load.svg, {0}/load.png, {0}/replicas.svg, {0}/replicas.png, {0}/p95.svg, {0}/p95.png\n",
             dir.display()
         ));
     }

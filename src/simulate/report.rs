@@ -1,5 +1,5 @@
 //! What a run shows: the per-policy summary, the table, `summary.json`, the per-minute
-//! CSV and the SVG plots (load, replicas, p95 against the objective).
+//! CSV and the plots (load, replicas, p95 against the objective), each as SVG and PNG.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -7,7 +7,7 @@ use std::path::Path;
 use plotters::prelude::*;
 use serde::Serialize;
 
-use super::engine::Run;
+use super::engine::{Minute, Run};
 use super::SimulateError;
 
 /// One policy's figures (the `policies[]` entries of `summary.json`).
@@ -99,7 +99,7 @@ struct SummaryFile<'a> {
     policies: &'a [Summary],
 }
 
-/// Writes `summary.json`, `timeseries.csv` and the plots into `dir`.
+/// Writes `summary.json`, `timeseries.csv` and the plots (SVG and PNG) into `dir`.
 pub fn write(
     dir: &Path,
     scenario: &str,
@@ -121,17 +121,19 @@ pub fn write(
     let path = dir.join("summary.json");
     std::fs::write(&path, json + "\n").map_err(|e| io(&path, e))?;
 
-    let mut csv = String::from("policy,minute,rps,replicas,ready,p95_ms,error_rate,within\n");
+    let mut csv =
+        String::from("policy,minute,rps,replicas,ready,cpu_percent,p95_ms,error_rate,within\n");
     for run in runs {
         for (i, m) in run.minutes.iter().enumerate() {
             let _ = writeln!(
                 csv,
-                "{},{},{:.2},{:.2},{:.2},{},{:.5},{}",
+                "{},{},{:.2},{:.2},{:.2},{:.1},{},{:.5},{}",
                 run.policy,
                 i,
                 m.rps,
                 m.replicas,
                 m.ready,
+                m.cpu_percent,
                 m.p95_s
                     .map(|p| format!("{:.1}", p * 1000.0))
                     .unwrap_or_default(),
@@ -157,18 +159,66 @@ const COLORS: [RGBColor; 8] = [
     RGBColor(127, 127, 127),
 ];
 
-/// One line chart: x in hours, one series per (label, points).
+/// The font of the plots' text, embedded so PNG plots need no font on the machine
+/// (`fonts/README.md`: Roboto, Apache License 2.0).
+const FONT: &[u8] = include_bytes!("fonts/Roboto-Regular.ttf");
+
+/// Registers [`FONT`] as plotters' `sans-serif` once per process.
+fn register_font() -> Result<(), String> {
+    static REGISTERED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    REGISTERED
+        .get_or_init(|| {
+            plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
+                .map_err(|_| "the embedded font does not parse".to_string())
+        })
+        .clone()
+}
+
+/// One line chart, as `NAME.svg` and `NAME.png` in `dir`: x in hours, one series per
+/// (label, points).
 fn chart(
-    path: &Path,
+    dir: &Path,
+    name: &str,
     title: &str,
     y_desc: &str,
     series: &[(String, Vec<(f64, f64)>)],
     objective: Option<f64>,
 ) -> Result<(), SimulateError> {
-    let err = |e: String| SimulateError::Plot {
+    let svg = dir.join(format!("{name}.svg"));
+    let png = dir.join(format!("{name}.png"));
+    let err = |path: &Path, e: String| SimulateError::Plot {
         path: path.display().to_string(),
         detail: e,
     };
+    register_font().map_err(|e| err(&svg, e))?;
+    let size = (960, 380);
+    draw(
+        SVGBackend::new(&svg, size).into_drawing_area(),
+        title,
+        y_desc,
+        series,
+        objective,
+    )
+    .map_err(|e| err(&svg, e))?;
+    draw(
+        BitMapBackend::new(&png, size).into_drawing_area(),
+        title,
+        y_desc,
+        series,
+        objective,
+    )
+    .map_err(|e| err(&png, e))
+}
+
+/// Draws one chart on any plotters backend.
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    y_desc: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+    objective: Option<f64>,
+) -> Result<(), String> {
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     let x_max = series
         .iter()
         .flat_map(|(_, p)| p.last().map(|(x, _)| *x))
@@ -181,33 +231,32 @@ fn chart(
         * 1.05;
     // Timeouts would flatten everything else: latency charts stop at 4× the objective.
     let y_max = objective.map_or(y_max, |o| y_max.min(o * 4.0));
-    let root = SVGBackend::new(path, (960, 380)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    root.fill(&WHITE).map_err(err)?;
     let mut c = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 18))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(56)
         .build_cartesian_2d(0f64..x_max, 0f64..y_max)
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(err)?;
     c.configure_mesh()
         .x_desc("hours")
         .y_desc(y_desc)
         .draw()
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(err)?;
     if let Some(o) = objective {
         c.draw_series(LineSeries::new(
             vec![(0.0, o), (x_max, o)],
             BLACK.stroke_width(2),
         ))
-        .map_err(|e| err(e.to_string()))?
+        .map_err(err)?
         .label("objective")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
     }
     for (i, (label, points)) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         c.draw_series(LineSeries::new(points.iter().copied(), color))
-            .map_err(|e| err(e.to_string()))?
+            .map_err(err)?
             .label(label.as_str())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
     }
@@ -216,65 +265,49 @@ fn chart(
         .border_style(BLACK)
         .position(SeriesLabelPosition::UpperRight)
         .draw()
-        .map_err(|e| err(e.to_string()))?;
-    root.present().map_err(|e| err(e.to_string()))
+        .map_err(err)?;
+    root.present().map_err(err)
+}
+
+/// One line per policy: each minute's `value`, at its hour (minutes without one left out).
+type Lines = Vec<(String, Vec<(f64, f64)>)>;
+
+fn per_policy(runs: &[Run], value: impl Fn(&Minute) -> Option<f64>) -> Lines {
+    runs.iter()
+        .map(|r| {
+            let points = r.minutes.iter().enumerate();
+            let points = points.filter_map(|(i, m)| value(m).map(|v| ((i as f64 + 1.0) / 60.0, v)));
+            (r.policy.clone(), points.collect())
+        })
+        .collect()
 }
 
 fn plots(dir: &Path, scenario: &str, objective_s: f64, runs: &[Run]) -> Result<(), SimulateError> {
-    let hours = |i: usize| (i as f64 + 1.0) / 60.0;
     if let Some(first) = runs.first() {
-        let load = vec![(
-            "requests/s".to_string(),
-            first
-                .minutes
-                .iter()
-                .enumerate()
-                .map(|(i, m)| (hours(i), m.rps))
-                .collect(),
-        )];
+        let mut load = per_policy(std::slice::from_ref(first), |m| Some(m.rps));
+        load[0].0 = "requests/s".to_string();
         chart(
-            &dir.join("load.svg"),
+            dir,
+            "load",
             &format!("{scenario}: load"),
             "requests/s",
             &load,
             None,
         )?;
     }
-    let replicas: Vec<_> = runs
-        .iter()
-        .map(|r| {
-            (
-                r.policy.clone(),
-                r.minutes
-                    .iter()
-                    .enumerate()
-                    .map(|(i, m)| (hours(i), m.replicas))
-                    .collect(),
-            )
-        })
-        .collect();
+    let replicas = per_policy(runs, |m| Some(m.replicas));
     chart(
-        &dir.join("replicas.svg"),
+        dir,
+        "replicas",
         &format!("{scenario}: pods"),
         "pods",
         &replicas,
         None,
     )?;
-    let p95: Vec<_> = runs
-        .iter()
-        .map(|r| {
-            (
-                r.policy.clone(),
-                r.minutes
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, m)| m.p95_s.map(|p| (hours(i), p * 1000.0)))
-                    .collect(),
-            )
-        })
-        .collect();
+    let p95 = per_policy(runs, |m| m.p95_s.map(|p| p * 1000.0));
     chart(
-        &dir.join("p95.svg"),
+        dir,
+        "p95",
         &format!("{scenario}: p95 per minute against the objective"),
         "p95 ms",
         &p95,

@@ -39,7 +39,7 @@ impl Default for ServiceModel {
             workers_per_pod: 4,
             mean_service_s: 0.050,
             dist: ServiceDist::Exponential,
-            cpu_share: 0.5,
+            cpu_share: 0.2,
             cpu_request_cores: 1.0,
             timeout_s: 2.0,
             startup_s: 30.0,
@@ -75,6 +75,25 @@ impl Rng {
     pub fn normal(&mut self) -> f64 {
         let (u1, u2) = (self.uniform(), self.uniform());
         (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+}
+
+/// One request as it arrives: when, and its service time before any dependency slowdown.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Arrival {
+    pub at_s: f64,
+    pub base_s: f64,
+}
+
+impl ServiceModel {
+    /// One service time at normal dependency latency, drawn from `rng`.
+    pub fn base_service_s(&self, rng: &mut Rng) -> f64 {
+        match self.dist {
+            ServiceDist::Exponential => self.mean_service_s * rng.exp1(),
+            ServiceDist::LogNormal { sigma } => {
+                self.mean_service_s * (sigma * rng.normal() - sigma * sigma / 2.0).exp()
+            }
+        }
     }
 }
 
@@ -159,13 +178,14 @@ impl Service {
     /// slower than normal. The Service routes it to a ready pod at random (kube-proxy's
     /// iptables mode), where it waits for the first free worker of that pod.
     pub fn serve(&mut self, arrival_s: f64, slowdown: f64) -> Outcome {
+        let base = self.model.base_service_s(&mut self.service_rng);
+        self.serve_base(arrival_s, base, slowdown)
+    }
+
+    /// [`Service::serve`] with the request's base service time drawn by the caller (the
+    /// simulator draws it once for every policy it compares).
+    pub fn serve_base(&mut self, arrival_s: f64, base: f64, slowdown: f64) -> Outcome {
         let m = &self.model;
-        let base = match m.dist {
-            ServiceDist::Exponential => m.mean_service_s * self.service_rng.exp1(),
-            ServiceDist::LogNormal { sigma } => {
-                m.mean_service_s * (sigma * self.service_rng.normal() - sigma * sigma / 2.0).exp()
-            }
-        };
         let cpu_s = base * m.cpu_share;
         let service_s = cpu_s + base * (1.0 - m.cpu_share) * slowdown;
         let gave_up = Outcome {

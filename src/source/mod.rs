@@ -21,6 +21,9 @@ pub enum Query {
     Tempo(TempoQuery),
     Sqs(SqsQuery),
     Otlp(OtlpQuery),
+    /// Two queries of one backend read together (the objectives of `signal: slo`):
+    /// fetched at once and cached as one entry, so both answers describe the same moment.
+    Pair(Box<(Query, Query)>),
 }
 
 impl Query {
@@ -31,6 +34,15 @@ impl Query {
             Query::Tempo(q) => format!("tempo/{}", q.backend),
             Query::Sqs(_) => "sqs".to_string(),
             Query::Otlp(_) => "otlp".to_string(),
+            Query::Pair(pair) => pair.0.backend_label(),
+        }
+    }
+
+    /// What a timeout names: the backend, and for SQS the queue as the trigger gave it.
+    pub fn subject(&self) -> String {
+        match self {
+            Query::Sqs(q) => format!("sqs queue {:?}", q.queue),
+            other => other.backend_label(),
         }
     }
 }
@@ -110,6 +122,19 @@ pub enum Reading {
     Value(Option<f64>),
     /// An SQS queue's counts.
     Queue(QueueDepth),
+    /// The answers to a [`Query::Pair`], in its order.
+    Pair(Box<(Reading, Reading)>),
+}
+
+impl Reading {
+    /// What kind of answer this is, for an error naming a mismatch.
+    pub fn shape(&self) -> &'static str {
+        match self {
+            Reading::Value(_) => "number",
+            Reading::Queue(_) => "queue depth",
+            Reading::Pair(_) => "pair of answers",
+        }
+    }
 }
 
 /// Why a backend gave no reading. Messages name the backend and never carry secrets.
@@ -152,28 +177,51 @@ impl Sources {
     /// Asks the backend, within `timeout`, and records the call in the backend metrics
     /// (`success`, `error` or `timeout`, with its duration).
     pub async fn fetch(&self, q: &Query) -> Result<Reading, SourceError> {
-        let started = std::time::Instant::now();
-        let (result, cut_off) = match tokio::time::timeout(self.timeout, self.dispatch(q)).await {
-            Ok(result) => (result, false),
-            Err(_) => (
-                Err(SourceError::Timeout {
-                    backend: q.backend_label(),
-                    timeout: self.timeout,
-                }),
-                true,
-            ),
-        };
-        // The SQS source and the embedded store still record the calls they finish
-        // themselves; their owners drop that when they move to this one place.
-        if cut_off || matches!(q, Query::Prometheus(_) | Query::Tempo(_)) {
-            let outcome = match &result {
-                Ok(_) => "success",
-                Err(SourceError::Timeout { .. }) => "timeout",
-                Err(_) => "error",
-            };
-            self.metrics
-                .record_backend(&q.backend_label(), outcome, started.elapsed());
+        if let Query::Pair(pair) = q {
+            // Each half is its own call, bounded and counted; both start together.
+            let (a, b) = tokio::join!(Box::pin(self.fetch(&pair.0)), Box::pin(self.fetch(&pair.1)));
+            return Ok(Reading::Pair(Box::new((a?, b?))));
         }
+        let started = std::time::Instant::now();
+        let result = match tokio::time::timeout(self.timeout, self.dispatch(q)).await {
+            Ok(result) => result,
+            Err(_) => Err(SourceError::Timeout {
+                backend: q.subject(),
+                timeout: self.timeout,
+            }),
+        };
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(SourceError::Timeout { .. }) => "timeout",
+            Err(_) => "error",
+        };
+        self.metrics
+            .record_backend(&q.backend_label(), outcome, started.elapsed());
+        if let Err(err) = &result {
+            tracing::debug!(backend = %q.backend_label(), error = %err, "backend call failed");
+        }
+        result
+    }
+
+    /// Every figure of `selector` over `window` from one pass over the embedded store
+    /// (`signal: slo`, the analysis endpoint), accounted as one `otlp` call like
+    /// [`Sources::fetch`]. A local read: nothing to time out.
+    pub fn otlp_snapshot(
+        &self,
+        selector: &TraceSelector,
+        window: Duration,
+    ) -> Result<otlp::store::Snapshot, SourceError> {
+        let started = std::time::Instant::now();
+        let result = match &self.otlp {
+            Some(store) => store.snapshot(selector, window),
+            None => Err(SourceError::UnknownBackend {
+                kind: "otlp",
+                name: "embedded".into(),
+            }),
+        };
+        let outcome = if result.is_ok() { "success" } else { "error" };
+        self.metrics
+            .record_backend("otlp", outcome, started.elapsed());
         result
     }
 
@@ -185,12 +233,17 @@ impl Sources {
             // recursion limit in callers that nest this one.
             Query::Sqs(q) => Box::pin(self.sqs.fetch(q)).await,
             Query::Otlp(q) => match &self.otlp {
-                Some(store) => store.fetch(q),
+                Some(store) => store.read(q),
                 None => Err(SourceError::UnknownBackend {
                     kind: "otlp",
                     name: "embedded".into(),
                 }),
             },
+            // `fetch` asks a pair's halves itself, each bounded and counted.
+            Query::Pair(_) => Err(SourceError::BadQuery {
+                backend: q.backend_label(),
+                detail: "a pair is fetched half by half".into(),
+            }),
         }
     }
 
@@ -219,6 +272,11 @@ impl Sources {
                 }
                 s
             }
+            Query::Pair(pair) => format!(
+                "{} together with {}",
+                Sources::describe(&pair.0),
+                Sources::describe(&pair.1)
+            ),
             Query::Otlp(q) => format!(
                 "otlp store: {} of service {:?} kind {} version {} over {}",
                 match q.measure {
@@ -251,6 +309,54 @@ mod tests {
         assert!(!text.contains("s3cret"), "{text}");
         assert!(text.contains("https://***@sqs.example/123/q"), "{text}");
         assert!(text.contains("http://***@localhost:4566"), "{text}");
+    }
+
+    /// Every call through [`Sources::fetch`] is counted once, with its outcome, for a source
+    /// that keeps no accounting of its own (the embedded store; SQS in `tests/sqs`,
+    /// Prometheus and Tempo in their suites).
+    #[tokio::test]
+    async fn every_call_is_counted_once_by_fetch() {
+        let (registry, metrics) = crate::telemetry::Metrics::standalone();
+        let metrics = std::sync::Arc::new(metrics);
+        let timeout = Duration::from_secs(1);
+        let store =
+            otlp::Store::new(otlp::StoreConfig::default(), metrics.clone()).expect("default store");
+        let sources = Sources {
+            prometheus: prometheus::PrometheusSource::new(&[], timeout).expect("none"),
+            tempo: tempo::TempoSource::new(Vec::new(), timeout, metrics.clone()).expect("none"),
+            sqs: sqs::SqsSource::lazy(sqs::SqsConfig::default()),
+            otlp: Some(std::sync::Arc::new(store)),
+            metrics,
+            timeout,
+        };
+        let query = |window: Duration| {
+            Query::Otlp(OtlpQuery {
+                selector: crate::signal::TraceSelector {
+                    service: "checkout".into(),
+                    span_kind: crate::signal::SpanKind::Server,
+                    version: None,
+                    labels: Vec::new(),
+                },
+                measure: TraceMeasure::ErrorRatio,
+                window,
+            })
+        };
+        sources
+            .fetch(&query(Duration::from_secs(60)))
+            .await
+            .expect("an empty store answers");
+        sources
+            .fetch(&query(Duration::ZERO))
+            .await
+            .expect_err("a zero window is refused");
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        for outcome in ["success", "error"] {
+            let line = format!(
+                "slo_scaler_backend_requests_total{{backend=\"otlp\",outcome=\"{outcome}\"}} 1"
+            );
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
     }
 
     #[test]

@@ -213,6 +213,16 @@ impl<'a> Reader<'a> {
         parsed
     }
 
+    /// `key`'s value through `parse`, whose error becomes the key's problem.
+    pub(super) fn value<T>(
+        &mut self,
+        key: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let raw = self.get(key)?;
+        parse(raw).map_err(|msg| self.problem(key, msg)).ok()
+    }
+
     pub(super) fn bool(&mut self, key: &str, default: bool) -> bool {
         self.parse(key, "must be true or false", super::parse_bool)
             .unwrap_or(default)

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use super::{
-    clip, default_window, keys::Reader, parse_duration, values, PromSpec, QueueSpec, Read,
-    SignalKind, SourceKind, TempoSpec, TraceRead, MAX_WINDOW, MIN_WINDOW, TEMPO_MIN_WINDOW,
+    clip, default_window, keys::Reader, values, PromSpec, QueueSpec, Read, SignalKind, SourceKind,
+    TempoSpec, TraceRead,
 };
 use crate::signal::{promql, Quantile, SpanKind, TraceMeasure, TraceSelector};
 
@@ -33,19 +33,11 @@ impl Fields {
     ) -> Fields {
         let service = r.get("service").map(str::to_string);
         let span_kind = r
-            .parse(
-                "spanKind",
-                "must be server, client, consumer, producer or internal",
-                SpanKind::parse,
-            )
+            .value("spanKind", values::parse_span_kind)
             .unwrap_or(SpanKind::Server);
         let version = r.get("version").map(str::to_string);
         let quantile = r
-            .parse(
-                "quantile",
-                "must be a quantile like 0.95 or p95",
-                Quantile::parse,
-            )
+            .value("quantile", values::parse_quantile)
             .unwrap_or(Quantile::P95);
         let labels = match r.get("labels") {
             Some(raw) => match values::parse_labels(raw) {
@@ -116,35 +108,7 @@ impl Fields {
 
 /// `window`, within its limits; Tempo's must be longer than its query end cutoff.
 fn read_window(r: &mut Reader<'_>, source: Option<SourceKind>) -> Option<Duration> {
-    let raw = r.get("window")?;
-    let min = if source == Some(SourceKind::Tempo) {
-        TEMPO_MIN_WINDOW
-    } else {
-        MIN_WINDOW
-    };
-    match parse_duration(raw) {
-        Some(d) if (min..=MAX_WINDOW).contains(&d) => Some(d),
-        Some(d) if source == Some(SourceKind::Tempo) && d < min && d >= MIN_WINDOW => {
-            r.problem(
-                "window",
-                format!(
-                    "must be at least 1m for Tempo, whose query_end_cutoff (30s by default in Tempo 3.0) leaves out the newest 30 seconds, got {:?}",
-                    clip(raw)
-                ),
-            );
-            None
-        }
-        _ => {
-            r.problem(
-                "window",
-                format!(
-                    "must be a duration between 1s and 24h like 30s, 5m, got {:?}",
-                    clip(raw)
-                ),
-            );
-            None
-        }
-    }
+    r.value("window", |raw| values::parse_window(raw, source))
 }
 
 /// The SQS keys, KEDA's `aws-sqs-queue` names and defaults. `None` when `queueURL` is

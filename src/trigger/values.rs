@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use super::SignalKind;
+use super::{clip, SignalKind, SourceKind, MAX_WINDOW, MIN_WINDOW, TEMPO_MIN_WINDOW};
+use crate::signal::{Quantile, SpanKind};
 
 /// The unit a signal's thresholds are written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +85,40 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         return None;
     }
     humantime::parse_duration(s).ok()
+}
+
+/// A `window`: 1 s to 24 h, and for Tempo at least [`TEMPO_MIN_WINDOW`]; else what is
+/// wrong with it. Triggers and the analysis endpoint both read windows with it.
+pub fn parse_window(raw: &str, source: Option<SourceKind>) -> Result<Duration, String> {
+    let tempo = source == Some(SourceKind::Tempo);
+    let min = if tempo { TEMPO_MIN_WINDOW } else { MIN_WINDOW };
+    match parse_duration(raw) {
+        Some(d) if (min..=MAX_WINDOW).contains(&d) => Ok(d),
+        Some(d) if tempo && d >= MIN_WINDOW && d < min => Err(format!(
+            "must be at least 1m for Tempo, whose query_end_cutoff (30s by default in Tempo 3.0) leaves out the newest 30 seconds, got {:?}",
+            clip(raw)
+        )),
+        _ => Err(format!(
+            "must be a duration between 1s and 24h like 30s, 5m, got {:?}",
+            clip(raw)
+        )),
+    }
+}
+
+/// A `spanKind`, or what the key accepts.
+pub fn parse_span_kind(raw: &str) -> Result<SpanKind, String> {
+    SpanKind::parse(raw).ok_or_else(|| {
+        format!(
+            "must be server, client, consumer, producer or internal, got {:?}",
+            clip(raw)
+        )
+    })
+}
+
+/// A `quantile`, or what the key accepts.
+pub fn parse_quantile(raw: &str) -> Result<Quantile, String> {
+    Quantile::parse(raw)
+        .ok_or_else(|| format!("must be a quantile like 0.95 or p95, got {:?}", clip(raw)))
 }
 
 /// Go's `strconv.ParseBool`, which KEDA uses for its boolean keys.

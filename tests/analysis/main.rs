@@ -4,6 +4,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod demo;
 #[path = "../tempo/fake.rs"]
 #[allow(dead_code)]
 mod fake;

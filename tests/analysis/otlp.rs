@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::harness::{assert_close, exact_quantile, plan, Planned};
+use crate::harness::{assert_close, exact_quantile, plan, t0, Planned};
 use crate::setup::Setup;
 
 /// The exact figures of `planned` over the last `window`.
@@ -249,4 +249,139 @@ async fn slo_signal_is_the_larger_ratio() {
     ]);
     let plan = s.engine.plan("shop", &m).expect("valid");
     assert!(s.engine.evaluate(&plan).await.is_err());
+}
+
+/// `count` is the number of spans the store holds for the window, not rps × window: read
+/// half a second into a bucket, with spans in the bucket still filling (which the rate
+/// leaves out, see `--otlp-rate-settle`), the count is still every span sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_count_is_every_span_in_the_window() {
+    let s = Setup::start(&[]).await;
+    let now = t0() + Duration::from_millis(500);
+    s.clock.set(now);
+    // 300 spans over the last 10 s, some of them in the newest half second.
+    let v2 = plan(300, Duration::from_secs(10), 120.0, 10);
+    let v1 = plan(700, Duration::from_secs(10), 100.0, 50);
+    let filling = v2
+        .iter()
+        .filter(|p| p.end_before_now < Duration::from_millis(500))
+        .count();
+    assert!(
+        filling > 0,
+        "the plan puts spans in the bucket still filling"
+    );
+    s.send_before(now, "payment-service", "v2", &v2).await;
+    s.send_before(now, "payment-service", "v1", &v1).await;
+    let (e1, e2) = (exact(&v1), exact(&v2));
+    for window in ["2m", "30s"] {
+        let calls = s.backend_calls("otlp").await;
+        let (status, a) = s
+            .analysis(&[
+                ("service", "payment-service"),
+                ("canary", "v2"),
+                ("baseline", "v1"),
+                ("window", window),
+                ("minCount", "300"),
+            ])
+            .await;
+        assert_eq!(status, 200, "{a}");
+        // One read of the store per side.
+        assert_eq!(s.backend_calls("otlp").await, calls + 2, "{window}");
+        assert_eq!(a["canary"]["count"], 300, "{window}: {a}");
+        assert_eq!(a["baseline"]["count"], 700, "{window}: {a}");
+        // The error rate and latency describe those same spans.
+        assert_eq!(f(&a["canary"]["errorRate"]), e2.error_rate, "{a}");
+        assert_eq!(f(&a["baseline"]["errorRate"]), e1.error_rate, "{a}");
+        assert_close(a["canary"]["latency"].as_f64(), e2.p95, "canary p95");
+        // The rate counts whole buckets only: those spans still filling are not in it.
+        let rps = f(&a["canary"]["rps"]);
+        let secs = humantime::parse_duration(window)
+            .expect("window")
+            .as_secs_f64();
+        assert!(
+            (rps - (300 - filling) as f64 / secs).abs() < 1e-9,
+            "{window}: rps {rps}: {a}"
+        );
+        assert_eq!(a["inconclusive"], false, "{a}");
+    }
+}
+
+/// `signal: slo` over the store reads both objectives from one snapshot: right after a
+/// plain latency trigger has cached its reading and new, slower spans arrived, the slo
+/// value is still max(p95 / objective, errors / objective) of every span sent, not a
+/// cached p95 next to a fresh error rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slo_reads_both_objectives_from_one_snapshot() {
+    let s = Setup::start(&[]).await;
+    let fast = plan(1000, Duration::from_secs(30), 50.0, 100);
+    s.send("checkout", "v1", &fast).await;
+    let md = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let latency = s
+        .engine
+        .plan(
+            "shop",
+            &md(&[
+                ("signal", "latency"),
+                ("source", "otlp"),
+                ("service", "checkout"),
+                ("window", "1m"),
+                ("threshold", "300ms"),
+            ]),
+        )
+        .expect("valid latency trigger");
+    let before = s.engine.evaluate(&latency).await.expect("a p95");
+    // Slow spans with errors arrive: p95 and the error rate both move.
+    let slow = plan(1000, Duration::from_secs(30), 900.0, 4);
+    s.send("checkout", "v1", &slow).await;
+    let all: Vec<_> = fast.iter().chain(&slow).copied().collect();
+    let e = exact(&all);
+    assert!(e.p95 > 2.0 * before.value, "the slow spans move p95");
+    let slo = s
+        .engine
+        .plan(
+            "shop",
+            &md(&[
+                ("signal", "slo"),
+                ("source", "otlp"),
+                ("service", "checkout"),
+                ("window", "1m"),
+                ("latencyObjective", "100ms"),
+                ("errorRateObjective", "50%"),
+            ]),
+        )
+        .expect("valid slo trigger");
+    let calls = s.backend_calls("otlp").await;
+    let got = s.engine.evaluate(&slo).await.expect("an slo value");
+    // One read of the store for both objectives.
+    assert_eq!(s.backend_calls("otlp").await, calls + 1);
+    let want = (e.p95 / 0.1).max(e.error_rate / 0.5);
+    assert!(
+        (got.value - want).abs() <= 0.01 * want,
+        "slo {} want {want} (p95 {}, errors {})",
+        got.value,
+        e.p95,
+        e.error_rate
+    );
+    // Errors dominate against a tight error objective: exactly errors / objective.
+    let slo = s
+        .engine
+        .plan(
+            "shop",
+            &md(&[
+                ("signal", "slo"),
+                ("source", "otlp"),
+                ("service", "checkout"),
+                ("window", "1m"),
+                ("latencyObjective", "10s"),
+                ("errorRateObjective", "1%"),
+            ]),
+        )
+        .expect("valid slo trigger");
+    let got = s.engine.evaluate(&slo).await.expect("an slo value");
+    assert_eq!(got.value, e.error_rate / 0.01);
 }

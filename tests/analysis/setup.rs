@@ -21,6 +21,8 @@ use crate::harness::{t0, Collect, Planned};
 
 pub struct Setup {
     pub engine: Arc<Engine>,
+    /// The store's clock (at `t0()` unless a test moves it).
+    pub clock: Arc<ManualClock>,
     pub otlp: SocketAddr,
     pub admin: String,
 }
@@ -80,9 +82,27 @@ impl Setup {
         tokio::spawn(async move { axum::serve(listener, router).await });
         Setup {
             engine,
+            clock,
             otlp,
             admin,
         }
+    }
+
+    /// `slo_scaler_backend_requests_total` of `backend` with outcome success, from the
+    /// admin port's `/metrics`.
+    pub async fn backend_calls(&self, backend: &str) -> u64 {
+        let text = reqwest::get(format!("{}/metrics", self.admin))
+            .await
+            .expect("metrics request")
+            .text()
+            .await
+            .expect("metrics text");
+        let prefix = format!(
+            "slo_scaler_backend_requests_total{{backend=\"{backend}\",outcome=\"success\"}} "
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map_or(0, |n| n.trim().parse().expect("a count"))
     }
 
     /// `GET /api/v1/analysis?…` with `params` (URL-encoded by reqwest): status and JSON.
@@ -103,6 +123,17 @@ impl Setup {
     /// Makes `planned` server spans of `service` at `version` with the SDK tracer, ending
     /// before the store clock, and exports them with the OTLP/gRPC exporter.
     pub async fn send(&self, service: &str, version: &str, planned: &[Planned]) {
+        self.send_before(t0(), service, version, planned).await
+    }
+
+    /// [`Setup::send`] with the spans ending before `now` instead of the store clock's start.
+    pub async fn send_before(
+        &self,
+        now: SystemTime,
+        service: &str,
+        version: &str,
+        planned: &[Planned],
+    ) {
         let resource = Resource::builder_empty()
             .with_attributes([
                 KeyValue::new("service.name", service.to_string()),
@@ -115,7 +146,6 @@ impl Setup {
             .with_resource(resource.clone())
             .build();
         let tracer = provider.tracer("slo-scaler-analysis-tests");
-        let now: SystemTime = t0();
         for p in planned {
             let end = now - p.end_before_now;
             let mut span = tracer

@@ -8,6 +8,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use slo_scaler::analysis::{Answer, Rule, Verdict};
+
 use crate::harness::plan;
 use crate::setup::Setup;
 
@@ -83,5 +85,13 @@ async fn the_example_template_judges_live_answers() {
             .await;
         assert_eq!(status, 200, "{a}");
         assert_eq!(verdict(&a), want, "{canary}: {a}");
+        // The demo's judge (analysis::Rule::EXAMPLE) agrees with the template.
+        let answer: Answer = serde_json::from_value(a.clone()).expect("an answer");
+        let ours = match Rule::EXAMPLE.judge(&answer) {
+            Verdict::Pass => "Successful",
+            Verdict::Fail => "Failed",
+            Verdict::Inconclusive => "Inconclusive",
+        };
+        assert_eq!(ours, want, "{canary}: {a}");
     }
 }

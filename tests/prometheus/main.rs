@@ -283,7 +283,13 @@ async fn hostile_label_values_select_exactly_one_series() {
                 .unwrap_or_else(|s| panic!("{name:?}: {s:?}"));
             let after = own(prom.query_vector(all).await);
             if let Some(want) = before.filter(|_| before == after) {
-                assert_eq!(got, want, "{name:?} selects exactly its own series");
+                // Equal to the last bits but for rate()'s extrapolation, whose float sums
+                // depend on the evaluation time (the two queries run milliseconds apart);
+                // a decoy or a widened match would be off by 100× or more.
+                assert!(
+                    (got - want).abs() <= 1e-12 * want,
+                    "{name:?} selects exactly its own series: {got} vs {want}"
+                );
                 checked = true;
                 break;
             }
@@ -700,4 +706,97 @@ async fn check_explains_a_trigger_against_the_real_server() {
     .await
     .unwrap_err();
     assert!(err.contains("no Prometheus backend"), "{err}");
+}
+
+/// A trigger's `version` through a built-in convention: Tempo's metrics-generator names
+/// `service.version` `service_version` when its `dimensions` keep it (grafana/tempo
+/// `modules/generator/processor/spanmetrics/spanmetrics.go`, the label sanitised by
+/// `modules/generator/validation/sanitize.go`), so no conventions file is needed; where
+/// the pipeline dropped it, the value is visibly no data, never a made-up 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn version_triggers_read_the_built_in_version_label() {
+    let exporter = Exporter::start().await;
+    let calls = "traces_spanmetrics_calls_total";
+    for (service, version, ok, errors) in [
+        ("payment-service", Some("v1"), 98.0, 2.0),
+        ("payment-service", Some("v2"), 16.0, 4.0),
+        // The same service shape from a pipeline without the version dimension.
+        ("legacy-service", None, 98.0, 2.0),
+    ] {
+        for (status, n) in [("STATUS_CODE_OK", ok), ("STATUS_CODE_ERROR", errors)] {
+            let mut labels = vec![
+                ("service", service),
+                ("span_kind", "SPAN_KIND_SERVER"),
+                ("status_code", status),
+            ];
+            if let Some(v) = version {
+                labels.push(("service_version", v));
+            }
+            exporter.add_counter(calls, &labels, n);
+        }
+    }
+    let prom = PrometheusServer::start(&[exporter.addr]).await;
+    prom.wait_for_data(&format!("sum({calls})")).await;
+    prom.wait_window_full(Duration::from_secs(10)).await;
+    let url = format!("default={}", prom.url());
+    let mut flags = vec!["--prometheus", &url];
+    flags.extend_from_slice(&FAST_CACHE);
+    let mut scaler = Scaler::start(&flags).await;
+    let trigger = |service: &'static str, version: &'static str, ignore: &'static str| {
+        so(
+            &format!("{service}-{version}-ignore-{ignore}"),
+            &[
+                ("signal", "errorRate"),
+                ("source", "prometheus"),
+                ("convention", "tempo-spanmetrics"),
+                ("service", service),
+                ("version", version),
+                ("window", "10s"),
+                ("threshold", "3%"),
+                ("ignoreNullValues", ignore),
+            ],
+        )
+    };
+    // Both counters of a version grow in the same scrape: the ratio is exact.
+    for (version, want) in [("v2", 4.0 / 20.0), ("v1", 2.0 / 100.0)] {
+        let got = metric(
+            &mut scaler.client,
+            &trigger("payment-service", version, "false"),
+        )
+        .await
+        .unwrap_or_else(|s| panic!("{version}: {s:?}"));
+        assert!((got - want).abs() < 1e-12, "{version}: {got}, want {want}");
+    }
+    // No version label in Prometheus: an error for KEDA's fallback…
+    let err = metric(
+        &mut scaler.client,
+        &trigger("legacy-service", "v1", "false"),
+    )
+    .await
+    .expect_err("no data is not a value");
+    assert!(err.message().contains("no data"), "{err:?}");
+    // …or, under ignoreNullValues (KEDA's default), 0 shown as no data.
+    let r = trigger("legacy-service", "v2", "true");
+    assert_eq!(metric(&mut scaler.client, &r).await.expect("a value"), 0.0);
+    let (status, body) = scaler.get("/debug/signals").await;
+    assert_eq!(status, 200, "{body}");
+    let signals: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let states: Vec<(String, String)> = signals
+        .as_array()
+        .or_else(|| signals["signals"].as_array())
+        .expect("a list of signals")
+        .iter()
+        .map(|s| {
+            (
+                s["scaledObject"].as_str().unwrap_or_default().to_string(),
+                s["state"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        states
+            .iter()
+            .any(|(so, state)| so == "legacy-service-v2-ignore-true" && state == "no_data"),
+        "{body}"
+    );
 }

@@ -3,7 +3,12 @@
 //! - The queueing model against Erlang C: one pod with c workers fed Poisson arrivals is
 //!   an M/M/c queue, whose waiting time has `P(W > t) = C(c, a) · exp(−(cμ − λ) t)`.
 //! - The seed scenario (`diurnal`, 24 h of order-service traffic): the p95 policy holds
-//!   the objective; the smallest static fleet holding 99 % of minutes is the smallest.
+//!   the objective for less than the smallest static fleet that does, and better than
+//!   CPU scaling.
+//! - `slo-scaler simulate --out` (the binary itself): `summary.json`, the CSV, and every
+//!   plot as SVG and as a PNG that decodes, has the chart's size and is drawn on (lines in
+//!   the series' colours, text from the embedded font).
+//! - Policies run side by side give exactly what they give one after the other.
 
 use slo_scaler::simulate::engine::{self, Config};
 use slo_scaler::simulate::policy::Policy;
@@ -12,7 +17,7 @@ use slo_scaler::simulate::scenario;
 use slo_scaler::simulate::service::{
     erlang_c, mmc_wait_quantile, Rng, Service, ServiceDist, ServiceModel,
 };
-use slo_scaler::simulate::smallest_static;
+use slo_scaler::simulate::{simulate, smallest_static};
 
 /// Simulated waiting-time quantiles of one pod with `c` workers at utilisation `rho`
 /// (mean service 50 ms), compared with the closed form within 5 %.
@@ -75,41 +80,161 @@ fn mmc_waiting_time_percentiles_match_erlang_c() {
     check(8, 0.9, &[0.9, 0.95, 0.99]);
 }
 
-/// The issue asks three things of the seed scenario: the p95 policy holds ≥ 99 % of
-/// minutes, at ≤ 0.8× the replica-hours of the smallest static fleet that also holds
-/// 99 %, and beats CPU scaling on attainment. With the default model the first holds; the
-/// measured figures for the other two (0.81× the static fleet; CPU at 70 % holds 100 % at
-/// 1.2× the static cost) are reported in README and SIMULATION.md rather than asserted,
-/// because the model does not meet them and the defaults were not tuned until it did.
+/// The issue asks three things of the seed scenario with every default: the p95 policy
+/// holds ≥ 99 % of minutes, at ≤ 0.8× the replica-hours of the smallest static fleet that
+/// also holds 99 %, and beats CPU-utilisation scaling on attainment. The defaults are the
+/// model's stated assumptions (SIMULATION.md), not values picked for this test.
 #[test]
-fn seed_scenario_p95_policy_holds_the_objective() {
+fn seed_scenario_p95_policy_holds_the_objective_cheaper_than_static_and_cpu() {
     let scenario = scenario::builtin("diurnal").expect("built-in diurnal");
     let config = Config::default();
     let fleet = Summary::of(&smallest_static(&scenario, &config, 0.99));
-    let p95 = Summary::of(&engine::run(
+    let runs = engine::run_lockstep(
         &scenario,
-        &Policy::P95 { target_s: None },
+        &[
+            Policy::P95 { target_s: None },
+            Policy::Cpu {
+                target_percent: 70.0,
+            },
+            // The smallest fleet: one pod fewer misses the goal.
+            Policy::Static(fleet.max_replicas - 1),
+        ],
         &config,
-    ));
-    let report = format!("static {fleet:?}\np95 {p95:?}");
-    assert!(fleet.slo_attainment >= 0.99, "{report}");
-    // The smallest fleet: one pod fewer misses the goal.
-    let smaller = Summary::of(&engine::run(
-        &scenario,
-        &Policy::Static(fleet.max_replicas - 1),
-        &config,
-    ));
-    assert!(
-        smaller.slo_attainment < 0.99,
-        "{report}\nsmaller {smaller:?}"
     );
+    let [p95, cpu, smaller] = [0, 1, 2].map(|i| Summary::of(&runs[i]));
+    let report = format!("static {fleet:?}\np95 {p95:?}\ncpu {cpu:?}\nsmaller {smaller:?}");
+    assert!(fleet.slo_attainment >= 0.99, "{report}");
+    assert!(smaller.slo_attainment < 0.99, "{report}");
     assert!(
         p95.slo_attainment >= 0.99,
         "p95 holds 99 % of minutes\n{report}"
     );
-    eprintln!(
-        "p95 policy: {:.2} % of minutes at {:.2}× the static fleet's replica-hours",
-        p95.slo_attainment * 100.0,
-        p95.replica_hours / fleet.replica_hours
+    assert!(
+        p95.replica_hours <= 0.8 * fleet.replica_hours,
+        "p95 costs at most 0.8× the static fleet\n{report}"
     );
+    assert!(
+        p95.slo_attainment > cpu.slo_attainment,
+        "p95 beats CPU scaling on attainment\n{report}"
+    );
+}
+
+/// A PNG's size and its pixels as RGB triples.
+fn decode_png(path: &std::path::Path) -> ((u32, u32), Vec<[u8; 3]>) {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .unwrap_or_else(|e| panic!("{} does not decode: {e}", path.display()));
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader
+        .next_frame(&mut buf)
+        .unwrap_or_else(|e| panic!("{} has no frame: {e}", path.display()));
+    let step = match info.color_type {
+        png::ColorType::Rgb => 3,
+        png::ColorType::Rgba => 4,
+        other => panic!("{}: colour type {other:?}", path.display()),
+    };
+    assert_eq!(info.bit_depth, png::BitDepth::Eight, "{}", path.display());
+    let pixels = buf[..info.buffer_size()]
+        .chunks_exact(step)
+        .map(|p| [p[0], p[1], p[2]])
+        .collect();
+    ((info.width, info.height), pixels)
+}
+
+#[test]
+fn out_writes_summary_csv_and_every_plot_as_svg_and_png() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Ten minutes: 100 rps, then 400 rps, which two pods cannot serve.
+    let csv = dir.path().join("spike.csv");
+    std::fs::write(&csv, "t,rps\n0,100\n300,400\n599,400\n").expect("write scenario");
+    let out = dir.path().join("sim");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_slo-scaler"))
+        .arg("simulate")
+        .arg("--scenario")
+        .arg(&csv)
+        .args(["--policy", "static:2", "--policy", "p95", "--out"])
+        .arg(&out)
+        .output()
+        .expect("run slo-scaler simulate");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("p95.png"), "{stdout}");
+
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("summary.json")).expect("summary.json"),
+    )
+    .expect("summary.json is JSON");
+    let names: Vec<&str> = summary["policies"]
+        .as_array()
+        .expect("policies")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(names, ["static:2", "p95"]);
+    let rows = std::fs::read_to_string(out.join("timeseries.csv")).expect("timeseries.csv");
+    assert_eq!(rows.lines().count(), 1 + 2 * 10, "{rows}");
+
+    for name in ["load", "replicas", "p95"] {
+        let svg = std::fs::read_to_string(out.join(format!("{name}.svg"))).expect("svg");
+        assert!(
+            svg.starts_with("<svg"),
+            "{name}.svg: {}",
+            &svg[..svg.len().min(80)]
+        );
+        let path = out.join(format!("{name}.png"));
+        let ((w, h), pixels) = decode_png(&path);
+        assert_eq!((w, h), (960, 380), "{name}.png");
+        let colours: std::collections::HashSet<[u8; 3]> = pixels.iter().copied().collect();
+        assert!(
+            colours.len() >= 8,
+            "{name}.png has {} colours",
+            colours.len()
+        );
+        // The first series is drawn in the first colour of the palette.
+        assert!(
+            pixels.contains(&[31, 119, 180]),
+            "{name}.png has no line in the first series' colour"
+        );
+        // The caption (the top 30 rows) holds text: dark pixels from the embedded font.
+        let caption_ink = pixels[..(w * 30) as usize]
+            .iter()
+            .filter(|p| p.iter().all(|c| *c < 128))
+            .count();
+        assert!(
+            caption_ink > 50,
+            "{name}.png: {caption_ink} dark pixels in the caption"
+        );
+    }
+    // The p95 chart draws the objective line in black.
+    let (_, pixels) = decode_png(&out.join("p95.png"));
+    assert!(pixels[(960 * 30) as usize..].contains(&[0, 0, 0]));
+}
+
+#[test]
+fn policies_side_by_side_match_one_after_the_other() {
+    let scenario = scenario::builtin("flash-crowd").expect("built-in flash-crowd");
+    let scenario = scenario::Scenario {
+        name: scenario.name,
+        seconds: scenario.seconds[1_500..2_400].to_vec(),
+    };
+    let config = Config::default();
+    let policies = [
+        Policy::Static(4),
+        Policy::Cpu {
+            target_percent: 70.0,
+        },
+        Policy::Rps { per_pod: 60.0 },
+        Policy::P95 { target_s: None },
+    ];
+    let together = simulate(&scenario, &policies, &config, 0.99);
+    let apart: Vec<_> = policies
+        .iter()
+        .map(|p| engine::run(&scenario, p, &config))
+        .collect();
+    assert_eq!(together, apart);
 }

@@ -15,8 +15,10 @@ use std::time::Duration;
 use aws_config::{BehaviorVersion, ConfigLoader, Region};
 use aws_sdk_sqs::config::Credentials;
 use prometheus_client::registry::Registry;
+use slo_scaler::source::prometheus::PrometheusSource;
 use slo_scaler::source::sqs::{SqsConfig, SqsSource};
-use slo_scaler::source::{QueueDepth, Reading, SourceError, SqsQuery};
+use slo_scaler::source::tempo::TempoSource;
+use slo_scaler::source::{Query, QueueDepth, Reading, SourceError, Sources, SqsQuery};
 use slo_scaler::telemetry::Metrics;
 
 use fake::{Canned, FakeSqs, Silent};
@@ -34,16 +36,39 @@ fn loader(endpoint: &str) -> ConfigLoader {
         .endpoint_url(endpoint)
 }
 
+/// The SQS source inside the one place that bounds and records backend calls.
+struct Subject {
+    sources: Sources,
+}
+
+impl Subject {
+    async fn fetch(&self, q: &SqsQuery) -> Result<Reading, SourceError> {
+        self.sources.fetch(&Query::Sqs(q.clone())).await
+    }
+
+    fn clients_created(&self) -> usize {
+        self.sources.sqs.clients_created()
+    }
+}
+
 /// A source whose SQS and STS calls go to `endpoint`, with its metrics registry.
-async fn source_at(endpoint: &str, timeout: Duration) -> (SqsSource, Registry) {
+async fn source_at(endpoint: &str, timeout: Duration) -> (Subject, Registry) {
     let (registry, metrics) = Metrics::standalone();
+    let metrics = Arc::new(metrics);
     let config = SqsConfig {
         endpoint: Some(endpoint.to_string()),
         region: None,
     };
     let sts = endpoint.to_string();
-    let source = SqsSource::with_loader(move || loader(&sts), config, timeout, Arc::new(metrics));
-    (source, registry)
+    let sources = Sources {
+        prometheus: PrometheusSource::new(&[], timeout).expect("no prometheus backends"),
+        tempo: TempoSource::new(Vec::new(), timeout, metrics.clone()).expect("no tempo backends"),
+        sqs: SqsSource::with_loader(move || loader(&sts), config),
+        otlp: None,
+        metrics,
+        timeout,
+    };
+    (Subject { sources }, registry)
 }
 
 /// `slo_scaler_backend_requests_total{backend="sqs",outcome=…}` in the registry.
@@ -62,7 +87,7 @@ fn backend_requests(registry: &Registry, outcome: &str) -> u64 {
 struct Env {
     _moto: Moto,
     proxy: CountingProxy,
-    source: SqsSource,
+    source: Subject,
     registry: Registry,
     sqs: aws_sdk_sqs::Client,
 }

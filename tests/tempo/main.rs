@@ -38,7 +38,7 @@ impl Setup {
         let sources = Sources {
             prometheus: PrometheusSource::new(&[], timeout).unwrap(),
             tempo: TempoSource::new(backends, timeout, metrics.clone()).unwrap(),
-            sqs: SqsSource::lazy(SqsConfig::default(), timeout, metrics.clone()),
+            sqs: SqsSource::lazy(SqsConfig::default()),
             otlp: None,
             metrics,
             timeout,

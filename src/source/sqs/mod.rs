@@ -7,13 +7,12 @@
 //! `scaleOnDelayed` are not applied here: the caller sums the [`QueueDepth`] with
 //! [`QueueDepth::total`], so every trigger on a queue shares one call.
 //!
-//! Errors name the queue as the trigger gave it and never carry credentials. Each
-//! [`SqsSource::fetch`] is recorded once as backend `sqs` (`success`, `error` or `timeout`),
-//! whether or not it also had to resolve a queue name.
+//! Errors name the queue as the trigger gave it and never carry credentials. The call's
+//! deadline and its accounting (backend `sqs`) belong to [`crate::source::Sources::fetch`],
+//! which bounds a fetch whether or not it also had to resolve a queue name.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use aws_config::sts::AssumeRoleProvider;
 use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig};
@@ -22,7 +21,6 @@ use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::Client;
 
 use crate::source::{QueueDepth, Reading, SourceError, SqsQuery};
-use crate::telemetry::Metrics;
 
 mod parse;
 
@@ -71,8 +69,6 @@ pub struct SqsSource {
     base: tokio::sync::OnceCell<SdkConfig>,
     loader: LoaderFn,
     config: SqsConfig,
-    timeout: Duration,
-    metrics: Arc<Metrics>,
     clients: moka::future::Cache<ClientKey, Client>,
     queue_urls: moka::future::Cache<(ClientKey, String), String>,
     clients_created: AtomicUsize,
@@ -82,7 +78,6 @@ impl std::fmt::Debug for SqsSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqsSource")
             .field("config", &self.config)
-            .field("timeout", &self.timeout)
             .field("loaded", &self.base.initialized())
             .field("clients_created", &self.clients_created())
             .finish_non_exhaustive()
@@ -91,10 +86,9 @@ impl std::fmt::Debug for SqsSource {
 
 impl SqsSource {
     /// Loads the AWS default chain now (credentials themselves are fetched on the first
-    /// call) and creates the source. Each fetch, queue-name resolution included, is
-    /// bounded by `timeout`.
-    pub async fn new(config: SqsConfig, timeout: Duration, metrics: Arc<Metrics>) -> Self {
-        let source = Self::lazy(config, timeout, metrics);
+    /// call) and creates the source.
+    pub async fn new(config: SqsConfig) -> Self {
+        let source = Self::lazy(config);
         source.base().await;
         source
     }
@@ -102,13 +96,8 @@ impl SqsSource {
     /// Like [`SqsSource::new`], but the AWS default chain is loaded on the first fetch:
     /// a server with no SQS trigger never looks for AWS configuration (no IMDS probe at
     /// start-up), and building the source needs no runtime.
-    pub fn lazy(config: SqsConfig, timeout: Duration, metrics: Arc<Metrics>) -> Self {
-        Self::with_loader(
-            || aws_config::defaults(BehaviorVersion::latest()),
-            config,
-            timeout,
-            metrics,
-        )
+    pub fn lazy(config: SqsConfig) -> Self {
+        Self::with_loader(|| aws_config::defaults(BehaviorVersion::latest()), config)
     }
 
     /// Like [`SqsSource::lazy`], from prepared loaders: tests and tools set credentials or
@@ -118,15 +107,11 @@ impl SqsSource {
     pub fn with_loader(
         loader: impl Fn() -> ConfigLoader + Send + Sync + 'static,
         config: SqsConfig,
-        timeout: Duration,
-        metrics: Arc<Metrics>,
     ) -> Self {
         SqsSource {
             base: tokio::sync::OnceCell::new(),
             loader: Box::new(loader),
             config,
-            timeout,
-            metrics,
             clients: moka::future::Cache::new(MAX_CLIENTS),
             queue_urls: moka::future::Cache::new(MAX_QUEUE_URLS),
             clients_created: AtomicUsize::new(0),
@@ -156,25 +141,9 @@ impl SqsSource {
     /// Reads the queue's counts with one `GetQueueAttributes` call (plus one `GetQueueUrl`
     /// the first time a bare name is seen).
     pub async fn fetch(&self, q: &SqsQuery) -> Result<Reading, SourceError> {
-        let started = Instant::now();
         // Boxed: the SDK's futures are deep enough to exceed the compiler's layout
         // recursion limit in callers that nest this one (the cache, the gRPC service).
-        let depth = Box::pin(self.depth(q));
-        let result = match tokio::time::timeout(self.timeout, depth).await {
-            Ok(result) => result,
-            Err(_) => Err(self.timed_out(&q.queue)),
-        };
-        let outcome = match &result {
-            Ok(_) => "success",
-            Err(SourceError::Timeout { .. }) => "timeout",
-            Err(_) => "error",
-        };
-        self.metrics
-            .record_backend(BACKEND, outcome, started.elapsed());
-        if let Err(err) = &result {
-            tracing::debug!(error = %err, "sqs fetch failed");
-        }
-        result.map(Reading::Queue)
+        Box::pin(self.depth(q)).await.map(Reading::Queue)
     }
 
     async fn depth(&self, q: &SqsQuery) -> Result<QueueDepth, SourceError> {
@@ -309,13 +278,6 @@ impl SqsSource {
             .map_err(|err: Arc<SourceError>| (*err).clone())
     }
 
-    fn timed_out(&self, queue: &str) -> SourceError {
-        SourceError::Timeout {
-            backend: format!("{BACKEND} queue {queue:?}"),
-            timeout: self.timeout,
-        }
-    }
-
     /// Maps an SDK error to a [`SourceError`] naming `queue`. AWS error messages name
     /// principals and resources, never secrets, so they are kept.
     fn map_error<E>(
@@ -361,18 +323,22 @@ impl SqsSource {
                     },
                 }
             }
-            SdkError::TimeoutError(_) => self.timed_out(queue),
-            SdkError::DispatchFailure(failure) => {
+            // The SDK's own timeouts (connecting, by default) fire inside the deadline
+            // `Sources::fetch` owns; they are failures to reach SQS, said as such.
+            SdkError::TimeoutError(_) => SourceError::Unavailable {
+                backend,
+                detail: format!(
+                    "queue {queue:?}: the AWS SDK timed out: {}",
+                    error_chain(err)
+                ),
+            },
+            SdkError::DispatchFailure(_) => {
                 if let Some(cred) = find_source::<CredentialsError>(err) {
-                    return credentials_error(cred, queue, self.timeout);
+                    return credentials_error(cred, queue);
                 }
-                if failure.is_timeout() {
-                    self.timed_out(queue)
-                } else {
-                    SourceError::Connect {
-                        backend,
-                        detail: format!("queue {queue:?}: {}", error_chain(err)),
-                    }
+                SourceError::Connect {
+                    backend,
+                    detail: format!("queue {queue:?}: {}", error_chain(err)),
                 }
             }
             SdkError::ResponseError(_) => SourceError::BadResponse {
@@ -381,7 +347,7 @@ impl SqsSource {
             },
             SdkError::ConstructionFailure(_) => {
                 if let Some(cred) = find_source::<CredentialsError>(err) {
-                    return credentials_error(cred, queue, self.timeout);
+                    return credentials_error(cred, queue);
                 }
                 SourceError::BadQuery {
                     backend,
@@ -397,11 +363,14 @@ impl SqsSource {
 }
 
 /// A credentials failure: none found, a role that cannot be assumed, an expired token.
-fn credentials_error(err: &CredentialsError, queue: &str, timeout: Duration) -> SourceError {
+fn credentials_error(err: &CredentialsError, queue: &str) -> SourceError {
     match err {
-        CredentialsError::ProviderTimedOut(_) => SourceError::Timeout {
-            backend: format!("{BACKEND} queue {queue:?} (credentials)"),
-            timeout,
+        CredentialsError::ProviderTimedOut(_) => SourceError::Unavailable {
+            backend: BACKEND.to_string(),
+            detail: format!(
+                "queue {queue:?}: the credentials provider timed out: {}",
+                error_chain(err)
+            ),
         },
         _ => SourceError::PermissionDenied {
             backend: BACKEND.to_string(),

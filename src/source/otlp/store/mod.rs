@@ -38,6 +38,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::telemetry::Metrics;
 use index::Index;
+pub use read::Snapshot;
 
 /// The backend label of the embedded store, in errors and metrics.
 pub const BACKEND: &str = "otlp";

@@ -1,25 +1,71 @@
 //! Reads: the buckets of the matching series over a window, merged into one value.
+//!
+//! Every figure of a window comes from one [`Snapshot`]: one pass over the matching
+//! series' buckets, each series locked once, so a count, an error ratio, a latency and a
+//! rate read together describe the same spans at the same instant.
 
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use super::ring::{Bucket, Series};
+use super::super::sketch::LatencySketch;
+use super::ring::Series;
 use super::{duration_ns, lock, read_lock, unix_ns, Store, BACKEND};
-use crate::signal::TraceMeasure;
+use crate::signal::{Quantile, TraceMeasure, TraceSelector};
 use crate::source::{OtlpQuery, Reading, SourceError};
 
-impl Store {
-    /// [`Store::read`], recorded in the backend metrics as backend `otlp` (what the
-    /// engine's sources call).
-    pub fn fetch(&self, q: &OtlpQuery) -> Result<Reading, SourceError> {
-        let started = std::time::Instant::now();
-        let result = self.read(q);
-        let outcome = if result.is_ok() { "success" } else { "error" };
-        self.metrics
-            .record_backend(BACKEND, outcome, started.elapsed());
-        result
+/// Whether a pass merges the buckets' latency sketches (only latency reads need them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Latencies {
+    Merged,
+    Skipped,
+}
+
+/// Every figure of one selector over one window, from one pass over the store.
+///
+/// Which buckets count: `count`, the error ratio and the latency cover every bucket that
+/// overlaps the window, the one still filling included (so at bucket resolution: up to
+/// one bucket width more than the window, never less). The rate covers only whole buckets
+/// that ended at least `rate_settle` ago and started after the store did, divided by the
+/// time they cover.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    count: u64,
+    errors: u64,
+    latency: LatencySketch,
+    /// Spans per second, or why it is not known yet.
+    rate: Result<f64, SourceError>,
+}
+
+impl Snapshot {
+    /// Spans in the buckets that overlap the window.
+    pub fn count(&self) -> u64 {
+        self.count
     }
 
+    /// Error spans among [`Snapshot::count`].
+    pub fn errors(&self) -> u64 {
+        self.errors
+    }
+
+    /// One measure of the snapshot: `None` (no data) when the window holds no span.
+    pub fn value(&self, measure: TraceMeasure) -> Result<Option<f64>, SourceError> {
+        if self.count == 0 {
+            return Ok(None);
+        }
+        Ok(match measure {
+            TraceMeasure::Latency(q) => self.latency(q),
+            TraceMeasure::ErrorRatio => Some(self.errors as f64 / self.count as f64),
+            TraceMeasure::Rate => Some(self.rate.clone()?),
+        })
+    }
+
+    /// Seconds at quantile `q`; `None` with no spans.
+    fn latency(&self, q: Quantile) -> Option<f64> {
+        self.latency.quantile_ns(q.get()).map(|ns| ns / 1e9)
+    }
+}
+
+impl Store {
     /// Reads one signal over `q.window` ending now.
     pub fn read(&self, q: &OtlpQuery) -> Result<Reading, SourceError> {
         self.read_at(q, self.clock.now())
@@ -27,26 +73,60 @@ impl Store {
 
     /// Reads one signal over `q.window` ending at `now`.
     pub fn read_at(&self, q: &OtlpQuery, now: SystemTime) -> Result<Reading, SourceError> {
+        let latencies = match q.measure {
+            TraceMeasure::Latency(_) => Latencies::Merged,
+            _ => Latencies::Skipped,
+        };
+        let snapshot = self.pass(&q.selector, q.window, now, latencies)?;
+        snapshot.value(q.measure).map(Reading::Value)
+    }
+
+    /// Every figure of `selector` over `window` ending now, from one pass.
+    pub fn snapshot(
+        &self,
+        selector: &TraceSelector,
+        window: Duration,
+    ) -> Result<Snapshot, SourceError> {
+        self.snapshot_at(selector, window, self.clock.now())
+    }
+
+    /// Every figure of `selector` over `window` ending at `now`, from one pass.
+    pub fn snapshot_at(
+        &self,
+        selector: &TraceSelector,
+        window: Duration,
+        now: SystemTime,
+    ) -> Result<Snapshot, SourceError> {
+        self.pass(selector, window, now, Latencies::Merged)
+    }
+
+    /// The one pass: finds the matching series, locks each once, and sums its buckets.
+    fn pass(
+        &self,
+        selector: &TraceSelector,
+        window: Duration,
+        now: SystemTime,
+        latencies: Latencies,
+    ) -> Result<Snapshot, SourceError> {
         let bad = |detail: String| SourceError::BadQuery {
             backend: BACKEND.to_string(),
             detail,
         };
-        if !q.selector.labels.is_empty() {
+        if !selector.labels.is_empty() {
             return Err(bad(
                 "label filters are not supported by the embedded store".to_string()
             ));
         }
-        if q.window.is_zero() || q.window > self.config.retention {
+        if window.is_zero() || window > self.config.retention {
             return Err(bad(format!(
                 "window {} must be above zero and at most the store's retention {}",
-                humantime::format_duration(q.window),
+                humantime::format_duration(window),
                 humantime::format_duration(self.config.retention)
             )));
         }
         let now_ns = unix_ns(now);
         let now_index = now_ns / self.bucket_ns;
-        let first = now_ns.saturating_sub(duration_ns(q.window)) / self.bucket_ns;
-        let want_latency = matches!(q.measure, TraceMeasure::Latency(_));
+        let first = now_ns.saturating_sub(duration_ns(window)) / self.bucket_ns;
         // Rates count whole, settled buckets only: none from before the store started
         // (spans of that time went elsewhere or nowhere), none still filling (exporters
         // batch for seconds). `settled` is the exclusive end.
@@ -57,12 +137,12 @@ impl Store {
             let index = read_lock(&self.index);
             index
                 .by_service
-                .get(&q.selector.service)
+                .get(&selector.service)
                 .map(|entries| {
                     entries
                         .iter()
-                        .filter(|e| e.kind == q.selector.span_kind)
-                        .filter(|e| match &q.selector.version {
+                        .filter(|e| e.kind == selector.span_kind)
+                        .filter(|e| match &selector.version {
                             Some(v) => e.version.as_deref() == Some(v.as_str()),
                             None => true,
                         })
@@ -71,8 +151,9 @@ impl Store {
                 })
                 .unwrap_or_default()
         };
-        let mut total = Bucket::default();
-        let mut spans = 0u64;
+        let mut latency = LatencySketch::default();
+        let mut count = 0u64;
+        let mut errors = 0u64;
         let mut settled_spans = 0u64;
         for series in matching {
             let series = lock(&series);
@@ -81,44 +162,39 @@ impl Store {
                 .iter()
                 .filter(|b| (first..=now_index).contains(&b.index))
             {
-                spans += b.latency.count();
+                let n = b.latency.count();
+                count += n;
+                errors += b.errors;
                 if (rate_from..settled).contains(&b.index) {
-                    settled_spans += b.latency.count();
+                    settled_spans += n;
                 }
-                if want_latency {
-                    total.merge(b);
-                } else {
-                    total.errors += b.errors;
+                if latencies == Latencies::Merged {
+                    latency.merge(&b.latency);
                 }
             }
         }
-        if spans == 0 {
-            return Ok(Reading::Value(None));
-        }
-        let value = match q.measure {
-            TraceMeasure::Latency(quantile) => {
-                total.latency.quantile_ns(quantile.get()).map(|ns| ns / 1e9)
-            }
-            TraceMeasure::ErrorRatio => Some(total.errors as f64 / spans as f64),
-            TraceMeasure::Rate => {
-                if settled <= rate_from {
-                    return Err(SourceError::Unavailable {
-                        backend: BACKEND.to_string(),
-                        detail: format!(
-                            "rate not known yet: the store has seen no whole bucket of the \
-                             window that is older than {} (it started {} ago)",
-                            humantime::format_duration(self.config.rate_settle),
-                            humantime::format_duration(std::time::Duration::from_secs(
-                                now_ns.saturating_sub(self.first_full_index * self.bucket_ns)
-                                    / 1_000_000_000
-                            )),
-                        ),
-                    });
-                }
-                let covered_ns = (settled - rate_from) * self.bucket_ns;
-                Some(settled_spans as f64 / (covered_ns as f64 / 1e9))
-            }
+        let rate = if settled <= rate_from {
+            Err(SourceError::Unavailable {
+                backend: BACKEND.to_string(),
+                detail: format!(
+                    "rate not known yet: the store has seen no whole bucket of the \
+                     window that is older than {} (it started {} ago)",
+                    humantime::format_duration(self.config.rate_settle),
+                    humantime::format_duration(Duration::from_secs(
+                        now_ns.saturating_sub(self.first_full_index * self.bucket_ns)
+                            / 1_000_000_000
+                    )),
+                ),
+            })
+        } else {
+            let covered_ns = (settled - rate_from) * self.bucket_ns;
+            Ok(settled_spans as f64 / (covered_ns as f64 / 1e9))
         };
-        Ok(Reading::Value(value))
+        Ok(Snapshot {
+            count,
+            errors,
+            latency,
+            rate,
+        })
     }
 }

@@ -549,3 +549,64 @@ fn max_bytes_bounds_the_store_and_sweeps_give_them_back() {
     assert_eq!(store.sweep(), 1);
     assert_eq!(store.bytes(), 0);
 }
+
+/// A snapshot's figures: (settle s, read at ns after T0, window s, want count, want
+/// errors, want rate). Spans: one per 100 ms from 40 s to 99.95 s (600), every tenth an
+/// error; the store ran from T0.
+fn check_snapshot(settle_s: u64, read_at: u64, window_s: u64, want: (u64, u64, Option<f64>)) {
+    let config = StoreConfig {
+        rate_settle: Duration::from_secs(settle_s),
+        ..StoreConfig::default()
+    };
+    let (store, clock, _) = store(config);
+    clock.set(at(100 * S));
+    let spans: Vec<Sp> = (0..600u64)
+        .map(|i| Sp {
+            error: i % 10 == 0,
+            ..sp("orders", 40 * S + i * 100 * MS + 50 * MS, 20 * MS)
+        })
+        .collect();
+    store.ingest(request(&spans));
+    let selector = query("orders", None, TraceMeasure::Rate, window_s).selector;
+    let snap = store
+        .snapshot_at(&selector, Duration::from_secs(window_s), at(read_at))
+        .expect("a snapshot");
+    let case = format!("settle {settle_s}s, at {read_at}, window {window_s}s");
+    assert_eq!((snap.count(), snap.errors()), (want.0, want.1), "{case}");
+    let rate = snap.value(TraceMeasure::Rate).ok().flatten();
+    match (rate, want.2) {
+        (Some(g), Some(e)) => assert!((g - e).abs() < 1e-9, "{case}: rate {g}, want {e}"),
+        (g, e) => assert_eq!(g, e, "{case}: rate"),
+    }
+    let ratio = snap.value(TraceMeasure::ErrorRatio).expect("ratio");
+    let want_ratio = (want.0 > 0).then(|| want.1 as f64 / want.0 as f64);
+    assert_eq!(ratio, want_ratio, "{case}: error ratio");
+    // A single read answers what the snapshot answers.
+    for measure in [TraceMeasure::Rate, TraceMeasure::ErrorRatio, p(0.95)] {
+        let q = OtlpQuery {
+            selector: selector.clone(),
+            measure,
+            window: Duration::from_secs(window_s),
+        };
+        let single = store.read_at(&q, at(read_at)).ok();
+        let from_snapshot = snap.value(measure).ok().map(Reading::Value);
+        assert_eq!(single, from_snapshot, "{case}: {measure:?}");
+    }
+}
+
+#[test]
+fn snapshots_count_every_span_of_the_window() {
+    // Read on a bucket boundary after the last span: all 600, the rate over 60 whole
+    // buckets from 40 s is 600 / 60.
+    check_snapshot(0, 100 * S, 60, (600, 60, Some(10.0)));
+    // Read mid-bucket: the bucket still filling (99 s) counts its 10 spans; the rate
+    // leaves it out (590 spans over the 60 whole buckets from 39 s).
+    check_snapshot(0, 99_500 * MS, 60, (600, 60, Some(590.0 / 60.0)));
+    // A settle time leaves the newest 5 s out of the rate, never out of the count.
+    check_snapshot(5, 100 * S, 60, (600, 60, Some(10.0)));
+    // A 10 s window read at 99.5 s overlaps the buckets from 89 s: 11 buckets, 110
+    // spans, where rate × window (10 whole buckets at 10 spans/s) would say 100.
+    check_snapshot(0, 99_500 * MS, 10, (110, 11, Some(10.0)));
+    // Nothing in the window: no count, no data (and no rate) rather than zeros.
+    check_snapshot(0, 200 * S, 10, (0, 0, None));
+}

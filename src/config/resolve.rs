@@ -1,0 +1,298 @@
+//! Turns the backend flags into checked [`Settings`], naming the first bad flag.
+
+use std::collections::BTreeMap;
+
+use super::{positive, BackendArgs, ConfigError, Settings};
+use crate::policy::{Allowance, NamespacePolicy};
+use crate::signal::promql::{builtin_conventions, Convention};
+use crate::source::http::{redact_url, HttpBackendConfig};
+use crate::source::sqs::SqsConfig;
+use crate::source::tempo::{validate_tenant, TempoApi, TempoBackendConfig, TenantPolicy};
+use crate::trigger::{ParseOptions, SourceKind};
+
+fn split_named<'a>(flag: &'static str, s: &'a str) -> Result<(&'a str, &'a str), ConfigError> {
+    match s.split_once('=') {
+        Some((n, v)) if !n.is_empty() && !v.is_empty() => Ok((n.trim(), v.trim())),
+        _ => Err(ConfigError::Format {
+            flag,
+            expected: "NAME=VALUE",
+            value: redact_url(s),
+        }),
+    }
+}
+
+/// Builds named HTTP backends from `--X NAME=URL` and their per-name option flags.
+pub(crate) fn http_backends(
+    base: &'static str,
+    urls: &[String],
+    options: &[(&'static str, &[String])],
+) -> Result<Vec<HttpBackendConfig>, ConfigError> {
+    let mut backends: BTreeMap<String, HttpBackendConfig> = BTreeMap::new();
+    for s in urls {
+        let (name, url) = split_named(base, s)?;
+        if backends.contains_key(name) {
+            return Err(ConfigError::Duplicate {
+                flag: base,
+                name: name.to_string(),
+            });
+        }
+        backends.insert(
+            name.to_string(),
+            HttpBackendConfig {
+                name: name.to_string(),
+                url: url.to_string(),
+                ..Default::default()
+            },
+        );
+    }
+    for (flag, values) in options {
+        for s in *values {
+            let (name, value) = split_named(flag, s)?;
+            let b = backends
+                .get_mut(name)
+                .ok_or_else(|| ConfigError::UnknownBackend {
+                    flag,
+                    base,
+                    name: name.to_string(),
+                })?;
+            if flag.ends_with("bearer-token-file") {
+                b.bearer_token_file = Some(value.into());
+            } else if flag.ends_with("basic-auth-file") {
+                b.basic_auth_file = Some(value.into());
+            } else if flag.ends_with("ca-file") {
+                b.ca_file = Some(value.into());
+            } else if flag.ends_with("header-file") {
+                let (h, path) = value.split_once(':').ok_or(ConfigError::Format {
+                    flag,
+                    expected: "NAME=HEADER:PATH",
+                    value: format!("{name}=…"),
+                })?;
+                b.header_files
+                    .push((h.trim().to_string(), path.trim().into()));
+            } else if flag.ends_with("header") {
+                let (h, v) = value.split_once(':').ok_or(ConfigError::Format {
+                    flag,
+                    expected: "NAME=HEADER:VALUE",
+                    value: format!("{name}=…"),
+                })?;
+                b.headers.push((h.trim().to_string(), v.trim().to_string()));
+            }
+        }
+    }
+    Ok(backends.into_values().collect())
+}
+
+impl BackendArgs {
+    /// Checks the backend settings. `otlp_enabled` says whether the embedded store runs.
+    pub fn resolve(&self, otlp_enabled: bool) -> Result<Settings, ConfigError> {
+        let prometheus = http_backends(
+            "prometheus",
+            &self.prometheus,
+            &[
+                (
+                    "prometheus-bearer-token-file",
+                    &self.prometheus_bearer_token_file,
+                ),
+                (
+                    "prometheus-basic-auth-file",
+                    &self.prometheus_basic_auth_file,
+                ),
+                ("prometheus-header", &self.prometheus_header),
+                ("prometheus-header-file", &self.prometheus_header_file),
+                ("prometheus-ca-file", &self.prometheus_ca_file),
+            ],
+        )?;
+        let tempo = self.tempo_backends()?;
+        let tenant_policy = TenantPolicy::from_flags(&self.tempo_tenant_allow).map_err(|e| {
+            ConfigError::Format {
+                flag: "tempo-tenant-allow",
+                expected: "NAMESPACE=TENANT[,TENANT…]",
+                value: e,
+            }
+        })?;
+        let policy = self.namespace_policy()?;
+        let mut conventions = builtin_conventions();
+        if let Some(path) = &self.conventions_file {
+            let err = |reason: String| ConfigError::Conventions {
+                path: path.display().to_string(),
+                reason,
+            };
+            let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+            let extra: BTreeMap<String, Convention> =
+                serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+            for (name, c) in extra {
+                c.validate(&name).map_err(|e| err(e.to_string()))?;
+                conventions.insert(name, c);
+            }
+        }
+        let default_source = match self.default_source {
+            Some(s @ (SourceKind::Prometheus | SourceKind::Tempo | SourceKind::Otlp)) => s,
+            Some(s @ SourceKind::Sqs) => {
+                return Err(ConfigError::DefaultSource {
+                    kind: s,
+                    reason: "sqs only serves queueDepth, which defaults to it anyway".into(),
+                })
+            }
+            None if !prometheus.is_empty() => SourceKind::Prometheus,
+            None => SourceKind::Otlp,
+        };
+        if default_source == SourceKind::Otlp && !otlp_enabled {
+            return Err(ConfigError::DefaultSource {
+                kind: default_source,
+                reason:
+                    "the OTLP receiver is disabled (--no-otlp); configure --prometheus or --tempo"
+                        .into(),
+            });
+        }
+        positive(&[
+            ("cache-ttl", self.cache_ttl),
+            ("min-cache-ttl", self.min_cache_ttl),
+            ("max-cache-ttl", self.max_cache_ttl),
+            ("max-stale", self.max_stale),
+            ("backend-timeout", self.backend_timeout),
+        ])?;
+        if self.min_cache_ttl > self.max_cache_ttl
+            || !(self.min_cache_ttl..=self.max_cache_ttl).contains(&self.cache_ttl)
+        {
+            return Err(ConfigError::Invalid(
+                "--cache-ttl must lie between --min-cache-ttl and --max-cache-ttl".into(),
+            ));
+        }
+        if self.max_cache_ttl >= self.max_stale {
+            return Err(ConfigError::Invalid(format!(
+                "--max-cache-ttl ({}) must be below --max-stale ({}): a backend failing when a TTL ends must find the last good answer still servable",
+                humantime::format_duration(self.max_cache_ttl),
+                humantime::format_duration(self.max_stale)
+            )));
+        }
+        let nonempty = |s: &Option<String>| {
+            s.as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        Ok(Settings {
+            prometheus,
+            tempo,
+            tenant_policy,
+            sqs: SqsConfig {
+                endpoint: nonempty(&self.aws_endpoint),
+                region: nonempty(&self.aws_region),
+            },
+            parse: ParseOptions {
+                default_source,
+                min_cache_ttl: self.min_cache_ttl,
+                max_cache_ttl: self.max_cache_ttl,
+                metadata_aws_endpoints: self.allow_metadata_aws_endpoint.clone(),
+                allow_aws_role_arn: policy.aws_roles.is_restricted(),
+                conventions: conventions.keys().cloned().collect(),
+            },
+            conventions,
+            policy,
+            cache_ttl: self.cache_ttl,
+            max_stale: self.max_stale,
+            backend_timeout: self.backend_timeout,
+        })
+    }
+}
+
+impl BackendArgs {
+    fn namespace_policy(&self) -> Result<NamespacePolicy, ConfigError> {
+        let allowance =
+            |flag: &'static str, values: &[String], valid: fn(&str) -> Result<(), String>| {
+                Allowance::from_flags(values, valid).map_err(|e| ConfigError::Format {
+                    flag,
+                    expected: "NAMESPACE=VALUE[,VALUE…]",
+                    value: e,
+                })
+            };
+        let backend = |v: &str| {
+            if v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                && !v.is_empty()
+            {
+                Ok(())
+            } else {
+                Err(format!("{v:?} is not a backend name"))
+            }
+        };
+        let role = |v: &str| {
+            if v.starts_with("arn:") && v.contains(":role/") {
+                Ok(())
+            } else {
+                Err(format!("{v:?} is not an IAM role ARN"))
+            }
+        };
+        for url in &self.allow_metadata_aws_endpoint {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(ConfigError::Format {
+                    flag: "allow-metadata-aws-endpoint",
+                    expected: "an http(s) URL",
+                    value: url.clone(),
+                });
+            }
+        }
+        Ok(NamespacePolicy {
+            backends: allowance("backend-allow", &self.backend_allow, backend)?,
+            raw_queries: allowance("raw-query-allow", &self.raw_query_allow, backend)?,
+            aws_roles: allowance("aws-role-allow", &self.aws_role_allow, role)?,
+        })
+    }
+
+    fn tempo_backends(&self) -> Result<Vec<TempoBackendConfig>, ConfigError> {
+        let http = http_backends(
+            "tempo",
+            &self.tempo,
+            &[
+                ("tempo-bearer-token-file", &self.tempo_bearer_token_file),
+                ("tempo-header", &self.tempo_header),
+                ("tempo-header-file", &self.tempo_header_file),
+                ("tempo-ca-file", &self.tempo_ca_file),
+            ],
+        )?;
+        let mut backends: Vec<TempoBackendConfig> = http
+            .into_iter()
+            .map(|http| TempoBackendConfig {
+                http,
+                ..Default::default()
+            })
+            .collect();
+        let mut find = |flag: &'static str, name: &str| {
+            backends
+                .iter_mut()
+                .position(|b| b.http.name == name)
+                .ok_or_else(|| ConfigError::UnknownBackend {
+                    flag,
+                    base: "tempo",
+                    name: name.to_string(),
+                })
+        };
+        let mut tenants = Vec::new();
+        for s in &self.tempo_tenant {
+            let (name, tenant) = split_named("tempo-tenant", s)?;
+            validate_tenant(tenant).map_err(|e| ConfigError::Format {
+                flag: "tempo-tenant",
+                expected: "NAME=TENANT with a valid Tempo tenant ID",
+                value: e,
+            })?;
+            tenants.push((find("tempo-tenant", name)?, tenant.to_string()));
+        }
+        let mut apis = Vec::new();
+        for s in &self.tempo_api {
+            let (name, api) = split_named("tempo-api", s)?;
+            let api = TempoApi::parse(api).ok_or(ConfigError::Format {
+                flag: "tempo-api",
+                expected: "NAME=instant|range",
+                value: s.clone(),
+            })?;
+            apis.push((find("tempo-api", name)?, api));
+        }
+        for (i, tenant) in tenants {
+            backends[i].default_tenant = Some(tenant);
+        }
+        for (i, api) in apis {
+            backends[i].api = api;
+        }
+        Ok(backends)
+    }
+}

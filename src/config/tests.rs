@@ -1,0 +1,229 @@
+//! The flags as the command line gives them, and what they resolve to.
+
+use super::*;
+use crate::source::tempo::TempoApi;
+use clap::Parser;
+
+/// `serve`'s arguments alone, as the command tree parses them.
+#[derive(Parser)]
+struct Serve {
+    #[command(flatten)]
+    args: ServeArgs,
+}
+
+fn args(extra: &[&str]) -> ServeArgs {
+    let mut argv = vec!["slo-scaler-serve"];
+    argv.extend_from_slice(extra);
+    Serve::try_parse_from(argv).unwrap().args
+}
+
+#[test]
+fn defaults_follow_the_product_spec() {
+    let a = args(&[]);
+    assert_eq!(a.grpc_addr.port(), 6000);
+    assert_eq!(a.admin_addr.port(), 8080);
+    assert_eq!(a.otlp.otlp_grpc_addr.port(), 4317);
+    assert_eq!(a.otlp.otlp_http_addr.port(), 4318);
+    assert_eq!(a.otlp.otlp_max_request_bytes, 4 << 20);
+    a.otlp.validate().expect("the default OTLP flags are valid");
+    let s = a.backends.resolve(true).unwrap();
+    assert_eq!(s.parse.default_source, SourceKind::Otlp);
+    let s = args(&[
+        "--prometheus",
+        "default=http://p:9090",
+        "--cache-ttl",
+        "500ms",
+        "--min-cache-ttl",
+        "100ms",
+    ])
+    .backends
+    .resolve(true)
+    .unwrap();
+    assert_eq!(s.parse.default_source, SourceKind::Prometheus);
+    assert_eq!(s.cache_ttl, Duration::from_millis(500));
+}
+
+#[test]
+fn backend_options_attach_by_name() {
+    let s = args(&[
+        "--prometheus",
+        "default=http://p:9090",
+        "--prometheus",
+        "thanos=https://t/",
+        "--prometheus-bearer-token-file",
+        "thanos=/var/run/token",
+        "--prometheus-header",
+        "thanos=X-Scope-OrgID: team-a",
+    ])
+    .backends
+    .resolve(true)
+    .unwrap();
+    let thanos = s.prometheus.iter().find(|b| b.name == "thanos").unwrap();
+    assert_eq!(thanos.bearer_token_file, Some("/var/run/token".into()));
+    assert_eq!(
+        thanos.headers,
+        vec![("X-Scope-OrgID".into(), "team-a".into())]
+    );
+}
+
+#[test]
+fn header_files_attach_by_name() {
+    let s = args(&[
+        "--prometheus",
+        "default=http://p:9090",
+        "--prometheus-header-file",
+        "default=X-Api-Key:/var/run/secrets/key",
+        "--tempo",
+        "t=http://t:3200",
+        "--tempo-header-file",
+        "t=Authorization: /var/run/secrets/tempo",
+    ])
+    .backends
+    .resolve(true)
+    .unwrap();
+    assert_eq!(
+        s.prometheus[0].header_files,
+        vec![("X-Api-Key".into(), "/var/run/secrets/key".into())]
+    );
+    assert!(s.prometheus[0].headers.is_empty());
+    assert_eq!(
+        s.tempo[0].http.header_files,
+        vec![("Authorization".into(), "/var/run/secrets/tempo".into())]
+    );
+    let err = args(&[
+        "--tempo",
+        "t=http://t:3200",
+        "--tempo-header-file",
+        "t=nopath",
+    ])
+    .backends
+    .resolve(true)
+    .unwrap_err();
+    assert!(err.to_string().contains("--tempo-header-file"), "{err}");
+}
+
+#[test]
+fn urls_with_passwords_are_not_echoed() {
+    for flag in ["--prometheus", "--tempo"] {
+        let err = args(&[flag, "http://user:s3cret@p:9090"])
+            .backends
+            .resolve(true)
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("s3cret"), "{err}");
+        assert!(err.contains("http://***@p:9090"), "{err}");
+    }
+}
+
+#[test]
+fn tempo_backends_collect_their_options() {
+    let s = args(&[
+        "--tempo",
+        "default=http://tempo:3200",
+        "--tempo-tenant",
+        "default=team-a",
+        "--tempo-api",
+        "default=range",
+        "--tempo-tenant-allow",
+        "shop=team-a,team-b",
+    ])
+    .backends
+    .resolve(true)
+    .unwrap();
+    assert_eq!(s.tempo[0].default_tenant.as_deref(), Some("team-a"));
+    assert_eq!(s.tempo[0].api, TempoApi::Range);
+    assert!(s.tenant_policy.check("shop", Some("team-b")).is_ok());
+    assert!(s.tenant_policy.check("other", Some("team-b")).is_err());
+}
+
+#[test]
+fn zero_durations_and_counts_are_refused_naming_the_flag() {
+    for (flags, name) in [
+        (&["--stream-interval", "0s"][..], "--stream-interval"),
+        (&["--signal-expiry", "0ms"], "--signal-expiry"),
+        (&["--shutdown-grace", "0s"], "--shutdown-grace"),
+        (&["--max-signals", "0"], "--max-signals"),
+    ] {
+        let err = args(flags).validate().unwrap_err().to_string();
+        assert!(err.contains(name), "{err}");
+    }
+    let err = args(&["--max-stale", "30s"])
+        .backends
+        .resolve(true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--max-cache-ttl") && err.contains("--max-stale"),
+        "{err}"
+    );
+    assert!(args(&[]).validate().is_ok());
+}
+
+#[test]
+fn bad_settings_are_refused() {
+    let check = |extra: &[&str]| {
+        assert!(args(extra).backends.resolve(true).is_err(), "{extra:?}");
+    };
+    check(&["--prometheus", "nourl"]);
+    check(&["--prometheus", "a=http://x", "--prometheus", "a=http://y"]);
+    check(&["--prometheus-bearer-token-file", "missing=/x"]);
+    check(&[
+        "--prometheus",
+        "a=http://x",
+        "--prometheus-header",
+        "a=novalue",
+    ]);
+    check(&["--cache-ttl", "10m"]);
+    check(&["--cache-ttl", "0s"]);
+    check(&["--backend-timeout", "0s"]);
+    check(&["--max-stale", "0s"]);
+    check(&["--max-cache-ttl", "2m"]);
+    check(&["--max-stale", "30s"]);
+    check(&["--default-source", "sqs"]);
+    check(&["--conventions-file", "/nonexistent/conventions.json"]);
+    check(&["--tempo-tenant", "nobackend=team-a"]);
+    check(&["--tempo", "t=http://t:3200", "--tempo-api", "t=grpc"]);
+    check(&["--tempo", "t=http://t:3200", "--tempo-tenant", "t=.."]);
+    check(&["--tempo-tenant-allow", "team-a"]);
+    assert!(args(&["--no-otlp"]).backends.resolve(false).is_err());
+}
+
+#[test]
+fn bad_otlp_flags_are_refused_by_name() {
+    let check = |flags: &[&str], flag: &str| {
+        let err = args(flags).otlp.validate().expect_err("refused");
+        assert!(
+            matches!(err, ConfigError::Invalid(ref m) if m.starts_with(&format!("--{flag}: "))),
+            "{flags:?}: {err}"
+        );
+    };
+    check(&["--otlp-max-request-bytes", "0"], "otlp-max-request-bytes");
+    check(&["--otlp-max-series", "0"], "otlp-max-series");
+    check(&["--otlp-max-store-bytes", "0"], "otlp-max-store-bytes");
+    check(&["--otlp-bucket-width", "0s"], "otlp-bucket-width");
+    check(&["--otlp-retention", "500ms"], "otlp-retention");
+    check(&["--otlp-rate-settle", "0s"], "otlp-rate-settle");
+    check(&["--otlp-rate-settle", "10m"], "otlp-rate-settle");
+    check(
+        &["--otlp-max-inflight-bytes", "0"],
+        "otlp-max-inflight-bytes",
+    );
+    check(
+        &[
+            "--otlp-max-request-bytes",
+            "1048576",
+            "--otlp-max-inflight-bytes",
+            "10485759",
+        ],
+        "otlp-max-inflight-bytes",
+    );
+    args(&[
+        "--otlp-max-request-bytes",
+        "1048576",
+        "--otlp-max-inflight-bytes",
+        "10485760",
+    ])
+    .otlp
+    .validate()
+    .expect("one maximum-size request fits");
+}

@@ -1,0 +1,96 @@
+//! The demo's canary act, run as users run it (the binary): payment-service v2 takes 10 %
+//! of the traffic with 12 % errors, and the canary analysis the demo asks from the admin
+//! port (`GET /api/v1/analysis`, judged by the example AnalysisTemplate's rule) turns from
+//! inconclusive, below `minCount` v2 spans, to fail.
+
+use std::process::Command;
+
+use crate::common::scaler::LOOPBACK_ADDRS;
+
+/// What one table said about the canary: (verdict, canary count, canary error rate).
+#[derive(Debug)]
+struct Seen {
+    verdict: String,
+    count: Option<u64>,
+    errors: Option<f64>,
+}
+
+/// The canary parts of every table the demo printed.
+fn tables(stdout: &str) -> Vec<Seen> {
+    let mut seen = Vec::new();
+    let mut row: Option<(u64, Option<f64>)> = None;
+    for line in stdout.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.first() == Some(&"canary") && words.get(1) == Some(&"v2") {
+            let count = words.get(2).and_then(|w| w.parse().ok());
+            let errors = words
+                .get(4)
+                .and_then(|w| w.strip_suffix('%'))
+                .and_then(|w| w.parse::<f64>().ok())
+                .map(|p| p / 100.0);
+            row = count.map(|c| (c, errors));
+        }
+        if let Some(rest) = line.strip_prefix("canary verdict: ") {
+            let verdict = rest.split_whitespace().next().unwrap_or("").to_string();
+            let (count, errors) = match row.take() {
+                Some((c, e)) => (Some(c), e),
+                None => (None, None),
+            };
+            seen.push(Seen {
+                verdict,
+                count,
+                errors,
+            });
+        }
+    }
+    seen
+}
+
+#[test]
+fn the_canary_act_turns_from_inconclusive_to_fail() {
+    let out = Command::new(env!("CARGO_BIN_EXE_slo-scaler"))
+        // The act starts 8 s in: after the store knows rates (`--otlp-rate-settle`, 6 s
+        // by default; the endpoint answers 503 until then), before v2 has 50 spans.
+        .args([
+            "demo",
+            "--start-at",
+            "62s",
+            "--duration",
+            "20s",
+            "--refresh",
+            "1s",
+        ])
+        .args(LOOPBACK_ADDRS)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the demo runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("payment-service canary v2 at 10 %"),
+        "{stdout}"
+    );
+    let seen = tables(&stdout);
+    // The store knows no rate in its first second: the endpoint answers 503, shown as such.
+    let judged: Vec<&Seen> = seen.iter().filter(|s| s.verdict != "unavailable").collect();
+    let first_fail = judged
+        .iter()
+        .position(|s| s.verdict == "fail")
+        .unwrap_or_else(|| panic!("no fail verdict: {seen:?}\n{stdout}"));
+    assert!(first_fail > 0, "inconclusive before enough spans: {seen:?}");
+    for s in &judged[..first_fail] {
+        assert_eq!(s.verdict, "inconclusive", "{seen:?}");
+        let count = s.count.expect("the canary row");
+        assert!(count < 50, "inconclusive with {count} v2 spans: {seen:?}");
+    }
+    for s in &judged[first_fail..] {
+        assert_eq!(s.verdict, "fail", "once bad, always bad: {seen:?}");
+        let count = s.count.expect("the canary row");
+        let errors = s.errors.expect("the canary error rate");
+        assert!(count >= 50 && errors > 0.03, "{seen:?}");
+    }
+}
