@@ -171,7 +171,10 @@ fn scaled_object(i: usize) -> (Kind, ScaledObjectRef) {
                 ("signal", "latency".into()),
                 ("source", "otlp".into()),
                 ("service", service),
-                ("quantile", if i.is_multiple_of(2) { "p95" } else { "p99" }.into()),
+                (
+                    "quantile",
+                    if i.is_multiple_of(2) { "p95" } else { "p99" }.into(),
+                ),
                 ("window", "60s".into()),
                 ("threshold", format!("{}ms", 200 + i % 300)),
             ],
