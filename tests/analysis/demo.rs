@@ -54,7 +54,7 @@ fn the_canary_act_turns_from_inconclusive_to_fail() {
         .args([
             "demo",
             "--start-at",
-            "62s",
+            "72s",
             "--duration",
             "20s",
             "--refresh",
