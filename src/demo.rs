@@ -5,7 +5,7 @@
 //!
 //! The story (one loop is 100 s): steady load; an order-service load spike; a
 //! payment-service error burst; recovery, while payment-service v2 rolls out as a canary
-//! that gets 10 % of its traffic and fails 12 % of it (`--start-at 70s` jumps there).
+//! that gets 10 % of its traffic and fails 12 % of it (`--start-at 80s` jumps there).
 //!
 //! The canary act shows what the scaling signals cannot: diluted in the service-wide error
 //! rate, v2's errors stay under the 3 % trigger, while the canary analysis, asked over
@@ -99,7 +99,7 @@ pub struct DemoArgs {
     /// How often the table refreshes.
     #[arg(long, value_parser = crate::config::duration_arg, default_value = "2s")]
     pub refresh: Duration,
-    /// Start the story this far in (70s starts with the canary act).
+    /// Start the story this far in (80s starts with the canary act).
     #[arg(long, value_parser = crate::config::duration_arg, default_value = "0s")]
     pub start_at: Duration,
     /// Drive an already running scaler (at --grpc-addr and --otlp-grpc-addr) instead of
@@ -187,12 +187,12 @@ fn phase(t: f64) -> (&'static str, [Load; 4]) {
     let mut load = steady;
     let name = if t < 20.0 {
         "steady load"
-    } else if t < 45.0 {
+    } else if t < 60.0 {
         // Three times the load: order-service's latency follows from its pods.
         load[1].rps = 360.0;
         load[0].median_s = 0.120;
         "order-service load spike"
-    } else if t < 70.0 {
+    } else if t < 80.0 {
         load[2] = Load {
             rps: 60.0,
             median_s: 0.150,

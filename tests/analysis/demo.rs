@@ -1,7 +1,11 @@
-//! The demo's canary act, run as users run it (the binary): payment-service v2 takes 10 %
-//! of the traffic with 12 % errors, and the canary analysis the demo asks from the admin
-//! port (`GET /api/v1/analysis`, judged by the example AnalysisTemplate's rule) turns from
-//! inconclusive, below `minCount` v2 spans, to fail.
+//! The demo, run as users run it (the binary).
+//!
+//! - The closed loop: order-service's load triples; its p95 goes over 300 ms, the HPA (with
+//!   Kubernetes' behaviour) adds pods, and p95 comes back under 300 ms while the load lasts.
+//! - The canary act: payment-service v2 takes 10 % of the traffic with 12 % errors, and the
+//!   canary analysis the demo asks from the admin port (`GET /api/v1/analysis`, judged by the
+//!   example AnalysisTemplate's rule) turns from inconclusive, below `minCount` v2 spans, to
+//!   fail.
 
 use std::process::Command;
 
@@ -54,7 +58,7 @@ fn the_canary_act_turns_from_inconclusive_to_fail() {
         .args([
             "demo",
             "--start-at",
-            "62s",
+            "72s",
             "--duration",
             "20s",
             "--refresh",
@@ -93,4 +97,69 @@ fn the_canary_act_turns_from_inconclusive_to_fail() {
         let errors = s.errors.expect("the canary error rate");
         assert!(count >= 50 && errors > 0.03, "{seen:?}");
     }
+}
+
+/// The order-service p95 row of each table printed in the load spike:
+/// (t, p95 seconds, pods before, pods after).
+fn spike_rows(stdout: &str) -> Vec<(f64, f64, u32, u32)> {
+    let mut rows = Vec::new();
+    let mut t = None;
+    for line in stdout.lines() {
+        if let Some(rest) = line.strip_prefix("slo-scaler demo — t=") {
+            t = rest
+                .trim_start()
+                .split_once("s — ")
+                .filter(|(_, phase)| *phase == "order-service load spike")
+                .and_then(|(n, _)| n.parse::<f64>().ok());
+        }
+        if let (Some(rest), Some(t)) = (line.strip_prefix("order-service p95 < 300ms"), t) {
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            // value, threshold, active, pods before, →, pods after, metric type
+            if let (Some(v), Some(before), Some(after)) = (
+                words.first().and_then(|w| w.parse().ok()),
+                words.get(3).and_then(|w| w.parse().ok()),
+                words.get(5).and_then(|w| w.parse().ok()),
+            ) {
+                rows.push((t, v, before, after));
+            }
+        }
+    }
+    rows
+}
+
+#[test]
+fn scaling_brings_p95_back_under_the_objective_during_the_spike() {
+    // The spike runs from 20 s to 60 s of the story.
+    let out = Command::new(env!("CARGO_BIN_EXE_slo-scaler"))
+        .args([
+            "demo",
+            "--start-at",
+            "15s",
+            "--duration",
+            "44s",
+            "--refresh",
+            "1s",
+        ])
+        .args(LOOPBACK_ADDRS)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the demo runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let rows = spike_rows(&stdout);
+    let spike: Vec<_> = rows.iter().collect();
+    let start_pods = spike.first().map(|r| r.2).expect("tables during the spike");
+    let over = spike
+        .iter()
+        .position(|r| r.1 > 0.3)
+        .unwrap_or_else(|| panic!("p95 never over 300 ms in the spike: {rows:?}"));
+    let back = spike[over..]
+        .iter()
+        .position(|r| r.1 < 0.3)
+        .map(|i| spike[over + i])
+        .unwrap_or_else(|| panic!("p95 not back under 300 ms during the spike: {rows:?}"));
+    assert!(
+        back.2 > start_pods,
+        "back under the objective with more pods than at the spike's start ({start_pods}): {back:?} in {rows:?}"
+    );
 }
