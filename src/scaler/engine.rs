@@ -30,7 +30,8 @@ pub struct Plan {
     /// The query (for `signal: slo`, the first of its objectives' queries).
     pub query: Query,
     /// `signal: slo`'s queries, each with its objective; `None` for other signals.
-    pub slo: Option<SloQueries>,
+    /// Boxed: most plans have none, and the board holds a plan per ScaledObject.
+    pub slo: Option<Box<SloQueries>>,
 }
 
 impl Plan {
@@ -198,15 +199,15 @@ impl Engine {
                     }
                     _ => None,
                 };
-                Some(SloQueries {
+                Some(Box::new(SloQueries {
                     latency,
                     error_rate,
                     together,
-                })
+                }))
             }
             None => None,
         };
-        let query = match &slo {
+        let query = match slo.as_deref() {
             Some(SloQueries {
                 latency: Some((q, _)),
                 ..
