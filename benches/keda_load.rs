@@ -25,6 +25,13 @@
 
 #![forbid(unsafe_code)]
 
+#[path = "common/raw_export.rs"]
+mod raw_export;
+#[path = "common/spans.rs"]
+mod spans;
+
+use spans::{attr, splitmix, text, unix_ns};
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,18 +39,11 @@ use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
-use bytes::{BufMut, Bytes};
+use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{
-    ResourceSpans, ScopeSpans, Span, Status as SpanStatus,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use slo_scaler::proto::external_scaler_client::ExternalScalerClient;
 use slo_scaler::proto::external_scaler_server::{ExternalScaler, ExternalScalerServer};
@@ -51,7 +51,6 @@ use slo_scaler::proto::{
     GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, MetricSpec,
     MetricValue, ScaledObjectRef,
 };
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -230,88 +229,18 @@ fn scaled_object(i: usize) -> (Kind, ScaledObjectRef) {
     (kind, so(&namespace, &name, &md))
 }
 
-fn attr(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: key.to_string(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..KeyValue::default()
-    }
-}
-
-fn text(s: &str) -> any_value::Value {
-    any_value::Value::StringValue(s.to_string())
-}
-
-/// A deterministic pseudo-random sequence (SplitMix64).
-fn splitmix(seed: &mut u64) -> u64 {
-    *seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *seed;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-fn unix_ns(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
-/// One export of `spans` server spans of `service`: HTTP attributes, latencies 1 ms –
-/// 1 s, 2 % errors, ending within the second before `now_ns`.
+/// One export of `count` spans of `service`.
 fn spans_request(
     service: &str,
-    spans: usize,
+    count: usize,
     now_ns: u64,
     seed: &mut u64,
 ) -> ExportTraceServiceRequest {
-    let spans = (0..spans)
-        .map(|i| {
-            let r = splitmix(seed);
-            let duration = 1_000_000u64 << (r % 10);
-            let duration = duration + (r >> 40) % duration;
-            let end = now_ns - (r >> 20) % 1_000_000_000;
-            let error = r.is_multiple_of(50);
-            Span {
-                trace_id: splitmix(seed).to_be_bytes().repeat(2),
-                span_id: splitmix(seed).to_be_bytes().to_vec(),
-                parent_span_id: splitmix(seed).to_be_bytes().to_vec(),
-                name: "GET /api/orders/{id}".to_string(),
-                kind: 2,
-                start_time_unix_nano: end - duration,
-                end_time_unix_nano: end,
-                attributes: vec![
-                    attr("http.request.method", text("GET")),
-                    attr("http.route", text("/api/orders/{id}")),
-                    attr("url.path", text(&format!("/api/orders/{}", 1000 + i))),
-                    attr(
-                        "http.response.status_code",
-                        any_value::Value::IntValue(if error { 500 } else { 200 }),
-                    ),
-                ],
-                status: Some(SpanStatus {
-                    code: if error { 2 } else { 0 },
-                    ..SpanStatus::default()
-                }),
-                ..Span::default()
-            }
-        })
-        .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![
-                    attr("service.name", text(service)),
-                    attr("k8s.namespace.name", text("shop")),
-                ],
-                ..Resource::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..ScopeSpans::default()
-            }],
-            ..ResourceSpans::default()
-        }],
-    }
+    let resource = vec![
+        attr("service.name", text(service)),
+        attr("k8s.namespace.name", text("shop")),
+    ];
+    spans::spans_request(resource, count, &[], now_ns, seed)
 }
 
 /// One pre-encoded request per service, ending now.
@@ -326,60 +255,6 @@ fn span_bodies() -> Vec<Bytes> {
             )
         })
         .collect()
-}
-
-// ---------------------------------------------------------------------------------------
-// Raw OTLP/gRPC export: the client sends bytes, so the figure is the receiver's.
-
-#[derive(Debug, Clone, Copy)]
-struct RawCodec;
-struct RawEncoder;
-struct ResponseDecoder;
-
-impl Codec for RawCodec {
-    type Encode = Bytes;
-    type Decode = ExportTraceServiceResponse;
-    type Encoder = RawEncoder;
-    type Decoder = ResponseDecoder;
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-    fn decoder(&mut self) -> ResponseDecoder {
-        ResponseDecoder
-    }
-}
-
-impl Encoder for RawEncoder {
-    type Item = Bytes;
-    type Error = tonic::Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl Decoder for ResponseDecoder {
-    type Item = ExportTraceServiceResponse;
-    type Error = tonic::Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, tonic::Status> {
-        ExportTraceServiceResponse::decode(src)
-            .map(Some)
-            .map_err(|e| tonic::Status::internal(e.to_string()))
-    }
-}
-
-/// One export; whether every span was accepted.
-async fn export(channel: Channel, body: Bytes) -> bool {
-    let mut grpc = tonic::client::Grpc::new(channel);
-    if grpc.ready().await.is_err() {
-        return false;
-    }
-    let path = http::uri::PathAndQuery::from_static(
-        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-    );
-    grpc.unary(tonic::Request::new(body), path, RawCodec)
-        .await
-        .is_ok_and(|r| r.into_inner().partial_success.is_none())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -769,7 +644,7 @@ impl Sender {
                 sent += 1;
                 let me = Arc::clone(&self);
                 tokio::spawn(async move {
-                    if export(channel, body).await {
+                    if raw_export::try_export(channel, body).await {
                         me.accepted
                             .fetch_add(SPANS_PER_REQUEST as u64, Ordering::Relaxed);
                     } else {
@@ -989,7 +864,7 @@ async fn run(args: Args) -> Report {
     let bodies = span_bodies();
     for (i, body) in bodies.iter().enumerate() {
         assert!(
-            export(otlp_channels[i % OTLP_CONNECTIONS].clone(), body.clone()).await,
+            raw_export::try_export(otlp_channels[i % OTLP_CONNECTIONS].clone(), body.clone()).await,
             "warm-up spans accepted"
         );
     }

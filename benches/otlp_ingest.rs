@@ -5,22 +5,25 @@
 //! Run: `cargo bench --bench otlp_ingest`. Throughput is in spans/s (criterion's
 //! "elem/s"). The memory figures are printed before the timings.
 
+#[path = "common/raw_export.rs"]
+mod raw_export;
+#[path = "common/spans.rs"]
+mod spans;
+
+use spans::{attr, splitmix, text, unix_ns};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::{BufMut, Bytes};
+use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use futures::future::join_all;
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use slo_scaler::source::otlp::{grpc_server, grpc_service, ManualClock, Store, StoreConfig};
 use slo_scaler::telemetry::Metrics;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
 
 /// Spans per request, as the SDK batch processor sends them by default.
@@ -30,87 +33,17 @@ const PAYLOADS: usize = 8;
 /// Requests in flight at once through the gRPC receiver.
 const IN_FLIGHT: usize = 8;
 
-fn attr(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: key.to_string(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..KeyValue::default()
-    }
-}
-
-fn text(s: &str) -> any_value::Value {
-    any_value::Value::StringValue(s.to_string())
-}
-
-/// A deterministic pseudo-random sequence (SplitMix64).
-fn splitmix(seed: &mut u64) -> u64 {
-    *seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *seed;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// One request like an instrumented HTTP service exports: server spans with the usual
-/// HTTP attributes, latencies spread over 1 ms – 1 s, 2 % errors, ending over the second
-/// before `now_ns`.
+/// One request like an instrumented HTTP service exports (`spans::spans_request`), for
+/// payload `service`: half the payloads are version v0, half v1.
 fn request(service: usize, now_ns: u64, seed: &mut u64) -> ExportTraceServiceRequest {
-    let spans = (0..SPANS_PER_REQUEST)
-        .map(|i| {
-            let r = splitmix(seed);
-            let duration = 1_000_000u64 << (r % 10); // 1 ms .. 512 ms.
-            let duration = duration + (r >> 40) % duration;
-            let end = now_ns - (r >> 20) % 1_000_000_000;
-            let error = r.is_multiple_of(50);
-            Span {
-                trace_id: splitmix(seed).to_be_bytes().repeat(2),
-                span_id: splitmix(seed).to_be_bytes().to_vec(),
-                parent_span_id: splitmix(seed).to_be_bytes().to_vec(),
-                name: "GET /api/orders/{id}".to_string(),
-                kind: 2,
-                start_time_unix_nano: end - duration,
-                end_time_unix_nano: end,
-                attributes: vec![
-                    attr("http.request.method", text("GET")),
-                    attr("http.route", text("/api/orders/{id}")),
-                    attr("url.path", text(&format!("/api/orders/{}", 1000 + i))),
-                    attr(
-                        "http.response.status_code",
-                        any_value::Value::IntValue(if error { 500 } else { 200 }),
-                    ),
-                    attr("server.address", text("orders.shop.svc")),
-                ],
-                status: Some(Status {
-                    code: if error { 2 } else { 0 },
-                    ..Status::default()
-                }),
-                ..Span::default()
-            }
-        })
-        .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![
-                    attr("service.name", text(&format!("service-{}", service / 2))),
-                    attr("service.version", text(&format!("v{}", service % 2))),
-                    attr("k8s.namespace.name", text("shop")),
-                    attr("telemetry.sdk.language", text("rust")),
-                ],
-                ..Resource::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..ScopeSpans::default()
-            }],
-            ..ResourceSpans::default()
-        }],
-    }
-}
-
-fn unix_ns(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
+    let resource = vec![
+        attr("service.name", text(&format!("service-{}", service / 2))),
+        attr("service.version", text(&format!("v{}", service % 2))),
+        attr("k8s.namespace.name", text("shop")),
+        attr("telemetry.sdk.language", text("rust")),
+    ];
+    let extra = [attr("server.address", text("orders.shop.svc"))];
+    spans::spans_request(resource, SPANS_PER_REQUEST, &extra, now_ns, seed)
 }
 
 fn payloads(now_ns: u64) -> Vec<Bytes> {
@@ -120,72 +53,10 @@ fn payloads(now_ns: u64) -> Vec<Bytes> {
         .collect()
 }
 
-/// Sends pre-encoded requests, so the client costs next to nothing and the figure is
-/// the receiver's.
-#[derive(Debug, Clone, Copy)]
-struct RawCodec;
-
-struct RawEncoder;
-struct ResponseDecoder;
-
-impl Codec for RawCodec {
-    type Encode = Bytes;
-    type Decode = ExportTraceServiceResponse;
-    type Encoder = RawEncoder;
-    type Decoder = ResponseDecoder;
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-    fn decoder(&mut self) -> ResponseDecoder {
-        ResponseDecoder
-    }
-}
-
-impl Encoder for RawEncoder {
-    type Item = Bytes;
-    type Error = tonic::Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl Decoder for ResponseDecoder {
-    type Item = ExportTraceServiceResponse;
-    type Error = tonic::Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, tonic::Status> {
-        ExportTraceServiceResponse::decode(src)
-            .map(Some)
-            .map_err(|e| tonic::Status::internal(e.to_string()))
-    }
-}
-
-/// One export; whether every span was stored (throttled requests are not).
-async fn try_export(channel: Channel, body: Bytes) -> bool {
-    let mut grpc = tonic::client::Grpc::new(channel);
-    if grpc.ready().await.is_err() {
-        return false;
-    }
-    let path = http::uri::PathAndQuery::from_static(
-        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-    );
-    grpc.unary(tonic::Request::new(body), path, RawCodec)
-        .await
-        .is_ok_and(|r| r.into_inner().partial_success.is_none())
-}
-
+/// One export that must be stored whole.
 async fn export(channel: Channel, body: Bytes) {
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.expect("channel ready");
-    let path = http::uri::PathAndQuery::from_static(
-        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-    );
-    let resp = grpc
-        .unary(tonic::Request::new(body), path, RawCodec)
-        .await
-        .expect("export accepted");
     assert!(
-        resp.into_inner().partial_success.is_none(),
+        raw_export::try_export(channel, body).await,
         "every span stored"
     );
 }
@@ -463,7 +334,7 @@ fn isolation() {
         let (stop, spans) = (Arc::clone(&stop), Arc::clone(&spans));
         flood_rt.spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                if try_export(channel.clone(), body.clone()).await {
+                if raw_export::try_export(channel.clone(), body.clone()).await {
                     spans.fetch_add(SPANS_PER_REQUEST as u64, Ordering::Relaxed);
                 } else {
                     tokio::time::sleep(Duration::from_millis(1)).await;
