@@ -11,6 +11,25 @@ use std::process::Command;
 
 use crate::common::scaler::LOOPBACK_ADDRS;
 
+/// The demo's output from `start_at` in its story for `duration`, one table a second, on
+/// loopback ports; it must exit successfully.
+fn run_demo(start_at: &str, duration: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_slo-scaler"))
+        .args(["demo", "--start-at", start_at, "--duration", duration])
+        .args(["--refresh", "1s"])
+        .args(LOOPBACK_ADDRS)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the demo runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// What one table said about the canary: (verdict, canary count, canary error rate).
 #[derive(Debug)]
 struct Seen {
@@ -52,28 +71,9 @@ fn tables(stdout: &str) -> Vec<Seen> {
 
 #[test]
 fn the_canary_act_turns_from_inconclusive_to_fail() {
-    let out = Command::new(env!("CARGO_BIN_EXE_slo-scaler"))
-        // The act starts 8 s in: after the store knows rates (`--otlp-rate-settle`, 6 s
-        // by default; the endpoint answers 503 until then), before v2 has 50 spans.
-        .args([
-            "demo",
-            "--start-at",
-            "72s",
-            "--duration",
-            "20s",
-            "--refresh",
-            "1s",
-        ])
-        .args(LOOPBACK_ADDRS)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("the demo runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // The act starts 8 s in: after the store knows rates (`--otlp-rate-settle`, 6 s by
+    // default; the endpoint answers 503 until then), before v2 has 50 spans.
+    let stdout = run_demo("72s", "20s");
     assert!(
         stdout.contains("payment-service canary v2 at 10 %"),
         "{stdout}"
@@ -130,22 +130,7 @@ fn spike_rows(stdout: &str) -> Vec<(f64, f64, u32, u32)> {
 #[test]
 fn scaling_brings_p95_back_under_the_objective_during_the_spike() {
     // The spike runs from 20 s to 60 s of the story.
-    let out = Command::new(env!("CARGO_BIN_EXE_slo-scaler"))
-        .args([
-            "demo",
-            "--start-at",
-            "15s",
-            "--duration",
-            "44s",
-            "--refresh",
-            "1s",
-        ])
-        .args(LOOPBACK_ADDRS)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("the demo runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
+    let stdout = run_demo("15s", "44s");
     let rows = spike_rows(&stdout);
     let spike: Vec<_> = rows.iter().collect();
     let start_pods = spike.first().map(|r| r.2).expect("tables during the spike");
