@@ -204,9 +204,7 @@ impl Entry {
             if slot.history.len() == HISTORY_LEN {
                 slot.history.pop_front();
             }
-            // Values past `f32::MAX` keep the largest `f32`, not infinity.
-            let value = outcome.value.map_or(f32::NAN, |v| (v as f32).min(f32::MAX));
-            slot.history.push_back((unix_now(), value));
+            slot.history.push_back((unix_now(), narrow(outcome.value)));
             slot.last_sample = Some(now);
         }
         let error = outcome.error.clone();
@@ -462,6 +460,12 @@ fn unix_now() -> u32 {
         .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
 }
 
+/// A history sample as stored: `f32`, NaN for none; values past `f32::MAX` keep the
+/// largest `f32`, not infinity.
+fn narrow(v: Option<f64>) -> f32 {
+    v.map_or(f32::NAN, |v| (v as f32).min(f32::MAX))
+}
+
 /// A history sample back to `f64`, as the shortest decimal that reads back as the same
 /// `f32` (so 0.3 shows as 0.3, not 0.30000001192092896); NaN is "no value".
 fn widen(v: f32) -> Option<f64> {
@@ -617,8 +621,7 @@ mod tests {
     #[test]
     fn history_samples_widen_to_the_shortest_decimal() {
         fn check(v: Option<f64>, want: Option<f64>) {
-            let stored = v.map_or(f32::NAN, |v| (v as f32).min(f32::MAX));
-            assert_eq!(widen(stored), want, "{v:?}");
+            assert_eq!(widen(narrow(v)), want, "{v:?}");
         }
         check(None, None);
         check(Some(0.3), Some(0.3));

@@ -54,9 +54,10 @@ impl Plan {
 pub struct SloQueries {
     pub latency: Option<(Query, f64)>,
     pub error_rate: Option<(Query, f64)>,
-    /// With both objectives, both queries as one [`Query::Pair`]: fetched together and
-    /// cached as one entry, so the two halves describe the same moment.
-    pub together: Option<Query>,
+    /// What is fetched for both: with both objectives a [`Query::Pair`] (fetched together
+    /// and cached as one entry, so the two halves describe the same moment), else the one
+    /// objective's query.
+    pub fetch: Query,
 }
 
 /// One evaluated value.
@@ -193,16 +194,16 @@ impl Engine {
                     .error_rate
                     .map(|obj| Ok::<_, PlanError>((with(TraceMeasure::ErrorRatio)?, obj)))
                     .transpose()?;
-                let together = match (&latency, &error_rate) {
-                    (Some((l, _)), Some((e, _))) => {
-                        Some(Query::Pair(Box::new((l.clone(), e.clone()))))
-                    }
-                    _ => None,
+                let fetch = match (&latency, &error_rate) {
+                    (Some((l, _)), Some((e, _))) => Query::Pair(Box::new((l.clone(), e.clone()))),
+                    (Some((q, _)), None) | (None, Some((q, _))) => q.clone(),
+                    // The parser admits a slo trigger only with an objective.
+                    (None, None) => query.clone(),
                 };
                 Some(Box::new(SloQueries {
                     latency,
                     error_rate,
-                    together,
+                    fetch,
                 }))
             }
             None => None,
@@ -573,51 +574,26 @@ impl Engine {
                 )
             }
             _ => {
-                match &slo.together {
-                    Some(pair) => {
-                        let served = self
-                            .cache
-                            .get(pair, ttl, || self.sources.fetch(pair))
-                            .await?;
-                        match served.reading {
-                            Reading::Pair(p) => {
-                                let (latency, errors) = *p;
-                                (Some(latency), Some(errors), served.age, served.stale)
-                            }
-                            other => {
-                                return Err(EvalError::WrongShape {
-                                    metric: t.metric_name.clone(),
-                                    got: other.shape(),
-                                    wanted: "pair of answers",
-                                })
-                            }
-                        }
+                let served = self
+                    .cache
+                    .get(&slo.fetch, ttl, || self.sources.fetch(&slo.fetch))
+                    .await?;
+                let (latency, errors) = match (served.reading, &slo.latency, &slo.error_rate) {
+                    (Reading::Pair(pair), Some(_), Some(_)) => {
+                        let (latency, errors) = *pair;
+                        (Some(latency), Some(errors))
                     }
-                    None => {
-                        // One objective: one query.
-                        let latency = match &slo.latency {
-                            Some((q, _)) => {
-                                Some(self.cache.get(q, ttl, || self.sources.fetch(q)).await?)
-                            }
-                            None => None,
-                        };
-                        let errors = match &slo.error_rate {
-                            Some((q, _)) => {
-                                Some(self.cache.get(q, ttl, || self.sources.fetch(q)).await?)
-                            }
-                            None => None,
-                        };
-                        let served = latency.as_ref().or(errors.as_ref());
-                        let (age, stale) =
-                            served.map_or((Duration::ZERO, false), |s| (s.age, s.stale));
-                        (
-                            latency.map(|s| s.reading),
-                            errors.map(|s| s.reading),
-                            age,
-                            stale,
-                        )
+                    (reading, Some(_), None) => (Some(reading), None),
+                    (reading, None, Some(_)) => (None, Some(reading)),
+                    (reading, ..) => {
+                        return Err(EvalError::WrongShape {
+                            metric: t.metric_name.clone(),
+                            got: reading.shape(),
+                            wanted: "pair of answers",
+                        })
                     }
-                }
+                };
+                (latency, errors, served.age, served.stale)
             }
         };
         let number = |reading: &Option<Reading>| -> Result<Option<f64>, EvalError> {
