@@ -4,7 +4,7 @@
 //! cache key, so two triggers asking the same thing share one backend call. Each
 //! backend lives in its own folder and turns a query into a [`Reading`].
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub mod http;
 pub mod otlp;
@@ -182,7 +182,7 @@ impl Sources {
             let (a, b) = tokio::join!(Box::pin(self.fetch(&pair.0)), Box::pin(self.fetch(&pair.1)));
             return Ok(Reading::Pair(Box::new((a?, b?))));
         }
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let result = match tokio::time::timeout(self.timeout, self.dispatch(q)).await {
             Ok(result) => result,
             Err(_) => Err(SourceError::Timeout {
@@ -190,17 +190,32 @@ impl Sources {
                 timeout: self.timeout,
             }),
         };
-        let outcome = match &result {
+        self.record(&q.backend_label(), &result, started);
+        result
+    }
+
+    /// Counts one finished call (`success`, `error` or `timeout`, with its duration).
+    fn record<T>(&self, backend: &str, result: &Result<T, SourceError>, started: Instant) {
+        let outcome = match result {
             Ok(_) => "success",
             Err(SourceError::Timeout { .. }) => "timeout",
             Err(_) => "error",
         };
         self.metrics
-            .record_backend(&q.backend_label(), outcome, started.elapsed());
-        if let Err(err) = &result {
-            tracing::debug!(backend = %q.backend_label(), error = %err, "backend call failed");
+            .record_backend(backend, outcome, started.elapsed());
+        if let Err(err) = result {
+            tracing::debug!(backend, error = %err, "backend call failed");
         }
-        result
+    }
+
+    /// The embedded store, or the error of a server that runs none (`--no-otlp`, `check`).
+    fn store(&self) -> Result<&otlp::Store, SourceError> {
+        self.otlp
+            .as_deref()
+            .ok_or_else(|| SourceError::UnknownBackend {
+                kind: "otlp",
+                name: "embedded".into(),
+            })
     }
 
     /// Every figure of `selector` over `window` from one pass over the embedded store
@@ -211,17 +226,11 @@ impl Sources {
         selector: &TraceSelector,
         window: Duration,
     ) -> Result<otlp::store::Snapshot, SourceError> {
-        let started = std::time::Instant::now();
-        let result = match &self.otlp {
-            Some(store) => store.snapshot(selector, window),
-            None => Err(SourceError::UnknownBackend {
-                kind: "otlp",
-                name: "embedded".into(),
-            }),
-        };
-        let outcome = if result.is_ok() { "success" } else { "error" };
-        self.metrics
-            .record_backend("otlp", outcome, started.elapsed());
+        let started = Instant::now();
+        let result = self
+            .store()
+            .and_then(|store| store.snapshot(selector, window));
+        self.record("otlp", &result, started);
         result
     }
 
@@ -232,13 +241,7 @@ impl Sources {
             // Boxed: the SDK's futures are deep enough to exceed the compiler's layout
             // recursion limit in callers that nest this one.
             Query::Sqs(q) => Box::pin(self.sqs.fetch(q)).await,
-            Query::Otlp(q) => match &self.otlp {
-                Some(store) => store.read(q),
-                None => Err(SourceError::UnknownBackend {
-                    kind: "otlp",
-                    name: "embedded".into(),
-                }),
-            },
+            Query::Otlp(q) => self.store().and_then(|store| store.read(q)),
             // `fetch` asks a pair's halves itself, each bounded and counted.
             Query::Pair(_) => Err(SourceError::BadQuery {
                 backend: q.backend_label(),
