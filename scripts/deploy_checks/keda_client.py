@@ -23,7 +23,12 @@ def stubs(proto_dir, out_dir):
 
 
 def metric_value(pb, pb_grpc, addr, name, namespace, metadata, timeout=15):
-    """GetMetricSpec then GetMetrics, as KEDA does: ((metric name, target), value)."""
+    """GetMetricSpec then GetMetrics, as KEDA does: ((metric name, target), value).
+
+    KEDA's `pkg/scalers/external_scaler.go`: `GetMetricSpecForScaling` asks GetMetricSpec;
+    `GetMetricsAndActivity` sends a `GetMetricsRequest` with the spec's metric name (its
+    `sX-` prefix removed) and the same `ScaledObjectRef`, and reads `metricValueFloat`
+    when it is above 0."""
     with grpc.insecure_channel(addr) as channel:
         stub = pb_grpc.ExternalScalerStub(channel)
         ref = pb.ScaledObjectRef(name=name, namespace=namespace, scalerMetadata=metadata)
