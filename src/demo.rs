@@ -558,6 +558,8 @@ async fn poll(
         "\n{:<36} {:>12} {:>10} {:>7} {:>14}  metricType",
         "trigger", "value", "threshold", "active", "replicas"
     );
+    // Errors are named under the table, whole: a cell would cut them mid-word.
+    let mut errors: Vec<(&str, String)> = Vec::new();
     for trig in triggers.iter_mut() {
         let r = so(&trig.metadata);
         let threshold = trig
@@ -593,7 +595,10 @@ async fn poll(
                 trig.replicas = desired;
                 (format!("{v:.3}"), text)
             }
-            (Err(e), _) | (_, Err(e)) => (format!("error: {}", short(e)), "—".into()),
+            (Err(e), _) | (_, Err(e)) => {
+                errors.push((trig.title, e.clone()));
+                ("error ¹".to_string(), "—".into())
+            }
         };
         let _ = writeln!(
             out,
@@ -608,6 +613,9 @@ async fn poll(
             replicas,
             trig.metric_type
         );
+    }
+    for (title, e) in &errors {
+        let _ = writeln!(out, "  ¹ {title}: {e}");
     }
     let _ = writeln!(
         out,
@@ -693,7 +701,7 @@ fn render_analysis(out: &mut String, answer: Result<Answer, String>) {
     let a = match answer {
         Ok(a) => a,
         Err(e) => {
-            let _ = writeln!(out, "canary verdict: unavailable ({})\n", short(&e));
+            let _ = writeln!(out, "canary verdict: unavailable ({e})\n");
             return;
         }
     };
@@ -736,10 +744,6 @@ fn render_analysis(out: &mut String, answer: Result<Answer, String>) {
         ),
     };
     let _ = writeln!(out, "canary verdict: {} — {reason}\n", verdict.label());
-}
-
-fn short(e: &str) -> String {
-    e.chars().take(60).collect()
 }
 
 /// The trigger's target, as the scaler parses it (latency in seconds, ratios as ratios).
