@@ -539,8 +539,8 @@ impl Engine {
     }
 
     /// `signal: slo`: both objectives read from one snapshot of the embedded store (one
-    /// pass, so both ratios describe the same spans), or, from a remote backend, both
-    /// queries read together (each through the cache); then [`slo::slo_ratio`]. A backend
+    /// pass, so both ratios describe the same spans), or, from a remote backend, the plan's
+    /// one fetch (both queries as one cache entry); then [`slo::slo_ratio`]. A backend
     /// failure, an unusable number or an objective without data fails the whole value.
     async fn evaluate_slo(
         &self,
