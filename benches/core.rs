@@ -12,7 +12,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use slo_scaler::cli::{Cli, Command};
 use slo_scaler::proto::external_scaler_client::ExternalScalerClient;
 use slo_scaler::proto::external_scaler_server::ExternalScaler;
-use slo_scaler::proto::{GetMetricsRequest, ScaledObjectRef};
+use slo_scaler::proto::{wire, GetMetricsRequest, ScaledObjectRef};
 use slo_scaler::scaler::ScalerService;
 use slo_scaler::signal::promql::{self, builtin_conventions};
 use slo_scaler::signal::{Quantile, SpanKind, TraceMeasure, TraceSelector};
@@ -139,14 +139,16 @@ fn get_metrics_cache_hit(c: &mut Criterion) {
     );
     let service = Arc::new(service);
     // Fill the cache.
-    rt.block_on(service.get_metrics(tonic::Request::new(req.clone())))
+    // The handler takes the request as the server decodes it.
+    let decoded = wire::GetMetricsRequest::from(req.clone());
+    rt.block_on(service.get_metrics(tonic::Request::new(decoded.clone())))
         .unwrap();
 
     let mut group = c.benchmark_group("get_metrics");
     group.bench_function("cache_hit_handler", |b| {
         b.to_async(&rt).iter(|| {
             let service = service.clone();
-            let req = req.clone();
+            let req = decoded.clone();
             async move { service.get_metrics(tonic::Request::new(req)).await.unwrap() }
         })
     });

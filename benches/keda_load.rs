@@ -29,6 +29,10 @@
 mod raw_export;
 #[path = "common/spans.rs"]
 mod spans;
+#[path = "common/workload.rs"]
+mod workload;
+
+use workload::{scaled_object, so, Kind, SERVICES};
 
 use spans::{attr, splitmix, text, unix_ns};
 
@@ -47,6 +51,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use slo_scaler::proto::external_scaler_client::ExternalScalerClient;
 use slo_scaler::proto::external_scaler_server::{ExternalScaler, ExternalScalerServer};
+use slo_scaler::proto::wire;
 use slo_scaler::proto::{
     GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, MetricSpec,
     MetricValue, ScaledObjectRef,
@@ -57,8 +62,6 @@ use tonic_health::pb::HealthCheckRequest;
 
 /// Spans per OTLP request, as the SDK batch processor sends them by default.
 const SPANS_PER_REQUEST: usize = 512;
-/// Services whose spans arrive (and that the otlp ScaledObjects name).
-const SERVICES: usize = 50;
 /// OTLP connections of the span sender, and its requests in flight at most.
 const OTLP_CONNECTIONS: usize = 4;
 const OTLP_IN_FLIGHT: usize = 16;
@@ -141,94 +144,6 @@ fn parse_args() -> Result<Args, String> {
 // ---------------------------------------------------------------------------------------
 // Workload: ScaledObjects and spans.
 
-fn so(namespace: &str, name: &str, md: &[(&str, String)]) -> ScaledObjectRef {
-    ScaledObjectRef {
-        name: name.to_string(),
-        namespace: namespace.to_string(),
-        scaler_metadata: md.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
-    }
-}
-
-/// Which source a ScaledObject reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Otlp,
-    Prometheus,
-}
-
-/// The i-th ScaledObject: a third each of otlp latency, otlp rps / errorRate, and
-/// prometheus (latency, rps, errorRate in turn), over `SERVICES` services, with
-/// thresholds that differ so no two share metadata.
-fn scaled_object(i: usize) -> (Kind, ScaledObjectRef) {
-    let service = format!("svc-{}", i % SERVICES);
-    let namespace = format!("team-{}", i % 20);
-    let name = format!("so-{i}");
-    let (kind, md): (Kind, Vec<(&str, String)>) = match i % 6 {
-        0 | 1 => (
-            Kind::Otlp,
-            vec![
-                ("signal", "latency".into()),
-                ("source", "otlp".into()),
-                ("service", service),
-                (
-                    "quantile",
-                    if i.is_multiple_of(2) { "p95" } else { "p99" }.into(),
-                ),
-                ("window", "60s".into()),
-                ("threshold", format!("{}ms", 200 + i % 300)),
-            ],
-        ),
-        2 => (
-            Kind::Otlp,
-            vec![
-                ("signal", "rps".into()),
-                ("source", "otlp".into()),
-                ("service", service),
-                ("threshold", format!("{}", 50 + i % 100)),
-            ],
-        ),
-        3 => (
-            Kind::Otlp,
-            vec![
-                ("signal", "errorRate".into()),
-                ("source", "otlp".into()),
-                ("service", service),
-                ("threshold", format!("{}%", 1 + i % 9)),
-            ],
-        ),
-        4 => (
-            Kind::Prometheus,
-            vec![
-                ("signal", "latency".into()),
-                ("source", "prometheus".into()),
-                ("service", service),
-                ("quantile", "p95".into()),
-                ("threshold", format!("{}ms", 200 + i % 300)),
-            ],
-        ),
-        _ => (
-            Kind::Prometheus,
-            vec![
-                (
-                    "signal",
-                    if i % 12 == 5 { "rps" } else { "errorRate" }.into(),
-                ),
-                ("source", "prometheus".into()),
-                ("service", service),
-                (
-                    "threshold",
-                    if i % 12 == 5 {
-                        "100".into()
-                    } else {
-                        format!("{}%", 1 + i % 9)
-                    },
-                ),
-            ],
-        ),
-    };
-    (kind, so(&namespace, &name, &md))
-}
-
 /// One export of `count` spans of `service`.
 fn spans_request(
     service: &str,
@@ -286,27 +201,28 @@ async fn fake_prometheus(counter: Arc<AtomicU64>) -> SocketAddr {
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + Send>>;
 
-/// The baseline: an ExternalScaler that answers a fixed value and does nothing else.
+/// The baseline: an ExternalScaler that decodes the request as the scaler does (`wire`)
+/// and answers a fixed value, doing nothing else.
 struct Bare;
 
 #[tonic::async_trait]
 impl ExternalScaler for Bare {
     async fn is_active(
         &self,
-        _: tonic::Request<ScaledObjectRef>,
+        _: tonic::Request<wire::ScaledObjectRef>,
     ) -> Result<tonic::Response<IsActiveResponse>, tonic::Status> {
         Ok(tonic::Response::new(IsActiveResponse { result: true }))
     }
     type StreamIsActiveStream = BoxStream<IsActiveResponse>;
     async fn stream_is_active(
         &self,
-        _: tonic::Request<ScaledObjectRef>,
+        _: tonic::Request<wire::ScaledObjectRef>,
     ) -> Result<tonic::Response<Self::StreamIsActiveStream>, tonic::Status> {
         Ok(tonic::Response::new(Box::pin(futures::stream::empty())))
     }
     async fn get_metric_spec(
         &self,
-        _: tonic::Request<ScaledObjectRef>,
+        _: tonic::Request<wire::ScaledObjectRef>,
     ) -> Result<tonic::Response<GetMetricSpecResponse>, tonic::Status> {
         Ok(tonic::Response::new(GetMetricSpecResponse {
             metric_specs: vec![MetricSpec {
@@ -318,7 +234,7 @@ impl ExternalScaler for Bare {
     }
     async fn get_metrics(
         &self,
-        request: tonic::Request<GetMetricsRequest>,
+        request: tonic::Request<wire::GetMetricsRequest>,
     ) -> Result<tonic::Response<GetMetricsResponse>, tonic::Status> {
         Ok(tonic::Response::new(GetMetricsResponse {
             metric_values: vec![MetricValue {
@@ -331,7 +247,7 @@ impl ExternalScaler for Bare {
     type StreamMetricSpecStream = BoxStream<GetMetricSpecResponse>;
     async fn stream_metric_spec(
         &self,
-        _: tonic::Request<ScaledObjectRef>,
+        _: tonic::Request<wire::ScaledObjectRef>,
     ) -> Result<tonic::Response<Self::StreamMetricSpecStream>, tonic::Status> {
         Ok(tonic::Response::new(Box::pin(futures::stream::empty())))
     }

@@ -2,8 +2,8 @@
 # Cache-hit GetMetrics next to tonic's grpc.health.v1.Health/Check on the same slo-scaler,
 # with h2load (Debian's nghttp2-client): 8 connections x 16 streams, alternating runs.
 #
-#   bash scripts/h2load-bench.sh            # RUNS=3 REQUESTS=200000 by default
-#   RUNS=5 REQUESTS=400000 bash scripts/h2load-bench.sh
+#   bash scripts/h2load-bench.sh            # RUNS=5 REQUESTS=500000 by default
+#   RUNS=9 REQUESTS=1000000 bash scripts/h2load-bench.sh
 #
 # The request bodies (gRPC-framed protobuf) come from the keda_load bench
 # (`--write-h2load-bodies`); the scaler is the release binary with its embedded store,
@@ -15,8 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-RUNS=${RUNS:-3}
-REQUESTS=${REQUESTS:-200000}
+RUNS=${RUNS:-5}
+REQUESTS=${REQUESTS:-500000}
 CONNECTIONS=${CONNECTIONS:-8}
 STREAMS=${STREAMS:-16}
 GRPC_PORT=${GRPC_PORT:-16000}

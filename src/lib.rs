@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod policy;
+pub mod proto;
 pub mod scaler;
 pub mod server;
 pub mod signal;
@@ -18,9 +19,3 @@ pub mod simulate;
 pub mod source;
 pub mod telemetry;
 pub mod trigger;
-
-/// The generated KEDA external scaler protocol (`proto/externalscaler.proto`).
-pub mod proto {
-    #![allow(clippy::all, missing_docs)]
-    tonic::include_proto!("externalscaler");
-}

@@ -16,6 +16,7 @@
 //! The rule itself is [`decide`], a pure function.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -54,6 +55,40 @@ impl State {
 struct Slot {
     state: Mutex<State>,
     flight: tokio::sync::Mutex<()>,
+    /// Changes (under the state's lock) whenever the state does, and when the slot goes.
+    generation: Arc<AtomicU64>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// What an answer was served from: its query's slot and the slot's generation then. While
+/// [`Watch::current`] equals [`Watch::seen`] the cache holds exactly the state it was
+/// served from (no newer answer, no error since, not forgotten), so it would serve that
+/// answer again to a caller with the same TTL while it is younger than the TTL ([`decide`]).
+#[derive(Debug, Clone)]
+pub struct Watch {
+    generation: Arc<AtomicU64>,
+    seen: u64,
+}
+
+impl Watch {
+    /// The same query's slot as `other` (both watch one cell).
+    pub fn same_slot(&self, other: &Watch) -> bool {
+        Arc::ptr_eq(&self.generation, &other.generation)
+    }
+
+    /// The generation seen, to compare with [`Watch::current`] later.
+    pub fn seen(&self) -> u64 {
+        self.seen
+    }
+
+    pub fn current(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
 }
 
 impl Slot {
@@ -115,8 +150,22 @@ impl SignalCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Reading, SourceError>>,
     {
+        self.get_watched(query, ttl, fetch).await.0
+    }
+
+    /// [`SignalCache::get`], and what the answer was served from.
+    pub async fn get_watched<F, Fut>(
+        &self,
+        query: &Query,
+        ttl: Duration,
+        fetch: F,
+    ) -> (Result<Served, SourceError>, Watch)
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Reading, SourceError>>,
+    {
         let slot = self.slots.get_with_by_ref(query, Default::default);
-        let (served, result) = match self.serve(&slot, ttl) {
+        let (served, result, seen) = match self.serve(&slot, ttl) {
             Some(answer) => answer,
             None => {
                 let _flight = slot.flight.lock().await;
@@ -124,18 +173,22 @@ impl SignalCache {
                 match self.serve(&slot, ttl) {
                     Some(answer) => answer,
                     None => {
-                        let served = self.fetch(&slot, fetch).await;
+                        let (served, seen) = self.fetch(&slot, fetch).await;
                         let result = match &served {
                             Ok(s) if s.stale => "stale",
                             _ => "miss",
                         };
-                        (served, result)
+                        (served, result, seen)
                     }
                 }
             }
         };
         self.metrics.record_cache(result);
-        served
+        let watch = Watch {
+            generation: slot.generation.clone(),
+            seen,
+        };
+        (served, watch)
     }
 
     /// The answer for this caller from what is held, or `None` to fetch.
@@ -143,16 +196,17 @@ impl SignalCache {
         &self,
         slot: &Slot,
         ttl: Duration,
-    ) -> Option<(Result<Served, SourceError>, &'static str)> {
+    ) -> Option<(Result<Served, SourceError>, &'static str, u64)> {
         let now = Instant::now();
         let state = slot.state();
         let decision = decide(state.held(now), ttl, self.config.max_stale);
-        answer(&state, decision, now)
+        let seen = slot.generation.load(Ordering::Acquire);
+        answer(&state, decision, now).map(|(served, result)| (served, result, seen))
     }
 
     /// Asks the backend, keeps what it answered, and serves it: the fresh answer, or after
     /// a failure the last good one while younger than `max_stale`, else the error.
-    async fn fetch<F, Fut>(&self, slot: &Slot, fetch: F) -> Result<Served, SourceError>
+    async fn fetch<F, Fut>(&self, slot: &Slot, fetch: F) -> (Result<Served, SourceError>, u64)
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Reading, SourceError>>,
@@ -160,7 +214,8 @@ impl SignalCache {
         let result = fetch().await;
         let now = Instant::now();
         let mut state = slot.state();
-        match result {
+        let seen = slot.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let served = match result {
             Ok(reading) => {
                 state.good = Some(Good {
                     reading: reading.clone(),
@@ -186,7 +241,8 @@ impl SignalCache {
                     _ => Err(e),
                 }
             }
-        }
+        };
+        (served, seen)
     }
 }
 

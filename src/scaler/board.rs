@@ -9,11 +9,10 @@
 //! - entries nobody asked about for `idle_expiry` disappear, and with them their series;
 //! - the `/metrics` series and the debug rows are built from a snapshot at read time.
 
-use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::collector::Collector;
@@ -21,7 +20,11 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
+use hashbrown::HashTable;
+
 use super::engine::{EvalError, Evaluation, Plan, PlanError};
+use crate::cache::Watch;
+use crate::proto::wire::Metadata;
 use crate::trigger::{is_dns1123_label, is_dns1123_subdomain, Problem, TriggerError};
 
 /// How many samples of a signal's value the board keeps for sparklines.
@@ -83,17 +86,32 @@ pub struct BoardConfig {
 /// One ScaledObject trigger: who asked, what it means, what it last answered.
 #[derive(Debug)]
 pub struct Entry {
-    pub namespace: String,
-    pub name: String,
-    /// The trigger metadata, compact: see [`Metadata`].
-    metadata: Metadata,
+    /// Who asked and the trigger metadata, compact: see [`Key`].
+    key: Key,
     pub plan: Plan,
-    /// What the plan sends, described once (`Sources::describe`).
-    pub query: String,
-    /// The backend label of the plan's query (`prometheus/default`), computed once.
-    pub backend: String,
+    /// When a caller last asked (ms on [`clock_ms`]).
     asked_ms: AtomicU64,
+    /// The last answer while it may be reused (see [`Entry::reuse`]), readable without the
+    /// lock: `reuse_meta` is 0 for none, else (when the backend answered, ms on
+    /// [`clock_ms`], + 1) << 2 | active << 1 | no_data; `reuse_value` the value's bits.
+    /// Written under the slot's lock, meta last.
+    reuse_meta: AtomicU64,
+    reuse_value: AtomicU64,
+    /// The cache slot this entry's answers come from (the first one recorded) and its
+    /// generation when the reusable answer was served: reuse only while it is unchanged.
+    watched: OnceLock<Watch>,
+    reuse_seen: AtomicU64,
+    /// When the next history sample is due (ms on [`clock_ms`]).
+    sample_due_ms: AtomicU64,
     slot: Mutex<Slot>,
+}
+
+/// Milliseconds since the first use of the board's clock: one clock for every entry, so
+/// an answer's time and a caller's can be compared.
+fn clock_ms(now: Instant) -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    now.saturating_duration_since(*EPOCH.get_or_init(Instant::now))
+        .as_millis() as u64
 }
 
 #[derive(Debug, Default)]
@@ -105,55 +123,88 @@ struct Slot {
     last_sample: Option<Instant>,
 }
 
-/// Trigger metadata in one allocation: the pairs sorted by key, each key and value a
-/// little-endian `u32` length and its bytes. A `HashMap<String, String>` of the same six
-/// pairs takes about four times the memory (a table and twelve allocations).
-#[derive(Debug)]
-struct Metadata(Box<[u8]>);
+/// Who asked and the trigger metadata in one allocation: the namespace, the name, then the
+/// metadata pairs sorted by key (for a key sent twice, its last value, as prost decodes a
+/// map), each a little-endian `u32` length and its bytes. Two requests are the same
+/// ScaledObject trigger exactly when their keys are equal, whatever order the map came in.
+#[derive(Debug, PartialEq, Eq)]
+struct Key(Box<[u8]>);
 
-impl Metadata {
-    fn new(md: &HashMap<String, String>) -> Metadata {
-        let mut pairs: Vec<(&String, &String)> = md.iter().collect();
-        pairs.sort_unstable();
-        let len = pairs.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
-        let mut out = Vec::with_capacity(len);
-        for (k, v) in pairs {
-            for part in [k, v] {
-                // Metadata values are capped far below 4 GiB by the trigger parser; a
-                // longer one could not have been planned.
-                out.extend_from_slice(&(part.len() as u32).to_le_bytes());
-                out.extend_from_slice(part.as_bytes());
-            }
-        }
-        Metadata(out.into_boxed_slice())
+impl Key {
+    #[cfg(test)]
+    fn new(namespace: &str, name: &str, md: &Metadata) -> Key {
+        let mut out = Vec::new();
+        Key::write(&mut out, namespace, name, md);
+        Key(out.into_boxed_slice())
     }
 
-    /// The (key, value) pairs, in key order.
-    fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+    /// Writes the key of this caller and metadata into `out`.
+    fn write(out: &mut Vec<u8>, namespace: &str, name: &str, md: &Metadata) {
+        // The pairs sorted in place: on the stack for up to 16 (KEDA triggers have a
+        // handful), on the heap beyond.
+        let mut stack: [(&[u8], &[u8]); 16] = [(&[], &[]); 16];
+        let mut heap = Vec::new();
+        let mut n = 0;
+        for pair in md.entry_bytes() {
+            if n < stack.len() {
+                stack[n] = pair;
+            } else {
+                if heap.is_empty() {
+                    heap.extend_from_slice(&stack);
+                }
+                heap.push(pair);
+            }
+            n += 1;
+        }
+        let pairs: &mut [(&[u8], &[u8])] = if heap.is_empty() {
+            &mut stack[..n]
+        } else {
+            &mut heap
+        };
+        // UTF-8 sorts as its bytes do, so this is the order of the keys as strings. Stable:
+        // for a key sent twice the later pair stays later, and is the one kept.
+        pairs.sort_by(|a, b| a.0.cmp(b.0));
+        let mut put = |part: &[u8]| {
+            // Parts are capped far below 4 GiB by tonic's message size limit.
+            out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            out.extend_from_slice(part);
+        };
+        put(namespace.as_bytes());
+        put(name.as_bytes());
+        for (i, (k, v)) in pairs.iter().enumerate() {
+            if pairs.get(i + 1).is_none_or(|next| next.0 != *k) {
+                put(k);
+                put(v);
+            }
+        }
+    }
+
+    /// The parts in order: namespace, name, then key, value, key, value, ...
+    fn parts(&self) -> impl Iterator<Item = &str> {
         let mut rest: &[u8] = &self.0;
         std::iter::from_fn(move || {
-            let mut part = || {
-                let (len, tail) = rest.split_first_chunk::<4>()?;
-                let len = u32::from_le_bytes(*len) as usize;
-                let (bytes, tail) = (tail.get(..len)?, tail.get(len..)?);
-                rest = tail;
-                std::str::from_utf8(bytes).ok()
-            };
-            Some((part()?, part()?))
+            let (len, tail) = rest.split_first_chunk::<4>()?;
+            let len = u32::from_le_bytes(*len) as usize;
+            let (bytes, tail) = tail.split_at_checked(len)?;
+            rest = tail;
+            // Made from `&str`s; never fails.
+            std::str::from_utf8(bytes).ok()
         })
     }
 
-    /// The same pairs as `md`: as many pairs, each found with its value (the stored
-    /// keys are distinct, so this is map equality).
-    fn matches(&self, md: &HashMap<String, String>) -> bool {
-        let mut n = 0;
-        for (k, v) in self.pairs() {
-            n += 1;
-            if md.get(k).map(String::as_str) != Some(v) {
-                return false;
-            }
-        }
-        n == md.len()
+    fn namespace(&self) -> &str {
+        self.parts().next().unwrap_or_default()
+    }
+
+    fn name(&self) -> &str {
+        self.parts().nth(1).unwrap_or_default()
+    }
+
+    /// The metadata pairs, sorted by key.
+    #[cfg(test)]
+    fn pairs(&self) -> Vec<(&str, &str)> {
+        let mut parts = self.parts().skip(2);
+        std::iter::from_fn(|| Some((parts.next()?, parts.next()?))).collect()
     }
 }
 
@@ -167,16 +218,23 @@ struct Outcome {
 }
 
 impl Entry {
-    fn matches(&self, namespace: &str, name: &str, md: &HashMap<String, String>) -> bool {
-        self.namespace == namespace && self.name == name && self.metadata.matches(md)
+    pub fn namespace(&self) -> &str {
+        self.key.namespace()
+    }
+
+    /// The ScaledObject's name.
+    pub fn name(&self) -> &str {
+        self.key.name()
     }
 
     fn slot(&self) -> MutexGuard<'_, Slot> {
         self.slot.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records an evaluation; logs when the signal's state changes.
-    pub fn record(&self, result: &Result<Evaluation, EvalError>) {
+    /// Records an evaluation; logs when the signal's state changes. A fresh answer (not
+    /// stale, not an error) served from the cache (`watch`, what it was served from) is
+    /// kept for [`Entry::reuse`].
+    pub fn record(&self, result: &Result<Evaluation, EvalError>, watch: Option<Watch>) {
         let state = SignalState::of(result);
         let outcome = match result {
             Ok(ev) => Outcome {
@@ -197,16 +255,21 @@ impl Entry {
         let now = Instant::now();
         let mut slot = self.slot();
         let was = slot.last.as_ref().map(|o| o.state);
-        if slot
-            .last_sample
-            .is_none_or(|t| now.duration_since(t) >= HISTORY_EVERY)
-        {
-            if slot.history.len() == HISTORY_LEN {
-                slot.history.pop_front();
+        self.reuse_meta.store(0, Ordering::Release);
+        // Reusable only through the first slot this entry was served from (a slot the cache
+        // dropped and made anew is another cell; reuse then stays off for this entry).
+        let watch = watch.filter(|w| self.watched.get_or_init(|| w.clone()).same_slot(w));
+        if let (Ok(ev), Some(watch)) = (result, watch) {
+            let answered = now.checked_sub(ev.age).map(clock_ms);
+            if let (false, Some(answered)) = (ev.stale, answered) {
+                self.reuse_value
+                    .store(ev.value.to_bits(), Ordering::Release);
+                self.reuse_seen.store(watch.seen(), Ordering::Release);
+                let meta = (answered + 1) << 2 | u64::from(ev.active) << 1 | u64::from(ev.no_data);
+                self.reuse_meta.store(meta, Ordering::Release);
             }
-            slot.history.push_back((unix_now(), narrow(outcome.value)));
-            slot.last_sample = Some(now);
         }
+        self.sample(&mut slot, now, outcome.value);
         let error = outcome.error.clone();
         slot.last = Some(outcome);
         drop(slot);
@@ -215,15 +278,69 @@ impl Entry {
             let metric = self.plan.trigger.metric_name.as_str();
             match state {
                 SignalState::Ok => tracing::info!(
-                    namespace = %self.namespace, scaled_object = %self.name, metric,
+                    namespace = %self.namespace(), scaled_object = %self.name(), metric,
                     from, to = state.as_str(), "signal state changed"
                 ),
                 _ => tracing::warn!(
-                    namespace = %self.namespace, scaled_object = %self.name, metric,
+                    namespace = %self.namespace(), scaled_object = %self.name(), metric,
                     from, to = state.as_str(), error = error.as_deref().unwrap_or(""),
                     "signal state changed"
                 ),
             }
+        }
+    }
+
+    /// The last evaluation again, while the cache holds exactly the state it was served
+    /// from (no newer answer, no error since) and its backend answer is younger than `ttl`
+    /// — what the signal cache would serve (`cache::decide`), without looking the query up;
+    /// `None` otherwise. Reads atomics only, but for a history sample when one is due
+    /// (every [`HISTORY_EVERY`]).
+    pub fn reuse(&self, ttl: Duration) -> Option<Evaluation> {
+        let meta = self.reuse_meta.load(Ordering::Acquire);
+        if meta == 0 {
+            return None;
+        }
+        let value = f64::from_bits(self.reuse_value.load(Ordering::Acquire));
+        let seen = self.reuse_seen.load(Ordering::Acquire);
+        if self.watched.get()?.current() != seen || self.reuse_meta.load(Ordering::Acquire) != meta
+        {
+            return None; // being rewritten: evaluate instead
+        }
+        let now = Instant::now();
+        let age = Duration::from_millis(clock_ms(now).saturating_sub((meta >> 2) - 1));
+        if age >= ttl {
+            return None;
+        }
+        let ev = Evaluation {
+            value,
+            active: meta & 2 != 0,
+            age,
+            stale: false,
+            no_data: meta & 1 != 0,
+        };
+        if clock_ms(now) >= self.sample_due_ms.load(Ordering::Relaxed) {
+            let mut slot = self.slot();
+            if let Some(last) = slot.last.as_mut() {
+                last.age = Some(age);
+            }
+            self.sample(&mut slot, now, Some(value));
+        }
+        Some(ev)
+    }
+
+    /// Adds a history sample if the last is `HISTORY_EVERY` old.
+    fn sample(&self, slot: &mut Slot, now: Instant, value: Option<f64>) {
+        if slot
+            .last_sample
+            .is_none_or(|t| now.duration_since(t) >= HISTORY_EVERY)
+        {
+            if slot.history.len() == HISTORY_LEN {
+                slot.history.pop_front();
+            }
+            slot.history.push_back((unix_now(), narrow(value)));
+            slot.last_sample = Some(now);
+            self.sample_due_ms
+                .store(clock_ms(now + HISTORY_EVERY), Ordering::Relaxed);
         }
     }
 
@@ -255,12 +372,12 @@ impl Row {
         let e = &self.entry;
         let t = &e.plan.trigger;
         serde_json::json!({
-            "namespace": e.namespace,
-            "scaledObject": e.name,
+            "namespace": e.namespace(),
+            "scaledObject": e.name(),
             "metric": t.metric_name,
             "signal": t.kind.as_str(),
             "source": t.source().as_str(),
-            "query": e.query,
+            "query": e.plan.describe(),
             "value": self.value,
             "threshold": t.target,
             "activationThreshold": t.activation,
@@ -274,99 +391,202 @@ impl Row {
     }
 }
 
+/// Shards of the board's table: a lookup read-locks one, so callers asking about different
+/// ScaledObjects rarely meet, and none waits on a planning (planned outside every lock).
+const SHARDS: usize = 16;
+
+type Shard = RwLock<HashTable<Arc<Entry>>>;
+
 /// Every ScaledObject trigger asked about recently.
 pub struct Board {
-    entries: moka::sync::Cache<u64, Arc<Entry>>,
-    keys: RandomState,
-    epoch: Instant,
+    shards: Box<[Shard]>,
+    /// Seeded per process: which shard and bucket a key lands in cannot be chosen by a
+    /// caller (and a shard holds at most `max` entries whatever the hash does).
+    hasher: foldhash::fast::RandomState,
+    /// Entries held plus insertions under way; never above `max`.
+    len: AtomicU64,
+    max: u64,
+    idle_ms: u64,
     evicted: Counter,
 }
 
 impl std::fmt::Debug for Board {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Board")
-            .field("entries", &self.entries.entry_count())
+            .field("entries", &self.len.load(Ordering::Relaxed))
             .finish()
     }
+}
+
+fn read(shard: &Shard) -> RwLockReadGuard<'_, HashTable<Arc<Entry>>> {
+    shard.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write(shard: &Shard) -> RwLockWriteGuard<'_, HashTable<Arc<Entry>>> {
+    shard.write().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Board {
     /// `evicted` counts entries dropped because the board was full.
     pub fn new(config: BoardConfig, evicted: Counter) -> Self {
-        let counter = evicted.clone();
-        let entries = moka::sync::Cache::builder()
-            .max_capacity(config.max_signals)
-            .time_to_idle(config.idle_expiry.max(Duration::from_millis(1)))
-            .eviction_listener(move |_, _, cause| {
-                if cause == moka::notification::RemovalCause::Size {
-                    counter.inc();
-                }
-            })
-            .build();
         Board {
-            entries,
-            keys: RandomState::new(),
-            epoch: Instant::now(),
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            hasher: foldhash::fast::RandomState::default(),
+            len: AtomicU64::new(0),
+            max: config.max_signals.max(1),
+            idle_ms: (config.idle_expiry.as_millis() as u64).max(1),
             evicted,
         }
     }
 
-    /// The entry for this caller and metadata: memoised, or planned with `plan` (which
-    /// never touches a backend) and remembered. Names are checked before anything is kept.
+    /// The entry for this caller and metadata: memoised, or planned with `plan` (given the
+    /// metadata as a map; it never touches a backend) and remembered. Names are checked
+    /// before anything is kept.
     pub fn entry(
         &self,
         namespace: &str,
         name: &str,
-        md: &HashMap<String, String>,
-        plan: impl FnOnce() -> Result<Plan, PlanError>,
+        md: &Metadata,
+        plan: impl FnOnce(&HashMap<String, String>) -> Result<Plan, PlanError>,
     ) -> Result<Arc<Entry>, PlanError> {
-        let key = self.key(namespace, name, md);
-        let asked = self.epoch.elapsed().as_millis() as u64;
-        if let Some(e) = self.entries.get(&key) {
-            if e.matches(namespace, name, md) {
-                e.asked_ms.store(asked, Ordering::Relaxed);
-                return Ok(e);
+        thread_local! {
+            /// The key of the caller being looked up, in a buffer each thread reuses: a
+            /// lookup allocates nothing.
+            static PROBE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let now = self.now_ms();
+        let found = PROBE.with_borrow_mut(|probe| {
+            probe.clear();
+            Key::write(probe, namespace, name, md);
+            let hash = self.hasher.hash_one(probe.as_slice());
+            let shard = &self.shards[(hash >> 48) as usize % SHARDS];
+            self.find(&read(shard), hash, probe, now)
+                .ok_or_else(|| (Key(probe.as_slice().into()), hash, shard))
+        });
+        let (key, hash, shard) = match found {
+            Ok(e) => return Ok(e),
+            Err(missing) => missing,
+        };
+        check_names(namespace, name)?;
+        let plan = plan(&md.to_map())?;
+        {
+            let mut table = write(shard);
+            self.sweep(&mut table, now);
+            if let Some(e) = self.find(&table, hash, &key.0, now) {
+                return Ok(e); // planned meanwhile by another caller
             }
         }
-        check_names(namespace, name)?;
-        let plan = plan()?;
+        self.reserve(now);
+        let mut table = write(shard);
+        if let Some(e) = self.find(&table, hash, &key.0, now) {
+            self.len.fetch_sub(1, Ordering::AcqRel);
+            return Ok(e);
+        }
         let entry = Arc::new(Entry {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-            metadata: Metadata::new(md),
-            query: plan.describe(),
-            backend: plan.query.backend_label(),
+            key,
             plan,
-            asked_ms: AtomicU64::new(asked),
+            asked_ms: AtomicU64::new(now),
+            reuse_meta: AtomicU64::new(0),
+            reuse_value: AtomicU64::new(0),
+            watched: OnceLock::new(),
+            reuse_seen: AtomicU64::new(0),
+            sample_due_ms: AtomicU64::new(0),
             slot: Mutex::new(Slot::default()),
         });
-        self.entries.insert(key, entry.clone());
+        table.insert_unique(hash, entry.clone(), |e| self.hasher.hash_one(&e.key.0));
         Ok(entry)
     }
 
-    /// A keyed hash of who asked and the metadata, independent of the map's order.
-    fn key(&self, namespace: &str, name: &str, md: &HashMap<String, String>) -> u64 {
-        let mut h = self.keys.build_hasher();
-        namespace.hash(&mut h);
-        name.hash(&mut h);
-        md.len().hash(&mut h);
-        let mut pairs = 0u64;
-        for kv in md {
-            pairs = pairs.wrapping_add(self.keys.hash_one(kv));
+    fn now_ms(&self) -> u64 {
+        clock_ms(Instant::now())
+    }
+
+    fn is_idle(&self, e: &Entry, now: u64) -> bool {
+        now.saturating_sub(e.asked_ms.load(Ordering::Relaxed)) >= self.idle_ms
+    }
+
+    /// The live entry with this key, marked as asked about now.
+    fn find(
+        &self,
+        table: &HashTable<Arc<Entry>>,
+        hash: u64,
+        key: &[u8],
+        now: u64,
+    ) -> Option<Arc<Entry>> {
+        let e = table.find(hash, |e| *e.key.0 == *key)?;
+        if self.is_idle(e, now) {
+            return None;
         }
-        pairs.hash(&mut h);
-        h.finish()
+        // Skip the store when it would not change the value: no cache line to bounce.
+        if e.asked_ms.load(Ordering::Relaxed) != now {
+            e.asked_ms.store(now, Ordering::Relaxed);
+        }
+        Some(e.clone())
+    }
+
+    /// Drops the idle entries of one shard.
+    fn sweep(&self, table: &mut HashTable<Arc<Entry>>, now: u64) {
+        let before = table.len();
+        table.retain(|e| !self.is_idle(e, now));
+        self.len
+            .fetch_sub((before - table.len()) as u64, Ordering::AcqRel);
+    }
+
+    /// Makes room for one more entry and counts it: while the board is full, the least
+    /// recently asked entry goes (a scan of every shard, only when full).
+    fn reserve(&self, now: u64) {
+        loop {
+            let n = self.len.load(Ordering::Acquire);
+            if n < self.max {
+                if self
+                    .len
+                    .compare_exchange(n, n + 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return;
+                }
+                continue;
+            }
+            let oldest = self
+                .shards
+                .iter()
+                .enumerate()
+                .filter_map(|(i, shard)| {
+                    read(shard)
+                        .iter()
+                        .map(|e| (e.asked_ms.load(Ordering::Relaxed), i, Arc::as_ptr(e)))
+                        .min_by_key(|&(asked, ..)| asked)
+                })
+                .min_by_key(|&(asked, ..)| asked);
+            let Some((asked, i, victim)) = oldest else {
+                // Full of insertions under way: they land in a moment.
+                std::thread::yield_now();
+                continue;
+            };
+            let mut table = write(&self.shards[i]);
+            let before = table.len();
+            table.retain(|e| Arc::as_ptr(e) != victim);
+            if table.len() < before {
+                self.len.fetch_sub(1, Ordering::AcqRel);
+                if now.saturating_sub(asked) < self.idle_ms {
+                    self.evicted.inc();
+                }
+            }
+        }
     }
 
     /// Every entry, sorted by namespace, name and metric.
     pub fn snapshot(&self) -> Vec<Row> {
-        // Evictions due are carried out first, so a snapshot never holds more than the cap.
-        self.entries.run_pending_tasks();
-        let now_ms = self.epoch.elapsed().as_millis() as u64;
-        let mut rows: Vec<Row> = self
-            .entries
+        self.run_pending_tasks();
+        let now_ms = self.now_ms();
+        let entries: Vec<Arc<Entry>> = self
+            .shards
             .iter()
-            .map(|(_, entry)| {
+            .flat_map(|shard| read(shard).iter().cloned().collect::<Vec<_>>())
+            .collect();
+        let mut rows: Vec<Row> = entries
+            .into_iter()
+            .map(|entry| {
                 let slot = entry.slot();
                 let last = slot.last.clone();
                 let history = slot
@@ -376,9 +596,14 @@ impl Board {
                     .collect();
                 drop(slot);
                 let asked = entry.asked_ms.load(Ordering::Relaxed);
+                // A reused answer's age when last served (a caller asking is served).
+                let age = match entry.reuse_meta.load(Ordering::Acquire) {
+                    0 => last.as_ref().and_then(|o| o.age),
+                    meta => Some(Duration::from_millis(asked.saturating_sub((meta >> 2) - 1))),
+                };
                 Row {
                     value: last.as_ref().and_then(|o| o.value),
-                    age: last.as_ref().and_then(|o| o.age),
+                    age,
                     active: last.as_ref().and_then(|o| o.active),
                     state: last.as_ref().map(|o| o.state),
                     error: last.and_then(|o| o.error),
@@ -391,8 +616,8 @@ impl Board {
         rows.sort_by(|a, b| {
             let key = |r: &Row| {
                 (
-                    r.entry.namespace.clone(),
-                    r.entry.name.clone(),
+                    r.entry.namespace().to_string(),
+                    r.entry.name().to_string(),
                     r.entry.plan.trigger.metric_name.clone(),
                 )
             };
@@ -406,14 +631,18 @@ impl Board {
         serde_json::Value::Array(self.snapshot().iter().map(Row::to_json).collect())
     }
 
-    /// Drops idle entries now (they also go on their own as the board is used).
+    /// Drops idle entries now (each shard also drops its own before an insertion).
     pub fn run_pending_tasks(&self) {
-        self.entries.run_pending_tasks();
+        let now = self.now_ms();
+        for shard in self.shards.iter() {
+            self.sweep(&mut write(shard), now);
+        }
     }
 
+    /// Entries held (idle ones dropped first).
     pub fn len(&self) -> u64 {
-        self.entries.run_pending_tasks();
-        self.entries.entry_count()
+        self.run_pending_tasks();
+        self.shards.iter().map(|s| read(s).len() as u64).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -481,8 +710,8 @@ impl Collector for Board {
         let rows = self.snapshot();
         let labels = |r: &Row| {
             [
-                ("namespace", r.entry.namespace.clone()),
-                ("scaled_object", r.entry.name.clone()),
+                ("namespace", r.entry.namespace().to_string()),
+                ("scaled_object", r.entry.name().to_string()),
                 ("metric", r.entry.plan.trigger.metric_name.clone()),
             ]
         };
@@ -554,32 +783,36 @@ impl Collector for Board {
 mod tests {
     use super::*;
 
-    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    fn md(pairs: &[(&str, &str)]) -> Metadata {
+        pairs.iter().copied().collect()
     }
 
-    /// The compact metadata matches exactly the maps equal to the one it was made from.
+    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        md(pairs).to_map()
+    }
+
+    /// Two keys are equal exactly when the callers and the metadata maps (as prost decodes
+    /// them) are, whatever order the pairs came in.
     #[test]
-    fn metadata_matches_only_equal_maps() {
+    fn keys_are_equal_only_for_equal_callers_and_maps() {
         fn check(stored: &[(&str, &str)], asked: &[(&str, &str)], want: bool) {
-            let m = Metadata::new(&map(stored));
-            assert_eq!(m.matches(&map(asked)), want, "{stored:?} vs {asked:?}");
+            let a = Key::new("ns", "so", &md(stored));
+            let b = Key::new("ns", "so", &md(asked));
+            assert_eq!(a == b, want, "{stored:?} vs {asked:?}");
             assert_eq!(map(stored) == map(asked), want, "the table itself is wrong");
         }
-        let md = [
+        let md3 = [
             ("signal", "latency"),
             ("service", "orders"),
             ("threshold", "300ms"),
         ];
-        check(&md, &md, true);
+        check(&md3, &md3, true);
+        check(&md3, &[md3[2], md3[0], md3[1]], true);
         check(&[], &[], true);
-        check(&md, &md[..2], false);
-        check(&md[..2], &md, false);
+        check(&md3, &md3[..2], false);
+        check(&md3[..2], &md3, false);
         check(
-            &md,
+            &md3,
             &[
                 ("signal", "latency"),
                 ("service", "orders"),
@@ -588,7 +821,7 @@ mod tests {
             false,
         );
         check(
-            &md,
+            &md3,
             &[
                 ("signal", "latency"),
                 ("service", "orders"),
@@ -597,6 +830,9 @@ mod tests {
             false,
         );
         check(&[], &[("a", "")], false);
+        // A key sent twice counts with its last value, as in prost's map.
+        check(&[("a", "1"), ("a", "2")], &[("a", "2")], true);
+        check(&[("a", "1"), ("a", "2")], &[("a", "1")], false);
         // Lengths, not separators: no pair can be made to look like another.
         check(
             &[("a", "b\0c"), ("d", "")],
@@ -608,13 +844,232 @@ mod tests {
             &[("", ""), ("ключ", "значение\0")],
             true,
         );
+        // Who asked is part of the key, and cannot be confused with the metadata.
+        let m = md(&md3);
+        assert_ne!(Key::new("ns", "so", &m), Key::new("ns", "so2", &m));
+        assert_ne!(Key::new("ns", "so", &m), Key::new("ns2", "so", &m));
+        assert_ne!(Key::new("ab", "c", &m), Key::new("a", "bc", &m));
     }
 
     #[test]
-    fn metadata_pairs_come_back_sorted() {
-        let m = Metadata::new(&map(&[("b", "2"), ("a", "1"), ("c", "")]));
-        let pairs: Vec<_> = m.pairs().collect();
-        assert_eq!(pairs, [("a", "1"), ("b", "2"), ("c", "")]);
+    fn key_parts_come_back_sorted() {
+        let k = Key::new("shop", "orders", &md(&[("b", "2"), ("a", "1"), ("c", "")]));
+        assert_eq!((k.namespace(), k.name()), ("shop", "orders"));
+        assert_eq!(k.pairs(), [("a", "1"), ("b", "2"), ("c", "")]);
+    }
+
+    /// An otlp latency plan from metadata, as the engine makes one (no server needed).
+    fn plan(md: &HashMap<String, String>) -> Result<Plan, PlanError> {
+        let opts = crate::trigger::ParseOptions {
+            default_source: crate::trigger::SourceKind::Otlp,
+            ..Default::default()
+        };
+        let trigger = crate::trigger::parse(md, &opts)?;
+        let crate::trigger::Read::Otlp(t) = &trigger.read else {
+            unreachable!("otlp by default")
+        };
+        let query = crate::source::Query::Otlp(crate::source::OtlpQuery {
+            selector: t.selector.clone(),
+            measure: t.measure,
+            window: t.window,
+        });
+        Ok(Plan {
+            trigger,
+            query,
+            slo: None,
+        })
+    }
+
+    fn board(max_signals: u64, idle_expiry: Duration) -> Board {
+        Board::new(
+            BoardConfig {
+                max_signals,
+                idle_expiry,
+            },
+            Counter::default(),
+        )
+    }
+
+    fn trigger(threshold: u32) -> Metadata {
+        md(&[
+            ("signal", "latency"),
+            ("service", "orders"),
+            ("threshold", &format!("{threshold}ms")),
+        ])
+    }
+
+    /// A caller asking again gets the memoised plan, planned once, whatever order its
+    /// metadata map came in; another caller or other metadata is another entry.
+    #[test]
+    fn one_plan_per_caller_and_metadata() {
+        let b = board(100, Duration::from_secs(60));
+        let planned = std::cell::Cell::new(0);
+        let counted = |md: &HashMap<String, String>| {
+            planned.set(planned.get() + 1);
+            plan(md)
+        };
+        let a = b.entry("shop", "orders", &trigger(300), counted).unwrap();
+        let reordered = md(&[
+            ("threshold", "300ms"),
+            ("service", "orders"),
+            ("signal", "latency"),
+        ]);
+        let again = b.entry("shop", "orders", &reordered, counted).unwrap();
+        assert!(Arc::ptr_eq(&a, &again));
+        assert_eq!(planned.get(), 1);
+        b.entry("shop", "orders", &trigger(301), counted).unwrap();
+        b.entry("shop", "other", &trigger(300), counted).unwrap();
+        assert_eq!((planned.get(), b.len()), (3, 3));
+        assert_eq!((a.namespace(), a.name()), ("shop", "orders"));
+        // A refused trigger or name leaves nothing behind.
+        assert!(b
+            .entry("shop", "orders", &md(&[("signal", "nope")]), plan)
+            .is_err());
+        assert!(b.entry("Shop!", "orders", &trigger(300), plan).is_err());
+        assert_eq!(b.len(), 3);
+    }
+
+    /// Never more than `max_signals` entries; what goes is the least recently asked about,
+    /// and each is counted as evicted.
+    #[test]
+    fn full_board_evicts_the_least_recently_asked() {
+        let b = board(4, Duration::from_secs(60));
+        let names: Vec<String> = (0..4).map(|i| format!("so-{i}")).collect();
+        for n in &names {
+            b.entry("shop", n, &trigger(300), plan).unwrap();
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        // so-0 is asked again, so so-1 is now the least recently asked.
+        b.entry("shop", "so-0", &trigger(300), plan).unwrap();
+        std::thread::sleep(Duration::from_millis(3));
+        b.entry("shop", "so-new", &trigger(300), plan).unwrap();
+        assert_eq!((b.len(), b.evicted()), (4, 1));
+        let held: Vec<String> = b.snapshot().iter().map(|r| r.entry.name().into()).collect();
+        assert_eq!(held, ["so-0", "so-2", "so-3", "so-new"]);
+        for i in 0..200 {
+            b.entry("shop", &format!("flood-{i}"), &trigger(300), plan)
+                .unwrap();
+            assert!(b.len() <= 4);
+        }
+        assert_eq!((b.len(), b.evicted()), (4, 201));
+    }
+
+    /// Many threads adding different entries at once never push the board over its cap.
+    #[test]
+    fn the_cap_holds_under_concurrent_callers() {
+        let b = Arc::new(board(50, Duration::from_secs(60)));
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let b = b.clone();
+                std::thread::spawn(move || {
+                    for i in 0..200 {
+                        b.entry("shop", &format!("so-{t}-{i}"), &trigger(300), plan)
+                            .unwrap();
+                        let held = b.len.load(Ordering::Acquire);
+                        assert!(held <= 50, "{held}");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(b.len(), 50);
+        assert_eq!(b.evicted(), 8 * 200 - 50);
+    }
+
+    /// Entries nobody asked about for `idle_expiry` go (and are not counted as evicted); one
+    /// asked about stays.
+    #[test]
+    fn idle_entries_go() {
+        let b = board(100, Duration::from_millis(40));
+        let kept = b.entry("shop", "kept", &trigger(300), plan).unwrap();
+        b.entry("shop", "idle", &trigger(300), plan).unwrap();
+        for _ in 0..4 {
+            std::thread::sleep(Duration::from_millis(15));
+            let again = b.entry("shop", "kept", &trigger(300), plan).unwrap();
+            assert!(Arc::ptr_eq(&kept, &again));
+        }
+        let held: Vec<String> = b.snapshot().iter().map(|r| r.entry.name().into()).collect();
+        assert_eq!(held, ["kept"]);
+        assert_eq!(b.evicted(), 0);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(b.is_empty());
+        // Asked about after expiring: planned anew.
+        let fresh = b.entry("shop", "kept", &trigger(300), plan).unwrap();
+        assert!(!Arc::ptr_eq(&kept, &fresh));
+    }
+
+    /// An answer is served again only while the cache holds exactly the state it came
+    /// from and it is younger than the TTL: a newer answer fetched for another caller, an
+    /// error, a stale or an uncached answer all stop reuse.
+    #[tokio::test]
+    async fn only_what_the_cache_would_serve_is_reused() {
+        use crate::cache::{CacheConfig, SignalCache};
+        use crate::source::Reading;
+        let (_, metrics) = crate::telemetry::Metrics::standalone();
+        let cache = SignalCache::new(
+            CacheConfig {
+                max_stale: Duration::from_secs(60),
+                max_ttl: Duration::from_secs(60),
+                max_entries: 10,
+            },
+            Arc::new(metrics),
+        );
+        let b = board(10, Duration::from_secs(60));
+        let e = b.entry("shop", "orders", &trigger(300), plan).unwrap();
+        let q = e.plan.query.clone();
+        let ttl = Duration::from_millis(300);
+        let answer = |v: f64| async move { Ok(Reading::Value(Some(v))) };
+        let evaluation = |value: f64, age: Duration| Evaluation {
+            value,
+            active: true,
+            age,
+            stale: false,
+            no_data: false,
+        };
+        assert_eq!(e.reuse(ttl), None, "nothing answered yet");
+
+        let (served, watch) = cache.get_watched(&q, ttl, || answer(0.42)).await;
+        e.record(&Ok(evaluation(0.42, served.unwrap().age)), Some(watch));
+        let again = e
+            .reuse(ttl)
+            .expect("the cache holds it, younger than the TTL");
+        assert_eq!(
+            (again.value, again.active, again.stale),
+            (0.42, true, false)
+        );
+
+        // Another caller with a shorter TTL refetches: the cache holds a newer answer now.
+        let (newer, _) = cache.get_watched(&q, Duration::ZERO, || answer(0.5)).await;
+        assert_eq!(newer.unwrap().reading, Reading::Value(Some(0.5)));
+        assert_eq!(e.reuse(ttl), None, "the cache would serve 0.5, not 0.42");
+
+        // Served the newer answer (a hit), reused until it is a TTL old.
+        let (served, watch) = cache.get_watched(&q, ttl, || answer(0.9)).await;
+        let served = served.unwrap();
+        assert_eq!(served.reading, Reading::Value(Some(0.5)));
+        e.record(&Ok(evaluation(0.5, served.age)), Some(watch.clone()));
+        assert_eq!(e.reuse(ttl).map(|ev| ev.value), Some(0.5));
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert_eq!(e.reuse(ttl), None, "older than the TTL");
+
+        let fresh = evaluation(0.5, Duration::ZERO);
+        e.record(&Ok(fresh.clone()), None);
+        assert_eq!(
+            e.reuse(ttl),
+            None,
+            "not read through the cache: never reused"
+        );
+        let stale = Evaluation {
+            stale: true,
+            ..fresh.clone()
+        };
+        e.record(&Ok(stale), Some(watch.clone()));
+        assert_eq!(e.reuse(ttl), None, "a stale answer is never reused");
+        e.record(&Err(EvalError::NoData { metric: "m".into() }), Some(watch));
+        assert_eq!(e.reuse(ttl), None, "an error is never reused");
+        assert_eq!(e.state(), Some(SignalState::NoData));
     }
 
     /// History samples read back as the value shown (to `f32` precision), none as none.

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cache::{CacheConfig, SignalCache};
+use crate::cache::{CacheConfig, SignalCache, Watch};
 use crate::policy::NamespacePolicy;
 use crate::signal::promql::{self, Convention};
 use crate::signal::slo;
@@ -485,21 +485,54 @@ impl Engine {
         }
     }
 
-    /// Reads the plan's value (from the cache, or straight from the embedded store).
-    pub async fn evaluate(&self, plan: &Plan) -> Result<Evaluation, EvalError> {
-        let mut ttl = plan.trigger.cache_ttl.unwrap_or(self.config.cache_ttl);
-        if let (Query::Otlp(_), Some(store)) = (&plan.query, &self.sources.otlp) {
+    /// The TTL the cache serves this plan's answers with.
+    fn ttl(&self, plan: &Plan) -> Duration {
+        let ttl = plan.trigger.cache_ttl.unwrap_or(self.config.cache_ttl);
+        match (&plan.query, &self.sources.otlp) {
             // The embedded store is local and cheap to read: cache only within one of its
             // buckets, so a spike reaches KEDA within one bucket width whatever the TTL.
-            ttl = ttl.min(store.bucket_width());
+            (Query::Otlp(_), Some(store)) => ttl.min(store.bucket_width()),
+            _ => ttl,
         }
+    }
+
+    /// The TTL the cache gives this plan's answers (an evaluation's value may be served
+    /// again while its answer is younger, and the cache still holds it: see `Watch`).
+    pub fn answer_ttl(&self, plan: &Plan) -> Duration {
+        self.ttl(plan)
+    }
+
+    /// Reads the plan's value (from the cache, or straight from the embedded store).
+    pub async fn evaluate(&self, plan: &Plan) -> Result<Evaluation, EvalError> {
+        self.evaluate_watched(plan).await.0
+    }
+
+    /// [`Engine::evaluate`], and what the cache served it from (`None` when the value was
+    /// not read through the cache: `signal: slo` over the embedded store).
+    pub async fn evaluate_watched(
+        &self,
+        plan: &Plan,
+    ) -> (Result<Evaluation, EvalError>, Option<Watch>) {
+        let mut watch = None;
+        let result = self.evaluate_into(plan, &mut watch).await;
+        (result, watch)
+    }
+
+    async fn evaluate_into(
+        &self,
+        plan: &Plan,
+        watch: &mut Option<Watch>,
+    ) -> Result<Evaluation, EvalError> {
+        let ttl = self.ttl(plan);
         if let Some(slo) = &plan.slo {
-            return self.evaluate_slo(plan, slo, ttl).await;
+            return self.evaluate_slo(plan, slo, ttl, watch).await;
         }
-        let served = self
+        let (served, watched) = self
             .cache
-            .get(&plan.query, ttl, || self.sources.fetch(&plan.query))
-            .await?;
+            .get_watched(&plan.query, ttl, || self.sources.fetch(&plan.query))
+            .await;
+        *watch = Some(watched);
+        let served = served?;
         let t = &plan.trigger;
         let value = match (&served.reading, &t.read) {
             (Reading::Value(v), _) => usable(*v),
@@ -547,6 +580,7 @@ impl Engine {
         plan: &Plan,
         slo: &SloQueries,
         ttl: Duration,
+        watch: &mut Option<Watch>,
     ) -> Result<Evaluation, EvalError> {
         let t = &plan.trigger;
         let (latency, errors, age, stale) = match (&plan.query, &self.sources.otlp) {
@@ -574,10 +608,12 @@ impl Engine {
                 )
             }
             _ => {
-                let served = self
+                let (served, watched) = self
                     .cache
-                    .get(&slo.fetch, ttl, || self.sources.fetch(&slo.fetch))
-                    .await?;
+                    .get_watched(&slo.fetch, ttl, || self.sources.fetch(&slo.fetch))
+                    .await;
+                *watch = Some(watched);
+                let served = served?;
                 let (latency, errors) = match (served.reading, &slo.latency, &slo.error_rate) {
                     (Reading::Pair(pair), Some(_), Some(_)) => {
                         let (latency, errors) = *pair;

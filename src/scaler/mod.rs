@@ -20,9 +20,9 @@ pub use board::{Board, BoardConfig, Entry, Row, SignalState};
 pub use engine::{Engine, EngineConfig, EvalError, Evaluation, Plan, PlanError, SloQueries};
 
 use crate::proto::external_scaler_server::{ExternalScaler, ExternalScalerServer};
+use crate::proto::wire::{GetMetricsRequest, ScaledObjectRef};
 use crate::proto::{
-    GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, MetricSpec,
-    MetricValue, ScaledObjectRef,
+    GetMetricSpecResponse, GetMetricsResponse, IsActiveResponse, MetricSpec, MetricValue,
 };
 use crate::source::SourceError;
 use crate::telemetry::traces;
@@ -65,8 +65,8 @@ impl ScalerService {
     /// The caller's entry on the board: the memoised plan, or a new one (no I/O).
     fn entry(&self, r: &ScaledObjectRef) -> Result<Arc<Entry>, Status> {
         self.board
-            .entry(&r.namespace, &r.name, &r.scaler_metadata, || {
-                self.engine.plan(&r.namespace, &r.scaler_metadata)
+            .entry(&r.namespace, &r.name, &r.scaler_metadata, |md| {
+                self.engine.plan(&r.namespace, md)
             })
             .map_err(|e| plan_status(&e))
     }
@@ -79,24 +79,31 @@ impl ScalerService {
         })
     }
 
-    /// Evaluates and records the outcome on the entry.
+    /// Evaluates and records the outcome on the entry. While the cache still holds the
+    /// state the entry's last answer was served from and that answer is younger than its
+    /// TTL, the cache would serve it again: it is served from the entry, counted as a hit.
     async fn evaluate(&self, entry: &Entry) -> Result<Evaluation, Status> {
         let read = traces::read_span(
             entry.plan.trigger.source().as_str(),
-            &entry.backend,
+            || entry.plan.query.backend_label(),
             &entry.plan.trigger.metric_name,
         );
-        let result = self
+        if let Some(ev) = entry.reuse(self.engine.answer_ttl(&entry.plan)) {
+            read.in_scope(|| self.engine.metrics().record_cache("hit"));
+            traces::end_read(&read, Ok(()));
+            return Ok(ev);
+        }
+        let (result, watch) = self
             .engine
-            .evaluate(&entry.plan)
+            .evaluate_watched(&entry.plan)
             .instrument(read.clone())
             .await;
         traces::end_read(&read, result.as_ref().map(|_| ()).map_err(EvalError::kind));
-        entry.record(&result);
+        entry.record(&result, watch);
         result.map_err(|e| {
             tracing::debug!(
-                namespace = %entry.namespace,
-                scaled_object = %entry.name,
+                namespace = %entry.namespace(),
+                scaled_object = %entry.name(),
                 metric = %entry.plan.trigger.metric_name,
                 error = %e,
                 "cannot evaluate trigger"

@@ -3,17 +3,21 @@
 //! One [`Metrics`] struct owns every family; components get an `Arc<Metrics>` and
 //! record through typed methods. Labels are low-cardinality and never carry query text.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 pub mod health;
+pub mod striped;
 pub mod traces;
+
+pub use striped::{LatencyHistogram, StripedCounter};
+use striped::{MethodSeries, GRPC_METHODS};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct GrpcLabels {
@@ -52,20 +56,15 @@ pub struct VersionLabels {
     pub version: &'static str,
 }
 
-fn latency_histogram() -> Histogram {
-    // 50 µs .. ~26 s.
-    Histogram::new(exponential_buckets(0.00005, 2.0, 20))
-}
-
 /// Every metric family the scaler exports.
 pub struct Metrics {
     /// Per-ScaledObject entries dropped because the board was full (`--max-signals`).
     pub signals_evicted: Counter,
-    pub grpc_requests: Family<GrpcLabels, Counter>,
-    pub grpc_request_duration: Family<MethodLabels, Histogram, fn() -> Histogram>,
+    pub grpc_requests: Family<GrpcLabels, StripedCounter>,
+    pub grpc_request_duration: Family<MethodLabels, LatencyHistogram>,
     pub backend_requests: Family<BackendOutcomeLabels, Counter>,
-    pub backend_request_duration: Family<BackendLabels, Histogram, fn() -> Histogram>,
-    pub cache_requests: Family<ResultLabels, Counter>,
+    pub backend_request_duration: Family<BackendLabels, LatencyHistogram>,
+    pub cache_requests: Family<ResultLabels, StripedCounter>,
     pub otlp_spans: Family<OutcomeLabels, Counter>,
     pub otlp_store_series: Gauge,
     pub otlp_store_series_evicted: Counter,
@@ -73,7 +72,14 @@ pub struct Metrics {
     pub build_info: Family<VersionLabels, Gauge>,
     /// Recent calls per backend, for `/debug/backends`.
     pub backend_health: health::BackendHealth,
+    /// The ExternalScaler methods' series (in `GRPC_METHODS` order) and the cache's (in
+    /// `CACHE_RESULTS` order), resolved once: the answer path records without a lock.
+    grpc_series: [MethodSeries; GRPC_METHODS.len()],
+    cache_series: [OnceLock<StripedCounter>; CACHE_RESULTS.len()],
 }
+
+/// The signal cache's lookup results.
+const CACHE_RESULTS: [&str; 3] = ["hit", "miss", "stale"];
 
 impl Metrics {
     /// Creates every family and registers it in `reg` (which should carry the
@@ -82,9 +88,9 @@ impl Metrics {
         let m = Metrics {
             signals_evicted: Counter::default(),
             grpc_requests: Family::default(),
-            grpc_request_duration: Family::new_with_constructor(latency_histogram),
+            grpc_request_duration: Family::default(),
             backend_requests: Family::default(),
-            backend_request_duration: Family::new_with_constructor(latency_histogram),
+            backend_request_duration: Family::default(),
             cache_requests: Family::default(),
             otlp_spans: Family::default(),
             otlp_store_series: Gauge::default(),
@@ -92,6 +98,8 @@ impl Metrics {
             tempo_partial_responses: Family::default(),
             build_info: Family::default(),
             backend_health: health::BackendHealth::default(),
+            grpc_series: Default::default(),
+            cache_series: Default::default(),
         };
         reg.register(
             "signals_evicted",
@@ -164,15 +172,30 @@ impl Metrics {
     }
 
     pub fn record_grpc(&self, method: &'static str, code: tonic::Code, elapsed: Duration) {
-        self.grpc_requests
-            .get_or_create(&GrpcLabels {
-                method,
-                code: code_name(code),
-            })
-            .inc();
-        self.grpc_request_duration
-            .get_or_create(&MethodLabels { method })
-            .observe(elapsed.as_secs_f64());
+        let requests = || {
+            self.grpc_requests
+                .get_or_create(&GrpcLabels {
+                    method,
+                    code: code_name(code),
+                })
+                .clone()
+        };
+        let duration = || {
+            self.grpc_request_duration
+                .get_or_create(&MethodLabels { method })
+                .clone()
+        };
+        match GRPC_METHODS.iter().position(|m| *m == method) {
+            Some(i) => {
+                let series = &self.grpc_series[i];
+                series.requests(code, requests).inc();
+                series.duration.get_or_init(duration).observe(elapsed);
+            }
+            None => {
+                requests().inc();
+                duration().observe(elapsed);
+            }
+        }
     }
 
     pub fn record_backend(&self, backend: &str, outcome: &'static str, elapsed: Duration) {
@@ -186,14 +209,20 @@ impl Metrics {
             .get_or_create(&BackendLabels {
                 backend: backend.to_string(),
             })
-            .observe(elapsed.as_secs_f64());
+            .observe(elapsed);
         self.backend_health.record(backend, outcome, elapsed);
     }
 
     pub fn record_cache(&self, result: &'static str) {
-        self.cache_requests
-            .get_or_create(&ResultLabels { result })
-            .inc();
+        let counter = || {
+            self.cache_requests
+                .get_or_create(&ResultLabels { result })
+                .clone()
+        };
+        match CACHE_RESULTS.iter().position(|r| *r == result) {
+            Some(i) => self.cache_series[i].get_or_init(counter).inc(),
+            None => counter().inc(),
+        };
         traces::record_cache(result);
     }
 }

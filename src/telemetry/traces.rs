@@ -171,7 +171,7 @@ pub fn end_rpc<T>(span: &Span, result: &Result<T, tonic::Status>) {
 /// [`record_cache`], whether the answer was a `hit`, a `miss` (the backend was called) or
 /// `stale` (the last good answer, served because the backend failed). End it with
 /// [`end_read`].
-pub fn read_span(source: &'static str, backend: &str, metric: &str) -> Span {
+pub fn read_span(source: &'static str, backend: impl FnOnce() -> String, metric: &str) -> Span {
     let span = tracing::debug_span!(
         "backend.read",
         otel.kind = "internal",
@@ -184,7 +184,7 @@ pub fn read_span(source: &'static str, backend: &str, metric: &str) -> Span {
         "error.type" = Empty,
     );
     if !span.is_disabled() {
-        span.record("slo_scaler.backend", backend);
+        span.record("slo_scaler.backend", backend());
     }
     span
 }

@@ -33,7 +33,7 @@ use slo_scaler::trigger::{self, ParseOptions};
 pub type Body = fn(&[u8]);
 
 /// Every target, by the name of its corpus directory (`fuzz/corpus/<name>`) and fuzz target.
-pub const TARGETS: [(&str, Body); 7] = [
+pub const TARGETS: [(&str, Body); 8] = [
     ("trigger_metadata", trigger_metadata),
     ("prometheus_json", prometheus_json),
     ("tempo_json", tempo_json),
@@ -41,6 +41,7 @@ pub const TARGETS: [(&str, Body); 7] = [
     ("otlp_json", otlp_json),
     ("conventions", conventions),
     ("sqs_answer", sqs_answer),
+    ("scaled_object_ref", scaled_object_ref),
 ];
 
 /// Trigger metadata, one `key=value` per line (a value runs to the end of its line). A
@@ -340,4 +341,42 @@ pub fn sqs_answer(data: &[u8]) {
 fn assert_error_names(e: &SourceError, backend: &str) {
     let text = e.to_string();
     assert!(text.contains(backend), "{text:?} does not name {backend}");
+}
+
+/// A `GetMetricsRequest` as KEDA's client sends it, in protobuf bytes, and the same bytes as
+/// a bare `ScaledObjectRef` (the other calls' request).
+///
+/// Promises: the server's decoder (`proto::wire`) accepts exactly what prost's generated
+/// decoder accepts, and reads the same request from it — names, metric name, and the
+/// metadata map (for a key sent twice, the last value).
+pub fn scaled_object_ref(data: &[u8]) {
+    use slo_scaler::proto::{wire, GetMetricsRequest, ScaledObjectRef};
+    let same_ref = |ours: &wire::ScaledObjectRef, theirs: &ScaledObjectRef| {
+        assert_eq!(ours.name, theirs.name);
+        assert_eq!(ours.namespace, theirs.namespace);
+        assert_eq!(ours.scaler_metadata.to_map(), theirs.scaler_metadata);
+    };
+    match (
+        wire::GetMetricsRequest::decode(data),
+        GetMetricsRequest::decode(data),
+    ) {
+        (Ok(ours), Ok(theirs)) => {
+            assert_eq!(ours.metric_name, theirs.metric_name);
+            match (&ours.scaled_object_ref, &theirs.scaled_object_ref) {
+                (Some(o), Some(t)) => same_ref(o, t),
+                (None, None) => {}
+                (o, t) => panic!("a ref on one side only: {o:?} / {t:?}"),
+            }
+        }
+        (Err(_), Err(_)) => {}
+        (ours, theirs) => panic!("the decoders disagree: ours {ours:?}, prost's {theirs:?}"),
+    }
+    match (
+        wire::ScaledObjectRef::decode(data),
+        ScaledObjectRef::decode(data),
+    ) {
+        (Ok(ours), Ok(theirs)) => same_ref(&ours, &theirs),
+        (Err(_), Err(_)) => {}
+        (ours, theirs) => panic!("the decoders disagree: ours {ours:?}, prost's {theirs:?}"),
+    }
 }

@@ -1,0 +1,450 @@
+//! The requests that carry a `ScaledObjectRef`, as the server decodes them.
+//!
+//! KEDA sends the whole trigger metadata on every call (`pkg/scalers/external_scaler.go`
+//! builds the `ScaledObjectRef` each time). Decoded as prost generates it, that is a
+//! `HashMap` and two owned strings per pair, built and hashed on every `GetMetrics` only to
+//! find the memoised plan. Here the pairs stay in one buffer, in the order they came:
+//! one allocation, checked to be UTF-8 as prost checks it. Everything else about the wire
+//! format is prost's: unknown fields are skipped, a repeated scalar field keeps its last
+//! value, a map entry without a key or value has `""`, and for a key sent twice the last
+//! value counts ([`Metadata::to_map`]).
+
+use std::collections::HashMap;
+
+use prost::bytes::{Buf, BufMut};
+use prost::encoding::{
+    check_wire_type, decode_key, decode_varint, encode_key, encode_varint, encoded_len_varint,
+    key_len, message, skip_field, string, DecodeContext, WireType,
+};
+use prost::DecodeError;
+
+/// `externalscaler.ScaledObjectRef`.
+#[derive(Clone, Default, PartialEq, Eq, Debug)]
+pub struct ScaledObjectRef {
+    pub name: String,
+    pub namespace: String,
+    pub scaler_metadata: Metadata,
+}
+
+/// `externalscaler.GetMetricsRequest`.
+#[derive(Clone, Default, PartialEq, Eq, Debug)]
+pub struct GetMetricsRequest {
+    pub scaled_object_ref: Option<ScaledObjectRef>,
+    pub metric_name: String,
+}
+
+/// The `scalerMetadata` map's entries as they came: each key and value a little-endian
+/// `u32` length and its UTF-8 bytes, in one buffer.
+#[derive(Clone, Default, PartialEq, Eq, Debug)]
+pub struct Metadata {
+    raw: Vec<u8>,
+}
+
+impl Metadata {
+    /// The entries in the order they came, a key sent twice twice (see [`Metadata::to_map`]).
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &str)> {
+        // Checked to be UTF-8 when decoded (`push` takes `&str`); never filters anything.
+        self.entry_bytes()
+            .filter_map(|(k, v)| Some((std::str::from_utf8(k).ok()?, std::str::from_utf8(v).ok()?)))
+    }
+
+    /// The entries as [`Metadata::entries`], as bytes (UTF-8, not checked again).
+    pub fn entry_bytes(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let mut rest: &[u8] = &self.raw;
+        let mut part = move || -> Option<&[u8]> {
+            let (len, tail) = rest.split_first_chunk::<4>()?;
+            let len = u32::from_le_bytes(*len) as usize;
+            let (bytes, tail) = tail.split_at_checked(len)?;
+            rest = tail;
+            Some(bytes)
+        };
+        std::iter::from_fn(move || Some((part()?, part()?)))
+    }
+
+    /// The map, as prost decodes it: for a key sent twice, the last value.
+    pub fn to_map(&self) -> HashMap<String, String> {
+        self.entries()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_empty()
+    }
+
+    fn push(&mut self, key: &str, value: &str) {
+        for part in [key, value] {
+            // A part is at most the message's length, which tonic caps far below 4 GiB.
+            self.raw
+                .extend_from_slice(&(part.len() as u32).to_le_bytes());
+            self.raw.extend_from_slice(part.as_bytes());
+        }
+    }
+
+    /// Reads one map entry (a length-delimited message of key = 1, value = 2), appending it.
+    fn merge_entry(
+        &mut self,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        check_wire_type(WireType::LengthDelimited, wire_type)?;
+        let len = decode_varint(buf)?;
+        if len > buf.remaining() as u64 {
+            return Err(truncated());
+        }
+        let len = len as usize;
+        if self.raw.is_empty() {
+            // Most of what is left of the message is metadata: grow once.
+            self.raw.reserve(buf.remaining().min(64 * 1024) + 64);
+        }
+        in_one_piece(buf, len, |bytes| {
+            let (k, v) = entry(bytes, ctx)?;
+            self.push(k, v);
+            Ok(())
+        })
+    }
+
+    fn entry_len(key: &str, value: &str) -> usize {
+        let field = |s: &str| {
+            if s.is_empty() {
+                0
+            } else {
+                key_len(1) + encoded_len_varint(s.len() as u64) + s.len()
+            }
+        };
+        field(key) + field(value)
+    }
+
+    fn encode(&self, tag: u32, buf: &mut impl BufMut) {
+        for (k, v) in self.entries() {
+            encode_key(tag, WireType::LengthDelimited, buf);
+            encode_varint(Self::entry_len(k, v) as u64, buf);
+            for (field, s) in [(1, k), (2, v)] {
+                if !s.is_empty() {
+                    encode_key(field, WireType::LengthDelimited, buf);
+                    encode_varint(s.len() as u64, buf);
+                    buf.put_slice(s.as_bytes());
+                }
+            }
+        }
+    }
+
+    fn encoded_len(&self, tag: u32) -> usize {
+        self.entries()
+            .map(|(k, v)| {
+                let len = Self::entry_len(k, v);
+                key_len(tag) + encoded_len_varint(len as u64) + len
+            })
+            .sum()
+    }
+}
+
+impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for Metadata {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(pairs: I) -> Self {
+        let mut md = Metadata::default();
+        for (k, v) in pairs {
+            md.push(k.as_ref(), v.as_ref());
+        }
+        md
+    }
+}
+
+/// A map entry's key and value (for a field sent twice, the last), `""` when absent.
+fn entry(mut bytes: &[u8], ctx: DecodeContext) -> Result<(&str, &str), DecodeError> {
+    let (mut key, mut value) = ("", "");
+    while !bytes.is_empty() {
+        let (tag, wire_type) = decode_key(&mut bytes)?;
+        match tag {
+            1 | 2 => {
+                check_wire_type(WireType::LengthDelimited, wire_type)?;
+                let len = decode_varint(&mut bytes)?;
+                if len > bytes.len() as u64 {
+                    return Err(truncated());
+                }
+                let (part, rest) = bytes.split_at(len as usize);
+                bytes = rest;
+                let part = std::str::from_utf8(part).map_err(|_| not_utf8())?;
+                if tag == 1 {
+                    key = part;
+                } else {
+                    value = part;
+                }
+            }
+            _ => skip_field(wire_type, tag, &mut bytes, ctx.clone())?,
+        }
+    }
+    Ok((key, value))
+}
+
+#[allow(deprecated)] // prost has no other public constructor for a decode error.
+fn not_utf8() -> DecodeError {
+    DecodeError::new("invalid string value: data is not UTF-8 encoded")
+}
+
+#[allow(deprecated)]
+fn truncated() -> DecodeError {
+    DecodeError::new("buffer underflow")
+}
+
+impl ScaledObjectRef {
+    /// Merges the fields in `bytes` (a whole message's), read where they lie: varints and
+    /// strings are read from a slice, not through a `Buf`'s chunks.
+    fn merge_slice(&mut self, mut bytes: &[u8], ctx: DecodeContext) -> Result<(), DecodeError> {
+        use prost::Message as _;
+        while !bytes.is_empty() {
+            let (tag, wire_type) = decode_key(&mut bytes)?;
+            self.merge_field(tag, wire_type, &mut bytes, ctx.clone())?;
+        }
+        Ok(())
+    }
+}
+
+/// Calls `read` with the next `len` bytes of `buf` (at most its remaining) as one slice —
+/// where they lie when `buf` holds them in one piece (tonic's buffer does), else a copy —
+/// and moves past them.
+fn in_one_piece<B: Buf, T>(
+    buf: &mut B,
+    len: usize,
+    read: impl FnOnce(&[u8]) -> Result<T, DecodeError>,
+) -> Result<T, DecodeError> {
+    if buf.chunk().len() >= len {
+        let out = read(&buf.chunk()[..len])?;
+        buf.advance(len);
+        Ok(out)
+    } else {
+        read(&buf.copy_to_bytes(len))
+    }
+}
+
+impl prost::Message for ScaledObjectRef {
+    /// The whole message read as one slice (see `merge_slice`).
+    fn merge(&mut self, mut buf: impl Buf) -> Result<(), DecodeError> {
+        let len = buf.remaining();
+        in_one_piece(&mut buf, len, |bytes| {
+            self.merge_slice(bytes, DecodeContext::default())
+        })
+    }
+
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        if !self.name.is_empty() {
+            string::encode(1, &self.name, buf);
+        }
+        if !self.namespace.is_empty() {
+            string::encode(2, &self.namespace, buf);
+        }
+        self.scaler_metadata.encode(3, buf);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        match tag {
+            1 => string::merge(wire_type, &mut self.name, buf, ctx),
+            2 => string::merge(wire_type, &mut self.namespace, buf, ctx),
+            3 => self.scaler_metadata.merge_entry(wire_type, buf, ctx),
+            _ => skip_field(wire_type, tag, buf, ctx),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        let s = |tag: u32, s: &String| {
+            if s.is_empty() {
+                0
+            } else {
+                string::encoded_len(tag, s)
+            }
+        };
+        s(1, &self.name) + s(2, &self.namespace) + self.scaler_metadata.encoded_len(3)
+    }
+
+    fn clear(&mut self) {
+        *self = ScaledObjectRef::default();
+    }
+}
+
+impl prost::Message for GetMetricsRequest {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        if let Some(r) = &self.scaled_object_ref {
+            message::encode(1, r, buf);
+        }
+        if !self.metric_name.is_empty() {
+            string::encode(2, &self.metric_name, buf);
+        }
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        match tag {
+            1 => {
+                check_wire_type(WireType::LengthDelimited, wire_type)?;
+                let len = decode_varint(buf)?;
+                if len > buf.remaining() as u64 {
+                    return Err(truncated());
+                }
+                let r = self.scaled_object_ref.get_or_insert_with(Default::default);
+                in_one_piece(buf, len as usize, |bytes| r.merge_slice(bytes, ctx))
+            }
+            2 => string::merge(wire_type, &mut self.metric_name, buf, ctx),
+            _ => skip_field(wire_type, tag, buf, ctx),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.scaled_object_ref
+            .as_ref()
+            .map_or(0, |r| message::encoded_len(1, r))
+            + if self.metric_name.is_empty() {
+                0
+            } else {
+                string::encoded_len(2, &self.metric_name)
+            }
+    }
+
+    fn clear(&mut self) {
+        *self = GetMetricsRequest::default();
+    }
+}
+
+impl From<super::ScaledObjectRef> for ScaledObjectRef {
+    fn from(r: super::ScaledObjectRef) -> Self {
+        ScaledObjectRef {
+            scaler_metadata: r.scaler_metadata.iter().collect(),
+            name: r.name,
+            namespace: r.namespace,
+        }
+    }
+}
+
+impl From<super::GetMetricsRequest> for GetMetricsRequest {
+    fn from(r: super::GetMetricsRequest) -> Self {
+        GetMetricsRequest {
+            scaled_object_ref: r.scaled_object_ref.map(Into::into),
+            metric_name: r.metric_name,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::bytes::Buf as _;
+    use prost::Message as _;
+
+    use super::*;
+
+    fn generated(
+        name: &str,
+        namespace: &str,
+        md: &[(&str, &str)],
+    ) -> super::super::ScaledObjectRef {
+        super::super::ScaledObjectRef {
+            name: name.into(),
+            namespace: namespace.into(),
+            scaler_metadata: md
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    /// What prost's generated type encodes, this type decodes to the same request, and back.
+    #[test]
+    fn decodes_what_prost_encodes() {
+        let md = [
+            ("signal", "latency"),
+            ("service", "orders"),
+            ("threshold", "300ms"),
+            ("empty", ""),
+            ("", "no key"),
+            ("ключ", "значение"),
+        ];
+        let theirs = super::super::GetMetricsRequest {
+            scaled_object_ref: Some(generated("so", "shop", &md)),
+            metric_name: "s0-latency".into(),
+        };
+        let bytes = theirs.encode_to_vec();
+        let ours = GetMetricsRequest::decode(&bytes[..]).unwrap();
+        let r = ours.scaled_object_ref.as_ref().unwrap();
+        assert_eq!((r.name.as_str(), r.namespace.as_str()), ("so", "shop"));
+        assert_eq!(ours.metric_name, "s0-latency");
+        assert_eq!(
+            r.scaler_metadata.to_map(),
+            theirs.scaled_object_ref.as_ref().unwrap().scaler_metadata
+        );
+        assert_eq!(ours.encoded_len(), bytes.len());
+        let back = super::super::GetMetricsRequest::decode(&ours.encode_to_vec()[..]).unwrap();
+        assert_eq!(back, theirs);
+        assert_eq!(GetMetricsRequest::from(theirs), ours);
+    }
+
+    /// Hand-made wire bytes for what prost's encoder never writes but a caller may send.
+    #[test]
+    fn reads_the_wire_as_prost_does() {
+        fn field(tag: u32, bytes: &[u8]) -> Vec<u8> {
+            let mut out = Vec::new();
+            encode_key(tag, WireType::LengthDelimited, &mut out);
+            encode_varint(bytes.len() as u64, &mut out);
+            out.extend_from_slice(bytes);
+            out
+        }
+        let entry = |parts: &[(u32, &[u8])]| {
+            let inner: Vec<u8> = parts.iter().flat_map(|(t, b)| field(*t, b)).collect();
+            field(3, &inner)
+        };
+        let mut msg = Vec::new();
+        msg.extend(field(1, b"first"));
+        msg.extend(field(1, b"so")); // the last value of a repeated scalar counts
+        msg.extend(entry(&[(1, b"a"), (2, b"1")]));
+        msg.extend(entry(&[(1, b"a"), (2, b"2")])); // a key sent twice: the last value
+        msg.extend(entry(&[(2, b"v"), (1, b"k")])); // fields in either order
+        msg.extend(entry(&[(1, b"x"), (1, b"y"), (2, b"v1"), (2, b"v2")]));
+        msg.extend(entry(&[(1, b"novalue")]));
+        msg.extend(entry(&[(1, b"u"), (7, b"unknown"), (2, b"w")]));
+        msg.extend(field(9, b"unknown field"));
+        let ours = ScaledObjectRef::decode(&msg[..]).unwrap();
+        let theirs = super::super::ScaledObjectRef::decode(&msg[..]).unwrap();
+        assert_eq!(ours.name, "so");
+        assert_eq!(ours.scaler_metadata.to_map(), theirs.scaler_metadata);
+        assert_eq!(ours.scaler_metadata.to_map()["a"], "2");
+        assert_eq!(ours.scaler_metadata.to_map()["y"], "v2");
+        assert_eq!(ours.scaler_metadata.to_map()["novalue"], "");
+        // The same bytes in pieces (a buffer that is not one slice): the same request.
+        for cut in [1, msg.len() / 3, msg.len() / 2, msg.len() - 1] {
+            let (a, b) = msg.split_at(cut);
+            assert_eq!(
+                ScaledObjectRef::decode(a.chain(b)).unwrap(),
+                ours,
+                "cut at {cut}"
+            );
+        }
+
+        // Refused as prost refuses them: bad UTF-8 in a key or value, a truncated entry,
+        // a wrong wire type.
+        for bad in [
+            entry(&[(1, b"\xff"), (2, b"v")]),
+            entry(&[(1, b"k"), (2, b"\xc3")]),
+            field(3, &field(1, b"abc")[..3]),
+            vec![3 << 3, 1],
+            {
+                let mut m = field(3, &field(1, b"abc"));
+                m.truncate(m.len() - 1);
+                m
+            },
+        ] {
+            assert!(
+                super::super::ScaledObjectRef::decode(&bad[..]).is_err(),
+                "prost takes {bad:?}"
+            );
+            assert!(ScaledObjectRef::decode(&bad[..]).is_err(), "{bad:?}");
+        }
+    }
+}
