@@ -3,8 +3,8 @@
 //! KEDA sends the whole trigger metadata on every call (`pkg/scalers/external_scaler.go`
 //! builds the `ScaledObjectRef` each time). Decoded as prost generates it, that is a
 //! `HashMap` and two owned strings per pair, built and hashed on every `GetMetrics` only to
-//! find the memoised plan. Here the pairs stay in one buffer, in the order they came:
-//! one allocation, checked to be UTF-8 as prost checks it. Everything else about the wire
+//! find the memoised plan. Here the names and the pairs stay in one buffer, in the order
+//! they came: one allocation, checked to be UTF-8 as prost checks it. Everything else about the wire
 //! format is prost's: unknown fields are skipped, a repeated scalar field keeps its last
 //! value, a map entry without a key or value has `""`, and for a key sent twice the last
 //! value counts ([`Metadata::to_map`]).
@@ -18,12 +18,41 @@ use prost::encoding::{
 };
 use prost::DecodeError;
 
-/// `externalscaler.ScaledObjectRef`.
-#[derive(Clone, Default, PartialEq, Eq, Debug)]
+/// `externalscaler.ScaledObjectRef`: its name, namespace and metadata in one buffer.
+#[derive(Clone, Default, Debug)]
 pub struct ScaledObjectRef {
-    pub name: String,
-    pub namespace: String,
-    pub scaler_metadata: Metadata,
+    strings: Metadata,
+    /// Where the last name and namespace records' texts are in `strings` (start, end).
+    name: (u32, u32),
+    namespace: (u32, u32),
+}
+
+/// The same name, namespace and metadata entries (in order), however the fields came.
+impl PartialEq for ScaledObjectRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name()
+            && self.namespace() == other.namespace()
+            && self.strings.entry_bytes().eq(other.strings.entry_bytes())
+    }
+}
+
+impl Eq for ScaledObjectRef {}
+
+impl ScaledObjectRef {
+    /// The ScaledObject's name (`""` when not sent).
+    pub fn name(&self) -> &str {
+        self.strings.text(self.name)
+    }
+
+    /// The ScaledObject's namespace (`""` when not sent).
+    pub fn namespace(&self) -> &str {
+        self.strings.text(self.namespace)
+    }
+
+    /// The trigger metadata.
+    pub fn scaler_metadata(&self) -> &Metadata {
+        &self.strings
+    }
 }
 
 /// `externalscaler.GetMetricsRequest`.
@@ -33,14 +62,42 @@ pub struct GetMetricsRequest {
     pub metric_name: String,
 }
 
-/// The `scalerMetadata` map's entries as they came: each key and value a little-endian
-/// `u32` length and its UTF-8 bytes, in one buffer.
+/// The `scalerMetadata` map's entries as they came (and, inside a [`ScaledObjectRef`], its
+/// name and namespace): records of a tag byte, a little-endian `u32` length and UTF-8
+/// bytes, in one buffer.
 #[derive(Clone, Default, PartialEq, Eq, Debug)]
 pub struct Metadata {
     raw: Vec<u8>,
 }
 
+/// Record tags: a metadata key (always followed by its value), a value, a name, a namespace.
+const KEY: u8 = b'k';
+const VALUE: u8 = b'v';
+const NAME: u8 = b'n';
+const NAMESPACE: u8 = b's';
+
 impl Metadata {
+    /// The records in order: (tag, bytes).
+    fn records(&self) -> impl Iterator<Item = (u8, &[u8])> {
+        let mut rest: &[u8] = &self.raw;
+        std::iter::from_fn(move || {
+            let (&tag, tail) = rest.split_first()?;
+            let (len, tail) = tail.split_first_chunk::<4>()?;
+            let len = u32::from_le_bytes(*len) as usize;
+            let (bytes, tail) = tail.split_at_checked(len)?;
+            rest = tail;
+            Some((tag, bytes))
+        })
+    }
+
+    /// The text a record holds (UTF-8 checked when decoded), `""` for none.
+    fn text(&self, (start, end): (u32, u32)) -> &str {
+        self.raw
+            .get(start as usize..end as usize)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or_default()
+    }
+
     /// The entries in the order they came, a key sent twice twice (see [`Metadata::to_map`]).
     pub fn entries(&self) -> impl Iterator<Item = (&str, &str)> {
         // Checked to be UTF-8 when decoded (`push` takes `&str`); never filters anything.
@@ -50,15 +107,8 @@ impl Metadata {
 
     /// The entries as [`Metadata::entries`], as bytes (UTF-8, not checked again).
     pub fn entry_bytes(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        let mut rest: &[u8] = &self.raw;
-        let mut part = move || -> Option<&[u8]> {
-            let (len, tail) = rest.split_first_chunk::<4>()?;
-            let len = u32::from_le_bytes(*len) as usize;
-            let (bytes, tail) = tail.split_at_checked(len)?;
-            rest = tail;
-            Some(bytes)
-        };
-        std::iter::from_fn(move || Some((part()?, part()?)))
+        let mut records = self.records().filter(|(t, _)| *t == KEY || *t == VALUE);
+        std::iter::from_fn(move || Some((records.next()?.1, records.next()?.1)))
     }
 
     /// The map, as prost decodes it: for a key sent twice, the last value.
@@ -68,16 +118,50 @@ impl Metadata {
             .collect()
     }
 
+    /// No metadata entry.
     pub fn is_empty(&self) -> bool {
-        self.raw.is_empty()
+        self.entry_bytes().next().is_none()
     }
 
     fn push(&mut self, key: &str, value: &str) {
-        for part in [key, value] {
-            // A part is at most the message's length, which tonic caps far below 4 GiB.
-            self.raw
-                .extend_from_slice(&(part.len() as u32).to_le_bytes());
-            self.raw.extend_from_slice(part.as_bytes());
+        self.record(KEY, key);
+        self.record(VALUE, value);
+    }
+
+    /// Appends a record; returns where its text is.
+    fn record(&mut self, tag: u8, text: &str) -> (u32, u32) {
+        // A part is at most the message's length, which tonic caps far below 4 GiB.
+        self.raw.push(tag);
+        self.raw
+            .extend_from_slice(&(text.len() as u32).to_le_bytes());
+        let start = self.raw.len() as u32;
+        self.raw.extend_from_slice(text.as_bytes());
+        (start, self.raw.len() as u32)
+    }
+
+    /// Reads a string field (a name) into a record; returns where its text is.
+    fn merge_text(
+        &mut self,
+        tag: u8,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+    ) -> Result<(u32, u32), DecodeError> {
+        check_wire_type(WireType::LengthDelimited, wire_type)?;
+        let len = decode_varint(buf)?;
+        if len > buf.remaining() as u64 {
+            return Err(truncated());
+        }
+        self.reserve(buf.remaining());
+        in_one_piece(buf, len as usize, |bytes| {
+            let text = std::str::from_utf8(bytes).map_err(|_| not_utf8())?;
+            Ok(self.record(tag, text))
+        })
+    }
+
+    /// Most of what is left of the message goes here: grow once.
+    fn reserve(&mut self, remaining: usize) {
+        if self.raw.is_empty() {
+            self.raw.reserve(remaining.min(64 * 1024) + 64);
         }
     }
 
@@ -94,10 +178,7 @@ impl Metadata {
             return Err(truncated());
         }
         let len = len as usize;
-        if self.raw.is_empty() {
-            // Most of what is left of the message is metadata: grow once.
-            self.raw.reserve(buf.remaining().min(64 * 1024) + 64);
-        }
+        self.reserve(buf.remaining());
         in_one_piece(buf, len, |bytes| {
             let (k, v) = entry(bytes, ctx)?;
             self.push(k, v);
@@ -227,13 +308,14 @@ impl prost::Message for ScaledObjectRef {
     }
 
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        if !self.name.is_empty() {
-            string::encode(1, &self.name, buf);
+        for (tag, text) in [(1, self.name()), (2, self.namespace())] {
+            if !text.is_empty() {
+                encode_key(tag, WireType::LengthDelimited, buf);
+                encode_varint(text.len() as u64, buf);
+                buf.put_slice(text.as_bytes());
+            }
         }
-        if !self.namespace.is_empty() {
-            string::encode(2, &self.namespace, buf);
-        }
-        self.scaler_metadata.encode(3, buf);
+        self.strings.encode(3, buf);
     }
 
     fn merge_field(
@@ -244,22 +326,28 @@ impl prost::Message for ScaledObjectRef {
         ctx: DecodeContext,
     ) -> Result<(), DecodeError> {
         match tag {
-            1 => string::merge(wire_type, &mut self.name, buf, ctx),
-            2 => string::merge(wire_type, &mut self.namespace, buf, ctx),
-            3 => self.scaler_metadata.merge_entry(wire_type, buf, ctx),
+            1 => {
+                self.name = self.strings.merge_text(NAME, wire_type, buf)?;
+                Ok(())
+            }
+            2 => {
+                self.namespace = self.strings.merge_text(NAMESPACE, wire_type, buf)?;
+                Ok(())
+            }
+            3 => self.strings.merge_entry(wire_type, buf, ctx),
             _ => skip_field(wire_type, tag, buf, ctx),
         }
     }
 
     fn encoded_len(&self) -> usize {
-        let s = |tag: u32, s: &String| {
+        let s = |tag: u32, s: &str| {
             if s.is_empty() {
                 0
             } else {
-                string::encoded_len(tag, s)
+                key_len(tag) + encoded_len_varint(s.len() as u64) + s.len()
             }
         };
-        s(1, &self.name) + s(2, &self.namespace) + self.scaler_metadata.encoded_len(3)
+        s(1, self.name()) + s(2, self.namespace()) + self.strings.encoded_len(3)
     }
 
     fn clear(&mut self) {
@@ -317,10 +405,16 @@ impl prost::Message for GetMetricsRequest {
 
 impl From<super::ScaledObjectRef> for ScaledObjectRef {
     fn from(r: super::ScaledObjectRef) -> Self {
+        let mut strings = Metadata::default();
+        let name = strings.record(NAME, &r.name);
+        let namespace = strings.record(NAMESPACE, &r.namespace);
+        for (k, v) in &r.scaler_metadata {
+            strings.push(k, v);
+        }
         ScaledObjectRef {
-            scaler_metadata: r.scaler_metadata.iter().collect(),
-            name: r.name,
-            namespace: r.namespace,
+            strings,
+            name,
+            namespace,
         }
     }
 }
@@ -374,10 +468,10 @@ mod tests {
         let bytes = theirs.encode_to_vec();
         let ours = GetMetricsRequest::decode(&bytes[..]).unwrap();
         let r = ours.scaled_object_ref.as_ref().unwrap();
-        assert_eq!((r.name.as_str(), r.namespace.as_str()), ("so", "shop"));
+        assert_eq!((r.name(), r.namespace()), ("so", "shop"));
         assert_eq!(ours.metric_name, "s0-latency");
         assert_eq!(
-            r.scaler_metadata.to_map(),
+            r.scaler_metadata().to_map(),
             theirs.scaled_object_ref.as_ref().unwrap().scaler_metadata
         );
         assert_eq!(ours.encoded_len(), bytes.len());
@@ -412,11 +506,11 @@ mod tests {
         msg.extend(field(9, b"unknown field"));
         let ours = ScaledObjectRef::decode(&msg[..]).unwrap();
         let theirs = super::super::ScaledObjectRef::decode(&msg[..]).unwrap();
-        assert_eq!(ours.name, "so");
-        assert_eq!(ours.scaler_metadata.to_map(), theirs.scaler_metadata);
-        assert_eq!(ours.scaler_metadata.to_map()["a"], "2");
-        assert_eq!(ours.scaler_metadata.to_map()["y"], "v2");
-        assert_eq!(ours.scaler_metadata.to_map()["novalue"], "");
+        assert_eq!(ours.name(), "so");
+        assert_eq!(ours.scaler_metadata().to_map(), theirs.scaler_metadata);
+        assert_eq!(ours.scaler_metadata().to_map()["a"], "2");
+        assert_eq!(ours.scaler_metadata().to_map()["y"], "v2");
+        assert_eq!(ours.scaler_metadata().to_map()["novalue"], "");
         // The same bytes in pieces (a buffer that is not one slice): the same request.
         for cut in [1, msg.len() / 3, msg.len() / 2, msg.len() - 1] {
             let (a, b) = msg.split_at(cut);

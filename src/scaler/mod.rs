@@ -65,8 +65,8 @@ impl ScalerService {
     /// The caller's entry on the board: the memoised plan, or a new one (no I/O).
     fn entry(&self, r: &ScaledObjectRef) -> Result<Arc<Entry>, Status> {
         self.board
-            .entry(&r.namespace, &r.name, &r.scaler_metadata, |md| {
-                self.engine.plan(&r.namespace, md)
+            .entry(r.namespace(), r.name(), r.scaler_metadata(), |md| {
+                self.engine.plan(r.namespace(), md)
             })
             .map_err(|e| plan_status(&e))
     }
@@ -156,8 +156,8 @@ impl ExternalScaler for ScalerService {
         let span = traces::rpc_span(
             "IsActive",
             "externalscaler.ExternalScaler/IsActive",
-            &r.namespace,
-            &r.name,
+            r.namespace(),
+            r.name(),
         );
         let result = async {
             let entry = self.entry(&r)?;
@@ -182,8 +182,8 @@ impl ExternalScaler for ScalerService {
         let span = traces::rpc_span(
             "StreamIsActive",
             "externalscaler.ExternalScaler/StreamIsActive",
-            &r.namespace,
-            &r.name,
+            r.namespace(),
+            r.name(),
         );
         let result = span.in_scope(|| self.entry(&r)).and_then(|entry| {
             let permit = self.stream_permit()?;
@@ -208,8 +208,8 @@ impl ExternalScaler for ScalerService {
         let span = traces::rpc_span(
             "GetMetricSpec",
             "externalscaler.ExternalScaler/GetMetricSpec",
-            &r.namespace,
-            &r.name,
+            r.namespace(),
+            r.name(),
         );
         let result = span.in_scope(|| self.entry(&r)).map(|entry| {
             Response::new(GetMetricSpecResponse {
@@ -230,7 +230,7 @@ impl ExternalScaler for ScalerService {
         let (namespace, name) = req
             .scaled_object_ref
             .as_ref()
-            .map_or(("", ""), |r| (r.namespace.as_str(), r.name.as_str()));
+            .map_or(("", ""), |r| (r.namespace(), r.name()));
         let span = traces::rpc_span(
             "GetMetrics",
             "externalscaler.ExternalScaler/GetMetrics",
@@ -279,8 +279,8 @@ impl ExternalScaler for ScalerService {
         let span = traces::rpc_span(
             "StreamMetricSpec",
             "externalscaler.ExternalScaler/StreamMetricSpec",
-            &r.namespace,
-            &r.name,
+            r.namespace(),
+            r.name(),
         );
         let result = span.in_scope(|| self.entry(&r)).and_then(|entry| {
             let permit = self.stream_permit()?;

@@ -352,9 +352,9 @@ fn assert_error_names(e: &SourceError, backend: &str) {
 pub fn scaled_object_ref(data: &[u8]) {
     use slo_scaler::proto::{wire, GetMetricsRequest, ScaledObjectRef};
     let same_ref = |ours: &wire::ScaledObjectRef, theirs: &ScaledObjectRef| {
-        assert_eq!(ours.name, theirs.name);
-        assert_eq!(ours.namespace, theirs.namespace);
-        assert_eq!(ours.scaler_metadata.to_map(), theirs.scaler_metadata);
+        assert_eq!(ours.name(), theirs.name);
+        assert_eq!(ours.namespace(), theirs.namespace);
+        assert_eq!(ours.scaler_metadata().to_map(), theirs.scaler_metadata);
     };
     match (
         wire::GetMetricsRequest::decode(data),
