@@ -4,12 +4,15 @@
 //!
 //! `cargo bench --bench core`
 
+#[path = "common/in_process.rs"]
+mod in_process;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use slo_scaler::cli::{Cli, Command};
+use in_process::start_scaler;
 use slo_scaler::proto::external_scaler_client::ExternalScalerClient;
 use slo_scaler::proto::external_scaler_server::ExternalScaler;
 use slo_scaler::proto::{wire, GetMetricsRequest, ScaledObjectRef};
@@ -78,48 +81,13 @@ fn parse_and_build(c: &mut Criterion) {
 
 /// A minimal Prometheus answering every instant query with one sample, to fill the
 /// cache once; every measured call after that is a cache hit.
-async fn fake_prometheus() -> std::net::SocketAddr {
-    use axum::routing::post;
-    let app = axum::Router::new().route(
-        "/api/v1/query",
-        post(|| async {
-            r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1724240000,"0.231"]}]}}"#
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
-}
-
 fn get_metrics_cache_hit(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let (server, prom) = rt.block_on(async {
-        let prom = fake_prometheus().await;
-        let url = format!("default=http://{prom}");
-        let argv = [
-            "slo-scaler",
-            "serve",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--prometheus",
-            &url,
-            "--cache-ttl",
-            "1m",
-        ];
-        let Command::Serve(args) = <Cli as clap::Parser>::try_parse_from(argv).unwrap().command
-        else {
-            unreachable!()
-        };
-        (slo_scaler::server::Server::start(args).await.unwrap(), prom)
-    });
-    let _ = prom;
+    let server = rt.block_on(start_scaler("1m"));
     let r = ScaledObjectRef {
         name: "orders".into(),
         namespace: "shop".into(),

@@ -15,6 +15,8 @@
 
 #![deny(unsafe_code)]
 
+#[path = "common/in_process.rs"]
+mod in_process;
 #[path = "common/workload.rs"]
 mod workload;
 
@@ -22,7 +24,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
-use slo_scaler::cli::{Cli, Command};
+use in_process::start_scaler;
 use slo_scaler::proto::external_scaler_server::ExternalScaler;
 use slo_scaler::proto::{wire, GetMetricsRequest};
 use slo_scaler::scaler::ScalerService;
@@ -89,20 +91,6 @@ fn live() -> (isize, isize) {
 }
 
 /// A Prometheus that answers every instant query with one sample.
-async fn fake_prometheus() -> std::net::SocketAddr {
-    use axum::routing::post;
-    let app = axum::Router::new().route(
-        "/api/v1/query",
-        post(|| async {
-            r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1724240000,"0.231"]}]}}"#
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
-}
-
 /// One KEDA first poll of a ScaledObject, straight to the service. Errors are answers too
 /// (otlp `rps` has no rate yet in a fresh store); each leaves its entry on the board.
 async fn poll(service: &ScalerService, r: &slo_scaler::proto::ScaledObjectRef) -> bool {
@@ -142,29 +130,7 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let prom = fake_prometheus().await;
-        let url = format!("default=http://{prom}");
-        let argv = [
-            "slo-scaler",
-            "serve",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--otlp-grpc-addr",
-            "127.0.0.1:0",
-            "--otlp-http-addr",
-            "127.0.0.1:0",
-            "--prometheus",
-            &url,
-            "--cache-ttl",
-            "10s",
-        ];
-        let Command::Serve(args) = <Cli as clap::Parser>::try_parse_from(argv).unwrap().command
-        else {
-            unreachable!()
-        };
-        let server = slo_scaler::server::Server::start(args).await.unwrap();
+        let server = start_scaler("10s").await;
         let (_stop, stopped) = tokio::sync::watch::channel(false);
         let service = ScalerService::new(
             server.engine.clone(),

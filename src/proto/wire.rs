@@ -146,13 +146,9 @@ impl Metadata {
         wire_type: WireType,
         buf: &mut impl Buf,
     ) -> Result<(u32, u32), DecodeError> {
-        check_wire_type(WireType::LengthDelimited, wire_type)?;
-        let len = decode_varint(buf)?;
-        if len > buf.remaining() as u64 {
-            return Err(truncated());
-        }
+        let len = field_len(wire_type, buf)?;
         self.reserve(buf.remaining());
-        in_one_piece(buf, len as usize, |bytes| {
+        in_one_piece(buf, len, |bytes| {
             let text = std::str::from_utf8(bytes).map_err(|_| not_utf8())?;
             Ok(self.record(tag, text))
         })
@@ -172,12 +168,7 @@ impl Metadata {
         buf: &mut impl Buf,
         ctx: DecodeContext,
     ) -> Result<(), DecodeError> {
-        check_wire_type(WireType::LengthDelimited, wire_type)?;
-        let len = decode_varint(buf)?;
-        if len > buf.remaining() as u64 {
-            return Err(truncated());
-        }
-        let len = len as usize;
+        let len = field_len(wire_type, buf)?;
         self.reserve(buf.remaining());
         in_one_piece(buf, len, |bytes| {
             let (k, v) = entry(bytes, ctx)?;
@@ -231,6 +222,16 @@ impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for Metadata {
     }
 }
 
+/// The length of a length-delimited field, at most what the buffer holds.
+fn field_len(wire_type: WireType, buf: &mut impl Buf) -> Result<usize, DecodeError> {
+    check_wire_type(WireType::LengthDelimited, wire_type)?;
+    let len = decode_varint(buf)?;
+    if len > buf.remaining() as u64 {
+        return Err(truncated());
+    }
+    Ok(len as usize)
+}
+
 /// A map entry's key and value (for a field sent twice, the last), `""` when absent.
 fn entry(mut bytes: &[u8], ctx: DecodeContext) -> Result<(&str, &str), DecodeError> {
     let (mut key, mut value) = ("", "");
@@ -238,12 +239,8 @@ fn entry(mut bytes: &[u8], ctx: DecodeContext) -> Result<(&str, &str), DecodeErr
         let (tag, wire_type) = decode_key(&mut bytes)?;
         match tag {
             1 | 2 => {
-                check_wire_type(WireType::LengthDelimited, wire_type)?;
-                let len = decode_varint(&mut bytes)?;
-                if len > bytes.len() as u64 {
-                    return Err(truncated());
-                }
-                let (part, rest) = bytes.split_at(len as usize);
+                let len = field_len(wire_type, &mut bytes)?;
+                let (part, rest) = bytes.split_at(len);
                 bytes = rest;
                 let part = std::str::from_utf8(part).map_err(|_| not_utf8())?;
                 if tag == 1 {
@@ -374,13 +371,9 @@ impl prost::Message for GetMetricsRequest {
     ) -> Result<(), DecodeError> {
         match tag {
             1 => {
-                check_wire_type(WireType::LengthDelimited, wire_type)?;
-                let len = decode_varint(buf)?;
-                if len > buf.remaining() as u64 {
-                    return Err(truncated());
-                }
+                let len = field_len(wire_type, buf)?;
                 let r = self.scaled_object_ref.get_or_insert_with(Default::default);
-                in_one_piece(buf, len as usize, |bytes| r.merge_slice(bytes, ctx))
+                in_one_piece(buf, len, |bytes| r.merge_slice(bytes, ctx))
             }
             2 => string::merge(wire_type, &mut self.metric_name, buf, ctx),
             _ => skip_field(wire_type, tag, buf, ctx),

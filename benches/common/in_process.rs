@@ -1,0 +1,46 @@
+//! The scaler in the bench's own process (`core`, `state_memory`), its default Prometheus a
+//! fake that answers every instant query with one sample, so every GetMetrics has a value.
+
+use slo_scaler::cli::{Cli, Command};
+use slo_scaler::server::Server;
+
+/// Starts the fake Prometheus on a loopback port of the current runtime.
+async fn fake_prometheus() -> std::net::SocketAddr {
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        "/api/v1/query",
+        post(|| async {
+            r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1724240000,"0.231"]}]}}"#
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// `slo-scaler serve` on loopback ports chosen by the system, reading the fake Prometheus,
+/// with the cache TTL given.
+pub async fn start_scaler(cache_ttl: &str) -> Server {
+    let url = format!("default=http://{}", fake_prometheus().await);
+    let argv = [
+        "slo-scaler",
+        "serve",
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--otlp-grpc-addr",
+        "127.0.0.1:0",
+        "--otlp-http-addr",
+        "127.0.0.1:0",
+        "--prometheus",
+        &url,
+        "--cache-ttl",
+        cache_ttl,
+    ];
+    let Command::Serve(args) = <Cli as clap::Parser>::try_parse_from(argv).unwrap().command else {
+        unreachable!()
+    };
+    Server::start(args).await.unwrap()
+}
