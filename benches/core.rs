@@ -12,11 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use in_process::start_scaler;
+use in_process::{service, start_scaler};
 use slo_scaler::proto::external_scaler_client::ExternalScalerClient;
 use slo_scaler::proto::external_scaler_server::ExternalScaler;
 use slo_scaler::proto::{wire, GetMetricsRequest, ScaledObjectRef};
-use slo_scaler::scaler::ScalerService;
 use slo_scaler::signal::promql::{self, builtin_conventions};
 use slo_scaler::signal::{Quantile, SpanKind, TraceMeasure, TraceSelector};
 use slo_scaler::trigger::{self, ParseOptions, SourceKind};
@@ -97,14 +96,7 @@ fn get_metrics_cache_hit(c: &mut Criterion) {
         scaled_object_ref: Some(r.clone()),
         metric_name: "latency-p95-order-service".into(),
     };
-    let (_shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let service = ScalerService::new(
-        server.engine.clone(),
-        server.board.clone(),
-        5_000,
-        Duration::from_secs(5),
-        shutdown_rx,
-    );
+    let (service, _stop) = service(&server);
     let service = Arc::new(service);
     // Fill the cache.
     // The handler takes the request as the server decodes it.

@@ -448,6 +448,34 @@ async fn keda_cycle(
 
 /// Calls `call` from `SAT_CONNECTIONS × SAT_STREAMS` loops for `how_long`; calls per
 /// second answered OK, and the failures.
+/// The saturation round's connections to one server.
+async fn connections(addr: SocketAddr) -> Vec<Channel> {
+    let mut v = Vec::new();
+    for _ in 0..SAT_CONNECTIONS {
+        v.push(connect(addr).await);
+    }
+    v
+}
+
+/// [`saturate`] with the cache-hit GetMetrics `request`.
+async fn saturate_get_metrics(
+    channels: &[Channel],
+    how_long: Duration,
+    request: &GetMetricsRequest,
+) -> (f64, u64) {
+    let request = request.clone();
+    saturate(channels, how_long, move |c| {
+        let request = request.clone();
+        async move {
+            ExternalScalerClient::new(c)
+                .get_metrics(request)
+                .await
+                .is_ok()
+        }
+    })
+    .await
+}
+
 async fn saturate<F, Fut>(channels: &[Channel], how_long: Duration, call: F) -> (f64, u64)
 where
     F: Fn(Channel) -> Fut + Clone + Send + 'static,
@@ -985,31 +1013,10 @@ async fn run(args: Args) -> Report {
     };
     let mut sat = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..args.rounds {
-        let scaler_channels = {
-            let mut v = Vec::new();
-            for _ in 0..SAT_CONNECTIONS {
-                v.push(connect(scaler.grpc).await);
-            }
-            v
-        };
-        let bare_channels = {
-            let mut v = Vec::new();
-            for _ in 0..SAT_CONNECTIONS {
-                v.push(connect(bare_addr).await);
-            }
-            v
-        };
-        let request = hit_request.clone();
-        let (gm, f1) = saturate(&scaler_channels, args.saturation_round, move |c| {
-            let request = request.clone();
-            async move {
-                ExternalScalerClient::new(c)
-                    .get_metrics(request)
-                    .await
-                    .is_ok()
-            }
-        })
-        .await;
+        let scaler_channels = connections(scaler.grpc).await;
+        let bare_channels = connections(bare_addr).await;
+        let (gm, f1) =
+            saturate_get_metrics(&scaler_channels, args.saturation_round, &hit_request).await;
         let (hc, f2) = saturate(&scaler_channels, args.saturation_round, |c| async move {
             HealthClient::new(c)
                 .check(HealthCheckRequest {
@@ -1019,17 +1026,8 @@ async fn run(args: Args) -> Report {
                 .is_ok()
         })
         .await;
-        let request = hit_request.clone();
-        let (bare, f3) = saturate(&bare_channels, args.saturation_round, move |c| {
-            let request = request.clone();
-            async move {
-                ExternalScalerClient::new(c)
-                    .get_metrics(request)
-                    .await
-                    .is_ok()
-            }
-        })
-        .await;
+        let (bare, f3) =
+            saturate_get_metrics(&bare_channels, args.saturation_round, &hit_request).await;
         eprintln!(
             "saturation round {}: GetMetrics {gm:.0}/s, Health/Check {hc:.0}/s, bare {bare:.0}/s",
             round + 1

@@ -131,14 +131,7 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let server = start_scaler("10s").await;
-        let (_stop, stopped) = tokio::sync::watch::channel(false);
-        let service = ScalerService::new(
-            server.engine.clone(),
-            server.board.clone(),
-            5_000,
-            Duration::from_secs(5),
-            stopped,
-        );
+        let (service, _stop) = in_process::service(&server);
         // Once each shape beforehand, under other names: what is made once per process
         // (metric series, lazily built tables, thread-local buffers) is not counted.
         for i in 0..12 {

@@ -1,7 +1,10 @@
 //! The scaler in the bench's own process (`core`, `state_memory`), its default Prometheus a
 //! fake that answers every instant query with one sample, so every GetMetrics has a value.
 
+use std::time::Duration;
+
 use slo_scaler::cli::{Cli, Command};
+use slo_scaler::scaler::ScalerService;
 use slo_scaler::server::Server;
 
 /// Starts the fake Prometheus on a loopback port of the current runtime.
@@ -43,4 +46,18 @@ pub async fn start_scaler(cache_ttl: &str) -> Server {
         unreachable!()
     };
     Server::start(args).await.unwrap()
+}
+
+/// The server's ExternalScaler service, to call its handlers straight; streams end when the
+/// returned sender is dropped.
+pub fn service(server: &Server) -> (ScalerService, tokio::sync::watch::Sender<bool>) {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let service = ScalerService::new(
+        server.engine.clone(),
+        server.board.clone(),
+        5_000,
+        Duration::from_secs(5),
+        stopped,
+    );
+    (service, stop)
 }

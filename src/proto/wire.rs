@@ -118,11 +118,6 @@ impl Metadata {
             .collect()
     }
 
-    /// No metadata entry.
-    pub fn is_empty(&self) -> bool {
-        self.entry_bytes().next().is_none()
-    }
-
     fn push(&mut self, key: &str, value: &str) {
         self.record(KEY, key);
         self.record(VALUE, value);
@@ -178,27 +173,15 @@ impl Metadata {
     }
 
     fn entry_len(key: &str, value: &str) -> usize {
-        let field = |s: &str| {
-            if s.is_empty() {
-                0
-            } else {
-                key_len(1) + encoded_len_varint(s.len() as u64) + s.len()
-            }
-        };
-        field(key) + field(value)
+        text_len(1, key) + text_len(2, value)
     }
 
     fn encode(&self, tag: u32, buf: &mut impl BufMut) {
         for (k, v) in self.entries() {
             encode_key(tag, WireType::LengthDelimited, buf);
             encode_varint(Self::entry_len(k, v) as u64, buf);
-            for (field, s) in [(1, k), (2, v)] {
-                if !s.is_empty() {
-                    encode_key(field, WireType::LengthDelimited, buf);
-                    encode_varint(s.len() as u64, buf);
-                    buf.put_slice(s.as_bytes());
-                }
-            }
+            encode_text(1, k, buf);
+            encode_text(2, v, buf);
         }
     }
 
@@ -219,6 +202,24 @@ impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for Metadata {
             md.push(k.as_ref(), v.as_ref());
         }
         md
+    }
+}
+
+/// A proto3 string field as prost writes it: nothing when empty.
+fn encode_text(tag: u32, text: &str, buf: &mut impl BufMut) {
+    if !text.is_empty() {
+        encode_key(tag, WireType::LengthDelimited, buf);
+        encode_varint(text.len() as u64, buf);
+        buf.put_slice(text.as_bytes());
+    }
+}
+
+/// The encoded length of [`encode_text`]'s field.
+fn text_len(tag: u32, text: &str) -> usize {
+    if text.is_empty() {
+        0
+    } else {
+        key_len(tag) + encoded_len_varint(text.len() as u64) + text.len()
     }
 }
 
@@ -305,13 +306,8 @@ impl prost::Message for ScaledObjectRef {
     }
 
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        for (tag, text) in [(1, self.name()), (2, self.namespace())] {
-            if !text.is_empty() {
-                encode_key(tag, WireType::LengthDelimited, buf);
-                encode_varint(text.len() as u64, buf);
-                buf.put_slice(text.as_bytes());
-            }
-        }
+        encode_text(1, self.name(), buf);
+        encode_text(2, self.namespace(), buf);
         self.strings.encode(3, buf);
     }
 
@@ -337,14 +333,7 @@ impl prost::Message for ScaledObjectRef {
     }
 
     fn encoded_len(&self) -> usize {
-        let s = |tag: u32, s: &str| {
-            if s.is_empty() {
-                0
-            } else {
-                key_len(tag) + encoded_len_varint(s.len() as u64) + s.len()
-            }
-        };
-        s(1, self.name()) + s(2, self.namespace()) + self.strings.encoded_len(3)
+        text_len(1, self.name()) + text_len(2, self.namespace()) + self.strings.encoded_len(3)
     }
 
     fn clear(&mut self) {
@@ -357,9 +346,7 @@ impl prost::Message for GetMetricsRequest {
         if let Some(r) = &self.scaled_object_ref {
             message::encode(1, r, buf);
         }
-        if !self.metric_name.is_empty() {
-            string::encode(2, &self.metric_name, buf);
-        }
+        encode_text(2, &self.metric_name, buf);
     }
 
     fn merge_field(
@@ -384,11 +371,7 @@ impl prost::Message for GetMetricsRequest {
         self.scaled_object_ref
             .as_ref()
             .map_or(0, |r| message::encoded_len(1, r))
-            + if self.metric_name.is_empty() {
-                0
-            } else {
-                string::encoded_len(2, &self.metric_name)
-            }
+            + text_len(2, &self.metric_name)
     }
 
     fn clear(&mut self) {

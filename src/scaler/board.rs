@@ -106,6 +106,11 @@ pub struct Entry {
     slot: Mutex<Slot>,
 }
 
+/// When the backend gave the answer a non-zero `reuse_meta` describes (ms on [`clock_ms`]).
+fn answered_ms(meta: u64) -> u64 {
+    (meta >> 2) - 1
+}
+
 /// Milliseconds since the first use of the board's clock: one clock for every entry, so
 /// an answer's time and a caller's can be compared.
 fn clock_ms(now: Instant) -> u64 {
@@ -120,7 +125,6 @@ struct Slot {
     /// (unix seconds, value as `f32`, NaN for none): 8 bytes a sample, so five minutes of
     /// samples stay within the per-ScaledObject memory budget (BENCHMARKS.md).
     history: VecDeque<(u32, f32)>,
-    last_sample: Option<Instant>,
 }
 
 /// Who asked and the trigger metadata in one allocation: the namespace, the name, then the
@@ -307,7 +311,8 @@ impl Entry {
             return None; // being rewritten: evaluate instead
         }
         let now = Instant::now();
-        let age = Duration::from_millis(clock_ms(now).saturating_sub((meta >> 2) - 1));
+        let now_ms = clock_ms(now);
+        let age = Duration::from_millis(now_ms.saturating_sub(answered_ms(meta)));
         if age >= ttl {
             return None;
         }
@@ -318,7 +323,7 @@ impl Entry {
             stale: false,
             no_data: meta & 1 != 0,
         };
-        if clock_ms(now) >= self.sample_due_ms.load(Ordering::Relaxed) {
+        if now_ms >= self.sample_due_ms.load(Ordering::Relaxed) {
             let mut slot = self.slot();
             if let Some(last) = slot.last.as_mut() {
                 last.age = Some(age);
@@ -328,17 +333,13 @@ impl Entry {
         Some(ev)
     }
 
-    /// Adds a history sample if the last is `HISTORY_EVERY` old.
+    /// Adds a history sample if one is due (the last is `HISTORY_EVERY` old).
     fn sample(&self, slot: &mut Slot, now: Instant, value: Option<f64>) {
-        if slot
-            .last_sample
-            .is_none_or(|t| now.duration_since(t) >= HISTORY_EVERY)
-        {
+        if clock_ms(now) >= self.sample_due_ms.load(Ordering::Relaxed) {
             if slot.history.len() == HISTORY_LEN {
                 slot.history.pop_front();
             }
             slot.history.push_back((unix_now(), narrow(value)));
-            slot.last_sample = Some(now);
             self.sample_due_ms
                 .store(clock_ms(now + HISTORY_EVERY), Ordering::Relaxed);
         }
@@ -599,7 +600,9 @@ impl Board {
                 // A reused answer's age when last served (a caller asking is served).
                 let age = match entry.reuse_meta.load(Ordering::Acquire) {
                     0 => last.as_ref().and_then(|o| o.age),
-                    meta => Some(Duration::from_millis(asked.saturating_sub((meta >> 2) - 1))),
+                    meta => Some(Duration::from_millis(
+                        asked.saturating_sub(answered_ms(meta)),
+                    )),
                 };
                 Row {
                     value: last.as_ref().and_then(|o| o.value),

@@ -485,8 +485,9 @@ impl Engine {
         }
     }
 
-    /// The TTL the cache serves this plan's answers with.
-    fn ttl(&self, plan: &Plan) -> Duration {
+    /// The TTL the cache serves this plan's answers with (an evaluation's value may be
+    /// served again while its answer is younger and the cache still holds it: see `Watch`).
+    pub fn answer_ttl(&self, plan: &Plan) -> Duration {
         let ttl = plan.trigger.cache_ttl.unwrap_or(self.config.cache_ttl);
         match (&plan.query, &self.sources.otlp) {
             // The embedded store is local and cheap to read: cache only within one of its
@@ -494,12 +495,6 @@ impl Engine {
             (Query::Otlp(_), Some(store)) => ttl.min(store.bucket_width()),
             _ => ttl,
         }
-    }
-
-    /// The TTL the cache gives this plan's answers (an evaluation's value may be served
-    /// again while its answer is younger, and the cache still holds it: see `Watch`).
-    pub fn answer_ttl(&self, plan: &Plan) -> Duration {
-        self.ttl(plan)
     }
 
     /// Reads the plan's value (from the cache, or straight from the embedded store).
@@ -523,7 +518,7 @@ impl Engine {
         plan: &Plan,
         watch: &mut Option<Watch>,
     ) -> Result<Evaluation, EvalError> {
-        let ttl = self.ttl(plan);
+        let ttl = self.answer_ttl(plan);
         if let Some(slo) = &plan.slo {
             return self.evaluate_slo(plan, slo, ttl, watch).await;
         }
