@@ -3,7 +3,8 @@
 //! Twice: the messages and the client as prost generates them (`proto`), and the server
 //! alone, reading `ScaledObjectRef` and `GetMetricsRequest` as the hand-written types of
 //! `src/proto/wire.rs`, which keep the trigger metadata in one buffer instead of a
-//! `HashMap` of owned strings (the answer path's decoding, BENCHMARKS.md "h2load").
+//! `HashMap` of owned strings, and writing `GetMetricsResponse` from the plan's shared metric
+//! name instead of a `Vec` and a copied `String` (the answer path, BENCHMARKS.md "h2load").
 //!
 //! A vendored `protoc` is used so a machine with only cargo can build the crate.
 
@@ -32,6 +33,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(
             ".externalscaler.GetMetricsRequest",
             "crate::proto::wire::GetMetricsRequest",
+        )
+        .extern_path(
+            ".externalscaler.GetMetricsResponse",
+            "crate::proto::wire::GetMetricsResponse",
         )
         .compile_protos(&["proto/externalscaler.proto"], &["proto"])?;
     Ok(())

@@ -53,8 +53,7 @@ use slo_scaler::proto::external_scaler_client::ExternalScalerClient;
 use slo_scaler::proto::external_scaler_server::{ExternalScaler, ExternalScalerServer};
 use slo_scaler::proto::wire;
 use slo_scaler::proto::{
-    GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, MetricSpec,
-    MetricValue, ScaledObjectRef,
+    GetMetricSpecResponse, GetMetricsRequest, IsActiveResponse, MetricSpec, ScaledObjectRef,
 };
 use tonic::transport::Channel;
 use tonic_health::pb::health_client::HealthClient;
@@ -201,9 +200,11 @@ async fn fake_prometheus(counter: Arc<AtomicU64>) -> SocketAddr {
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + Send>>;
 
-/// The baseline: an ExternalScaler that decodes the request as the scaler does (`wire`)
-/// and answers a fixed value, doing nothing else.
-struct Bare;
+/// The baseline: an ExternalScaler that decodes the request and writes the answer as the
+/// scaler does (`wire`) and answers a fixed value under a fixed name, doing nothing else.
+struct Bare {
+    metric_name: Arc<str>,
+}
 
 #[tonic::async_trait]
 impl ExternalScaler for Bare {
@@ -234,15 +235,12 @@ impl ExternalScaler for Bare {
     }
     async fn get_metrics(
         &self,
-        request: tonic::Request<wire::GetMetricsRequest>,
-    ) -> Result<tonic::Response<GetMetricsResponse>, tonic::Status> {
-        Ok(tonic::Response::new(GetMetricsResponse {
-            metric_values: vec![MetricValue {
-                metric_name: request.into_inner().metric_name,
-                metric_value_float: 0.25,
-                ..MetricValue::default()
-            }],
-        }))
+        _: tonic::Request<wire::GetMetricsRequest>,
+    ) -> Result<tonic::Response<wire::GetMetricsResponse>, tonic::Status> {
+        Ok(tonic::Response::new(wire::GetMetricsResponse::one(
+            self.metric_name.clone(),
+            0.25,
+        )))
     }
     type StreamMetricSpecStream = BoxStream<GetMetricSpecResponse>;
     async fn stream_metric_spec(
@@ -984,7 +982,9 @@ async fn run(args: Args) -> Report {
                 .with_nodelay(Some(true));
             let _ = addr_tx.send(incoming.local_addr().expect("address"));
             let _ = tonic::transport::Server::builder()
-                .add_service(ExternalScalerServer::new(Bare))
+                .add_service(ExternalScalerServer::new(Bare {
+                    metric_name: "bare".into(),
+                }))
                 .serve_with_incoming(incoming)
                 .await;
         });

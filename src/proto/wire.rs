@@ -10,11 +10,12 @@
 //! value counts ([`Metadata::to_map`]).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use prost::bytes::{Buf, BufMut};
 use prost::encoding::{
     check_wire_type, decode_key, decode_varint, encode_key, encode_varint, encoded_len_varint,
-    key_len, message, skip_field, string, DecodeContext, WireType,
+    key_len, message, skip_field, DecodeContext, WireType,
 };
 use prost::DecodeError;
 
@@ -55,11 +56,135 @@ impl ScaledObjectRef {
     }
 }
 
-/// `externalscaler.GetMetricsRequest`.
-#[derive(Clone, Default, PartialEq, Eq, Debug)]
+/// `externalscaler.GetMetricsRequest`: the metric name is kept in the same buffer as the
+/// ref's strings, so the request is one allocation.
+#[derive(Clone, Default, Debug)]
 pub struct GetMetricsRequest {
-    pub scaled_object_ref: Option<ScaledObjectRef>,
-    pub metric_name: String,
+    /// The ref as sent, and the metric name's record in its buffer.
+    r: ScaledObjectRef,
+    has_ref: bool,
+    metric_name: (u32, u32),
+}
+
+/// The same ref (or none) and metric name, however the fields came.
+impl PartialEq for GetMetricsRequest {
+    fn eq(&self, other: &Self) -> bool {
+        self.scaled_object_ref() == other.scaled_object_ref()
+            && self.metric_name() == other.metric_name()
+    }
+}
+
+impl Eq for GetMetricsRequest {}
+
+impl GetMetricsRequest {
+    pub fn new(scaled_object_ref: Option<ScaledObjectRef>, metric_name: &str) -> Self {
+        let has_ref = scaled_object_ref.is_some();
+        let mut r = scaled_object_ref.unwrap_or_default();
+        let metric_name = r.strings.record(METRIC_NAME, metric_name);
+        GetMetricsRequest {
+            r,
+            has_ref,
+            metric_name,
+        }
+    }
+
+    /// The ref, when the field was sent (even empty).
+    pub fn scaled_object_ref(&self) -> Option<&ScaledObjectRef> {
+        self.has_ref.then_some(&self.r)
+    }
+
+    /// The metric name asked for (`""` when not sent).
+    pub fn metric_name(&self) -> &str {
+        self.r.strings.text(self.metric_name)
+    }
+}
+
+/// `externalscaler.GetMetricsResponse` as the server writes it: at most one value (a trigger
+/// has one metric), its name shared with the plan — an answer copies nothing. Encode-only:
+/// clients decode prost's generated type.
+#[derive(Clone, Default, Debug, PartialEq)]
+pub struct GetMetricsResponse {
+    value: Option<MetricValue>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct MetricValue {
+    name: Arc<str>,
+    value: f64,
+}
+
+impl GetMetricsResponse {
+    /// One value: `metricValueFloat` as given, the deprecated integer `metricValue` rounded.
+    pub fn one(metric_name: Arc<str>, value: f64) -> Self {
+        GetMetricsResponse {
+            value: Some(MetricValue {
+                name: metric_name,
+                value,
+            }),
+        }
+    }
+}
+
+impl MetricValue {
+    /// The deprecated integer field, as KEDA's older clients read it.
+    fn rounded(&self) -> i64 {
+        self.value.round() as i64
+    }
+
+    fn encoded_len(&self) -> usize {
+        let int = self.rounded();
+        text_len(1, &self.name)
+            + if int != 0 {
+                key_len(2) + encoded_len_varint(int as u64)
+            } else {
+                0
+            }
+            + if self.value != 0.0 { key_len(3) + 8 } else { 0 }
+    }
+}
+
+impl prost::Message for GetMetricsResponse {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        // Field by field as prost's generated `MetricValue` writes them: proto3 defaults omitted.
+        if let Some(v) = &self.value {
+            encode_key(1, WireType::LengthDelimited, buf);
+            encode_varint(v.encoded_len() as u64, buf);
+            encode_text(1, &v.name, buf);
+            let int = v.rounded();
+            if int != 0 {
+                encode_key(2, WireType::Varint, buf);
+                encode_varint(int as u64, buf);
+            }
+            if v.value != 0.0 {
+                encode_key(3, WireType::SixtyFourBit, buf);
+                buf.put_f64_le(v.value);
+            }
+        }
+    }
+
+    fn merge_field(
+        &mut self,
+        _: u32,
+        _: WireType,
+        _: &mut impl Buf,
+        _: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        #[allow(deprecated)]
+        Err(DecodeError::new(
+            "the server's GetMetricsResponse is encode-only; decode proto::GetMetricsResponse",
+        ))
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.value.as_ref().map_or(0, |v| {
+            let len = v.encoded_len();
+            key_len(1) + encoded_len_varint(len as u64) + len
+        })
+    }
+
+    fn clear(&mut self) {
+        *self = GetMetricsResponse::default();
+    }
 }
 
 /// The `scalerMetadata` map's entries as they came (and, inside a [`ScaledObjectRef`], its
@@ -75,6 +200,8 @@ const KEY: u8 = b'k';
 const VALUE: u8 = b'v';
 const NAME: u8 = b'n';
 const NAMESPACE: u8 = b's';
+/// Only in a [`GetMetricsRequest`]: the metric name.
+const METRIC_NAME: u8 = b'm';
 
 impl Metadata {
     /// The records in order: (tag, bytes).
@@ -343,10 +470,10 @@ impl prost::Message for ScaledObjectRef {
 
 impl prost::Message for GetMetricsRequest {
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        if let Some(r) = &self.scaled_object_ref {
+        if let Some(r) = self.scaled_object_ref() {
             message::encode(1, r, buf);
         }
-        encode_text(2, &self.metric_name, buf);
+        encode_text(2, self.metric_name(), buf);
     }
 
     fn merge_field(
@@ -359,19 +486,22 @@ impl prost::Message for GetMetricsRequest {
         match tag {
             1 => {
                 let len = field_len(wire_type, buf)?;
-                let r = self.scaled_object_ref.get_or_insert_with(Default::default);
-                in_one_piece(buf, len, |bytes| r.merge_slice(bytes, ctx))
+                self.has_ref = true;
+                self.r.strings.reserve(buf.remaining());
+                in_one_piece(buf, len, |bytes| self.r.merge_slice(bytes, ctx))
             }
-            2 => string::merge(wire_type, &mut self.metric_name, buf, ctx),
+            2 => {
+                self.metric_name = self.r.strings.merge_text(METRIC_NAME, wire_type, buf)?;
+                Ok(())
+            }
             _ => skip_field(wire_type, tag, buf, ctx),
         }
     }
 
     fn encoded_len(&self) -> usize {
-        self.scaled_object_ref
-            .as_ref()
+        self.scaled_object_ref()
             .map_or(0, |r| message::encoded_len(1, r))
-            + text_len(2, &self.metric_name)
+            + text_len(2, self.metric_name())
     }
 
     fn clear(&mut self) {
@@ -397,10 +527,7 @@ impl From<super::ScaledObjectRef> for ScaledObjectRef {
 
 impl From<super::GetMetricsRequest> for GetMetricsRequest {
     fn from(r: super::GetMetricsRequest) -> Self {
-        GetMetricsRequest {
-            scaled_object_ref: r.scaled_object_ref.map(Into::into),
-            metric_name: r.metric_name,
-        }
+        GetMetricsRequest::new(r.scaled_object_ref.map(Into::into), &r.metric_name)
     }
 }
 
@@ -443,9 +570,9 @@ mod tests {
         };
         let bytes = theirs.encode_to_vec();
         let ours = GetMetricsRequest::decode(&bytes[..]).unwrap();
-        let r = ours.scaled_object_ref.as_ref().unwrap();
+        let r = ours.scaled_object_ref().unwrap();
         assert_eq!((r.name(), r.namespace()), ("so", "shop"));
-        assert_eq!(ours.metric_name, "s0-latency");
+        assert_eq!(ours.metric_name(), "s0-latency");
         assert_eq!(
             r.scaler_metadata().to_map(),
             theirs.scaled_object_ref.as_ref().unwrap().scaler_metadata
@@ -456,7 +583,80 @@ mod tests {
         assert_eq!(GetMetricsRequest::from(theirs), ours);
     }
 
-    /// Hand-made wire bytes for what prost's encoder never writes but a caller may send.
+    /// The server's answer is byte for byte what prost's generated type writes for the same
+    /// value, so every client reads the same number.
+    #[test]
+    #[allow(deprecated)]
+    fn writes_the_answer_as_prost_does() {
+        for value in [
+            0.0,
+            0.25,
+            0.5,
+            1.5,
+            2.5,
+            3.0,
+            1e-9,
+            1e12,
+            123_456.789,
+            f64::MAX,
+        ] {
+            for name in ["s0-latency-p95-orders", ""] {
+                let theirs = super::super::GetMetricsResponse {
+                    metric_values: vec![super::super::MetricValue {
+                        metric_name: name.into(),
+                        metric_value: value.round() as i64,
+                        metric_value_float: value,
+                    }],
+                };
+                let ours = GetMetricsResponse::one(name.into(), value);
+                let bytes = ours.encode_to_vec();
+                assert_eq!(bytes, theirs.encode_to_vec(), "{name:?} {value}");
+                assert_eq!(ours.encoded_len(), bytes.len());
+                let read = super::super::GetMetricsResponse::decode(&bytes[..]).unwrap();
+                assert_eq!(read.metric_values[0].metric_value_float, value);
+            }
+        }
+        assert!(GetMetricsResponse::default().encode_to_vec().is_empty());
+        assert!(
+            GetMetricsResponse::decode(&[10, 0][..]).is_err(),
+            "encode-only"
+        );
+    }
+
+    /// The metric name shares the ref's buffer whichever field comes first, and a request
+    /// without a ref still has its metric name (and no ref), as prost reads it.
+    #[test]
+    fn the_metric_name_lives_beside_the_ref() {
+        let r = generated("so", "shop", &[("signal", "rps"), ("service", "a")]);
+        let mut name_first = Vec::new();
+        encode_text(2, "s0-rps-a", &mut name_first);
+        message::encode(1, &ScaledObjectRef::from(r.clone()), &mut name_first);
+        encode_text(2, "s1-rps-a", &mut name_first); // the last one counts
+        let ours = GetMetricsRequest::decode(&name_first[..]).unwrap();
+        let theirs = super::super::GetMetricsRequest::decode(&name_first[..]).unwrap();
+        assert_eq!(ours.metric_name(), "s1-rps-a");
+        assert_eq!(ours.metric_name(), theirs.metric_name);
+        let (o, t) = (
+            ours.scaled_object_ref().unwrap(),
+            theirs.scaled_object_ref.unwrap(),
+        );
+        assert_eq!((o.name(), o.namespace()), ("so", "shop"));
+        assert_eq!(o.scaler_metadata().to_map(), t.scaler_metadata);
+        assert_eq!(t.scaler_metadata, r.scaler_metadata);
+
+        let mut no_ref = Vec::new();
+        encode_text(2, "s0-rps-a", &mut no_ref);
+        let ours = GetMetricsRequest::decode(&no_ref[..]).unwrap();
+        assert_eq!(
+            (ours.scaled_object_ref(), ours.metric_name()),
+            (None, "s0-rps-a")
+        );
+        // An empty ref field is a ref with nothing in it, as for prost.
+        let ours = GetMetricsRequest::decode(&[10, 0][..]).unwrap();
+        assert_eq!(ours.scaled_object_ref(), Some(&ScaledObjectRef::default()));
+        assert_eq!(ours.metric_name(), "");
+    }
+
     #[test]
     fn reads_the_wire_as_prost_does() {
         fn field(tag: u32, bytes: &[u8]) -> Vec<u8> {

@@ -279,7 +279,7 @@ impl Entry {
         drop(slot);
         if was != Some(state) {
             let from = was.map_or("new", SignalState::as_str);
-            let metric = self.plan.trigger.metric_name.as_str();
+            let metric = &*self.plan.trigger.metric_name;
             match state {
                 SignalState::Ok => tracing::info!(
                     namespace = %self.namespace(), scaled_object = %self.name(), metric,
@@ -375,7 +375,7 @@ impl Row {
         serde_json::json!({
             "namespace": e.namespace(),
             "scaledObject": e.name(),
-            "metric": t.metric_name,
+            "metric": &*t.metric_name,
             "signal": t.kind.as_str(),
             "source": t.source().as_str(),
             "query": e.plan.describe(),
@@ -715,7 +715,7 @@ impl Collector for Board {
             [
                 ("namespace", r.entry.namespace().to_string()),
                 ("scaled_object", r.entry.name().to_string()),
-                ("metric", r.entry.plan.trigger.metric_name.clone()),
+                ("metric", r.entry.plan.trigger.metric_name.to_string()),
             ]
         };
         type Pick = fn(&Row) -> Option<f64>;

@@ -98,12 +98,12 @@ pub enum EvalError {
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error("{metric}: the backend has no data for this query (ignoreNullValues is false)")]
-    NoData { metric: String },
+    NoData { metric: Arc<str> },
     #[error("{metric}: the backend answered {value}, which is not a value KEDA can use (it must be finite and not negative)")]
-    Unusable { metric: String, value: f64 },
+    Unusable { metric: Arc<str>, value: f64 },
     #[error("{metric}: the backend answered a {got} where a {wanted} was expected")]
     WrongShape {
-        metric: String,
+        metric: Arc<str>,
         got: &'static str,
         wanted: &'static str,
     },
@@ -470,15 +470,17 @@ impl Engine {
             .cache
             .get(query, ttl, || self.sources.fetch(query))
             .await?;
-        let metric = query.backend_label();
         match served.reading {
             Reading::Value(v) => match usable(v) {
                 Usable::Value(v) => Ok(Some(v)),
                 Usable::NoData => Ok(None),
-                Usable::Refused(value) => Err(EvalError::Unusable { metric, value }),
+                Usable::Refused(value) => Err(EvalError::Unusable {
+                    metric: query.backend_label().into(),
+                    value,
+                }),
             },
             other => Err(EvalError::WrongShape {
-                metric,
+                metric: query.backend_label().into(),
                 got: other.shape(),
                 wanted: "number",
             }),

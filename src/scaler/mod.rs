@@ -20,10 +20,8 @@ pub use board::{Board, BoardConfig, Entry, Row, SignalState};
 pub use engine::{Engine, EngineConfig, EvalError, Evaluation, Plan, PlanError, SloQueries};
 
 use crate::proto::external_scaler_server::{ExternalScaler, ExternalScalerServer};
-use crate::proto::wire::{GetMetricsRequest, ScaledObjectRef};
-use crate::proto::{
-    GetMetricSpecResponse, GetMetricsResponse, IsActiveResponse, MetricSpec, MetricValue,
-};
+use crate::proto::wire::{GetMetricsRequest, GetMetricsResponse, ScaledObjectRef};
+use crate::proto::{GetMetricSpecResponse, IsActiveResponse, MetricSpec};
 use crate::source::SourceError;
 use crate::telemetry::traces;
 
@@ -127,7 +125,7 @@ fn metric_spec(plan: &Plan) -> MetricSpec {
     let target = plan.trigger.target;
     #[allow(deprecated)]
     MetricSpec {
-        metric_name: plan.trigger.metric_name.clone(),
+        metric_name: plan.trigger.metric_name.to_string(),
         target_size: (target.round() as i64).max(1),
         target_size_float: target,
     }
@@ -228,8 +226,7 @@ impl ExternalScaler for ScalerService {
         let started = Instant::now();
         let req = request.into_inner();
         let (namespace, name) = req
-            .scaled_object_ref
-            .as_ref()
+            .scaled_object_ref()
             .map_or(("", ""), |r| (r.namespace(), r.name()));
         let span = traces::rpc_span(
             "GetMetrics",
@@ -239,27 +236,23 @@ impl ExternalScaler for ScalerService {
         );
         let result = async {
             let r = req
-                .scaled_object_ref
+                .scaled_object_ref()
                 .ok_or_else(|| Status::invalid_argument("scaledObjectRef is required"))?;
-            let entry = self.entry(&r)?;
+            let entry = self.entry(r)?;
             let plan = &entry.plan;
-            if !names_match(&req.metric_name, &plan.trigger.metric_name) {
+            if !names_match(req.metric_name(), &plan.trigger.metric_name) {
                 return Err(Status::not_found(format!(
                     "metric {:?} is not served by this trigger (its metric is {:?})",
-                    req.metric_name, plan.trigger.metric_name
+                    req.metric_name(),
+                    plan.trigger.metric_name
                 )));
             }
             let ev = self.evaluate(&entry).await?;
             // The engine only lets finite, non-negative values through.
-            #[allow(deprecated)]
-            let value = MetricValue {
-                metric_name: plan.trigger.metric_name.clone(),
-                metric_value: ev.value.round() as i64,
-                metric_value_float: ev.value,
-            };
-            Ok(Response::new(GetMetricsResponse {
-                metric_values: vec![value],
-            }))
+            Ok(Response::new(GetMetricsResponse::one(
+                plan.trigger.metric_name.clone(),
+                ev.value,
+            )))
         }
         .instrument(span.clone())
         .await;

@@ -215,7 +215,8 @@ pub struct Trigger {
     /// Active when the value is strictly above this.
     pub activation: f64,
     /// The metric name reported to KEDA: lowercase `[a-z0-9-]`, at most 63 characters.
-    pub metric_name: String,
+    /// Shared, so an answer carries it without a copy.
+    pub metric_name: std::sync::Arc<str>,
     /// No data → 0 when true, an error when false (KEDA's meaning). An SQS answer always
     /// has counts, so the key is refused there and this stays at its default.
     pub ignore_null_values: bool,
@@ -364,7 +365,7 @@ pub fn parse(md: &HashMap<String, String>, opts: &ParseOptions) -> Result<Trigge
         read,
         target,
         activation,
-        metric_name,
+        metric_name: metric_name.into(),
         ignore_null_values,
         cache_ttl,
         objectives,

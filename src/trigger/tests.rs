@@ -242,7 +242,7 @@ fn latency_trigger() {
     assert_eq!(t.source(), SourceKind::Prometheus);
     assert_eq!(t.target, 0.3);
     assert_eq!(t.activation, 0.05);
-    assert_eq!(t.metric_name, "latency-p99-order-service");
+    assert_eq!(&*t.metric_name, "latency-p99-order-service");
     assert!(t.ignore_null_values);
     let Read::Prometheus {
         backend,
@@ -302,7 +302,7 @@ fn sqs_trigger_keeps_keda_names_and_defaults() {
     assert_eq!(t.source(), SourceKind::Sqs);
     assert_eq!(t.target, 5.0);
     assert_eq!(t.activation, 0.0);
-    assert_eq!(t.metric_name, "queuedepth-notifications");
+    assert_eq!(&*t.metric_name, "queuedepth-notifications");
     let Read::Sqs(q) = &t.read else {
         panic!("{t:?}")
     };
@@ -353,7 +353,7 @@ fn raw_queries_get_stable_names() {
 fn derived_names_are_kubernetes_safe() {
     let check = |service: &str, expect: &str| {
         let t = check_ok(&[("signal", "rps"), ("service", service), ("threshold", "10")]);
-        assert_eq!(t.metric_name, expect);
+        assert_eq!(&*t.metric_name, expect);
         assert!(values::is_metric_name(&t.metric_name), "{}", t.metric_name);
     };
     check("order-service", "rps-order-service");
@@ -587,7 +587,7 @@ fn slo_triggers() {
         })
     );
     assert_eq!(t.kind.metric_type(), crate::signal::MetricType::Value);
-    assert_eq!(t.metric_name, "slo-order-service");
+    assert_eq!(&*t.metric_name, "slo-order-service");
     let Read::Prometheus {
         spec: PromSpec::Trace { trace, .. },
         ..

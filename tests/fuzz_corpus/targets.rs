@@ -361,8 +361,8 @@ pub fn scaled_object_ref(data: &[u8]) {
         GetMetricsRequest::decode(data),
     ) {
         (Ok(ours), Ok(theirs)) => {
-            assert_eq!(ours.metric_name, theirs.metric_name);
-            match (&ours.scaled_object_ref, &theirs.scaled_object_ref) {
+            assert_eq!(ours.metric_name(), theirs.metric_name);
+            match (ours.scaled_object_ref(), &theirs.scaled_object_ref) {
                 (Some(o), Some(t)) => same_ref(o, t),
                 (None, None) => {}
                 (o, t) => panic!("a ref on one side only: {o:?} / {t:?}"),
