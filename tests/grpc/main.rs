@@ -494,3 +494,43 @@ async fn namespace_allowances_hold() {
         assert!(err.message().contains(what), "{err:?}");
     }
 }
+
+/// A thread's nice value, from `/proc/self/task/TID/stat` (field 19; the name before it is
+/// in parentheses and may hold spaces).
+fn nice_of(stat: &str) -> i32 {
+    let after_name = &stat[stat.rfind(')').expect("stat has the name in parentheses") + 2..];
+    // After the name: state is field 3, so nice (19) is the 17th from here.
+    after_name.split(' ').nth(16).unwrap().parse().unwrap()
+}
+
+/// The OTLP receiver threads run at a lower priority than the threads that answer KEDA, so
+/// a span flood waits for a core before a KEDA call does (BENCHMARKS.md, keda_load (b)).
+#[tokio::test(flavor = "multi_thread")]
+async fn otlp_receiver_threads_yield_to_keda_calls() {
+    let scaler = Scaler::start(&[]).await;
+    let own = nice_of(&std::fs::read_to_string("/proc/thread-self/stat").unwrap());
+    let mut receivers = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let dir = task.unwrap().path();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(dir.join("comm")),
+            std::fs::read_to_string(dir.join("stat")),
+        ) else {
+            continue; // the thread ended meanwhile
+        };
+        if comm.trim_end() == "otlp-receiver" {
+            receivers.push(nice_of(&stat));
+        }
+    }
+    assert!(!receivers.is_empty(), "no otlp-receiver thread");
+    let expected = (own + slo_scaler::server::OTLP_NICENESS).min(19);
+    assert!(
+        expected > own,
+        "this test runs at nice {own}: nothing to lower"
+    );
+    assert!(
+        receivers.iter().all(|&n| n == expected),
+        "otlp-receiver threads at {receivers:?}, this thread at {own}"
+    );
+    drop(scaler);
+}
