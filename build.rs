@@ -4,7 +4,8 @@
 //! alone, reading `ScaledObjectRef` and `GetMetricsRequest` as the hand-written types of
 //! `src/proto/wire.rs`, which keep the trigger metadata in one buffer instead of a
 //! `HashMap` of owned strings, and writing `GetMetricsResponse` from the plan's shared metric
-//! name instead of a `Vec` and a copied `String` (the answer path, BENCHMARKS.md "h2load").
+//! name instead of a `Vec` and a copied `String` (the answer path, BENCHMARKS.md "h2load"),
+//! with the per-call buffers of `src/proto/codec.rs`.
 //!
 //! A vendored `protoc` is used so a machine with only cargo can build the crate.
 
@@ -25,6 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .build_client(false)
         .out_dir(server)
+        .codec_path("crate::proto::codec::KedaCodec")
         .extern_path(".externalscaler", "crate::proto")
         .extern_path(
             ".externalscaler.ScaledObjectRef",

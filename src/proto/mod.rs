@@ -1,8 +1,9 @@
 //! KEDA's external scaler protocol (`proto/externalscaler.proto`): the messages and the
 //! client as prost generates them, and the server, which reads the requests that carry a
-//! `ScaledObjectRef` as the types of [`wire`].
+//! `ScaledObjectRef` as the types of [`wire`], with the buffers of [`codec`].
 #![allow(clippy::all, missing_docs)]
 
+pub mod codec;
 pub mod wire;
 
 tonic::include_proto!("externalscaler");

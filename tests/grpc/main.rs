@@ -534,3 +534,45 @@ async fn otlp_receiver_threads_yield_to_keda_calls() {
     );
     drop(scaler);
 }
+
+/// The server's per-call buffers start at 1 KiB (`proto::codec`); a request many times that
+/// size is read whole: GetMetricSpec plans it, and the refusal names the bad key it carries.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_larger_than_the_first_buffer_are_read_whole() {
+    let mut scaler = Scaler::start(&[]).await;
+    let big = "v".repeat(16 * 1024);
+    let metadata = [
+        ("signal", "rps"),
+        ("source", "otlp"),
+        ("service", "order-service"),
+        ("threshold", "10"),
+    ];
+    let mut with_big = metadata.to_vec();
+    with_big.push(("zz-unknown-key", &big));
+    let err = scaler
+        .client
+        .get_metric_spec(so("big", &with_big))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("zz-unknown-key"), "{err:?}");
+    // Values stop at 1,024 bytes, names at 253.
+    let service = "s".repeat(1000);
+    let mut long = so(
+        "big",
+        &[
+            ("signal", "rps"),
+            ("service", &service),
+            ("threshold", "10"),
+        ],
+    );
+    long.name = "x".repeat(250);
+    assert!(prost::Message::encoded_len(&long) > 1024 + 256);
+    let spec = scaler
+        .client
+        .get_metric_spec(long)
+        .await
+        .expect("a valid request of over 1.25 KiB plans")
+        .into_inner();
+    assert_eq!(spec.metric_specs.len(), 1);
+}
