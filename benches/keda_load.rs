@@ -74,6 +74,9 @@ const HPA_SYNC: Duration = Duration::from_secs(15);
 /// Saturation: connections × concurrent calls per connection (as h2load's `-c 8 -m 16`).
 const SAT_CONNECTIONS: usize = 8;
 const SAT_STREAMS: usize = 16;
+/// Bucket bounds of the scaler's latency histogram that (b) reports (`+Inf`: every call).
+const HANDLER_BOUNDS: [&str; 4] = ["0.00005", "0.0001", "0.0004", "+Inf"];
+
 /// Polling before the measured phase (longer than the store's 6 s rate settle).
 const WARM_UP: Duration = Duration::from_secs(8);
 /// The scaler's `--cache-ttl` in this run.
@@ -335,6 +338,23 @@ impl Scaler {
     }
 
     /// The sum of every sample of `family` whose labels contain all of `labels`.
+    /// The scaler's own GetMetrics latency histogram (handler entry to answer), cumulative
+    /// counts at [`HANDLER_BOUNDS`].
+    async fn handler_buckets(&self) -> Vec<f64> {
+        let mut out = Vec::new();
+        for le in HANDLER_BOUNDS {
+            let label = format!("le=\"{le}\"");
+            out.push(
+                self.metric(
+                    "slo_scaler_grpc_request_duration_seconds_bucket",
+                    &["method=\"GetMetrics\"", &label],
+                )
+                .await,
+            );
+        }
+        out
+    }
+
     async fn metric(&self, family: &str, labels: &[&str]) -> f64 {
         let text = reqwest::get(format!("http://{}/metrics", self.admin))
             .await
@@ -758,6 +778,8 @@ struct Report {
     get_metrics_keda_rate: Percentiles,
     keda_calls_per_second: f64,
     get_metrics_flood: Percentiles,
+    /// The scaler's own GetMetrics histogram over (b)'s phase: calls within each bound.
+    handler_within: Vec<(String, f64)>,
     /// Health/Check on the same server and connection, at the same rate, same phases.
     health_keda_rate: Percentiles,
     health_flood: Percentiles,
@@ -967,6 +989,7 @@ async fn run(args: Args) -> Report {
     let m0 = scaler
         .metric("slo_scaler_backend_requests_total", &["prometheus"])
         .await;
+    let handler0 = scaler.handler_buckets().await;
     let (a0, c0, t0) = (
         sender.accepted.load(Ordering::Relaxed),
         record.calls.load(Ordering::Relaxed),
@@ -974,6 +997,12 @@ async fn run(args: Args) -> Report {
     );
     tokio::time::sleep(args.duration).await;
     let elapsed = t0.elapsed().as_secs_f64();
+    let handler1 = scaler.handler_buckets().await;
+    report.handler_within = HANDLER_BOUNDS
+        .iter()
+        .zip(handler0.iter().zip(&handler1))
+        .map(|(le, (b0, b1))| (le.to_string(), b1 - b0))
+        .collect();
     report.fake_queries = queries.load(Ordering::Relaxed) - q0;
     report.backend_requests_metric = scaler
         .metric("slo_scaler_backend_requests_total", &["prometheus"])
@@ -1177,11 +1206,28 @@ fn print_report(r: &Report, args: &Args) {
         )
     };
     println!(
-        "| (b) GetMetrics round trip, KEDA-shaped ({:.0} GetMetrics/s), spans arriving | {} | Health/Check, same server, connection and rate: {}; target p99 < 1 ms |",
+        "| (b) GetMetrics round trip, KEDA-shaped ({:.0} GetMetrics/s), {} spans/s offered | {} | Health/Check, same server, connection and rate: {}; target p99 < 1 ms |",
         r.keda_calls_per_second,
+        r.spans_offered_per_second,
         p(&r.get_metrics_keda_rate),
         p(&r.health_keda_rate)
     );
+    if let Some((_, all)) = r.handler_within.last().filter(|(_, n)| *n > 0.0) {
+        let within: Vec<String> = r.handler_within[..r.handler_within.len() - 1]
+            .iter()
+            .map(|(le, n)| {
+                format!(
+                    "{:.2} % ≤ {:.0} µs",
+                    100.0 * n / all,
+                    le.parse::<f64>().unwrap_or(0.0) * 1e6
+                )
+            })
+            .collect();
+        println!(
+            "| (b'') the same calls inside the scaler (its own histogram, handler entry to answer) | {} of {all:.0} | — |",
+            within.join(", ")
+        );
+    }
     println!(
         "| (b') the same while spans flood the receiver | {} | Health/Check: {} |",
         p(&r.get_metrics_flood),
