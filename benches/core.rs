@@ -6,6 +6,8 @@
 
 #[path = "common/in_process.rs"]
 mod in_process;
+#[path = "../tests/common/loopback.rs"]
+mod loopback;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -543,15 +543,6 @@ fn median(v: &[f64]) -> f64 {
 // ---------------------------------------------------------------------------------------
 // The span sender.
 
-/// This thread, and the threads it starts, 10 nice values lower (Linux: a thread's own).
-fn lower_priority() {
-    use rustix::process::{getpriority_process, setpriority_process};
-    let tid = Some(rustix::thread::gettid());
-    getpriority_process(tid)
-        .and_then(|nice| setpriority_process(tid, (nice + 10).min(19)))
-        .expect("lower the span sender's priority");
-}
-
 /// Sends spans at `rate` spans/s (0: as fast as the receiver takes them, `OTLP_IN_FLIGHT`
 /// at a time) over `OTLP_CONNECTIONS` connections; counts accepted and refused spans.
 struct Sender {
@@ -572,7 +563,9 @@ impl Sender {
                 // (as the scaler's own receiver threads are), its CPU does not delay the
                 // KEDA calls (b) measures, on the client's side or the server's. What it
                 // delivers is still counted: (d) and "sender behind".
-                lower_priority();
+                // This thread, and the threads it starts: the receiver threads' niceness.
+                slo_scaler::server::lower_thread_priority()
+                    .expect("lower the span sender's priority");
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(1)
                     .enable_all()

@@ -5,6 +5,8 @@
 //! Run: `cargo bench --bench otlp_ingest`. Throughput is in spans/s (criterion's
 //! "elem/s"). The memory figures are printed before the timings.
 
+#[path = "../tests/common/loopback.rs"]
+mod loopback;
 #[path = "common/raw_export.rs"]
 mod raw_export;
 #[path = "common/spans.rs"]
@@ -282,24 +284,16 @@ fn isolation() {
         .enable_all()
         .build()
         .expect("runtime");
-    let argv = [
-        "slo-scaler",
-        "serve",
-        "--grpc-addr",
-        "127.0.0.1:0",
-        "--admin-addr",
-        "127.0.0.1:0",
-        "--otlp-grpc-addr",
-        "127.0.0.1:0",
-        "--otlp-http-addr",
-        "127.0.0.1:0",
+    let mut argv = vec!["slo-scaler", "serve"];
+    argv.extend(loopback::LOOPBACK_ADDRS);
+    argv.extend([
         "--default-source",
         "otlp",
         "--min-cache-ttl",
         "100ms",
         "--cache-ttl",
         "100ms",
-    ];
+    ]);
     let Command::Serve(args) = Cli::try_parse_from(argv).expect("flags").command else {
         panic!("not serve");
     };

@@ -17,6 +17,8 @@
 
 #[path = "common/in_process.rs"]
 mod in_process;
+#[path = "../tests/common/loopback.rs"]
+mod loopback;
 #[path = "common/workload.rs"]
 mod workload;
 

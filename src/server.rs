@@ -60,7 +60,11 @@ fn otlp_runtime_builder() -> tokio::runtime::Builder {
     builder
         .worker_threads(threads)
         .thread_name("otlp-receiver")
-        .on_thread_start(lower_priority)
+        .on_thread_start(|| {
+            if let Err(e) = lower_thread_priority() {
+                tracing::warn!(error = %e, "cannot lower the OTLP receiver thread's priority");
+            }
+        })
         .enable_all();
     builder
 }
@@ -72,19 +76,17 @@ pub const OTLP_NICENESS: i32 = 10;
 
 /// Lowers the calling thread's priority by [`OTLP_NICENESS`] (on Linux a nice value is a
 /// thread's own, and a new thread starts with its creator's). Lowering one's own priority
-/// needs no privilege; if it fails anyway the thread keeps the process's priority, which is
-/// only slower to yield.
-fn lower_priority() {
+/// needs no privilege; if it fails anyway the thread keeps its priority, which is only
+/// slower to yield. Elsewhere than Linux it does nothing.
+pub fn lower_thread_priority() -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
     {
         use rustix::process::{getpriority_process, setpriority_process};
         let tid = Some(rustix::thread::gettid());
-        let lowered = getpriority_process(tid)
-            .and_then(|nice| setpriority_process(tid, (nice + OTLP_NICENESS).min(19)));
-        if let Err(e) = lowered {
-            tracing::warn!(error = %e, "cannot lower the OTLP receiver thread's priority");
-        }
+        getpriority_process(tid)
+            .and_then(|nice| setpriority_process(tid, (nice + OTLP_NICENESS).min(19)))?;
     }
+    Ok(())
 }
 
 /// Builds the engine (no listeners): shared by `serve`, `check` and tests.

@@ -26,22 +26,9 @@ async fn fake_prometheus() -> std::net::SocketAddr {
 /// with the cache TTL given.
 pub async fn start_scaler(cache_ttl: &str) -> Server {
     let url = format!("default=http://{}", fake_prometheus().await);
-    let argv = [
-        "slo-scaler",
-        "serve",
-        "--grpc-addr",
-        "127.0.0.1:0",
-        "--admin-addr",
-        "127.0.0.1:0",
-        "--otlp-grpc-addr",
-        "127.0.0.1:0",
-        "--otlp-http-addr",
-        "127.0.0.1:0",
-        "--prometheus",
-        &url,
-        "--cache-ttl",
-        cache_ttl,
-    ];
+    let mut argv = vec!["slo-scaler", "serve"];
+    argv.extend(crate::loopback::LOOPBACK_ADDRS);
+    argv.extend(["--prometheus", &url, "--cache-ttl", cache_ttl]);
     let Command::Serve(args) = <Cli as clap::Parser>::try_parse_from(argv).unwrap().command else {
         unreachable!()
     };

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod exporter;
+pub mod loopback;
 pub mod prometheus;
 pub mod scaler;
 

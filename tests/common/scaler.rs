@@ -14,17 +14,7 @@ pub struct Scaler {
     pub admin: String,
 }
 
-/// Every listener of `serve` on a free loopback port.
-pub const LOOPBACK_ADDRS: [&str; 8] = [
-    "--grpc-addr",
-    "127.0.0.1:0",
-    "--admin-addr",
-    "127.0.0.1:0",
-    "--otlp-grpc-addr",
-    "127.0.0.1:0",
-    "--otlp-http-addr",
-    "127.0.0.1:0",
-];
+pub use super::loopback::LOOPBACK_ADDRS;
 
 /// Starts `slo-scaler serve` with `flags`, every address on a free loopback port.
 pub async fn start_server(flags: &[&str]) -> Server {

@@ -5,6 +5,8 @@
 
 mod fake;
 mod grpc;
+#[path = "../common/loopback.rs"]
+mod loopback;
 mod moto;
 mod scaler;
 

@@ -24,21 +24,9 @@ impl Scaler {
     /// environment, and `extra` flags.
     pub fn start(sqs_endpoint: &str, access_key: &str, secret: &str, extra: &[&str]) -> Scaler {
         let mut child = Command::new(env!("CARGO_BIN_EXE_slo-scaler"))
-            .args([
-                "serve",
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--admin-addr",
-                "127.0.0.1:0",
-                "--otlp-grpc-addr",
-                "127.0.0.1:0",
-                "--otlp-http-addr",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-                "--aws-endpoint",
-                sqs_endpoint,
-            ])
+            .arg("serve")
+            .args(crate::loopback::LOOPBACK_ADDRS)
+            .args(["--log-format", "json", "--aws-endpoint", sqs_endpoint])
             .args(extra)
             .env_clear()
             .env("AWS_ACCESS_KEY_ID", access_key)
