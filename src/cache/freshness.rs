@@ -10,6 +10,10 @@ pub const ERROR_TTL: Duration = Duration::from_secs(1);
 pub enum Freshness {
     /// The last good answer is young enough for this caller.
     Serve,
+    /// The last good answer is young enough for this caller, but in the last quarter of its
+    /// TTL ([`refresh_from`]): serve it, and ask the backend off the caller's path, so the
+    /// next caller finds a fresh answer instead of waiting for one.
+    ServeAndRefresh,
     /// Ask the backend.
     Refetch,
     /// The backend failed just now; the last good answer still stands in for it.
@@ -27,10 +31,23 @@ pub struct Held {
     pub error: Option<Duration>,
 }
 
-/// The freshness rule: serve / refetch / serve stale / fail.
+/// The age from which an answer a caller with `ttl` is served is also refreshed ahead of
+/// that caller: three quarters of the TTL. The answer served is still younger than the TTL;
+/// only the backend is asked sooner.
+pub fn refresh_from(ttl: Duration) -> Duration {
+    ttl - ttl / 4
+}
+
+/// The freshness rule: serve (and refresh ahead) / refetch / serve stale / fail.
 pub fn decide(held: Held, ttl: Duration, max_stale: Duration) -> Freshness {
-    if held.good.is_some_and(|age| age < ttl) {
-        return Freshness::Serve;
+    if let Some(age) = held.good.filter(|age| *age < ttl) {
+        // A refresh that failed within the error TTL is not tried again before it ends.
+        let failed_just_now = held.error.is_some_and(|e| e < ERROR_TTL.min(ttl));
+        return if age >= refresh_from(ttl) && !failed_just_now {
+            Freshness::ServeAndRefresh
+        } else {
+            Freshness::Serve
+        };
     }
     match held.error {
         Some(age) if age < ERROR_TTL.min(ttl) => {
@@ -59,6 +76,13 @@ mod tests {
             (Some(s(3)), None, ttl, Freshness::Serve),
             (Some(s(3)), None, s(1), Freshness::Refetch),
             (Some(s(10)), None, ttl, Freshness::Refetch),
+            // The last quarter of the TTL: served, and asked again off the caller's path.
+            (Some(ms(7499)), None, ttl, Freshness::Serve),
+            (Some(ms(7500)), None, ttl, Freshness::ServeAndRefresh),
+            (Some(ms(9999)), None, ttl, Freshness::ServeAndRefresh),
+            // ... but not again while the last refresh's error is fresh.
+            (Some(s(8)), Some(ms(500)), ttl, Freshness::Serve),
+            (Some(s(9)), Some(ms(1000)), ttl, Freshness::ServeAndRefresh),
             // A fresh error: the last good answer stands in while younger than max_stale.
             (Some(s(30)), Some(ms(200)), ttl, Freshness::ServeStale),
             (Some(s(119)), Some(ms(200)), ttl, Freshness::ServeStale),

@@ -11,12 +11,18 @@
 //! - an error is remembered for [`ERROR_TTL`] at most (never a whole TTL), so one transient
 //!   failure does not turn into minutes of errors;
 //! - after a failure the last good answer is served while younger than `max_stale`, then the
-//!   error is returned. No value is ever made up.
+//!   error is returned. No value is ever made up;
+//! - an answer served in the last quarter of its caller's TTL is also refreshed, once, off
+//!   the caller's path (with a [`Refresher`]): the caller is served what is held, younger
+//!   than its TTL as always, and the next caller finds the newer answer instead of waiting
+//!   for the backend. Only a caller's hit starts a refresh: nothing is asked for a query
+//!   nobody asks about.
 //!
 //! The rule itself is [`decide`], a pure function.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -25,7 +31,15 @@ mod freshness;
 use crate::source::{Query, Reading, SourceError};
 use crate::telemetry::Metrics;
 
-pub use freshness::{decide, Freshness, Held, ERROR_TTL};
+pub use freshness::{decide, refresh_from, Freshness, Held, ERROR_TTL};
+
+/// Asks the backend for a query off any caller's path (a refresh ahead of the TTL): the
+/// same call a miss makes, as a future that owns what it needs.
+pub type Refresher = Arc<
+    dyn Fn(Query) -> Pin<Box<dyn Future<Output = Result<Reading, SourceError>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// A backend answer and when it was fetched.
 #[derive(Debug, Clone)]
@@ -55,6 +69,8 @@ impl State {
 struct Slot {
     state: Mutex<State>,
     flight: tokio::sync::Mutex<()>,
+    /// A refresh ahead of the TTL is under way (at most one per query).
+    refreshing: AtomicBool,
     /// Changes (under the state's lock) whenever the state does, and when the slot goes.
     generation: Arc<AtomicU64>,
 }
@@ -122,6 +138,7 @@ pub struct SignalCache {
     slots: moka::sync::Cache<Query, Arc<Slot>>,
     config: CacheConfig,
     metrics: Arc<Metrics>,
+    refresher: Option<Refresher>,
 }
 
 impl SignalCache {
@@ -135,7 +152,15 @@ impl SignalCache {
                 .build(),
             config,
             metrics,
+            refresher: None,
         }
+    }
+
+    /// Refreshes answers in the last quarter of their TTL through `refresher`, off the
+    /// caller's path (without one, such answers are served and left to expire).
+    pub fn with_refresher(mut self, refresher: Refresher) -> Self {
+        self.refresher = Some(refresher);
+        self
     }
 
     /// Serves `query` with an answer younger than `ttl`, calling `fetch` (once, however many
@@ -166,14 +191,21 @@ impl SignalCache {
     {
         let slot = self.slots.get_with_by_ref(query, Default::default);
         let (served, result, seen) = match self.serve(&slot, ttl) {
-            Some(answer) => answer,
+            Some((answer, refresh)) => {
+                if refresh {
+                    self.refresh_ahead(&slot, query, ttl);
+                }
+                answer
+            }
             None => {
                 let _flight = slot.flight.lock().await;
                 // Someone else may have fetched while this caller waited.
                 match self.serve(&slot, ttl) {
-                    Some(answer) => answer,
+                    // Fetched by the caller this one waited for: nothing to refresh.
+                    Some((answer, _)) => answer,
                     None => {
-                        let (served, seen) = self.fetch(&slot, fetch).await;
+                        let result = fetch().await;
+                        let (served, seen) = keep(&slot, result, self.config.max_stale);
                         let result = match &served {
                             Ok(s) if s.stale => "stale",
                             _ => "miss",
@@ -191,59 +223,96 @@ impl SignalCache {
         (served, watch)
     }
 
-    /// The answer for this caller from what is held, or `None` to fetch.
+    /// The answer for this caller from what is held (and whether to refresh it ahead of
+    /// the TTL), or `None` to fetch.
+    #[allow(clippy::type_complexity)]
     fn serve(
         &self,
         slot: &Slot,
         ttl: Duration,
-    ) -> Option<(Result<Served, SourceError>, &'static str, u64)> {
+    ) -> Option<((Result<Served, SourceError>, &'static str, u64), bool)> {
         let now = Instant::now();
         let state = slot.state();
         let decision = decide(state.held(now), ttl, self.config.max_stale);
         let seen = slot.generation.load(Ordering::Acquire);
-        answer(&state, decision, now).map(|(served, result)| (served, result, seen))
+        answer(&state, decision, now).map(|(served, result)| {
+            (
+                (served, result, seen),
+                decision == Freshness::ServeAndRefresh,
+            )
+        })
     }
 
-    /// Asks the backend, keeps what it answered, and serves it: the fresh answer, or after
-    /// a failure the last good one while younger than `max_stale`, else the error.
-    async fn fetch<F, Fut>(&self, slot: &Slot, fetch: F) -> (Result<Served, SourceError>, u64)
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Reading, SourceError>>,
-    {
-        let result = fetch().await;
-        let now = Instant::now();
-        let mut state = slot.state();
-        let seen = slot.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        let served = match result {
-            Ok(reading) => {
-                state.good = Some(Good {
-                    reading: reading.clone(),
-                    fetched_at: now,
-                });
-                state.error = None;
-                Ok(Served {
-                    reading,
-                    age: Duration::ZERO,
-                    stale: false,
-                })
-            }
-            Err(e) => {
-                state.error = Some((e.clone(), now));
-                match &state.good {
-                    Some(g) if now.duration_since(g.fetched_at) < self.config.max_stale => {
-                        Ok(Served {
-                            reading: g.reading.clone(),
-                            age: now.duration_since(g.fetched_at),
-                            stale: true,
-                        })
-                    }
-                    _ => Err(e),
-                }
-            }
+    /// Starts the one refresh of `query` ahead of its TTL, unless one is under way or no
+    /// runtime or refresher is at hand. It takes the query's flight lock like a miss, asks
+    /// again only if no caller fetched meanwhile, and keeps the answer (or the error, which
+    /// the next callers see as [`decide`] says).
+    fn refresh_ahead(&self, slot: &Arc<Slot>, query: &Query, ttl: Duration) {
+        let (Some(refresher), Ok(runtime)) =
+            (&self.refresher, tokio::runtime::Handle::try_current())
+        else {
+            return;
         };
-        (served, seen)
+        if slot.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        /// Clears `refreshing` however the task ends.
+        struct Done(Arc<Slot>);
+        impl Drop for Done {
+            fn drop(&mut self) {
+                self.0.refreshing.store(false, Ordering::Release);
+            }
+        }
+        let done = Done(Arc::clone(slot));
+        let max_stale = self.config.max_stale;
+        let fetch = refresher(query.clone());
+        runtime.spawn(async move {
+            let slot = &done.0;
+            let _flight = slot.flight.lock().await;
+            let held = slot.state().held(Instant::now());
+            if decide(held, ttl, max_stale) == Freshness::ServeAndRefresh {
+                let _ = keep(slot, fetch.await, max_stale);
+            }
+        });
     }
+}
+
+/// Keeps what the backend answered and serves it: the fresh answer, or after a failure the
+/// last good one while younger than `max_stale`, else the error.
+fn keep(
+    slot: &Slot,
+    result: Result<Reading, SourceError>,
+    max_stale: Duration,
+) -> (Result<Served, SourceError>, u64) {
+    let now = Instant::now();
+    let mut state = slot.state();
+    let seen = slot.generation.fetch_add(1, Ordering::AcqRel) + 1;
+    let served = match result {
+        Ok(reading) => {
+            state.good = Some(Good {
+                reading: reading.clone(),
+                fetched_at: now,
+            });
+            state.error = None;
+            Ok(Served {
+                reading,
+                age: Duration::ZERO,
+                stale: false,
+            })
+        }
+        Err(e) => {
+            state.error = Some((e.clone(), now));
+            match &state.good {
+                Some(g) if now.duration_since(g.fetched_at) < max_stale => Ok(Served {
+                    reading: g.reading.clone(),
+                    age: now.duration_since(g.fetched_at),
+                    stale: true,
+                }),
+                _ => Err(e),
+            }
+        }
+    };
+    (served, seen)
 }
 
 /// Carries out a decision on the held state; `None` for [`Freshness::Refetch`].
@@ -261,7 +330,7 @@ fn answer(
     };
     match decision {
         Freshness::Refetch => None,
-        Freshness::Serve => served(false).map(|s| (Ok(s), "hit")),
+        Freshness::Serve | Freshness::ServeAndRefresh => served(false).map(|s| (Ok(s), "hit")),
         Freshness::ServeStale => served(true).map(|s| (Ok(s), "stale")),
         Freshness::Fail => state.error.as_ref().map(|(e, _)| (Err(e.clone()), "hit")),
     }
@@ -398,6 +467,146 @@ mod tests {
         assert_eq!(read(100).await.reading, Reading::Value(Some(1.0)));
         assert_eq!(read(60_000).await.reading, Reading::Value(Some(1.0)));
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    /// A refresher that counts its calls and answers `answer` after `delay`.
+    fn refresher(
+        calls: Arc<AtomicUsize>,
+        answer: Result<f64, SourceError>,
+        delay: Duration,
+    ) -> Refresher {
+        Arc::new(move |_| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let answer = answer.clone();
+            Box::pin(async move {
+                tokio::time::sleep(delay).await;
+                answer.map(|v| Reading::Value(Some(v)))
+            })
+        })
+    }
+
+    /// The value a caller is served, and whether it was asked for on the caller's path.
+    async fn read(c: &SignalCache, q: &Query, ttl: Duration) -> (Served, bool) {
+        let asked = AtomicUsize::new(0);
+        let served = c
+            .get(q, ttl, || async {
+                asked.fetch_add(1, Ordering::SeqCst);
+                Ok(Reading::Value(Some(-1.0)))
+            })
+            .await
+            .unwrap();
+        (served, asked.load(Ordering::SeqCst) > 0)
+    }
+
+    /// Callers in the last quarter of the TTL are served what is held — they do not wait
+    /// for the refresh (it answers 2.0 only 300 ms later) — and start one refresh between
+    /// them; after the first answer's TTL the next caller finds the refreshed answer
+    /// instead of asking the backend itself.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn answers_in_the_last_quarter_of_the_ttl_are_refreshed_off_the_callers_path() {
+        let refreshes = Arc::new(AtomicUsize::new(0));
+        let c = Arc::new(cache(60_000).with_refresher(refresher(
+            refreshes.clone(),
+            Ok(2.0),
+            Duration::from_millis(300),
+        )));
+        let (q, ttl) = (query("up"), Duration::from_secs(2));
+        c.get(&q, ttl, || async { Ok(Reading::Value(Some(1.0))) })
+            .await
+            .unwrap();
+        let (early, asked) = read(&c, &q, ttl).await;
+        assert_eq!((early.reading, asked), (Reading::Value(Some(1.0)), false));
+        assert_eq!(
+            refreshes.load(Ordering::SeqCst),
+            0,
+            "not in the last quarter"
+        );
+
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        let callers: Vec<_> = (0..20)
+            .map(|_| {
+                let (c, q) = (c.clone(), q.clone());
+                tokio::spawn(async move { read(&c, &q, ttl).await })
+            })
+            .collect();
+        for caller in callers {
+            let (served, asked) = caller.await.unwrap();
+            assert_eq!(
+                served.reading,
+                Reading::Value(Some(1.0)),
+                "served what is held"
+            );
+            assert!(
+                served.age >= refresh_from(ttl) && served.age < ttl,
+                "{served:?}"
+            );
+            assert!(!asked && !served.stale);
+        }
+        assert_eq!(refreshes.load(Ordering::SeqCst), 1, "one refresh for all");
+
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (later, asked) = read(&c, &q, ttl).await;
+        assert_eq!(later.reading, Reading::Value(Some(2.0)), "{later:?}");
+        assert!(!asked, "the caller found the refreshed answer");
+        assert!(later.age < Duration::from_secs(1), "{later:?}");
+        assert_eq!(refreshes.load(Ordering::SeqCst), 1);
+    }
+
+    /// A refresh that fails changes nothing a caller is served while the answer is younger
+    /// than the TTL, is not tried again within the error TTL, and after the TTL the rule
+    /// for a failed backend holds: the last good answer, marked stale, while `max_stale`
+    /// allows.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_refresh_serves_the_held_answer_then_stale() {
+        let refreshes = Arc::new(AtomicUsize::new(0));
+        let c =
+            cache(60_000).with_refresher(refresher(refreshes.clone(), Err(down()), Duration::ZERO));
+        let (q, ttl) = (query("up"), Duration::from_secs(2));
+        c.get(&q, ttl, || async { Ok(Reading::Value(Some(1.0))) })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        let (served, _) = read(&c, &q, ttl).await;
+        assert_eq!(
+            (served.reading, served.stale),
+            (Reading::Value(Some(1.0)), false)
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(refreshes.load(Ordering::SeqCst), 1);
+        let (served, asked) = read(&c, &q, ttl).await;
+        assert_eq!(
+            (served.stale, asked),
+            (false, false),
+            "younger than the TTL"
+        );
+        assert_eq!(
+            refreshes.load(Ordering::SeqCst),
+            1,
+            "not again within the error TTL"
+        );
+
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let (served, asked) = read(&c, &q, ttl).await;
+        assert_eq!(
+            (served.reading, served.stale, asked),
+            (Reading::Value(Some(1.0)), true, false),
+            "past the TTL, within a second of the failure: the last good answer, stale"
+        );
+    }
+
+    /// Without a refresher (as in `check`) an answer in the last quarter is served and left
+    /// to expire; the caller after the TTL asks the backend itself.
+    #[tokio::test]
+    async fn without_a_refresher_answers_expire() {
+        let c = cache(60_000);
+        let (q, ttl) = (query("up"), Duration::from_millis(400));
+        c.get(&q, ttl, || async { Ok(Reading::Value(Some(1.0))) })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(320)).await;
+        assert!(!read(&c, &q, ttl).await.1, "served what is held");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(read(&c, &q, ttl).await.1, "asked by the caller");
     }
 
     #[tokio::test]

@@ -295,9 +295,10 @@ impl Entry {
     }
 
     /// The last evaluation again, while the cache holds exactly the state it was served
-    /// from (no newer answer, no error since) and its backend answer is younger than `ttl`
-    /// — what the signal cache would serve (`cache::decide`), without looking the query up;
-    /// `None` otherwise. Reads atomics only, but for a history sample when one is due
+    /// from (no newer answer, no error since) and its backend answer is younger than three
+    /// quarters of `ttl` — what the signal cache would serve (`cache::decide`), without
+    /// looking the query up; `None` otherwise (and in the TTL's last quarter, where the
+    /// cache also refreshes the answer ahead of the TTL). Reads atomics only, but for a history sample when one is due
     /// (every [`HISTORY_EVERY`]).
     pub fn reuse(&self, ttl: Duration) -> Option<Evaluation> {
         let meta = self.reuse_meta.load(Ordering::Acquire);
@@ -313,7 +314,9 @@ impl Entry {
         let now = Instant::now();
         let now_ms = clock_ms(now);
         let age = Duration::from_millis(now_ms.saturating_sub(answered_ms(meta)));
-        if age >= ttl {
+        // From the last quarter of the TTL on, the cache serves the answer and refreshes it
+        // ahead of the TTL: the caller goes there, so that it does.
+        if age >= crate::cache::refresh_from(ttl) {
             return None;
         }
         let ev = Evaluation {
@@ -1048,14 +1051,18 @@ mod tests {
         assert_eq!(newer.unwrap().reading, Reading::Value(Some(0.5)));
         assert_eq!(e.reuse(ttl), None, "the cache would serve 0.5, not 0.42");
 
-        // Served the newer answer (a hit), reused until it is a TTL old.
+        // Served the newer answer (a hit), reused until three quarters of a TTL old.
         let (served, watch) = cache.get_watched(&q, ttl, || answer(0.9)).await;
         let served = served.unwrap();
         assert_eq!(served.reading, Reading::Value(Some(0.5)));
         e.record(&Ok(evaluation(0.5, served.age)), Some(watch.clone()));
         assert_eq!(e.reuse(ttl).map(|ev| ev.value), Some(0.5));
-        tokio::time::sleep(Duration::from_millis(350)).await;
-        assert_eq!(e.reuse(ttl), None, "older than the TTL");
+        tokio::time::sleep(Duration::from_millis(240)).await;
+        assert_eq!(
+            e.reuse(ttl),
+            None,
+            "in the TTL's last quarter: asked of the cache, which refreshes it ahead"
+        );
 
         let fresh = evaluation(0.5, Duration::ZERO);
         e.record(&Ok(fresh.clone()), None);

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cache::{CacheConfig, SignalCache, Watch};
+use crate::cache::{CacheConfig, Refresher, SignalCache, Watch};
 use crate::policy::NamespacePolicy;
 use crate::signal::promql::{self, Convention};
 use crate::signal::slo;
@@ -145,15 +145,24 @@ pub struct EngineConfig {
 
 pub struct Engine {
     config: EngineConfig,
-    sources: Sources,
+    sources: Arc<Sources>,
     cache: SignalCache,
     metrics: Arc<Metrics>,
 }
 
 impl Engine {
     pub fn new(config: EngineConfig, sources: Sources, metrics: Arc<Metrics>) -> Self {
+        let sources = Arc::new(sources);
+        // A refresh ahead of the TTL is the same bounded, counted call a miss makes.
+        let refresher: Refresher = {
+            let sources = Arc::clone(&sources);
+            Arc::new(move |query: Query| {
+                let sources = Arc::clone(&sources);
+                Box::pin(async move { sources.fetch(&query).await })
+            })
+        };
         Engine {
-            cache: SignalCache::new(config.cache, metrics.clone()),
+            cache: SignalCache::new(config.cache, metrics.clone()).with_refresher(refresher),
             config,
             sources,
             metrics,

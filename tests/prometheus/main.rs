@@ -522,6 +522,58 @@ async fn shared_queries_keep_each_triggers_ttl_and_short_outages_serve_stale() {
     }
 }
 
+/// A trigger asked in the last quarter of its TTL is served the answer held (younger than
+/// the TTL, so no waiting for Prometheus) and the scaler asks Prometheus again on its own;
+/// the next call after the TTL is served that newer answer without a query on its path.
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_late_in_their_ttl_are_refreshed_off_the_callers_path() {
+    let exporter = Exporter::start().await;
+    exporter.set_gauge("backlog", 1.0);
+    let prom = PrometheusServer::start(&[exporter.addr]).await;
+    prom.wait_for_data("max(backlog)").await;
+    let url = format!("default={}", prom.url());
+    let mut scaler = Scaler::start(&["--prometheus", &url, "--cache-ttl", "8s"]).await;
+    let r = so(
+        "orders",
+        &[
+            ("signal", "query"),
+            ("source", "prometheus"),
+            ("query", "max(backlog)"),
+            ("threshold", "1"),
+        ],
+    );
+    let first = Instant::now();
+    assert_eq!(metric(&mut scaler.client, &r).await.unwrap(), 1.0);
+    exporter.set_gauge("backlog", 5.0);
+    prom.wait_for_data("max(backlog) == 5").await;
+    // Within the first three quarters of the TTL: the answer held, no query.
+    let before = prom.query_requests().await;
+    assert_eq!(metric(&mut scaler.client, &r).await.unwrap(), 1.0);
+    assert_eq!(prom.query_requests().await, before);
+
+    // The last quarter (from 6 s of 8 s): still the answer held, and one query follows.
+    tokio::time::sleep_until((first + Duration::from_millis(6300)).into()).await;
+    assert_eq!(metric(&mut scaler.client, &r).await.unwrap(), 1.0);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while prom.query_requests().await == before {
+        assert!(Instant::now() < deadline, "no refresh ahead of the TTL");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let refreshed = prom.query_requests().await;
+    assert_eq!(refreshed, before + 1.0, "one refresh");
+
+    // Past the first answer's TTL: the refreshed answer, no query on the caller's path.
+    tokio::time::sleep_until((first + Duration::from_millis(8300)).into()).await;
+    assert_eq!(metric(&mut scaler.client, &r).await.unwrap(), 5.0);
+    assert_eq!(prom.query_requests().await, refreshed);
+    let (_, text) = scaler.get("/metrics").await;
+    assert!(
+        text.contains(r#"slo_scaler_cache_requests_total{result="miss"} 1"#),
+        "one miss, the first call: {text}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backend_that_never_answers_is_cut_off_at_the_timeout() {
     // Accepts connections and never answers.
