@@ -19,6 +19,10 @@
 //! runs GetMetricSpec → GetMetrics → IsActive every `pollingInterval` and again every 15 s,
 //! at a random phase, as KEDA's goroutine per ScaledObject and the HPA's sync would.
 //!
+//! KEDA's calls come from a thread of this process with a single-threaded runtime and
+//! connections of its own, as from a process of its own; the planning calls and (a)'s
+//! saturation client run on the main runtime.
+//!
 //! The span sender stands in for applications' exporters on other nodes; it runs 10 nice
 //! values below the rest of this process so its CPU does not stretch the latencies (b)
 //! measures, and what it delivers is still counted in (d). (b)'s same-run baseline is tonic's
@@ -541,6 +545,106 @@ fn median(v: &[f64]) -> f64 {
 }
 
 // ---------------------------------------------------------------------------------------
+// KEDA and the HPA.
+
+/// KEDA's and the HPA's calls, and (b)'s Health/Check baseline: on a thread of their own
+/// with a single-threaded runtime and their own connections, as KEDA is a process of its
+/// own. The latency (b) measures is then the scaler's and the transport's, not this
+/// process's other work (the fake Prometheus, the planning client) or a hop between its
+/// threads.
+struct Keda {
+    grpc: SocketAddr,
+    connections: usize,
+    scaled_objects: Vec<ScaledObjectRef>,
+    polling_interval: Duration,
+    record: Arc<Record>,
+    health_record: Arc<Record>,
+    phase: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    /// When the first calls are due.
+    start: Instant,
+}
+
+impl Keda {
+    /// Polls until `stop`.
+    fn run(self) -> std::thread::JoinHandle<()> {
+        std::thread::Builder::new()
+            .name("keda".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("keda runtime");
+                rt.block_on(self.poll());
+            })
+            .expect("keda thread")
+    }
+
+    async fn poll(self) {
+        let mut channels = Vec::new();
+        for _ in 0..self.connections {
+            channels.push(connect(self.grpc).await);
+        }
+        let start = tokio::time::Instant::from_std(self.start);
+        let mut seed = 0x5eed_u64;
+        for (i, so) in self.scaled_objects.iter().enumerate() {
+            for interval in [self.polling_interval, HPA_SYNC] {
+                let offset =
+                    Duration::from_nanos(splitmix(&mut seed) % interval.as_nanos().max(1) as u64);
+                let mut client = ExternalScalerClient::new(channels[i % channels.len()].clone());
+                let (so, record) = (so.clone(), Arc::clone(&self.record));
+                let (phase, stop) = (Arc::clone(&self.phase), Arc::clone(&self.stop));
+                tokio::spawn(async move {
+                    let mut next = start + offset;
+                    loop {
+                        tokio::time::sleep_until(next).await;
+                        if stop.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        let p = phase.load(Ordering::Relaxed) as usize;
+                        keda_cycle(&mut client, &so, &record, p).await;
+                        next += interval;
+                    }
+                });
+            }
+        }
+        // The same-run baseline of (b): tonic's own Health/Check on the same server and
+        // connection, at the rate KEDA's calls come, in the same phases.
+        let calls_per_second = self.scaled_objects.len() as f64
+            * (1.0 / self.polling_interval.as_secs_f64() + 1.0 / HPA_SYNC.as_secs_f64());
+        let mut client = HealthClient::new(channels[0].clone());
+        let (record, phase, stop) = (
+            Arc::clone(&self.health_record),
+            Arc::clone(&self.phase),
+            Arc::clone(&self.stop),
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(
+                start,
+                Duration::from_secs_f64(1.0 / calls_per_second.max(1.0)),
+            );
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let started = Instant::now();
+                let ok = client
+                    .check(HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                    .is_ok();
+                if ok {
+                    record.latency(phase.load(Ordering::Relaxed) as usize, started.elapsed());
+                }
+            }
+        });
+        while !self.stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // The span sender.
 
 /// Sends spans at `rate` spans/s (0: as fast as the receiver takes them, `OTLP_IN_FLIGHT`
@@ -913,63 +1017,20 @@ async fn run(args: Args) -> Report {
     };
     let phase = Arc::new(AtomicU64::new(1));
     let stop = Arc::new(AtomicBool::new(false));
-    let mut seed = 0x5eed_u64;
-    let mut pollers = Vec::new();
-    let start = tokio::time::Instant::now() + Duration::from_millis(200);
-    for (i, (_, so)) in sos.iter().enumerate() {
-        for interval in [args.polling_interval, HPA_SYNC] {
-            let offset =
-                Duration::from_nanos(splitmix(&mut seed) % interval.as_nanos().max(1) as u64);
-            let mut client = ExternalScalerClient::new(channels[i % channels.len()].clone());
-            let (so, record) = (so.clone(), Arc::clone(&record));
-            let (phase, stop) = (Arc::clone(&phase), Arc::clone(&stop));
-            pollers.push(tokio::spawn(async move {
-                let mut next = start + offset;
-                loop {
-                    tokio::time::sleep_until(next).await;
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let p = phase.load(Ordering::Relaxed) as usize;
-                    keda_cycle(&mut client, &so, &record, p).await;
-                    next += interval;
-                }
-            }));
-        }
-    }
-    // The same-run baseline of (b): tonic's own Health/Check on the same server and
-    // connection, at the rate KEDA's calls come, in the same phases.
     let health_record = Arc::new(Record::default());
-    {
-        let calls_per_second = sos.len() as f64
-            * (1.0 / args.polling_interval.as_secs_f64() + 1.0 / HPA_SYNC.as_secs_f64());
-        let mut client = HealthClient::new(channels[0].clone());
-        let (record, phase, stop) = (
-            Arc::clone(&health_record),
-            Arc::clone(&phase),
-            Arc::clone(&stop),
-        );
-        pollers.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval_at(
-                start,
-                Duration::from_secs_f64(1.0 / calls_per_second.max(1.0)),
-            );
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            while !stop.load(Ordering::Relaxed) {
-                tick.tick().await;
-                let started = Instant::now();
-                let ok = client
-                    .check(HealthCheckRequest {
-                        service: String::new(),
-                    })
-                    .await
-                    .is_ok();
-                if ok {
-                    record.latency(phase.load(Ordering::Relaxed) as usize, started.elapsed());
-                }
-            }
-        }));
+    let start = tokio::time::Instant::now() + Duration::from_millis(200);
+    let keda = Keda {
+        grpc: scaler.grpc,
+        connections: args.connections,
+        scaled_objects: sos.iter().map(|(_, so)| so.clone()).collect(),
+        polling_interval: args.polling_interval,
+        record: Arc::clone(&record),
+        health_record: Arc::clone(&health_record),
+        phase: Arc::clone(&phase),
+        stop: Arc::clone(&stop),
+        start: start.into_std(),
     }
+    .run();
     // Warm-up: the store's rates need whole buckets older than `--otlp-rate-settle` (6 s);
     // before that otlp rps triggers answer "not known yet", which is right, but not the
     // steady state this phase measures.
@@ -1038,9 +1099,7 @@ async fn run(args: Args) -> Report {
     phase.store(4, Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
     sender.stop.store(true, Ordering::Relaxed);
-    for p in pollers {
-        p.abort();
-    }
+    let _ = tokio::task::spawn_blocking(move || keda.join()).await;
     if let Some(t) = sender_thread {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
