@@ -41,6 +41,10 @@ pub type Refresher = Arc<
         + Sync,
 >;
 
+/// What one caller is served: the answer, the cache result it counts as, and the slot's
+/// generation it was served from.
+type Answer = (Result<Served, SourceError>, &'static str, u64);
+
 /// A backend answer and when it was fetched.
 #[derive(Debug, Clone)]
 struct Good {
@@ -225,12 +229,7 @@ impl SignalCache {
 
     /// The answer for this caller from what is held (and whether to refresh it ahead of
     /// the TTL), or `None` to fetch.
-    #[allow(clippy::type_complexity)]
-    fn serve(
-        &self,
-        slot: &Slot,
-        ttl: Duration,
-    ) -> Option<((Result<Served, SourceError>, &'static str, u64), bool)> {
+    fn serve(&self, slot: &Slot, ttl: Duration) -> Option<(Answer, bool)> {
         let now = Instant::now();
         let state = slot.state();
         let decision = decide(state.held(now), ttl, self.config.max_stale);
