@@ -6,7 +6,9 @@
 //! Run: `cargo bench --bench keda_load -- [--duration 60s] [--scaled-objects 1500]
 //! [--spans-per-second 200000] [--polling-interval 30s] [--connections 1] [--json]`.
 //! `--write-h2load-bodies DIR` writes the request bodies `scripts/h2load-bench.sh` sends;
-//! `--probe ADDR` makes one real-client call of those requests and prints the answers.
+//! `--probe ADDR` makes one real-client call of those requests and prints the answers;
+//! `--serve-bare ADDR` serves the bare ExternalScaler (below) and tonic's Health on ADDR
+//! until killed, for h2load's same-run baseline.
 //!
 //! KEDA's shape, from KEDA's own code (kedacore/keda, `pkg/scalers/external_scaler.go`):
 //! `getClientForConnectionPool` keeps one `grpc.ClientConn` per scaler address (and TLS
@@ -99,6 +101,7 @@ struct Args {
     json: bool,
     write_bodies: Option<PathBuf>,
     probe: Option<String>,
+    serve_bare: Option<SocketAddr>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -114,6 +117,7 @@ fn parse_args() -> Result<Args, String> {
         json: false,
         write_bodies: None,
         probe: None,
+        serve_bare: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -143,6 +147,10 @@ fn parse_args() -> Result<Args, String> {
                 args.write_bodies = Some(PathBuf::from(value("--write-h2load-bodies")?))
             }
             "--probe" => args.probe = Some(value("--probe")?),
+            "--serve-bare" => {
+                let v = value("--serve-bare")?;
+                args.serve_bare = Some(v.parse().map_err(|e| format!("bad address {v:?}: {e}"))?)
+            }
             other => return Err(format!("unknown flag {other:?}")),
         }
     }
@@ -542,6 +550,20 @@ fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// The bare ExternalScaler and tonic's Health, as the scaler's server has them (TCP_NODELAY,
+/// tonic's defaults), until the process ends.
+async fn serve_bare(incoming: tonic::transport::server::TcpIncoming) {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<ExternalScalerServer<Bare>>().await;
+    let _ = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(ExternalScalerServer::new(Bare {
+            metric_name: "bare".into(),
+        }))
+        .serve_with_incoming(incoming)
+        .await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1141,12 +1163,7 @@ async fn run(args: Args) -> Report {
                 .expect("bind")
                 .with_nodelay(Some(true));
             let _ = addr_tx.send(incoming.local_addr().expect("address"));
-            let _ = tonic::transport::Server::builder()
-                .add_service(ExternalScalerServer::new(Bare {
-                    metric_name: "bare".into(),
-                }))
-                .serve_with_incoming(incoming)
-                .await;
+            serve_bare(incoming).await;
         });
     });
     let bare_addr = addr_rx.recv().expect("the bare service's address");
@@ -1344,6 +1361,23 @@ fn main() {
             eprintln!("keda_load: {e}");
             std::process::exit(1);
         }
+        return;
+    }
+    if let Some(addr) = args.serve_bare {
+        // The scaler's RPC runtime: a worker per core.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("bare runtime");
+        rt.block_on(async {
+            match tonic::transport::server::TcpIncoming::bind(addr) {
+                Ok(incoming) => serve_bare(incoming.with_nodelay(Some(true))).await,
+                Err(e) => {
+                    eprintln!("keda_load: --serve-bare {addr}: {e}");
+                    std::process::exit(1);
+                }
+            }
+        });
         return;
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
