@@ -37,6 +37,19 @@ impl PrometheusServer {
         Self::start_with(targets, None).await
     }
 
+    /// A test exporter with one gauge, `name` = `value`, and Prometheus scraping it, started
+    /// and waited for until Prometheus has the gauge.
+    pub async fn scraping_gauge(
+        name: &str,
+        value: f64,
+    ) -> (super::exporter::Exporter, PrometheusServer) {
+        let exporter = super::exporter::Exporter::start().await;
+        exporter.set_gauge(name, value);
+        let prometheus = PrometheusServer::start(&[exporter.addr]).await;
+        prometheus.wait_for_data(&format!("max({name})")).await;
+        (exporter, prometheus)
+    }
+
     /// Starts Prometheus serving HTTPS with `cert_file` / `key_file`, trusted by the
     /// harness through `ca_pem`.
     pub async fn start_tls(

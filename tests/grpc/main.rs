@@ -27,10 +27,7 @@ async fn next_active(
 }
 
 async fn gauge_fixture() -> (Exporter, PrometheusServer, Scaler) {
-    let exporter = Exporter::start().await;
-    exporter.set_gauge("queue_backlog", 0.0);
-    let prom = PrometheusServer::start(&[exporter.addr]).await;
-    prom.wait_for_data("max(queue_backlog)").await;
+    let (exporter, prom) = PrometheusServer::scraping_gauge("queue_backlog", 0.0).await;
     let url = format!("default={}", prom.url());
     let scaler = Scaler::start(&[
         "--prometheus",
@@ -426,10 +423,7 @@ async fn callers_that_are_not_kubernetes_objects_are_refused() {
 /// acknowledgement that namespaces are not authenticated here; see tests/tls for mTLS).
 #[tokio::test(flavor = "multi_thread")]
 async fn namespace_allowances_hold() {
-    let exporter = Exporter::start().await;
-    exporter.set_gauge("queue_backlog", 3.0);
-    let prom = PrometheusServer::start(&[exporter.addr]).await;
-    prom.wait_for_data("max(queue_backlog)").await;
+    let (_exporter, prom) = PrometheusServer::scraping_gauge("queue_backlog", 3.0).await;
     let url = format!("default={}", prom.url());
     let mut scaler = Scaler::start(&[
         "--prometheus",

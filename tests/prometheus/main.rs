@@ -449,10 +449,7 @@ async fn outage_serves_stale_then_unavailable_then_recovers() {
 /// is covered by the last good value instead of becoming a TTL of errors.
 #[tokio::test(flavor = "multi_thread")]
 async fn shared_queries_keep_each_triggers_ttl_and_short_outages_serve_stale() {
-    let exporter = Exporter::start().await;
-    exporter.set_gauge("backlog", 1.0);
-    let mut prom = PrometheusServer::start(&[exporter.addr]).await;
-    prom.wait_for_data("max(backlog)").await;
+    let (exporter, mut prom) = PrometheusServer::scraping_gauge("backlog", 1.0).await;
     let url = format!("default={}", prom.url());
     let mut scaler = Scaler::start(&[
         "--prometheus",
@@ -527,10 +524,7 @@ async fn shared_queries_keep_each_triggers_ttl_and_short_outages_serve_stale() {
 /// the next call after the TTL is served that newer answer without a query on its path.
 #[tokio::test(flavor = "multi_thread")]
 async fn answers_late_in_their_ttl_are_refreshed_off_the_callers_path() {
-    let exporter = Exporter::start().await;
-    exporter.set_gauge("backlog", 1.0);
-    let prom = PrometheusServer::start(&[exporter.addr]).await;
-    prom.wait_for_data("max(backlog)").await;
+    let (exporter, prom) = PrometheusServer::scraping_gauge("backlog", 1.0).await;
     let url = format!("default={}", prom.url());
     let mut scaler = Scaler::start(&["--prometheus", &url, "--cache-ttl", "8s"]).await;
     let r = so(
