@@ -3,6 +3,7 @@
 //! Everything here is pure: no I/O, no clocks. Query languages live in submodules
 //! (`promql`, `traceql`); the sources in `crate::source` send what they build.
 
+pub mod capacity;
 pub mod hpa;
 pub mod promql;
 pub mod quote;

@@ -11,6 +11,7 @@
 //! applies the behaviour. KEDA's operator loop (every polling interval) handles
 //! activation, scale to zero after the cooldown, and fallback after repeated failures.
 
+use crate::signal::capacity::{self, pods_needed};
 use crate::signal::hpa::{
     desired_replicas_ready, desired_replicas_utilization, Autoscaler, Behavior,
 };
@@ -111,6 +112,10 @@ pub struct Run {
     pub errors: u64,
     /// Times KEDA's fallback replaced the metric.
     pub fallbacks: u32,
+    /// The policy README recommends.
+    pub recommended: bool,
+    /// A lower bound rather than a policy one could run (`oracle`).
+    pub bound: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -120,6 +125,8 @@ struct Bucket {
     requests: u64,
     errors: u64,
     cpu_s: f64,
+    /// Σ latencies, seconds: requests in flight × time (Little's law).
+    busy_s: f64,
 }
 
 /// The `q`-quantile of `values` at rank `floor(q × (n − 1))` (the rank the store's
@@ -158,8 +165,25 @@ impl Ring {
             total.requests += b.requests;
             total.errors += b.errors;
             total.cpu_s += b.cpu_s;
+            total.busy_s += b.busy_s;
         }
         (total, covered)
+    }
+
+    /// `(Σ latencies, requests)` of each whole minute in seconds `[now − len, now)` that
+    /// exist, oldest first.
+    fn minutes(&self, now: usize, len: usize) -> impl Iterator<Item = (f64, u64)> + '_ {
+        let n = self.buckets.len();
+        let start = now - len.min(now).min(n);
+        (start..now)
+            .step_by(60)
+            .filter(move |m| m + 60 <= now)
+            .map(move |m| {
+                (m..m + 60).fold((0.0, 0), |(busy, count), t| {
+                    let b = &self.buckets[t % n];
+                    (busy + b.busy_s, count + b.requests)
+                })
+            })
     }
 }
 
@@ -173,6 +197,28 @@ fn read(policy: &Policy, config: &Config, ring: &Ring, now: usize) -> Option<f64
     let p95 = || w.latency.quantile_ns(0.95).map(|ns| ns / 1e9);
     match policy {
         Policy::Rps { .. } => Some(count as f64 / covered as f64),
+        Policy::Concurrency { .. } => Some(w.busy_s / covered as f64),
+        Policy::Recommended { pod_concurrency } => {
+            let (guard, _) = ring.window(now, capacity::GUARD_WINDOW_S as usize);
+            let latency_s = guard.latency.quantile_ns(0.95).map(|ns| ns / 1e9)?;
+            let (reference_latency, peak_concurrency) =
+                capacity::history(ring.minutes(now, capacity::HISTORY_S as usize));
+            let rate = count as f64 / covered as f64;
+            let target = capacity::Target {
+                pod_concurrency: pod_concurrency
+                    .unwrap_or(f64::from(config.service.workers_per_pod)),
+                objective_s: config.objective_s,
+            };
+            Some(pods_needed(
+                target,
+                capacity::Reading {
+                    concurrency: w.busy_s / covered as f64,
+                    reference_concurrency: reference_latency.map(|s| rate * s),
+                    peak_concurrency,
+                    latency_s,
+                },
+            ))
+        }
         Policy::P95 { .. } => p95(),
         Policy::Slo { .. } => slo_ratio(
             Objectives {
@@ -185,7 +231,7 @@ fn read(policy: &Policy, config: &Config, ring: &Ring, now: usize) -> Option<f64
             },
         )
         .ok(),
-        Policy::Cpu { .. } | Policy::Static(_) | Policy::StaticAuto => None,
+        Policy::Cpu { .. } | Policy::Static(_) | Policy::StaticAuto | Policy::Oracle => None,
     }
 }
 
@@ -235,6 +281,101 @@ pub fn run_lockstep(scenario: &Scenario, policies: &[Policy], config: &Config) -
     loops.into_iter().map(Loop::finish).collect()
 }
 
+/// The `oracle` bound: each minute served by the smallest fleet whose p95 over that
+/// minute is within the objective, the fleet ready from the minute's first request (it
+/// knew the load in advance and had no start-up delay) and starting with empty queues.
+/// The arrivals are the other policies' own (common random numbers); fleets are tried
+/// from the previous minute's size up or down, so a slowly moving load costs two or three
+/// fleets a minute. A minute that no fleet up to `maxReplicaCount` holds gets the maximum.
+/// No request carries over between minutes and nothing is lost at a scale-down, so no
+/// policy reaches fewer replica-hours at the same attainment.
+pub fn oracle(scenario: &Scenario, config: &Config) -> Run {
+    let max = config.keda.max_replicas.max(1);
+    let mut arrivals = Arrivals::new(config);
+    let mut out = Run {
+        policy: Policy::Oracle.to_string(),
+        minutes: Vec::with_capacity(scenario.seconds.len() / 60 + 1),
+        replica_seconds: 0.0,
+        max_replicas: 0,
+        scale_events: 0,
+        requests: 0,
+        errors: 0,
+        fallbacks: 0,
+        recommended: false,
+        bound: true,
+    };
+    let mut minute: Vec<(Arrival, f64)> = Vec::new();
+    let mut n = config.keda.min_replicas.max(1);
+    let mut previous = None;
+    for (start, seconds) in scenario.seconds.chunks(60).enumerate() {
+        minute.clear();
+        for (i, second) in seconds.iter().enumerate() {
+            let t = start * 60 + i;
+            for a in arrivals.second(t, second, &config.service) {
+                minute.push((*a, second.slowdown));
+            }
+        }
+        let t0 = (start * 60) as f64;
+        // (p95 within, latencies, errors) of the minute on `pods` pods.
+        let serve = |pods: u32| {
+            let mut service = Service::new(config.service.clone(), 0, config.seed ^ 0xa5a5_5a5a);
+            service.scale_to(pods, t0 - config.service.startup_s);
+            let mut latencies = Vec::with_capacity(minute.len());
+            let mut errors = 0u64;
+            for (a, slowdown) in &minute {
+                let o = service.serve_base(a.at_s, a.base_s, *slowdown);
+                latencies.push((o.latency_s * 1e9) as u64);
+                errors += u64::from(o.error);
+            }
+            let p95 = exact_quantile(&mut latencies, 0.95).map(|ns| ns as f64 / 1e9);
+            (p95.is_none_or(|p| p <= config.objective_s), p95, errors)
+        };
+        let pods = if minute.is_empty() {
+            0
+        } else {
+            n = n.clamp(1, max);
+            if serve(n).0 {
+                while n > 1 && serve(n - 1).0 {
+                    n -= 1;
+                }
+            } else {
+                while n < max && !serve(n).0 {
+                    n += 1;
+                }
+            }
+            n
+        };
+        let (within, p95_s, errors) = if pods == 0 {
+            (true, None, 0)
+        } else {
+            serve(pods)
+        };
+        let len = seconds.len() as f64;
+        out.replica_seconds += f64::from(pods) * len;
+        out.max_replicas = out.max_replicas.max(pods);
+        out.requests += minute.len() as u64;
+        out.errors += errors;
+        if previous.is_some_and(|p| p != pods) {
+            out.scale_events += 1;
+        }
+        previous = Some(pods);
+        out.minutes.push(Minute {
+            rps: minute.len() as f64 / len,
+            replicas: f64::from(pods),
+            ready: f64::from(pods),
+            cpu_percent: 0.0,
+            p95_s,
+            error_rate: if minute.is_empty() {
+                0.0
+            } else {
+                errors as f64 / minute.len() as f64
+            },
+            within,
+        });
+    }
+    out
+}
+
 /// The arrival stream and each request's base service time (before the scenario's
 /// slowdown), drawn from the configuration's seeds, one second at a time.
 struct Arrivals {
@@ -262,7 +403,7 @@ impl Arrivals {
             while at < t0 + 1.0 {
                 self.buf.push(Arrival {
                     at_s: at,
-                    base_s: model.base_service_s(&mut self.service),
+                    base_s: model.base_service_s(&mut self.service) * second.release,
                 });
                 at += self.gaps.exp1() * gap;
             }
@@ -316,9 +457,16 @@ impl<'a> Loop<'a> {
             len,
             service: Service::new(config.service.clone(), start, config.seed ^ 0xa5a5_5a5a),
             hpa: Autoscaler::new(config.behavior.clone(), hpa_min, config.keda.max_replicas),
-            ring: Ring::new(config.window_s.max(config.cpu_window_s) as usize),
+            ring: Ring::new(if matches!(policy, Policy::Recommended { .. }) {
+                (capacity::HISTORY_S as usize).max(config.window_s as usize)
+            } else {
+                config.window_s.max(config.cpu_window_s) as usize
+            }),
             minute: Vec::new(),
-            sketch: matches!(policy, Policy::P95 { .. } | Policy::Slo { .. }),
+            sketch: matches!(
+                policy,
+                Policy::P95 { .. } | Policy::Slo { .. } | Policy::Recommended { .. }
+            ),
             minute_errors: 0,
             minute_replicas: 0.0,
             minute_ready: 0.0,
@@ -333,10 +481,15 @@ impl<'a> Loop<'a> {
                 requests: 0,
                 errors: 0,
                 fallbacks: 0,
+                recommended: policy.is_recommended(),
+                bound: false,
             },
             failures: 0,
             last_active: 0.0,
-            dynamic: !matches!(policy, Policy::Static(_) | Policy::StaticAuto),
+            dynamic: !matches!(
+                policy,
+                Policy::Static(_) | Policy::StaticAuto | Policy::Oracle
+            ),
         }
     }
 
@@ -364,6 +517,7 @@ impl<'a> Loop<'a> {
             }
             self.minute.push(ns);
             b.cpu_s += o.cpu_s;
+            b.busy_s += o.latency_s;
             b.errors += u64::from(o.error);
         }
         b.requests = arrivals.len() as u64;
@@ -450,6 +604,8 @@ impl<'a> Loop<'a> {
                     let value = read(policy, config, ring, now);
                     let (metric_type, target) = match policy {
                         Policy::Rps { per_pod } => (MetricType::AverageValue, *per_pod),
+                        Policy::Concurrency { per_pod } => (MetricType::AverageValue, *per_pod),
+                        Policy::Recommended { .. } => (MetricType::AverageValue, 1.0),
                         Policy::P95 { target_s } => (
                             MetricType::Value,
                             target_s.unwrap_or(0.8 * config.objective_s),
@@ -495,7 +651,7 @@ mod tests {
     fn flat(rps: f64, seconds: usize) -> Scenario {
         Scenario {
             name: "flat".into(),
-            seconds: vec![Second { rps, slowdown: 1.0 }; seconds],
+            seconds: vec![Second::at(rps); seconds],
         }
     }
 
@@ -565,20 +721,8 @@ mod tests {
         let mut config = Config::default();
         config.keda.min_replicas = 0;
         let mut scenario = flat(50.0, 600);
-        scenario.seconds.extend(vec![
-            Second {
-                rps: 0.0,
-                slowdown: 1.0
-            };
-            900
-        ]);
-        scenario.seconds.extend(vec![
-            Second {
-                rps: 50.0,
-                slowdown: 1.0
-            };
-            300
-        ]);
+        scenario.seconds.extend(vec![Second::at(0.0); 900]);
+        scenario.seconds.extend(vec![Second::at(50.0); 300]);
         let run = run(&scenario, &Policy::Rps { per_pod: 60.0 }, &config);
         let idle = &run.minutes[20];
         assert_eq!(idle.replicas, 0.0, "{idle:?}");

@@ -55,7 +55,7 @@ pub enum SimulateError {
 
 #[derive(Debug, Clone, Args)]
 pub struct SimulateArgs {
-    /// A built-in scenario (diurnal, flash-crowd, slow-dependency) or a CSV file with
+    /// A built-in scenario (diurnal, flash-crowd, slow-dependency, release-regression) or a CSV file with
     /// the header t,rps (optionally a third column, slowdown).
     #[arg(long, default_value = "diurnal")]
     pub scenario: String,
@@ -66,7 +66,9 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub error_objective: Option<f64>,
     /// A policy to compare (repeatable): static:N, static:auto, cpu:70%, rps:60,
-    /// p95[:240ms], slo[:0.8]. Default: static:auto cpu:70% rps:60 p95 slo.
+    /// p95[:240ms], slo[:0.8], concurrency:3, recommended[:POD_CONCURRENCY] (the
+    /// sloCapacity signal; podConcurrency defaults to --workers-per-pod), oracle.
+    /// Default: static:auto cpu:70% rps:60 p95 slo:0.8 concurrency:3 recommended oracle.
     #[arg(long = "policy")]
     pub policies: Vec<String>,
     /// Write summary.json, timeseries.csv and the plots (SVG and PNG) here as well.
@@ -307,32 +309,37 @@ pub fn smallest_static(scenario: &Scenario, config: &Config, goal: f64) -> Run {
     best
 }
 
-/// Runs every policy over the scenario: `static:auto`'s search on a thread of its own,
-/// the other policies in lockstep ([`engine::run_lockstep`]) split over the remaining
-/// cores. Each run is deterministic and shares nothing but the read-only scenario and
-/// configuration, so the result is the same as one policy after the other.
+/// Runs every policy over the scenario: each offline policy (`static:auto`'s search, the
+/// `oracle` bound) on a thread of its own, the other policies in lockstep
+/// ([`engine::run_lockstep`]) split over the remaining cores. Each run is deterministic
+/// and shares nothing but the read-only scenario and configuration, so the result is the
+/// same as one policy after the other.
 pub fn simulate(scenario: &Scenario, policies: &[Policy], config: &Config, goal: f64) -> Vec<Run> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let searches = policies
-        .iter()
-        .filter(|p| matches!(p, Policy::StaticAuto))
-        .count();
+    let offline = policies.iter().filter(|p| p.is_offline()).count();
     let others: Vec<(usize, Policy)> = policies
         .iter()
         .cloned()
         .enumerate()
-        .filter(|(_, p)| !matches!(p, Policy::StaticAuto))
+        .filter(|(_, p)| !p.is_offline())
         .collect();
-    let groups = cores.saturating_sub(searches).clamp(1, others.len().max(1));
+    let groups = cores.saturating_sub(offline).clamp(1, others.len().max(1));
     let mut runs: Vec<Option<Run>> = vec![None; policies.len()];
     std::thread::scope(|s| {
-        let search_handles: Vec<_> = policies
+        let offline_handles: Vec<_> = policies
             .iter()
             .enumerate()
-            .filter(|(_, p)| matches!(p, Policy::StaticAuto))
-            .map(|(i, _)| (i, s.spawn(move || smallest_static(scenario, config, goal))))
+            .filter(|(_, p)| p.is_offline())
+            .map(|(i, p)| {
+                let handle = s.spawn(move || match p {
+                    Policy::Oracle => engine::oracle(scenario, config),
+                    _ => smallest_static(scenario, config, goal),
+                });
+                (i, handle)
+            })
             .collect();
         let group_handles: Vec<_> = (0..groups)
+            .filter(|_| !others.is_empty())
             .map(|g| {
                 let mine: Vec<(usize, Policy)> =
                     others.iter().skip(g).step_by(groups).cloned().collect();
@@ -347,7 +354,7 @@ pub fn simulate(scenario: &Scenario, policies: &[Policy], config: &Config, goal:
             .collect();
         // A run has no panicking path; were one to panic, re-raise it here as the
         // sequential loop would have.
-        for (i, h) in search_handles {
+        for (i, h) in offline_handles {
             runs[i] = Some(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
         }
         for h in group_handles {
@@ -365,7 +372,7 @@ pub fn run(args: &SimulateArgs) -> Result<String, SimulateError> {
     let scenario = args.scenario()?;
     let policies = args.policies()?;
     let runs = simulate(&scenario, &policies, &config, args.goal);
-    let rows: Vec<Summary> = runs.iter().map(Summary::of).collect();
+    let rows = Summary::all(&runs);
     let mut text = report::table(&scenario.name, config.objective_s, &rows);
     if let Some(dir) = &args.out {
         report::write(dir, &scenario.name, config.objective_s, &runs, &rows)?;

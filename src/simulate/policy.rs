@@ -20,6 +20,16 @@ pub enum Policy {
     P95 { target_s: Option<f64> },
     /// `slo:0.8`: the scaler's `signal: slo` ratio, `Value` (`slo` alone: 0.8).
     Slo { target: f64 },
+    /// `concurrency:3`: the scaler's `signal: concurrency` (requests in flight),
+    /// `AverageValue` per pod.
+    Concurrency { per_pod: f64 },
+    /// `recommended[:N]`: the scaler's `signal: sloCapacity`, `AverageValue` 1, with
+    /// `podConcurrency` N (default: the service model's `--workers-per-pod`, as a user
+    /// sets it from the service's own configuration).
+    Recommended { pod_concurrency: Option<f64> },
+    /// `oracle`: the lower bound, a fleet sized each minute for that minute's load,
+    /// known in advance, with no start-up delay.
+    Oracle,
 }
 
 impl Policy {
@@ -33,7 +43,22 @@ impl Policy {
             Policy::Rps { per_pod: 60.0 },
             Policy::P95 { target_s: None },
             Policy::Slo { target: 0.8 },
+            Policy::Concurrency { per_pod: 3.0 },
+            Policy::Recommended {
+                pod_concurrency: None,
+            },
+            Policy::Oracle,
         ]
+    }
+
+    /// Whether the policy is the one README recommends.
+    pub fn is_recommended(&self) -> bool {
+        matches!(self, Policy::Recommended { .. })
+    }
+
+    /// Whether the policy is computed apart from the closed loop (a search or a bound).
+    pub fn is_offline(&self) -> bool {
+        matches!(self, Policy::StaticAuto | Policy::Oracle)
     }
 
     pub fn parse(s: &str) -> Result<Policy, SimulateError> {
@@ -72,8 +97,21 @@ impl Policy {
             ("slo", Some(a)) => positive(a)
                 .map(|target| Policy::Slo { target })
                 .ok_or_else(|| bad("want slo:RATIO, like slo:0.8")),
+            ("concurrency", Some(a)) => positive(a)
+                .map(|per_pod| Policy::Concurrency { per_pod })
+                .ok_or_else(|| bad("want concurrency:PER_POD, like concurrency:3")),
+            ("recommended" | "sloCapacity", None) => Ok(Policy::Recommended {
+                pod_concurrency: None,
+            }),
+            ("recommended" | "sloCapacity", Some(a)) => positive(a)
+                .map(|n| Policy::Recommended {
+                    pod_concurrency: Some(n),
+                })
+                .ok_or_else(|| bad("want recommended[:POD_CONCURRENCY], like recommended:4")),
+            ("oracle", None) => Ok(Policy::Oracle),
             _ => Err(bad(
-                "want static:N, static:auto, cpu:70%, rps:60, p95[:240ms] or slo[:0.8]",
+                "want static:N, static:auto, cpu:70%, rps:60, p95[:240ms], slo[:0.8], \
+                 concurrency:3, recommended[:N] or oracle",
             )),
         }
     }
@@ -89,6 +127,14 @@ impl fmt::Display for Policy {
             Policy::P95 { target_s: Some(t) } => write!(f, "p95:{}ms", (t * 1000.0).round()),
             Policy::P95 { target_s: None } => write!(f, "p95"),
             Policy::Slo { target } => write!(f, "slo:{target}"),
+            Policy::Concurrency { per_pod } => write!(f, "concurrency:{per_pod}"),
+            Policy::Recommended {
+                pod_concurrency: None,
+            } => write!(f, "sloCapacity"),
+            Policy::Recommended {
+                pod_concurrency: Some(n),
+            } => write!(f, "sloCapacity:{n}"),
+            Policy::Oracle => write!(f, "oracle"),
         }
     }
 }
@@ -130,6 +176,21 @@ mod tests {
             }),
         );
         check("slo", Ok(Policy::Slo { target: 0.8 }));
+        check("concurrency:3", Ok(Policy::Concurrency { per_pod: 3.0 }));
+        check(
+            "recommended",
+            Ok(Policy::Recommended {
+                pod_concurrency: None,
+            }),
+        );
+        check(
+            "sloCapacity:8",
+            Ok(Policy::Recommended {
+                pod_concurrency: Some(8.0),
+            }),
+        );
+        check("oracle", Ok(Policy::Oracle));
+        check("recommended:0", Err("want recommended"));
         check("slo:1", Ok(Policy::Slo { target: 1.0 }));
         check("static:0", Err("policy \"static:0\""));
         check("cpu:-5", Err("want cpu:PERCENT"));

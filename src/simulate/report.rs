@@ -26,6 +26,12 @@ pub struct Summary {
     pub error_rate: f64,
     pub requests: u64,
     pub fallbacks: u32,
+    /// The policy README recommends.
+    pub recommended: bool,
+    /// A lower bound (`oracle`), not a policy one could run.
+    pub bound: bool,
+    /// Replica-hours ÷ the `oracle` bound's, when the run compared one.
+    pub oracle_ratio: Option<f64>,
 }
 
 impl Summary {
@@ -58,7 +64,27 @@ impl Summary {
             },
             requests: run.requests,
             fallbacks: run.fallbacks,
+            recommended: run.recommended,
+            bound: run.bound,
+            oracle_ratio: None,
         }
+    }
+
+    /// The summaries of `runs`, each with its replica-hours as a ratio to the `oracle`
+    /// bound's when one of them is the bound.
+    pub fn all(runs: &[Run]) -> Vec<Summary> {
+        let mut rows: Vec<Summary> = runs.iter().map(Summary::of).collect();
+        let bound = rows
+            .iter()
+            .find(|s| s.bound)
+            .map(|s| s.replica_hours)
+            .filter(|h| *h > 0.0);
+        if let Some(bound) = bound {
+            for s in &mut rows {
+                s.oracle_ratio = Some(s.replica_hours / bound);
+            }
+        }
+        rows
     }
 }
 
@@ -72,16 +98,33 @@ pub fn table(scenario: &str, objective_s: f64, rows: &[Summary]) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<24} {:>10} {:>13} {:>8} {:>6} {:>7} {:>10} {:>8}",
-        "policy", "attainment", "replica-hours", "avg pods", "max", "events", "recovery", "errors"
+        "{:<26} {:>10} {:>13} {:>8} {:>8} {:>6} {:>7} {:>10} {:>8}",
+        "policy",
+        "attainment",
+        "replica-hours",
+        "× oracle",
+        "avg pods",
+        "max",
+        "events",
+        "recovery",
+        "errors"
     );
     for s in rows {
+        let name = match (s.recommended, s.bound) {
+            (true, _) => format!("{} (recommended)", s.name),
+            (_, true) => format!("{} (bound)", s.name),
+            _ => s.name.clone(),
+        };
+        let ratio = s
+            .oracle_ratio
+            .map_or_else(|| "-".to_string(), |r| format!("{r:.2}"));
         let _ = writeln!(
             out,
-            "{:<24} {:>9.1}% {:>13.1} {:>8.2} {:>6} {:>7} {:>9}s {:>7.2}%",
-            s.name,
+            "{:<26} {:>9.1}% {:>13.1} {:>8} {:>8.2} {:>6} {:>7} {:>9}s {:>7.2}%",
+            name,
             s.slo_attainment * 100.0,
             s.replica_hours,
+            ratio,
             s.avg_replicas,
             s.max_replicas,
             s.scale_events,

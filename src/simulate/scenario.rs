@@ -12,7 +12,23 @@ use super::SimulateError;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Second {
     pub rps: f64,
+    /// How many times slower than normal the service's dependencies answer (the I/O part
+    /// of each request; its CPU is unchanged).
     pub slowdown: f64,
+    /// How many times longer than normal each request's whole service time is, CPU
+    /// included (a slower release).
+    pub release: f64,
+}
+
+impl Second {
+    /// `rps` at normal service times.
+    pub fn at(rps: f64) -> Second {
+        Second {
+            rps,
+            slowdown: 1.0,
+            release: 1.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -22,7 +38,12 @@ pub struct Scenario {
 }
 
 /// The built-in scenarios' names.
-pub const BUILTIN: [&str; 3] = ["diurnal", "flash-crowd", "slow-dependency"];
+pub const BUILTIN: [&str; 4] = [
+    "diurnal",
+    "flash-crowd",
+    "slow-dependency",
+    "release-regression",
+];
 
 /// A built-in scenario by name.
 pub fn builtin(name: &str) -> Option<Scenario> {
@@ -30,6 +51,7 @@ pub fn builtin(name: &str) -> Option<Scenario> {
         "diurnal" => diurnal(),
         "flash-crowd" => flash_crowd(),
         "slow-dependency" => slow_dependency(),
+        "release-regression" => release_regression(),
         _ => return None,
     };
     Some(Scenario {
@@ -49,10 +71,7 @@ fn diurnal() -> Vec<Second> {
                 + 0.05 * (2.0 * PI * t / 1_130.0).sin()
                 + 0.03 * (2.0 * PI * t / 377.0).sin()
                 + 0.02 * (2.0 * PI * t / 97.0).sin();
-            Second {
-                rps: (40.0 + 360.0 * day) * wobble,
-                slowdown: 1.0,
-            }
+            Second::at((40.0 + 360.0 * day) * wobble)
         })
         .collect()
 }
@@ -73,10 +92,7 @@ fn flash_crowd() -> Vec<Second> {
             } else {
                 0.0
             };
-            Second {
-                rps: 150.0 + 450.0 * crowd,
-                slowdown: 1.0,
-            }
+            Second::at(150.0 + 450.0 * crowd)
         })
         .collect()
 }
@@ -86,12 +102,25 @@ fn flash_crowd() -> Vec<Second> {
 fn slow_dependency() -> Vec<Second> {
     (0..7_200)
         .map(|t| Second {
-            rps: 200.0,
             slowdown: if (1_800..3_600).contains(&t) {
                 3.0
             } else {
                 1.0
             },
+            ..Second::at(200.0)
+        })
+        .collect()
+}
+
+/// The diurnal day with every request's service time 1.5× from noon on, as after a
+/// release that is slower than the one before it (CPU included).
+fn release_regression() -> Vec<Second> {
+    diurnal()
+        .into_iter()
+        .enumerate()
+        .map(|(t, s)| Second {
+            release: if t >= 12 * 3_600 { 1.5 } else { 1.0 },
+            ..s
         })
         .collect()
 }
@@ -157,16 +186,19 @@ pub fn parse_csv(name: &str, text: &str) -> Result<Scenario, SimulateError> {
         if rows.last().is_some_and(|(prev, _)| *prev >= t) {
             return Err(bad(n, format!("t {t} does not increase")));
         }
-        rows.push((t, Second { rps, slowdown }));
+        rows.push((
+            t,
+            Second {
+                slowdown,
+                ..Second::at(rps)
+            },
+        ));
     }
     let Some(&(last, _)) = rows.last() else {
         return Err(bad(2, "no rows".into()));
     };
     let mut seconds = Vec::with_capacity(last as usize + 1);
-    let mut current = Second {
-        rps: 0.0,
-        slowdown: 1.0,
-    };
+    let mut current = Second::at(0.0);
     let mut next = rows.iter().peekable();
     for t in 0..=last {
         while let Some((_, s)) = next.next_if(|(rt, _)| *rt <= t) {
@@ -231,6 +263,13 @@ mod tests {
         assert_eq!(f.seconds[1_900].rps, 600.0);
         let s = builtin("slow-dependency").expect("slow-dependency");
         assert_eq!(s.seconds[2_000].slowdown, 3.0);
+        let r = builtin("release-regression").expect("release-regression");
+        assert_eq!(r.seconds.len(), 86_400);
+        assert_eq!(
+            (r.seconds[43_199].release, r.seconds[43_200].release),
+            (1.0, 1.5)
+        );
+        assert_eq!(r.seconds[50_000].rps, d.seconds[50_000].rps);
         assert!(builtin("nope").is_none());
     }
 }

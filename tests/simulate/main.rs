@@ -238,3 +238,125 @@ fn policies_side_by_side_match_one_after_the_other() {
         .collect();
     assert_eq!(together, apart);
 }
+
+/// The recommended policy (`signal: sloCapacity`) with its defaults, on a scenario with
+/// the model's defaults or `workers` and a log-normal service time: its summary, the
+/// smallest static fleet's, and the other policies'.
+fn compare(name: &str, config: &Config, others: &[Policy]) -> (Summary, Summary, Vec<Summary>) {
+    let scenario = scenario::builtin(name).expect("built-in scenario");
+    let fleet = Summary::of(&smallest_static(&scenario, config, 0.99));
+    let mut policies = vec![Policy::Recommended {
+        pod_concurrency: None,
+    }];
+    policies.extend_from_slice(others);
+    let runs = engine::run_lockstep(&scenario, &policies, config);
+    let mut rows: Vec<Summary> = runs.iter().map(Summary::of).collect();
+    let recommended = rows.remove(0);
+    (recommended, fleet, rows)
+}
+
+fn eight_slow_workers() -> Config {
+    let mut config = Config::default();
+    config.service.workers_per_pod = 8;
+    config.service.mean_service_s = 0.120;
+    config.service.dist = ServiceDist::LogNormal { sigma: 0.5 };
+    config
+}
+
+/// The bar on the seed day, for the default service model and for 8 workers with
+/// a 120 ms log-normal service time (podConcurrency follows `--workers-per-pod`, as a
+/// user sets it from the service's configuration; nothing else changes): ≥ 99 % of
+/// minutes, ≤ 0.75× the smallest static fleet's replica-hours, at most 2× its pods, at
+/// most 100 scale events in the day.
+#[test]
+fn recommended_policy_holds_the_seed_day_for_three_quarters_of_the_static_fleet() {
+    for config in [Config::default(), eight_slow_workers()] {
+        let (rec, fleet, _) = compare("diurnal", &config, &[]);
+        let report = format!(
+            "{:?}\nrecommended {rec:?}\nstatic {fleet:?}",
+            config.service
+        );
+        assert!(rec.slo_attainment >= 0.99, "{report}");
+        assert!(rec.replica_hours <= 0.75 * fleet.replica_hours, "{report}");
+        assert!(rec.max_replicas <= 2 * fleet.max_replicas, "{report}");
+        assert!(rec.scale_events <= 100, "{report}");
+    }
+}
+
+/// A release 1.5× slower from noon: the RPS threshold that was right in the morning lets
+/// the afternoon saturate; the recommended policy follows the longer service time.
+#[test]
+fn recommended_policy_follows_a_slower_release_where_rps_cannot() {
+    let (rec, fleet, others) = compare(
+        "release-regression",
+        &Config::default(),
+        &[Policy::Rps { per_pod: 60.0 }],
+    );
+    let rps = &others[0];
+    let report = format!("recommended {rec:?}\nstatic {fleet:?}\nrps {rps:?}");
+    assert!(rps.slo_attainment < 0.99, "{report}");
+    assert!(rec.slo_attainment >= 0.99, "{report}");
+    assert!(rec.replica_hours <= 0.75 * fleet.replica_hours, "{report}");
+}
+
+/// A flash crowd (4× within a minute): no reactive policy holds every minute; the
+/// recommended one holds at least as many as the best of RPS, p95 and CPU scaling, at
+/// ≤ 0.8× the static fleet that holds them all.
+#[test]
+fn recommended_policy_meets_a_flash_crowd_as_well_as_the_best_threshold() {
+    let others = [
+        Policy::Rps { per_pod: 60.0 },
+        Policy::P95 { target_s: None },
+        Policy::Cpu {
+            target_percent: 70.0,
+        },
+    ];
+    let (rec, fleet, others) = compare("flash-crowd", &Config::default(), &others);
+    let best = others.iter().map(|s| s.slo_attainment).fold(0.0, f64::max);
+    let report = format!("recommended {rec:?}\nstatic {fleet:?}\nothers {others:?}");
+    assert!(rec.slo_attainment >= best, "{report}");
+    assert!(rec.replica_hours <= 0.8 * fleet.replica_hours, "{report}");
+}
+
+/// A dependency 3× slower for half an hour: the objective cannot be held by any fleet
+/// while it lasts (the service time alone passes it), and the p95 policy scales to the
+/// maximum trying. The recommended policy holds as many minutes for ≤ 0.6× its cost.
+#[test]
+fn recommended_policy_does_not_scale_into_a_slow_dependency() {
+    for config in [Config::default(), eight_slow_workers()] {
+        let (rec, _, others) = compare(
+            "slow-dependency",
+            &config,
+            &[Policy::P95 { target_s: None }],
+        );
+        let p95 = &others[0];
+        let report = format!("{:?}\nrecommended {rec:?}\np95 {p95:?}", config.service);
+        assert!(rec.slo_attainment >= p95.slo_attainment, "{report}");
+        assert!(rec.replica_hours <= 0.6 * p95.replica_hours, "{report}");
+    }
+}
+
+/// The oracle is a lower bound: a fleet sized each minute for that minute with no
+/// start-up delay costs no more than any policy that holds as many minutes.
+#[test]
+fn oracle_is_a_lower_bound() {
+    let scenario = scenario::builtin("flash-crowd").expect("flash-crowd");
+    let config = Config::default();
+    let policies = [
+        Policy::Oracle,
+        Policy::StaticAuto,
+        Policy::Recommended {
+            pod_concurrency: None,
+        },
+        Policy::Rps { per_pod: 60.0 },
+    ];
+    let rows = Summary::all(&simulate(&scenario, &policies, &config, 0.99));
+    let oracle = &rows[0];
+    assert!(oracle.bound && !oracle.recommended, "{oracle:?}");
+    assert!(rows[2].recommended, "{:?}", rows[2]);
+    assert_eq!(oracle.slo_attainment, 1.0, "{oracle:?}");
+    for s in &rows[1..] {
+        assert!(oracle.replica_hours <= s.replica_hours, "{oracle:?}\n{s:?}");
+        assert_eq!(s.oracle_ratio, Some(s.replica_hours / oracle.replica_hours));
+    }
+}

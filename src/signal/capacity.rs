@@ -1,0 +1,175 @@
+//! The `signal: sloCapacity` value, the recommended policy: how many pods the latency
+//! objective needs, from the requests in flight.
+//!
+//! Little's law gives the mean number of requests in flight, `L = Σ span durations ÷ time
+//! covered`. A pod serves `podConcurrency` of them at once (its workers, threads or
+//! connection-pool slots: the one fact the user gives about the service). At a
+//! utilisation `u` of those slots the objective needs `L ÷ (podConcurrency × u)` pods.
+//! `L` grows with load and with service time, so it follows more traffic, a slower
+//! release and a slower dependency alike, and it asks for the pods that carry `L`
+//! rather than "more" until latency falls.
+//!
+//! Four rules make it a stable control signal (anchors: Knative's KPA, which scales on
+//! in-flight requests at 70 % of a container's concurrency; llm-d's SLO-aware scaler,
+//! which clamps its ratio at 2 and scales demand by what is ready):
+//!
+//! 1. **No explosion near saturation.** Past saturation the queue makes `L` grow without
+//!    bound. `L` is clamped at [`CLAMP`] × the *reference* concurrency, the window's
+//!    rate × the shortest mean latency of any minute in the history (what `L` would be
+//!    had nothing queued), so one reading asks for at most twice what the load needs.
+//! 2. **The objective guards the utilisation target.** While the latency over the
+//!    [`GUARD_WINDOW_S`] is within [`CALM`] of the objective, pods may run at [`U_HIGH`];
+//!    from there to the objective `u` falls linearly to [`U_LOW`]. `u` is bounded, so a
+//!    latency more pods cannot fix (a dependency that is slow whatever the fleet) costs at
+//!    most `U_HIGH ÷ U_LOW` more pods, never the maximum.
+//! 3. **Headroom learned from the history.** The value never falls below [`HOLD`] × the
+//!    busiest minute of the history the store keeps ([`HISTORY_S`], at least a start-up
+//!    time and the HPA's scale-down window): a burst seen in the last minutes keeps its
+//!    capacity, and the fleet shrinks only once the history has calmed down.
+//! 4. **No data is no value**: without spans there is nothing to size a fleet on, and the
+//!    trigger answers an error so KEDA's fallback decides.
+//!
+//! The value is a pod count: use `metricType: AverageValue` with `threshold: 1`, so the
+//! HPA asks for `ceil(value)` pods (within its 10 % tolerance). The same function computes
+//! the signal in the scaler (from the embedded store) and in `slo-scaler simulate`.
+
+/// The utilisation of a pod's concurrency slots aimed at while latency is well within
+/// the objective.
+pub const U_HIGH: f64 = 0.85;
+/// The utilisation aimed at once latency reaches the objective.
+pub const U_LOW: f64 = 0.6;
+/// Below this share of the objective, latency does not lower the utilisation target.
+pub const CALM: f64 = 0.7;
+/// The most one reading may ask for, × the reference concurrency (llm-d's clamp).
+pub const CLAMP: f64 = 2.0;
+/// The share of the history's busiest minute the value holds.
+pub const HOLD: f64 = 0.9;
+/// The long window the requests in flight are read over, seconds.
+pub const WINDOW_S: u64 = 60;
+/// The window of the latency that guards the utilisation target, seconds.
+pub const GUARD_WINDOW_S: u64 = 300;
+/// The history the reference latency and the busiest minute come from, seconds: the
+/// embedded store's default retention.
+pub const HISTORY_S: u64 = 600;
+
+/// What the policy reads over its windows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reading {
+    /// Requests in flight over the long window (Σ durations ÷ covered seconds).
+    pub concurrency: f64,
+    /// What [`Reading::concurrency`] would be had no request queued: the window's rate ×
+    /// the shortest mean latency of any whole minute in the history; `None` before the
+    /// history holds a whole minute with spans.
+    pub reference_concurrency: Option<f64>,
+    /// Requests in flight in the busiest whole minute of the history (0 without one).
+    pub peak_concurrency: f64,
+    /// The latency at the trigger's quantile over the guard window, seconds.
+    pub latency_s: f64,
+}
+
+/// The trigger's settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Target {
+    /// Requests one pod serves at once.
+    pub pod_concurrency: f64,
+    /// The latency objective, seconds.
+    pub objective_s: f64,
+}
+
+/// The utilisation target for a latency at `ratio` of the objective.
+pub fn utilization(ratio: f64) -> f64 {
+    if ratio <= CALM {
+        U_HIGH
+    } else if ratio >= 1.0 {
+        U_LOW
+    } else {
+        U_HIGH - (U_HIGH - U_LOW) * (ratio - CALM) / (1.0 - CALM)
+    }
+}
+
+/// The pods the objective needs. Finite and non-negative for finite, non-negative
+/// readings and positive targets.
+pub fn pods_needed(target: Target, reading: Reading) -> f64 {
+    let cap = |l: f64| match reading.reference_concurrency {
+        Some(r) if r > 0.0 => l.min(CLAMP * r),
+        _ => l,
+    };
+    let now = cap(reading.concurrency);
+    let held = HOLD * cap(reading.peak_concurrency);
+    let u = utilization(reading.latency_s / target.objective_s);
+    now.max(held) / (target.pod_concurrency * u)
+}
+
+/// Per-minute figures of the history, oldest first: `(Σ durations in seconds, spans)` of
+/// each whole minute. Returns the reference mean latency (the shortest mean of a minute
+/// with spans) and the busiest minute's requests in flight.
+pub fn history(minutes: impl IntoIterator<Item = (f64, u64)>) -> (Option<f64>, f64) {
+    let mut shortest: Option<f64> = None;
+    let mut busiest = 0.0f64;
+    for (busy_s, spans) in minutes {
+        busiest = busiest.max(busy_s / 60.0);
+        if spans > 0 {
+            let mean = busy_s / spans as f64;
+            shortest = Some(shortest.map_or(mean, |s| s.min(mean)));
+        }
+    }
+    (shortest, busiest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TARGET: Target = Target {
+        pod_concurrency: 4.0,
+        objective_s: 0.3,
+    };
+
+    fn reading(concurrency: f64, reference: Option<f64>, peak: f64, latency_s: f64) -> Reading {
+        Reading {
+            concurrency,
+            reference_concurrency: reference,
+            peak_concurrency: peak,
+            latency_s,
+        }
+    }
+
+    fn check(r: Reading, want: f64) {
+        let got = pods_needed(TARGET, r);
+        assert!((got - want).abs() < 1e-9, "{r:?}: got {got}, want {want}");
+    }
+
+    #[test]
+    fn utilization_falls_from_calm_to_the_objective() {
+        assert_eq!(utilization(0.0), U_HIGH);
+        assert_eq!(utilization(CALM), U_HIGH);
+        assert!((utilization((CALM + 1.0) / 2.0) - (U_HIGH + U_LOW) / 2.0).abs() < 1e-12);
+        assert_eq!(utilization(1.0), U_LOW);
+        assert_eq!(utilization(50.0), U_LOW);
+    }
+
+    #[test]
+    fn table() {
+        // 6.8 in flight, latency calm: 6.8 / (4 × 0.85) = 2 pods.
+        check(reading(6.8, Some(6.0), 0.0, 0.1), 2.0);
+        // The same at the objective: 6.8 / (4 × 0.6).
+        check(reading(6.8, Some(6.0), 0.0, 0.3), 6.8 / 2.4);
+        // Saturated: 100 in flight, but the load without queueing needs 5: at most 2× that.
+        check(reading(100.0, Some(5.0), 0.0, 2.0), 10.0 / 2.4);
+        // No reference yet: the concurrency as it is.
+        check(reading(100.0, None, 0.0, 0.1), 100.0 / 3.4);
+        // A busy minute in the history holds 90 % of it.
+        check(reading(3.4, Some(3.4), 6.8, 0.1), 0.9 * 6.8 / 3.4);
+        // ... clamped like the reading itself.
+        check(reading(3.4, Some(1.0), 6.8, 0.1), 0.9 * 2.0 / 3.4);
+        check(reading(0.0, Some(0.0), 0.0, 0.0), 0.0);
+    }
+
+    #[test]
+    fn history_takes_the_shortest_mean_and_the_busiest_minute() {
+        assert_eq!(history([]), (None, 0.0));
+        assert_eq!(history([(0.0, 0)]), (None, 0.0));
+        // 60 spans of 0.1 s: mean 0.1, 0.1 in flight; 120 spans of 0.5 s: mean 0.5, 1.0.
+        assert_eq!(history([(6.0, 60), (60.0, 120)]), (Some(0.1), 1.0));
+    }
+}
