@@ -160,8 +160,9 @@ mod tests {
         check(reading(100.0, None, 0.0, 0.1), 100.0 / 3.4);
         // A busy minute in the history holds 90 % of it.
         check(reading(3.4, Some(3.4), 6.8, 0.1), 0.9 * 6.8 / 3.4);
-        // ... clamped like the reading itself.
-        check(reading(3.4, Some(1.0), 6.8, 0.1), 0.9 * 2.0 / 3.4);
+        // ... clamped like the reading itself (here both at 2 × 1.0, the larger is now's).
+        check(reading(3.4, Some(1.0), 6.8, 0.1), 2.0 / 3.4);
+        check(reading(1.0, Some(1.0), 6.8, 0.1), 0.9 * 2.0 / 3.4);
         check(reading(0.0, Some(0.0), 0.0, 0.0), 0.0);
     }
 
