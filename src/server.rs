@@ -124,7 +124,8 @@ pub fn build_engine(
             cache: CacheConfig {
                 max_stale: settings.max_stale,
                 max_ttl: settings.parse.max_cache_ttl,
-                max_entries: 100_000,
+                max_entries: settings.cache_max_entries,
+                max_bytes: settings.cache_max_bytes,
             },
         },
         sources,
@@ -166,6 +167,7 @@ impl Server {
             Some(Arc::new(store))
         };
         let engine = Arc::new(build_engine(&settings, metrics.clone(), store.clone())?);
+        registry.register_collector(Box::new(engine.cache().gauges()));
         let tls = tls_config(&args)?;
 
         // TCP_NODELAY: small unary answers must not wait for Nagle's algorithm.

@@ -21,6 +21,7 @@ EXPORTED = {
     "slo_scaler_otlp_spans_total", "slo_scaler_otlp_store_series",
     "slo_scaler_otlp_store_series_evicted_total", "slo_scaler_tempo_partial_responses_total",
     "slo_scaler_build_info", "slo_scaler_signal_state",
+    "slo_scaler_cache_entries", "slo_scaler_cache_bytes", "slo_scaler_cache_evictions_total",
 }
 METRIC = re.compile(r"\bslo_scaler_[a-zA-Z0-9_]+")
 # Grafana variables and what stands in for them so promtool can parse the query.

@@ -9,7 +9,12 @@
 //! - a fetch is bounded by its caller: `Sources::fetch` owns the one deadline per backend
 //!   call (`--backend-timeout`);
 //! - an error is remembered for [`ERROR_TTL`] at most (never a whole TTL), so one transient
-//!   failure does not turn into minutes of errors;
+//!   failure does not turn into minutes of errors; a query that has only failed (a raw
+//!   query the backend refuses) is forgotten with it, so cycling refused queries holds
+//!   nothing past the error TTL;
+//! - the cache is bounded by entries and by bytes: each entry weighs its query's text and
+//!   its answer ([`weight`]); past either bound the least used entries are dropped and
+//!   counted (`slo_scaler_cache_evictions_total`);
 //! - after a failure the last good answer is served while younger than `max_stale`, then the
 //!   error is returned. No value is ever made up;
 //! - an answer served in the last quarter of its caller's TTL is also refreshed, once, off
@@ -69,8 +74,11 @@ impl State {
 }
 
 /// One query's answers, and the lock that makes its fetches one at a time.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Slot {
+    /// The query, shared with the cache's key: re-weighing the slot re-inserts this same
+    /// allocation, never a copy of the query's text.
+    key: Arc<Query>,
     state: Mutex<State>,
     flight: tokio::sync::Mutex<()>,
     /// A refresh ahead of the TTL is under way (at most one per query).
@@ -112,8 +120,78 @@ impl Watch {
 }
 
 impl Slot {
+    fn new(key: Arc<Query>) -> Self {
+        Slot {
+            key,
+            state: Mutex::default(),
+            flight: tokio::sync::Mutex::default(),
+            refreshing: AtomicBool::new(false),
+            generation: Arc::default(),
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The backend has failed and never answered: nothing to serve once the error is
+    /// forgotten.
+    fn only_failed(&self) -> bool {
+        let state = self.state();
+        state.good.is_none() && state.error.is_some()
+    }
+}
+
+/// Weighs `slot` again after its state changed, and sets its lifetime ([`Lifetime`]), if
+/// it is still the one the cache holds for its query.
+fn reweigh(slots: &Slots, slot: &Arc<Slot>) {
+    slots
+        .entry(Arc::clone(&slot.key))
+        .and_compute_with(|held| match held {
+            Some(entry) if Arc::ptr_eq(entry.value(), slot) => {
+                moka::ops::compute::Op::Put(Arc::clone(slot))
+            }
+            _ => moka::ops::compute::Op::Nop,
+        });
+}
+
+/// `slo_scaler_cache_entries` and `slo_scaler_cache_bytes`, read from the cache when
+/// `/metrics` is scraped.
+pub struct CacheGauges {
+    slots: Slots,
+}
+
+impl std::fmt::Debug for CacheGauges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheGauges").finish_non_exhaustive()
+    }
+}
+
+impl prometheus_client::collector::Collector for CacheGauges {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric as _;
+        use prometheus_client::metrics::{gauge::ConstGauge, MetricType};
+        self.slots.run_pending_tasks();
+        let gauges = [
+            (
+                "cache_entries",
+                "Queries held by the signal cache (bound: --cache-max-entries)",
+                self.slots.entry_count(),
+            ),
+            (
+                "cache_bytes",
+                "Bytes the signal cache holds, as weighed against --cache-max-bytes (each entry its query text and answer, at least --cache-max-bytes / --cache-max-entries)",
+                self.slots.weighted_size(),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(metric)?;
+        }
+        Ok(())
     }
 }
 
@@ -134,29 +212,153 @@ pub struct CacheConfig {
     pub max_stale: Duration,
     /// The longest TTL a caller may ask for.
     pub max_ttl: Duration,
-    /// Most distinct queries held.
+    /// Most distinct queries held (`--cache-max-entries`).
     pub max_entries: u64,
+    /// Most bytes held, by [`weight`] (`--cache-max-bytes`).
+    pub max_bytes: u64,
 }
 
+/// Keyed by the query behind an `Arc`: the slot shares it (see [`Slot::key`]).
+type Slots = moka::sync::Cache<Arc<Query>, Arc<Slot>>;
+
 pub struct SignalCache {
-    slots: moka::sync::Cache<Query, Arc<Slot>>,
+    slots: Slots,
     config: CacheConfig,
     metrics: Arc<Metrics>,
     refresher: Option<Refresher>,
+}
+
+/// What moka keeps for an entry beside the key's and the slot's own bytes: the key's
+/// `Arc`, the entry's node in the access and write orders, its timer and hash.
+const ENTRY_OVERHEAD: usize = 256;
+
+/// The bytes one entry holds: the query (its text: a raw query may have 16 KiB), the slot
+/// and its answer or error, and moka's own per-entry bookkeeping.
+fn weight(query: &Query, slot: &Slot) -> usize {
+    let state = slot.state();
+    let good = state.good.as_ref().map_or(0, |g| reading_bytes(&g.reading));
+    let error = state.error.as_ref().map_or(0, |(e, _)| {
+        e.to_string().len() + std::mem::size_of::<SourceError>()
+    });
+    std::mem::size_of::<Query>()
+        + query_bytes(query)
+        + std::mem::size_of::<Slot>()
+        + std::mem::size_of::<AtomicU64>()
+        + good
+        + error
+        + ENTRY_OVERHEAD
+}
+
+/// The heap bytes of a query beyond its own struct.
+fn query_bytes(query: &Query) -> usize {
+    let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    match query {
+        Query::Prometheus(q) => q.backend.len() + q.promql.len(),
+        Query::Tempo(q) => q.backend.len() + opt(&q.tenant) + q.traceql.len(),
+        Query::Sqs(q) => q.queue.len() + opt(&q.region) + opt(&q.role_arn) + opt(&q.endpoint),
+        Query::Otlp(q) => {
+            let s = &q.selector;
+            s.service.len()
+                + opt(&s.version)
+                + s.labels
+                    .iter()
+                    .map(|(k, v)| std::mem::size_of::<(String, String)>() + k.len() + v.len())
+                    .sum::<usize>()
+        }
+        Query::Pair(pair) => {
+            2 * std::mem::size_of::<Query>() + query_bytes(&pair.0) + query_bytes(&pair.1)
+        }
+    }
+}
+
+/// The heap bytes of a reading beyond its own enum.
+fn reading_bytes(reading: &Reading) -> usize {
+    match reading {
+        Reading::Value(_) | Reading::Queue(_) => 0,
+        Reading::Pair(pair) => {
+            2 * std::mem::size_of::<Reading>() + reading_bytes(&pair.0) + reading_bytes(&pair.1)
+        }
+    }
+}
+
+/// How long an entry lives unasked: past any TTL and any stale window (nobody may ask for
+/// an answer that old), except a query that has only failed, which lives as long as its
+/// error is remembered.
+struct Lifetime {
+    idle: Duration,
+}
+
+impl moka::Expiry<Arc<Query>, Arc<Slot>> for Lifetime {
+    fn expire_after_create(&self, _: &Arc<Query>, _: &Arc<Slot>, _: Instant) -> Option<Duration> {
+        Some(self.idle)
+    }
+
+    fn expire_after_read(
+        &self,
+        _: &Arc<Query>,
+        slot: &Arc<Slot>,
+        _: Instant,
+        until_expiry: Option<Duration>,
+        _: Instant,
+    ) -> Option<Duration> {
+        if slot.only_failed() {
+            until_expiry
+        } else {
+            Some(self.idle)
+        }
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &Arc<Query>,
+        slot: &Arc<Slot>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(if slot.only_failed() {
+            ERROR_TTL
+        } else {
+            self.idle
+        })
+    }
 }
 
 impl SignalCache {
     pub fn new(config: CacheConfig, metrics: Arc<Metrics>) -> Self {
         // Nobody asked for longer than any TTL and any stale window: nothing to keep.
         let idle = config.max_stale.max(config.max_ttl) + Duration::from_secs(1);
+        // Each entry weighs at least its share of the bytes, so the byte bound also keeps
+        // the entries at most `max_entries`.
+        let floor = (config.max_bytes / config.max_entries.max(1)).max(1);
+        let evictions = metrics.clone();
         SignalCache {
             slots: moka::sync::Cache::builder()
-                .max_capacity(config.max_entries)
-                .time_to_idle(idle)
+                .max_capacity(config.max_bytes)
+                .weigher(move |query: &Arc<Query>, slot: &Arc<Slot>| {
+                    let w = (weight(query, slot) as u64).max(floor);
+                    u32::try_from(w).unwrap_or(u32::MAX)
+                })
+                .expire_after(Lifetime { idle })
+                .eviction_listener(move |_, _, cause| match cause {
+                    moka::notification::RemovalCause::Size => {
+                        evictions.record_cache_eviction("size")
+                    }
+                    moka::notification::RemovalCause::Expired => {
+                        evictions.record_cache_eviction("expired")
+                    }
+                    _ => {}
+                })
                 .build(),
             config,
             metrics,
             refresher: None,
+        }
+    }
+
+    /// The entries and bytes held, for `/metrics` (read at scrape time).
+    pub fn gauges(&self) -> CacheGauges {
+        CacheGauges {
+            slots: self.slots.clone(),
         }
     }
 
@@ -193,7 +395,12 @@ impl SignalCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Reading, SourceError>>,
     {
-        let slot = self.slots.get_with_by_ref(query, Default::default);
+        // A hit copies nothing; a miss copies the query once, for the key and the slot.
+        let slot = self.slots.get(query).unwrap_or_else(|| {
+            let key = Arc::new(query.clone());
+            self.slots
+                .get_with(Arc::clone(&key), || Arc::new(Slot::new(key)))
+        });
         let (served, result, seen) = match self.serve(&slot, ttl) {
             Some((answer, refresh)) => {
                 if refresh {
@@ -210,6 +417,7 @@ impl SignalCache {
                     None => {
                         let result = fetch().await;
                         let (served, seen) = keep(&slot, result, self.config.max_stale);
+                        reweigh(&self.slots, &slot);
                         let result = match &served {
                             Ok(s) if s.stale => "stale",
                             _ => "miss",
@@ -265,12 +473,14 @@ impl SignalCache {
         let done = Done(Arc::clone(slot));
         let max_stale = self.config.max_stale;
         let fetch = refresher(query.clone());
+        let slots = self.slots.clone();
         runtime.spawn(async move {
             let slot = &done.0;
             let _flight = slot.flight.lock().await;
             let held = slot.state().held(Instant::now());
             if decide(held, ttl, max_stale) == Freshness::ServeAndRefresh {
                 let _ = keep(slot, fetch.await, max_stale);
+                reweigh(&slots, slot);
             }
         });
     }
@@ -331,7 +541,7 @@ fn answer(
         Freshness::Refetch => None,
         Freshness::Serve | Freshness::ServeAndRefresh => served(false).map(|s| (Ok(s), "hit")),
         Freshness::ServeStale => served(true).map(|s| (Ok(s), "stale")),
-        Freshness::Fail => state.error.as_ref().map(|(e, _)| (Err(e.clone()), "hit")),
+        Freshness::Fail => state.error.as_ref().map(|(e, _)| (Err(e.clone()), "error")),
     }
 }
 
@@ -356,6 +566,7 @@ mod tests {
                 max_stale: Duration::from_millis(max_stale_ms),
                 max_ttl: Duration::from_secs(60),
                 max_entries: 1000,
+                max_bytes: 1 << 20,
             },
             Arc::new(metrics),
         )
@@ -438,6 +649,143 @@ mod tests {
             calls.load(Ordering::SeqCst),
             2,
             "asked again after a second"
+        );
+    }
+
+    /// A cache with `max_entries` and `max_bytes`, and the registry of its metrics (the
+    /// gauges registered as the server does).
+    fn bounded(
+        max_entries: u64,
+        max_bytes: u64,
+    ) -> (SignalCache, prometheus_client::registry::Registry) {
+        let (mut registry, metrics) = Metrics::standalone();
+        let c = SignalCache::new(
+            CacheConfig {
+                max_stale: Duration::from_secs(120),
+                max_ttl: Duration::from_secs(60),
+                max_entries,
+                max_bytes,
+            },
+            Arc::new(metrics),
+        );
+        registry.register_collector(Box::new(c.gauges()));
+        (c, registry)
+    }
+
+    /// The value of the unlabelled or labelled series `series` in the registry's text.
+    fn scrape(registry: &prometheus_client::registry::Registry, series: &str) -> Option<f64> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .map(|v| v.parse().unwrap())
+    }
+
+    /// Distinct 16 KiB raw queries (what a hostile caller may send) fill the byte bound,
+    /// not the entry bound: the cache holds at most `max_bytes`, drops the least used, and
+    /// counts them; small queries meet the entry bound first.
+    #[tokio::test]
+    async fn the_cache_is_bounded_by_bytes_and_by_entries() {
+        let (c, registry) = bounded(1000, 1 << 20);
+        let pad = "x".repeat(16 * 1024);
+        for i in 0..200 {
+            let q = query(&format!("{i} {pad}"));
+            c.get(&q, Duration::from_secs(10), || async {
+                Ok(Reading::Value(Some(1.0)))
+            })
+            .await
+            .unwrap();
+        }
+        let bytes = scrape(&registry, "slo_scaler_cache_bytes").unwrap();
+        let entries = scrape(&registry, "slo_scaler_cache_entries").unwrap();
+        assert!(bytes <= (1 << 20) as f64, "{bytes} bytes held");
+        assert!(
+            bytes >= entries * 16.0 * 1024.0,
+            "each entry weighs its query: {bytes} for {entries}"
+        );
+        assert!(
+            (40.0..=64.0).contains(&entries),
+            "{entries} entries of 16 KiB in 1 MiB"
+        );
+        let evicted = scrape(
+            &registry,
+            r#"slo_scaler_cache_evictions_total{reason="size"}"#,
+        )
+        .unwrap();
+        // Every query not held was dropped for size (one re-weighed while its eviction was
+        // pending is dropped, and counted, again).
+        assert!(
+            evicted + entries >= 200.0,
+            "{evicted} dropped, {entries} held"
+        );
+
+        let (c, registry) = bounded(100, 1 << 20);
+        for i in 0..1000 {
+            let q = query(&format!("up{{i=\"{i}\"}}"));
+            c.get(&q, Duration::from_secs(10), || async {
+                Ok(Reading::Value(Some(1.0)))
+            })
+            .await
+            .unwrap();
+        }
+        let entries = scrape(&registry, "slo_scaler_cache_entries").unwrap();
+        assert!(
+            (50.0..=100.0).contains(&entries),
+            "{entries} entries, at most 100"
+        );
+    }
+
+    /// A query the backend refuses keeps no slot past the error TTL (a caller cycling
+    /// refused raw queries would otherwise hold each for the idle time, minutes), while a
+    /// query that once answered is kept for its stale window.
+    #[tokio::test]
+    async fn a_refused_query_is_forgotten_with_its_error() {
+        let (c, registry) = bounded(1000, 1 << 20);
+        let ttl = Duration::from_secs(10);
+        let refused = SourceError::BadQuery {
+            backend: "prometheus/default".into(),
+            detail: "parse error".into(),
+        };
+        c.get(&query("up{"), ttl, || async { Err(refused.clone()) })
+            .await
+            .unwrap_err();
+        c.get(&query("up"), ttl, || async {
+            Ok(Reading::Value(Some(1.0)))
+        })
+        .await
+        .unwrap();
+        assert_eq!(scrape(&registry, "slo_scaler_cache_entries"), Some(2.0));
+        tokio::time::sleep(ERROR_TTL + Duration::from_millis(100)).await;
+        assert_eq!(scrape(&registry, "slo_scaler_cache_entries"), Some(1.0));
+        assert_eq!(
+            scrape(
+                &registry,
+                r#"slo_scaler_cache_evictions_total{reason="expired"}"#
+            ),
+            Some(1.0)
+        );
+    }
+
+    /// A remembered error served again is counted as `error`, not as a `hit`.
+    #[tokio::test]
+    async fn remembered_errors_are_counted_as_errors() {
+        let (c, registry) = bounded(1000, 1 << 20);
+        for _ in 0..5 {
+            c.get(&query("bad"), Duration::from_secs(10), || async {
+                Err(down())
+            })
+            .await
+            .unwrap_err();
+        }
+        let count = |result: &str| {
+            scrape(
+                &registry,
+                &format!("slo_scaler_cache_requests_total{{result=\"{result}\"}}"),
+            )
+        };
+        assert_eq!(
+            (count("miss"), count("error"), count("hit")),
+            (Some(1.0), Some(4.0), None)
         );
     }
 

@@ -145,6 +145,15 @@ pub struct BackendArgs {
     /// then GetMetrics fails with Unavailable (so KEDA's fallback takes over).
     #[arg(long, env = "SLO_SCALER_MAX_STALE", value_parser = duration_arg, default_value = "2m")]
     pub max_stale: Duration,
+    /// Most distinct queries the signal cache holds (each backend query, raw or built
+    /// from a trigger's keys, is one entry); past it the least used are dropped and counted.
+    #[arg(long, env = "SLO_SCALER_CACHE_MAX_ENTRIES", default_value_t = 100_000)]
+    pub cache_max_entries: u64,
+    /// Bytes the signal cache may hold: each entry weighs its query's text plus its answer
+    /// (at least --cache-max-bytes / --cache-max-entries); past it the least used are
+    /// dropped and counted.
+    #[arg(long, env = "SLO_SCALER_CACHE_MAX_BYTES", default_value_t = 64 << 20)]
+    pub cache_max_bytes: u64,
     /// Hard limit on every backend call.
     #[arg(long, env = "SLO_SCALER_BACKEND_TIMEOUT", value_parser = duration_arg, default_value = "5s")]
     pub backend_timeout: Duration,

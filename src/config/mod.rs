@@ -181,5 +181,8 @@ pub struct Settings {
     pub parse: ParseOptions,
     pub cache_ttl: Duration,
     pub max_stale: Duration,
+    /// `--cache-max-entries`, `--cache-max-bytes`: the signal cache's bounds.
+    pub cache_max_entries: u64,
+    pub cache_max_bytes: u64,
     pub backend_timeout: Duration,
 }

@@ -151,6 +151,22 @@ impl BackendArgs {
             ("max-stale", self.max_stale),
             ("backend-timeout", self.backend_timeout),
         ])?;
+        for (flag, n) in [
+            ("cache-max-entries", self.cache_max_entries),
+            ("cache-max-bytes", self.cache_max_bytes),
+        ] {
+            if n == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "--{flag} must be more than 0"
+                )));
+            }
+        }
+        if self.cache_max_bytes > u64::from(u32::MAX) * self.cache_max_entries {
+            return Err(ConfigError::Invalid(format!(
+                "--cache-max-bytes ({}) must be at most 4 GiB × --cache-max-entries ({})",
+                self.cache_max_bytes, self.cache_max_entries
+            )));
+        }
         if self.min_cache_ttl > self.max_cache_ttl
             || !(self.min_cache_ttl..=self.max_cache_ttl).contains(&self.cache_ttl)
         {
@@ -191,6 +207,8 @@ impl BackendArgs {
             policy,
             cache_ttl: self.cache_ttl,
             max_stale: self.max_stale,
+            cache_max_entries: self.cache_max_entries,
+            cache_max_bytes: self.cache_max_bytes,
             backend_timeout: self.backend_timeout,
         })
     }

@@ -156,6 +156,13 @@ fn zero_durations_and_counts_are_refused_naming_the_flag() {
         err.contains("--max-cache-ttl") && err.contains("--max-stale"),
         "{err}"
     );
+    for (flags, name) in [
+        (&["--cache-max-entries", "0"][..], "--cache-max-entries"),
+        (&["--cache-max-bytes", "0"], "--cache-max-bytes"),
+    ] {
+        let err = args(flags).backends.resolve(true).unwrap_err().to_string();
+        assert!(err.contains(name), "{err}");
+    }
     assert!(args(&[]).validate().is_ok());
 }
 

@@ -1019,6 +1019,7 @@ mod tests {
                 max_stale: Duration::from_secs(60),
                 max_ttl: Duration::from_secs(60),
                 max_entries: 10,
+                max_bytes: 1 << 20,
             },
             Arc::new(metrics),
         );

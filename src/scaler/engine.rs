@@ -169,6 +169,11 @@ impl Engine {
         }
     }
 
+    /// The signal cache (its gauges are read at scrape time).
+    pub fn cache(&self) -> &SignalCache {
+        &self.cache
+    }
+
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }

@@ -47,6 +47,11 @@ pub struct ResultLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
@@ -65,6 +70,9 @@ pub struct Metrics {
     pub backend_requests: Family<BackendOutcomeLabels, Counter>,
     pub backend_request_duration: Family<BackendLabels, LatencyHistogram>,
     pub cache_requests: Family<ResultLabels, StripedCounter>,
+    /// Signal cache entries dropped: `size` (over --cache-max-entries / --cache-max-bytes)
+    /// or `expired` (unasked past every TTL, or a failed query's error forgotten).
+    pub cache_evictions: Family<ReasonLabels, Counter>,
     pub otlp_spans: Family<OutcomeLabels, Counter>,
     pub otlp_store_series: Gauge,
     pub otlp_store_series_evicted: Counter,
@@ -79,7 +87,7 @@ pub struct Metrics {
 }
 
 /// The signal cache's lookup results.
-const CACHE_RESULTS: [&str; 3] = ["hit", "miss", "stale"];
+const CACHE_RESULTS: [&str; 4] = ["hit", "miss", "stale", "error"];
 
 impl Metrics {
     /// Creates every family and registers it in `reg` (which should carry the
@@ -92,6 +100,7 @@ impl Metrics {
             backend_requests: Family::default(),
             backend_request_duration: Family::default(),
             cache_requests: Family::default(),
+            cache_evictions: Family::default(),
             otlp_spans: Family::default(),
             otlp_store_series: Gauge::default(),
             otlp_store_series_evicted: Counter::default(),
@@ -128,8 +137,13 @@ impl Metrics {
         );
         reg.register(
             "cache_requests",
-            "Signal cache lookups: hit (fresh), miss (backend called), stale (last good value served after a failure)",
+            "Signal cache lookups: hit (fresh), miss (backend called), stale (last good value served after a failure), error (a failure remembered for the error TTL served again)",
             m.cache_requests.clone(),
+        );
+        reg.register(
+            "cache_evictions",
+            "Signal cache entries dropped: size (over --cache-max-entries or --cache-max-bytes), expired (unasked past every TTL, or a failed query's error forgotten)",
+            m.cache_evictions.clone(),
         );
         reg.register(
             "otlp_spans",
@@ -211,6 +225,12 @@ impl Metrics {
             })
             .observe(elapsed);
         self.backend_health.record(backend, outcome, elapsed);
+    }
+
+    pub fn record_cache_eviction(&self, reason: &'static str) {
+        self.cache_evictions
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     pub fn record_cache(&self, result: &'static str) {

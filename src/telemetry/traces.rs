@@ -168,8 +168,9 @@ pub fn end_rpc<T>(span: &Span, result: &Result<T, tonic::Status>) {
 }
 
 /// The span of one signal read: the backend it names and, recorded by the cache through
-/// [`record_cache`], whether the answer was a `hit`, a `miss` (the backend was called) or
-/// `stale` (the last good answer, served because the backend failed). End it with
+/// [`record_cache`], whether the answer was a `hit`, a `miss` (the backend was called),
+/// `stale` (the last good answer, served because the backend failed) or `error` (a failure
+/// remembered for the error TTL, served again). End it with
 /// [`end_read`].
 pub fn read_span(source: &'static str, backend: impl FnOnce() -> String, metric: &str) -> Span {
     let span = tracing::debug_span!(
@@ -189,7 +190,7 @@ pub fn read_span(source: &'static str, backend: impl FnOnce() -> String, metric:
     span
 }
 
-/// Records the cache's answer (`hit`, `miss`, `stale`) on the current read span.
+/// Records the cache's answer (`hit`, `miss`, `stale`, `error`) on the current read span.
 pub fn record_cache(result: &'static str) {
     if EXPORTING.load(Ordering::Relaxed) {
         Span::current().record("slo_scaler.cache", result);
