@@ -50,7 +50,10 @@ def rewrite_addrs(args):
             addrs[flag] = f"127.0.0.1:{free_port()}"
             arg = f"{flag}={addrs[flag]}"
         out.append(arg)
-    missing = sorted(set(ADDR_FLAGS) - set(addrs))
+    wanted = set(ADDR_FLAGS)
+    if "--no-otlp" in args:
+        wanted -= {"--otlp-grpc-addr", "--otlp-http-addr"}
+    missing = sorted(wanted - set(addrs))
     if missing:
         raise ValueError(f"the Deployment's args lack {', '.join(missing)} (as --flag=ADDR)")
     return out, addrs
@@ -71,7 +74,7 @@ def rewrite_prometheus(args, addr):
 
 def canonical_latency_query(meta):
     """The p-quantile of a service's server spans in seconds, otel-spanmetrics' PromQL shape as
-    ../shared/spec/signal-sources.md writes it (independent of the scaler's own query builder)."""
+    README's "Prometheus conventions" writes it (independent of the scaler's own query builder)."""
     q = meta.get("quantile", "p95")
     q = float(q[1:]) / 100 if q.startswith("p") else float(q)
     window = meta.get("window", "1m")

@@ -3,6 +3,7 @@ the embedded store go together, the NetworkPolicy admits exactly its callers, se
 of the container's args and env, and a namespace policy needs authenticated callers."""
 
 import copy
+import os
 
 import helm_python as helm
 import yaml
@@ -255,6 +256,78 @@ def tenant_policy(report, chart_dir):
         report.check(name, problems)
 
 
+def receiver_follows_replicas(report, chart_dir, readme_values):
+    """KEDA's client round-robins its calls over the replicas (keda
+    pkg/scalers/external_scaler.go, getClientForConnectionPool: grpc.WithDefaultServiceConfig with
+    `{"loadBalancingConfig": [{"round_robin":{}}]}`), so replicas that each receive part of the spans
+    would each answer `source: otlp` with a part. The receiver runs only with one replica or with
+    otlp.fanOut; otherwise the chart passes --no-otlp, publishes no OTLP port and says why."""
+    cases = [
+        # (what, values, receiver on)
+        ("the README's helm install: prometheus, 2 replicas", readme_values, False),
+        ("prometheus configured, replicaCount 4", {"prometheus": PROM, "replicaCount": 4}, False),
+        ("prometheus configured, replicaCount 1", {"prometheus": PROM, "replicaCount": 1}, True),
+        ("prometheus configured, otlp.fanOut with replicaCount 2",
+         {"prometheus": PROM, "replicaCount": 2, "otlp": {"fanOut": True}}, True),
+        ("default values: embedded store, one replica", None, True),
+    ]
+    for what, values, on in cases:
+        name = f"OTLP receiver {'on' if on else 'off'}: {what}"
+        docs, notes, err = render_or_error(chart_dir, values)
+        if err:
+            report.fail(name, err)
+            continue
+        w, c = container(docs)
+        args = c["args"]
+        service_ports = {p["name"] for s in chart.by_kind(docs, "Service") for p in s["spec"]["ports"]}
+        pod_ports = {p["name"] for p in c.get("ports", [])}
+        got = {
+            "--no-otlp": "--no-otlp" in args,
+            "--otlp-grpc-addr": bool(flag_values(args, "--otlp-grpc-addr")),
+            "Service OTLP ports": bool({"otlp-grpc", "otlp-http"} & service_ports),
+            "container OTLP ports": bool({"otlp-grpc", "otlp-http"} & pod_ports),
+        }
+        want = {"--no-otlp": not on, "--otlp-grpc-addr": on, "Service OTLP ports": on,
+                "container OTLP ports": on}
+        problems = [f"{k}: got {got[k]}, want {want[k]}" for k in want if got[k] != want[k]]
+        if not on and "receiver is off" not in notes:
+            problems.append(f"NOTES.txt does not say the receiver is off:\n{notes}")
+        report.check(name, problems, f"{w['spec']['replicas']} replica(s), "
+                     f"{'receiver on' if on else '--no-otlp'}")
+
+
+def readme_image(report, chart_dir, readme_text, readme_values):
+    """The image the README's install runs is the one its `docker build` line makes and pushes,
+    and the chart's default image is what the Dockerfile's own example builds."""
+    import re
+    name = "README: helm install runs the image its docker build makes and pushes"
+    built = re.findall(r"^docker build -t (\S+) \.$", readme_text, re.M)
+    pushed = re.findall(r"^docker push (\S+)$", readme_text, re.M)
+    docs, _, err = render_or_error(chart_dir, readme_values)
+    if err:
+        report.fail(name, err)
+        return
+    _, c = container(docs)
+    problems = []
+    if not built or c["image"] != built[0]:
+        problems.append(f"the install runs {c['image']}, the README builds {built}")
+    if not pushed or pushed[0] != c["image"]:
+        problems.append(f"the README pushes {pushed}, the install runs {c['image']}")
+    report.check(name, problems, c["image"])
+    name = "the chart's default image is what the Dockerfile's example builds"
+    # deploy/helm/slo-scaler → the repository root.
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(chart_dir))))
+    with open(os.path.join(root, "Dockerfile")) as f:
+        example = re.findall(r"docker build -t (\S+) \.", f.read())
+    docs, _, err = render_or_error(chart_dir, None)
+    if err:
+        report.fail(name, err)
+        return
+    _, c = container(docs)
+    report.check(name, [] if example and example[0] == c["image"] else
+                 [f"the chart's default is {c['image']}, the Dockerfile builds {example}"], c["image"])
+
+
 def flag_cases(chart_dir):
     """Container args of renders that use flags no other render uses."""
     out = []
@@ -271,6 +344,8 @@ def flag_cases(chart_dir):
 def run(report, chart_dir, readme_text, readme_values, rendered):
     source_and_replicas(report, chart_dir, readme_values)
     fan_out(report, chart_dir, readme_text)
+    receiver_follows_replicas(report, chart_dir, readme_values)
+    readme_image(report, chart_dir, readme_text, readme_values)
     network_policy(report, chart_dir)
     secrets(report, rendered)
     tenant_policy(report, chart_dir)

@@ -130,6 +130,10 @@ impl EvalError {
     }
 }
 
+/// Why a `source: otlp` trigger cannot be served by a server without the receiver: the
+/// Helm chart turns it off when replicas would each receive a share of the spans.
+const RECEIVER_OFF: &str = "source otlp needs the embedded OTLP receiver, which is off on this install (--no-otlp; the Helm chart turns it off when several replicas would each receive only a share of the spans): read source prometheus or tempo, or install with otlp.fanOut=true (every replica receives every span) or replicaCount=1";
+
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -250,19 +254,18 @@ impl Engine {
                     .map_err(|m| problem("backend", m))?;
                 let promql = match spec {
                     PromSpec::Trace { trace, convention } => {
-                        let c = self
-                            .config
-                            .conventions
-                            .get(convention)
-                            .ok_or_else(|| problem("convention", "unknown convention".into()))?;
+                        let c =
+                            self.config.conventions.get(convention).ok_or_else(|| {
+                                problem("convention", "unknown convention".into())
+                            })?;
                         promql::build(convention, c, &trace.selector, trace.measure, trace.window)
                             .map_err(|e| {
-                                let key = match e {
-                                    promql::QueryBuildError::NoSpanKind { .. } => "spanKind",
-                                    promql::QueryBuildError::NoVersion { .. } => "version",
-                                };
-                                problem(key, e.to_string())
-                            })?
+                            let key = match e {
+                                promql::QueryBuildError::NoSpanKind { .. } => "spanKind",
+                                promql::QueryBuildError::NoVersion { .. } => "version",
+                            };
+                            problem(key, e.to_string())
+                        })?
                     }
                     PromSpec::Raw(q) => q.clone(),
                 };
@@ -296,10 +299,7 @@ impl Engine {
                 self.tempo_query(namespace, backend, tenant.as_ref(), traceql, reduce, since)?
             }
             Read::Otlp(_) if self.sources.otlp.is_none() => {
-                return Err(problem(
-                    "source",
-                    "source otlp needs the embedded OTLP receiver, which this server runs without (--no-otlp)".into(),
-                ))
+                return Err(problem("source", RECEIVER_OFF.into()))
             }
             Read::Otlp(t) => Query::Otlp(OtlpQuery {
                 selector: t.selector.clone(),
@@ -411,10 +411,9 @@ impl Engine {
         read: &TraceRead,
     ) -> Result<Query, PlanError> {
         match source {
-            SourceKind::Otlp if self.sources.otlp.is_none() => Err(problem(
-                "source",
-                "source otlp needs the embedded OTLP receiver, which this server runs without (--no-otlp)".into(),
-            )),
+            SourceKind::Otlp if self.sources.otlp.is_none() => {
+                Err(problem("source", RECEIVER_OFF.into()))
+            }
             SourceKind::Otlp => Ok(Query::Otlp(OtlpQuery {
                 selector: read.selector.clone(),
                 measure: read.measure,
@@ -428,14 +427,15 @@ impl Engine {
                     .conventions
                     .get(convention)
                     .ok_or_else(|| problem("convention", "unknown convention".into()))?;
-                let promql = promql::build(convention, c, &read.selector, read.measure, read.window)
-                    .map_err(|e| {
-                        let key = match e {
-                            promql::QueryBuildError::NoSpanKind { .. } => "spanKind",
-                            promql::QueryBuildError::NoVersion { .. } => "convention",
-                        };
-                        problem(key, e.to_string())
-                    })?;
+                let promql =
+                    promql::build(convention, c, &read.selector, read.measure, read.window)
+                        .map_err(|e| {
+                            let key = match e {
+                                promql::QueryBuildError::NoSpanKind { .. } => "spanKind",
+                                promql::QueryBuildError::NoVersion { .. } => "convention",
+                            };
+                            problem(key, e.to_string())
+                        })?;
                 Ok(Query::Prometheus(PromQuery {
                     backend: backend.to_string(),
                     promql,
@@ -458,10 +458,7 @@ impl Engine {
                     reduce,
                 }))
             }
-            SourceKind::Sqs => Err(problem(
-                "source",
-                "source sqs has no trace measures".into(),
-            )),
+            SourceKind::Sqs => Err(problem("source", "source sqs has no trace measures".into())),
         }
     }
 

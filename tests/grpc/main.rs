@@ -263,6 +263,9 @@ async fn stream_metric_spec_sends_current_specs_and_stays_open_until_shutdown() 
     assert!(end.is_none() || end.unwrap().is_err());
 }
 
+/// The Helm chart runs several replicas without the receiver unless every replica receives
+/// every span: a `source: otlp` trigger is refused saying the receiver is off and how to
+/// turn it on.
 #[tokio::test(flavor = "multi_thread")]
 async fn source_otlp_without_the_receiver_is_a_metadata_error_at_spec_time() {
     let mut scaler =
@@ -279,9 +282,15 @@ async fn source_otlp_without_the_receiver_is_a_metadata_error_at_spec_time() {
     let status = scaler.client.get_metric_spec(r).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(
-        status
-            .message()
-            .contains("source: source otlp needs the embedded OTLP receiver"),
+        status.message().contains(
+            "source: source otlp needs the embedded OTLP receiver, which is off on this install"
+        ),
+        "{status:?}"
+    );
+    // What to do about it, as the chart's notes say (issue 23 item 6).
+    assert!(
+        status.message().contains("otlp.fanOut=true")
+            && status.message().contains("replicaCount=1"),
         "{status:?}"
     );
 }

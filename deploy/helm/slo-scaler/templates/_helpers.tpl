@@ -193,6 +193,20 @@ else prometheus when one is configured, else the embedded store. */}}
 {{- end }}
 {{- end }}
 
+{{/*
+"true" when the embedded OTLP receiver runs: otlp.enabled, and either every replica receives every
+span (otlp.fanOut) or there is one replica. With several replicas and no fan-out, KEDA's gRPC
+client spreads its calls over them (keda pkg/scalers/external_scaler.go,
+getClientForConnectionPool: grpc.WithDefaultServiceConfig with
+`{"loadBalancingConfig": [{"round_robin":{}}]}`), and each replica's store would hold only the
+spans sent to it:
+a `source: otlp` trigger would read a share. The receiver is then off (`--no-otlp`), and such a
+trigger is refused with an error that says so. Empty otherwise.
+*/}}
+{{- define "slo-scaler.otlpReceiver" -}}
+{{- if and .Values.otlp.enabled (or .Values.otlp.fanOut (eq (int (include "slo-scaler.replicas" .)) 1)) }}true{{ end }}
+{{- end }}
+
 {{/* Stable address of replica N's OTLP/gRPC port (otlp.fanOut: StatefulSet pods behind the headless Service). */}}
 {{- define "slo-scaler.replicaOtlpEndpoint" -}}
 {{- $ctx := index . 0 }}
