@@ -7,7 +7,7 @@ import os
 import jsonschema
 import yaml
 
-# Trigger metadata keys the scaler accepts (product.md), plus KEDA's own keys it ignores.
+# Trigger metadata keys the scaler accepts (README, "Trigger metadata"), plus KEDA's own keys it ignores.
 METADATA_KEYS = {
     "signal", "source", "threshold", "activationThreshold", "service", "spanKind", "quantile",
     "window", "convention", "labels", "backend", "query", "tenant", "version", "ignoreNullValues",

@@ -4,7 +4,7 @@ spanmetrics series, for the live check of the README's trigger.
 The exporter serves the OpenTelemetry Collector spanmetrics connector's names and labels
 (`traces_span_metrics_duration_milliseconds_bucket`, `traces_span_metrics_calls_total`;
 `service_name`, `span_kind`, `status_code`, `span_name`; buckets in ms as in
-../shared/spec/signal-sources.md). Every counter grows linearly with time, so any `rate()`
+README's "Prometheus conventions"). Every counter grows linearly with time, so any `rate()`
 window gives the same distribution and Prometheus' quantile holds still while the check runs.
 Other services and client spans are served too: a query that ignores the service or the
 span kind answers a different number.

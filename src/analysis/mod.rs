@@ -63,7 +63,7 @@ pub struct Delta {
     pub latency: Option<f64>,
 }
 
-/// The endpoint's answer (product.md, "Canary analysis").
+/// The endpoint's answer (README, "Canary analysis").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Answer {
     pub service: String,

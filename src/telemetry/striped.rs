@@ -5,7 +5,7 @@
 //! prometheus-client's `Histogram` locks a mutex on every observation, its `Counter` is one
 //! atomic every core adds to, and a `Family` read-locks its map and hashes the labels on
 //! every lookup; on the answer path those were writes every caller of the process made to
-//! the same memory, in turn (issue 10). Here each thread adds to its own stripe (a cache
+//! the same memory, in turn (BENCHMARKS.md, the `keda_load` runs). Here each thread adds to its own stripe (a cache
 //! line of its own); a scrape sums the stripes.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -81,7 +81,7 @@ async fn rps_is_within_5_percent_after_a_restart_and_with_sdk_batching() {
 
     let mut next = 0u64;
     let mut readings = Vec::new();
-    // A batch at start, then one per schedule delay; read at 10 s (as issue 9 asks) and
+    // A batch at start, then one per schedule delay; read at 10 s and
     // at several phases of the batch schedule afterwards.
     let reads = [10.0, 12.5, 15.0, 17.5, 20.0, 22.5];
     let mut r = 0;

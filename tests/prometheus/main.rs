@@ -117,7 +117,8 @@ fn export_conventions(e: &Exporter) {
     }
 }
 
-/// The canonical queries of signal-sources.md, written out for one convention.
+/// The canonical queries of a convention (README, "Prometheus conventions"), written out
+/// by hand for one convention.
 fn canonical(c: &Conv, window: &str) -> [(String, &'static str); 3] {
     let mut f = format!("{}=\"order-service\"", c.service);
     if let Some((k, v)) = c.kind {
