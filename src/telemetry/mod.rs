@@ -173,10 +173,10 @@ impl Metrics {
         // Series present from the start at 0, also where nothing ever increments them (the
         // receiver off, a cache that never fills): a dashboard reads 0, not "no data".
         for outcome in ["accepted", "rejected"] {
-            m.otlp_spans.get_or_create(&OutcomeLabels { outcome });
+            let _ = m.otlp_spans.get_or_create(&OutcomeLabels { outcome });
         }
         for reason in ["size", "expired"] {
-            m.cache_evictions.get_or_create(&ReasonLabels { reason });
+            let _ = m.cache_evictions.get_or_create(&ReasonLabels { reason });
         }
         m.build_info
             .get_or_create(&VersionLabels {
