@@ -263,6 +263,7 @@ impl Engine {
                             let key = match e {
                                 promql::QueryBuildError::NoSpanKind { .. } => "spanKind",
                                 promql::QueryBuildError::NoVersion { .. } => "version",
+                                promql::QueryBuildError::NotServed { .. } => "source",
                             };
                             problem(key, e.to_string())
                         })?
@@ -433,6 +434,7 @@ impl Engine {
                             let key = match e {
                                 promql::QueryBuildError::NoSpanKind { .. } => "spanKind",
                                 promql::QueryBuildError::NoVersion { .. } => "convention",
+                                promql::QueryBuildError::NotServed { .. } => "source",
                             };
                             problem(key, e.to_string())
                         })?;

@@ -154,6 +154,39 @@ pub enum TraceMeasure {
     ErrorRatio,
     /// Spans per second.
     Rate,
+    /// Requests in flight by Little's law: Σ span durations ÷ the time covered.
+    Concurrency,
+    /// The recommended policy's value: the pods the latency objective needs
+    /// ([`capacity::pods_needed`]).
+    Capacity(CapacityTarget),
+}
+
+/// What a `signal: sloCapacity` trigger sets: the requests one pod serves at once, the
+/// latency objective and its quantile.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CapacityTarget {
+    pub pod_concurrency: f64,
+    pub objective: Duration,
+    pub quantile: Quantile,
+}
+
+impl CapacityTarget {
+    pub fn target(self) -> capacity::Target {
+        capacity::Target {
+            pod_concurrency: self.pod_concurrency,
+            objective_s: self.objective.as_secs_f64(),
+        }
+    }
+}
+
+impl Eq for CapacityTarget {}
+
+impl std::hash::Hash for CapacityTarget {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.pod_concurrency.to_bits().hash(state);
+        self.objective.hash(state);
+        self.quantile.hash(state);
+    }
 }
 
 /// The HPA metric type a signal is meant for (the trigger's `metricType`).

@@ -226,6 +226,8 @@ pub enum QueryBuildError {
     NoSpanKind { convention: String },
     #[error("convention {convention} has no service version label; version cannot be used")]
     NoVersion { convention: String },
+    #[error("signal {signal} is read from the embedded store only (source: otlp)")]
+    NotServed { signal: &'static str },
 }
 
 /// Builds the canonical instant query for a trace measure in a convention.
@@ -273,6 +275,28 @@ pub fn build(
             s
         }
         TraceMeasure::Rate => format!("sum(rate({}{{{matchers}}}[{w}]))", c.calls),
+        // Little's law: the histogram's sum grows by each span's duration, so its rate is
+        // the seconds of spans per second, the mean number in flight.
+        TraceMeasure::Concurrency => {
+            let mut s = if c.native_histogram {
+                format!(
+                    "histogram_sum(sum(rate({}{{{matchers}}}[{w}])))",
+                    c.histogram
+                )
+            } else {
+                let name = c.histogram.strip_suffix("_bucket").unwrap_or(&c.histogram);
+                format!("sum(rate({name}_sum{{{matchers}}}[{w}]))")
+            };
+            if c.units_per_second != 1.0 {
+                let _ = write!(s, " / {}", c.units_per_second);
+            }
+            s
+        }
+        TraceMeasure::Capacity(_) => {
+            return Err(QueryBuildError::NotServed {
+                signal: "sloCapacity",
+            })
+        }
         TraceMeasure::ErrorRatio => {
             let mut err = matchers.clone();
             let op = if c.error.regex { "=~" } else { "=" };

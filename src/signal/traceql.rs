@@ -86,6 +86,13 @@ pub fn build(
             format!("{filter} | rate() by (span:status)"),
             TempoReduce::ErrorRatio,
         ),
+        TraceMeasure::Concurrency | TraceMeasure::Capacity(_) => {
+            return Err(
+                "signals concurrency and sloCapacity are not read from tempo; use source otlp \
+                 (or prometheus for concurrency)"
+                    .to_string(),
+            )
+        }
     })
 }
 

@@ -202,7 +202,7 @@ fn read(policy: &Policy, config: &Config, ring: &Ring, now: usize) -> Option<f64
             let (guard, _) = ring.window(now, capacity::GUARD_WINDOW_S as usize);
             let latency_s = guard.latency.quantile_ns(0.95).map(|ns| ns / 1e9)?;
             let (reference_latency, peak_concurrency) =
-                capacity::history(ring.minutes(now, capacity::HISTORY_S as usize));
+                capacity::history(ring.minutes(now, capacity::HISTORY_S as usize), 60.0);
             let rate = count as f64 / covered as f64;
             let target = capacity::Target {
                 pod_concurrency: pod_concurrency

@@ -286,6 +286,13 @@ impl Sources {
                     TraceMeasure::Latency(quantile) => format!("{} latency", quantile.label()),
                     TraceMeasure::ErrorRatio => "error ratio".to_string(),
                     TraceMeasure::Rate => "spans per second".to_string(),
+                    TraceMeasure::Concurrency => "requests in flight".to_string(),
+                    TraceMeasure::Capacity(c) => format!(
+                        "pods needed for {} latency {} at {} requests per pod",
+                        c.quantile.label(),
+                        humantime::format_duration(c.objective),
+                        c.pod_concurrency
+                    ),
                 },
                 q.selector.service,
                 q.selector.span_kind,

@@ -30,6 +30,10 @@ enum Scope {
     Latency,
     /// `signal: slo`'s objectives.
     Slo,
+    /// The latency objective of `signal: slo` and `signal: sloCapacity`.
+    Objective,
+    /// `signal: sloCapacity`.
+    Capacity,
     /// Trace signals, and raw TraceQL (tempo) whose `since` it sets.
     Window,
     /// Trace signals read from Prometheus.
@@ -50,15 +54,23 @@ impl Scope {
     fn applies(self, kind: SignalKind, source: SourceKind) -> bool {
         use SignalKind as K;
         use SourceKind as S;
-        let trace = matches!(kind, K::Latency | K::ErrorRate | K::Rps | K::Slo);
+        let trace = matches!(
+            kind,
+            K::Latency | K::ErrorRate | K::Rps | K::Slo | K::Concurrency | K::SloCapacity
+        );
         match self {
             Scope::All => true,
             Scope::Cached => source != S::Otlp,
             Scope::Nullable => source != S::Sqs,
             Scope::Trace => trace,
-            Scope::Latency => matches!(kind, K::Latency | K::Slo),
+            Scope::Latency => matches!(kind, K::Latency | K::Slo | K::SloCapacity),
             Scope::Slo => kind == K::Slo,
-            Scope::Window => trace || (kind == K::Query && source == S::Tempo),
+            Scope::Objective => matches!(kind, K::Slo | K::SloCapacity),
+            Scope::Capacity => kind == K::SloCapacity,
+            // sloCapacity reads windows of its own (signal::capacity).
+            Scope::Window => {
+                (trace && kind != K::SloCapacity) || (kind == K::Query && source == S::Tempo)
+            }
             Scope::PromTrace => trace && source == S::Prometheus,
             Scope::Labelled => trace && matches!(source, S::Prometheus | S::Tempo),
             Scope::Named => matches!(source, S::Prometheus | S::Tempo),
@@ -82,7 +94,8 @@ const KEYS: &[(&str, Scope)] = &[
     ("spanKind", Scope::Trace),
     ("version", Scope::Trace),
     ("quantile", Scope::Latency),
-    ("latencyObjective", Scope::Slo),
+    ("latencyObjective", Scope::Objective),
+    ("podConcurrency", Scope::Capacity),
     ("errorRateObjective", Scope::Slo),
     ("window", Scope::Window),
     ("convention", Scope::PromTrace),

@@ -84,16 +84,23 @@ pub enum SignalKind {
     Query,
     /// The larger of latency ÷ its objective and error rate ÷ its objective.
     Slo,
+    /// Requests in flight by Little's law.
+    Concurrency,
+    /// The recommended policy: the pods the latency objective needs
+    /// ([`crate::signal::capacity`]).
+    SloCapacity,
 }
 
 impl SignalKind {
-    const ALL: [SignalKind; 6] = [
+    const ALL: [SignalKind; 8] = [
         SignalKind::Latency,
         SignalKind::ErrorRate,
         SignalKind::Rps,
         SignalKind::QueueDepth,
         SignalKind::Query,
         SignalKind::Slo,
+        SignalKind::Concurrency,
+        SignalKind::SloCapacity,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -104,6 +111,8 @@ impl SignalKind {
             SignalKind::QueueDepth => "queueDepth",
             SignalKind::Query => "query",
             SignalKind::Slo => "slo",
+            SignalKind::Concurrency => "concurrency",
+            SignalKind::SloCapacity => "sloCapacity",
         }
     }
 
@@ -112,9 +121,11 @@ impl SignalKind {
         use crate::signal::MetricType;
         match self {
             SignalKind::Latency | SignalKind::ErrorRate | SignalKind::Slo => MetricType::Value,
-            SignalKind::Rps | SignalKind::QueueDepth | SignalKind::Query => {
-                MetricType::AverageValue
-            }
+            SignalKind::Rps
+            | SignalKind::QueueDepth
+            | SignalKind::Query
+            | SignalKind::Concurrency
+            | SignalKind::SloCapacity => MetricType::AverageValue,
         }
     }
 }
@@ -333,12 +344,14 @@ pub fn parse(md: &HashMap<String, String>, opts: &ParseOptions) -> Result<Trigge
             None
         }
     });
-    let ignore_null_values = r.bool("ignoreNullValues", true);
+    // sloCapacity's no data is never a value: with no spans there is no fleet to size.
+    let ignore_null_values = r.bool("ignoreNullValues", kind != Some(SignalKind::SloCapacity));
     let cache_ttl = parse_cache_ttl(&mut r, opts);
     let objectives = parse_objectives(&mut r, kind);
     // Every value is read and checked whatever the signal, so that one bad key does not
     // hide another; which keys the signal and source use is checked after.
-    let fields = sources::Fields::read(&mut r, kind, source, opts);
+    let mut fields = sources::Fields::read(&mut r, kind, source, opts);
+    fields.capacity = parse_capacity(&mut r, kind, fields.quantile);
     r.check_keys(kind.zip(source));
     let read = match (kind, source) {
         (Some(kind), Some(source)) => sources::assemble(&mut r, kind, source, fields),
@@ -415,11 +428,65 @@ fn parse_objectives(r: &mut Reader<'_>, kind: Option<SignalKind>) -> Option<Obje
     })
 }
 
+/// `signal: sloCapacity`'s `latencyObjective` and `podConcurrency`, both required.
+fn parse_capacity(
+    r: &mut Reader<'_>,
+    kind: Option<SignalKind>,
+    quantile: crate::signal::Quantile,
+) -> Option<crate::signal::CapacityTarget> {
+    if kind != Some(SignalKind::SloCapacity) {
+        return None;
+    }
+    let objective = match r.get("latencyObjective") {
+        None => {
+            r.problem(
+                "latencyObjective",
+                "required for signal sloCapacity (e.g. 300ms)",
+            );
+            None
+        }
+        // parse_objectives has read it and named what is wrong with it.
+        Some(raw) => values::Unit::Seconds
+            .parse(raw)
+            .filter(|v| *v > 0.0 && v.is_finite())
+            .filter(|v| values::Unit::Seconds.check_range(*v).is_none())
+            .map(Duration::from_secs_f64),
+    };
+    let pod_concurrency = match r.get("podConcurrency") {
+        None => {
+            r.problem(
+                "podConcurrency",
+                "required for signal sloCapacity: the requests one pod serves at once \
+                 (its worker threads or connection-pool slots)",
+            );
+            None
+        }
+        Some(raw) => match raw.trim().parse::<f64>() {
+            Ok(v) if v.is_finite() && (0.001..=1_000_000.0).contains(&v) => Some(v),
+            _ => {
+                r.problem(
+                    "podConcurrency",
+                    format!(
+                        "must be a number from 0.001 to 1000000, got {:?}",
+                        clip(raw)
+                    ),
+                );
+                None
+            }
+        },
+    };
+    Some(crate::signal::CapacityTarget {
+        pod_concurrency: pod_concurrency?,
+        objective: objective?,
+        quantile,
+    })
+}
+
 fn parse_kind(r: &mut Reader<'_>) -> Option<SignalKind> {
     let Some(s) = r.get("signal") else {
         r.problem(
             "signal",
-            "required (latency, errorRate, rps, queueDepth, query or slo)",
+            "required (latency, errorRate, rps, concurrency, queueDepth, query, slo or sloCapacity)",
         );
         return None;
     };
@@ -430,7 +497,7 @@ fn parse_kind(r: &mut Reader<'_>) -> Option<SignalKind> {
         r.problem(
             "signal",
             format!(
-                "must be latency, errorRate, rps, queueDepth, query or slo, got {:?}",
+                "must be latency, errorRate, rps, concurrency, queueDepth, query, slo or sloCapacity, got {:?}",
                 clip(s)
             ),
         );
@@ -467,6 +534,11 @@ fn parse_source(
         let ok = match kind {
             SignalKind::QueueDepth => source == SourceKind::Sqs,
             SignalKind::Query => matches!(source, SourceKind::Prometheus | SourceKind::Tempo),
+            // Tempo's TraceQL could sum durations (`sum_over_time(span:duration)`), but
+            // this scaler does not send it yet.
+            SignalKind::Concurrency => matches!(source, SourceKind::Otlp | SourceKind::Prometheus),
+            // sloCapacity reads the embedded store's ten-minute history in one pass.
+            SignalKind::SloCapacity => source == SourceKind::Otlp,
             _ => source != SourceKind::Sqs,
         };
         if !ok {
@@ -532,6 +604,8 @@ fn parse_thresholds(r: &mut Reader<'_>, kind: Option<SignalKind>) -> (Option<f64
         None if queue => Some(5.0),
         // At objective.
         None if kind == Some(SignalKind::Slo) => Some(1.0),
+        // One pod per pod the objective needs.
+        None if kind == Some(SignalKind::SloCapacity) => Some(1.0),
         None if kind.is_some() => {
             r.problem(threshold_key, "required (the HPA target)");
             None
@@ -581,6 +655,8 @@ pub fn derive_metric_name(kind: SignalKind, read: &Read) -> String {
             TraceMeasure::Latency(q) => format!("latency-{}-{}", q.label(), t.selector.service),
             TraceMeasure::ErrorRatio => format!("errorrate-{}", t.selector.service),
             TraceMeasure::Rate => format!("rps-{}", t.selector.service),
+            TraceMeasure::Concurrency => format!("concurrency-{}", t.selector.service),
+            TraceMeasure::Capacity(_) => format!("slo-capacity-{}", t.selector.service),
         };
         if t.selector.span_kind != SpanKind::Server {
             s.push('-');

@@ -14,7 +14,7 @@ pub(super) struct Fields {
     service: Option<String>,
     span_kind: SpanKind,
     version: Option<String>,
-    quantile: Quantile,
+    pub(super) quantile: Quantile,
     labels: Vec<(String, String)>,
     window: Option<Duration>,
     convention: String,
@@ -22,6 +22,8 @@ pub(super) struct Fields {
     tenant: Option<String>,
     query: Option<String>,
     queue: Option<QueueSpec>,
+    /// `signal: sloCapacity`'s target, set by the caller after reading.
+    pub(super) capacity: Option<crate::signal::CapacityTarget>,
 }
 
 impl Fields {
@@ -102,6 +104,7 @@ impl Fields {
             tenant,
             query,
             queue,
+            capacity: None,
         }
     }
 }
@@ -202,6 +205,9 @@ pub(super) fn assemble(
             // slo reads the latency at `quantile` and, from the same selector, the errors.
             SignalKind::Latency | SignalKind::Slo => TraceMeasure::Latency(f.quantile),
             SignalKind::ErrorRate => TraceMeasure::ErrorRatio,
+            SignalKind::Concurrency => TraceMeasure::Concurrency,
+            // Recorded by parse_capacity when missing.
+            SignalKind::SloCapacity => TraceMeasure::Capacity(f.capacity?),
             _ => TraceMeasure::Rate,
         };
         let read = TraceRead {

@@ -670,3 +670,88 @@ fn slo_triggers() {
         check_err(pairs, keys);
     }
 }
+
+#[test]
+fn concurrency_and_slo_capacity_triggers() {
+    const CONC: (&str, &str) = ("signal", "concurrency");
+    let t = check_ok(&[CONC, SVC, ("threshold", "3")]);
+    assert_eq!(
+        t.kind.metric_type(),
+        crate::signal::MetricType::AverageValue
+    );
+    assert_eq!(&*t.metric_name, "concurrency-order-service");
+    assert!(
+        t.ignore_null_values,
+        "0 in flight is a reading, as 0 rps is"
+    );
+    let Read::Prometheus {
+        spec: PromSpec::Trace { trace, .. },
+        ..
+    } = &t.read
+    else {
+        panic!("{:?}", t.read);
+    };
+    assert_eq!(trace.measure, TraceMeasure::Concurrency);
+    check_ok(&[CONC, SVC, ("threshold", "3"), ("source", "otlp")]);
+    check_err(
+        &[CONC, SVC, ("threshold", "3"), ("source", "tempo")],
+        &["source"],
+    );
+
+    const CAP: (&str, &str) = ("signal", "sloCapacity");
+    const OTLP: (&str, &str) = ("source", "otlp");
+    let t = check_ok(&[
+        CAP,
+        SVC,
+        OTLP,
+        ("latencyObjective", "300ms"),
+        ("podConcurrency", "4"),
+    ]);
+    assert_eq!(
+        t.target, 1.0,
+        "threshold defaults to 1 (a pod per pod needed)"
+    );
+    assert!(!t.ignore_null_values, "no spans is never a fleet size");
+    assert_eq!(
+        t.kind.metric_type(),
+        crate::signal::MetricType::AverageValue
+    );
+    assert_eq!(&*t.metric_name, "slo-capacity-order-service");
+    let Read::Otlp(read) = &t.read else {
+        panic!("{:?}", t.read);
+    };
+    assert_eq!(
+        read.measure,
+        TraceMeasure::Capacity(crate::signal::CapacityTarget {
+            pod_concurrency: 4.0,
+            objective: Duration::from_millis(300),
+            quantile: Quantile::P95,
+        })
+    );
+    // Both settings are required, each named; the windows are the policy's own; only
+    // the embedded store keeps the history it reads.
+    check_err(&[CAP, SVC, OTLP], &["latencyObjective", "podConcurrency"]);
+    check_err(
+        &[
+            CAP,
+            SVC,
+            OTLP,
+            ("latencyObjective", "soon"),
+            ("podConcurrency", "-4"),
+        ],
+        &["latencyObjective", "podConcurrency"],
+    );
+    let good = [
+        CAP,
+        SVC,
+        ("latencyObjective", "300ms"),
+        ("podConcurrency", "4"),
+    ];
+    check_err(&good, &["source"]);
+    let mut windowed = good.to_vec();
+    windowed.extend([OTLP, ("window", "2m")]);
+    check_err(&windowed, &["window"]);
+    let mut objective_on_rps = vec![("signal", "rps"), SVC, ("threshold", "5")];
+    objective_on_rps.push(("podConcurrency", "4"));
+    check_err(&objective_on_rps, &["podConcurrency"]);
+}

@@ -88,7 +88,8 @@ impl Exporter {
     }
 
     /// A classic histogram: `cumulative[i]` observations per scrape at or below
-    /// `bounds[i]`, and `total` in all (the `+Inf` bucket).
+    /// `bounds[i]`, and `total` in all (the `+Inf` bucket). Each observation adds its
+    /// bucket's upper bound to `_sum` (those past the last bound, the last bound).
     pub fn add_histogram(
         &self,
         name: &str,
@@ -107,6 +108,14 @@ impl Exporter {
         l.push(("le", "+Inf"));
         self.add_counter(&format!("{name}_bucket"), &l, total);
         self.add_counter(&format!("{name}_count"), labels, total);
+        let mut sum = 0.0;
+        let mut below = 0.0;
+        for (b, c) in bounds.iter().zip(cumulative) {
+            sum += (c - below) * b;
+            below = *c;
+        }
+        sum += (total - below) * bounds.last().copied().unwrap_or(0.0);
+        self.add_counter(&format!("{name}_sum"), labels, sum);
     }
 }
 

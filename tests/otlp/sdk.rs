@@ -10,7 +10,7 @@ use opentelemetry_otlp::{
 };
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter as _};
 use opentelemetry_sdk::Resource;
-use slo_scaler::signal::TraceMeasure;
+use slo_scaler::signal::{capacity, CapacityTarget, Quantile, TraceMeasure};
 
 use crate::harness::{assert_close, exact_quantile, latency, plan, t0, Collect, Harness, Planned};
 
@@ -145,6 +145,16 @@ fn check_signals(
         .expect("rate");
     let want = inside.len() as f64 / window_s as f64;
     assert!((rate - want).abs() < 1e-9, "rate: got {rate}, want {want}");
+    // Little's law: Σ of the spans' durations over the time covered, exactly.
+    let busy_ns: u128 = inside.iter().map(|p| p.duration.as_nanos()).sum();
+    let want = busy_ns as f64 / 1e9 / window_s as f64;
+    let got = h
+        .read(service, version, TraceMeasure::Concurrency, window_s)
+        .expect("concurrency");
+    assert!(
+        (got - want).abs() <= 1e-9 * want,
+        "concurrency over {window_s}s: got {got}, want {want}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,4 +228,75 @@ async fn a_latency_step_shows_within_one_bucket() {
         .read("order-service", None, latency(0.95), 60)
         .expect("p95");
     assert!(after > 1.0, "p95 {after} should reflect the spike at once");
+}
+
+/// `signal: sloCapacity` from SDK spans: the store's value is `capacity::pods_needed` of
+/// the figures the spans give, worked out here from the planned spans themselves: the last
+/// minute's requests in flight and rate, each whole minute's mean latency and requests in
+/// flight over the ten-minute history, and the p95 over five minutes (the sketch's, read
+/// from the store: within 1 % of the exact one, as the tests above check).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slo_capacity_is_the_pods_the_objective_needs_for_the_spans_sent() {
+    let h = Harness::start(4 << 20).await;
+    let res = resource("order-service", "v1");
+    // Five quiet minutes at 40 ms, then a busy last minute at 120 ms.
+    let mut planned = plan(3_000, Duration::from_secs(300), 40.0, 50);
+    planned.extend(plan(1_500, Duration::from_secs(60), 120.0, 50));
+    export(&h, Via::Grpc, &res, make_spans(&res, &planned, t0())).await;
+
+    let target = CapacityTarget {
+        pod_concurrency: 4.0,
+        objective: Duration::from_millis(300),
+        quantile: Quantile::P95,
+    };
+    let got = h
+        .read("order-service", None, TraceMeasure::Capacity(target), 60)
+        .expect("a value");
+
+    // The store's buckets are whole seconds and t0 is on one: a span that ended `e`
+    // before now is in the minute `(ceil(e) − 1) / 60` back.
+    let minute_of = |p: &Planned| (p.end_before_now.as_nanos().div_ceil(1_000_000_000) - 1) / 60;
+    let mut minutes = [(0.0f64, 0u64); 10];
+    for p in &planned {
+        let m = &mut minutes[9 - minute_of(p) as usize];
+        m.0 += p.duration.as_secs_f64();
+        m.1 += 1;
+    }
+    let last: Vec<&Planned> = planned.iter().filter(|p| minute_of(p) == 0).collect();
+    let rate = last.len() as f64 / 60.0;
+    let concurrency = last.iter().map(|p| p.duration.as_secs_f64()).sum::<f64>() / 60.0;
+    let shortest = minutes
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(busy, n)| busy / *n as f64)
+        .fold(f64::MAX, f64::min);
+    let busiest = minutes
+        .iter()
+        .map(|(busy, _)| busy / 60.0)
+        .fold(0.0, f64::max);
+    let p95 = h
+        .read("order-service", None, latency(0.95), 300)
+        .expect("p95");
+    let want = capacity::pods_needed(
+        target.target(),
+        capacity::Reading {
+            concurrency,
+            reference_concurrency: Some(rate * shortest),
+            peak_concurrency: busiest,
+            latency_s: p95,
+        },
+    );
+    assert!((got - want).abs() <= 1e-9 * want, "got {got}, want {want}");
+    // The busy minute is clamped at twice what it would be had nothing queued (its mean
+    // latency over the quiet minutes' shortest): the value is the clamp's.
+    assert!(
+        concurrency > 2.0 * rate * shortest,
+        "{concurrency} vs {}",
+        rate * shortest
+    );
+    // With no spans, no value.
+    assert_eq!(
+        h.read("payment-service", None, TraceMeasure::Capacity(target), 60),
+        None
+    );
 }

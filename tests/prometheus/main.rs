@@ -119,7 +119,7 @@ fn export_conventions(e: &Exporter) {
 
 /// The canonical queries of a convention (README, "Prometheus conventions"), written out
 /// by hand for one convention.
-fn canonical(c: &Conv, window: &str) -> [(String, &'static str); 3] {
+fn canonical(c: &Conv, window: &str) -> [(String, &'static str); 4] {
     let mut f = format!("{}=\"order-service\"", c.service);
     if let Some((k, v)) = c.kind {
         f.push_str(&format!(",{k}=\"{v}\""));
@@ -135,6 +135,11 @@ fn canonical(c: &Conv, window: &str) -> [(String, &'static str); 3] {
     if c.unit != 1.0 {
         latency.push_str(&format!(" / {}", c.unit));
     }
+    // Little's law from the histogram's sum: seconds of spans per second.
+    let mut concurrency = format!("sum(rate({}_sum{{{f}}}[{window}]))", c.histogram);
+    if c.unit != 1.0 {
+        concurrency.push_str(&format!(" / {}", c.unit));
+    }
     [
         (latency, "latency"),
         (
@@ -145,6 +150,7 @@ fn canonical(c: &Conv, window: &str) -> [(String, &'static str); 3] {
             "errorRate",
         ),
         (format!("sum(rate({calls}{{{f}}}[{window}]))"), "rps"),
+        (concurrency, "concurrency"),
     ]
 }
 
@@ -215,6 +221,8 @@ async fn every_convention_matches_prometheus_canonical_queries() {
             match signal {
                 "errorRate" => assert!((v - 6.0 / 106.0).abs() < 1e-9, "{} {v}", c.name),
                 "rps" => assert!((80.0..130.0).contains(&v), "{} {v}", c.name),
+                // 29.035 s of spans a scrape (each at its bucket's bound), a scrape a second.
+                "concurrency" => assert!((20.0..40.0).contains(&v), "{} {v}", c.name),
                 _ => assert!((0.4..0.8).contains(&v), "{} {v}", c.name),
             }
         }

@@ -36,6 +36,7 @@ impl Pending {
             }
         };
         bucket.errors += u64::from(error);
+        bucket.busy_ns = bucket.busy_ns.saturating_add(u128::from(duration_ns));
         bucket.latency.add(duration_ns);
     }
 

@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime};
 use super::super::sketch::LatencySketch;
 use super::ring::Series;
 use super::{duration_ns, lock, read_lock, unix_ns, Store, BACKEND};
+use crate::signal::capacity;
+use crate::signal::CapacityTarget;
 use crate::signal::{Quantile, TraceMeasure, TraceSelector};
 use crate::source::{OtlpQuery, Reading, SourceError};
 
@@ -34,6 +36,8 @@ pub struct Snapshot {
     latency: LatencySketch,
     /// Spans per second, or why it is not known yet.
     rate: Result<f64, SourceError>,
+    /// Requests in flight (Σ durations ÷ time) over the same buckets as the rate.
+    concurrency: Result<f64, SourceError>,
 }
 
 impl Snapshot {
@@ -56,6 +60,14 @@ impl Snapshot {
             TraceMeasure::Latency(q) => self.latency(q),
             TraceMeasure::ErrorRatio => Some(self.errors as f64 / self.count as f64),
             TraceMeasure::Rate => Some(self.rate.clone()?),
+            TraceMeasure::Concurrency => Some(self.concurrency.clone()?),
+            TraceMeasure::Capacity(_) => {
+                return Err(SourceError::BadQuery {
+                    backend: BACKEND.to_string(),
+                    detail: "sloCapacity is read with Store::capacity, not from a snapshot"
+                        .to_string(),
+                })
+            }
         })
     }
 
@@ -75,6 +87,11 @@ impl Store {
     pub fn read_at(&self, q: &OtlpQuery, now: SystemTime) -> Result<Reading, SourceError> {
         let latencies = match q.measure {
             TraceMeasure::Latency(_) => Latencies::Merged,
+            TraceMeasure::Capacity(target) => {
+                return self
+                    .capacity_at(&q.selector, target, now)
+                    .map(Reading::Value)
+            }
             _ => Latencies::Skipped,
         };
         let snapshot = self.pass(&q.selector, q.window, now, latencies)?;
@@ -112,11 +129,7 @@ impl Store {
             backend: BACKEND.to_string(),
             detail,
         };
-        if !selector.labels.is_empty() {
-            return Err(bad(
-                "label filters are not supported by the embedded store".to_string()
-            ));
-        }
+        let matching = self.matching(selector)?;
         if window.is_zero() || window > self.config.retention {
             return Err(bad(format!(
                 "window {} must be above zero and at most the store's retention {}",
@@ -133,28 +146,11 @@ impl Store {
         let settled = now_ns.saturating_sub(duration_ns(self.config.rate_settle)) / self.bucket_ns;
         let rate_from = first.max(self.first_full_index);
 
-        let matching: Vec<Arc<Mutex<Series>>> = {
-            let index = read_lock(&self.index);
-            index
-                .by_service
-                .get(&selector.service)
-                .map(|entries| {
-                    entries
-                        .iter()
-                        .filter(|e| e.kind == selector.span_kind)
-                        .filter(|e| match &selector.version {
-                            Some(v) => e.version.as_deref() == Some(v.as_str()),
-                            None => true,
-                        })
-                        .map(|e| Arc::clone(&e.series))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
         let mut latency = LatencySketch::default();
         let mut count = 0u64;
         let mut errors = 0u64;
         let mut settled_spans = 0u64;
+        let mut settled_busy_ns = 0u128;
         for series in matching {
             let series = lock(&series);
             for b in series
@@ -167,13 +163,31 @@ impl Store {
                 errors += b.errors;
                 if (rate_from..settled).contains(&b.index) {
                     settled_spans += n;
+                    settled_busy_ns = settled_busy_ns.saturating_add(b.busy_ns);
                 }
                 if latencies == Latencies::Merged {
                     latency.merge(&b.latency);
                 }
             }
         }
-        let rate = if settled <= rate_from {
+        let covered = self.covered(now_ns, settled, rate_from);
+        let rate = covered
+            .clone()
+            .map(|covered_s| settled_spans as f64 / covered_s);
+        let concurrency = covered.map(|covered_s| settled_busy_ns as f64 / 1e9 / covered_s);
+        Ok(Snapshot {
+            count,
+            errors,
+            latency,
+            rate,
+            concurrency,
+        })
+    }
+
+    /// The seconds covered by the whole, settled buckets `[rate_from, settled)`, or why
+    /// no rate is known yet.
+    fn covered(&self, now_ns: u64, settled: u64, rate_from: u64) -> Result<f64, SourceError> {
+        if settled <= rate_from {
             Err(SourceError::Unavailable {
                 backend: BACKEND.to_string(),
                 detail: format!(
@@ -187,14 +201,100 @@ impl Store {
                 ),
             })
         } else {
-            let covered_ns = (settled - rate_from) * self.bucket_ns;
-            Ok(settled_spans as f64 / (covered_ns as f64 / 1e9))
+            Ok(((settled - rate_from) * self.bucket_ns) as f64 / 1e9)
+        }
+    }
+
+    /// The series `selector` matches (every version when it names none).
+    fn matching(&self, selector: &TraceSelector) -> Result<Vec<Arc<Mutex<Series>>>, SourceError> {
+        if !selector.labels.is_empty() {
+            return Err(SourceError::BadQuery {
+                backend: BACKEND.to_string(),
+                detail: "label filters are not supported by the embedded store".to_string(),
+            });
+        }
+        let index = read_lock(&self.index);
+        Ok(index
+            .by_service
+            .get(&selector.service)
+            .map(|entries| {
+                entries
+                    .iter()
+                    .filter(|e| e.kind == selector.span_kind)
+                    .filter(|e| match &selector.version {
+                        Some(v) => e.version.as_deref() == Some(v.as_str()),
+                        None => true,
+                    })
+                    .map(|e| Arc::clone(&e.series))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// `signal: sloCapacity` over the windows of [`capacity`], ending at `now`: one pass
+    /// over the matching series' buckets of the history. `None` when the long window holds
+    /// no span (no data is no value).
+    pub fn capacity_at(
+        &self,
+        selector: &TraceSelector,
+        target: CapacityTarget,
+        now: SystemTime,
+    ) -> Result<Option<f64>, SourceError> {
+        let retention = self.config.retention;
+        let secs = |s: u64| Duration::from_secs(s).min(retention);
+        let now_ns = unix_ns(now);
+        let now_index = now_ns / self.bucket_ns;
+        let settled = now_ns.saturating_sub(duration_ns(self.config.rate_settle)) / self.bucket_ns;
+        let from = |d: Duration| now_ns.saturating_sub(duration_ns(d)) / self.bucket_ns;
+        let window_from = from(secs(capacity::WINDOW_S)).max(self.first_full_index);
+        let guard_from = from(secs(capacity::GUARD_WINDOW_S));
+        let history_from = from(secs(capacity::HISTORY_S)).max(self.first_full_index);
+        let covered_s = self.covered(now_ns, settled, window_from)?;
+        // Whole minutes of settled buckets, newest last, ending at `settled`.
+        let per_minute = (60_000_000_000 / self.bucket_ns).max(1);
+        let minutes = (settled.saturating_sub(history_from) / per_minute) as usize;
+        let mut history = vec![(0.0f64, 0u64); minutes];
+        let (mut spans, mut busy_ns) = (0u64, 0u128);
+        let mut latency = LatencySketch::default();
+        for series in self.matching(selector)? {
+            let series = lock(&series);
+            for b in series.buckets.iter().filter(|b| b.index <= now_index) {
+                let n = b.latency.count();
+                if b.index >= guard_from {
+                    latency.merge(&b.latency);
+                }
+                if (window_from..settled).contains(&b.index) {
+                    spans += n;
+                    busy_ns = busy_ns.saturating_add(b.busy_ns);
+                }
+                if b.index < settled {
+                    let back = ((settled - 1 - b.index) / per_minute) as usize;
+                    if back < minutes {
+                        let slot = &mut history[minutes - 1 - back];
+                        slot.0 += b.busy_ns as f64 / 1e9;
+                        slot.1 += n;
+                    }
+                }
+            }
+        }
+        if spans == 0 {
+            return Ok(None);
+        }
+        let Some(latency_ns) = latency.quantile_ns(target.quantile.get()) else {
+            return Ok(None);
         };
-        Ok(Snapshot {
-            count,
-            errors,
-            latency,
-            rate,
-        })
+        let minute_s = (per_minute * self.bucket_ns) as f64 / 1e9;
+        let (reference_latency, peak_concurrency) =
+            capacity::history(history.iter().copied(), minute_s);
+        let rate = spans as f64 / covered_s;
+        Ok(Some(capacity::pods_needed(
+            target.target(),
+            capacity::Reading {
+                concurrency: busy_ns as f64 / 1e9 / covered_s,
+                reference_concurrency: reference_latency.map(|s| rate * s),
+                peak_concurrency,
+                latency_s: latency_ns / 1e9,
+            },
+        )))
     }
 }

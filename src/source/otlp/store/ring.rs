@@ -10,12 +10,15 @@ pub(super) struct Bucket {
     /// Absolute index: span end time / bucket width.
     pub(super) index: u64,
     pub(super) errors: u64,
+    /// Σ span durations, ns (exact: Little's law's numerator).
+    pub(super) busy_ns: u128,
     pub(super) latency: LatencySketch,
 }
 
 impl Bucket {
     pub(super) fn merge(&mut self, other: &Bucket) {
         self.errors += other.errors;
+        self.busy_ns = self.busy_ns.saturating_add(other.busy_ns);
         self.latency.merge(&other.latency);
     }
 }
