@@ -11,6 +11,7 @@ mod fake;
 #[path = "../otlp/harness.rs"]
 #[allow(dead_code)]
 mod harness;
+mod keda;
 mod otlp;
 mod prometheus;
 mod setup;

@@ -23,8 +23,11 @@ pub struct Setup {
     pub engine: Arc<Engine>,
     /// The store's clock (at `t0()` unless a test moves it).
     pub clock: Arc<ManualClock>,
+    pub store: Arc<Store>,
     pub otlp: SocketAddr,
     pub admin: String,
+    /// The ExternalScaler service KEDA calls, over the same engine and board.
+    pub scaler: SocketAddr,
 }
 
 impl Setup {
@@ -57,7 +60,7 @@ impl Setup {
         let otlp = incoming.local_addr().expect("OTLP address");
         tokio::spawn(
             grpc_server()
-                .add_service(grpc_service(store, metrics.clone()))
+                .add_service(grpc_service(store.clone(), metrics.clone()))
                 .serve_with_incoming(incoming),
         );
 
@@ -68,6 +71,26 @@ impl Setup {
             },
             Default::default(),
         ));
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        let service = slo_scaler::scaler::ScalerService::new(
+            engine.clone(),
+            board.clone(),
+            16,
+            Duration::from_secs(5),
+            shutdown,
+        );
+        let incoming = TcpIncoming::bind(([127, 0, 0, 1], 0).into())
+            .expect("bind the scaler")
+            .with_nodelay(Some(true));
+        let scaler = incoming.local_addr().expect("scaler address");
+        tokio::spawn(async move {
+            // The sender lives as long as the server, so streams stay open until the test ends.
+            let _stop = _stop;
+            tonic::transport::Server::builder()
+                .add_service(service.into_server())
+                .serve_with_incoming(incoming)
+                .await
+        });
         let router = slo_scaler::admin::router(
             Arc::new(registry),
             board,
@@ -83,8 +106,10 @@ impl Setup {
         Setup {
             engine,
             clock,
+            store,
             otlp,
             admin,
+            scaler,
         }
     }
 
