@@ -207,6 +207,10 @@ fn phase(t: f64) -> (&'static str, [Load; 4]) {
     (name, load)
 }
 
+/// The trigger whose replicas drive order-service's pods: the recommended policy, with the
+/// service model's 4 workers per pod as its `podConcurrency`.
+const LOOP_TRIGGER: &str = "order-service SLO p95 300ms, 4/pod";
+
 /// A KEDA-style trigger the demo evaluates.
 struct DemoTrigger {
     title: &'static str,
@@ -223,9 +227,21 @@ fn demo_triggers() -> Vec<DemoTrigger> {
         metric_type,
         metadata: metadata.to_vec(),
         replicas: ORDER_START_PODS,
-        closes_loop: title == "order-service p95 < 300ms",
+        closes_loop: title == LOOP_TRIGGER,
     };
     vec![
+        t(
+            LOOP_TRIGGER,
+            MetricType::AverageValue,
+            &[
+                ("signal", "sloCapacity"),
+                ("source", "otlp"),
+                ("service", "order-service"),
+                ("latencyObjective", "300ms"),
+                ("podConcurrency", "4"),
+                ("threshold", "1"),
+            ],
+        ),
         t(
             "order-service p95 < 300ms",
             MetricType::Value,
@@ -619,7 +635,7 @@ async fn poll(
     }
     let _ = writeln!(
         out,
-        "\norder-service pods: {} ({} ready), set by the p95 trigger through the HPA (scale-down stabilisation {}s, start-up {}s)",
+        "\norder-service pods: {} ({} ready), set by the sloCapacity trigger through the HPA (scale-down stabilisation {}s, start-up {}s)",
         order.service.replicas(),
         order.service.ready(t),
         DEMO_STABILIZATION_S,

@@ -13,10 +13,12 @@ METADATA_KEYS = {
     "window", "convention", "labels", "backend", "query", "tenant", "version", "ignoreNullValues",
     "cacheTTL", "queueURL", "queueLength", "activationQueueLength", "awsRegion", "scaleOnInFlight",
     "scaleOnDelayed", "metricName", "scalerAddress", "enableTLS", "unsafeSsl",
+    "latencyObjective", "errorRateObjective", "podConcurrency",
 }
 # The HPA metric type each signal needs (keda-external-scaler.md: intensive → Value).
 METRIC_TYPE = {"latency": "Value", "errorRate": "Value", "rps": "AverageValue",
-               "queueDepth": "AverageValue"}
+               "queueDepth": "AverageValue", "slo": "Value", "concurrency": "AverageValue",
+               "sloCapacity": "AverageValue"}
 SCALER_ADDRESS = "slo-scaler.keda.svc.cluster.local:6000"
 
 

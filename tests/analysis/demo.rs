@@ -99,11 +99,13 @@ fn the_canary_act_turns_from_inconclusive_to_fail() {
     }
 }
 
-/// The order-service p95 row of each table printed in the load spike:
-/// (t, p95 seconds, pods before, pods after).
+/// Each table printed in the load spike: (t, the order-service p95 row's value in seconds,
+/// and the pods before and after from the row of the trigger that drives them, the
+/// recommended sloCapacity).
 fn spike_rows(stdout: &str) -> Vec<(f64, f64, u32, u32)> {
     let mut rows = Vec::new();
     let mut t = None;
+    let mut pods: Option<(u32, u32)> = None;
     for line in stdout.lines() {
         if let Some(rest) = line.strip_prefix("slo-scaler demo — t=") {
             t = rest
@@ -112,14 +114,22 @@ fn spike_rows(stdout: &str) -> Vec<(f64, f64, u32, u32)> {
                 .filter(|(_, phase)| *phase == "order-service load spike")
                 .and_then(|(n, _)| n.parse::<f64>().ok());
         }
+        // value, threshold, active, pods before, →, pods after, metric type
+        let words =
+            |rest: &str| -> Vec<String> { rest.split_whitespace().map(str::to_string).collect() };
+        if let (Some(rest), Some(_)) = (line.strip_prefix("order-service SLO p95 300ms, 4/pod"), t)
+        {
+            let w = words(rest);
+            pods = w
+                .get(3)
+                .and_then(|b| b.parse().ok())
+                .zip(w.get(5).and_then(|a| a.parse().ok()));
+        }
         if let (Some(rest), Some(t)) = (line.strip_prefix("order-service p95 < 300ms"), t) {
-            let words: Vec<&str> = rest.split_whitespace().collect();
-            // value, threshold, active, pods before, →, pods after, metric type
-            if let (Some(v), Some(before), Some(after)) = (
-                words.first().and_then(|w| w.parse().ok()),
-                words.get(3).and_then(|w| w.parse().ok()),
-                words.get(5).and_then(|w| w.parse().ok()),
-            ) {
+            let w = words(rest);
+            if let (Some(v), Some((before, after))) =
+                (w.first().and_then(|v| v.parse().ok()), pods.take())
+            {
                 rows.push((t, v, before, after));
             }
         }
