@@ -2,7 +2,7 @@
 two real servers; spans go to each replica the way the NOTES' Collector snippet sends them (every
 exporter endpoint is one replica, and a pipeline with several exporters hands every batch to each
 of them: opentelemetry-collector `internal/fanoutconsumer/traces.go`, `ConsumeTraces` calls every
-consumer); the README's first trigger (no `source`: the embedded store
+consumer); the README's first latency trigger (no `source`: the embedded store
 is the default) answers the same p95 from every replica, and that p95 is the spans' own.
 
 Spans travel as OTLP/HTTP JSON (`POST /v1/traces`, the OTLP JSON mapping: hex ids, nanosecond

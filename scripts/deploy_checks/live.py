@@ -1,5 +1,5 @@
 """The live check: the container args the chart renders for the README's `helm install` line
-start the real binary; the README's first trigger answers Prometheus' own value over gRPC; the
+start the real binary; the README's first latency trigger answers Prometheus' own value over gRPC; the
 scrape holds every metric the dashboard and rules use.
 
 The chart passes the four listen addresses as `--*-addr=0.0.0.0:PORT` args. They are rewritten
@@ -127,7 +127,7 @@ def resolve(name, samples, types):
 
 
 def run(report, binary, args, env, used, work_dir, readme):
-    """`readme`: {"so": the README's first ScaledObject, "trigger": its first trigger}."""
+    """`readme`: {"so": the README's first ScaledObject with a latency trigger, "trigger": that trigger}."""
     try:
         args, addrs = rewrite_addrs(args)
     except ValueError as e:
@@ -173,8 +173,8 @@ def run(report, binary, args, env, used, work_dir, readme):
 
 
 def readme_trigger(report, prometheus, addrs, readme, prom_names, work_dir, log_path):
-    """The README's first trigger, sent over gRPC as KEDA sends it, answers Prometheus' value."""
-    name = "live: README's first trigger answers Prometheus' value over gRPC"
+    """The README's first latency trigger, sent over gRPC as KEDA sends it, answers Prometheus' value."""
+    name = "live: README's first latency trigger answers Prometheus' value over gRPC"
     so, trigger = readme["so"], readme["trigger"]
     meta = {k: str(v) for k, v in (trigger.get("metadata") or {}).items()}
     if not prom_names:

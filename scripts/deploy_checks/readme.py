@@ -70,20 +70,22 @@ def helm_install(text):
     raise ReadmeError(f"no `helm install` command in {SECTION!r}")
 
 
-def first_trigger(text):
-    """(ScaledObject, its first trigger) of the first YAML block in the section."""
+def first_trigger(text, signal="latency"):
+    """(ScaledObject, its first trigger) of the section's first ScaledObject whose first
+    trigger reads `signal` (the live checks drive a latency trigger that names no source; the
+    section leads with the recommended sloCapacity trigger, which needs the embedded store)."""
     for lang, body in FENCE.findall(section(text)):
         if lang != "yaml":
             continue
-        docs = [d for d in yaml.safe_load_all(body) if d]
-        if not docs or docs[0].get("kind") != "ScaledObject":
-            continue
-        so = docs[0]
-        triggers = (so.get("spec") or {}).get("triggers") or []
-        if not triggers:
-            raise ReadmeError("the README's first ScaledObject has no trigger")
-        return so, triggers[0]
-    raise ReadmeError(f"no ScaledObject YAML block in {SECTION!r}")
+        for so in (d for d in yaml.safe_load_all(body) if d):
+            if so.get("kind") != "ScaledObject":
+                continue
+            triggers = (so.get("spec") or {}).get("triggers") or []
+            if not triggers:
+                raise ReadmeError(f"the README's ScaledObject {so.get('metadata')} has no trigger")
+            if (triggers[0].get("metadata") or {}).get("signal") == signal:
+                return so, triggers[0]
+    raise ReadmeError(f"no ScaledObject with a {signal} trigger in {SECTION!r}")
 
 
 def collector_snippets(text):
