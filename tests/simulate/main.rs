@@ -297,6 +297,8 @@ fn recommended_policy_follows_a_slower_release_where_rps_cannot() {
     assert!(rps.slo_attainment < 0.99, "{report}");
     assert!(rec.slo_attainment >= 0.99, "{report}");
     assert!(rec.replica_hours <= 0.75 * fleet.replica_hours, "{report}");
+    assert!(rec.max_replicas <= 2 * fleet.max_replicas, "{report}");
+    assert!(rec.scale_events <= 100, "{report}");
 }
 
 /// A flash crowd (4× within a minute): no reactive policy holds every minute; the
