@@ -46,6 +46,9 @@ echo "moto server: $MOTO_SERVER"
 # The deploy checks' tools in the same venv; the canary analysis test runs the
 # AnalysisTemplate's conditions with its jsonpath-ng.
 bash scripts/check-deploy.sh --install-only
+# The real-pipeline tier's parts (scripts/real/versions.env): a Collector and Prometheus
+# 3.x built from their Go modules, the seed services' SDKs and agent; cached in target/real/.
+bash scripts/test-real.sh --build-only
 
 step "format and lint"
 cargo fmt --check
@@ -56,6 +59,9 @@ cargo build --all-targets
 
 step "unit and integration tests"
 cargo test --all-features --no-fail-fast -- --test-threads 4
+
+step "real-pipeline tier: the Prometheus suites against Prometheus 3.x"
+bash scripts/test-real.sh --prometheus3
 
 step "deploy checks (chart, schemas, examples, promtool, live scrape)"
 # The demo sends spans: only where the install runs the receiver (the README's does not).
