@@ -1,7 +1,9 @@
-//! Test harness shared by the integration tests: a real Prometheus server, a test
+//! Test harness shared by the integration tests: a real Prometheus server, a real
+//! OpenTelemetry Collector, a test
 //! exporter for it to scrape, and the scaler itself started in-process on loopback.
 #![allow(dead_code)]
 
+pub mod collector;
 pub mod exporter;
 pub mod loopback;
 pub mod prometheus;
