@@ -36,16 +36,27 @@ impl Harness {
 
     /// Both receivers with `max_body_bytes` as their limit, sharing `budget`.
     pub async fn start_with_budget(max_body_bytes: usize, budget: Budget) -> Harness {
+        Harness::start_full(max_body_bytes, budget, t0()).await
+    }
+
+    /// Both receivers with the store clock at `now` (for senders that stamp spans with
+    /// the wall clock: `now` after the last span they will send).
+    #[allow(dead_code)] // The seeds suite's; the OTLP suite stamps spans around t0.
+    pub async fn start_at(max_body_bytes: usize, now: SystemTime) -> Harness {
+        Harness::start_full(max_body_bytes, Budget::default(), now).await
+    }
+
+    async fn start_full(max_body_bytes: usize, budget: Budget, now: SystemTime) -> Harness {
         let (registry, metrics) = Metrics::standalone();
         let metrics = Arc::new(metrics);
         // The store started before the spans the tests send (rates count only what it
-        // saw whole), then the clock moves to t0.
-        let clock = Arc::new(ManualClock::new(t0() - Duration::from_secs(600)));
+        // saw whole), then the clock moves to `now`.
+        let clock = Arc::new(ManualClock::new(now - Duration::from_secs(600)));
         let store = Arc::new(
             Store::with_clock(StoreConfig::default(), Arc::clone(&metrics), clock.clone())
                 .expect("default config is valid"),
         );
-        clock.set(t0());
+        clock.set(now);
 
         let incoming = TcpIncoming::bind(([127, 0, 0, 1], 0).into())
             .expect("bind gRPC")
