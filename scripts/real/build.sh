@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Builds the real upstream parts of the real-pipeline tier from their Go modules, at the
-# versions in scripts/real/versions.env, and caches each under target/real/ in a
-# directory named after its versions (a second run with the same versions builds
-# nothing). Installs Go when it is missing; a Go older than a module needs fetches the
-# newer toolchain through the module proxy (GOTOOLCHAIN=auto). Go's own module and
-# build caches (GOMODCACHE, GOCACHE: their defaults, or the caller's) are reused.
+# Builds or installs the real upstream parts of the real-pipeline tier from their
+# registries (Go modules, PyPI, npm, Maven Central) at the versions in
+# scripts/real/versions.env, each under target/real/ in a directory named after its
+# versions: a second run with the same versions builds nothing (REAL_OUT_DIR puts them
+# elsewhere, to time a build apart from the cached one). Installs Go, Node.js or Java when
+# missing; a Go older than a module needs fetches the newer toolchain through the module
+# proxy (GOTOOLCHAIN=auto). Go's module and build caches, npm's, pip's and Maven's local
+# repository are reused (their defaults, or the caller's GOMODCACHE, GOCACHE, …).
 #
 #   bash scripts/real/build.sh   # prints each part's path (OTELCOL_BIN=…, …), also kept in
 #                                # target/real/parts.env for the tests
@@ -22,11 +24,14 @@ if ! command -v go >/dev/null; then
   "${sudo[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq golang-go >/dev/null
 fi
+# Where the parts go: target/real/ (the tests read target/real/parts.env); another
+# directory only to time a build apart from the cached one.
+out=${REAL_OUT_DIR:-$root/target/real}
 export GOTOOLCHAIN=${GOTOOLCHAIN:-auto}
 export GOFLAGS="${GOFLAGS:-} -trimpath"
 
 # The Collector: our components main, the upstream modules pinned here.
-col_dir="$root/target/real/otelcol-$COLLECTOR_CORE_VERSION-$COLLECTOR_CONTRIB_VERSION-$COLLECTOR_STABLE_VERSION"
+col_dir="$out/otelcol-$COLLECTOR_CORE_VERSION-$COLLECTOR_CONTRIB_VERSION-$COLLECTOR_STABLE_VERSION"
 col_bin="$col_dir/otelcol-real"
 if [ ! -x "$col_bin" ] || ! cmp -s "$here/collector/main.go" "$col_dir/src/main.go"; then
   log "building the OpenTelemetry Collector (core $COLLECTOR_CORE_VERSION, contrib $COLLECTOR_CONTRIB_VERSION)"
@@ -62,7 +67,7 @@ fi
 
 # Prometheus 3.x from its module (its cmd/prometheus; the web UI's assets are not
 # embedded without the builtinassets tag, the HTTP API the tests use is all there).
-prom_dir="$root/target/real/prometheus-$PROMETHEUS_MODULE_VERSION"
+prom_dir="$out/prometheus-$PROMETHEUS_MODULE_VERSION"
 prom_bin="$prom_dir/prometheus"
 if [ ! -x "$prom_bin" ]; then
   log "building Prometheus from its module $PROMETHEUS_MODULE_VERSION"
@@ -76,7 +81,7 @@ fi
 # The seed services (scripts/real/seeds/): each language's instrumentation, installed
 # from its registry into target/real/seed-<language>-<versions>/.
 # Go: the api-gateway's SDK setup, built like the Collector.
-seed_go_dir="$root/target/real/seed-go-$OTEL_GO_VERSION-$OTEL_GO_CONTRIB_VERSION"
+seed_go_dir="$out/seed-go-$OTEL_GO_VERSION-$OTEL_GO_CONTRIB_VERSION"
 if [ ! -x "$seed_go_dir/seed-go" ] || ! cmp -s "$here/seeds/go/main.go" "$seed_go_dir/src/main.go"; then
   log "building the Go seed (otel $OTEL_GO_VERSION, contrib $OTEL_GO_CONTRIB_VERSION)"
   rm -rf "$seed_go_dir"
@@ -98,7 +103,7 @@ if [ ! -x "$seed_go_dir/seed-go" ] || ! cmp -s "$here/seeds/go/main.go" "$seed_g
 fi
 
 # Python: a venv with the distro, the OTLP exporters and Flask's instrumentation.
-seed_py_dir="$root/target/real/seed-python-$OTEL_PYTHON_VERSION-$OTEL_PYTHON_CONTRIB_VERSION-$FLASK_VERSION"
+seed_py_dir="$out/seed-python-$OTEL_PYTHON_VERSION-$OTEL_PYTHON_CONTRIB_VERSION-$FLASK_VERSION"
 if [ ! -f "$seed_py_dir/installed" ]; then
   log "installing the Python seed (opentelemetry $OTEL_PYTHON_VERSION / $OTEL_PYTHON_CONTRIB_VERSION)"
   rm -rf "$seed_py_dir"
@@ -118,7 +123,7 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   "${sudo[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq nodejs npm >/dev/null
 fi
-seed_node_dir="$root/target/real/seed-node-$OTEL_NODE_AUTO_VERSION-$OTEL_NODE_SDK_VERSION-$EXPRESS_VERSION"
+seed_node_dir="$out/seed-node-$OTEL_NODE_AUTO_VERSION-$OTEL_NODE_SDK_VERSION-$EXPRESS_VERSION"
 if [ ! -f "$seed_node_dir/installed" ]; then
   log "installing the Node.js seed (auto-instrumentations-node $OTEL_NODE_AUTO_VERSION)"
   rm -rf "$seed_node_dir"
@@ -137,7 +142,7 @@ if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
   "${sudo[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq default-jdk-headless maven >/dev/null
 fi
-seed_java_dir="$root/target/real/seed-java-$OTEL_JAVAAGENT_VERSION"
+seed_java_dir="$out/seed-java-$OTEL_JAVAAGENT_VERSION"
 if [ ! -f "$seed_java_dir/opentelemetry-javaagent.jar" ]; then
   log "fetching the OpenTelemetry Java agent $OTEL_JAVAAGENT_VERSION"
   mkdir -p "$seed_java_dir"
@@ -161,4 +166,4 @@ fi
   echo "SEED_NODE_MODULES=$seed_node_dir/node_modules"
   echo "SEED_JAVA_AGENT=$seed_java_dir/opentelemetry-javaagent.jar"
   echo "SEED_JAVA_CLASSES=$seed_java_dir/classes"
-} | tee "$root/target/real/parts.env"
+} | tee "$out/parts.env"

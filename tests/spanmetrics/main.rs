@@ -1,0 +1,367 @@
+//! The seeds' metrics path for real: spans → a real OpenTelemetry Collector's
+//! `spanmetrics` connector (its defaults: histogram buckets in milliseconds, 60 s flush,
+//! cumulative temporality, label names) → its `prometheus` exporter (defaults) → a real
+//! Prometheus scraping it (PROMETHEUS_BIN: Debian's 2.x, or the 3.x that
+//! `scripts/real/build.sh` builds) → the scaler's `otel-spanmetrics` convention.
+//!
+//! The scaler's p95, error rate and RPS must equal Prometheus' own answer to the same
+//! query, and the p95 must lie inside the default bucket that holds the exact p95 of the
+//! spans sent: that bucket's width is what spanmetrics' default buckets cost in accuracy
+//! (docs/real-pipeline.md).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use common::collector::Collector;
+use common::prometheus::PrometheusServer;
+use common::scaler::{metric, so, Scaler};
+use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
+use opentelemetry::KeyValue;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter as _};
+use opentelemetry_sdk::Resource;
+
+/// The connector's default histogram bounds in milliseconds
+/// (open-telemetry/opentelemetry-collector-contrib
+/// `connector/spanmetricsconnector/config.go`, `defaultHistogramBucketsMs`).
+const DEFAULT_BOUNDS_MS: [f64; 16] = [
+    2.0, 4.0, 6.0, 8.0, 10.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1000.0, 1400.0, 2000.0, 5000.0,
+    10_000.0, 15_000.0,
+];
+
+/// The window every query reads, once it starts after the series' first sample (so
+/// `rate()` extrapolates to both of its edges and its answer moves only when a sample
+/// enters or leaves it) and still holds a sample from before the measured batch's flush
+/// (a minute after the first).
+const WINDOW: &str = "90s";
+const WINDOW_S: u64 = 90;
+
+/// One span: duration in milliseconds, and whether it failed.
+type Planned = (f64, bool);
+
+/// `n` spans with a deterministic latency schedule: medians of `median_ms` with a long
+/// tail; every `error_every`-th fails.
+fn schedule(n: usize, median_ms: f64, error_every: usize) -> Vec<Planned> {
+    (0..n)
+        .map(|i| {
+            // A fixed spread of multipliers from 0.4× to 4×, the slow ones rarer.
+            let u = ((i * 7919) % n) as f64 / n as f64;
+            let ms = median_ms * (0.4 + 3.6 * u.powi(4));
+            (ms, (i + 1) % error_every == 0)
+        })
+        .collect()
+}
+
+/// The exact `q` quantile of `planned`, in milliseconds (the smallest span at or past
+/// rank `q × n`).
+fn exact_quantile_ms(planned: &[Planned], q: f64) -> f64 {
+    let mut d: Vec<f64> = planned.iter().map(|p| p.0).collect();
+    d.sort_by(f64::total_cmp);
+    d[((q * d.len() as f64).ceil() as usize).clamp(1, d.len()) - 1]
+}
+
+/// The default bucket (lower, upper] in milliseconds holding `ms`.
+fn bucket_of(ms: f64) -> (f64, f64) {
+    let mut lower = 0.0;
+    for b in DEFAULT_BOUNDS_MS {
+        if ms <= b {
+            return (lower, b);
+        }
+        lower = b;
+    }
+    (lower, f64::INFINITY)
+}
+
+fn resource(version: &str) -> Resource {
+    Resource::builder_empty()
+        .with_attributes([
+            KeyValue::new("service.name", "order-service"),
+            KeyValue::new("service.version", version.to_string()),
+        ])
+        .build()
+}
+
+/// Sends `planned` as server spans of order-service at `version`, ending now, through
+/// the SDK's OTLP/gRPC exporter to the Collector.
+async fn send(collector: &Collector, version: &str, planned: &[Planned]) {
+    let res = resource(version);
+    let collect = common::collector::Collect::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(collect.clone())
+        .with_resource(res.clone())
+        .build();
+    let tracer = provider.tracer("slo-scaler-tests");
+    let now = SystemTime::now();
+    for (ms, error) in planned {
+        let mut span = tracer
+            .span_builder("GET /orders")
+            .with_kind(SpanKind::Server)
+            .with_start_time(now - Duration::from_secs_f64(ms / 1e3))
+            .start(&tracer);
+        if *error {
+            span.set_status(Status::error("payment declined"));
+        }
+        span.end_with_timestamp(now);
+    }
+    provider.shutdown().expect("provider shutdown");
+    let mut spans: Vec<SpanData> = std::mem::take(&mut *collect.0.lock().expect("lock"));
+    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(format!("http://{}", collector.grpc))
+        .build()
+        .expect("exporter");
+    exporter.set_resource(&res);
+    while !spans.is_empty() {
+        let rest = spans.split_off(spans.len().min(512));
+        exporter.export(spans).await.expect("the collector accepts");
+        spans = rest;
+    }
+}
+
+/// A Collector whose traces feed the `span_metrics` connector (formerly `spanmetrics`) (`connector`: its
+/// settings, `{}` for the defaults) and whose metrics go to a `prometheus` exporter, and
+/// a Prometheus scraping that exporter.
+async fn pipeline(connector: &str) -> (Collector, PrometheusServer) {
+    let port = common::free_port();
+    let collector = Collector::start(&format!(
+        "connectors:\n  span_metrics: {connector}\nexporters:\n  prometheus:\n    endpoint: 127.0.0.1:{port}\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [span_metrics]\n    metrics:\n      receivers: [span_metrics]\n      exporters: [prometheus]\n"
+    ))
+    .await;
+    let prometheus = PrometheusServer::start(&[format!("127.0.0.1:{port}").parse().unwrap()]).await;
+    (collector, prometheus)
+}
+
+const CALLS: &str = "traces_span_metrics_calls_total";
+const HISTOGRAM: &str = "traces_span_metrics_duration_milliseconds_bucket";
+
+/// Waits until Prometheus counts `n` calls of order-service (the connector flushes
+/// once a minute).
+async fn wait_calls(prom: &PrometheusServer, collector: &Collector, n: usize) {
+    let q = format!("sum({CALLS}{{service_name=\"order-service\"}})");
+    let deadline = Instant::now() + Duration::from_secs(150);
+    loop {
+        let got = prom.query(&q).await;
+        if got == Some(n as f64) {
+            return;
+        }
+        assert!(
+            got.unwrap_or(0.0) < n as f64,
+            "{q}: {got:?} > {n} spans sent"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "{q}: {got:?}, want {n}\n{}",
+            collector.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The canonical queries of the `otel-spanmetrics` convention (signal-sources.md) for
+/// order-service's server spans, at `version` when given.
+fn canonical(version: Option<&str>) -> [(String, &'static str); 3] {
+    let mut f = r#"service_name="order-service",span_kind="SPAN_KIND_SERVER""#.to_string();
+    if let Some(v) = version {
+        f.push_str(&format!(",service_version=\"{v}\""));
+    }
+    [
+        (
+            format!(
+                "histogram_quantile(0.95, sum by (le) (rate({HISTOGRAM}{{{f}}}[{WINDOW}]))) / 1000"
+            ),
+            "latency",
+        ),
+        (
+            format!(
+                "sum(rate({CALLS}{{{f},status_code=\"STATUS_CODE_ERROR\"}}[{WINDOW}])) / sum(rate({CALLS}{{{f}}}[{WINDOW}]))"
+            ),
+            "errorRate",
+        ),
+        (format!("sum(rate({CALLS}{{{f}}}[{WINDOW}]))"), "rps"),
+    ]
+}
+
+/// The scaler's answer for `signal` (at `version`), checked equal to Prometheus' own
+/// answer to the canonical query: a direct query before and after the scaler's must
+/// agree (no scrape in between), so all three saw the same samples.
+async fn agreed(
+    prom: &PrometheusServer,
+    scaler: &mut Scaler,
+    version: Option<&str>,
+    query: &str,
+    signal: &str,
+) -> f64 {
+    let mut meta = vec![
+        ("signal", signal),
+        ("source", "prometheus"),
+        ("convention", "otel-spanmetrics"),
+        ("service", "order-service"),
+        ("window", WINDOW),
+        (
+            "threshold",
+            if signal == "errorRate" { "0.05" } else { "1" },
+        ),
+    ];
+    if let Some(v) = version {
+        meta.push(("version", v));
+    }
+    let r = so(
+        &format!(
+            "orders-{}-{}",
+            signal.to_lowercase(),
+            version.unwrap_or("all")
+        ),
+        &meta,
+    );
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(120)).await; // past the cache TTL
+        let before = prom.query(query).await;
+        let got = metric(&mut scaler.client, &r).await;
+        let after = prom.query(query).await;
+        let (Some(want), true) = (before, before == after) else {
+            continue;
+        };
+        let got = got.unwrap_or_else(|s| panic!("{query}: {s:?}"));
+        assert!(
+            (got - want).abs() <= want.abs() * 1e-9,
+            "scaler {got} != prometheus {want} for {query}"
+        );
+        return got;
+    }
+    panic!("prometheus never gave a stable answer for {query}");
+}
+
+/// Checks one version's (or all versions') figures against Prometheus and the truth:
+/// `measured` are the spans of the second batch (the first has the same shape and
+/// error share: counted by `rate()` or not, it changes neither the error ratio nor the
+/// bucket of the p95).
+async fn check(
+    prom: &PrometheusServer,
+    scaler: &mut Scaler,
+    version: Option<&str>,
+    measured: &[Planned],
+) {
+    let [(latency_q, _), (errors_q, _), (rps_q, _)] = canonical(version);
+    let p95 = agreed(prom, scaler, version, &latency_q, "latency").await;
+    let exact = exact_quantile_ms(measured, 0.95);
+    let (lower, upper) = bucket_of(exact);
+    assert!(
+        lower / 1e3 <= p95 && p95 <= upper / 1e3,
+        "{version:?}: p95 {p95} s outside the bucket ({lower}, {upper}] ms of the exact {exact} ms"
+    );
+    let error_rate = agreed(prom, scaler, version, &errors_q, "errorRate").await;
+    let errors = measured.iter().filter(|p| p.1).count() as f64;
+    let want = errors / measured.len() as f64;
+    assert!(
+        (error_rate - want).abs() <= want * 1e-9,
+        "{version:?}: error rate {error_rate}, want {want}"
+    );
+    let rps = agreed(prom, scaler, version, &rps_q, "rps").await;
+    // rate() extrapolates the increase towards the window's edges, never below it.
+    assert!(
+        rps * WINDOW_S as f64 >= measured.len() as f64 * (1.0 - 1e-9),
+        "{version:?}: rps {rps} under {} spans in {WINDOW}",
+        measured.len()
+    );
+}
+
+/// The base pipeline (connector defaults) and the one with `service.version` as a
+/// dimension, run side by side (each waits on its connector's one-minute flush).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spanmetrics_through_prometheus_match_prometheus_and_the_spans() {
+    let (base, versioned) = tokio::join!(
+        run_pipeline("{}", false),
+        run_pipeline("\n    dimensions:\n      - name: service.version", true)
+    );
+    let ((_c1, _p1), (_c2, _p2)) = (base, versioned);
+}
+
+async fn run_pipeline(connector: &str, versioned: bool) -> (Collector, PrometheusServer) {
+    let (collector, prom) = pipeline(connector).await;
+    // Without the version dimension every span comes from one resource: the connector
+    // keeps one set of series per resource, and the prometheus exporter drops the
+    // resource attributes that are not labels, so two versions' series would collide
+    // there (one overwriting the other at each flush; docs/real-pipeline.md).
+    let (a, b) = if versioned {
+        ("v1", "v2")
+    } else {
+        ("v1", "v1")
+    };
+    // First batch: every series (each version, ok and failed) starts with a few spans,
+    // failing in the same share as the second batch's. Whether `rate()` counts a series'
+    // first flush depends on where Prometheus places the series' start (with Debian's
+    // 2.42 it did here), so the error ratio must come out the same either way.
+    let warm_v1 = schedule(80, 40.0, 8);
+    let warm_v2 = schedule(20, 250.0, 5);
+    send(&collector, a, &warm_v1).await;
+    send(&collector, b, &warm_v2).await;
+    wait_calls(&prom, &collector, 100).await;
+    let first_flush = Instant::now();
+    // Second batch: what the queries measure.
+    let v1 = schedule(4_000, 40.0, 8);
+    let v2 = schedule(1_000, 250.0, 5);
+    send(&collector, a, &v1).await;
+    send(&collector, b, &v2).await;
+    wait_calls(&prom, &collector, 100 + 5_000).await;
+    // The window starts after the first flush's sample, and must still hold a sample
+    // from before the second flush (the connector's interval after the first).
+    let from = first_flush + Duration::from_secs(WINDOW_S + 2);
+    let until = first_flush + Duration::from_secs(WINDOW_S + 58);
+    tokio::time::sleep_until(from.into()).await;
+
+    let url = format!("default={}", prom.url());
+    let mut scaler = Scaler::start(&[
+        "--prometheus",
+        &url,
+        "--default-source",
+        "prometheus",
+        "--cache-ttl",
+        "50ms",
+        "--min-cache-ttl",
+        "10ms",
+    ])
+    .await;
+    let both: Vec<Planned> = v1.iter().chain(&v2).copied().collect();
+    check(&prom, &mut scaler, None, &both).await;
+    if versioned {
+        check(&prom, &mut scaler, Some("v1"), &v1).await;
+        check(&prom, &mut scaler, Some("v2"), &v2).await;
+        analysis(&prom, &scaler, &v1, &v2).await;
+    }
+    assert!(
+        Instant::now() < until,
+        "the checks outlasted the window that holds the second flush (versioned: {versioned})"
+    );
+    (collector, prom)
+}
+
+/// `/api/v1/analysis` on the versioned pipeline: each side's error rate is the exact
+/// ratio of its spans, its p95 lies in the default bucket of its exact p95 and equals
+/// Prometheus' answer.
+async fn analysis(prom: &PrometheusServer, scaler: &Scaler, v1: &[Planned], v2: &[Planned]) {
+    let path = format!(
+        "/api/v1/analysis?service=order-service&canary=v2&baseline=v1&window={WINDOW}&convention=otel-spanmetrics"
+    );
+    let (status, body) = scaler.get(&path).await;
+    assert_eq!(status, 200, "{body}");
+    let a: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    for (side, version, spans) in [("canary", "v2", v2), ("baseline", "v1", v1)] {
+        let v = &a[side];
+        let errors = spans.iter().filter(|p| p.1).count() as f64 / spans.len() as f64;
+        let got = v["errorRate"].as_f64().unwrap_or_else(|| panic!("{a}"));
+        assert!((got - errors).abs() <= errors * 1e-9, "{side}: {a}");
+        let p95 = v["latency"].as_f64().unwrap_or_else(|| panic!("{a}"));
+        let (lower, upper) = bucket_of(exact_quantile_ms(spans, 0.95));
+        assert!(
+            lower / 1e3 <= p95 && p95 <= upper / 1e3,
+            "{side}: p95 {p95} outside ({lower}, {upper}] ms: {a}"
+        );
+        // Histogram counts move only at the connector's flush: Prometheus' answer now is
+        // the one the endpoint read.
+        let [(latency_q, _), _, _] = canonical(Some(version));
+        let want = prom.query(&latency_q).await.expect("a p95");
+        assert!((p95 - want).abs() <= want * 1e-9, "{side}: {want}: {a}");
+    }
+}
