@@ -74,6 +74,11 @@ pub struct Metrics {
     /// or `expired` (unasked past every TTL, or a failed query's error forgotten).
     pub cache_evictions: Family<ReasonLabels, Counter>,
     pub otlp_spans: Family<OutcomeLabels, Counter>,
+    /// Accepted spans without an OpenTelemetry sampling threshold (`ot=th:…` in
+    /// `tracestate`), each counted as one span; its share of
+    /// `otlp_spans{outcome="accepted"}` is the share of the store's figures that assume
+    /// the spans were not sampled.
+    pub otlp_spans_without_sampling_record: Counter,
     pub otlp_store_series: Gauge,
     pub otlp_store_series_evicted: Counter,
     pub tempo_partial_responses: Family<BackendLabels, Counter>,
@@ -102,6 +107,7 @@ impl Metrics {
             cache_requests: Family::default(),
             cache_evictions: Family::default(),
             otlp_spans: Family::default(),
+            otlp_spans_without_sampling_record: Counter::default(),
             otlp_store_series: Gauge::default(),
             otlp_store_series_evicted: Counter::default(),
             tempo_partial_responses: Family::default(),
@@ -149,6 +155,11 @@ impl Metrics {
             "otlp_spans",
             "Spans received by the embedded OTLP receiver, by outcome",
             m.otlp_spans.clone(),
+        );
+        reg.register(
+            "otlp_spans_without_sampling_record",
+            "Accepted spans whose tracestate held no OpenTelemetry sampling threshold (ot=th:...), each counted as one span",
+            m.otlp_spans_without_sampling_record.clone(),
         );
         reg.register(
             "otlp_store_series",

@@ -8,5 +8,6 @@ mod compression;
 mod harness;
 mod malformed;
 mod rates;
+mod sampled;
 mod sdk;
 mod server;

@@ -611,6 +611,9 @@ fn answer(metrics: &Metrics, summary: &IngestSummary) -> ExportTraceServiceRespo
             outcome: "accepted",
         })
         .inc_by(summary.accepted);
+    metrics
+        .otlp_spans_without_sampling_record
+        .inc_by(summary.without_sampling_record);
     if rejected > 0 {
         metrics
             .otlp_spans

@@ -58,10 +58,14 @@ pub struct ScopeSpans {
     pub spans: Vec<Span>,
 }
 
-/// `Span`: kind, start and end times, status. The name is not read: it never enters the
-/// store.
+/// `Span`: its W3C `tracestate`, kind, start and end times, status. The name is not
+/// read: it never enters the store. `trace_state` is empty (no allocation) unless the
+/// sender set one; its bytes come from the body, so [`Elements::decoded_bytes`]'s
+/// `body_len` term prices them.
 #[derive(Clone, PartialEq, Message)]
 pub struct Span {
+    #[prost(string, tag = "3")]
+    pub trace_state: String,
     #[prost(int32, tag = "6")]
     pub kind: i32,
     #[prost(fixed64, tag = "7")]
@@ -109,6 +113,7 @@ impl From<ExportTraceServiceRequest> for TraceRequest {
                                 .spans
                                 .into_iter()
                                 .map(|s| Span {
+                                    trace_state: s.trace_state,
                                     kind: s.kind,
                                     start_time_unix_nano: s.start_time_unix_nano,
                                     end_time_unix_nano: s.end_time_unix_nano,
@@ -121,6 +126,58 @@ impl From<ExportTraceServiceRequest> for TraceRequest {
                 .collect(),
         }
     }
+}
+
+/// `MaxAdjustedCount` of the OpenTelemetry specification: 2^56, the number of distinct
+/// 56-bit randomness values.
+const MAX_ADJUSTED_COUNT_BITS: u64 = 1 << 56;
+const MAX_ADJUSTED_COUNT: f64 = MAX_ADJUSTED_COUNT_BITS as f64;
+
+impl Span {
+    /// The span's adjusted count (1 / its sampling probability) from the `th` sub-key of
+    /// the `ot` entry of its `tracestate`, or `None` when it carries no valid record.
+    pub fn adjusted_count(&self) -> Option<f64> {
+        adjusted_count(&self.trace_state)
+    }
+}
+
+/// The adjusted count a W3C `tracestate` records, as the OpenTelemetry specification
+/// defines it ("TraceState: Probability Sampling", `specification/trace/
+/// tracestate-probability-sampling.md`, and "TraceState Handling", `specification/trace/
+/// tracestate-handling.md`, section "Sampling threshold value `th`"):
+///
+/// - OpenTelemetry's values live in the one `ot` list member, a `;`-separated list of
+///   `key:value` sub-keys (`ot=th:c;rv:…`);
+/// - `th` is 1 to 14 hexadecimal digits (`DIGIT`, `A-F`, `a-f`) with the trailing zeros
+///   dropped: extended with zeros to 14 digits it is the 56-bit rejection threshold T;
+/// - `Probability = (MaxAdjustedCount − T) / MaxAdjustedCount` with MaxAdjustedCount =
+///   2^56, and `AdjustedCount = MaxAdjustedCount / (MaxAdjustedCount − T)`.
+///
+/// `None` when there is no `ot` member, no `th` in it, or a `th` that is not 1–14 hex
+/// digits: such a span's probability is unknown, and is counted once.
+pub fn adjusted_count(trace_state: &str) -> Option<f64> {
+    let threshold = rejection_threshold(trace_state)?;
+    // T < 2^56, so the probability is at least 2^-56 and the count at most 2^56. The
+    // difference is exact in u64; as f64 it keeps 53 of its at most 56 bits (a relative
+    // error under 2^-53), and 2^56 is exact.
+    Some(MAX_ADJUSTED_COUNT / ((MAX_ADJUSTED_COUNT_BITS - threshold) as f64))
+}
+
+/// The 56-bit rejection threshold of the `ot` member's `th` sub-key.
+fn rejection_threshold(trace_state: &str) -> Option<u64> {
+    // W3C Trace Context: list members are separated by `,` with optional spaces and
+    // tabs around them; a key appears at most once.
+    let ot = trace_state
+        .split(',')
+        .map(|m| m.trim_matches([' ', '\t']))
+        .find_map(|m| m.strip_prefix("ot="))?;
+    let th = ot.split(';').find_map(|sub| sub.strip_prefix("th:"))?;
+    if th.is_empty() || th.len() > 14 || !th.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let value = u64::from_str_radix(th, 16).ok()?;
+    // Extend with trailing zeros to 14 digits (56 bits).
+    Some(value << (4 * (14 - th.len())))
 }
 
 /// Why a body cannot be priced: it is not protobuf.
@@ -312,6 +369,59 @@ mod tests {
             lean.resource_spans[0].scope_spans[0].spans[4].end_time_unix_nano,
             24
         );
+    }
+
+    /// The `th` examples of the OpenTelemetry specification ("TraceState Handling",
+    /// "Sampling threshold value `th`": `ot=th:0` is 100 % sampling; "TraceState:
+    /// Probability Sampling": 1 % is `fd70a4`) and the table of the power-of-two
+    /// probabilities, then values that are no record.
+    #[test]
+    fn reads_the_adjusted_count_of_the_ot_th_sub_key() {
+        let cases: &[(&str, Option<f64>)] = &[
+            ("ot=th:0", Some(1.0)),
+            ("ot=th:8", Some(2.0)),
+            ("ot=th:c", Some(4.0)),
+            ("ot=th:C", Some(4.0)),
+            ("ot=th:e", Some(8.0)),
+            ("ot=th:80000000000000", Some(2.0)),
+            ("ot=th:ff", Some(256.0)),
+            // The largest threshold, 2^56 − 1: probability 2^-56.
+            ("ot=th:ffffffffffffff", Some(72_057_594_037_927_936.0)),
+            // Other sub-keys and other vendors' members around it.
+            ("ot=rv:0123456789abcd;th:8", Some(2.0)),
+            ("vendor=x:1,ot=th:c;rv:ffffffffffffff", Some(4.0)),
+            ("congo=t61rcWkgMzE , \tot=th:8 ", Some(2.0)),
+            // No record: no `ot` member, no `th`, or a `th` that is not 1–14 hex digits.
+            ("", None),
+            ("vendor=th:8", None),
+            ("xot=th:8", None),
+            ("ot=rv:0123456789abcd", None),
+            ("ot=th:", None),
+            ("ot=th:g", None),
+            ("ot=th:-1", None),
+            ("ot=th:+8", None),
+            ("ot=th:0x8", None),
+            ("ot=th:8 ;rv:1", None),
+            ("ot=th:fffffffffffffff", None),
+            ("ot=p:8", None),
+        ];
+        for (trace_state, want) in cases {
+            assert_eq!(adjusted_count(trace_state), *want, "{trace_state:?}");
+        }
+        // 1 %, the specification's example, five digits of precision.
+        let one_percent = adjusted_count("ot=th:fd70a4").expect("valid");
+        assert!((one_percent - 100.0).abs() < 1e-3, "{one_percent}");
+    }
+
+    #[test]
+    fn lean_decode_keeps_the_trace_state() {
+        let mut request = full(1, 2, 0);
+        request.resource_spans[0].scope_spans[0].spans[1].trace_state = "ot=th:c".into();
+        let lean = TraceRequest::decode(request.encode_to_vec().as_slice()).expect("decodes");
+        let spans = &lean.resource_spans[0].scope_spans[0].spans;
+        assert_eq!(spans[0].adjusted_count(), None);
+        assert_eq!(spans[1].adjusted_count(), Some(4.0));
+        assert_eq!(lean, TraceRequest::from(request));
     }
 
     #[test]

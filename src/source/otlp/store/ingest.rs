@@ -20,10 +20,24 @@ struct Pending {
     version: Option<String>,
     kind: SpanKind,
     buckets: Vec<Bucket>,
+    /// Spans that carried no sampling record (counted as 1 each).
+    without_record: u64,
 }
 
 impl Pending {
-    fn add(&mut self, index: u64, duration_ns: u64, error: bool) {
+    /// Adds one span standing for `adjusted` spans (1 / its sampling probability; a span
+    /// without a sampling record stands for itself).
+    ///
+    /// The span counts, error counts and durations are weighted by `adjusted`; the
+    /// latency sketch holds the span once (its bins are integer counts, and a weight can
+    /// be up to 2^56). Quantiles are therefore those of the stored spans: exact (within
+    /// the sketch's 1 %) when every span of a selector has the same sampling probability,
+    /// as with one head sampler per service; biased towards the more often kept spans
+    /// when probabilities differ within a selector (e.g. a tail sampler that keeps every
+    /// slow span and a tenth of the rest reads slower quantiles than the traffic has).
+    fn add(&mut self, index: u64, duration_ns: u64, error: bool, adjusted: Option<f64>) {
+        self.without_record += u64::from(adjusted.is_none());
+        let adjusted = adjusted.unwrap_or(1.0);
         let bucket = match self.buckets.iter().rposition(|b| b.index == index) {
             Some(i) => &mut self.buckets[i],
             None => {
@@ -35,8 +49,11 @@ impl Pending {
                 &mut self.buckets[last]
             }
         };
-        bucket.errors += u64::from(error);
-        bucket.busy_ns = bucket.busy_ns.saturating_add(u128::from(duration_ns));
+        bucket.spans += adjusted;
+        if error {
+            bucket.errors += adjusted;
+        }
+        bucket.busy_ns += duration_ns as f64 * adjusted;
         bucket.latency.add(duration_ns);
     }
 
@@ -120,6 +137,7 @@ impl Store {
                     summary.reject(RejectReason::TooOld, 1);
                     continue;
                 }
+                let adjusted = span.adjusted_count();
                 let error = span.status.is_some_and(|s| s.code == STATUS_ERROR);
                 let slot = &mut slots[kind_slot(kind)];
                 let at = match *slot {
@@ -132,6 +150,7 @@ impl Store {
                                 version: version.clone(),
                                 kind,
                                 buckets: Vec::new(),
+                                without_record: 0,
                             });
                             pending.len() - 1
                         });
@@ -139,7 +158,7 @@ impl Store {
                         at
                     }
                 };
-                pending[at].add(index, end - start, error);
+                pending[at].add(index, end - start, error, adjusted);
             }
         }
 
@@ -157,6 +176,7 @@ impl Store {
                     series.absorb(&p.buckets, oldest, now_ns, self.slots as usize);
                     self.account(before, series.bytes);
                     summary.accepted += spans;
+                    summary.without_sampling_record += p.without_record;
                 }
                 None => summary.reject(RejectReason::SeriesLimit, spans),
             }

@@ -190,6 +190,9 @@ impl RejectReason {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IngestSummary {
     pub accepted: u64,
+    /// Accepted spans whose `tracestate` held no valid OpenTelemetry sampling threshold
+    /// (`ot=th:…`), each counted as one span.
+    pub without_sampling_record: u64,
     /// Spans not stored, by reason.
     pub rejected: Vec<(RejectReason, u64)>,
 }

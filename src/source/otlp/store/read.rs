@@ -30,9 +30,17 @@ enum Latencies {
 /// that ended at least `rate_settle` ago and started after the store did, divided by the
 /// time they cover.
 #[derive(Debug, Clone)]
+///
+/// Counts, error ratios, rates and concurrency weigh each span by its adjusted count
+/// (1 / the sampling probability its `tracestate` records, 1 without a record); the
+/// latency holds each stored span once (see `ingest.rs`).
 pub struct Snapshot {
-    count: u64,
-    errors: u64,
+    /// Stored spans (each once): whether the window holds any data.
+    stored: u64,
+    /// Σ adjusted count.
+    count: f64,
+    /// Σ adjusted count of the error spans.
+    errors: f64,
     latency: LatencySketch,
     /// Spans per second, or why it is not known yet.
     rate: Result<f64, SourceError>,
@@ -41,24 +49,25 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Spans in the buckets that overlap the window.
+    /// Spans in the buckets that overlap the window: the sum of their adjusted counts,
+    /// rounded (the stored spans themselves when none was sampled).
     pub fn count(&self) -> u64 {
-        self.count
+        self.count.round() as u64
     }
 
-    /// Error spans among [`Snapshot::count`].
+    /// Error spans among [`Snapshot::count`], likewise adjusted and rounded.
     pub fn errors(&self) -> u64 {
-        self.errors
+        self.errors.round() as u64
     }
 
     /// One measure of the snapshot: `None` (no data) when the window holds no span.
     pub fn value(&self, measure: TraceMeasure) -> Result<Option<f64>, SourceError> {
-        if self.count == 0 {
+        if self.stored == 0 {
             return Ok(None);
         }
         Ok(match measure {
             TraceMeasure::Latency(q) => self.latency(q),
-            TraceMeasure::ErrorRatio => Some(self.errors as f64 / self.count as f64),
+            TraceMeasure::ErrorRatio => Some(self.errors / self.count),
             TraceMeasure::Rate => Some(self.rate.clone()?),
             TraceMeasure::Concurrency => Some(self.concurrency.clone()?),
             TraceMeasure::Capacity(_) => {
@@ -147,10 +156,11 @@ impl Store {
         let rate_from = first.max(self.first_full_index);
 
         let mut latency = LatencySketch::default();
-        let mut count = 0u64;
-        let mut errors = 0u64;
-        let mut settled_spans = 0u64;
-        let mut settled_busy_ns = 0u128;
+        let mut stored = 0u64;
+        let mut count = 0f64;
+        let mut errors = 0f64;
+        let mut settled_spans = 0f64;
+        let mut settled_busy_ns = 0f64;
         for series in matching {
             let series = lock(&series);
             for b in series
@@ -158,12 +168,12 @@ impl Store {
                 .iter()
                 .filter(|b| (first..=now_index).contains(&b.index))
             {
-                let n = b.latency.count();
-                count += n;
+                stored += b.latency.count();
+                count += b.spans;
                 errors += b.errors;
                 if (rate_from..settled).contains(&b.index) {
-                    settled_spans += n;
-                    settled_busy_ns = settled_busy_ns.saturating_add(b.busy_ns);
+                    settled_spans += b.spans;
+                    settled_busy_ns += b.busy_ns;
                 }
                 if latencies == Latencies::Merged {
                     latency.merge(&b.latency);
@@ -171,11 +181,10 @@ impl Store {
             }
         }
         let covered = self.covered(now_ns, settled, rate_from);
-        let rate = covered
-            .clone()
-            .map(|covered_s| settled_spans as f64 / covered_s);
-        let concurrency = covered.map(|covered_s| settled_busy_ns as f64 / 1e9 / covered_s);
+        let rate = covered.clone().map(|covered_s| settled_spans / covered_s);
+        let concurrency = covered.map(|covered_s| settled_busy_ns / 1e9 / covered_s);
         Ok(Snapshot {
+            stored,
             count,
             errors,
             latency,
@@ -253,31 +262,30 @@ impl Store {
         // Whole minutes of settled buckets, newest last, ending at `settled`.
         let per_minute = (60_000_000_000 / self.bucket_ns).max(1);
         let minutes = (settled.saturating_sub(history_from) / per_minute) as usize;
-        let mut history = vec![(0.0f64, 0u64); minutes];
-        let (mut spans, mut busy_ns) = (0u64, 0u128);
+        let mut history = vec![(0.0f64, 0.0f64); minutes];
+        let (mut spans, mut busy_ns) = (0f64, 0f64);
         let mut latency = LatencySketch::default();
         for series in self.matching(selector)? {
             let series = lock(&series);
             for b in series.buckets.iter().filter(|b| b.index <= now_index) {
-                let n = b.latency.count();
                 if b.index >= guard_from {
                     latency.merge(&b.latency);
                 }
                 if (window_from..settled).contains(&b.index) {
-                    spans += n;
-                    busy_ns = busy_ns.saturating_add(b.busy_ns);
+                    spans += b.spans;
+                    busy_ns += b.busy_ns;
                 }
                 if b.index < settled {
                     let back = ((settled - 1 - b.index) / per_minute) as usize;
                     if back < minutes {
                         let slot = &mut history[minutes - 1 - back];
-                        slot.0 += b.busy_ns as f64 / 1e9;
-                        slot.1 += n;
+                        slot.0 += b.busy_ns / 1e9;
+                        slot.1 += b.spans;
                     }
                 }
             }
         }
-        if spans == 0 {
+        if spans == 0.0 {
             return Ok(None);
         }
         let Some(latency_ns) = latency.quantile_ns(target.quantile.get()) else {
@@ -285,12 +293,17 @@ impl Store {
         };
         let minute_s = (per_minute * self.bucket_ns) as f64 / 1e9;
         let (reference_latency, peak_concurrency) =
-            capacity::history(history.iter().copied(), minute_s);
-        let rate = spans as f64 / covered_s;
+            // A minute's count, adjusted, rounded to the integer `history` takes: its
+            // mean duration is off by at most half a span's share of the minute.
+            capacity::history(
+                history.iter().map(|&(busy_s, n)| (busy_s, n.round() as u64)),
+                minute_s,
+            );
+        let rate = spans / covered_s;
         Ok(Some(capacity::pods_needed(
             target.target(),
             capacity::Reading {
-                concurrency: busy_ns as f64 / 1e9 / covered_s,
+                concurrency: busy_ns / 1e9 / covered_s,
                 reference_concurrency: reference_latency.map(|s| rate * s),
                 peak_concurrency,
                 latency_s: latency_ns / 1e9,

@@ -9,16 +9,25 @@ use super::super::sketch::LatencySketch;
 pub(super) struct Bucket {
     /// Absolute index: span end time / bucket width.
     pub(super) index: u64,
-    pub(super) errors: u64,
-    /// Σ span durations, ns (exact: Little's law's numerator).
-    pub(super) busy_ns: u128,
+    /// Σ adjusted count (1 / sampling probability; 1 for a span without a sampling
+    /// record): the spans this bucket stands for.
+    pub(super) spans: f64,
+    /// Σ adjusted count of the error spans.
+    pub(super) errors: f64,
+    /// Σ adjusted count × duration, ns (Little's law's numerator). Exact while the sum
+    /// stays below 2^53 ns (104 days of busy time per bucket) and the counts are powers
+    /// of two; otherwise within f64's relative 2^-53 per addition.
+    pub(super) busy_ns: f64,
+    /// Every stored span once, whatever its adjusted count: quantiles are unweighted
+    /// (see `ingest.rs`).
     pub(super) latency: LatencySketch,
 }
 
 impl Bucket {
     pub(super) fn merge(&mut self, other: &Bucket) {
+        self.spans += other.spans;
         self.errors += other.errors;
-        self.busy_ns = self.busy_ns.saturating_add(other.busy_ns);
+        self.busy_ns += other.busy_ns;
         self.latency.merge(&other.latency);
     }
 }

@@ -610,3 +610,56 @@ fn snapshots_count_every_span_of_the_window() {
     // Nothing in the window: no count, no data (and no rate) rather than zeros.
     check_snapshot(0, 200 * S, 10, (0, 0, None));
 }
+
+/// A span whose `tracestate` records `ot=th:…` counts as its adjusted count (OpenTelemetry
+/// specification, "TraceState Handling", "Sampling threshold value `th`": `th:8` is p = ½,
+/// `th:c` p = ¼) in counts and error ratios; the latency sketch holds each span once.
+/// Only accepted spans are counted as without a record.
+#[test]
+fn sampled_spans_count_by_their_adjusted_count() {
+    let (store, clock, _) = store(StoreConfig::default());
+    clock.set(at(100 * S));
+    let ok = sp("orders", 99 * S, 10 * MS);
+    let spans = [
+        ok,
+        Sp {
+            duration: 20 * MS,
+            ..ok
+        },
+        Sp {
+            duration: 40 * MS,
+            error: true,
+            ..ok
+        },
+        Sp { end: 161 * S, ..ok },
+    ];
+    let mut req = request(&spans);
+    for (rs, state) in
+        req.resource_spans
+            .iter_mut()
+            .zip(["ot=th:8", "", "vendor=1,ot=rv:00000000000001;th:c", ""])
+    {
+        rs.scope_spans[0].spans[0].trace_state = state.to_string();
+    }
+    let summary = store.ingest(req);
+    assert_eq!(summary.accepted, 3);
+    assert_eq!(summary.rejected, [(RejectReason::TooNew, 1)]);
+    assert_eq!(summary.without_sampling_record, 1);
+
+    let snap = store
+        .snapshot_at(
+            &query("orders", None, p(0.5), 60).selector,
+            Duration::from_secs(60),
+            at(100 * S),
+        )
+        .expect("snapshot");
+    // 2 + 1 + 4 spans, the last (4) an error.
+    assert_eq!((snap.count(), snap.errors()), (7, 4));
+    assert_eq!(
+        snap.value(TraceMeasure::ErrorRatio).expect("known"),
+        Some(4.0 / 7.0)
+    );
+    // Unweighted: the median of 10, 20 and 40 ms (weighted by 2, 1, 4 it would be 40).
+    let median = snap.value(p(0.5)).expect("known").expect("a value");
+    assert!((median - 0.020).abs() <= 0.01 * 0.020, "{median}");
+}
