@@ -29,12 +29,20 @@ export OTELCOL_BIN PROMETHEUS3_BIN
 "$PROMETHEUS3_BIN" --version 2>&1 | head -n 1
 [ "$mode" = --build-only ] && exit 0
 
-prometheus_suites=(--test prometheus --test spanmetrics)
+# Every step runs even after one fails (like the main run's --no-fail-fast); the tier
+# fails at the end if any did.
+failed=()
+run() { "$@" || failed+=("$*"); }
+prometheus_suites=(--no-fail-fast --test prometheus --test spanmetrics)
 if [ "$mode" = all ]; then
   step "the embedded store through a real Collector and the seeds' instrumentation"
-  cargo test --test collector --test seeds
+  run cargo test --no-fail-fast --test collector --test seeds
   step "Prometheus suites against Debian's $(/usr/bin/prometheus --version 2>&1 | head -n 1)"
-  PROMETHEUS_BIN=/usr/bin/prometheus cargo test "${prometheus_suites[@]}"
+  run env PROMETHEUS_BIN=/usr/bin/prometheus cargo test "${prometheus_suites[@]}"
 fi
-step "Prometheus suites against $("$PROMETHEUS3_BIN" --version 2>&1 | head -n 1)"
-PROMETHEUS_BIN="$PROMETHEUS3_BIN" cargo test "${prometheus_suites[@]}"
+step "Prometheus suites against Prometheus 3.x (module $(grep '^PROMETHEUS_MODULE_VERSION=' scripts/real/versions.env | cut -d= -f2))"
+run env PROMETHEUS_BIN="$PROMETHEUS3_BIN" cargo test "${prometheus_suites[@]}"
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "real-pipeline tier: failed: ${failed[*]}" >&2
+  exit 1
+fi
