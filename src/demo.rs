@@ -731,11 +731,11 @@ fn render_analysis(out: &mut String, answer: Result<Answer, String>) {
     for (name, side) in [("canary", &a.canary), ("baseline", &a.baseline)] {
         let _ = writeln!(
             out,
-            "  {:<10} {:<8} {:>7} {:>8.1} {:>8} {:>8}",
+            "  {:<10} {:<8} {:>7} {:>8} {:>8} {:>8}",
             name,
             side.version,
             side.count,
-            side.rps,
+            side.rps.map_or("—".into(), |r| format!("{r:.1}")),
             pct(side.error_rate),
             ms(side.latency)
         );

@@ -34,6 +34,7 @@ pub struct SideReading {
     /// The exact number of spans, from a source that holds them (the embedded store);
     /// `None` from sources that only know rates (then rps × window).
     pub count: Option<u64>,
+    /// Spans per second (0 without traffic); `None` while not known yet (a fresh store).
     pub rps: Option<f64>,
     pub error_rate: Option<f64>,
     pub latency: Option<f64>,
@@ -48,7 +49,9 @@ pub struct Side {
     /// that overlap the window (the one still filling included, so up to one bucket width
     /// more than the window); from Prometheus and Tempo, the rate times the window, rounded.
     pub count: u64,
-    pub rps: f64,
+    /// `null` while not known yet: the embedded store's first seconds (product spec: "A
+    /// figure that is not known yet is null; the others are still answered").
+    pub rps: Option<f64>,
     /// `null` with no spans.
     pub error_rate: Option<f64>,
     /// Seconds at the quantile; `null` with no spans.
@@ -209,7 +212,7 @@ async fn read_side(engine: &Engine, s: &SidePlan) -> Result<SideReading, EvalErr
             .otlp_snapshot(&rate.selector, rate.window)?;
         return Ok(SideReading {
             count: Some(snapshot.count()),
-            rps: snapshot.value(TraceMeasure::Rate)?,
+            rps: snapshot.rate(),
             error_rate: snapshot.value(TraceMeasure::ErrorRatio)?,
             latency: snapshot.value(latency.measure)?,
         });
@@ -221,7 +224,8 @@ async fn read_side(engine: &Engine, s: &SidePlan) -> Result<SideReading, EvalErr
     );
     Ok(SideReading {
         count: None,
-        rps: rps?,
+        // No series from a rate query is no traffic.
+        rps: Some(rps?.unwrap_or(0.0)),
         error_rate: error_rate?,
         latency: latency?,
     })
@@ -253,7 +257,7 @@ pub fn compare(p: &Params, canary: SideReading, baseline: SideReading) -> Answer
         Side {
             version: version.to_string(),
             count,
-            rps: r.rps.unwrap_or(0.0),
+            rps: r.rps,
             error_rate,
             latency,
         }

@@ -72,14 +72,14 @@ fn tables(stdout: &str) -> Vec<Seen> {
 #[test]
 fn the_canary_act_turns_from_inconclusive_to_fail() {
     // The act starts 8 s in: after the store knows rates (`--otlp-rate-settle`, 6 s by
-    // default; the endpoint answers 503 until then), before v2 has 50 spans.
+    // default; the endpoint answers `rps` null until then), before v2 has 50 spans.
     let stdout = run_demo("72s", "20s");
     assert!(
         stdout.contains("payment-service canary v2 at 10 %"),
         "{stdout}"
     );
     let seen = tables(&stdout);
-    // The store knows no rate in its first second: the endpoint answers 503, shown as such.
+    // A table the endpoint could not answer says so (unavailable); none is judged.
     let judged: Vec<&Seen> = seen.iter().filter(|s| s.verdict != "unavailable").collect();
     let first_fail = judged
         .iter()

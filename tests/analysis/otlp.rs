@@ -251,6 +251,46 @@ async fn slo_signal_is_the_larger_ratio() {
     assert!(s.engine.evaluate(&plan).await.is_err());
 }
 
+/// Right after a (re)start the store knows every span it received but no rate yet (it
+/// counts only whole buckets since it started). The endpoint answers the figures it
+/// knows, with `rps` null until the rate is known (product spec: "A figure that is not
+/// known yet is null; the others are still answered"), so an Argo AnalysisRun in the
+/// scaler's first seconds gets an answer, not a 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_store_answers_every_known_figure_and_null_rps() {
+    // Started half a second ago: no whole bucket yet, so no rate.
+    let s = Setup::start_after(&[], Duration::from_millis(500)).await;
+    let window = Duration::from_secs(60);
+    // Spans from before the start, as an SDK's queue delivers them after a restart.
+    let v1 = plan(600, window, 100.0, 50);
+    let v2 = plan(120, window, 300.0, 10);
+    s.send("payment-service", "v1", &v1).await;
+    s.send("payment-service", "v2", &v2).await;
+    let (e1, e2) = (exact(&v1), exact(&v2));
+    let params = [
+        ("service", "payment-service"),
+        ("canary", "v2"),
+        ("baseline", "v1"),
+        ("window", "1m"),
+    ];
+    let (status, a) = s.analysis(&params).await;
+    assert_eq!(status, 200, "{a}");
+    for (side, e) in [("canary", &e2), ("baseline", &e1)] {
+        let v = &a[side];
+        assert!(v["rps"].is_null(), "{side}: rps is not known yet: {a}");
+        assert_eq!(v["count"], e.count, "{side}: {a}");
+        assert_eq!(f(&v["errorRate"]), e.error_rate, "{side}: {a}");
+        assert_close(v["latency"].as_f64(), e.p95, &format!("{side} p95"));
+    }
+    assert!(a["delta"]["errorRate"].is_number(), "{a}");
+    assert_eq!(a["inconclusive"], false, "{a}");
+    // Once the store has seen a whole bucket (this store settles none), rps is known.
+    s.clock.set(t0() + Duration::from_secs(2));
+    let (status, a) = s.analysis(&params).await;
+    assert_eq!(status, 200, "{a}");
+    assert!(a["canary"]["rps"].is_number(), "{a}");
+}
+
 /// `count` is the number of spans the store holds for the window, not rps × window: read
 /// half a second into a bucket, with spans in the bucket still filling (which the rate
 /// leaves out, see `--otlp-rate-settle`), the count is still every span sent.

@@ -33,6 +33,13 @@ pub struct Setup {
 impl Setup {
     /// `flags` are `serve` flags for the backends (`--prometheus default=URL`, …).
     pub async fn start(flags: &[&str]) -> Setup {
+        // The store started ten minutes (its retention) before the spans' clock, so rates
+        // cover whole windows (the store counts no bucket from before it started).
+        Setup::start_after(flags, Duration::from_secs(600)).await
+    }
+
+    /// [`Setup::start`] with a store that started `uptime` before the spans' clock.
+    pub async fn start_after(flags: &[&str], uptime: Duration) -> Setup {
         let mut argv = vec!["slo-scaler", "serve"];
         argv.extend_from_slice(flags);
         let Command::Serve(args) = Cli::try_parse_from(argv).expect("valid flags").command else {
@@ -41,9 +48,7 @@ impl Setup {
         let settings = args.backends.resolve(true).expect("valid settings");
         let (registry, metrics) = Metrics::standalone();
         let metrics = Arc::new(metrics);
-        // The store started ten minutes (its retention) before the spans' clock, so rates
-        // cover whole windows (the store counts no bucket from before it started).
-        let clock = Arc::new(ManualClock::new(t0() - Duration::from_secs(600)));
+        let clock = Arc::new(ManualClock::new(t0() - uptime));
         let store = Arc::new(
             Store::with_clock(StoreConfig::default(), metrics.clone(), clock.clone())
                 .expect("default store config"),

@@ -60,16 +60,28 @@ impl Snapshot {
         self.errors.round() as u64
     }
 
-    /// One measure of the snapshot: `None` (no data) when the window holds no span.
+    /// One measure of the snapshot: `None` (no data) when the window holds no span. A rate
+    /// (or concurrency, over the same buckets) not known yet is an error even without
+    /// spans: a fresh store's warm-up comes before "no data" (no span yet is not a rate
+    /// of 0).
     pub fn value(&self, measure: TraceMeasure) -> Result<Option<f64>, SourceError> {
+        let settled = match measure {
+            TraceMeasure::Rate => Some(&self.rate),
+            TraceMeasure::Concurrency => Some(&self.concurrency),
+            _ => None,
+        };
+        if let Some(figure) = settled {
+            let figure = figure.clone()?;
+            return Ok((self.stored > 0).then_some(figure));
+        }
         if self.stored == 0 {
             return Ok(None);
         }
         Ok(match measure {
             TraceMeasure::Latency(q) => self.latency(q),
             TraceMeasure::ErrorRatio => Some(self.errors / self.count),
-            TraceMeasure::Rate => Some(self.rate.clone()?),
-            TraceMeasure::Concurrency => Some(self.concurrency.clone()?),
+            // Read above, before the no-data rule.
+            TraceMeasure::Rate | TraceMeasure::Concurrency => None,
             TraceMeasure::Capacity(_) => {
                 return Err(SourceError::BadQuery {
                     backend: BACKEND.to_string(),
@@ -78,6 +90,12 @@ impl Snapshot {
                 })
             }
         })
+    }
+
+    /// Spans per second over the settled buckets (0 without spans), or `None` while the
+    /// store has no settled bucket of the window yet (its first seconds).
+    pub fn rate(&self) -> Option<f64> {
+        self.rate.as_ref().ok().copied()
     }
 
     /// Seconds at quantile `q`; `None` with no spans.

@@ -663,3 +663,39 @@ fn sampled_spans_count_by_their_adjusted_count() {
     let median = snap.value(p(0.5)).expect("known").expect("a value");
     assert!((median - 0.020).abs() <= 0.01 * 0.020, "{median}");
 }
+
+/// A store's warm-up comes before "no data": right after a start, a rate is not known
+/// whether or not spans arrived (no span yet is not a rate of 0, which would scale in);
+/// once the store has a settled bucket, no spans is no data.
+#[test]
+fn a_fresh_store_answers_the_warm_up_error_for_rates_even_without_spans() {
+    let config = StoreConfig {
+        rate_settle: Duration::from_secs(5),
+        ..StoreConfig::default()
+    };
+    let (store, clock, _) = store(config);
+    clock.set(at(3 * S));
+    let rate = query("orders", None, TraceMeasure::Rate, 60);
+    let err = store.read_at(&rate, at(3 * S)).expect_err("not known yet");
+    assert!(err.to_string().contains("rate not known yet"), "{err}");
+    let snap = store
+        .snapshot_at(&rate.selector, rate.window, at(3 * S))
+        .expect("a snapshot");
+    assert_eq!(snap.count(), 0);
+    assert!(snap.value(TraceMeasure::Rate).is_err());
+    assert_eq!(snap.rate(), None, "the snapshot says the rate is not known");
+    // The other figures have no warm-up: no spans is no data.
+    assert_eq!(snap.value(TraceMeasure::ErrorRatio), Ok(None));
+    assert_eq!(snap.value(p(0.95)), Ok(None));
+    // Warmed up (a whole bucket older than the settle time): no spans is no data, and
+    // the snapshot's rate is a known 0.
+    clock.set(at(10 * S));
+    assert_eq!(
+        store.read_at(&rate, at(10 * S)).expect("a reading"),
+        Reading::Value(None)
+    );
+    let snap = store
+        .snapshot_at(&rate.selector, rate.window, at(10 * S))
+        .expect("a snapshot");
+    assert_eq!(snap.rate(), Some(0.0));
+}
