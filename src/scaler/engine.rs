@@ -69,7 +69,8 @@ pub struct Evaluation {
     pub age: Duration,
     /// True when the backend failed and the last good value was served.
     pub stale: bool,
-    /// True when the backend had no data and `ignoreNullValues` made the value 0.
+    /// True when the backend had no data and `ignoreNullValues` made the value 0 (only for
+    /// signals where 0 is a real reading: `SignalKind::no_data_is_zero`).
     pub no_data: bool,
 }
 
@@ -97,9 +98,9 @@ fn problem(key: &str, message: String) -> PlanError {
 pub enum EvalError {
     #[error(transparent)]
     Source(#[from] SourceError),
-    #[error("{metric}: the backend has no data for this query (ignoreNullValues is false)")]
+    #[error("{metric}: the backend has no data for this query (an error, not 0, for this trigger: see ignoreNullValues)")]
     NoData { metric: Arc<str> },
-    #[error("{metric}: the backend answered {value}, which is not a value KEDA can use (it must be finite and not negative)")]
+    #[error("{metric}: the backend answered {value}, which is not a value KEDA can use (it must be finite, not negative and at most 9.2e15: KEDA sends int64(value × 1000))")]
     Unusable { metric: Arc<str>, value: f64 },
     #[error("{metric}: the backend answered a {got} where a {wanted} was expected")]
     WrongShape {
@@ -546,9 +547,10 @@ impl Engine {
         let t = &plan.trigger;
         let value = match (&served.reading, &t.read) {
             (Reading::Value(v), _) => usable(*v),
-            (Reading::Queue(depth), Read::Sqs(spec)) => {
-                Usable::Value(depth.total(spec.scale_on_in_flight, spec.scale_on_delayed) as f64)
-            }
+            // The counts are untrusted: their sum goes through the same rule.
+            (Reading::Queue(depth), Read::Sqs(spec)) => usable(Some(
+                depth.total(spec.scale_on_in_flight, spec.scale_on_delayed) as f64,
+            )),
             (other, _) => {
                 return Err(EvalError::WrongShape {
                     metric: t.metric_name.clone(),
@@ -669,7 +671,16 @@ impl Engine {
             error_rate: number(&errors)?,
         };
         let (value, no_data) = match slo::slo_ratio(objectives, observed) {
-            Ok(v) => (v, false),
+            // A ratio over a tiny objective can leave KEDA's range: the same rule.
+            Ok(v) => match usable(Some(v)) {
+                Usable::Value(v) => (v, false),
+                Usable::NoData | Usable::Refused(_) => {
+                    return Err(EvalError::Unusable {
+                        metric: t.metric_name.clone(),
+                        value: v,
+                    })
+                }
+            },
             // An objective without its reading: no data, never a ratio of the other half.
             Err(slo::SloError::NoData { .. }) if t.ignore_null_values => (0.0, true),
             Err(slo::SloError::NoData { .. }) => {
@@ -727,14 +738,15 @@ enum Usable {
     Refused(f64),
 }
 
-/// The one rule for values: what reaches KEDA is finite and not negative. KEDA reads
-/// `metricValueFloat` only when it is > 0 and converts with Go's `int64(v*1000)`, so a
-/// negative number, NaN or ±Inf would all scale the workload in.
+/// The one rule for values: what reaches KEDA is finite, not negative and within KEDA's
+/// range. KEDA reads `metricValueFloat` only when it is > 0 and converts with Go's
+/// `int64(v*1000)` ([`crate::signal::fits_keda`]), so a negative number, NaN, ±Inf or a
+/// number past about 9.22e15 would all scale the workload in.
 fn usable(v: Option<f64>) -> Usable {
     match v {
         None => Usable::NoData,
         Some(v) if v.is_nan() => Usable::NoData,
-        Some(v) if v.is_infinite() || v < 0.0 => Usable::Refused(v),
+        Some(v) if v < 0.0 || !crate::signal::fits_keda(v) => Usable::Refused(v),
         // -0.0 is 0.
         Some(0.0) => Usable::Value(0.0),
         Some(v) => Usable::Value(v),
@@ -751,7 +763,11 @@ mod tests {
             (Some(0.25), Usable::Value(0.25)),
             (Some(0.0), Usable::Value(0.0)),
             (Some(-0.0), Usable::Value(0.0)),
-            (Some(1e300), Usable::Value(1e300)),
+            // KEDA makes `int64(v * 1000)`: the milli-value must fit an int64.
+            (Some(9e15), Usable::Value(9e15)),
+            (Some(9.3e15), Usable::Refused(9.3e15)),
+            (Some(1e300), Usable::Refused(1e300)),
+            (Some(f64::MAX), Usable::Refused(f64::MAX)),
             (None, Usable::NoData),
             (Some(f64::NAN), Usable::NoData),
             (Some(-3.0), Usable::Refused(-3.0)),

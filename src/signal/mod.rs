@@ -13,6 +13,22 @@ pub mod traceql;
 use std::fmt;
 use std::time::Duration;
 
+/// 2^63: the first milli-value that does not fit an int64 (exact as an f64).
+const INT64_LIMIT: f64 = 9_223_372_036_854_775_808.0;
+
+/// The largest number KEDA can pass on, for messages (KEDA's `int64(v × 1000)` limit).
+pub const KEDA_MAX: &str = "9.2e15";
+
+/// Whether KEDA can carry `v`. KEDA turns every value and every target into a
+/// milli-quantity with Go's `int64(v * 1000)` (kedacore/keda `pkg/scalers/scaler.go`:
+/// `GenerateMetricInMili` for what `GetMetrics` answers, `GetMetricTargetMili` for the
+/// targets of `GetMetricSpec`). Past about 9.22e15 the product does not fit: Go leaves the
+/// conversion undefined, and on amd64 it is a negative quantity, which the HPA reads as
+/// "scale in". NaN and ±Inf do not fit either.
+pub fn fits_keda(v: f64) -> bool {
+    (v * 1000.0).abs() < INT64_LIMIT
+}
+
 /// The OpenTelemetry span kind a trace signal is computed over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SpanKind {

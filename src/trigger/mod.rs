@@ -116,6 +116,30 @@ impl SignalKind {
         }
     }
 
+    /// Whether no data (no spans, no series, NaN) may read as 0 for this signal: the one
+    /// rule behind `ignoreNullValues`. Where 0 is a real reading of "nothing is happening"
+    /// (a rate, a queue, a raw query, as KEDA's own scalers read them) it may, and does by
+    /// default (KEDA's `ignoreNullValues: true`). Where 0 reads as "all is well" (a
+    /// latency, an error rate, an SLO ratio) it may not: a typo in `service` or an empty
+    /// pipeline would read as the best value there is and scale the workload in, to zero
+    /// with `minReplicaCount: 0`. There no data is an error, KEDA's fallback takes over,
+    /// and `ignoreNullValues: "true"` is refused. A new signal must say which it is: the
+    /// match has no catch-all.
+    pub fn no_data_is_zero(self) -> bool {
+        match self {
+            // 0 in flight is a reading, as 0 rps is.
+            SignalKind::Rps
+            | SignalKind::Concurrency
+            | SignalKind::QueueDepth
+            | SignalKind::Query => true,
+            // sloCapacity: with no spans there is no fleet to size.
+            SignalKind::Latency
+            | SignalKind::ErrorRate
+            | SignalKind::Slo
+            | SignalKind::SloCapacity => false,
+        }
+    }
+
     /// The HPA metric type this signal is meant for (see README).
     pub fn metric_type(self) -> crate::signal::MetricType {
         use crate::signal::MetricType;
@@ -228,8 +252,9 @@ pub struct Trigger {
     /// The metric name reported to KEDA: lowercase `[a-z0-9-]`, at most 63 characters.
     /// Shared, so an answer carries it without a copy.
     pub metric_name: std::sync::Arc<str>,
-    /// No data → 0 when true, an error when false (KEDA's meaning). An SQS answer always
-    /// has counts, so the key is refused there and this stays at its default.
+    /// No data → 0 when true, an error when false (KEDA's meaning). Never true where
+    /// [`SignalKind::no_data_is_zero`] is false. An SQS answer always has counts, so the
+    /// key is refused there and this stays at its default.
     pub ignore_null_values: bool,
     /// Per-trigger cache TTL; `None` uses the server's (the key is refused for otlp, whose
     /// reads are cached one bucket at most).
@@ -344,8 +369,7 @@ pub fn parse(md: &HashMap<String, String>, opts: &ParseOptions) -> Result<Trigge
             None
         }
     });
-    // sloCapacity's no data is never a value: with no spans there is no fleet to size.
-    let ignore_null_values = r.bool("ignoreNullValues", kind != Some(SignalKind::SloCapacity));
+    let ignore_null_values = parse_ignore_null_values(&mut r, kind);
     let cache_ttl = parse_cache_ttl(&mut r, opts);
     let objectives = parse_objectives(&mut r, kind);
     // Every value is read and checked whatever the signal, so that one bad key does not
@@ -385,13 +409,34 @@ pub fn parse(md: &HashMap<String, String>, opts: &ParseOptions) -> Result<Trigge
     })
 }
 
+/// `ignoreNullValues`: by default whether the signal reads no data as 0
+/// ([`SignalKind::no_data_is_zero`]); asking for 0 where 0 reads as "all is well" is refused,
+/// so that no spelling makes a typo or an empty pipeline scale a workload in.
+fn parse_ignore_null_values(r: &mut Reader<'_>, kind: Option<SignalKind>) -> bool {
+    let zero_allowed = kind.is_none_or(SignalKind::no_data_is_zero);
+    match r.parse("ignoreNullValues", "must be true or false", parse_bool) {
+        Some(true) if !zero_allowed => {
+            let kind = kind.map_or("", SignalKind::as_str);
+            r.problem(
+                "ignoreNullValues",
+                format!(
+                    "cannot be true for signal {kind}, where 0 reads as all is well: no data (a typo in service, an empty pipeline) would scale the workload in; remove the key, and no data is an error that KEDA's fallback handles"
+                ),
+            );
+            false
+        }
+        Some(asked) => asked,
+        None => zero_allowed,
+    }
+}
+
 /// `latencyObjective` and `errorRateObjective`, read whatever the signal (the key table
 /// refuses them outside `signal: slo`); for slo at least one is required.
 fn parse_objectives(r: &mut Reader<'_>, kind: Option<SignalKind>) -> Option<Objectives> {
     let read = |r: &mut Reader<'_>, key: &str, unit: values::Unit| -> Option<f64> {
         let raw = r.get(key)?;
         match unit.parse(raw) {
-            Some(v) if v > 0.0 => match unit.check_range(v) {
+            Some(v) if v > 0.0 => match unit.check_range(raw, v) {
                 Some(msg) => {
                     r.problem(key, msg);
                     None
@@ -449,7 +494,7 @@ fn parse_capacity(
         Some(raw) => values::Unit::Seconds
             .parse(raw)
             .filter(|v| *v > 0.0 && v.is_finite())
-            .filter(|v| values::Unit::Seconds.check_range(*v).is_none())
+            .filter(|v| values::Unit::Seconds.check_range(raw, *v).is_none())
             .map(Duration::from_secs_f64),
     };
     let pod_concurrency = match r.get("podConcurrency") {
@@ -577,7 +622,18 @@ fn parse_thresholds(r: &mut Reader<'_>, kind: Option<SignalKind>) -> (Option<f64
         let raw = r.get(key)?;
         let parsed = units.iter().find_map(|u| u.parse(raw).map(|v| (*u, v)));
         Some(match parsed {
-            Some((unit, v)) if v >= min => match unit.check_range(v) {
+            Some((_, v)) if v >= min && !crate::signal::fits_keda(v) => {
+                r.problem(
+                    key,
+                    format!(
+                        "must be at most {} (KEDA sends it to Kubernetes as int64(value × 1000), which overflows), got {:?}",
+                        crate::signal::KEDA_MAX,
+                        clip(raw)
+                    ),
+                );
+                None
+            }
+            Some((unit, v)) if v >= min => match unit.check_range(raw, v) {
                 Some(msg) => {
                     r.problem(key, msg);
                     None

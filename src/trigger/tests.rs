@@ -243,7 +243,7 @@ fn latency_trigger() {
     assert_eq!(t.target, 0.3);
     assert_eq!(t.activation, 0.05);
     assert_eq!(&*t.metric_name, "latency-p99-order-service");
-    assert!(t.ignore_null_values);
+    assert!(!t.ignore_null_values, "no data is an error for a latency");
     let Read::Prometheus {
         backend,
         spec: PromSpec::Trace { trace, convention },
@@ -754,4 +754,151 @@ fn concurrency_and_slo_capacity_triggers() {
     let mut objective_on_rps = vec![("signal", "rps"), SVC, ("threshold", "5")];
     objective_on_rps.push(("podConcurrency", "4"));
     check_err(&objective_on_rps, &["podConcurrency"]);
+}
+
+/// A latency written without a unit is seconds; one above a minute is far more likely a
+/// forgotten `ms` (dashboards show milliseconds) than a target, so it is refused with the fix.
+#[test]
+fn latencies_without_a_unit_above_a_minute_are_refused_with_the_fix() {
+    const SLO: (&str, &str) = ("signal", "slo");
+    // (pairs, the key refused, the fix its message names)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: &[Case] = &[
+        (&[LAT, SVC, ("threshold", "300")], "threshold", "300ms"),
+        (&[LAT, SVC, ("threshold", " 250 ")], "threshold", "250ms"),
+        (&[LAT, SVC, ("threshold", "60.5")], "threshold", "60.5ms"),
+        (&[LAT, SVC, ("threshold", "1e3")], "threshold", "1e3ms"),
+        (
+            &[LAT, SVC, T300, ("activationThreshold", "120")],
+            "activationThreshold",
+            "120ms",
+        ),
+        (
+            &[SLO, SVC, ("latencyObjective", "300")],
+            "latencyObjective",
+            "300ms",
+        ),
+    ];
+    for (pairs, key, fix) in cases {
+        let err = parse(&md(pairs), &opts()).expect_err(&format!("{pairs:?}"));
+        assert_eq!(err.keys(), vec![*key], "{pairs:?}: {err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("seconds") && text.contains(&format!("write {fix}")),
+            "{pairs:?}: {text}"
+        );
+    }
+    // The slo threshold is a ratio, not a latency: 61 there is 61 times the objective.
+    let t = check_ok(&[SLO, SVC, ("latencyObjective", "300ms"), ("threshold", "61")]);
+    assert_eq!(t.target, 61.0);
+    // Up to a minute a bare number is seconds; with a unit any size is what it says.
+    for (raw, want) in [
+        ("60", 60.0),
+        ("0.3", 0.3),
+        ("300s", 300.0),
+        ("300ms", 0.3),
+        ("120000us", 0.12),
+    ] {
+        assert_eq!(
+            check_ok(&[LAT, SVC, ("threshold", raw)]).target,
+            want,
+            "{raw}"
+        );
+    }
+    let t = check_ok(&[SLO, SVC, ("latencyObjective", "90s")]);
+    assert_eq!(t.objectives.and_then(|o| o.latency), Some(90.0));
+    // Other signals' numbers have no unit to forget.
+    assert_eq!(
+        check_ok(&[("signal", "rps"), SVC, ("threshold", "300")]).target,
+        300.0
+    );
+}
+
+/// KEDA sends targets to Kubernetes as `int64(value × 1000)` milli-units
+/// (kedacore/keda `pkg/scalers/scaler.go`, `GetMetricTargetMili`; the activation threshold
+/// is compared with values that go through `GenerateMetricInMili`): a threshold whose
+/// milli-value does not fit an int64 would overflow, so it is refused by name.
+#[test]
+fn thresholds_outside_kedas_integer_range_are_refused_by_name() {
+    let rps = |extra: (&'static str, &'static str)| {
+        vec![("signal", "rps"), SVC, ("threshold", "10"), extra]
+    };
+    let queue = |extra: (&'static str, &'static str)| {
+        vec![("signal", "queueDepth"), ("queueURL", "orders"), extra]
+    };
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (rps(("threshold", "1e16")), "threshold"),
+        (rps(("threshold", "9223372036854776")), "threshold"),
+        (rps(("activationThreshold", "1e300")), "activationThreshold"),
+        (queue(("queueLength", "1e19")), "queueLength"),
+        (
+            queue(("activationQueueLength", "18446744073709551615")),
+            "activationQueueLength",
+        ),
+        (vec![LAT, SVC, ("threshold", "1e16s")], "threshold"),
+    ];
+    for (pairs, key) in cases {
+        // The later `threshold` replaces the first in the map.
+        let err = parse(&md(&pairs), &opts()).expect_err(&format!("{pairs:?}"));
+        assert_eq!(err.keys(), vec![key], "{pairs:?}: {err}");
+        assert!(err.to_string().contains("int64"), "{err}");
+    }
+    // The largest that fits is accepted.
+    let t = check_ok(&rps(("threshold", "9e15")));
+    assert_eq!(t.target, 9e15);
+}
+
+/// Where 0 means "all is well" (latency, error rate, slo), no data is never 0: a typo in
+/// `service` or an empty pipeline must not read as the best value there is and scale the
+/// workload in. Where 0 is a real reading (rps, queueDepth, raw queries), KEDA's default
+/// stands.
+#[test]
+fn no_data_is_zero_only_where_zero_is_a_real_reading() {
+    const SLO: (&str, &str) = ("signal", "slo");
+    let trace = |signal: &'static str| -> Vec<(&'static str, &'static str)> {
+        match signal {
+            "slo" => vec![SLO, SVC, ("latencyObjective", "300ms")],
+            "latency" => vec![LAT, SVC, T300],
+            "errorRate" => vec![("signal", "errorRate"), SVC, ("threshold", "3%")],
+            _ => vec![("signal", signal), SVC, ("threshold", "10")],
+        }
+    };
+    let raw = vec![
+        ("signal", "query"),
+        ("source", "prometheus"),
+        ("query", "up"),
+        ("threshold", "1"),
+    ];
+    // (metadata, no data is 0 by default)
+    let cases: Vec<(Vec<(&str, &str)>, bool)> = vec![
+        (trace("latency"), false),
+        (trace("errorRate"), false),
+        (trace("slo"), false),
+        (trace("rps"), true),
+        (raw.clone(), true),
+        (vec![("signal", "queueDepth"), ("queueURL", "orders")], true),
+    ];
+    for (pairs, zero) in &cases {
+        let t = check_ok(pairs);
+        assert_eq!(t.ignore_null_values, *zero, "{pairs:?}");
+        assert_eq!(t.kind.no_data_is_zero(), *zero, "{pairs:?}");
+    }
+    // Asking for an error is always allowed; asking for 0 where 0 means "all is well" is
+    // refused by name, saying why, so that no spelling can scale in on no data.
+    for (mut pairs, zero) in cases.into_iter().filter(|(p, _)| p[0].1 != "queueDepth") {
+        pairs.push(("ignoreNullValues", "false"));
+        assert!(!check_ok(&pairs).ignore_null_values, "{pairs:?}");
+        pairs.pop();
+        pairs.push(("ignoreNullValues", "true"));
+        if zero {
+            assert!(check_ok(&pairs).ignore_null_values, "{pairs:?}");
+        } else {
+            let err = parse(&md(&pairs), &opts()).expect_err(&format!("{pairs:?}"));
+            assert_eq!(err.keys(), vec!["ignoreNullValues"], "{pairs:?}: {err}");
+            assert!(
+                err.to_string().contains("all is well") && err.to_string().contains("fallback"),
+                "{err}"
+            );
+        }
+    }
 }

@@ -18,7 +18,9 @@ pub(super) enum Unit {
 }
 
 impl Unit {
-    pub(super) const ALL: [Unit; 3] = [Unit::Seconds, Unit::Ratio, Unit::Count];
+    /// Every unit, in the order a value is tried while the signal is unknown: a bare number
+    /// reads as a count, so no unit's rule refuses it before the signal is known.
+    pub(super) const ALL: [Unit; 3] = [Unit::Count, Unit::Ratio, Unit::Seconds];
 
     pub(super) fn of(kind: SignalKind) -> Unit {
         match kind {
@@ -59,12 +61,27 @@ impl Unit {
         v.is_finite().then_some(v)
     }
 
-    /// A message when `v` is out of the unit's range.
-    pub(super) fn check_range(self, v: f64) -> Option<String> {
-        (self == Unit::Ratio && v > 1.0)
-            .then(|| format!("an error rate is a ratio of at most 1 (use 0.03 or 3%), got {v}"))
+    /// A message when `v`, read from `raw`, cannot be what the user meant: a ratio above 1,
+    /// or a latency without a unit above [`BARE_SECONDS_MAX`] (dashboards show latencies
+    /// in milliseconds, and 300 s is no plausible target: the trigger would never scale out).
+    pub(super) fn check_range(self, raw: &str, v: f64) -> Option<String> {
+        match self {
+            Unit::Ratio if v > 1.0 => Some(format!(
+                "an error rate is a ratio of at most 1 (use 0.03 or 3%), got {v}"
+            )),
+            Unit::Seconds if v > BARE_SECONDS_MAX && number(raw).is_some() => {
+                let raw = clip(raw.trim());
+                Some(format!(
+                    "{raw} reads as {raw} seconds (a latency without a unit is seconds, and one above a minute is likely milliseconds): write {raw}ms, or {raw}s if seconds are meant"
+                ))
+            }
+            _ => None,
+        }
     }
 }
+
+/// The largest latency that may be written without a unit (seconds).
+const BARE_SECONDS_MAX: f64 = 60.0;
 
 fn number(s: &str) -> Option<f64> {
     let s = s.trim();

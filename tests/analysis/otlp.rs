@@ -239,13 +239,12 @@ async fn slo_signal_is_the_larger_ratio() {
     let got = eval(p).await;
     assert_eq!(got.value, e.error_rate / 0.1, "{got:?}");
     assert!(!got.no_data);
-    // No spans: no data, an error unless ignoreNullValues.
+    // No spans: no data, an error (0 would read as "all is well").
     let m = md(&[
         ("signal", "slo"),
         ("source", "otlp"),
         ("service", "nobody"),
         ("errorRateObjective", "1%"),
-        ("ignoreNullValues", "false"),
     ]);
     let plan = s.engine.plan("shop", &m).expect("valid");
     assert!(s.engine.evaluate(&plan).await.is_err());

@@ -311,8 +311,8 @@ async fn prometheus_analysis_reads_the_version_label() {
         assert!(b[side]["latency"].is_null(), "{b}");
     }
     assert_eq!(b["inconclusive"], true, "{b}");
-    // A trigger asking a version: no data is an error for KEDA's fallback, or, with
-    // ignoreNullValues (KEDA's default), a value flagged as no data.
+    // A trigger asking a version: no data is an error for KEDA's fallback (an error rate
+    // of 0 would read as all is well), and asking for 0 instead is refused.
     let trigger = |ignore: &str| -> HashMap<String, String> {
         [
             ("signal", "errorRate"),
@@ -330,9 +330,16 @@ async fn prometheus_analysis_reads_the_version_label() {
     let plan = s.engine.plan("shop", &trigger("false")).expect("valid");
     let err = s.engine.evaluate(&plan).await.expect_err("no data");
     assert_eq!(err.kind(), "no_data", "{err}");
-    let plan = s.engine.plan("shop", &trigger("true")).expect("valid");
-    let got = s.engine.evaluate(&plan).await.expect("flagged no data");
-    assert!(got.no_data, "{got:?}");
+    let mut md = trigger("false");
+    md.remove("ignoreNullValues");
+    let plan = s.engine.plan("shop", &md).expect("valid");
+    let err = s
+        .engine
+        .evaluate(&plan)
+        .await
+        .expect_err("no data by default");
+    assert_eq!(err.kind(), "no_data", "{err}");
+    assert!(s.engine.plan("shop", &trigger("true")).is_err());
     // Without a version the same trigger reads the service's 2 %.
     let mut md = trigger("false");
     md.remove("version");

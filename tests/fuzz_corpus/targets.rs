@@ -18,7 +18,7 @@ use prost::Message;
 use slo_scaler::config::BackendArgs;
 use slo_scaler::scaler::Engine;
 use slo_scaler::signal::promql::Convention;
-use slo_scaler::signal::{Quantile, SpanKind, TraceMeasure, TraceSelector};
+use slo_scaler::signal::{fits_keda, Quantile, SpanKind, TraceMeasure, TraceSelector};
 use slo_scaler::source::otlp::{ManualClock, Store, StoreConfig};
 use slo_scaler::source::sqs::{
     classify_error, depth_from_attributes, region_from_queue_url, resolve_region, QueueRef,
@@ -47,8 +47,9 @@ pub const TARGETS: [(&str, Body); 8] = [
 /// Trigger metadata, one `key=value` per line (a value runs to the end of its line). A
 /// first line `#NAMESPACE` sets the ScaledObject's namespace for [`Engine::plan`].
 ///
-/// Promises: `trigger::parse` is deterministic; a parsed trigger has a finite target and
-/// activation and a metric name of at most 63 characters of `[a-z0-9-]` (what KEDA and
+/// Promises: `trigger::parse` is deterministic; a parsed trigger has a target and an
+/// activation KEDA can carry (`signal::fits_keda`), reads no data as 0 only where the
+/// signal allows it, and has a metric name of at most 63 characters of `[a-z0-9-]` (what KEDA and
 /// Kubernetes accept); `Engine::plan` accepts no metadata `trigger::parse` refuses.
 pub fn trigger_metadata(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
@@ -73,8 +74,13 @@ pub fn trigger_metadata(data: &[u8]) {
         "parse is not deterministic"
     );
     if let Ok(t) = &parsed {
-        assert!(t.target.is_finite(), "target {}", t.target);
-        assert!(t.activation.is_finite(), "activation {}", t.activation);
+        assert!(fits_keda(t.target), "target {}", t.target);
+        assert!(fits_keda(t.activation), "activation {}", t.activation);
+        assert!(
+            !t.ignore_null_values || t.kind.no_data_is_zero(),
+            "no data reads as 0 for {}",
+            t.kind
+        );
         assert!(
             !t.metric_name.is_empty()
                 && t.metric_name.len() <= 63

@@ -150,3 +150,63 @@ async fn rps_right_after_a_start_is_an_error_not_a_guess() {
     assert!(err.message().contains("rate not known yet"), "{err:?}");
     server.shutdown().await.expect("clean shutdown");
 }
+
+/// No spans through gRPC from the embedded store. Where 0 reads as "all is well" (latency,
+/// error rate, slo) no spans is an error by default, so KEDA's fallback takes over instead
+/// of a typo in `service` scaling the workload to its minimum; asking for 0 there is
+/// refused by name. For rps, a fresh store's warm-up comes first (no span yet is not a rate
+/// of 0), and once the rate is known no spans is KEDA's default 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_spans_is_never_a_perfect_reading_and_rps_waits_for_its_warm_up() {
+    let mut scaler = Scaler::start(&[
+        "--default-source",
+        "otlp",
+        "--min-cache-ttl",
+        "100ms",
+        "--cache-ttl",
+        "100ms",
+        "--otlp-rate-settle",
+        "100ms",
+    ])
+    .await;
+    let server = scaler.server.take().expect("running");
+    let mut client = scaler.client.clone();
+    let ghost = |signal: &'static str, extra: &[(&'static str, &'static str)]| {
+        let mut md = vec![("signal", signal), ("source", "otlp"), ("service", "ghost")];
+        md.extend_from_slice(extra);
+        so(&format!("ghost-{}", signal.to_lowercase()), &md)
+    };
+    let rps = ghost("rps", &[("threshold", "10")]);
+    // Right after the start: the rate is not known yet, whether or not spans came.
+    let err = metric(&mut client, &rps).await.expect_err("not known yet");
+    assert!(err.message().contains("rate not known yet"), "{err:?}");
+    for r in [
+        ghost("latency", &[("threshold", "300ms")]),
+        ghost("errorRate", &[("threshold", "3%")]),
+        ghost("slo", &[("latencyObjective", "300ms")]),
+    ] {
+        let err = metric(&mut client, &r).await.expect_err("no data");
+        assert_eq!(err.code(), tonic::Code::Unavailable, "{}: {err:?}", r.name);
+        assert!(err.message().contains("no data"), "{}: {err:?}", r.name);
+        let mut zero = r.clone();
+        zero.scaler_metadata
+            .insert("ignoreNullValues".into(), "true".into());
+        let err = metric(&mut client, &zero).await.expect_err("refused");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains("ignoreNullValues"), "{err:?}");
+    }
+    // Once a whole bucket has settled (bucket 1 s, settle 100 ms) the rate is known: 0.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let got = loop {
+        match metric(&mut client, &rps).await {
+            Ok(v) => break v,
+            Err(e) if Instant::now() < deadline => {
+                assert!(e.message().contains("rate not known yet"), "{e:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("rate still unknown after 5 s: {e:?}"),
+        }
+    };
+    assert_eq!(got, 0.0);
+    server.shutdown().await.expect("clean shutdown");
+}

@@ -626,7 +626,8 @@ async fn no_data_errors_and_bad_queries_reach_keda_as_clear_statuses() {
     let url = format!("default={}", prom.url());
     let mut scaler = Scaler::start(&["--prometheus", &url]).await;
     let check = |md: Vec<(&'static str, &'static str)>| so("x", &md);
-    // No traffic: 0 with ignoreNullValues (the default), an error without it.
+    // No traffic, for rps (where 0 is a real reading): 0 with ignoreNullValues (KEDA's
+    // default), an error without it.
     let idle = vec![
         ("signal", "rps"),
         ("service", "idle-service"),
@@ -644,6 +645,39 @@ async fn no_data_errors_and_bad_queries_reach_keda_as_clear_statuses() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
+    assert!(err.message().contains("no data"), "{err:?}");
+    // Where 0 reads as "all is well", a service with no series (here a typo) is an error
+    // for KEDA's fallback by default, never the best latency there is; asking for 0 is
+    // refused by name.
+    for (signal, threshold) in [("latency", "300ms"), ("errorRate", "3%")] {
+        let typo = vec![
+            ("signal", signal),
+            ("service", "order-servce"),
+            ("threshold", threshold),
+        ];
+        let err = metric(&mut scaler.client, &check(typo.clone()))
+            .await
+            .expect_err(signal);
+        assert_eq!(err.code(), Code::Unavailable, "{signal}: {err:?}");
+        assert!(err.message().contains("no data"), "{signal}: {err:?}");
+        let mut zero = typo;
+        zero.push(("ignoreNullValues", "true"));
+        let err = metric(&mut scaler.client, &check(zero))
+            .await
+            .expect_err(signal);
+        assert_eq!(err.code(), Code::InvalidArgument, "{signal}: {err:?}");
+        assert!(err.message().contains("ignoreNullValues"), "{err:?}");
+    }
+    let slo = vec![
+        ("signal", "slo"),
+        ("service", "order-servce"),
+        ("latencyObjective", "300ms"),
+        ("errorRateObjective", "1%"),
+    ];
+    let err = metric(&mut scaler.client, &check(slo))
+        .await
+        .expect_err("slo");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     assert!(err.message().contains("no data"), "{err:?}");
     // Prometheus' own parse error, surfaced.
     let bad = vec![
@@ -822,17 +856,15 @@ async fn version_triggers_read_the_built_in_version_label() {
         .unwrap_or_else(|s| panic!("{version}: {s:?}"));
         assert!((got - want).abs() < 1e-12, "{version}: {got}, want {want}");
     }
-    // No version label in Prometheus: an error for KEDA's fallback…
+    // No version label in Prometheus: an error for KEDA's fallback, and shown as no data
+    // (an error rate of 0 would be the best there is: no data never reads as it).
     let err = metric(
         &mut scaler.client,
-        &trigger("legacy-service", "v1", "false"),
+        &trigger("legacy-service", "v2", "false"),
     )
     .await
     .expect_err("no data is not a value");
     assert!(err.message().contains("no data"), "{err:?}");
-    // …or, under ignoreNullValues (KEDA's default), 0 shown as no data.
-    let r = trigger("legacy-service", "v2", "true");
-    assert_eq!(metric(&mut scaler.client, &r).await.expect("a value"), 0.0);
     let (status, body) = scaler.get("/debug/signals").await;
     assert_eq!(status, 200, "{body}");
     let signals: serde_json::Value = serde_json::from_str(&body).expect("JSON");
@@ -851,7 +883,7 @@ async fn version_triggers_read_the_built_in_version_label() {
     assert!(
         states
             .iter()
-            .any(|(so, state)| so == "legacy-service-v2-ignore-true" && state == "no_data"),
+            .any(|(so, state)| so == "legacy-service-v2-ignore-false" && state == "no_data"),
         "{body}"
     );
 }

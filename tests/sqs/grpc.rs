@@ -251,3 +251,45 @@ async fn five_hundred_scaled_objects_on_one_queue_make_one_call_per_ttl() {
         "500 ScaledObjects, 3 rounds of GetMetricSpec + GetMetrics + IsActive: {after} GetQueueAttributes; last round took {elapsed:?}"
     );
 }
+
+/// SQS counts are untrusted, and their sum goes through the engine's one value rule: KEDA
+/// makes every value `int64(value × 1000)` (kedacore/keda `pkg/scalers/scaler.go`,
+/// `GenerateMetricInMili`, from `external_scaler.go`), so a sum past about 9.22e15
+/// (here the counts' saturated sum, 2^64 − 1) is `OutOfRange` naming it, never a number
+/// the HPA would read as negative. The fake answers GetQueueAttributes in the AWS JSON
+/// protocol's shape (the SQS API reference's `GetQueueAttributes` response: `Attributes`,
+/// a map of strings), which moto cannot be made to fill with such counts.
+#[tokio::test]
+async fn a_queue_sum_outside_kedas_range_is_out_of_range() {
+    use super::fake::{Canned, FakeSqs};
+    let fake = FakeSqs::start(Canned {
+        status: 200,
+        headers: vec![("content-type", "application/x-amz-json-1.0")],
+        body: r#"{"Attributes":{"ApproximateNumberOfMessages":"18446744073709551615","ApproximateNumberOfMessagesNotVisible":"5","ApproximateNumberOfMessagesDelayed":"0"}}"#,
+    })
+    .await;
+    let scaler = Scaler::start(&fake.url, "AKIDTESTING", SECRET, &[]);
+    let mut client = scaler.client().await;
+    let url = format!("{}/123456789012/flood", fake.url);
+    let so = object(
+        "flood",
+        trigger(&[("signal", "queueDepth"), ("queueURL", &url)]),
+    );
+    let spec = client
+        .get_metric_spec(so.clone())
+        .await
+        .expect("GetMetricSpec")
+        .into_inner();
+    let err = client
+        .get_metrics(GetMetricsRequest {
+            scaled_object_ref: Some(so.clone()),
+            metric_name: spec.metric_specs[0].metric_name.clone(),
+        })
+        .await
+        .expect_err("a sum KEDA cannot carry");
+    assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
+    assert!(
+        err.message().contains("18446744073709552000"),
+        "names the value: {err:?}"
+    );
+}
