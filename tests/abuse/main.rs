@@ -44,7 +44,15 @@ async fn fifty_thousand_distinct_callers_leave_metrics_bounded() {
         .buffer_unordered(64)
         .collect::<Vec<_>>()
         .await;
-    assert!(results.iter().all(Result::is_ok), "every caller answered");
+    // Every caller is answered: with the value, or, in a fresh store's first seconds, with
+    // the rate's warm-up error (no span yet is not a rate of 0).
+    let answered = |r: &Result<(), tonic::Status>| match r {
+        Ok(()) => true,
+        Err(s) => {
+            s.code() == tonic::Code::Unavailable && s.message().contains("rate not known yet")
+        }
+    };
+    assert!(results.iter().all(answered), "every caller answered");
 
     let server = scaler.server.as_ref().unwrap();
     assert!(
