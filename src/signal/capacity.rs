@@ -103,16 +103,16 @@ pub fn pods_needed(target: Target, reading: Reading) -> f64 {
 }
 
 /// Per-minute figures of the history: `(Σ durations in seconds, spans)` of each whole
-/// minute, `minute_s` long (60 s, or the nearest whole number of the store's buckets).
+/// minute (spans by their adjusted counts where sampling recorded them, so not whole), `minute_s` long (60 s, or the nearest whole number of the store's buckets).
 /// Returns the reference mean latency (the shortest mean of a minute with spans) and the
 /// busiest minute's requests in flight.
-pub fn history(minutes: impl IntoIterator<Item = (f64, u64)>, minute_s: f64) -> (Option<f64>, f64) {
+pub fn history(minutes: impl IntoIterator<Item = (f64, f64)>, minute_s: f64) -> (Option<f64>, f64) {
     let mut shortest: Option<f64> = None;
     let mut busiest = 0.0f64;
     for (busy_s, spans) in minutes {
         busiest = busiest.max(busy_s / minute_s);
-        if spans > 0 {
-            let mean = busy_s / spans as f64;
+        if spans > 0.0 {
+            let mean = busy_s / spans;
             shortest = Some(shortest.map_or(mean, |s| s.min(mean)));
         }
     }
@@ -172,8 +172,11 @@ mod tests {
     #[test]
     fn history_takes_the_shortest_mean_and_the_busiest_minute() {
         assert_eq!(history([], 60.0), (None, 0.0));
-        assert_eq!(history([(0.0, 0)], 60.0), (None, 0.0));
+        assert_eq!(history([(0.0, 0.0)], 60.0), (None, 0.0));
         // 60 spans of 0.1 s: mean 0.1, 0.1 in flight; 120 spans of 0.5 s: mean 0.5, 1.0.
-        assert_eq!(history([(6.0, 60), (60.0, 120)], 60.0), (Some(0.1), 1.0));
+        assert_eq!(
+            history([(6.0, 60.0), (60.0, 120.0)], 60.0),
+            (Some(0.1), 1.0)
+        );
     }
 }

@@ -172,16 +172,16 @@ impl Ring {
 
     /// `(Σ latencies, requests)` of each whole minute in seconds `[now − len, now)` that
     /// exist, oldest first.
-    fn minutes(&self, now: usize, len: usize) -> impl Iterator<Item = (f64, u64)> + '_ {
+    fn minutes(&self, now: usize, len: usize) -> impl Iterator<Item = (f64, f64)> + '_ {
         let n = self.buckets.len();
         let start = now - len.min(now).min(n);
         (start..now)
             .step_by(60)
             .filter(move |m| m + 60 <= now)
             .map(move |m| {
-                (m..m + 60).fold((0.0, 0), |(busy, count), t| {
+                (m..m + 60).fold((0.0, 0.0), |(busy, count), t| {
                     let b = &self.buckets[t % n];
-                    (busy + b.busy_s, count + b.requests)
+                    (busy + b.busy_s, count + b.requests as f64)
                 })
             })
     }

@@ -310,13 +310,9 @@ impl Store {
             return Ok(None);
         };
         let minute_s = (per_minute * self.bucket_ns) as f64 / 1e9;
+        // Each minute's spans by their adjusted counts, as its durations are.
         let (reference_latency, peak_concurrency) =
-            // A minute's count, adjusted, rounded to the integer `history` takes: its
-            // mean duration is off by at most half a span's share of the minute.
-            capacity::history(
-                history.iter().map(|&(busy_s, n)| (busy_s, n.round() as u64)),
-                minute_s,
-            );
+            capacity::history(history.iter().copied(), minute_s);
         let rate = spans / covered_s;
         Ok(Some(capacity::pods_needed(
             target.target(),
