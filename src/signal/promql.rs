@@ -14,10 +14,11 @@ use serde::Deserialize;
 use super::quote::go_string;
 use super::{format_window, SpanKind, TraceMeasure, TraceSelector};
 
-/// How errors are recognised in a convention's call counter.
+/// One label matcher of a convention: how errors are recognised in its call counter, or a
+/// fixed matcher every query of the convention carries.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ErrorMatcher {
+pub struct LabelMatcher {
     pub label: String,
     /// The value, or an RE2 regex when `regex` is true (fully anchored, as in PromQL).
     pub value: String,
@@ -52,7 +53,23 @@ pub struct Convention {
     /// The label holding `service.version`, when the pipeline keeps it.
     #[serde(default)]
     pub version_label: Option<String>,
-    pub error: ErrorMatcher,
+    /// Matchers every query of the convention carries, after the service's: the series
+    /// that describe a server's own requests where the same metric also counts others
+    /// (Istio's `reporter="destination"`, Linkerd's `direction="inbound"`).
+    #[serde(default)]
+    pub matchers: Vec<LabelMatcher>,
+    pub error: LabelMatcher,
+}
+
+impl LabelMatcher {
+    /// The PromQL operator: `=~` for a regex, else `=`.
+    fn op(&self) -> &'static str {
+        if self.regex {
+            "=~"
+        } else {
+            "="
+        }
+    }
 }
 
 fn one() -> f64 {
@@ -85,7 +102,8 @@ pub const OTEL_VERSION_LABEL: &str = "service_version";
 ///
 /// prometheus-http (client libraries' `http_request_duration_seconds`) has no version
 /// label: nothing there carries `service.version`; a conventions file names the label a
-/// deployment adds (for example from the pod's `app.kubernetes.io/version`).
+/// deployment adds (for example from the pod's `app.kubernetes.io/version`). The service
+/// meshes' metrics, `istio` and `linkerd`, are described at `istio()` and `linkerd()`.
 pub fn builtin_conventions() -> BTreeMap<String, Convention> {
     let spanmetrics = |histogram: &str, unit: f64, calls: &str, service: &str| Convention {
         histogram: histogram.into(),
@@ -95,7 +113,8 @@ pub fn builtin_conventions() -> BTreeMap<String, Convention> {
         service_label: service.into(),
         span_kind_label: Some("span_kind".into()),
         version_label: Some(OTEL_VERSION_LABEL.into()),
-        error: ErrorMatcher {
+        matchers: Vec::new(),
+        error: LabelMatcher {
             label: "status_code".into(),
             value: "STATUS_CODE_ERROR".into(),
             regex: false,
@@ -110,7 +129,8 @@ pub fn builtin_conventions() -> BTreeMap<String, Convention> {
             service_label: "job".into(),
             span_kind_label: None,
             version_label: version.map(str::to_string),
-            error: ErrorMatcher {
+            matchers: Vec::new(),
+            error: LabelMatcher {
                 label: status_label.into(),
                 value: "5..".into(),
                 regex: true,
@@ -153,7 +173,73 @@ pub fn builtin_conventions() -> BTreeMap<String, Convention> {
                 None,
             ),
         ),
+        ("istio".to_string(), istio()),
+        ("linkerd".to_string(), linkerd()),
     ])
+}
+
+fn exact(label: &str, value: &str) -> LabelMatcher {
+    LabelMatcher {
+        label: label.into(),
+        value: value.into(),
+        regex: false,
+    }
+}
+
+/// Istio's standard metrics as the sidecar's stats filter writes them (istio/proxy
+/// `source/extensions/filters/http/istio_stats/istio_stats.cc`; istio.io, "Istio Standard
+/// Metrics"): `istio_requests_total` counts every request and
+/// `istio_request_duration_milliseconds` times it, in milliseconds, both labelled
+/// `response_code` (the HTTP status). Each request is reported twice, by the client's proxy
+/// (`reporter="source"`) and by the server's (`reporter="destination"`); the server's own
+/// view is the destination's. Its labels come from the server pod itself:
+/// `destination_service_name` (the Service's name), `destination_service_namespace` (the
+/// pod's namespace; select it with `labels`) and `destination_version` (the pod's `version`
+/// label).
+fn istio() -> Convention {
+    Convention {
+        histogram: "istio_request_duration_milliseconds_bucket".into(),
+        native_histogram: false,
+        units_per_second: 1000.0,
+        calls: "istio_requests_total".into(),
+        service_label: "destination_service_name".into(),
+        span_kind_label: None,
+        version_label: Some("destination_version".into()),
+        matchers: vec![exact("reporter", "destination")],
+        error: LabelMatcher {
+            label: "response_code".into(),
+            value: "5..".into(),
+            regex: true,
+        },
+    }
+}
+
+/// Linkerd's proxy metrics (linkerd/linkerd2-proxy `linkerd/http/metrics/src/requests/
+/// report.rs`, `linkerd/app/core/src/metrics.rs`; linkerd.io, "Proxy Metrics"):
+/// `response_total` counts responses, labelled `classification` (`success` / `failure`,
+/// the proxy's own verdict: a 5xx or a gRPC error) and `status_code`;
+/// `response_latency_ms` times them in milliseconds. The proxy labels its server side
+/// `direction="inbound"`, its calls to others `direction="outbound"`. The workload labels
+/// come from linkerd-viz's scrape configuration (linkerd/linkerd2
+/// `viz/charts/linkerd-viz/templates/prometheus.yaml`, job `linkerd-proxy`): `namespace`,
+/// `pod`, and the pod's `linkerd.io/proxy-<kind>` label as `<kind>`, so `deployment` for a
+/// Deployment's pods.
+///
+/// No version label: the proxy writes none, and the scrape configuration copies the pod's
+/// own labels, of which none carries a version by any convention. A conventions file
+/// names the one a deployment has (a Rollout's pods carry `rollouts_pod_template_hash`).
+fn linkerd() -> Convention {
+    Convention {
+        histogram: "response_latency_ms_bucket".into(),
+        native_histogram: false,
+        units_per_second: 1000.0,
+        calls: "response_total".into(),
+        service_label: "deployment".into(),
+        span_kind_label: None,
+        version_label: None,
+        matchers: vec![exact("direction", "inbound")],
+        error: exact("classification", "failure"),
+    }
 }
 
 /// Why a convention file or a convention/selector pair is unusable.
@@ -167,7 +253,7 @@ pub enum ConventionError {
     },
     #[error("convention {name:?}: units_per_second must be a positive number")]
     BadUnit { name: String },
-    #[error("convention {name:?}: error regex {value:?} is invalid: {reason}")]
+    #[error("convention {name:?}: regex {value:?} is invalid: {reason}")]
     BadRegex {
         name: String,
         value: String,
@@ -201,19 +287,26 @@ impl Convention {
                 }
             }
         }
+        for m in &self.matchers {
+            if !is_label_name(&m.label) {
+                return Err(bad("matchers.label", &m.label));
+            }
+        }
         if !(self.units_per_second.is_finite() && self.units_per_second > 0.0) {
             return Err(ConventionError::BadUnit {
                 name: name.to_string(),
             });
         }
-        if self.error.regex {
-            regex_syntax::Parser::new()
-                .parse(&self.error.value)
-                .map_err(|e| ConventionError::BadRegex {
-                    name: name.to_string(),
-                    value: self.error.value.clone(),
-                    reason: e.to_string(),
+        for m in self.matchers.iter().chain([&self.error]) {
+            if m.regex {
+                regex_syntax::Parser::new().parse(&m.value).map_err(|e| {
+                    ConventionError::BadRegex {
+                        name: name.to_string(),
+                        value: m.value.clone(),
+                        reason: e.to_string(),
+                    }
                 })?;
+            }
         }
         Ok(())
     }
@@ -240,6 +333,9 @@ pub fn build(
 ) -> Result<String, QueryBuildError> {
     let mut matchers = String::new();
     push_matcher(&mut matchers, &c.service_label, "=", &selector.service);
+    for m in &c.matchers {
+        push_matcher(&mut matchers, &m.label, m.op(), &m.value);
+    }
     match &c.span_kind_label {
         Some(label) => push_matcher(&mut matchers, label, "=", selector.span_kind.otel_label()),
         None if selector.span_kind == SpanKind::Server => {}
@@ -299,8 +395,7 @@ pub fn build(
         }
         TraceMeasure::ErrorRatio => {
             let mut err = matchers.clone();
-            let op = if c.error.regex { "=~" } else { "=" };
-            push_matcher(&mut err, &c.error.label, op, &c.error.value);
+            push_matcher(&mut err, &c.error.label, c.error.op(), &c.error.value);
             // `or vector(0)`: traffic without errors is a ratio of 0, not "no data".
             format!(
                 "(sum(rate({calls}{{{err}}}[{w}])) or vector(0)) / sum(rate({calls}{{{matchers}}}[{w}]))",
@@ -414,6 +509,53 @@ mod tests {
             TraceMeasure::ErrorRatio,
             r#"(sum(rate(http_request_duration_seconds_count{job="order-service", code=~"5.."}[2m])) or vector(0)) / sum(rate(http_request_duration_seconds_count{job="order-service"}[2m]))"#,
         );
+        // Istio: the destination proxy's series only; latency and concurrency in ms.
+        check(
+            "istio",
+            &s,
+            TraceMeasure::Latency(Quantile::P95),
+            r#"histogram_quantile(0.95, sum by (le) (rate(istio_request_duration_milliseconds_bucket{destination_service_name="order-service", reporter="destination"}[2m]))) / 1000"#,
+        );
+        check(
+            "istio",
+            &s,
+            TraceMeasure::ErrorRatio,
+            r#"(sum(rate(istio_requests_total{destination_service_name="order-service", reporter="destination", response_code=~"5.."}[2m])) or vector(0)) / sum(rate(istio_requests_total{destination_service_name="order-service", reporter="destination"}[2m]))"#,
+        );
+        check(
+            "istio",
+            &s,
+            TraceMeasure::Concurrency,
+            r#"sum(rate(istio_request_duration_milliseconds_sum{destination_service_name="order-service", reporter="destination"}[2m])) / 1000"#,
+        );
+        let mut canary = selector("order-service");
+        canary.version = Some("v2".into());
+        canary.labels = vec![("destination_service_namespace".into(), "shop".into())];
+        check(
+            "istio",
+            &canary,
+            TraceMeasure::Rate,
+            r#"sum(rate(istio_requests_total{destination_service_name="order-service", reporter="destination", destination_version="v2", destination_service_namespace="shop"}[2m]))"#,
+        );
+        // Linkerd: the proxy's inbound side only; failures as the proxy classifies them.
+        check(
+            "linkerd",
+            &s,
+            TraceMeasure::ErrorRatio,
+            r#"(sum(rate(response_total{deployment="order-service", direction="inbound", classification="failure"}[2m])) or vector(0)) / sum(rate(response_total{deployment="order-service", direction="inbound"}[2m]))"#,
+        );
+        check(
+            "linkerd",
+            &s,
+            TraceMeasure::Latency(Quantile::P95),
+            r#"histogram_quantile(0.95, sum by (le) (rate(response_latency_ms_bucket{deployment="order-service", direction="inbound"}[2m]))) / 1000"#,
+        );
+        check(
+            "linkerd",
+            &s,
+            TraceMeasure::Rate,
+            r#"sum(rate(response_total{deployment="order-service", direction="inbound"}[2m]))"#,
+        );
         let mut labelled = selector("a\"b");
         labelled.labels = vec![("span_name".into(), "GET /orders/{id}".into())];
         check(
@@ -485,6 +627,10 @@ mod tests {
             ("tempo-spanmetrics", Some("service_version")),
             ("otel-http", Some("service_version")),
             ("prometheus-http", None),
+            // istio/proxy istio_stats.cc: the server pod's `version` label.
+            ("istio", Some("destination_version")),
+            // Neither linkerd2-proxy nor linkerd-viz's scrape configuration writes one.
+            ("linkerd", None),
         ];
         assert_eq!(conventions.len(), cases.len());
         for (name, label) in cases {
@@ -524,6 +670,58 @@ mod tests {
             bad_regex.validate("r"),
             Err(ConventionError::BadRegex { .. })
         ));
+    }
+
+    /// Fixed matchers from a conventions file are checked like every other name, and
+    /// their values enter queries only as literals.
+    #[test]
+    fn fixed_matchers_from_files() {
+        let parse = |matchers: &str| -> Convention {
+            serde_json::from_str(&format!(
+                r#"{{"histogram":"x_bucket","calls":"x_total","service_label":"job","matchers":{matchers},"error":{{"label":"code","value":"5..","regex":true}}}}"#
+            ))
+            .unwrap()
+        };
+        let bad_label = parse(r#"[{"label":"a} or vector(1) #","value":"x"}]"#);
+        assert!(matches!(
+            bad_label.validate("f"),
+            Err(ConventionError::BadName {
+                field: "matchers.label",
+                ..
+            })
+        ));
+        let reserved = parse(r#"[{"label":"__name__","value":"x"}]"#);
+        assert!(reserved.validate("f").is_err());
+        let bad_regex = parse(r#"[{"label":"reporter","value":"(","regex":true}]"#);
+        assert!(matches!(
+            bad_regex.validate("f"),
+            Err(ConventionError::BadRegex { .. })
+        ));
+        let unknown_field: Result<Convention, _> = serde_json::from_str(
+            r#"{"histogram":"x_bucket","calls":"x_total","service_label":"job","matchers":[{"label":"a","value":"b","op":"!="}],"error":{"label":"code","value":"5.."}}"#,
+        );
+        assert!(unknown_field.is_err());
+
+        let hostile = r#"x"} or vector(1e9) #"#;
+        let c = parse(&format!(
+            r#"[{{"label":"reporter","value":{}}},{{"label":"mesh","value":"a|b","regex":true}}]"#,
+            serde_json::to_string(hostile).unwrap()
+        ));
+        c.validate("f").unwrap();
+        let q = build(
+            "f",
+            &c,
+            &selector("s"),
+            TraceMeasure::Rate,
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        let (skeleton, literals) = crate::signal::quote::tests::lex(&q).unwrap();
+        assert_eq!(literals, vec!["s", hostile, "a|b"], "{q}");
+        assert_eq!(
+            skeleton,
+            r#"sum(rate(x_total{job="…", reporter="…", mesh=~"…"}[1m]))"#
+        );
     }
 
     #[test]
