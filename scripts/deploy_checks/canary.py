@@ -19,7 +19,7 @@ ARGO_CRDS = {"Rollout": "rollout-crd.yaml", "AnalysisTemplate": "analysis-templa
 ANALYSIS_URL = "http://slo-scaler.keda.svc:8080/api/v1/analysis"
 # README, "Canary analysis": the endpoint's parameters; the first three are required.
 ANALYSIS_PARAMS = {"service", "canary", "baseline", "window", "source", "backend", "convention",
-                   "spanKind", "quantile", "minCount"}
+                   "spanKind", "quantile", "minCount", "labels"}
 ANALYSIS_REQUIRED = {"service", "canary", "baseline"}
 
 # Istio's documented fields (istio/api networking/v1alpha3/virtual_service.proto: VirtualService,

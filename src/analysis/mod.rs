@@ -183,7 +183,7 @@ pub fn plan(engine: &Engine, p: &Params) -> Result<(SidePlan, SidePlan), PlanErr
                     service: p.service.clone(),
                     span_kind: p.span_kind,
                     version: Some(version.to_string()),
-                    labels: Vec::new(),
+                    labels: p.labels.clone(),
                 },
                 measure,
                 window: p.window,
@@ -305,6 +305,7 @@ mod tests {
             span_kind: SpanKind::Server,
             quantile: Quantile::P95,
             min_count,
+            labels: Vec::new(),
         }
     }
 

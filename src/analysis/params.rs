@@ -5,9 +5,10 @@
 
 use std::time::Duration;
 
+use crate::signal::promql::is_label_name;
 use crate::signal::{Quantile, SpanKind};
 use crate::trigger::{
-    clip, is_backend_name, parse_quantile, parse_span_kind, parse_window, SourceKind,
+    clip, is_backend_name, parse_labels, parse_quantile, parse_span_kind, parse_window, SourceKind,
     MAX_VALUE_BYTES,
 };
 
@@ -23,6 +24,7 @@ pub const PARAMS: &[&str] = &[
     "spanKind",
     "quantile",
     "minCount",
+    "labels",
 ];
 
 /// Most parameters one request may carry (repeats included).
@@ -43,6 +45,8 @@ pub struct Params {
     pub span_kind: SpanKind,
     pub quantile: Quantile,
     pub min_count: u64,
+    /// Extra exact-match filters for both sides, as the trigger key `labels`.
+    pub labels: Vec<(String, String)>,
 }
 
 /// One bad parameter.
@@ -177,8 +181,47 @@ pub fn parse(pairs: &[(String, String)], opts: &ParamOptions) -> Result<Params, 
             }
         },
     };
+    let labels = match get("labels") {
+        None => Some(Vec::new()),
+        Some(raw) => match parse_labels(raw) {
+            Err(msg) => {
+                bad("labels", msg);
+                None
+            }
+            Ok(labels) => {
+                let mut ok = true;
+                match source {
+                    Some(SourceKind::Otlp) => {
+                        bad(
+                            "labels",
+                            "the embedded store (source otlp) selects by service, span kind \
+                             and version only; labels need source prometheus or tempo"
+                                .into(),
+                        );
+                        ok = false;
+                    }
+                    // Tempo's attribute names are checked where the query is built
+                    // (signal::traceql::attribute), as for triggers.
+                    Some(SourceKind::Prometheus) => {
+                        for (k, _) in labels.iter().filter(|(k, _)| !is_label_name(k)) {
+                            bad(
+                                "labels",
+                                format!(
+                                    "{:?} is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)",
+                                    clip(k)
+                                ),
+                            );
+                            ok = false;
+                        }
+                    }
+                    _ => {}
+                }
+                ok.then_some(labels)
+            }
+        },
+    };
     match (
-        service, canary, baseline, window, source, span_kind, quantile, min_count,
+        service, canary, baseline, window, source, span_kind, quantile, min_count, labels,
     ) {
         (
             Some(service),
@@ -189,6 +232,7 @@ pub fn parse(pairs: &[(String, String)], opts: &ParamOptions) -> Result<Params, 
             Some(span_kind),
             Some(quantile),
             Some(min_count),
+            Some(labels),
         ) if problems.is_empty() => Ok(Params {
             service,
             canary,
@@ -200,6 +244,7 @@ pub fn parse(pairs: &[(String, String)], opts: &ParamOptions) -> Result<Params, 
             span_kind,
             quantile,
             min_count,
+            labels,
         }),
         _ => Err(ParamError { problems }),
     }
@@ -280,6 +325,48 @@ mod tests {
         assert_eq!(p.min_count, 10);
         assert_eq!(p.source, SourceKind::Tempo);
         assert_eq!(p.span_kind, SpanKind::Client);
+    }
+
+    /// `labels` narrows both sides like the trigger key of the same name (say Istio's
+    /// `destination_service_namespace`), with the same syntax and name rules.
+    #[test]
+    fn labels_narrow_both_sides_as_in_triggers() {
+        let p = check(
+            true,
+            &[
+                ("source", "prometheus"),
+                ("labels", r"destination_service_namespace=shop,route=/a\,b"),
+            ],
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(
+            p.labels,
+            vec![
+                (
+                    "destination_service_namespace".to_string(),
+                    "shop".to_string()
+                ),
+                ("route".to_string(), "/a,b".to_string()),
+            ]
+        );
+        assert!(check(true, &[], &[]).expect("valid").labels.is_empty());
+        let tempo = check(
+            true,
+            &[("source", "tempo"), ("labels", "http.route=/pay")],
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(tempo.labels, vec![("http.route".into(), "/pay".into())]);
+        for bad in [
+            [("source", "prometheus"), ("labels", "a} or vector(1) #=x")],
+            [("source", "prometheus"), ("labels", "__name__=up")],
+            [("source", "prometheus"), ("labels", "namespace")],
+            // The embedded store keeps no attributes beyond service, kind and version.
+            [("source", "otlp"), ("labels", "namespace=shop")],
+        ] {
+            check(true, &bad, &["labels"]);
+        }
     }
 
     #[test]

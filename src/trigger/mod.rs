@@ -18,7 +18,7 @@ use keys::Reader;
 pub use keys::{known_keys, MAX_KEYS, MAX_QUERY_BYTES, MAX_VALUE_BYTES};
 pub use values::{
     is_aws_region, is_backend_name, is_dns1123_label, is_dns1123_subdomain, parse_bool,
-    parse_duration, parse_quantile, parse_span_kind, parse_window,
+    parse_duration, parse_labels, parse_quantile, parse_span_kind, parse_window,
 };
 
 /// At most this much of a caller's value is quoted back in a message.

@@ -148,7 +148,7 @@ pub fn parse_bool(s: &str) -> Option<bool> {
 }
 
 /// `k=v,k2=v2`; `\,`, `\=` and `\\` escape those characters in values. Sorted by key.
-pub(super) fn parse_labels(raw: &str) -> Result<Vec<(String, String)>, String> {
+pub fn parse_labels(raw: &str) -> Result<Vec<(String, String)>, String> {
     let mut pairs = Vec::new();
     let mut key = String::new();
     let mut value = String::new();
