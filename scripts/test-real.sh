@@ -6,7 +6,7 @@
 #     settings, fan-out to several replicas) into the embedded store;
 #   - tests/seeds: the seed services' own instrumentation (Go SDK, Python
 #     opentelemetry-instrument, Node.js auto-instrumentations, the Java agent) into it;
-#   - tests/spanmetrics and tests/prometheus against Debian's Prometheus 2.x and the
+#   - tests/spanmetrics, tests/prometheus and tests/mesh against Debian's Prometheus 2.x and the
 #     Prometheus 3.x built from its module (PROMETHEUS_BIN).
 #
 #   bash scripts/test-real.sh                 # the whole tier
@@ -33,7 +33,7 @@ export OTELCOL_BIN PROMETHEUS3_BIN
 # fails at the end if any did.
 failed=()
 run() { "$@" || failed+=("$*"); }
-prometheus_suites=(--no-fail-fast --test prometheus --test spanmetrics)
+prometheus_suites=(--no-fail-fast --test prometheus --test spanmetrics --test mesh)
 if [ "$mode" = all ]; then
   step "the embedded store through a real Collector and the seeds' instrumentation"
   run cargo test --no-fail-fast --test collector --test seeds

@@ -1,7 +1,7 @@
 """deploy/examples/canary/: Argo Rollouts objects against Argo's own CRDs (unknown fields
-rejected), the ScaledObject against KEDA's, the Istio routes against the fields Istio documents,
-the objects' references to each other, and the AnalysisTemplate's verdicts on the analysis
-endpoint's answers (README, "Canary analysis")."""
+rejected), the ScaledObject against KEDA's, the Istio routes and Telemetry against the fields
+Istio documents, the objects' references to each other, and each AnalysisTemplate's verdicts on
+the analysis endpoint's answers (README, "Canary analysis")."""
 
 import glob
 import os
@@ -51,7 +51,31 @@ ISTIO = {
         "subsets": [{"name": None, "labels": None, "trafficPolicy": None}],
     },
 }
-ISTIO_VERSIONS = {"networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"}
+# istio/api telemetry/v1/telemetry.proto: Telemetry, Metrics, ProviderRef, MetricsOverrides,
+# MetricSelector, TagOverride (and type/v1beta1/selector.proto's WorkloadSelector).
+ISTIO["Telemetry"] = {
+    "selector": {"matchLabels": None}, "targetRef": None, "targetRefs": None, "tracing": None,
+    "accessLogging": None,
+    "metrics": [{
+        "providers": [{"name": None}], "reportingInterval": None,
+        "overrides": [{
+            "match": {"metric": None, "customMetric": None, "mode": None},
+            "disabled": None,
+            "tagOverrides": {"*": {"operation": None, "value": None}},
+        }],
+    }],
+}
+ISTIO_METRICS = {"ALL_METRICS", "REQUEST_COUNT", "REQUEST_DURATION", "REQUEST_SIZE", "RESPONSE_SIZE",
+                 "TCP_OPENED_CONNECTIONS", "TCP_CLOSED_CONNECTIONS", "TCP_SENT_BYTES",
+                 "TCP_RECEIVED_BYTES", "GRPC_REQUEST_MESSAGES", "GRPC_RESPONSE_MESSAGES"}
+WORKLOAD_MODES = {"CLIENT_AND_SERVER", "CLIENT", "SERVER"}
+NETWORKING_VERSIONS = {"networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"}
+ISTIO_VERSIONS = {"VirtualService": NETWORKING_VERSIONS, "DestinationRule": NETWORKING_VERSIONS,
+                  "Telemetry": {"telemetry.istio.io/v1", "telemetry.istio.io/v1alpha1"}}
+# What istio-telemetry.yaml must write into `destination_version` for the Istio
+# AnalysisTemplate to compare pod-template hashes: the pod's label, read from the proxy
+# node's metadata (istio/proxy source/extensions/filters/http/istio_stats/istio_stats.cc).
+HASH_EXPRESSION = "node.metadata['LABELS']['rollouts-pod-template-hash']"
 
 
 def crd_validator(path, version="v1alpha1"):
@@ -96,6 +120,11 @@ def load(examples_dir):
     return docs
 
 
+def templates(docs):
+    """Every AnalysisTemplate, by name."""
+    return {doc["metadata"]["name"]: doc for _, doc, _ in docs.get("AnalysisTemplate", [])}
+
+
 def one(docs, kind, problems):
     found = docs.get(kind, [])
     if len(found) != 1:
@@ -132,18 +161,29 @@ def schemas(report, docs, argo_dir, keda_crd):
             report.fail(f"canary {file}: Service valid", getattr(e, "message", e))
     for kind, shape in ISTIO.items():
         for file, doc, _ in docs.get(kind, []):
-            problems = [] if doc.get("apiVersion") in ISTIO_VERSIONS else [f"apiVersion {doc.get('apiVersion')}"]
+            problems = [] if doc.get("apiVersion") in ISTIO_VERSIONS[kind] else [f"apiVersion {doc.get('apiVersion')}"]
             problems += [f"{k}: not a top-level field" for k in set(doc) - {"apiVersion", "kind", "metadata", "spec"}]
             problems += istio_fields(doc.get("spec") or {}, shape, "spec")
-            report.check(f"canary {file}: {kind} fields", problems,
-                         "istio/api networking/v1alpha3 virtual_service.proto / destination_rule.proto")
+            if kind == "Telemetry":
+                for i, m in enumerate((doc.get("spec") or {}).get("metrics", [])):
+                    for j, o in enumerate(m.get("overrides", [])):
+                        match = o.get("match") or {}
+                        if match.get("metric", "ALL_METRICS") not in ISTIO_METRICS:
+                            problems.append(f"spec.metrics[{i}].overrides[{j}].match.metric {match['metric']}")
+                        if match.get("mode", "CLIENT_AND_SERVER") not in WORKLOAD_MODES:
+                            problems.append(f"spec.metrics[{i}].overrides[{j}].match.mode {match['mode']}")
+            source = ("istio/api telemetry/v1/telemetry.proto" if kind == "Telemetry" else
+                      "istio/api networking/v1alpha3 virtual_service.proto / destination_rule.proto")
+            report.check(f"canary {file}: {kind} fields", problems, source)
 
 
 def wiring(report, docs):
     """The objects name each other correctly, and the Rollout does what the README says."""
     problems = []
     ro = one(docs, "Rollout", problems)
-    at = one(docs, "AnalysisTemplate", problems)
+    named = templates(docs)
+    if not named:
+        problems.append("no AnalysisTemplate")
     vs = one(docs, "VirtualService", problems)
     dr = one(docs, "DestinationRule", problems)
     so = one(docs, "ScaledObject", problems)
@@ -162,13 +202,18 @@ def wiring(report, docs):
     for i, s in enumerate(steps):
         if s.get("setWeight", 100) < 100 and "analysis" not in (steps[i + 1] if i + 1 < len(steps) else {}):
             problems.append(f"no analysis step after setWeight {s['setWeight']}")
-    template_args = {a["name"] for a in at["spec"].get("args", [])}
+    # Each template takes the same args, so a step can name either.
+    template_args = {a["name"] for a in next(iter(named.values()))["spec"].get("args", [])}
+    for name, at in named.items():
+        got = {a["name"] for a in at["spec"].get("args", [])}
+        if got != template_args:
+            problems.append(f"AnalysisTemplate {name} takes args {sorted(got)}, the others {sorted(template_args)}")
     for s in steps:
         if "analysis" not in s:
             continue
         names = [t.get("templateName") for t in s["analysis"].get("templates", [])]
-        if names != [at["metadata"]["name"]]:
-            problems.append(f"analysis step uses templates {names}, want [{at['metadata']['name']}]")
+        if len(names) != 1 or names[0] not in named:
+            problems.append(f"analysis step uses templates {names}, want one of {sorted(named)}")
         args = {a["name"]: a for a in s["analysis"].get("args", [])}
         if set(args) != template_args:
             problems.append(f"analysis args {sorted(args)}, template wants {sorted(template_args)}")
@@ -267,12 +312,39 @@ def answer(canary_err, delta_latency, inconclusive=False, baseline_latency=0.198
             "inconclusive": inconclusive}
 
 
+def istio_versions(docs, problems):
+    """The Istio template compares pod-template hashes (the Rollout's args): a Telemetry object
+    must have the Rollout's pods write their hash into `destination_version`."""
+    ro = (docs.get("Rollout") or [(None, {}, None)])[0][1]
+    pod_labels = ((ro.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels", {})
+    for _, t, _ in docs.get("Telemetry", []):
+        selector = ((t.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        if not selector or any(pod_labels.get(k) != v for k, v in selector.items()):
+            continue
+        for m in t["spec"].get("metrics", []):
+            for o in m.get("overrides", []):
+                match = o.get("match") or {}
+                tag = (o.get("tagOverrides") or {}).get("destination_version") or {}
+                if (match.get("metric", "ALL_METRICS") == "ALL_METRICS"
+                        and match.get("mode", "CLIENT_AND_SERVER") in ("SERVER", "CLIENT_AND_SERVER")
+                        and tag.get("operation", "UPSERT") == "UPSERT"
+                        and tag.get("value") == HASH_EXPRESSION):
+                    return
+    problems.append("no Telemetry selecting the Rollout's pods sets destination_version to "
+                    f"{HASH_EXPRESSION} for every server-side metric")
+
+
 def analysis(report, docs):
-    problems = []
-    at = one(docs, "AnalysisTemplate", problems)
-    if at is None:
-        report.fail("canary AnalysisTemplate judges the rule", "\n".join(problems))
+    named = templates(docs)
+    if not named:
+        report.fail("canary AnalysisTemplate judges the rule", "no AnalysisTemplate")
         return
+    for name, at in sorted(named.items()):
+        analysis_one(report, docs, name, at)
+
+
+def analysis_one(report, docs, name, at):
+    problems = []
     (metric,) = at["spec"]["metrics"]
     web = metric["provider"]["web"]
     url = urllib.parse.urlsplit(web["url"])
@@ -287,6 +359,10 @@ def analysis(report, docs):
     for p, arg in (("canary", "canary-version"), ("baseline", "baseline-version")):
         if params.get(p) != f"{{{{args.{arg}}}}}":
             problems.append(f"{p}={params.get(p)}, want {{{{args.{arg}}}}}")
+    if params.get("convention") == "istio":
+        if params.get("source") != "prometheus":
+            problems.append(f"convention=istio reads Prometheus: source={params.get('source')}")
+        istio_versions(docs, problems)
     cases = [
         ("a healthy canary", answer(0.01, 0.05), "Successful"),
         ("error rate exactly 3 %", answer(0.03, 0.0), "Successful"),
@@ -311,7 +387,7 @@ def analysis(report, docs):
         problems.append(f"failureLimit {metric.get('failureLimit')}: one failed measurement must fail")
     if "inconclusiveLimit" in metric and int(metric.get("count", 0)) <= csl:
         problems.append("count leaves no room for inconclusive measurements before the successes")
-    report.check("canary AnalysisTemplate judges the rule", problems,
+    report.check(f"canary AnalysisTemplate {name} judges the rule", problems,
                  f"{len(cases)} answers: fail on error rate > 3 % or delta.latency > 0.2 s; "
                  "inconclusive never passes")
 
@@ -331,17 +407,17 @@ def run(report, examples_dir, shared, keda_crd):
 
 
 def main(argv):
-    """`canary.py verdict EXAMPLES_DIR < answer.json`: the measurement phase Argo Rollouts
-    would give a live answer of the endpoint under the example AnalysisTemplate (printed)."""
+    """`canary.py verdict EXAMPLES_DIR TEMPLATE < answer.json`: the measurement phase Argo
+    Rollouts would give a live answer of the endpoint under the example AnalysisTemplate named
+    TEMPLATE (printed)."""
     import json
     import sys
-    if len(argv) != 3 or argv[1] != "verdict":
-        print("usage: canary.py verdict EXAMPLES_DIR < answer.json", file=sys.stderr)
+    if len(argv) != 4 or argv[1] != "verdict":
+        print("usage: canary.py verdict EXAMPLES_DIR TEMPLATE < answer.json", file=sys.stderr)
         return 2
-    problems = []
-    at = one(load(argv[2]), "AnalysisTemplate", problems)
+    at = templates(load(argv[2])).get(argv[3])
     if at is None:
-        print("\n".join(problems), file=sys.stderr)
+        print(f"no AnalysisTemplate {argv[3]} in {argv[2]}", file=sys.stderr)
         return 1
     (metric,) = at["spec"]["metrics"]
     print(verdict(metric, json.load(sys.stdin)))

@@ -1,51 +1,13 @@
 //! The example AnalysisTemplate (deploy/examples/canary/) judging live answers of the
-//! endpoint: its `jsonPath` applied by the real `jsonpath-ng` and its conditions evaluated
-//! by scripts/deploy_checks/canary.py (`verdict`), in the venv scripts/check-deploy.sh
-//! creates (`.venv-test`).
+//! endpoint, through `common::canary::verdict`.
 
-use std::io::Write as _;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use slo_scaler::analysis::{Answer, Rule, Verdict};
 
+use crate::common::canary::verdict;
 use crate::harness::plan;
 use crate::setup::Setup;
-
-/// What Argo Rollouts would make of `answer`: Successful, Failed, Inconclusive or Error.
-fn verdict(answer: &serde_json::Value) -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let python = root.join(".venv-test/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/check-deploy.sh once to create it",
-        python.display()
-    );
-    let mut child = Command::new(python)
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .arg(root.join("scripts/deploy_checks/canary.py"))
-        .arg("verdict")
-        .arg(root.join("deploy/examples/canary"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python starts");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(answer.to_string().as_bytes())
-        .expect("write the answer");
-    let out = child.wait_with_output().expect("python ends");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_template_judges_live_answers() {
@@ -84,7 +46,7 @@ async fn the_example_template_judges_live_answers() {
             ])
             .await;
         assert_eq!(status, 200, "{a}");
-        assert_eq!(verdict(&a), want, "{canary}: {a}");
+        assert_eq!(verdict("slo-scaler-canary", &a), want, "{canary}: {a}");
         // The demo's judge (analysis::Rule::EXAMPLE) agrees with the template.
         let answer: Answer = serde_json::from_value(a.clone()).expect("an answer");
         let ours = match Rule::EXAMPLE.judge(&answer) {

@@ -27,6 +27,9 @@ pub struct Series {
 struct State {
     series: Vec<Series>,
     scrapes: u64,
+    /// Metric families declared with a type (`counter`, `histogram`), by family name;
+    /// series of other names are written one family each, `untyped` (or `gauge`).
+    types: BTreeMap<String, &'static str>,
 }
 
 #[derive(Clone)]
@@ -71,6 +74,18 @@ impl Exporter {
             step: per_scrape,
             gauge: false,
         });
+    }
+
+    /// Declares `family` as a `counter` or a `histogram` in the exposition (`# TYPE`), as
+    /// the exporter being imitated does: a histogram's `_bucket`, `_sum` and `_count`
+    /// series are then written as one family.
+    pub fn set_type(&self, family: &str, kind: &'static str) {
+        assert!(matches!(kind, "counter" | "histogram"), "{kind}");
+        self.state
+            .lock()
+            .unwrap()
+            .types
+            .insert(family.to_string(), kind);
     }
 
     /// Sets a gauge (adding it on first use).
@@ -121,15 +136,31 @@ impl Exporter {
 
 fn render(s: &mut State) -> String {
     s.scrapes += 1;
-    let mut by_name: BTreeMap<&str, Vec<&Series>> = BTreeMap::new();
+    // The family a series belongs to: a declared histogram's, or its own name.
+    let family = |name: &str| -> String {
+        ["_bucket", "_sum", "_count"]
+            .iter()
+            .filter_map(|suffix| name.strip_suffix(suffix))
+            .find(|stem| s.types.get(*stem) == Some(&"histogram"))
+            .unwrap_or(name)
+            .to_string()
+    };
+    let mut by_family: BTreeMap<String, Vec<&Series>> = BTreeMap::new();
     for x in &s.series {
-        by_name.entry(&x.name).or_default().push(x);
+        by_family.entry(family(&x.name)).or_default().push(x);
     }
     let mut out = String::new();
-    for (name, series) in by_name {
-        let kind = if series[0].gauge { "gauge" } else { "untyped" };
+    for (name, series) in by_family {
+        let kind = match s.types.get(&name) {
+            Some(kind) => *kind,
+            None if series[0].gauge => "gauge",
+            None => "untyped",
+        };
         let _ = writeln!(out, "# TYPE {name} {kind}");
+        // In the order added: a histogram's buckets (by `le`), count and sum, label set
+        // after label set, as client libraries and Envoy write them.
         for x in series {
+            let name = &x.name;
             let labels: Vec<String> = x
                 .labels
                 .iter()

@@ -3,6 +3,7 @@
 //! exporter for it to scrape, and the scaler itself started in-process on loopback.
 #![allow(dead_code)]
 
+pub mod canary;
 pub mod collector;
 pub mod exporter;
 pub mod loopback;

@@ -99,3 +99,35 @@ pub async fn metric(
     );
     Ok(v.metric_value_float)
 }
+
+/// Waits until Prometheus has a stable answer, then checks the scaler's value equals it.
+/// A direct query before and after the scaler's must agree (no scrape in between), so
+/// the three saw the same samples.
+pub async fn assert_agrees(
+    prom: &super::prometheus::PrometheusServer,
+    scaler: &mut Scaler,
+    r: &ScaledObjectRef,
+    q: &str,
+) -> f64 {
+    prom.wait_for_data(q).await;
+    prom.wait_window_full(std::time::Duration::from_secs(10))
+        .await;
+    for _ in 0..40 {
+        tokio::time::sleep(std::time::Duration::from_millis(120)).await; // past the cache TTL
+        let before = prom.query(q).await;
+        let got = metric(&mut scaler.client, r).await;
+        let after = prom.query(q).await;
+        if before.is_none() || before != after {
+            continue;
+        }
+        let want = before.unwrap();
+        let got = got.unwrap_or_else(|s| panic!("{q}: {s:?}"));
+        assert!(
+            (got - want).abs() <= want.abs() * 1e-12,
+            "{:?}: scaler {got} != prometheus {want} for {q}",
+            r.scaler_metadata
+        );
+        return got;
+    }
+    panic!("prometheus never gave a stable answer for {q}");
+}

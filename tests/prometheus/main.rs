@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::exporter::Exporter;
 use common::prometheus::PrometheusServer;
-use common::scaler::{metric, so, Scaler};
-use slo_scaler::proto::{GetMetricsRequest, ScaledObjectRef};
+use common::scaler::{assert_agrees, metric, so, Scaler};
+use slo_scaler::proto::GetMetricsRequest;
 use tonic::Code;
 
 /// One naming convention as the test exporter writes it.
@@ -159,37 +159,6 @@ async fn fixture() -> (Exporter, PrometheusServer) {
     export_conventions(&exporter);
     let prometheus = PrometheusServer::start(&[exporter.addr]).await;
     (exporter, prometheus)
-}
-
-/// Waits until Prometheus has a stable answer, then checks the scaler's value equals it.
-/// A direct query before and after the scaler's must agree (no scrape in between), so
-/// the three saw the same samples.
-async fn assert_agrees(
-    prom: &PrometheusServer,
-    scaler: &mut Scaler,
-    r: &ScaledObjectRef,
-    q: &str,
-) -> f64 {
-    prom.wait_for_data(q).await;
-    prom.wait_window_full(Duration::from_secs(10)).await;
-    for _ in 0..40 {
-        tokio::time::sleep(Duration::from_millis(120)).await; // past the cache TTL
-        let before = prom.query(q).await;
-        let got = metric(&mut scaler.client, r).await;
-        let after = prom.query(q).await;
-        if before.is_none() || before != after {
-            continue;
-        }
-        let want = before.unwrap();
-        let got = got.unwrap_or_else(|s| panic!("{q}: {s:?}"));
-        assert!(
-            (got - want).abs() <= want.abs() * 1e-12,
-            "{:?}: scaler {got} != prometheus {want} for {q}",
-            r.scaler_metadata
-        );
-        return got;
-    }
-    panic!("prometheus never gave a stable answer for {q}");
 }
 
 const FAST_CACHE: [&str; 4] = ["--cache-ttl", "50ms", "--min-cache-ttl", "10ms"];
