@@ -724,6 +724,49 @@ mod tests {
         );
     }
 
+    /// The conventions files README.md and docs/mesh.md show parse and pass the checks,
+    /// and docs/mesh.md's Istio query is the one built for its trigger (default window 5m).
+    #[test]
+    fn documented_conventions_and_queries() {
+        let docs = [
+            ("README.md", include_str!("../../README.md")),
+            ("docs/mesh.md", include_str!("../../docs/mesh.md")),
+        ];
+        for (doc, text) in docs {
+            let mut files = 0;
+            for block in text.split("```json\n").skip(1) {
+                let json = block.split("```").next().unwrap_or_default();
+                if !json.contains("\"histogram\"") {
+                    continue; // not a conventions file
+                }
+                let parsed: BTreeMap<String, Convention> =
+                    serde_json::from_str(json).unwrap_or_else(|e| panic!("{doc}: {e}: {json}"));
+                for (name, c) in &parsed {
+                    c.validate(name).unwrap_or_else(|e| panic!("{doc}: {e}"));
+                }
+                files += 1;
+            }
+            assert!(files > 0, "{doc} shows a conventions file");
+        }
+        let mesh = docs[1].1;
+        let shown = mesh
+            .split("The query it sends:\n\n```\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n```").next())
+            .expect("docs/mesh.md shows the Istio query");
+        let mut s = selector("payment-service");
+        s.labels = vec![("destination_service_namespace".into(), "shop".into())];
+        let built = build(
+            "istio",
+            &builtin_conventions()["istio"],
+            &s,
+            TraceMeasure::Latency(Quantile::P95),
+            Duration::from_secs(300),
+        )
+        .unwrap();
+        assert_eq!(shown, built);
+    }
+
     #[test]
     fn names() {
         assert!(is_label_name("service_name"));

@@ -352,14 +352,16 @@ fn export_linkerd(e: &Exporter) {
     add("payment-service", "staging", &BROKEN, false);
 }
 
-/// A conventions file for Linkerd with Argo Rollouts: pods by their `app` label, versions
-/// by their pod-template hash (both copied from the pod by linkerd-viz's scrape config).
-const LINKERD_ROLLOUTS: &str = r#"{"linkerd-rollouts": {
-  "histogram": "response_latency_ms_bucket", "units_per_second": 1000,
-  "calls": "response_total", "service_label": "app",
-  "version_label": "rollouts_pod_template_hash",
-  "matchers": [{"label": "direction", "value": "inbound"}],
-  "error": {"label": "classification", "value": "failure"}}}"#;
+/// docs/mesh.md's conventions file for Linkerd with Argo Rollouts: pods by their `app`
+/// label, versions by their pod-template hash (both copied from the pod by linkerd-viz's
+/// scrape configuration), the inbound side by a fixed matcher.
+fn linkerd_rollouts() -> &'static str {
+    include_str!("../../docs/mesh.md")
+        .split("```json\n")
+        .find(|block| block.starts_with("{\"linkerd-rollouts\""))
+        .and_then(|block| block.split("```").next())
+        .expect("docs/mesh.md shows the linkerd-rollouts conventions file")
+}
 
 struct Fixture {
     prom: PrometheusServer,
@@ -375,7 +377,7 @@ async fn fixture() -> Fixture {
     let prom = PrometheusServer::start(&[exporter.addr]).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("conventions.json");
-    std::fs::write(&file, LINKERD_ROLLOUTS).expect("write conventions");
+    std::fs::write(&file, linkerd_rollouts()).expect("write conventions");
     let url = format!("default={}", prom.url());
     let file = file.to_str().expect("utf-8 path").to_string();
     let scaler = Scaler::start(&[
