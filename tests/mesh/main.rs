@@ -508,6 +508,31 @@ async fn istio_signals_read_the_destination_proxys_series() {
         }
     }
 
+    // deploy/examples/payment-service-latency-istio.yaml's trigger, over the test's window.
+    let example: yaml_serde::Value = yaml_serde::from_str(include_str!(
+        "../../deploy/examples/payment-service-latency-istio.yaml"
+    ))
+    .expect("the example is YAML");
+    let mut md: Vec<(String, String)> = example["spec"]["triggers"][0]["metadata"]
+        .as_mapping()
+        .expect("trigger metadata")
+        .iter()
+        .map(|(k, v)| {
+            let s = |x: &yaml_serde::Value| x.as_str().expect("a string").to_string();
+            (s(k), s(v))
+        })
+        .collect();
+    md.retain(|(k, _)| k != "window");
+    md.push(("window".into(), "10s".into()));
+    let md: Vec<(&str, &str)> = md.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let q = format!(
+        "histogram_quantile(0.95, sum by (le) (rate({}_bucket{{{sel}}}[10s]))) / 1000",
+        ISTIO_NAMES.1
+    );
+    let v = assert_agrees(&f.prom, &mut f.scaler, &so("example", &md), &q).await;
+    let want = quantile(0.95, &ISTIO_BOUNDS, &all);
+    assert!((v - want).abs() < 1e-9, "the example's p95 {want}: {v}");
+
     // One version: the slow canary's p95, from `destination_version`.
     let sel_v3 = format!("{sel},destination_version=\"v3\"");
     let q = format!(
