@@ -16,7 +16,7 @@
 //! 1. **No explosion near saturation.** Past saturation the queue makes `L` grow without
 //!    bound. `L` is clamped at [`CLAMP`] × the *reference* concurrency, the window's
 //!    rate × the shortest mean latency of any minute in the history (what `L` would be
-//!    had nothing queued), so one reading asks for at most twice what the load needs.
+//!    had nothing queued), so one reading asks for at most 1.5× what the load needs.
 //! 2. **The objective guards the utilisation target.** While the latency over the
 //!    [`GUARD_WINDOW_S`] is within [`CALM`] of the objective, pods may run at [`U_HIGH`];
 //!    from there to the objective `u` falls linearly to [`U_LOW`]. `u` is bounded, so a
@@ -26,7 +26,9 @@
 //!    minute of the history the store keeps needed ([`HOLD`] of it; [`HISTORY_S`], longer
 //!    than a start-up time and than the HPA's scale-down window): a burst seen in the last
 //!    minutes keeps its capacity, and the fleet shrinks only once ten minutes have been
-//!    calmer, which stops the flapping a load wobbling around a pod boundary causes.
+//!    calmer, which stops the flapping a load wobbling around a pod boundary causes. That
+//!    minute counts at most [`PEAK_CLAMP`] × its own reference concurrency: the queue a
+//!    burst built while the pods were starting is not load to keep pods for.
 //! 4. **No data is no value**: without spans there is nothing to size a fleet on, and the
 //!    trigger answers an error so KEDA's fallback decides.
 //!
@@ -37,19 +39,29 @@
 /// The utilisation of a pod's concurrency slots aimed at while latency is well within
 /// the objective.
 pub const U_HIGH: f64 = 0.85;
-/// The utilisation aimed at once latency reaches the objective.
-pub const U_LOW: f64 = 0.6;
+/// The utilisation aimed at once latency reaches the objective. (0.6 set a limit cycle
+/// going on `release-regression`, where the service time alone sits at 0.75 of the
+/// objective: one pod less raised the p95 enough to lower `u` by 12 %, which asked for
+/// two pods more; 110 scale events a day against 70.)
+pub const U_LOW: f64 = 0.7;
 /// Below this share of the objective, latency does not lower the utilisation target.
 pub const CALM: f64 = 0.7;
-/// The most one reading may ask for, × the reference concurrency (llm-d's clamp).
-pub const CLAMP: f64 = 2.0;
+/// The most one reading may ask for, × the reference concurrency. llm-d clamps its
+/// ratio at 2; here the utilisation target multiplies it again, so 1.5 (at `U_LOW`, about
+/// 2.1× the pods the load keeps busy) bounds a burst's overshoot to about what llm-d's
+/// does. (At 2, the Twitter day's bursts took the fleet to 10–14 pods against a static 4.)
+pub const CLAMP: f64 = 1.5;
+/// The most the history's busiest minute counts for, × its reference concurrency (its
+/// rate × the reference latency).
+pub const PEAK_CLAMP: f64 = 1.2;
 /// The share of the history's busiest minute the value holds: all of it (0.9 let a load
 /// wobbling by ±10 % flap the fleet: 77 scale events a day on `diurnal` against 32).
 pub const HOLD: f64 = 1.0;
 /// The long window the requests in flight are read over, seconds.
 pub const WINDOW_S: u64 = 60;
-/// The window of the latency that guards the utilisation target, seconds.
-pub const GUARD_WINDOW_S: u64 = 300;
+/// The window of the latency that guards the utilisation target, seconds: the whole
+/// history, so `u` moves no faster than the held peak does.
+pub const GUARD_WINDOW_S: u64 = 600;
 /// The history the reference latency and the busiest minute come from, seconds: the
 /// embedded store's default retention.
 pub const HISTORY_S: u64 = 600;
@@ -65,6 +77,9 @@ pub struct Reading {
     pub reference_concurrency: Option<f64>,
     /// Requests in flight in the busiest whole minute of the history (0 without one).
     pub peak_concurrency: f64,
+    /// The busiest minute's rate × the reference latency; `None` like
+    /// [`Reading::reference_concurrency`].
+    pub peak_reference: Option<f64>,
     /// The latency at the trigger's quantile over the guard window, seconds.
     pub latency_s: f64,
 }
@@ -97,26 +112,57 @@ pub fn pods_needed(target: Target, reading: Reading) -> f64 {
         _ => l,
     };
     let now = cap(reading.concurrency);
-    let held = HOLD * cap(reading.peak_concurrency);
+    let peak = match reading.peak_reference {
+        Some(r) if r > 0.0 => reading.peak_concurrency.min(PEAK_CLAMP * r),
+        _ => reading.peak_concurrency,
+    };
+    let held = HOLD * peak;
     let u = utilization(reading.latency_s / target.objective_s);
     now.max(held) / (target.pod_concurrency * u)
 }
 
-/// Per-minute figures of the history: `(Σ durations in seconds, spans)` of each whole
-/// minute (spans by their adjusted counts where sampling recorded them, so not whole), `minute_s` long (60 s, or the nearest whole number of the store's buckets).
-/// Returns the reference mean latency (the shortest mean of a minute with spans) and the
-/// busiest minute's requests in flight.
-pub fn history(minutes: impl IntoIterator<Item = (f64, f64)>, minute_s: f64) -> (Option<f64>, f64) {
-    let mut shortest: Option<f64> = None;
-    let mut busiest = 0.0f64;
-    for (busy_s, spans) in minutes {
-        busiest = busiest.max(busy_s / minute_s);
-        if spans > 0.0 {
-            let mean = busy_s / spans;
-            shortest = Some(shortest.map_or(mean, |s| s.min(mean)));
+/// What the history says: see [`history`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct History {
+    /// The shortest mean latency of a minute with spans, seconds.
+    pub reference_latency_s: Option<f64>,
+    /// The busiest minute's requests in flight.
+    pub peak_concurrency: f64,
+    /// The busiest minute's rate (spans per second).
+    pub peak_rate: f64,
+}
+
+impl History {
+    /// The [`Reading`] for a long window with `concurrency` in flight at `rate`.
+    pub fn reading(&self, concurrency: f64, rate: f64, latency_s: f64) -> Reading {
+        Reading {
+            concurrency,
+            reference_concurrency: self.reference_latency_s.map(|s| rate * s),
+            peak_concurrency: self.peak_concurrency,
+            peak_reference: self.reference_latency_s.map(|s| self.peak_rate * s),
+            latency_s,
         }
     }
-    (shortest, busiest)
+}
+
+/// Per-minute figures of the history: `(Σ durations in seconds, spans)` of each whole
+/// minute (spans by their adjusted counts where sampling recorded them, so not whole),
+/// `minute_s` long (60 s, or the nearest whole number of the store's buckets).
+pub fn history(minutes: impl IntoIterator<Item = (f64, f64)>, minute_s: f64) -> History {
+    let mut out = History {
+        reference_latency_s: None,
+        peak_concurrency: 0.0,
+        peak_rate: 0.0,
+    };
+    for (busy_s, spans) in minutes {
+        out.peak_concurrency = out.peak_concurrency.max(busy_s / minute_s);
+        out.peak_rate = out.peak_rate.max(spans / minute_s);
+        if spans > 0.0 {
+            let mean = busy_s / spans;
+            out.reference_latency_s = Some(out.reference_latency_s.map_or(mean, |s| s.min(mean)));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -128,11 +174,20 @@ mod tests {
         objective_s: 0.3,
     };
 
-    fn reading(concurrency: f64, reference: Option<f64>, peak: f64, latency_s: f64) -> Reading {
+    /// `reference` is the queue-free concurrency of the window and `peak_reference` that
+    /// of the busiest minute (both from the same reference latency, so both or neither).
+    fn reading(
+        concurrency: f64,
+        reference: Option<f64>,
+        peak: f64,
+        peak_reference: Option<f64>,
+        latency_s: f64,
+    ) -> Reading {
         Reading {
             concurrency,
             reference_concurrency: reference,
             peak_concurrency: peak,
+            peak_reference,
             latency_s,
         }
     }
@@ -154,29 +209,66 @@ mod tests {
     #[test]
     fn table() {
         // 6.8 in flight, latency calm: 6.8 / (4 × 0.85) = 2 pods.
-        check(reading(6.8, Some(6.0), 0.0, 0.1), 2.0);
-        // The same at the objective: 6.8 / (4 × 0.6).
-        check(reading(6.8, Some(6.0), 0.0, 0.3), 6.8 / 2.4);
-        // Saturated: 100 in flight, but the load without queueing needs 5: at most 2× that.
-        check(reading(100.0, Some(5.0), 0.0, 2.0), 10.0 / 2.4);
-        // No reference yet: the concurrency as it is.
-        check(reading(100.0, None, 0.0, 0.1), 100.0 / 3.4);
-        // A busy minute in the history holds the value up (HOLD of it).
-        check(reading(3.4, Some(3.4), 6.8, 0.1), HOLD * 6.8 / 3.4);
-        // ... clamped like the reading itself (here both at 2 × 1.0, the larger is now's).
-        check(reading(3.4, Some(1.0), 6.8, 0.1), 2.0 / 3.4);
-        check(reading(1.0, Some(1.0), 6.8, 0.1), HOLD * 2.0 / 3.4);
-        check(reading(0.0, Some(0.0), 0.0, 0.0), 0.0);
+        check(reading(6.8, Some(6.0), 0.0, Some(0.0), 0.1), 2.0);
+        // The same at the objective: 6.8 / (4 × U_LOW).
+        check(
+            reading(6.8, Some(6.0), 0.0, Some(0.0), 0.3),
+            6.8 / (4.0 * U_LOW),
+        );
+        // Saturated: 100 in flight, but the load without queueing needs 5: at most CLAMP×.
+        check(
+            reading(100.0, Some(5.0), 0.0, Some(0.0), 2.0),
+            CLAMP * 5.0 / (4.0 * U_LOW),
+        );
+        // No reference yet: the concurrency and the busiest minute as they are.
+        check(reading(100.0, None, 0.0, None, 0.1), 100.0 / 3.4);
+        check(reading(1.0, None, 6.8, None, 0.1), HOLD * 6.8 / 3.4);
+        // A calm busy minute in the history holds the value up, whole (HOLD of it), however
+        // quiet it is now.
+        check(
+            reading(3.4, Some(3.4), 6.8, Some(6.0), 0.1),
+            HOLD * 6.8 / 3.4,
+        );
+        check(
+            reading(0.1, Some(0.1), 6.8, Some(6.0), 0.1),
+            HOLD * 6.8 / 3.4,
+        );
+        // A burst's minute that queued (6.8 in flight where its load needed 2) is held at
+        // PEAK_CLAMP × its load, not at its queue.
+        check(
+            reading(1.0, Some(1.0), 6.8, Some(2.0), 0.1),
+            HOLD * PEAK_CLAMP * 2.0 / 3.4,
+        );
+        // Now and the history each clamped; the larger decides.
+        check(
+            reading(30.0, Some(3.0), 6.8, Some(2.0), 0.1),
+            CLAMP * 3.0 / 3.4,
+        );
+        check(reading(0.0, Some(0.0), 0.0, Some(0.0), 0.0), 0.0);
     }
 
     #[test]
     fn history_takes_the_shortest_mean_and_the_busiest_minute() {
-        assert_eq!(history([], 60.0), (None, 0.0));
-        assert_eq!(history([(0.0, 0.0)], 60.0), (None, 0.0));
-        // 60 spans of 0.1 s: mean 0.1, 0.1 in flight; 120 spans of 0.5 s: mean 0.5, 1.0.
+        let none = History {
+            reference_latency_s: None,
+            peak_concurrency: 0.0,
+            peak_rate: 0.0,
+        };
+        assert_eq!(history([], 60.0), none);
+        assert_eq!(history([(0.0, 0.0)], 60.0), none);
+        // 600 spans of 0.1 s: mean 0.1, 1.0 in flight, 10/s; 120 spans of 0.5 s: mean
+        // 0.5, 1.0 in flight, 2/s.
+        let h = history([(60.0, 600.0), (60.0, 120.0)], 60.0);
         assert_eq!(
-            history([(6.0, 60.0), (60.0, 120.0)], 60.0),
-            (Some(0.1), 1.0)
+            h,
+            History {
+                reference_latency_s: Some(0.1),
+                peak_concurrency: 1.0,
+                peak_rate: 10.0,
+            }
         );
+        let r = h.reading(2.0, 5.0, 0.2);
+        assert_eq!(r.reference_concurrency, Some(0.5));
+        assert_eq!(r.peak_reference, Some(1.0));
     }
 }

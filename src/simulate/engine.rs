@@ -2,10 +2,13 @@
 //! deciding the pod count from signals computed the way the scaler computes them.
 //!
 //! Every second, Poisson arrivals at the scenario's rate are drawn once for every policy
-//! compared ([`run_lockstep`]) and served by each policy's service. For the policies that
-//! read latency, the second's latencies go into a per-second [`LatencySketch`], as the
-//! embedded store keeps one sketch per series per second; a signal over a window merges
-//! the buckets of the last `window` seconds, as `Store::read_at` does. What the service
+//! compared ([`run_lockstep`]) and served by each policy's service. Each request is filed
+//! under the second it completes in, as the embedded store files a span by its end time
+//! (a reading never sees a request still queued); for the policies that read latency it
+//! goes into that second's [`LatencySketch`], as the store keeps one sketch per series per
+//! second. A signal over a window merges the buckets of the last `window` seconds, as
+//! `Store::read_at` does: latency and errors over all of them, rates and requests in
+//! flight leaving out the last [`SETTLE_S`] (the store's default `--otlp-rate-settle`). What the service
 //! delivered (each minute's p95, for attainment) is the exact quantile of every latency. Every HPA sync period the policy's metric is read,
 //! the HPA arithmetic of [`crate::signal::hpa`] proposes a count, and [`Autoscaler`]
 //! applies the behaviour. KEDA's operator loop (every polling interval) handles
@@ -137,29 +140,64 @@ fn exact_quantile(values: &mut [u64], q: f64) -> Option<u64> {
     Some(*values.select_nth_unstable(rank).1)
 }
 
-/// The last seconds' buckets, as the store's ring.
+/// Seconds ahead of the current one a request may complete in and still be filed under
+/// its own second (later completions go into the last of them): the 2 s default timeout
+/// plus a long service time.
+const AHEAD_S: usize = 16;
+
+/// The store's settle delay the simulated store reads with (the default of
+/// `--otlp-rate-settle`): rates and requests in flight leave out the last seconds, whose
+/// spans exporters may not have sent yet.
+pub const SETTLE_S: usize = 6;
+
+/// The last seconds' buckets, as the store's ring: a request is filed under the second
+/// it completes in (the store files a span by its end time), so a reading at `now` knows
+/// only the requests that completed before it.
 struct Ring {
     buckets: Vec<Bucket>,
 }
 
 impl Ring {
+    /// A ring that reads `len` seconds back.
     fn new(len: usize) -> Self {
         Ring {
-            buckets: vec![Bucket::default(); len.max(1)],
+            buckets: vec![Bucket::default(); len.max(1) + AHEAD_S + 1],
         }
     }
 
-    fn slot(&mut self, t: usize) -> &mut Bucket {
+    /// Starts second `t`: the slot `AHEAD_S` seconds on is cleared for completions.
+    fn advance(&mut self, t: usize) {
+        let n = self.buckets.len();
+        self.buckets[(t + AHEAD_S) % n] = Bucket::default();
+    }
+
+    /// The bucket of second `end` for a request that arrived in second `t`.
+    fn completion(&mut self, t: usize, end: usize) -> &mut Bucket {
+        let n = self.buckets.len();
+        &mut self.buckets[end.clamp(t, t + AHEAD_S) % n]
+    }
+
+    fn arrival(&mut self, t: usize) -> &mut Bucket {
         let n = self.buckets.len();
         &mut self.buckets[t % n]
     }
 
     /// Merges seconds `[now − window, now)` (those that exist).
     fn window(&self, now: usize, window: usize) -> (Bucket, usize) {
+        self.between(now.saturating_sub(window), now)
+    }
+
+    /// Merges seconds `[now − window, now − SETTLE_S)`, the store's rule for rates and
+    /// requests in flight; the seconds covered are those merged.
+    fn settled(&self, now: usize, window: usize) -> (Bucket, usize) {
+        self.between(now.saturating_sub(window), now.saturating_sub(SETTLE_S))
+    }
+
+    fn between(&self, from: usize, to: usize) -> (Bucket, usize) {
         let n = self.buckets.len();
-        let covered = window.min(now).min(n);
+        let from = from.max(to.saturating_sub(n - AHEAD_S - 1));
         let mut total = Bucket::default();
-        for t in now - covered..now {
+        for t in from..to {
             let b = &self.buckets[t % n];
             total.latency.merge(&b.latency);
             total.requests += b.requests;
@@ -167,23 +205,25 @@ impl Ring {
             total.cpu_s += b.cpu_s;
             total.busy_s += b.busy_s;
         }
-        (total, covered)
+        (total, to.saturating_sub(from))
     }
 
-    /// `(Σ latencies, requests)` of each whole minute in seconds `[now − len, now)` that
-    /// exist, oldest first.
+    /// `(Σ latencies, requests)` of each whole minute of settled seconds in
+    /// `[now − len, now − SETTLE_S)` that exist, oldest first.
     fn minutes(&self, now: usize, len: usize) -> impl Iterator<Item = (f64, f64)> + '_ {
         let n = self.buckets.len();
-        let start = now - len.min(now).min(n);
-        (start..now)
-            .step_by(60)
-            .filter(move |m| m + 60 <= now)
-            .map(move |m| {
-                (m..m + 60).fold((0.0, 0.0), |(busy, count), t| {
-                    let b = &self.buckets[t % n];
-                    (busy + b.busy_s, count + b.requests as f64)
-                })
+        let end = now.saturating_sub(SETTLE_S);
+        let start = now
+            .saturating_sub(len)
+            .max(end.saturating_sub(n - AHEAD_S - 1));
+        let whole = (end - start.min(end)) / 60;
+        (0..whole).map(move |i| {
+            let m = end - (whole - i) * 60;
+            (m..m + 60).fold((0.0, 0.0), |(busy, count), t| {
+                let b = &self.buckets[t % n];
+                (busy + b.busy_s, count + b.requests as f64)
             })
+        })
     }
 }
 
@@ -194,29 +234,32 @@ fn read(policy: &Policy, config: &Config, ring: &Ring, now: usize) -> Option<f64
     if count == 0 || covered == 0 {
         return None;
     }
+    let (settled, settled_s) = ring.settled(now, config.window_s as usize);
     let p95 = || w.latency.quantile_ns(0.95).map(|ns| ns / 1e9);
     match policy {
-        Policy::Rps { .. } => Some(count as f64 / covered as f64),
-        Policy::Concurrency { .. } => Some(w.busy_s / covered as f64),
+        Policy::Rps { .. } if settled_s > 0 => Some(settled.requests as f64 / settled_s as f64),
+        Policy::Concurrency { .. } if settled_s > 0 => Some(settled.busy_s / settled_s as f64),
+        Policy::Rps { .. } | Policy::Concurrency { .. } => None,
         Policy::Recommended { pod_concurrency } => {
             let (guard, _) = ring.window(now, capacity::GUARD_WINDOW_S as usize);
             let latency_s = guard.latency.quantile_ns(0.95).map(|ns| ns / 1e9)?;
-            let (reference_latency, peak_concurrency) =
-                capacity::history(ring.minutes(now, capacity::HISTORY_S as usize), 60.0);
-            let rate = count as f64 / covered as f64;
+            if settled.requests == 0 || settled_s == 0 {
+                return None;
+            }
+            let history = capacity::history(ring.minutes(now, capacity::HISTORY_S as usize), 60.0);
             let target = capacity::Target {
                 pod_concurrency: pod_concurrency
                     .unwrap_or(f64::from(config.service.workers_per_pod)),
                 objective_s: config.objective_s,
             };
+            let covered = settled_s as f64;
             Some(pods_needed(
                 target,
-                capacity::Reading {
-                    concurrency: w.busy_s / covered as f64,
-                    reference_concurrency: reference_latency.map(|s| rate * s),
-                    peak_concurrency,
+                history.reading(
+                    settled.busy_s / covered,
+                    settled.requests as f64 / covered,
                     latency_s,
-                },
+                ),
             ))
         }
         Policy::P95 { .. } => p95(),
@@ -458,7 +501,8 @@ impl<'a> Loop<'a> {
             service: Service::new(config.service.clone(), start, config.seed ^ 0xa5a5_5a5a),
             hpa: Autoscaler::new(config.behavior.clone(), hpa_min, config.keda.max_replicas),
             ring: Ring::new(if matches!(policy, Policy::Recommended { .. }) {
-                (capacity::HISTORY_S as usize).max(config.window_s as usize)
+                (capacity::HISTORY_S.max(capacity::GUARD_WINDOW_S) as usize)
+                    .max(config.window_s as usize)
             } else {
                 config.window_s.max(config.cpu_window_s) as usize
             }),
@@ -507,24 +551,28 @@ impl<'a> Loop<'a> {
         let ring = &mut self.ring;
         let out = &mut self.out;
         let t0 = t as f64;
-        let b = ring.slot(t);
-        *b = Bucket::default();
+        ring.advance(t);
+        let (mut errors, mut cpu_s) = (0, 0.0);
         for a in arrivals {
             let o = service.serve_base(a.at_s, a.base_s, second.slowdown);
             let ns = (o.latency_s * 1e9) as u64;
+            let b = ring.completion(t, (a.at_s + o.latency_s) as usize);
             if self.sketch {
                 b.latency.add(ns);
             }
-            self.minute.push(ns);
-            b.cpu_s += o.cpu_s;
+            b.requests += 1;
             b.busy_s += o.latency_s;
             b.errors += u64::from(o.error);
+            self.minute.push(ns);
+            errors += u64::from(o.error);
+            cpu_s += o.cpu_s;
         }
-        b.requests = arrivals.len() as u64;
-        out.requests += b.requests;
-        out.errors += b.errors;
-        self.minute_errors += b.errors;
-        self.minute_cpu_s += b.cpu_s;
+        // CPU is what metrics-server sees used in the second, not filed by completion.
+        ring.arrival(t).cpu_s += cpu_s;
+        out.requests += arrivals.len() as u64;
+        out.errors += errors;
+        self.minute_errors += errors;
+        self.minute_cpu_s += cpu_s;
         self.minute_ready_s += f64::from(service.ready(t0));
         let replicas = service.replicas();
         out.replica_seconds += f64::from(replicas);

@@ -230,34 +230,17 @@ async fn a_latency_step_shows_within_one_bucket() {
     assert!(after > 1.0, "p95 {after} should reflect the spike at once");
 }
 
-/// `signal: sloCapacity` from SDK spans: the store's value is `capacity::pods_needed` of
-/// the figures the spans give, worked out here from the planned spans themselves: the last
-/// minute's requests in flight and rate, each whole minute's mean latency and requests in
-/// flight over the ten-minute history, and the p95 over five minutes (the sketch's, read
-/// from the store: within 1 % of the exact one, as the tests above check).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slo_capacity_is_the_pods_the_objective_needs_for_the_spans_sent() {
-    let h = Harness::start(4 << 20).await;
-    let res = resource("order-service", "v1");
-    // Five quiet minutes at 40 ms, then a busy last minute at 120 ms.
-    let mut planned = plan(3_000, Duration::from_secs(300), 40.0, 50);
-    planned.extend(plan(1_500, Duration::from_secs(60), 120.0, 50));
-    export(&h, Via::Grpc, &res, make_spans(&res, &planned, t0())).await;
-
-    let target = CapacityTarget {
-        pod_concurrency: 4.0,
-        objective: Duration::from_millis(300),
-        quantile: Quantile::P95,
-    };
-    let got = h
-        .read("order-service", None, TraceMeasure::Capacity(target), 60)
-        .expect("a value");
-
+/// The figures `signal: sloCapacity` takes from `planned`, worked out from the planned
+/// spans themselves: the last minute's requests in flight and rate, each whole minute's
+/// mean latency, requests in flight and rate over the ten-minute history; `p95` is the
+/// sketch's over the guard window, read from the store (within 1 % of the exact one, as
+/// the tests above check).
+fn capacity_reading(planned: &[Planned], p95: f64) -> capacity::Reading {
     // The store's buckets are whole seconds and t0 is on one: a span that ended `e`
     // before now is in the minute `(ceil(e) − 1) / 60` back.
     let minute_of = |p: &Planned| (p.end_before_now.as_nanos().div_ceil(1_000_000_000) - 1) / 60;
     let mut minutes = [(0.0f64, 0u64); 10];
-    for p in &planned {
+    for p in planned {
         let m = &mut minutes[9 - minute_of(p) as usize];
         m.0 += p.duration.as_secs_f64();
         m.1 += 1;
@@ -274,26 +257,85 @@ async fn slo_capacity_is_the_pods_the_objective_needs_for_the_spans_sent() {
         .iter()
         .map(|(busy, _)| busy / 60.0)
         .fold(0.0, f64::max);
-    let p95 = h
-        .read("order-service", None, latency(0.95), 300)
-        .expect("p95");
-    let want = capacity::pods_needed(
-        target.target(),
-        capacity::Reading {
-            concurrency,
-            reference_concurrency: Some(rate * shortest),
-            peak_concurrency: busiest,
-            latency_s: p95,
-        },
-    );
-    assert!((got - want).abs() <= 1e-9 * want, "got {got}, want {want}");
-    // The busy minute is clamped at twice what it would be had nothing queued (its mean
-    // latency over the quiet minutes' shortest): the value is the clamp's.
+    let busiest_rate = minutes
+        .iter()
+        .map(|(_, n)| *n as f64 / 60.0)
+        .fold(0.0, f64::max);
+    capacity::Reading {
+        concurrency,
+        reference_concurrency: Some(rate * shortest),
+        peak_concurrency: busiest,
+        peak_reference: Some(busiest_rate * shortest),
+        latency_s: p95,
+    }
+}
+
+/// `signal: sloCapacity` from SDK spans: the store's value is `capacity::pods_needed` of
+/// the figures [`capacity_reading`] works out from the spans sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slo_capacity_is_the_pods_the_objective_needs_for_the_spans_sent() {
+    let h = Harness::start(4 << 20).await;
+    let target = CapacityTarget {
+        pod_concurrency: 4.0,
+        objective: Duration::from_millis(300),
+        quantile: Quantile::P95,
+    };
+    let guard = capacity::GUARD_WINDOW_S;
+    let want = |service: &str, planned: &[Planned]| {
+        let p95 = h.read(service, None, latency(0.95), guard).expect("p95");
+        let r = capacity_reading(planned, p95);
+        (capacity::pods_needed(target.target(), r), r)
+    };
+
+    // order-service: five quiet minutes at 40 ms, then a busy last minute at 120 ms.
+    let res = resource("order-service", "v1");
+    let mut planned = plan(3_000, Duration::from_secs(300), 40.0, 50);
+    planned.extend(plan(1_500, Duration::from_secs(60), 120.0, 50));
+    export(&h, Via::Grpc, &res, make_spans(&res, &planned, t0())).await;
+    let got = h
+        .read("order-service", None, TraceMeasure::Capacity(target), 60)
+        .expect("a value");
+    let (want_now, r) = want("order-service", &planned);
     assert!(
-        concurrency > 2.0 * rate * shortest,
-        "{concurrency} vs {}",
-        rate * shortest
+        (got - want_now).abs() <= 1e-9 * want_now,
+        "got {got}, want {want_now}"
     );
+    // The busy minute queued: it is clamped at CLAMP × what it would be had nothing
+    // queued (its rate × the quiet minutes' shortest mean latency): the value is the clamp's.
+    let reference = r.reference_concurrency.expect("a reference");
+    assert!(r.concurrency > capacity::CLAMP * reference, "{r:?}");
+
+    // checkout: the same busy minute four minutes ago, quiet since: the value holds it, at
+    // PEAK_CLAMP × its load (not its queue), above what the quiet last minute needs.
+    let res = resource("checkout", "v1");
+    let mut planned = plan(3_000, Duration::from_secs(300), 40.0, 50);
+    planned.extend(
+        plan(1_500, Duration::from_secs(60), 120.0, 50)
+            .into_iter()
+            .map(|p| Planned {
+                end_before_now: p.end_before_now + Duration::from_secs(240),
+                ..p
+            }),
+    );
+    export(&h, Via::Grpc, &res, make_spans(&res, &planned, t0())).await;
+    let got = h
+        .read("checkout", None, TraceMeasure::Capacity(target), 60)
+        .expect("a value");
+    let (want_held, r) = want("checkout", &planned);
+    assert!(
+        (got - want_held).abs() <= 1e-9 * want_held,
+        "got {got}, want {want_held}"
+    );
+    let peak_reference = r.peak_reference.expect("a peak reference");
+    assert!(
+        r.peak_concurrency > capacity::PEAK_CLAMP * peak_reference,
+        "{r:?}"
+    );
+    assert!(
+        capacity::PEAK_CLAMP * peak_reference > r.concurrency.max(1e-9) * 2.0,
+        "the held minute decides: {r:?}"
+    );
+
     // With no spans, no value.
     assert_eq!(
         h.read("payment-service", None, TraceMeasure::Capacity(target), 60),

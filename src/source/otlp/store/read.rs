@@ -311,17 +311,14 @@ impl Store {
         };
         let minute_s = (per_minute * self.bucket_ns) as f64 / 1e9;
         // Each minute's spans by their adjusted counts, as its durations are.
-        let (reference_latency, peak_concurrency) =
-            capacity::history(history.iter().copied(), minute_s);
-        let rate = spans / covered_s;
+        let history = capacity::history(history.iter().copied(), minute_s);
         Ok(Some(capacity::pods_needed(
             target.target(),
-            capacity::Reading {
-                concurrency: busy_ns / 1e9 / covered_s,
-                reference_concurrency: reference_latency.map(|s| rate * s),
-                peak_concurrency,
-                latency_s: latency_ns / 1e9,
-            },
+            history.reading(
+                busy_ns / 1e9 / covered_s,
+                spans / covered_s,
+                latency_ns / 1e9,
+            ),
         )))
     }
 }
