@@ -2,6 +2,11 @@
 //! (trigger parsing, signal meaning and query building, the cache's freshness rule, the
 //! response parsers, the sketch, the HPA arithmetic) imports nothing from the shell — no
 //! network, file or runtime crate, no server, admin, config or telemetry module.
+//!
+//! Paths are checked as the compiler resolves them, not as written: `super::` and `self::`
+//! are made absolute from the file's (and inline `mod`'s) place in the crate, and `use`
+//! groups (`use crate::{a, b::c}`, over several lines as rustfmt writes them) are expanded,
+//! so `use super::super::scaler::Engine` is `crate::scaler::Engine` to the rule.
 
 use std::path::{Path, PathBuf};
 
@@ -62,6 +67,183 @@ fn rust_files(path: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The module path of `file` under `src`: `src/signal/capacity.rs` is `signal::capacity`,
+/// `src/signal/mod.rs` is `signal`.
+fn module_of(src: &Path, file: &Path) -> Vec<String> {
+    let rel = file.strip_prefix(src).unwrap_or(file).with_extension("");
+    let mut parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().to_string())
+        .collect();
+    if parts
+        .last()
+        .is_some_and(|p| p == "mod" || p == "lib" || p == "main")
+    {
+        parts.pop();
+    }
+    parts
+}
+
+/// `text` with comments dropped, each `use` statement on one line, every `self::` and
+/// `super::` path made absolute (`crate::…`) from `module` and the inline `mod` blocks
+/// around it, and every `::{…}` group also written out as one path per item.
+fn resolved(text: &str, module: &[String]) -> String {
+    // One statement per line for `use`; comments dropped.
+    let mut lines: Vec<String> = Vec::new();
+    let mut pending: Option<String> = None;
+    for line in text.lines() {
+        let code = line.split("//").next().unwrap_or("").trim();
+        if let Some(p) = pending.as_mut() {
+            p.push(' ');
+            p.push_str(code);
+            if code.contains(';') {
+                lines.extend(pending.take());
+            }
+            continue;
+        }
+        let is_use = ["use ", "pub use ", "pub(crate) use ", "pub(super) use "]
+            .iter()
+            .any(|u| code.starts_with(u));
+        if is_use && !code.contains(';') {
+            pending = Some(code.to_string());
+        } else {
+            lines.push(code.to_string());
+        }
+    }
+    lines.extend(pending);
+
+    let mut out = String::new();
+    // Inline modules: (name, brace depth outside it).
+    let mut inline: Vec<(String, usize)> = Vec::new();
+    let mut depth = 0usize;
+    for code in lines {
+        let mut here: Vec<String> = module.to_vec();
+        here.extend(inline.iter().map(|(n, _)| n.clone()));
+        let line = absolute(&code, &here, module);
+        out.push_str(&line);
+        out.push('\n');
+        for path in expand_groups(&line) {
+            out.push_str(&path);
+            out.push('\n');
+        }
+        let opens_mod = code
+            .strip_prefix("pub mod ")
+            .or_else(|| code.strip_prefix("mod "))
+            .and_then(|rest| rest.strip_suffix('{'))
+            .map(|name| name.trim().to_string());
+        if let Some(name) = opens_mod {
+            inline.push((name, depth));
+        }
+        depth += code.matches('{').count();
+        depth = depth.saturating_sub(code.matches('}').count());
+        while inline.last().is_some_and(|(_, d)| depth <= *d) {
+            inline.pop();
+        }
+    }
+    out
+}
+
+/// Rewrites the `self::` / `super::…::` paths of one line as `crate::` paths; a path into
+/// the file's own module (`file`; an inline `mod tests` naming `super::*`) stays `self::`:
+/// a file may name its own items.
+fn absolute(code: &str, module: &[String], file: &[String]) -> String {
+    let mut out = String::new();
+    let mut rest = code;
+    while !rest.is_empty() {
+        let boundary = out
+            .chars()
+            .last()
+            .is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == ':'));
+        if boundary && (rest.starts_with("super::") || rest.starts_with("self::")) {
+            let mut up = 0;
+            while let Some(r) = rest.strip_prefix("super::") {
+                up += 1;
+                rest = r;
+            }
+            if up == 0 {
+                rest = &rest["self::".len()..];
+            }
+            let base = &module[..module.len().saturating_sub(up)];
+            let (root, base) = match base.strip_prefix(file) {
+                Some(inner) => ("self::", inner),
+                None => ("crate::", base),
+            };
+            out.push_str(root);
+            for m in base {
+                out.push_str(m);
+                out.push_str("::");
+            }
+            continue;
+        }
+        let c = rest.chars().next().unwrap();
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+/// Every path a `::{…}` group stands for (`crate::a::{b, c::{d}}` → `crate::a::b`,
+/// `crate::a::c::d`), groups within groups included.
+fn expand_groups(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(open) = line.find("::{") else {
+        return out;
+    };
+    let prefix_start = line[..open]
+        .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+        .map_or(0, |i| i + 1);
+    let prefix = &line[prefix_start..open];
+    let body_start = open + 3;
+    let (mut level, mut end) = (1usize, None);
+    for (i, c) in line[body_start..].char_indices() {
+        match c {
+            '{' => level += 1,
+            '}' => {
+                level -= 1;
+                if level == 0 {
+                    end = Some(body_start + i);
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    let Some(end) = end else {
+        return out;
+    };
+    let (mut item, mut level) = (String::new(), 0usize);
+    let mut items = Vec::new();
+    for c in line[body_start..end].chars() {
+        match c {
+            '{' => level += 1,
+            '}' => level = level.saturating_sub(1),
+            ',' if level == 0 => {
+                items.push(std::mem::take(&mut item));
+                continue;
+            }
+            _ => {}
+        }
+        item.push(c);
+    }
+    items.push(item);
+    for item in items {
+        let item = item.trim();
+        if item.is_empty() {
+            continue;
+        }
+        let path = if item == "self" {
+            prefix.to_string()
+        } else {
+            format!("{prefix}::{item}")
+        };
+        out.extend(expand_groups(&path));
+        out.push(path);
+    }
+    // A second group later on the line.
+    out.extend(expand_groups(&line[end..]));
+    out
+}
+
 /// Every path a file names (in `use` lines and inline `a::b` paths), comments left out.
 fn violations(text: &str, may_use_source: bool) -> Vec<String> {
     let mut found = Vec::new();
@@ -110,7 +292,10 @@ fn the_core_imports_nothing_from_the_shell() {
     for (path, may_use_source) in CORE {
         for file in rust_files(&src.join(path)) {
             files += 1;
-            let text = std::fs::read_to_string(&file).unwrap();
+            let text = resolved(
+                &std::fs::read_to_string(&file).unwrap(),
+                &module_of(&src, &file),
+            );
             for v in violations(&text, *may_use_source) {
                 problems.push(format!("{}: {v}", file.display()));
             }
@@ -150,8 +335,83 @@ fn the_rule_sees_planted_violations() {
     }
 }
 
-/// Which top-level modules each top-level module of `src/` names (`crate::x`), tests
-/// included: an edge is an edge wherever it is written.
+/// Paths are resolved before the rule looks at them: relative paths, groups over several
+/// lines and inline modules.
+#[test]
+fn the_rule_sees_violations_written_as_relative_paths() {
+    let module = |m: &str| m.split("::").map(str::to_string).collect::<Vec<_>>();
+    let cases: &[(&str, &str, bool)] = &[
+        // From signal/promql.rs, super::super is the crate.
+        ("use super::super::scaler::Engine;", "signal::promql", true),
+        (
+            "let e = super::super::scaler::Engine::new();",
+            "signal::promql",
+            true,
+        ),
+        ("use super::hpa;", "signal::capacity", false),
+        ("use self::inner::X;", "signal", false),
+        // A group, over lines as rustfmt writes it.
+        (
+            "use crate::{\n    scaler::Engine,\n    signal::hpa,\n};",
+            "signal::promql",
+            true,
+        ),
+        (
+            "use super::super::{config::Args, signal::hpa};",
+            "signal::promql",
+            true,
+        ),
+        (
+            "use crate::{signal::{hpa, quote}, telemetry::{Metrics}};",
+            "signal",
+            true,
+        ),
+        // In an inline `mod tests`, super is the file's module.
+        (
+            "mod tests {\n    use super::super::scaler::X;\n}",
+            "signal::capacity",
+            false,
+        ),
+        (
+            "mod tests {\n    use super::super::super::scaler::X;\n}",
+            "signal::capacity",
+            true,
+        ),
+        // After the inline module closes, paths resolve from the file again.
+        (
+            "mod a {\n}\nuse super::super::scaler::X;",
+            "signal::capacity",
+            true,
+        ),
+        // A file's tests naming the file's own items.
+        (
+            "mod tests {\n    use super::*;\n}",
+            "source::otlp::sketch",
+            false,
+        ),
+    ];
+    for (text, m, want) in cases {
+        let r = resolved(text, &module(m));
+        let got = violations(&r, false);
+        assert_eq!(
+            !got.is_empty(),
+            *want,
+            "{text} in {m}: resolved {r:?}: {got:?}"
+        );
+    }
+    let src = Path::new("/x/src");
+    assert_eq!(
+        module_of(src, &src.join("signal/mod.rs")),
+        vec!["signal".to_string()]
+    );
+    assert_eq!(
+        module_of(src, &src.join("source/otlp/sketch.rs")),
+        module("source::otlp::sketch")
+    );
+}
+
+/// Which top-level modules each top-level module of `src/` names (`crate::x`, after
+/// [`resolved`]), tests included: an edge is an edge wherever it is written.
 fn module_graph(
     src: &Path,
 ) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
@@ -168,7 +428,10 @@ fn module_graph(
     for (name, path) in &modules {
         let mut edges = std::collections::BTreeSet::new();
         for file in rust_files(path) {
-            let text = std::fs::read_to_string(&file).unwrap();
+            let text = resolved(
+                &std::fs::read_to_string(&file).unwrap(),
+                &module_of(src, &file),
+            );
             for line in text.lines() {
                 let code = line.split("//").next().unwrap_or("");
                 for (i, _) in code.match_indices("crate::") {
