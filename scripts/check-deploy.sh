@@ -6,7 +6,7 @@
 #
 #   scripts/check-deploy.sh                # everything; fails without SLO_SCALER_BIN
 #   scripts/check-deploy.sh --static-only  # skip the live part on purpose
-#   scripts/check-deploy.sh --install-only # only fill the venv (the Rust tests use jsonpath-ng)
+#   scripts/check-deploy.sh --install-only # only fill the venv (the Rust tests use jsonpath-ng, botocore)
 #   SLO_SCALER_BIN=target/debug/slo-scaler scripts/check-deploy.sh
 #
 # Environment: SHARED_DIR (default ../shared), SLO_SCALER_BIN, DEPLOY_CHECK_WORKLOAD, PROMTOOL.
@@ -16,13 +16,13 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 venv=.venv-test
-packages=(helm-python-sdk kubernetes-validate pyyaml jsonschema grpcio grpcio-tools jsonpath-ng)
+packages=(helm-python-sdk kubernetes-validate pyyaml jsonschema grpcio grpcio-tools jsonpath-ng botocore)
 
 if [ ! -x "$venv/bin/python" ]; then
   echo "creating $venv"
   python3 -m venv "$venv"
 fi
-if ! "$venv/bin/python" -c 'import helm_python, kubernetes_validate, yaml, jsonschema, grpc, grpc_tools, jsonpath_ng' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import helm_python, kubernetes_validate, yaml, jsonschema, grpc, grpc_tools, jsonpath_ng, botocore' 2>/dev/null; then
   echo "installing ${packages[*]} into $venv"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${packages[@]}"
 fi

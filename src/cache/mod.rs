@@ -253,7 +253,7 @@ fn weight(query: &Query, slot: &Slot) -> usize {
 fn query_bytes(query: &Query) -> usize {
     let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
     match query {
-        Query::Prometheus(q) => q.backend.len() + q.promql.len(),
+        Query::Prometheus(q) => q.backend.len() + opt(&q.tenant) + q.promql.len(),
         Query::Tempo(q) => q.backend.len() + opt(&q.tenant) + q.traceql.len(),
         Query::Sqs(q) => q.queue.len() + opt(&q.region) + opt(&q.role_arn) + opt(&q.endpoint),
         Query::Otlp(q) => {
@@ -555,6 +555,7 @@ mod tests {
     fn query(s: &str) -> Query {
         Query::Prometheus(PromQuery {
             backend: "default".into(),
+            tenant: None,
             promql: s.into(),
         })
     }

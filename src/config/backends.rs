@@ -51,6 +51,29 @@ pub struct BackendArgs {
         value_delimiter = ','
     )]
     pub prometheus_ca_file: Vec<String>,
+    /// NAME=REGION: sign that Prometheus backend's requests with AWS SigV4 for service
+    /// `aps` (Amazon Managed Service for Prometheus), credentials from the AWS default chain.
+    #[arg(
+        long = "prometheus-sigv4",
+        env = "SLO_SCALER_PROMETHEUS_SIGV4",
+        value_delimiter = ','
+    )]
+    pub prometheus_sigv4: Vec<String>,
+    /// NAME=TENANT: the default X-Scope-OrgID for that Prometheus backend (Mimir, Cortex,
+    /// Thanos receive); a trigger's `tenant` overrides it.
+    #[arg(
+        long = "prometheus-tenant",
+        env = "SLO_SCALER_PROMETHEUS_TENANT",
+        value_delimiter = ','
+    )]
+    pub prometheus_tenant: Vec<String>,
+    /// NAMESPACE=TENANT[,TENANT…]: which Prometheus tenants a namespace may read
+    /// (repeatable; `*` for every namespace). With none set, every tenant is allowed.
+    #[arg(
+        long = "prometheus-tenant-allow",
+        env = "SLO_SCALER_PROMETHEUS_TENANT_ALLOW"
+    )]
+    pub prometheus_tenant_allow: Vec<String>,
     /// JSON file adding or overriding Prometheus naming conventions (see README).
     #[arg(long, env = "SLO_SCALER_CONVENTIONS_FILE")]
     pub conventions_file: Option<PathBuf>,

@@ -14,9 +14,9 @@ use clap::Args;
 
 use crate::policy::NamespacePolicy;
 use crate::signal::promql::Convention;
-use crate::source::http::HttpBackendConfig;
 use crate::source::sqs::SqsConfig;
-use crate::source::tempo::{TempoBackendConfig, TenantPolicy};
+use crate::source::tempo::TempoBackendConfig;
+use crate::source::tenant::TenantPolicies;
 use crate::telemetry::LogFormat;
 use crate::trigger::{parse_duration, ParseOptions, SourceKind};
 
@@ -79,7 +79,7 @@ pub struct ServeArgs {
     /// PEM private key for the gRPC server.
     #[arg(long, env = "SLO_SCALER_TLS_KEY_FILE", requires = "tls_cert_file")]
     pub tls_key_file: Option<PathBuf>,
-    /// Start with namespace policies (--tempo-tenant-allow, --backend-allow,
+    /// Start with namespace policies (--tempo-tenant-allow, --prometheus-tenant-allow, --backend-allow,
     /// --raw-query-allow, --aws-role-allow) although callers are not authenticated by
     /// client certificates: the operator trusts every caller's `namespace` field (for
     /// example because a NetworkPolicy lets only KEDA reach the gRPC port).
@@ -146,7 +146,7 @@ impl ServeArgs {
             && !self.allow_unauthenticated_namespace_policy
         {
             return Err(ConfigError::Invalid(
-                "namespace policies (--tempo-tenant-allow, --backend-allow, --raw-query-allow, --aws-role-allow) trust the namespace a caller writes: require client certificates with --tls-client-ca-file, or accept unauthenticated callers with --allow-unauthenticated-namespace-policy".into(),
+                "namespace policies (--tempo-tenant-allow, --prometheus-tenant-allow, --backend-allow, --raw-query-allow, --aws-role-allow) trust the namespace a caller writes: require client certificates with --tls-client-ca-file, or accept unauthenticated callers with --allow-unauthenticated-namespace-policy".into(),
             ));
         }
         Ok(())
@@ -171,9 +171,9 @@ impl ServeArgs {
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub prometheus: Vec<HttpBackendConfig>,
+    pub prometheus: Vec<crate::source::prometheus::PrometheusBackendConfig>,
     pub tempo: Vec<TempoBackendConfig>,
-    pub tenant_policy: TenantPolicy,
+    pub tenant_policy: TenantPolicies,
     /// Per-namespace allowances of backends, raw queries and AWS roles.
     pub policy: NamespacePolicy,
     pub sqs: SqsConfig,

@@ -6,9 +6,11 @@ use super::{positive, BackendArgs, ConfigError, Settings};
 use crate::policy::{Allowance, NamespacePolicy};
 use crate::signal::promql::{builtin_conventions, Convention};
 use crate::source::http::{redact_url, HttpBackendConfig};
+use crate::source::prometheus::PrometheusBackendConfig;
 use crate::source::sqs::SqsConfig;
 use crate::source::tempo::{validate_tenant, TempoApi, TempoBackendConfig, TenantPolicy};
-use crate::trigger::{ParseOptions, SourceKind};
+use crate::source::tenant::TenantPolicies;
+use crate::trigger::{is_aws_region, ParseOptions, SourceKind};
 
 fn split_named<'a>(flag: &'static str, s: &'a str) -> Result<(&'a str, &'a str), ConfigError> {
     match s.split_once('=') {
@@ -102,14 +104,19 @@ impl BackendArgs {
                 ("prometheus-ca-file", &self.prometheus_ca_file),
             ],
         )?;
+        let prometheus = self.prometheus_options(prometheus)?;
         let tempo = self.tempo_backends()?;
-        let tenant_policy = TenantPolicy::from_flags(&self.tempo_tenant_allow).map_err(|e| {
-            ConfigError::Format {
-                flag: "tempo-tenant-allow",
+        let allow = |flag: &'static str, values: &[String]| {
+            TenantPolicy::from_flags(values).map_err(|e| ConfigError::Format {
+                flag,
                 expected: "NAMESPACE=TENANT[,TENANT…]",
                 value: e,
-            }
-        })?;
+            })
+        };
+        let tenant_policy = TenantPolicies {
+            tempo: allow("tempo-tenant-allow", &self.tempo_tenant_allow)?,
+            prometheus: allow("prometheus-tenant-allow", &self.prometheus_tenant_allow)?,
+        };
         let policy = self.namespace_policy()?;
         let mut conventions = builtin_conventions();
         if let Some(path) = &self.conventions_file {
@@ -255,6 +262,63 @@ impl BackendArgs {
             raw_queries: allowance("raw-query-allow", &self.raw_query_allow, backend)?,
             aws_roles: allowance("aws-role-allow", &self.aws_role_allow, role)?,
         })
+    }
+
+    /// The Prometheus-only options (`--prometheus-sigv4`, `--prometheus-tenant`) on top of
+    /// the HTTP ones.
+    fn prometheus_options(
+        &self,
+        http: Vec<HttpBackendConfig>,
+    ) -> Result<Vec<PrometheusBackendConfig>, ConfigError> {
+        let mut backends: Vec<PrometheusBackendConfig> = http
+            .into_iter()
+            .map(|http| PrometheusBackendConfig {
+                http,
+                ..Default::default()
+            })
+            .collect();
+        for s in &self.prometheus_sigv4 {
+            let (name, region) = split_named("prometheus-sigv4", s)?;
+            if !is_aws_region(region) {
+                return Err(ConfigError::Format {
+                    flag: "prometheus-sigv4",
+                    expected: "NAME=REGION with an AWS region such as us-east-1",
+                    value: s.clone(),
+                });
+            }
+            let b = backends
+                .iter_mut()
+                .find(|b| b.http.name == name)
+                .ok_or_else(|| ConfigError::UnknownBackend {
+                    flag: "prometheus-sigv4",
+                    base: "prometheus",
+                    name: name.to_string(),
+                })?;
+            if b.http.bearer_token_file.is_some() || b.http.basic_auth_file.is_some() {
+                return Err(ConfigError::Invalid(format!(
+                    "--prometheus-sigv4 {name}=…: backend {name:?} also has a bearer token or basic auth file, and both would set Authorization"
+                )));
+            }
+            b.sigv4_region = Some(region.to_string());
+        }
+        for s in &self.prometheus_tenant {
+            let (name, tenant) = split_named("prometheus-tenant", s)?;
+            validate_tenant(tenant).map_err(|e| ConfigError::Format {
+                flag: "prometheus-tenant",
+                expected: "NAME=TENANT with a valid tenant ID",
+                value: e,
+            })?;
+            let b = backends
+                .iter_mut()
+                .find(|b| b.http.name == name)
+                .ok_or_else(|| ConfigError::UnknownBackend {
+                    flag: "prometheus-tenant",
+                    base: "prometheus",
+                    name: name.to_string(),
+                })?;
+            b.default_tenant = Some(tenant.to_string());
+        }
+        Ok(backends)
     }
 
     fn tempo_backends(&self) -> Result<Vec<TempoBackendConfig>, ConfigError> {

@@ -58,10 +58,14 @@ fn backend_options_attach_by_name() {
     .backends
     .resolve(true)
     .unwrap();
-    let thanos = s.prometheus.iter().find(|b| b.name == "thanos").unwrap();
-    assert_eq!(thanos.bearer_token_file, Some("/var/run/token".into()));
+    let thanos = s
+        .prometheus
+        .iter()
+        .find(|b| b.http.name == "thanos")
+        .unwrap();
+    assert_eq!(thanos.http.bearer_token_file, Some("/var/run/token".into()));
     assert_eq!(
-        thanos.headers,
+        thanos.http.headers,
         vec![("X-Scope-OrgID".into(), "team-a".into())]
     );
 }
@@ -82,10 +86,10 @@ fn header_files_attach_by_name() {
     .resolve(true)
     .unwrap();
     assert_eq!(
-        s.prometheus[0].header_files,
+        s.prometheus[0].http.header_files,
         vec![("X-Api-Key".into(), "/var/run/secrets/key".into())]
     );
-    assert!(s.prometheus[0].headers.is_empty());
+    assert!(s.prometheus[0].http.headers.is_empty());
     assert_eq!(
         s.tempo[0].http.header_files,
         vec![("Authorization".into(), "/var/run/secrets/tempo".into())]
@@ -132,8 +136,16 @@ fn tempo_backends_collect_their_options() {
     .unwrap();
     assert_eq!(s.tempo[0].default_tenant.as_deref(), Some("team-a"));
     assert_eq!(s.tempo[0].api, TempoApi::Range);
-    assert!(s.tenant_policy.check("shop", Some("team-b")).is_ok());
-    assert!(s.tenant_policy.check("other", Some("team-b")).is_err());
+    assert!(s
+        .tenant_policy
+        .tempo
+        .check("tempo", "shop", Some("team-b"))
+        .is_ok());
+    assert!(s
+        .tenant_policy
+        .tempo
+        .check("tempo", "other", Some("team-b"))
+        .is_err());
 }
 
 #[test]
@@ -233,4 +245,103 @@ fn bad_otlp_flags_are_refused_by_name() {
     .otlp
     .validate()
     .expect("one maximum-size request fits");
+}
+
+#[test]
+fn sigv4_backends() {
+    let s = args(&[
+        "--prometheus",
+        "amp=https://aps-workspaces.eu-west-1.amazonaws.com/workspaces/ws-1",
+        "--prometheus",
+        "local=http://prometheus:9090",
+        "--prometheus-sigv4",
+        "amp=eu-west-1",
+    ])
+    .backends
+    .resolve(true)
+    .unwrap();
+    let region = |name: &str| {
+        s.prometheus
+            .iter()
+            .find(|b| b.http.name == name)
+            .unwrap()
+            .sigv4_region
+            .clone()
+    };
+    assert_eq!(region("amp").as_deref(), Some("eu-west-1"));
+    assert_eq!(region("local"), None);
+}
+
+#[test]
+fn bad_sigv4_flags_are_refused_by_name() {
+    let check = |extra: &[&str], expect: &str| {
+        let err = args(extra).backends.resolve(true).unwrap_err().to_string();
+        assert!(
+            err.contains("prometheus-sigv4") && err.contains(expect),
+            "{extra:?}: {err}"
+        );
+    };
+    check(&["--prometheus-sigv4", "amp=eu-west-1"], "amp");
+    check(
+        &[
+            "--prometheus",
+            "amp=http://x",
+            "--prometheus-sigv4",
+            "amp=EU",
+        ],
+        "amp=EU",
+    );
+    check(
+        &["--prometheus", "amp=http://x", "--prometheus-sigv4", "amp"],
+        "amp",
+    );
+    check(
+        &[
+            "--prometheus",
+            "amp=http://x",
+            "--prometheus-bearer-token-file",
+            "amp=/token",
+            "--prometheus-sigv4",
+            "amp=eu-west-1",
+        ],
+        "Authorization",
+    );
+}
+
+#[test]
+fn prometheus_tenants() {
+    let s = args(&[
+        "--prometheus",
+        "mimir=http://mimir:8080/prometheus",
+        "--prometheus-tenant",
+        "mimir=platform",
+        "--prometheus-tenant-allow",
+        "shop=shop,shared",
+    ])
+    .backends
+    .resolve(true)
+    .unwrap();
+    assert_eq!(s.prometheus[0].default_tenant.as_deref(), Some("platform"));
+    let policy = &s.tenant_policy.prometheus;
+    assert!(policy.check("prometheus", "shop", Some("shared")).is_ok());
+    assert!(policy.check("prometheus", "other", Some("shared")).is_err());
+    // The Tempo policy is its own.
+    assert!(!s.tenant_policy.tempo.is_restricted());
+    assert!(s.has_namespace_policy());
+    let check = |extra: &[&str], flag: &str| {
+        let err = args(extra).backends.resolve(true).unwrap_err().to_string();
+        assert!(err.contains(flag), "{extra:?}: {err}");
+    };
+    check(
+        &["--prometheus-tenant", "nobackend=team-a"],
+        "prometheus-tenant",
+    );
+    check(
+        &["--prometheus", "m=http://m", "--prometheus-tenant", "m=a|b"],
+        "prometheus-tenant",
+    );
+    check(
+        &["--prometheus-tenant-allow", "shop"],
+        "prometheus-tenant-allow",
+    );
 }

@@ -13,7 +13,7 @@ use crate::signal::promql::{self, Convention};
 use crate::signal::slo;
 use crate::signal::traceql;
 use crate::signal::TraceMeasure;
-use crate::source::tempo::{validate_tenant, TenantPolicy};
+use crate::source::tenant::{validate_tenant, TenantPolicies};
 use crate::source::{
     OtlpQuery, PromQuery, Query, Reading, SourceError, Sources, SqsQuery, TempoQuery, TempoReduce,
 };
@@ -140,8 +140,8 @@ const RECEIVER_OFF: &str = "source otlp needs the embedded OTLP receiver, which 
 pub struct EngineConfig {
     pub parse: ParseOptions,
     pub conventions: BTreeMap<String, Convention>,
-    /// Which Tempo tenants each namespace may read.
-    pub tenant_policy: TenantPolicy,
+    /// Which Tempo and Prometheus tenants each namespace may read.
+    pub tenant_policy: TenantPolicies,
     /// Which backends, raw queries and AWS roles each namespace may use.
     pub policy: NamespacePolicy,
     pub cache_ttl: Duration,
@@ -250,9 +250,14 @@ impl Engine {
     /// tenants. Never touches a backend.
     fn build_query(&self, namespace: &str, read: &Read) -> Result<Query, PlanError> {
         let query = match read {
-            Read::Prometheus { backend, spec } => {
+            Read::Prometheus {
+                backend,
+                tenant,
+                spec,
+            } => {
                 self.check_prometheus_backend(backend)
                     .map_err(|m| problem("backend", m))?;
+                self.check_tenant("prometheus", namespace, tenant.as_ref())?;
                 let promql = match spec {
                     PromSpec::Trace { trace, convention } => {
                         let c =
@@ -273,6 +278,7 @@ impl Engine {
                 };
                 Query::Prometheus(PromQuery {
                     backend: backend.clone(),
+                    tenant: tenant.clone(),
                     promql,
                 })
             }
@@ -321,7 +327,7 @@ impl Engine {
             )))
         };
         match read {
-            Read::Prometheus { backend, spec } => {
+            Read::Prometheus { backend, spec, .. } => {
                 let kind = "prometheus";
                 if !p.backends.allows(namespace, backend) {
                     return denied(format!("{kind} backend {backend:?}"));
@@ -368,6 +374,25 @@ impl Engine {
         })
     }
 
+    /// Checks a trigger's tenant for a `kind` backend: a valid ID, allowed to `namespace`.
+    fn check_tenant(
+        &self,
+        kind: &'static str,
+        namespace: &str,
+        tenant: Option<&String>,
+    ) -> Result<(), PlanError> {
+        if let Some(tenant) = tenant {
+            validate_tenant(tenant).map_err(|m| problem("tenant", m))?;
+        }
+        let policy = match kind {
+            "tempo" => &self.config.tenant_policy.tempo,
+            _ => &self.config.tenant_policy.prometheus,
+        };
+        policy
+            .check(kind, namespace, tenant.map(String::as_str))
+            .map_err(|e| PlanError::PermissionDenied(e.to_string()))
+    }
+
     /// Checks the Tempo backend and tenant (the namespace's policy) and builds the query.
     fn tempo_query(
         &self,
@@ -386,13 +411,7 @@ impl Engine {
                 ),
             ));
         }
-        if let Some(tenant) = tenant {
-            validate_tenant(tenant).map_err(|m| problem("tenant", m))?;
-        }
-        self.config
-            .tenant_policy
-            .check(namespace, tenant.map(String::as_str))
-            .map_err(|e| PlanError::PermissionDenied(e.to_string()))?;
+        self.check_tenant("tempo", namespace, tenant)?;
         Ok(Query::Tempo(TempoQuery {
             backend: backend.to_string(),
             tenant: tenant.cloned(),
@@ -441,6 +460,7 @@ impl Engine {
                         })?;
                 Ok(Query::Prometheus(PromQuery {
                     backend: backend.to_string(),
+                    tenant: None,
                     promql,
                 }))
             }

@@ -172,6 +172,14 @@ impl HttpBackend {
         })
     }
 
+    /// Sends a request built from [`HttpBackend::request`] (after signing it, say).
+    pub async fn execute(
+        &self,
+        req: reqwest::Request,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        self.client.execute(req).await
+    }
+
     /// The URL of `path` (relative, e.g. `api/v1/query`) under the backend's base URL.
     pub fn url(&self, path: &str) -> reqwest::Url {
         self.base.join(path).unwrap_or_else(|_| self.base.clone())

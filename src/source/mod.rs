@@ -11,6 +11,7 @@ pub mod otlp;
 pub mod prometheus;
 pub mod sqs;
 pub mod tempo;
+pub mod tenant;
 
 use crate::signal::{TraceMeasure, TraceSelector};
 
@@ -51,6 +52,9 @@ impl Query {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PromQuery {
     pub backend: String,
+    /// `X-Scope-OrgID` (Mimir, Cortex, Thanos receive); `None` uses the backend's default
+    /// tenant, or sends none.
+    pub tenant: Option<String>,
     pub promql: String,
 }
 
@@ -253,7 +257,10 @@ impl Sources {
     /// A one-line description of what `q` sends, for `check` and debug views.
     pub fn describe(q: &Query) -> String {
         match q {
-            Query::Prometheus(q) => format!("prometheus/{}: {}", q.backend, q.promql),
+            Query::Prometheus(q) => match &q.tenant {
+                Some(t) => format!("prometheus/{} (tenant {t}): {}", q.backend, q.promql),
+                None => format!("prometheus/{}: {}", q.backend, q.promql),
+            },
             Query::Tempo(q) => format!(
                 "tempo/{} (tenant {}): {} since={}",
                 q.backend,

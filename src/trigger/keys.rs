@@ -42,8 +42,6 @@ enum Scope {
     Labelled,
     /// Anything read from Prometheus or Tempo.
     Named,
-    /// Anything read from Tempo.
-    Tempo,
     /// `signal: query`.
     Query,
     /// `signal: queueDepth` (SQS).
@@ -74,7 +72,6 @@ impl Scope {
             Scope::PromTrace => trace && source == S::Prometheus,
             Scope::Labelled => trace && matches!(source, S::Prometheus | S::Tempo),
             Scope::Named => matches!(source, S::Prometheus | S::Tempo),
-            Scope::Tempo => source == S::Tempo,
             Scope::Query => kind == K::Query,
             Scope::Queue => kind == K::QueueDepth,
         }
@@ -101,7 +98,7 @@ const KEYS: &[(&str, Scope)] = &[
     ("convention", Scope::PromTrace),
     ("labels", Scope::Labelled),
     ("backend", Scope::Named),
-    ("tenant", Scope::Tempo),
+    ("tenant", Scope::Named),
     ("query", Scope::Query),
     ("queueURL", Scope::Queue),
     ("queueLength", Scope::Queue),
@@ -324,6 +321,7 @@ mod tests {
                     "convention",
                     "labels",
                     "backend",
+                    "tenant",
                 ]),
             ),
             (
@@ -344,7 +342,7 @@ mod tests {
             (
                 K::Query,
                 S::Prometheus,
-                with(&["cacheTTL", "ignoreNullValues", "backend", "query"]),
+                with(&["cacheTTL", "ignoreNullValues", "backend", "tenant", "query"]),
             ),
             (
                 K::Slo,
@@ -376,6 +374,7 @@ mod tests {
                     "convention",
                     "labels",
                     "backend",
+                    "tenant",
                 ]),
             ),
             (

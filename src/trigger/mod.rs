@@ -197,6 +197,9 @@ pub enum Read {
     Otlp(TraceRead),
     Prometheus {
         backend: String,
+        /// `X-Scope-OrgID` (Mimir, Cortex, Thanos receive); `None` uses the backend's
+        /// default tenant.
+        tenant: Option<String>,
         spec: PromSpec,
     },
     Tempo {

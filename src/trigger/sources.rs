@@ -242,6 +242,7 @@ pub(super) fn assemble(
         (SignalKind::Query, SourceKind::Prometheus) => Some(Read::Prometheus {
             spec: PromSpec::Raw(raw(r, &f)?),
             backend: f.backend,
+            tenant: f.tenant,
         }),
         (SignalKind::Query, _) => Some(Read::Tempo {
             spec: TempoSpec::Raw {
@@ -258,6 +259,7 @@ pub(super) fn assemble(
                 convention: f.convention,
             },
             backend: f.backend,
+            tenant: f.tenant,
         }),
         (_, SourceKind::Tempo) => trace(r, f).map(|(trace, f)| Read::Tempo {
             spec: TempoSpec::Trace(trace),

@@ -247,6 +247,7 @@ fn latency_trigger() {
     let Read::Prometheus {
         backend,
         spec: PromSpec::Trace { trace, convention },
+        ..
     } = &t.read
     else {
         panic!("{t:?}")
@@ -344,6 +345,7 @@ fn raw_queries_get_stable_names() {
         a.read,
         Read::Prometheus {
             backend: "default".into(),
+            tenant: None,
             spec: PromSpec::Raw("sum(up)".into())
         }
     );
@@ -397,7 +399,6 @@ fn keys_a_source_does_not_use_are_refused_by_name() {
     let queue = [("signal", "queueDepth"), ("queueURL", "orders")];
     type Case<'a> = (Vec<(&'a str, &'a str)>, (&'a str, &'a str));
     let cases: Vec<Case> = vec![
-        (rps("prometheus").to_vec(), ("tenant", "team-a")),
         (rps("otlp").to_vec(), ("tenant", "team-a")),
         (rps("otlp").to_vec(), ("backend", "thanos")),
         (rps("otlp").to_vec(), ("convention", "tempo-spanmetrics")),
@@ -900,5 +901,36 @@ fn no_data_is_zero_only_where_zero_is_a_real_reading() {
                 "{err}"
             );
         }
+    }
+}
+
+/// `tenant` reaches Prometheus reads as it reaches Tempo's (Mimir, Cortex, Thanos receive).
+#[test]
+fn prometheus_reads_carry_their_tenant() {
+    let cases: [&[(&str, &str)]; 2] = [
+        &[
+            ("signal", "rps"),
+            SVC,
+            ("threshold", "10"),
+            ("source", "prometheus"),
+        ],
+        &[
+            ("signal", "query"),
+            ("source", "prometheus"),
+            ("query", "up"),
+            ("threshold", "1"),
+        ],
+    ];
+    for pairs in cases {
+        let mut with = pairs.to_vec();
+        with.push(("tenant", "team-a"));
+        let Read::Prometheus { tenant, .. } = &check_ok(&with).read else {
+            panic!("not a prometheus read: {with:?}");
+        };
+        assert_eq!(tenant.as_deref(), Some("team-a"), "{with:?}");
+        let Read::Prometheus { tenant, .. } = &check_ok(pairs).read else {
+            panic!("not a prometheus read: {pairs:?}");
+        };
+        assert_eq!(*tenant, None, "{pairs:?}");
     }
 }

@@ -11,6 +11,8 @@ use super::free_port;
 pub struct PrometheusServer {
     pub addr: SocketAddr,
     scheme: &'static str,
+    /// `--web.route-prefix` (e.g. `/monitoring/prometheus`), empty for none.
+    prefix: String,
     /// When the current process became ready.
     pub ready_at: Instant,
     dir: tempfile::TempDir,
@@ -61,10 +63,26 @@ impl PrometheusServer {
         Self::start_with(targets, Some((cert_file, key_file, ca_pem))).await
     }
 
+    /// Starts Prometheus serving under `prefix` (`--web.route-prefix` and
+    /// `--web.external-url`, as behind a path-routing proxy); [`PrometheusServer::url`]
+    /// includes it.
+    pub async fn start_under_prefix(targets: &[SocketAddr], prefix: &str) -> PrometheusServer {
+        let mut p = Self::prepare(targets, None);
+        p.prefix = prefix.trim_end_matches('/').to_string();
+        p.launch().await;
+        p
+    }
+
     async fn start_with(
         targets: &[SocketAddr],
         tls: Option<(&str, &str, &str)>,
     ) -> PrometheusServer {
+        let mut p = Self::prepare(targets, tls);
+        p.launch().await;
+        p
+    }
+
+    fn prepare(targets: &[SocketAddr], tls: Option<(&str, &str, &str)>) -> PrometheusServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
         let config = format!(
@@ -85,16 +103,15 @@ impl PrometheusServer {
                 http.add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap());
             scheme = "https";
         }
-        let mut p = PrometheusServer {
+        PrometheusServer {
             addr,
             ready_at: Instant::now(),
             dir,
             child: None,
             http: http.build().expect("http client"),
             scheme,
-        };
-        p.launch().await;
-        p
+            prefix: String::new(),
+        }
     }
 
     async fn launch(&mut self) {
@@ -108,6 +125,17 @@ impl PrometheusServer {
                 self.dir.path().join("data").display()
             ))
             .arg(format!("--web.listen-address={}", self.addr))
+            .args(
+                (!self.prefix.is_empty())
+                    .then(|| {
+                        [
+                            format!("--web.route-prefix={}", self.prefix),
+                            format!("--web.external-url={}", self.url()),
+                        ]
+                    })
+                    .into_iter()
+                    .flatten(),
+            )
             .args(self.dir.path().join("web.yml").exists().then(|| {
                 format!(
                     "--web.config.file={}",
@@ -136,8 +164,9 @@ impl PrometheusServer {
         }
     }
 
+    /// The base URL, with the route prefix if any.
     pub fn url(&self) -> String {
-        format!("{}://{}", self.scheme, self.addr)
+        format!("{}://{}{}", self.scheme, self.addr, self.prefix)
     }
 
     /// Kills the server (its data directory stays for a restart).

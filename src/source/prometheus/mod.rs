@@ -1,9 +1,13 @@
 //! The Prometheus source: instant queries against named, operator-configured backends.
 //!
 //! Queries go as form-encoded `POST /api/v1/query` (long queries fit), with
-//! Prometheus' own `timeout` set to ours so an abandoned query stops evaluating.
+//! Prometheus' own `timeout` set to ours so an abandoned query stops evaluating. The URL
+//! may carry a path (`/select/0/prometheus` for VictoriaMetrics, a `--web.route-prefix`):
+//! `api/v1/query` is resolved under it. A backend may sign its requests with AWS SigV4
+//! ([`sigv4`], Amazon Managed Service for Prometheus).
 
 mod response;
+pub mod sigv4;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -12,13 +16,33 @@ use super::http::{
     describe_reqwest_error, read_limited, BodyError, HttpBackend, HttpBackendConfig,
     HttpConfigError,
 };
+use super::tenant::{validate_tenant, TENANT_HEADER};
 use super::{PromQuery, Reading, SourceError};
+use sigv4::Signer;
 
 pub use response::parse_response;
 
+/// One named Prometheus backend (`--prometheus NAME=URL` and its options).
+#[derive(Debug, Clone, Default)]
+pub struct PrometheusBackendConfig {
+    pub http: HttpBackendConfig,
+    /// `--prometheus-sigv4 NAME=REGION`: sign every request with AWS SigV4 for service
+    /// `aps` in this region, with credentials from the AWS default chain.
+    pub sigv4_region: Option<String>,
+    /// `X-Scope-OrgID` sent when a trigger names no `tenant`; `None` sends none
+    /// (single-tenant Prometheus).
+    pub default_tenant: Option<String>,
+}
+
+struct Backend {
+    http: HttpBackend,
+    signer: Option<Signer>,
+    default_tenant: Option<String>,
+}
+
 /// Every configured Prometheus backend, by name.
 pub struct PrometheusSource {
-    backends: HashMap<String, HttpBackend>,
+    backends: HashMap<String, Backend>,
     /// Sent as Prometheus' own `timeout`, so an abandoned query stops evaluating.
     timeout: Duration,
 }
@@ -29,12 +53,29 @@ const MAX_BODY_BYTES: usize = 4 << 20;
 impl PrometheusSource {
     /// One client per backend. `timeout` bounds connecting and is sent as Prometheus'
     /// query `timeout`; the whole call is bounded by [`crate::source::Sources::fetch`].
-    pub fn new(configs: &[HttpBackendConfig], timeout: Duration) -> Result<Self, HttpConfigError> {
+    pub fn new(
+        configs: &[PrometheusBackendConfig],
+        timeout: Duration,
+    ) -> Result<Self, HttpConfigError> {
         let backends = configs
             .iter()
-            .map(|c| Ok((c.name.clone(), HttpBackend::new(c, timeout)?)))
+            .map(|c| {
+                let backend = Backend {
+                    http: HttpBackend::new(&c.http, timeout)?,
+                    signer: c.sigv4_region.as_deref().map(Signer::default_chain),
+                    default_tenant: c.default_tenant.clone(),
+                };
+                Ok((c.http.name.clone(), backend))
+            })
             .collect::<Result<_, HttpConfigError>>()?;
         Ok(PrometheusSource { backends, timeout })
+    }
+
+    /// Signs `name`'s requests with `signer` (tests and tools give their own credentials).
+    pub fn set_signer(&mut self, name: &str, signer: Signer) {
+        if let Some(b) = self.backends.get_mut(name) {
+            b.signer = Some(signer);
+        }
     }
 
     pub fn has_backend(&self, name: &str) -> bool {
@@ -57,23 +98,49 @@ impl PrometheusSource {
                 name: q.backend.clone(),
             });
         };
-        self.query(backend, &label, &q.promql).await
+        let tenant = q.tenant.as_deref().or(backend.default_tenant.as_deref());
+        if let Some(tenant) = tenant {
+            validate_tenant(tenant).map_err(|detail| SourceError::BadQuery {
+                backend: label.clone(),
+                detail,
+            })?;
+        }
+        self.query(backend, &label, tenant, &q.promql).await
     }
 
     async fn query(
         &self,
-        backend: &HttpBackend,
+        backend: &Backend,
         label: &str,
+        tenant: Option<&str>,
         promql: &str,
     ) -> Result<Reading, SourceError> {
         let timeout = format!("{}ms", self.timeout.as_millis().max(1));
-        let req = backend
+        let unavailable = |detail: String| SourceError::Unavailable {
+            backend: label.to_string(),
+            detail,
+        };
+        let mut req = backend
+            .http
             .request(reqwest::Method::POST, "api/v1/query")
-            .map_err(|detail| SourceError::Unavailable {
-                backend: label.to_string(),
-                detail,
-            })?
-            .form(&[("query", promql), ("timeout", timeout.as_str())]);
+            .map_err(unavailable)?;
+        if let Some(tenant) = tenant {
+            // Signed along with the body when the backend signs its requests.
+            req = req.header(TENANT_HEADER, tenant);
+        }
+        let mut req = req
+            .form(&[("query", promql), ("timeout", timeout.as_str())])
+            .build()
+            .map_err(|e| unavailable(describe_reqwest_error(&e)))?;
+        if let Some(signer) = &backend.signer {
+            signer.sign(&mut req).await.map_err(|e| {
+                unavailable(format!(
+                    "sigv4 (region {}, service {}): {e}",
+                    signer.region(),
+                    sigv4::SERVICE
+                ))
+            })?;
+        }
         let map_err = |e: reqwest::Error| {
             if e.is_connect() {
                 SourceError::Connect {
@@ -87,7 +154,7 @@ impl PrometheusSource {
                 }
             }
         };
-        let resp = req.send().await.map_err(map_err)?;
+        let resp = backend.http.execute(req).await.map_err(map_err)?;
         let status = resp.status().as_u16();
         let body = read_limited(resp, MAX_BODY_BYTES)
             .await

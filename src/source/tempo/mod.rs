@@ -20,12 +20,10 @@ use crate::source::http::{
 use crate::source::{Reading, SourceError, TempoQuery};
 use crate::telemetry::{BackendLabels, Metrics};
 
-pub use config::{
-    parse_allow, validate_tenant, TempoApi, TempoBackendConfig, TenantDenied, TenantPolicy,
+pub use crate::source::tenant::{
+    parse_allow, validate_tenant, TenantDenied, TenantPolicy, TENANT_HEADER,
 };
-
-/// The header multi-tenant Tempo reads the tenant from.
-pub const TENANT_HEADER: &str = "X-Scope-OrgID";
+pub use config::{TempoApi, TempoBackendConfig};
 
 /// The largest answer read; metrics answers for one signal are a few hundred bytes.
 const ANSWER_LIMIT: usize = 8 << 20;
