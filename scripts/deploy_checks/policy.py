@@ -256,6 +256,53 @@ def tenant_policy(report, chart_dir):
         report.check(name, problems)
 
 
+def prometheus_backends(report, chart_dir, rendered, docs_text):
+    """Issue 24: a Prometheus backend's sigv4Region and tenant become --prometheus-sigv4 and
+    --prometheus-tenant, prometheusTenantAllow --prometheus-tenant-allow (which, like
+    tempoTenantAllow, needs authenticated callers); the chart snippets of
+    docs/prometheus-backends.md render and pass the schema."""
+    name = "prometheus sigv4Region, tenant and prometheusTenantAllow render (all-on values)"
+    docs = rendered.get("all-on values")
+    if not docs:
+        report.fail(name, "the all-on values did not render")
+    else:
+        _, c = container(docs)
+        want = ["--prometheus-sigv4=amp=eu-west-1", "--prometheus-tenant=mimir=platform",
+                "--prometheus-tenant-allow=shop=shop", "--prometheus-tenant-allow=*=platform"]
+        report.check(name, [f"{w} missing from {c['args']}" for w in want if w not in c["args"]])
+    name = "chart refuses sigv4Region on a tempo backend"
+    values = {"prometheus": PROM,
+              "tempo": [{"name": "t", "url": "http://tempo:3200", "sigv4Region": "eu-west-1"}]}
+    docs, notes, err = render_or_error(chart_dir, values)
+    if err is None:
+        report.fail(name, "the chart rendered it")
+    else:
+        report.check(name, [] if "sigv4Region" in err else [f"the error does not name sigv4Region: {err}"])
+    name = "chart refuses prometheusTenantAllow without authenticated callers"
+    docs, notes, err = render_or_error(chart_dir, {"prometheus": PROM, "prometheusTenantAllow": {"shop": ["shop"]}})
+    if err is None:
+        report.fail(name, "the chart rendered it")
+    else:
+        missing = [w for w in ("prometheusTenantAllow", "tls.clientAuth",
+                               "security.allowUnauthenticatedNamespacePolicy") if w not in err]
+        report.check(name, [f"the error does not name {missing}: {err}"] if missing else [])
+    snippets = [yaml.safe_load(body) for lang, body in readme.FENCE.findall(docs_text) if lang == "yaml"]
+    if len(snippets) < 2:
+        report.fail("docs/prometheus-backends.md chart snippets", f"found {len(snippets)} yaml snippets, want 2")
+    for i, values in enumerate(snippets):
+        name = f"docs/prometheus-backends.md chart snippet {i + 1} renders"
+        values = dict(values)
+        if values.get("tls", {}).get("enabled"):
+            values["tls"] = dict(values["tls"], existingSecret="slo-scaler-tls")
+        docs, notes, err = render_or_error(chart_dir, values)
+        if err:
+            report.fail(name, err)
+            continue
+        _, c = container(docs)
+        flags = [a for a in c["args"] if a.startswith("--prometheus")]
+        report.check(name, [] if len(flags) > 1 else [f"only {flags}"], " ".join(flags)[:160])
+
+
 def receiver_follows_replicas(report, chart_dir, readme_values):
     """KEDA's client round-robins its calls over the replicas (keda
     pkg/scalers/external_scaler.go, getClientForConnectionPool: grpc.WithDefaultServiceConfig with
@@ -334,6 +381,10 @@ def flag_cases(chart_dir):
     for values in ({"otlp": {"fanOut": True}, "replicaCount": 2},
                    {"tempo": [{"name": "default", "url": "http://tempo:3200"}],
                     "tempoTenantAllow": {"shop": ["shop"]},
+                    "security": {"allowUnauthenticatedNamespacePolicy": True}},
+                   {"prometheus": [{"name": "mimir", "url": "http://mimir:8080/prometheus",
+                                    "tenant": "platform", "sigv4Region": "eu-west-1"}],
+                    "prometheusTenantAllow": {"shop": ["shop"]},
                     "security": {"allowUnauthenticatedNamespacePolicy": True}}):
         docs, _, err = render_or_error(chart_dir, values)
         if docs:
@@ -341,7 +392,7 @@ def flag_cases(chart_dir):
     return out
 
 
-def run(report, chart_dir, readme_text, readme_values, rendered):
+def run(report, chart_dir, readme_text, readme_values, rendered, docs_text):
     source_and_replicas(report, chart_dir, readme_values)
     fan_out(report, chart_dir, readme_text)
     receiver_follows_replicas(report, chart_dir, readme_values)
@@ -349,3 +400,4 @@ def run(report, chart_dir, readme_text, readme_values, rendered):
     network_policy(report, chart_dir)
     secrets(report, rendered)
     tenant_policy(report, chart_dir)
+    prometheus_backends(report, chart_dir, rendered, docs_text)

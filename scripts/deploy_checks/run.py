@@ -68,7 +68,9 @@ def main():
             readme_docs, _ = chart.render(chart_dir, readme_values)
         except Exception as e:  # helm_python raises HelmError subclasses
             report.fail("helm render (README's helm install)", e)
-    policy.run(report, chart_dir, readme_text, readme_values, rendered)
+    with open(os.path.join("docs", "prometheus-backends.md")) as f:
+        backends_text = f.read()
+    policy.run(report, chart_dir, readme_text, readme_values, rendered, backends_text)
     examples.run(report, os.path.join("deploy", "examples"), crd)
     canary.run(report, os.path.join("deploy", "examples", "canary"), shared, crd)
     used = promql.run(report, [os.path.join("deploy", "grafana", "slo-scaler.json"),

@@ -90,6 +90,9 @@ Files are mounted read-only under /etc/slo-scaler/<kind>/<name>/.
 {{- with $b.tenant }}
 - {{ printf "--%s-tenant=%s=%s" $kind $b.name . | quote }}
 {{- end }}
+{{- with $b.sigv4Region }}
+- {{ printf "--%s-sigv4=%s=%s" $kind $b.name . | quote }}
+{{- end }}
 {{- with $b.api }}
 - {{ printf "--%s-api=%s=%s" $kind $b.name . | quote }}
 {{- end }}
