@@ -327,3 +327,106 @@ async fn a_base_url_with_a_path_reaches_prometheus_under_its_route_prefix() {
         .expect_err("no route");
     assert!(status.message().contains("prometheus/bare"), "{status:?}");
 }
+
+/// The scaler binary in its own process, with an environment of its own: the AWS default
+/// chain finds only what `config` (an AWS config file) gives it. Killed on drop.
+struct OwnProcess {
+    child: Child,
+    grpc: String,
+    _home: tempfile::TempDir,
+}
+
+impl OwnProcess {
+    async fn start(config: &str) -> OwnProcess {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::write(home.path().join("aws-config"), config).unwrap();
+        let grpc = format!("127.0.0.1:{}", common::free_port());
+        let admin = format!("127.0.0.1:{}", common::free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_slo-scaler"))
+            .args(["serve", "--no-otlp", "--log-format", "text"])
+            .args(["--grpc-addr", &grpc, "--admin-addr", &admin])
+            // Nothing listens on port 9: a request sent unsigned would fail to connect,
+            // which the assertions on the message tell apart.
+            .args([
+                "--prometheus",
+                "amp=http://127.0.0.1:9/workspaces/ws-promauth",
+            ])
+            .args(["--prometheus-sigv4", "amp=us-west-2"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", home.path())
+            .env("AWS_CONFIG_FILE", home.path().join("aws-config"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", home.path().join("none"))
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start slo-scaler");
+        let ready = format!("http://{admin}/readyz");
+        for _ in 0..300 {
+            if reqwest::get(&ready)
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        OwnProcess {
+            child,
+            grpc,
+            _home: home,
+        }
+    }
+
+    async fn ask(&self) -> tonic::Status {
+        let mut client = slo_scaler::proto::external_scaler_client::ExternalScalerClient::connect(
+            format!("http://{}", self.grpc),
+        )
+        .await
+        .expect("connect to the scaler");
+        metric(&mut client, &trigger("own"))
+            .await
+            .expect_err("never a value")
+    }
+}
+
+impl Drop for OwnProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Credentials the AWS default chain hands out already expired (aws-config's
+/// `credential_process` passes the process' `Expiration` on): refused before signing.
+#[tokio::test]
+async fn expired_credentials_are_unavailable_never_a_value() {
+    let process = r#"{"Version": 1, "AccessKeyId": "AKIDEXPIRED", "SecretAccessKey": "old", "SessionToken": "old", "Expiration": "2020-01-01T00:00:00Z"}"#;
+    let scaler = OwnProcess::start(&format!(
+        "[default]\ncredential_process = printf '%s' '{process}'\n"
+    ))
+    .await;
+    let status = scaler.ask().await;
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    let msg = status.message();
+    assert!(
+        msg.contains("prometheus/amp")
+            && msg.contains("region us-west-2")
+            && msg.contains("the AWS credentials expired at 2020-01-01T00:00:00Z"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn no_credentials_are_unavailable_never_a_value() {
+    let scaler = OwnProcess::start("[default]\n").await;
+    let status = scaler.ask().await;
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    let msg = status.message();
+    assert!(
+        msg.contains("prometheus/amp") && msg.contains("no usable AWS credentials"),
+        "{msg}"
+    );
+}
