@@ -16,13 +16,16 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 venv=.venv-test
-packages=(helm-python-sdk kubernetes-validate pyyaml jsonschema grpcio grpcio-tools jsonpath-ng botocore)
+# The OTLP exporters (tests/tls sends spans over TLS with them), at the seeds' version.
+otel_python=$(grep '^OTEL_PYTHON_VERSION=' scripts/real/versions.env | cut -d= -f2)
+packages=(helm-python-sdk kubernetes-validate pyyaml jsonschema grpcio grpcio-tools jsonpath-ng botocore
+  "opentelemetry-sdk==$otel_python" "opentelemetry-exporter-otlp==$otel_python")
 
 if [ ! -x "$venv/bin/python" ]; then
   echo "creating $venv"
   python3 -m venv "$venv"
 fi
-if ! "$venv/bin/python" -c 'import helm_python, kubernetes_validate, yaml, jsonschema, grpc, grpc_tools, jsonpath_ng, botocore' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import helm_python, kubernetes_validate, yaml, jsonschema, grpc, grpc_tools, jsonpath_ng, botocore, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http' 2>/dev/null; then
   echo "installing ${packages[*]} into $venv"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${packages[@]}"
 fi

@@ -18,4 +18,5 @@ pub mod signal;
 pub mod simulate;
 pub mod source;
 pub mod telemetry;
+pub mod tls;
 pub mod trigger;

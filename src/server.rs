@@ -21,6 +21,7 @@ use crate::source::sqs::SqsSource;
 use crate::source::tempo::TempoSource;
 use crate::source::Sources;
 use crate::telemetry::{new_registry, Metrics};
+use crate::tls::{ReloadingConfig, TlsFiles, TlsIncoming, ALPN_GRPC, ALPN_HTTP1};
 
 /// A running server.
 pub struct Server {
@@ -168,16 +169,35 @@ impl Server {
         };
         let engine = Arc::new(build_engine(&settings, metrics.clone(), store.clone())?);
         registry.register_collector(Box::new(engine.cache().gauges()));
-        let tls = tls_config(&args)?;
+        // Every TLS listener's files are loaded now (a bad file refuses the start) and
+        // re-read every --tls-reload-interval.
+        let mut reloading = Vec::new();
+        let mut load = |listener, files: Option<TlsFiles>, alpn| -> Result<_, ConfigError> {
+            let Some(files) = files else { return Ok(None) };
+            let config = ReloadingConfig::load(listener, files, alpn, &metrics)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            let config = Arc::new(config);
+            reloading.push(config.clone());
+            Ok(Some(config))
+        };
+        let tls = load("grpc", grpc_tls_files(&args), ALPN_GRPC)?;
+        let (otlp_grpc_tls, otlp_http_tls) = if store.is_some() {
+            (
+                load("otlp-grpc", otlp_tls_files(&args), ALPN_GRPC)?,
+                load("otlp-http", otlp_tls_files(&args), ALPN_HTTP1)?,
+            )
+        } else {
+            (None, None)
+        };
 
         // TCP_NODELAY: small unary answers must not wait for Nagle's algorithm.
-        let grpc_incoming = tonic::transport::server::TcpIncoming::bind(args.grpc_addr)
-            .with_context(|| format!("cannot listen on --grpc-addr {}", args.grpc_addr))?
-            .with_nodelay(Some(true));
+        let grpc_listener = TcpListener::bind(args.grpc_addr)
+            .await
+            .with_context(|| format!("cannot listen on --grpc-addr {}", args.grpc_addr))?;
         let admin_listener = TcpListener::bind(args.admin_addr)
             .await
             .with_context(|| format!("cannot listen on --admin-addr {}", args.admin_addr))?;
-        let grpc_addr = grpc_incoming.local_addr()?;
+        let grpc_addr = grpc_listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
 
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -195,22 +215,31 @@ impl Server {
         health_reporter
             .set_serving::<ExternalScalerServer<ScalerService>>()
             .await;
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(tls) = tls {
-            builder = builder
-                .tls_config(tls)
-                .context("invalid TLS configuration")?;
-        }
-        let router = builder
+        let router = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(service.into_server());
         let stop = stopped(shutdown_rx.clone());
-        tasks.spawn(async move {
-            router
-                .serve_with_incoming_shutdown(grpc_incoming, stop)
-                .await
-                .context("gRPC server failed")
-        });
+        match tls {
+            Some(tls) => {
+                let incoming = TlsIncoming::new(grpc_listener, tls, shutdown_rx.clone())?;
+                tasks.spawn(async move {
+                    router
+                        .serve_with_incoming_shutdown(incoming, stop)
+                        .await
+                        .context("gRPC server failed")
+                });
+            }
+            None => {
+                let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener)
+                    .with_nodelay(Some(true));
+                tasks.spawn(async move {
+                    router
+                        .serve_with_incoming_shutdown(incoming, stop)
+                        .await
+                        .context("gRPC server failed")
+                });
+            }
+        }
 
         let admin = crate::admin::router(
             Arc::new(registry),
@@ -260,30 +289,50 @@ impl Server {
                 .max_decoding_message_size(max_bytes)
                 .with_budget(budget.clone());
             let stop = stopped(shutdown_rx.clone());
+            let stop_rx = shutdown_rx.clone();
             let grpc = handle.spawn(async move {
-                let incoming = tonic::transport::server::TcpIncoming::from(
-                    TcpListener::from_std(grpc_listener)
-                        .context("cannot listen on --otlp-grpc-addr")?,
-                )
-                .with_nodelay(Some(true));
-                otlp::grpc_server()
-                    .add_service(service)
-                    .serve_with_incoming_shutdown(incoming, stop)
-                    .await
-                    .context("OTLP gRPC receiver failed")
+                let listener = TcpListener::from_std(grpc_listener)
+                    .context("cannot listen on --otlp-grpc-addr")?;
+                let router = otlp::grpc_server().add_service(service);
+                match otlp_grpc_tls {
+                    Some(tls) => {
+                        router
+                            .serve_with_incoming_shutdown(
+                                TlsIncoming::new(listener, tls, stop_rx)?,
+                                stop,
+                            )
+                            .await
+                    }
+                    None => {
+                        let incoming = tonic::transport::server::TcpIncoming::from(listener)
+                            .with_nodelay(Some(true));
+                        router.serve_with_incoming_shutdown(incoming, stop).await
+                    }
+                }
+                .context("OTLP gRPC receiver failed")
             });
             tasks.spawn(async move { grpc.await.context("OTLP gRPC receiver panicked")? });
 
             let router =
                 otlp::http_router_with_budget(store.clone(), metrics.clone(), max_bytes, budget);
             let stop = stopped(shutdown_rx.clone());
+            let stop_rx = shutdown_rx.clone();
             let http = handle.spawn(async move {
                 let listener = TcpListener::from_std(http_listener)
                     .context("cannot listen on --otlp-http-addr")?;
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(stop)
-                    .await
-                    .context("OTLP HTTP receiver failed")
+                match otlp_http_tls {
+                    Some(tls) => {
+                        axum::serve(TlsIncoming::new(listener, tls, stop_rx)?, router)
+                            .with_graceful_shutdown(stop)
+                            .await
+                    }
+                    None => {
+                        axum::serve(listener, router)
+                            .with_graceful_shutdown(stop)
+                            .await
+                    }
+                }
+                .context("OTLP HTTP receiver failed")
             });
             tasks.spawn(async move { http.await.context("OTLP HTTP receiver panicked")? });
 
@@ -297,6 +346,12 @@ impl Server {
                 },
             ));
         }
+
+        tasks.spawn(crate::tls::reload_every(
+            args.tls_reload_interval,
+            reloading,
+            shutdown_rx.clone(),
+        ));
 
         // Per-ScaledObject entries expire when KEDA stops asking (deleted ScaledObjects);
         // the board drops them as it is used, and this makes it happen on an idle server too.
@@ -392,19 +447,22 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-fn tls_config(args: &ServeArgs) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
-    let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) else {
-        return Ok(None);
-    };
-    install_crypto_provider();
-    let read = |p: &std::path::Path| {
-        std::fs::read(p)
-            .map_err(|e| ConfigError::Invalid(format!("cannot read {}: {e}", p.display())))
-    };
-    let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
-    let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
-    if let Some(ca) = &args.tls_client_ca_file {
-        tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
-    }
-    Ok(Some(tls))
+/// The KEDA-facing gRPC listener's certificate files, when TLS is configured.
+fn grpc_tls_files(args: &ServeArgs) -> Option<TlsFiles> {
+    Some(TlsFiles {
+        cert: args.tls_cert_file.clone()?,
+        key: args.tls_key_file.clone()?,
+        client_ca: args.tls_client_ca_file.clone(),
+        flag_prefix: "tls",
+    })
+}
+
+/// The OTLP receivers' certificate files, when TLS is configured for them.
+fn otlp_tls_files(args: &ServeArgs) -> Option<TlsFiles> {
+    Some(TlsFiles {
+        cert: args.otlp.otlp_tls_cert_file.clone()?,
+        key: args.otlp.otlp_tls_key_file.clone()?,
+        client_ca: args.otlp.otlp_tls_client_ca_file.clone(),
+        flag_prefix: "otlp-tls",
+    })
 }

@@ -92,6 +92,10 @@ pub struct ServeArgs {
         requires = "tls_cert_file"
     )]
     pub tls_client_ca_file: Option<PathBuf>,
+    /// How often every TLS listener's certificate, key and client CA files are re-read;
+    /// changed files that load are served to new connections.
+    #[arg(long, env = "SLO_SCALER_TLS_RELOAD_INTERVAL", value_parser = duration_arg, default_value = "1m")]
+    pub tls_reload_interval: Duration,
 }
 
 /// Backends, caching and timeouts: shared by `serve` and `check`.
@@ -158,6 +162,7 @@ impl ServeArgs {
         positive(&[
             ("signal-expiry", self.signal_expiry),
             ("stream-interval", self.stream_interval),
+            ("tls-reload-interval", self.tls_reload_interval),
             ("shutdown-grace", self.shutdown_grace),
         ])?;
         if self.max_signals == 0 {

@@ -1,6 +1,7 @@
 //! The embedded OTLP receiver's and trace store's flags.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
@@ -51,6 +52,27 @@ pub struct OtlpArgs {
     /// batch: the SDK's BatchSpanProcessor sends every 5 s).
     #[arg(long, env = "SLO_SCALER_OTLP_RATE_SETTLE", value_parser = duration_arg, default_value = "6s")]
     pub otlp_rate_settle: Duration,
+    /// PEM certificate (chain) for both OTLP receivers (TLS). Requires --otlp-tls-key-file.
+    #[arg(
+        long,
+        env = "SLO_SCALER_OTLP_TLS_CERT_FILE",
+        requires = "otlp_tls_key_file"
+    )]
+    pub otlp_tls_cert_file: Option<PathBuf>,
+    /// PEM private key for the OTLP receivers.
+    #[arg(
+        long,
+        env = "SLO_SCALER_OTLP_TLS_KEY_FILE",
+        requires = "otlp_tls_cert_file"
+    )]
+    pub otlp_tls_key_file: Option<PathBuf>,
+    /// PEM CA bundle: when set, OTLP senders must present a certificate it signed (mTLS).
+    #[arg(
+        long,
+        env = "SLO_SCALER_OTLP_TLS_CLIENT_CA_FILE",
+        requires = "otlp_tls_cert_file"
+    )]
+    pub otlp_tls_client_ca_file: Option<PathBuf>,
 }
 
 impl OtlpArgs {

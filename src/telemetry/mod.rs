@@ -57,6 +57,17 @@ pub struct OutcomeLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct TlsReloadLabels {
+    pub listener: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct VersionLabels {
     pub version: &'static str,
 }
@@ -82,6 +93,14 @@ pub struct Metrics {
     pub otlp_store_series: Gauge,
     pub otlp_store_series_evicted: Counter,
     pub tempo_partial_responses: Family<BackendLabels, Counter>,
+    /// TLS listeners' certificate reloads: `loaded` (changed files in service) or
+    /// `failed` (unreadable or mismatched files; the previous certificate stays).
+    pub tls_reloads: Family<TlsReloadLabels, Counter>,
+    /// 1 while a TLS listener's files on disk cannot be loaded, else 0.
+    pub tls_reload_failing: Family<ListenerLabels, Gauge>,
+    /// TLS handshakes that failed or timed out (plaintext clients, untrusted or missing
+    /// client certificates).
+    pub tls_handshake_failures: Family<ListenerLabels, Counter>,
     pub build_info: Family<VersionLabels, Gauge>,
     /// Recent calls per backend, for `/debug/backends`.
     pub backend_health: health::BackendHealth,
@@ -111,6 +130,9 @@ impl Metrics {
             otlp_store_series: Gauge::default(),
             otlp_store_series_evicted: Counter::default(),
             tempo_partial_responses: Family::default(),
+            tls_reloads: Family::default(),
+            tls_reload_failing: Family::default(),
+            tls_handshake_failures: Family::default(),
             build_info: Family::default(),
             backend_health: health::BackendHealth::default(),
             grpc_series: Default::default(),
@@ -175,6 +197,21 @@ impl Metrics {
             "tempo_partial_responses",
             "Tempo answers with status PARTIAL (value still used)",
             m.tempo_partial_responses.clone(),
+        );
+        reg.register(
+            "tls_reloads",
+            "TLS certificate reloads by listener: loaded (changed files now in service), failed (unreadable or mismatched files; the previous certificate stays)",
+            m.tls_reloads.clone(),
+        );
+        reg.register(
+            "tls_reload_failing",
+            "1 while a TLS listener's certificate files cannot be loaded (the previous certificate is served), else 0",
+            m.tls_reload_failing.clone(),
+        );
+        reg.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed or timed out, by listener",
+            m.tls_handshake_failures.clone(),
         );
         reg.register(
             "build_info",

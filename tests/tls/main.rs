@@ -4,6 +4,8 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod otlp;
+mod reload;
 
 use std::path::Path;
 
@@ -12,13 +14,13 @@ use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, 
 use slo_scaler::proto::external_scaler_client::ExternalScalerClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
-struct Ca {
+pub struct Ca {
     params: CertificateParams,
     key: KeyPair,
     pem: String,
 }
 
-fn ca(name: &str) -> Ca {
+pub fn ca(name: &str) -> Ca {
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -30,7 +32,7 @@ fn ca(name: &str) -> Ca {
 }
 
 /// A leaf certificate signed by `ca`: (certificate PEM, key PEM).
-fn leaf(ca: &Ca, names: &[&str], usage: ExtendedKeyUsagePurpose) -> (String, String) {
+pub fn leaf(ca: &Ca, names: &[&str], usage: ExtendedKeyUsagePurpose) -> (String, String) {
     let key = KeyPair::generate().unwrap();
     let mut params =
         CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
@@ -40,23 +42,24 @@ fn leaf(ca: &Ca, names: &[&str], usage: ExtendedKeyUsagePurpose) -> (String, Str
     (cert.pem(), key.serialize_pem())
 }
 
-fn write(dir: &Path, name: &str, pem: &str) -> String {
+pub fn write(dir: &Path, name: &str, pem: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, pem).unwrap();
     path.display().to_string()
 }
 
 /// A server CA and certificate, a client CA and KEDA's client certificate, as files.
-struct Pki {
-    _dir: tempfile::TempDir,
-    server_ca: Ca,
-    keda: (String, String),
-    cert_file: String,
-    key_file: String,
-    client_ca_file: String,
+pub struct Pki {
+    pub _dir: tempfile::TempDir,
+    pub server_ca: Ca,
+    pub keda: (String, String),
+    pub cert_file: String,
+    pub key_file: String,
+    pub client_ca_file: String,
+    pub client_ca: Ca,
 }
 
-fn pki() -> Pki {
+pub fn pki() -> Pki {
     let dir = tempfile::tempdir().unwrap();
     let server_ca = ca("slo-scaler test server CA");
     let client_ca = ca("keda test client CA");
@@ -77,6 +80,7 @@ fn pki() -> Pki {
         _dir: dir,
         server_ca,
         keda,
+        client_ca,
     }
 }
 
@@ -133,6 +137,7 @@ async fn tls_and_client_certificates() {
         cert_file,
         key_file,
         client_ca_file,
+        ..
     } = pki();
     let rogue_ca = ca("someone else");
     let rogue = leaf(
@@ -297,6 +302,7 @@ async fn namespace_policies_need_authenticated_callers() {
         cert_file,
         key_file,
         client_ca_file,
+        ..
     } = pki();
     let server = try_start(&[
         "--tempo",
@@ -346,4 +352,21 @@ async fn namespace_policies_need_authenticated_callers() {
     let forged = ask_for(addr, &server_ca.pem, None, tenant_a("shop")).await;
     assert!(forged.is_err(), "{forged:?}");
     server.shutdown().await.unwrap();
+}
+
+/// The admin port's `/metrics`.
+pub async fn scrape(server: &slo_scaler::server::Server) -> String {
+    reqwest::get(format!("http://{}/metrics", server.admin_addr))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("scrape body")
+}
+
+/// The value of the sample written `series` (name and labels, as exposed) in `text`.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split(' ').next()?.parse().ok())
 }
