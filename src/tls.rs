@@ -223,7 +223,6 @@ impl ReloadingConfig {
         alpn: &'static [&'static [u8]],
         metrics: &Metrics,
     ) -> Result<ReloadingConfig, TlsError> {
-        crate::server::install_crypto_provider();
         let source = Source::read(&files)?;
         let config = Arc::new(build(&files, &source, alpn)?);
         let labels = |outcome| TlsReloadLabels { listener, outcome };

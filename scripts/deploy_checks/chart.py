@@ -1,6 +1,7 @@
 """Chart checks: lint, render, values schema, Kubernetes schemas, and what the manifests promise."""
 
 import copy
+import re
 
 import helm_python as helm
 import kubernetes_validate
@@ -29,6 +30,14 @@ MISSPELLED = [
     ("networkPolicy.kedaNamespace=Not_A_Namespace", {"networkPolicy": {"kedaNamespace": "Not_A_Namespace"}}),
 ]
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
+
+# TLS on the OTLP ports, with its own Secret and a senders' CA, on one replica (the receiver runs).
+OTLP_TLS_VALUES = {
+    "replicaCount": 1,
+    "tls": {"enabled": True, "existingSecret": "scaler-tls", "reloadInterval": "5m"},
+    "otlp": {"tls": {"enabled": True, "existingSecret": "otlp-tls", "clientAuth": True,
+                     "clientCa": {"configMap": "senders-ca", "key": "ca.pem"}}},
+}
 
 
 def render(chart_dir, values):
@@ -205,7 +214,8 @@ def run(report, chart_dir, all_on_file):
     """Runs every chart check; returns the rendered manifests by values name."""
     with open(all_on_file) as f:
         all_on = yaml.safe_load(f)
-    value_sets = {"default values": None, "all-on values": all_on}
+    value_sets = {"default values": None, "all-on values": all_on,
+                  "otlp-tls values": OTLP_TLS_VALUES}
     rendered = {}
     for name, values in value_sets.items():
         lint(report, chart_dir, name, copy.deepcopy(values))
@@ -227,4 +237,133 @@ def run(report, chart_dir, all_on_file):
         report.check("all-on values turn every resource on",
                      [f"missing {k}" for k in sorted(want - got)])
     schema_rejects_typos(report, chart_dir)
+    if "otlp-tls values" in rendered:
+        otlp_tls(report, chart_dir, rendered["otlp-tls values"])
     return rendered
+
+
+def mounted_files(docs):
+    """{flag: (volume kind, source name, key)} for every `--*-file=PATH` arg under a mount."""
+    (dep,) = workloads(docs)
+    pod = dep["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    found = {}
+    for arg in container.get("args", []):
+        flag, _, path = arg.partition("=")
+        if not flag.endswith("-file") or not path.startswith("/"):
+            continue
+        directory, _, file = path.rpartition("/")
+        volume = volumes.get(mounts.get(directory))
+        if volume is None:
+            found[flag] = None
+            continue
+        kind = "secret" if "secret" in volume else "configMap"
+        source = volume[kind].get("secretName") or volume[kind].get("name")
+        items = {i["path"]: i["key"] for i in volume[kind].get("items", [])}
+        found[flag] = (kind, source, items.get(file, file))
+    return found
+
+
+def otlp_tls(report, chart_dir, docs):
+    """otlp.tls: flags whose files come from the named Secret / ConfigMap, the reload interval,
+    the certificate shared with the gRPC port by default, and the refused combinations."""
+    name = "otlp.tls: OTLP certificate flags point into the mounted Secret and CA"
+    files = mounted_files(docs)
+    want = {
+        "--tls-cert-file": ("secret", "scaler-tls", "tls.crt"),
+        "--tls-key-file": ("secret", "scaler-tls", "tls.key"),
+        "--otlp-tls-cert-file": ("secret", "otlp-tls", "tls.crt"),
+        "--otlp-tls-key-file": ("secret", "otlp-tls", "tls.key"),
+        "--otlp-tls-client-ca-file": ("configMap", "senders-ca", "ca.pem"),
+    }
+    problems = [f"{flag}: want {w}, got {files.get(flag)}" for flag, w in want.items()
+                if files.get(flag) != w]
+    args, _ = deployment_args(docs)
+    if "--tls-reload-interval=5m" not in args:
+        problems.append(f"--tls-reload-interval=5m missing from {args}")
+    report.check(name, problems)
+
+    name = "otlp.tls without its own Secret shares the gRPC port's certificate"
+    try:
+        shared, notes = render(chart_dir, {"replicaCount": 1,
+                                           "tls": {"enabled": True, "existingSecret": "scaler-tls"},
+                                           "otlp": {"tls": {"enabled": True, "clientAuth": True}}})
+        files = mounted_files(shared)
+        want = {
+            "--otlp-tls-cert-file": ("secret", "scaler-tls", "tls.crt"),
+            "--otlp-tls-key-file": ("secret", "scaler-tls", "tls.key"),
+            "--otlp-tls-client-ca-file": ("secret", "scaler-tls", "ca.crt"),
+        }
+        problems = [f"{flag}: want {w}, got {files.get(flag)}" for flag, w in want.items()
+                    if files.get(flag) != w]
+        if "OTEL_EXPORTER_OTLP_CERTIFICATE" not in notes:
+            problems.append("NOTES.txt does not tell senders to use TLS")
+        report.check(name, problems)
+    except helm.HelmError as e:
+        report.fail(name, e)
+
+    docs_tls(report, chart_dir)
+
+    name = "otlp.tls with otlp.fanOut: the Certificate names the replicas, NOTES' exporters verify it"
+    try:
+        fan, notes = render(chart_dir, {
+            "replicaCount": 2,
+            "tls": {"enabled": True, "certManager": {"enabled": True, "issuerRef": {"name": "ca"}}},
+            "otlp": {"fanOut": True, "tls": {"enabled": True, "clientAuth": True}}})
+        (cert,) = by_kind(fan, "Certificate")
+        wildcard = f"*.{RELEASE}.{NAMESPACE}.svc.cluster.local"
+        exporters = yaml.safe_load(notes[notes.find("exporters:"):notes.find("service:")])["exporters"]
+        problems = [] if wildcard in cert["spec"]["dnsNames"] else [f"{wildcard} not in {cert['spec']['dnsNames']}"]
+        problems += [f"{n}: {e}" for n, e in exporters.items()
+                     if set(e.get("tls", {})) != {"ca_file", "cert_file", "key_file"}]
+        report.check(name, problems, f"{len(exporters)} exporters")
+    except helm.HelmError as e:
+        report.fail(name, e)
+
+    for what, values, must_say in [
+        ("otlp.tls.enabled without a certificate",
+         {"replicaCount": 1, "otlp": {"tls": {"enabled": True}}},
+         ["otlp.tls.existingSecret", "tls.enabled"]),
+        ("otlp.tls.clientAuth without otlp.tls.enabled",
+         {"replicaCount": 1, "otlp": {"tls": {"clientAuth": True}}},
+         ["otlp.tls.enabled"]),
+    ]:
+        name = f"chart refuses {what}"
+        try:
+            render(chart_dir, values)
+            report.fail(name, "the chart rendered it")
+        except helm.HelmError as e:
+            missing = [w for w in must_say if w not in str(e)]
+            report.check(name, [f"the error does not name {m}: {e}" for m in missing])
+
+
+def docs_tls(report, chart_dir, path="docs/tls.md"):
+    """docs/tls.md: its chart values render and validate; its exporter variables are the SDK's."""
+    with open(path) as f:
+        text = f.read()
+    blocks = re.findall(r"```(\w+)\n(.*?)```", text, re.S)
+    values = [yaml.safe_load(b) for lang, b in blocks if lang == "yaml"]
+    name = f"{path}: the chart values render (one replica) and validate"
+    if len(values) != 1:
+        report.fail(name, f"want one yaml block, found {len(values)}")
+    else:
+        try:
+            docs, _ = render(chart_dir, dict(values[0], replicaCount=1))
+            files = mounted_files(docs)
+            problems = [f"{flag} is not under a mounted volume" for flag, v in files.items() if v is None]
+            for flag in ("--otlp-tls-cert-file", "--otlp-tls-key-file", "--tls-reload-interval"):
+                if not any(a.startswith(flag + "=") for a in deployment_args(docs)[0]):
+                    problems.append(f"{flag} not rendered")
+            report.check(name, problems)
+            kube_validate(report, path, docs)
+        except helm.HelmError as e:
+            report.fail(name, e)
+    # The variables the OpenTelemetry SDK reads (opentelemetry.sdk.environment_variables).
+    from opentelemetry.sdk import environment_variables as sdk_env
+    names = {n for lang, b in blocks if lang == "text" for n in re.findall(r"^(OTEL_[A-Z_]+)=", b, re.M)}
+    report.check(f"{path}: exporter variables are the SDK's",
+                 [f"{n} is not an OpenTelemetry SDK variable" for n in sorted(names)
+                  if not hasattr(sdk_env, n)] + ([] if names else ["no OTEL_ variables found"]),
+                 ", ".join(sorted(names)))

@@ -224,7 +224,11 @@ exporters:
 {{- range $i := until $n }}
   otlp/slo-scaler-{{ $i }}:
     endpoint: {{ include "slo-scaler.replicaOtlpEndpoint" (list $ $i) }}
+    {{- if $.Values.otlp.tls.enabled }}
+    tls: {ca_file: /etc/otelcol/slo-scaler/ca.crt{{ if $.Values.otlp.tls.clientAuth }}, cert_file: /etc/otelcol/slo-scaler/tls.crt, key_file: /etc/otelcol/slo-scaler/tls.key{{ end }}}
+    {{- else }}
     tls: {insecure: true}
+    {{- end }}
 {{- end }}
 service:
   pipelines:
