@@ -226,7 +226,13 @@ pub struct SignalCache {
     config: CacheConfig,
     metrics: Arc<Metrics>,
     refresher: Option<Refresher>,
+    /// What "now" is for the ages of answers and errors: the monotonic clock, or a test's
+    /// own. (Entries' idle expiry is moka's, on its own clock.)
+    clock: Clock,
 }
+
+/// The clock ages are read from.
+pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
 
 /// What moka keeps for an entry beside the key's and the slot's own bytes: the key's
 /// `Arc`, the entry's node in the access and write orders, its timer and hash.
@@ -352,7 +358,15 @@ impl SignalCache {
             config,
             metrics,
             refresher: None,
+            clock: Arc::new(Instant::now),
         }
+    }
+
+    /// Reads ages from `clock` instead of the monotonic clock (tests move it by hand).
+    #[cfg(test)]
+    fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The entries and bytes held, for `/metrics` (read at scrape time).
@@ -416,7 +430,8 @@ impl SignalCache {
                     Some((answer, _)) => answer,
                     None => {
                         let result = fetch().await;
-                        let (served, seen) = keep(&slot, result, self.config.max_stale);
+                        let (served, seen) =
+                            keep(&slot, result, self.config.max_stale, (self.clock)());
                         reweigh(&self.slots, &slot);
                         let result = match &served {
                             Ok(s) if s.stale => "stale",
@@ -438,7 +453,7 @@ impl SignalCache {
     /// The answer for this caller from what is held (and whether to refresh it ahead of
     /// the TTL), or `None` to fetch.
     fn serve(&self, slot: &Slot, ttl: Duration) -> Option<(Answer, bool)> {
-        let now = Instant::now();
+        let now = (self.clock)();
         let state = slot.state();
         let decision = decide(state.held(now), ttl, self.config.max_stale);
         let seen = slot.generation.load(Ordering::Acquire);
@@ -474,12 +489,14 @@ impl SignalCache {
         let max_stale = self.config.max_stale;
         let fetch = refresher(query.clone());
         let slots = self.slots.clone();
+        let clock = Arc::clone(&self.clock);
         runtime.spawn(async move {
             let slot = &done.0;
             let _flight = slot.flight.lock().await;
-            let held = slot.state().held(Instant::now());
+            let held = slot.state().held(clock());
             if decide(held, ttl, max_stale) == Freshness::ServeAndRefresh {
-                let _ = keep(slot, fetch.await, max_stale);
+                let result = fetch.await;
+                let _ = keep(slot, result, max_stale, clock());
                 reweigh(&slots, slot);
             }
         });
@@ -492,8 +509,8 @@ fn keep(
     slot: &Slot,
     result: Result<Reading, SourceError>,
     max_stale: Duration,
+    now: Instant,
 ) -> (Result<Served, SourceError>, u64) {
-    let now = Instant::now();
     let mut state = slot.state();
     let seen = slot.generation.fetch_add(1, Ordering::AcqRel) + 1;
     let served = match result {
@@ -573,6 +590,46 @@ mod tests {
         )
     }
 
+    /// A clock the test moves by hand: ages are exact, whatever the machine's load.
+    #[derive(Clone)]
+    struct Hand(Arc<Mutex<Instant>>);
+
+    impl Hand {
+        fn new() -> Self {
+            Hand(Arc::new(Mutex::new(Instant::now())))
+        }
+        fn clock(&self) -> Clock {
+            let at = Arc::clone(&self.0);
+            Arc::new(move || *at.lock().unwrap())
+        }
+        fn advance(&self, by: Duration) {
+            *self.0.lock().unwrap() += by;
+        }
+    }
+
+    /// [`cache`] on a hand-moved clock.
+    fn cache_at(max_stale_ms: u64) -> (SignalCache, Hand) {
+        let hand = Hand::new();
+        (cache(max_stale_ms).with_clock(hand.clock()), hand)
+    }
+
+    /// Waits (in real time, up to 10 s) until no refresh of `q` is under way: a refresh
+    /// runs on the runtime, off the caller's path.
+    async fn refreshed(c: &SignalCache, q: &Query) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while c
+            .slots
+            .get(q)
+            .is_some_and(|slot| slot.refreshing.load(Ordering::Acquire))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the refresh never ended"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     fn down() -> SourceError {
         SourceError::Connect {
             backend: "prometheus/default".into(),
@@ -606,7 +663,7 @@ mod tests {
 
     #[tokio::test]
     async fn stale_then_error_then_recovery() {
-        let c = cache(300);
+        let (c, hand) = cache_at(300);
         let q = query("up");
         let ttl = Duration::from_millis(50);
         let v = c
@@ -614,14 +671,14 @@ mod tests {
             .await
             .unwrap();
         assert!(!v.stale);
-        tokio::time::sleep(Duration::from_millis(80)).await;
+        hand.advance(Duration::from_millis(80));
         let v = c.get(&q, ttl, || async { Err(down()) }).await.unwrap();
         assert!(v.stale);
         assert_eq!(v.reading, Reading::Value(Some(7.0)));
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        hand.advance(Duration::from_millis(300));
         let e = c.get(&q, ttl, || async { Err(down()) }).await.unwrap_err();
         assert_eq!(e, down());
-        tokio::time::sleep(Duration::from_millis(80)).await;
+        hand.advance(Duration::from_millis(80));
         let v = c
             .get(&q, ttl, || async { Ok(Reading::Value(Some(8.0))) })
             .await
@@ -631,7 +688,7 @@ mod tests {
 
     #[tokio::test]
     async fn errors_are_remembered_for_about_a_second_not_a_ttl() {
-        let c = cache(0);
+        let (c, hand) = cache_at(0);
         let calls = AtomicUsize::new(0);
         let ask = || async {
             c.get(&query("bad"), Duration::from_secs(60), || async {
@@ -644,7 +701,7 @@ mod tests {
             assert!(ask().await.is_err());
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1, "one call per error TTL");
-        tokio::time::sleep(ERROR_TTL + Duration::from_millis(50)).await;
+        hand.advance(ERROR_TTL + Duration::from_millis(50));
         assert!(ask().await.is_err());
         assert_eq!(
             calls.load(Ordering::SeqCst),
@@ -792,7 +849,7 @@ mod tests {
 
     #[tokio::test]
     async fn each_caller_gets_its_own_freshness() {
-        let c = cache(60_000);
+        let (c, hand) = cache_at(60_000);
         let q = query("shared");
         let calls = AtomicUsize::new(0);
         let read = |ttl_ms: u64| {
@@ -810,7 +867,7 @@ mod tests {
         // A long-TTL caller fills the cache; a short-TTL caller later refetches; the
         // long-TTL caller is then served the newer answer.
         assert_eq!(read(60_000).await.reading, Reading::Value(Some(0.0)));
-        tokio::time::sleep(Duration::from_millis(120)).await;
+        hand.advance(Duration::from_millis(120));
         assert_eq!(read(60_000).await.reading, Reading::Value(Some(0.0)));
         assert_eq!(read(100).await.reading, Reading::Value(Some(1.0)));
         assert_eq!(read(60_000).await.reading, Reading::Value(Some(1.0)));
@@ -853,11 +910,16 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn answers_in_the_last_quarter_of_the_ttl_are_refreshed_off_the_callers_path() {
         let refreshes = Arc::new(AtomicUsize::new(0));
-        let c = Arc::new(cache(60_000).with_refresher(refresher(
-            refreshes.clone(),
-            Ok(2.0),
-            Duration::from_millis(300),
-        )));
+        let hand = Hand::new();
+        let c = Arc::new(
+            cache(60_000)
+                .with_clock(hand.clock())
+                .with_refresher(refresher(
+                    refreshes.clone(),
+                    Ok(2.0),
+                    Duration::from_millis(300),
+                )),
+        );
         let (q, ttl) = (query("up"), Duration::from_secs(2));
         c.get(&q, ttl, || async { Ok(Reading::Value(Some(1.0))) })
             .await
@@ -870,7 +932,7 @@ mod tests {
             "not in the last quarter"
         );
 
-        tokio::time::sleep(Duration::from_millis(1600)).await;
+        hand.advance(Duration::from_millis(1600));
         let callers: Vec<_> = (0..20)
             .map(|_| {
                 let (c, q) = (c.clone(), q.clone());
@@ -892,7 +954,8 @@ mod tests {
         }
         assert_eq!(refreshes.load(Ordering::SeqCst), 1, "one refresh for all");
 
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        refreshed(&c, &q).await;
+        hand.advance(Duration::from_millis(500));
         let (later, asked) = read(&c, &q, ttl).await;
         assert_eq!(later.reading, Reading::Value(Some(2.0)), "{later:?}");
         assert!(!asked, "the caller found the refreshed answer");
@@ -907,19 +970,22 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_refresh_serves_the_held_answer_then_stale() {
         let refreshes = Arc::new(AtomicUsize::new(0));
-        let c =
-            cache(60_000).with_refresher(refresher(refreshes.clone(), Err(down()), Duration::ZERO));
+        let hand = Hand::new();
+        let c = cache(60_000)
+            .with_clock(hand.clock())
+            .with_refresher(refresher(refreshes.clone(), Err(down()), Duration::ZERO));
         let (q, ttl) = (query("up"), Duration::from_secs(2));
         c.get(&q, ttl, || async { Ok(Reading::Value(Some(1.0))) })
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(1600)).await;
+        hand.advance(Duration::from_millis(1600));
         let (served, _) = read(&c, &q, ttl).await;
         assert_eq!(
             (served.reading, served.stale),
             (Reading::Value(Some(1.0)), false)
         );
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        refreshed(&c, &q).await;
+        hand.advance(Duration::from_millis(150));
         assert_eq!(refreshes.load(Ordering::SeqCst), 1);
         let (served, asked) = read(&c, &q, ttl).await;
         assert_eq!(
@@ -933,7 +999,7 @@ mod tests {
             "not again within the error TTL"
         );
 
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        hand.advance(Duration::from_millis(400));
         let (served, asked) = read(&c, &q, ttl).await;
         assert_eq!(
             (served.reading, served.stale, asked),
@@ -946,20 +1012,20 @@ mod tests {
     /// to expire; the caller after the TTL asks the backend itself.
     #[tokio::test]
     async fn without_a_refresher_answers_expire() {
-        let c = cache(60_000);
+        let (c, hand) = cache_at(60_000);
         let (q, ttl) = (query("up"), Duration::from_millis(400));
         c.get(&q, ttl, || async { Ok(Reading::Value(Some(1.0))) })
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(320)).await;
+        hand.advance(Duration::from_millis(320));
         assert!(!read(&c, &q, ttl).await.1, "served what is held");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        hand.advance(Duration::from_millis(200));
         assert!(read(&c, &q, ttl).await.1, "asked by the caller");
     }
 
     #[tokio::test]
     async fn a_short_outage_under_a_long_ttl_is_served_stale() {
-        let c = cache(60_000);
+        let (c, hand) = cache_at(60_000);
         let q = query("up");
         let v = c
             .get(&q, Duration::from_millis(50), || async {
@@ -968,7 +1034,7 @@ mod tests {
             .await
             .unwrap();
         assert!(!v.stale);
-        tokio::time::sleep(Duration::from_millis(80)).await;
+        hand.advance(Duration::from_millis(80));
         let v = c
             .get(&q, Duration::from_millis(50), || async { Err(down()) })
             .await

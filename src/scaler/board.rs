@@ -412,6 +412,9 @@ pub struct Board {
     max: u64,
     idle_ms: u64,
     evicted: Counter,
+    /// Tests move the board's idle clock forward by hand (ms added to [`Board::now_ms`]).
+    #[cfg(test)]
+    skew_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for Board {
@@ -440,6 +443,8 @@ impl Board {
             max: config.max_signals.max(1),
             idle_ms: (config.idle_expiry.as_millis() as u64).max(1),
             evicted,
+            #[cfg(test)]
+            skew_ms: AtomicU64::new(0),
         }
     }
 
@@ -502,7 +507,10 @@ impl Board {
     }
 
     fn now_ms(&self) -> u64 {
-        clock_ms(Instant::now())
+        let now = clock_ms(Instant::now());
+        #[cfg(test)]
+        let now = now + self.skew_ms.load(Ordering::Relaxed);
+        now
     }
 
     fn is_idle(&self, e: &Entry, now: u64) -> bool {
@@ -988,18 +996,21 @@ mod tests {
     /// asked about stays.
     #[test]
     fn idle_entries_go() {
-        let b = board(100, Duration::from_millis(40));
+        // The idle clock moved by hand, 4 s at a time against a 10 s expiry: only a pause of
+        // 6 s in the test itself could change the outcome.
+        let b = board(100, Duration::from_secs(10));
+        let advance = |ms: u64| b.skew_ms.fetch_add(ms, Ordering::Relaxed);
         let kept = b.entry("shop", "kept", &trigger(300), plan).unwrap();
         b.entry("shop", "idle", &trigger(300), plan).unwrap();
-        for _ in 0..4 {
-            std::thread::sleep(Duration::from_millis(15));
+        for _ in 0..3 {
+            advance(4_000);
             let again = b.entry("shop", "kept", &trigger(300), plan).unwrap();
             assert!(Arc::ptr_eq(&kept, &again));
         }
         let held: Vec<String> = b.snapshot().iter().map(|r| r.entry.name().into()).collect();
         assert_eq!(held, ["kept"]);
         assert_eq!(b.evicted(), 0);
-        std::thread::sleep(Duration::from_millis(50));
+        advance(11_000);
         assert!(b.is_empty());
         // Asked about after expiring: planned anew.
         let fresh = b.entry("shop", "kept", &trigger(300), plan).unwrap();
