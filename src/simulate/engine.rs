@@ -184,22 +184,30 @@ impl Ring {
 
     /// Merges seconds `[now − window, now)` (those that exist).
     fn window(&self, now: usize, window: usize) -> (Bucket, usize) {
-        self.between(now.saturating_sub(window), now)
+        self.between(now.saturating_sub(window), now, true)
+    }
+
+    /// [`Ring::window`] without the latency sketches (counts, CPU and Σ latencies only):
+    /// merging sketches is most of a read's cost.
+    fn counts(&self, now: usize, window: usize) -> (Bucket, usize) {
+        self.between(now.saturating_sub(window), now, false)
     }
 
     /// Merges seconds `[now − window, now − SETTLE_S)`, the store's rule for rates and
     /// requests in flight; the seconds covered are those merged.
     fn settled(&self, now: usize, window: usize) -> (Bucket, usize) {
-        self.between(now.saturating_sub(window), now.saturating_sub(SETTLE_S))
+        self.between(now.saturating_sub(window), now.saturating_sub(SETTLE_S), false)
     }
 
-    fn between(&self, from: usize, to: usize) -> (Bucket, usize) {
+    fn between(&self, from: usize, to: usize, latency: bool) -> (Bucket, usize) {
         let n = self.buckets.len();
         let from = from.max(to.saturating_sub(n - AHEAD_S - 1));
         let mut total = Bucket::default();
         for t in from..to {
             let b = &self.buckets[t % n];
-            total.latency.merge(&b.latency);
+            if latency {
+                total.latency.merge(&b.latency);
+            }
             total.requests += b.requests;
             total.errors += b.errors;
             total.cpu_s += b.cpu_s;
@@ -229,7 +237,12 @@ impl Ring {
 
 /// A metric reading: the value, or no data (an error to KEDA).
 fn read(policy: &Policy, config: &Config, ring: &Ring, now: usize) -> Option<f64> {
-    let (w, covered) = ring.window(now, config.window_s as usize);
+    let reads_latency = matches!(policy, Policy::P95 { .. } | Policy::Slo { .. });
+    let (w, covered) = if reads_latency {
+        ring.window(now, config.window_s as usize)
+    } else {
+        ring.counts(now, config.window_s as usize)
+    };
     let count = w.requests;
     if count == 0 || covered == 0 {
         return None;
@@ -639,7 +652,7 @@ impl<'a> Loop<'a> {
         if next == replicas && replicas > 0 && now.is_multiple_of(hpa_sync) {
             let desired = match policy {
                 Policy::Cpu { target_percent } => {
-                    let (w, covered) = ring.window(now, config.cpu_window_s as usize);
+                    let (w, covered) = ring.counts(now, config.cpu_window_s as usize);
                     let ready = service.ready(now_s);
                     let capacity =
                         covered as f64 * f64::from(ready) * config.service.cpu_request_cores;
