@@ -891,6 +891,7 @@ mod tests {
             trigger,
             query,
             slo: None,
+            capacity: None,
         })
     }
 

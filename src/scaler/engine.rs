@@ -12,7 +12,7 @@ use crate::policy::NamespacePolicy;
 use crate::signal::promql::{self, Convention};
 use crate::signal::slo;
 use crate::signal::traceql;
-use crate::signal::TraceMeasure;
+use crate::signal::{capacity, CapacityTarget, TraceMeasure};
 use crate::source::tenant::{validate_tenant, TenantPolicies};
 use crate::source::{
     OtlpQuery, PromQuery, Query, Reading, SourceError, Sources, SqsQuery, TempoQuery, TempoReduce,
@@ -32,6 +32,9 @@ pub struct Plan {
     /// `signal: slo`'s queries, each with its objective; `None` for other signals.
     /// Boxed: most plans have none, and the board holds a plan per ScaledObject.
     pub slo: Option<Box<SloQueries>>,
+    /// `signal: sloCapacity`'s queries from Prometheus; `None` for other plans (and for
+    /// the embedded store, which reads every figure in one pass).
+    pub capacity: Option<Box<CapacityPlan>>,
 }
 
 impl Plan {
@@ -44,9 +47,27 @@ impl Plan {
                 .map(|(q, _)| Sources::describe(q))
                 .collect::<Vec<_>>()
                 .join(" | "),
-            None => Sources::describe(&self.query),
+            None => match &self.capacity {
+                Some(c) => c
+                    .queries
+                    .iter()
+                    .map(Sources::describe)
+                    .collect::<Vec<_>>()
+                    .join(" | "),
+                None => Sources::describe(&self.query),
+            },
         }
     }
+}
+
+/// `signal: sloCapacity` from Prometheus: one instant query per figure of
+/// [`capacity::Reading`], each fetched and cached like any query, all at once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CapacityPlan {
+    pub target: CapacityTarget,
+    /// In the order of [`promql::CapacityQueries::all`]: concurrency, rate, reference
+    /// latency, busiest minute's concurrency, busiest minute's rate, guard latency.
+    pub queries: [Query; 6],
 }
 
 /// The queries of `signal: slo`, each with its objective: evaluated together, one value.
@@ -191,7 +212,11 @@ impl Engine {
     pub fn plan(&self, namespace: &str, md: &HashMap<String, String>) -> Result<Plan, PlanError> {
         let trigger = trigger::parse(md, &self.config.parse)?;
         self.check_namespace(namespace, &trigger.read)?;
-        let query = self.build_query(namespace, &trigger.read)?;
+        let capacity = self.capacity_plan(namespace, &trigger.read)?;
+        let query = match &capacity {
+            Some(c) => c.queries[0].clone(),
+            None => self.build_query(namespace, &trigger.read)?,
+        };
         let slo = match trigger.objectives {
             Some(o) => {
                 let with = |measure| -> Result<Query, PlanError> {
@@ -243,7 +268,61 @@ impl Engine {
             trigger,
             query,
             slo,
+            capacity,
         })
+    }
+
+    /// `signal: sloCapacity` read from Prometheus: its queries ([`promql::capacity`]).
+    /// `None` for every other read. Never touches a backend.
+    fn capacity_plan(
+        &self,
+        namespace: &str,
+        read: &Read,
+    ) -> Result<Option<Box<CapacityPlan>>, PlanError> {
+        let Read::Prometheus {
+            backend,
+            tenant,
+            spec:
+                PromSpec::Trace {
+                    trace:
+                        TraceRead {
+                            selector,
+                            measure: TraceMeasure::Capacity(target),
+                            ..
+                        },
+                    convention,
+                },
+        } = read
+        else {
+            return Ok(None);
+        };
+        self.check_prometheus_backend(backend)
+            .map_err(|m| problem("backend", m))?;
+        self.check_tenant("prometheus", namespace, tenant.as_ref())?;
+        let c = self
+            .config
+            .conventions
+            .get(convention)
+            .ok_or_else(|| problem("convention", "unknown convention".into()))?;
+        let queries = promql::capacity(convention, c, selector, target.quantile).map_err(|e| {
+            let key = match e {
+                promql::QueryBuildError::NoSpanKind { .. } => "spanKind",
+                promql::QueryBuildError::NoVersion { .. } => "version",
+                promql::QueryBuildError::NotServed { .. } => "source",
+            };
+            problem(key, e.to_string())
+        })?;
+        let query = |promql: &String| {
+            Query::Prometheus(PromQuery {
+                backend: backend.clone(),
+                tenant: tenant.clone(),
+                promql: promql.clone(),
+            })
+        };
+        Ok(Some(Box::new(CapacityPlan {
+            target: *target,
+            queries: queries.all().map(query),
+        })))
     }
 
     /// The query a read asks, checked against the server's backends and the namespace's
@@ -558,6 +637,9 @@ impl Engine {
         if let Some(slo) = &plan.slo {
             return self.evaluate_slo(plan, slo, ttl, watch).await;
         }
+        if let Some(capacity) = &plan.capacity {
+            return self.evaluate_capacity(plan, capacity, ttl).await;
+        }
         let (served, watched) = self
             .cache
             .get_watched(&plan.query, ttl, || self.sources.fetch(&plan.query))
@@ -720,6 +802,102 @@ impl Engine {
                     backend: plan.query.backend_label(),
                     detail: e.to_string(),
                 }))
+            }
+        };
+        Ok(Evaluation {
+            value,
+            active: value > t.activation,
+            age,
+            stale,
+            no_data,
+        })
+    }
+}
+
+impl Engine {
+    /// `signal: sloCapacity` from Prometheus: every figure's query at once, each through
+    /// the cache (bounded and counted like any fetch), then [`capacity::pods_needed`] —
+    /// the function the embedded store's value comes from, with the same rules:
+    ///
+    /// - a query that fails (past what the cache may serve stale) fails the value: never
+    ///   a value from some of the figures;
+    /// - no spans in the long window (no series, NaN, or a rate of 0), or no latency over
+    ///   the guard window, is no data;
+    /// - a history without a minute with spans (no series or NaN) is no reference
+    ///   latency, and a busiest minute of 0.
+    ///
+    /// The figures are cached apart, so the value has no single cache entry to watch.
+    async fn evaluate_capacity(
+        &self,
+        plan: &Plan,
+        cap: &CapacityPlan,
+        ttl: Duration,
+    ) -> Result<Evaluation, EvalError> {
+        let t = &plan.trigger;
+        let read = |q: &'_ Query| {
+            let q = q.clone();
+            async move { self.cache.get(&q, ttl, || self.sources.fetch(&q)).await }
+        };
+        let [a, b, c, d, e, f] = &cap.queries;
+        let answers = tokio::join!(read(a), read(b), read(c), read(d), read(e), read(f));
+        let answers = [
+            answers.0?, answers.1?, answers.2?, answers.3?, answers.4?, answers.5?,
+        ];
+        let age = answers.iter().map(|s| s.age).max().unwrap_or_default();
+        let stale = answers.iter().any(|s| s.stale);
+        let mut figures = [None; 6];
+        for (figure, served) in figures.iter_mut().zip(&answers) {
+            *figure = match &served.reading {
+                Reading::Value(v) => match usable(*v) {
+                    Usable::Value(v) => Some(v),
+                    Usable::NoData => None,
+                    Usable::Refused(value) => {
+                        return Err(EvalError::Unusable {
+                            metric: t.metric_name.clone(),
+                            value,
+                        })
+                    }
+                },
+                other => {
+                    return Err(EvalError::WrongShape {
+                        metric: t.metric_name.clone(),
+                        got: other.shape(),
+                        wanted: "number",
+                    })
+                }
+            };
+        }
+        let [concurrency, rate, reference_latency, peak_concurrency, peak_rate, latency] = figures;
+        let history = capacity::History {
+            reference_latency_s: reference_latency,
+            peak_concurrency: peak_concurrency.unwrap_or(0.0),
+            peak_rate: peak_rate.unwrap_or(0.0),
+        };
+        let reading = match (concurrency, rate, latency) {
+            (Some(concurrency), Some(rate), Some(latency_s)) if rate > 0.0 => {
+                Some(history.reading(concurrency, rate, latency_s))
+            }
+            _ => None,
+        };
+        let (value, no_data) = match reading {
+            Some(r) => {
+                let v = capacity::pods_needed(cap.target.target(), r);
+                match usable(Some(v)) {
+                    Usable::Value(v) => (v, false),
+                    Usable::NoData | Usable::Refused(_) => {
+                        return Err(EvalError::Unusable {
+                            metric: t.metric_name.clone(),
+                            value: v,
+                        })
+                    }
+                }
+            }
+            // The parser refuses ignoreNullValues for sloCapacity; the rule is kept whole.
+            None if t.ignore_null_values => (0.0, true),
+            None => {
+                return Err(EvalError::NoData {
+                    metric: t.metric_name.clone(),
+                })
             }
         };
         Ok(Evaluation {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::quote::go_string;
-use super::{format_window, SpanKind, TraceMeasure, TraceSelector};
+use super::{format_window, Quantile, SpanKind, TraceMeasure, TraceSelector};
 
 /// One label matcher of a convention: how errors are recognised in its call counter, or a
 /// fixed matcher every query of the convention carries.
@@ -331,6 +331,157 @@ pub fn build(
     measure: TraceMeasure,
     window: Duration,
 ) -> Result<String, QueryBuildError> {
+    let matchers = matchers(convention_name, c, selector)?;
+    let w = format_window(window);
+    Ok(match measure {
+        TraceMeasure::Latency(q) => latency(c, &matchers, q, &w),
+        TraceMeasure::Rate => format!("sum(rate({}{{{matchers}}}[{w}]))", c.calls),
+        // Little's law: the histogram's sum grows by each span's duration, so its rate is
+        // the seconds of spans per second, the mean number in flight.
+        TraceMeasure::Concurrency => in_seconds(c, histogram_sum(c, &matchers, &w)),
+        // Several queries: see [`capacity`].
+        TraceMeasure::Capacity(_) => {
+            return Err(QueryBuildError::NotServed {
+                signal: "sloCapacity",
+            })
+        }
+        TraceMeasure::ErrorRatio => {
+            let mut err = matchers.clone();
+            push_matcher(&mut err, &c.error.label, c.error.op(), &c.error.value);
+            // `or vector(0)`: traffic without errors is a ratio of 0, not "no data".
+            format!(
+                "(sum(rate({calls}{{{err}}}[{w}])) or vector(0)) / sum(rate({calls}{{{matchers}}}[{w}]))",
+                calls = c.calls
+            )
+        }
+    })
+}
+
+/// The instant queries `signal: sloCapacity` reads from Prometheus, one per figure of
+/// [`capacity::Reading`](super::capacity::Reading), over the policy's windows
+/// ([`capacity::WINDOW_S`], [`capacity::GUARD_WINDOW_S`], [`capacity::HISTORY_S`]). Every
+/// figure comes from the latency histogram alone: its `_sum` gives the seconds of spans
+/// (Little's law), its `_count` the spans, so the rate and the mean latency describe the
+/// same requests as the requests in flight. The history is a subquery at one-minute
+/// resolution: each step is one whole minute's `rate` (an evaluation at a multiple of 1m
+/// over the minute before it), as the embedded store's whole minutes are.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CapacityQueries {
+    /// Requests in flight over the long window, in flight (seconds of spans per second).
+    pub concurrency: String,
+    /// Spans per second over the long window.
+    pub rate: String,
+    /// The shortest mean latency (seconds) of a minute of the history with spans: a
+    /// minute without any is `0 / 0`, NaN, which `min_over_time` passes over.
+    pub reference_latency: String,
+    /// The busiest minute's requests in flight.
+    pub peak_concurrency: String,
+    /// The busiest minute's spans per second.
+    pub peak_rate: String,
+    /// The latency at the trigger's quantile over the guard window, seconds: the query
+    /// `signal: latency` builds.
+    pub latency: String,
+}
+
+impl CapacityQueries {
+    /// The queries in a fixed order (that of the fields).
+    pub fn all(&self) -> [&String; 6] {
+        [
+            &self.concurrency,
+            &self.rate,
+            &self.reference_latency,
+            &self.peak_concurrency,
+            &self.peak_rate,
+            &self.latency,
+        ]
+    }
+}
+
+/// Builds `signal: sloCapacity`'s queries ([`CapacityQueries`]) in a convention.
+pub fn capacity(
+    convention_name: &str,
+    c: &Convention,
+    selector: &TraceSelector,
+    quantile: Quantile,
+) -> Result<CapacityQueries, QueryBuildError> {
+    use super::capacity::{GUARD_WINDOW_S, HISTORY_S, WINDOW_S};
+    let matchers = matchers(convention_name, c, selector)?;
+    let window = format_window(Duration::from_secs(WINDOW_S));
+    let minute = format_window(Duration::from_secs(60));
+    let history = format_window(Duration::from_secs(HISTORY_S));
+    let guard = format_window(Duration::from_secs(GUARD_WINDOW_S));
+    let sum = |w: &str| histogram_sum(c, &matchers, w);
+    let count = |w: &str| histogram_count(c, &matchers, w);
+    Ok(CapacityQueries {
+        concurrency: in_seconds(c, sum(&window)),
+        rate: count(&window),
+        reference_latency: in_seconds(
+            c,
+            format!(
+                "min_over_time(({} / {})[{history}:{minute}])",
+                sum(&minute),
+                count(&minute)
+            ),
+        ),
+        peak_concurrency: in_seconds(
+            c,
+            format!("max_over_time({}[{history}:{minute}])", sum(&minute)),
+        ),
+        peak_rate: format!("max_over_time({}[{history}:{minute}])", count(&minute)),
+        latency: latency(c, &matchers, quantile, &guard),
+    })
+}
+
+/// The histogram's quantile in seconds.
+fn latency(c: &Convention, matchers: &str, q: Quantile, w: &str) -> String {
+    let inner = if c.native_histogram {
+        format!("sum(rate({}{{{matchers}}}[{w}]))", c.histogram)
+    } else {
+        format!("sum by (le) (rate({}{{{matchers}}}[{w}]))", c.histogram)
+    };
+    in_seconds(c, format!("histogram_quantile({}, {inner})", q.get()))
+}
+
+/// The rate of the histogram's sum of observations, in the histogram's units.
+fn histogram_sum(c: &Convention, matchers: &str, w: &str) -> String {
+    if c.native_histogram {
+        format!(
+            "histogram_sum(sum(rate({}{{{matchers}}}[{w}])))",
+            c.histogram
+        )
+    } else {
+        let name = c.histogram.strip_suffix("_bucket").unwrap_or(&c.histogram);
+        format!("sum(rate({name}_sum{{{matchers}}}[{w}]))")
+    }
+}
+
+/// The rate of the histogram's count of observations.
+fn histogram_count(c: &Convention, matchers: &str, w: &str) -> String {
+    if c.native_histogram {
+        format!(
+            "histogram_count(sum(rate({}{{{matchers}}}[{w}])))",
+            c.histogram
+        )
+    } else {
+        let name = c.histogram.strip_suffix("_bucket").unwrap_or(&c.histogram);
+        format!("sum(rate({name}_count{{{matchers}}}[{w}]))")
+    }
+}
+
+/// `expr` (in the histogram's units) in seconds.
+fn in_seconds(c: &Convention, mut expr: String) -> String {
+    if c.units_per_second != 1.0 {
+        let _ = write!(expr, " / {}", c.units_per_second);
+    }
+    expr
+}
+
+/// The label matchers of a selector in a convention, every value quoted.
+fn matchers(
+    convention_name: &str,
+    c: &Convention,
+    selector: &TraceSelector,
+) -> Result<String, QueryBuildError> {
     let mut matchers = String::new();
     push_matcher(&mut matchers, &c.service_label, "=", &selector.service);
     for m in &c.matchers {
@@ -356,53 +507,7 @@ pub fn build(
     for (k, v) in &selector.labels {
         push_matcher(&mut matchers, k, "=", v);
     }
-    let w = format_window(window);
-    Ok(match measure {
-        TraceMeasure::Latency(q) => {
-            let inner = if c.native_histogram {
-                format!("sum(rate({}{{{matchers}}}[{w}]))", c.histogram)
-            } else {
-                format!("sum by (le) (rate({}{{{matchers}}}[{w}]))", c.histogram)
-            };
-            let mut s = format!("histogram_quantile({}, {inner})", q.get());
-            if c.units_per_second != 1.0 {
-                let _ = write!(s, " / {}", c.units_per_second);
-            }
-            s
-        }
-        TraceMeasure::Rate => format!("sum(rate({}{{{matchers}}}[{w}]))", c.calls),
-        // Little's law: the histogram's sum grows by each span's duration, so its rate is
-        // the seconds of spans per second, the mean number in flight.
-        TraceMeasure::Concurrency => {
-            let mut s = if c.native_histogram {
-                format!(
-                    "histogram_sum(sum(rate({}{{{matchers}}}[{w}])))",
-                    c.histogram
-                )
-            } else {
-                let name = c.histogram.strip_suffix("_bucket").unwrap_or(&c.histogram);
-                format!("sum(rate({name}_sum{{{matchers}}}[{w}]))")
-            };
-            if c.units_per_second != 1.0 {
-                let _ = write!(s, " / {}", c.units_per_second);
-            }
-            s
-        }
-        TraceMeasure::Capacity(_) => {
-            return Err(QueryBuildError::NotServed {
-                signal: "sloCapacity",
-            })
-        }
-        TraceMeasure::ErrorRatio => {
-            let mut err = matchers.clone();
-            push_matcher(&mut err, &c.error.label, c.error.op(), &c.error.value);
-            // `or vector(0)`: traffic without errors is a ratio of 0, not "no data".
-            format!(
-                "(sum(rate({calls}{{{err}}}[{w}])) or vector(0)) / sum(rate({calls}{{{matchers}}}[{w}]))",
-                calls = c.calls
-            )
-        }
-    })
+    Ok(matchers)
 }
 
 fn push_matcher(out: &mut String, label: &str, op: &str, value: &str) {
@@ -564,6 +669,148 @@ mod tests {
             TraceMeasure::Rate,
             r#"sum(rate(traces_spanmetrics_calls_total{service="a\"b", span_kind="SPAN_KIND_SERVER", span_name="GET /orders/{id}"}[2m]))"#,
         );
+    }
+
+    /// `signal: sloCapacity`'s queries, written out by hand: the histogram's `_sum` and
+    /// `_count` over the policy's windows (1m, a 10m history at 1m steps, the guard's 5m or
+    /// whatever `capacity::GUARD_WINDOW_S` is), in seconds.
+    #[test]
+    fn capacity_queries() {
+        use crate::signal::capacity::{GUARD_WINDOW_S, HISTORY_S, WINDOW_S};
+        // The shapes below are written for these windows.
+        assert_eq!((WINDOW_S, HISTORY_S), (60, 600));
+        let guard = format_window(Duration::from_secs(GUARD_WINDOW_S));
+        let conventions = builtin_conventions();
+        let mut s = selector("order-service");
+        s.version = Some("v2".into());
+        let q = capacity(
+            "otel-spanmetrics",
+            &conventions["otel-spanmetrics"],
+            &s,
+            Quantile::P95,
+        )
+        .unwrap();
+        let f =
+            r#"{service_name="order-service", span_kind="SPAN_KIND_SERVER", service_version="v2"}"#;
+        let h = "traces_span_metrics_duration_milliseconds";
+        assert_eq!(q.concurrency, format!("sum(rate({h}_sum{f}[1m])) / 1000"));
+        assert_eq!(q.rate, format!("sum(rate({h}_count{f}[1m]))"));
+        assert_eq!(
+            q.reference_latency,
+            format!("min_over_time((sum(rate({h}_sum{f}[1m])) / sum(rate({h}_count{f}[1m])))[10m:1m]) / 1000")
+        );
+        assert_eq!(
+            q.peak_concurrency,
+            format!("max_over_time(sum(rate({h}_sum{f}[1m]))[10m:1m]) / 1000")
+        );
+        assert_eq!(
+            q.peak_rate,
+            format!("max_over_time(sum(rate({h}_count{f}[1m]))[10m:1m])")
+        );
+        assert_eq!(
+            q.latency,
+            format!("histogram_quantile(0.95, sum by (le) (rate({h}_bucket{f}[{guard}]))) / 1000")
+        );
+        // The long window's figure is `signal: concurrency`'s query, the guard's is
+        // `signal: latency`'s.
+        let c = &conventions["otel-spanmetrics"];
+        let same = |m, secs| build("otel-spanmetrics", c, &s, m, Duration::from_secs(secs));
+        assert_eq!(
+            Ok(q.concurrency.clone()),
+            same(TraceMeasure::Concurrency, WINDOW_S)
+        );
+        assert_eq!(
+            Ok(q.latency.clone()),
+            same(TraceMeasure::Latency(Quantile::P95), GUARD_WINDOW_S)
+        );
+
+        // Seconds already, fixed matchers kept (Istio's reporter), another quantile.
+        let q = capacity(
+            "istio",
+            &conventions["istio"],
+            &selector("checkout"),
+            Quantile::parse("p99").unwrap(),
+        )
+        .unwrap();
+        let f = r#"{destination_service_name="checkout", reporter="destination"}"#;
+        let h = "istio_request_duration_milliseconds";
+        assert_eq!(
+            q.reference_latency,
+            format!("min_over_time((sum(rate({h}_sum{f}[1m])) / sum(rate({h}_count{f}[1m])))[10m:1m]) / 1000")
+        );
+        assert!(
+            q.latency.starts_with("histogram_quantile(0.99, "),
+            "{}",
+            q.latency
+        );
+        let q = capacity(
+            "prometheus-http",
+            &conventions["prometheus-http"],
+            &selector("checkout"),
+            Quantile::P95,
+        )
+        .unwrap();
+        assert_eq!(
+            q.peak_concurrency,
+            r#"max_over_time(sum(rate(http_request_duration_seconds_sum{job="checkout"}[1m]))[10m:1m])"#
+        );
+
+        // Native histograms: histogram_sum / histogram_count of the one series.
+        let mut native = conventions["tempo-spanmetrics"].clone();
+        native.native_histogram = true;
+        native.histogram = "traces_spanmetrics_latency".into();
+        let q = capacity("native", &native, &selector("s"), Quantile::P95).unwrap();
+        let f = r#"{service="s", span_kind="SPAN_KIND_SERVER"}"#;
+        let n = "traces_spanmetrics_latency";
+        assert_eq!(
+            q.concurrency,
+            format!("histogram_sum(sum(rate({n}{f}[1m])))")
+        );
+        assert_eq!(q.rate, format!("histogram_count(sum(rate({n}{f}[1m])))"));
+        assert_eq!(
+            q.reference_latency,
+            format!("min_over_time((histogram_sum(sum(rate({n}{f}[1m]))) / histogram_count(sum(rate({n}{f}[1m]))))[10m:1m])")
+        );
+        assert_eq!(
+            q.peak_rate,
+            format!("max_over_time(histogram_count(sum(rate({n}{f}[1m])))[10m:1m])")
+        );
+        assert_eq!(
+            q.latency,
+            format!("histogram_quantile(0.95, sum(rate({n}{f}[{guard}])))")
+        );
+
+        // The selector's limits are the other signals' (no span kind label, no version).
+        let mut client = selector("s");
+        client.span_kind = SpanKind::Client;
+        assert!(matches!(
+            capacity(
+                "otel-http",
+                &conventions["otel-http"],
+                &client,
+                Quantile::P95
+            ),
+            Err(QueryBuildError::NoSpanKind { .. })
+        ));
+        // Hostile values stay literals in every query.
+        let hostile = r#"a"} or vector(1e9) #"#;
+        let q = capacity(
+            "tempo-spanmetrics",
+            &conventions["tempo-spanmetrics"],
+            &selector(hostile),
+            Quantile::P95,
+        )
+        .unwrap();
+        for text in q.all() {
+            let (_, literals) =
+                crate::signal::quote::tests::lex(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+            assert!(
+                literals
+                    .chunks(2)
+                    .all(|l| l == [hostile, "SPAN_KIND_SERVER"]),
+                "{text}: {literals:?}"
+            );
+        }
     }
 
     #[test]
@@ -765,6 +1012,30 @@ mod tests {
         )
         .unwrap();
         assert_eq!(shown, built);
+    }
+
+    /// docs/slo-capacity-prometheus.md shows the queries built for its example trigger (that
+    /// of deploy/examples/order-service-slo-capacity-prometheus.yaml), in the order the
+    /// figures are read.
+    #[test]
+    fn documented_capacity_queries() {
+        let doc = include_str!("../../docs/slo-capacity-prometheus.md");
+        let shown = doc
+            .split("The queries it sends:\n\n```\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n```").next())
+            .expect("the docs show the queries");
+        let mut s = selector("order-service");
+        s.span_kind = SpanKind::Server;
+        let built = capacity(
+            "otel-spanmetrics",
+            &builtin_conventions()["otel-spanmetrics"],
+            &s,
+            Quantile::P95,
+        )
+        .unwrap();
+        let built: Vec<&str> = built.all().iter().map(|q| q.as_str()).collect();
+        assert_eq!(shown.lines().collect::<Vec<_>>(), built);
     }
 
     #[test]

@@ -585,8 +585,10 @@ fn parse_source(
             // Tempo's TraceQL could sum durations (`sum_over_time(span:duration)`), but
             // this scaler does not send it yet.
             SignalKind::Concurrency => matches!(source, SourceKind::Otlp | SourceKind::Prometheus),
-            // sloCapacity reads the embedded store's ten-minute history in one pass.
-            SignalKind::SloCapacity => source == SourceKind::Otlp,
+            // sloCapacity reads a ten-minute history: the embedded store's, or
+            // Prometheus' through subqueries (signal::promql::capacity). Tempo's is not
+            // asked for.
+            SignalKind::SloCapacity => matches!(source, SourceKind::Otlp | SourceKind::Prometheus),
             _ => source != SourceKind::Sqs,
         };
         if !ok {

@@ -729,8 +729,8 @@ fn concurrency_and_slo_capacity_triggers() {
             quantile: Quantile::P95,
         })
     );
-    // Both settings are required, each named; the windows are the policy's own; only
-    // the embedded store keeps the history it reads.
+    // Both settings are required, each named; the windows are the policy's own; the
+    // embedded store and Prometheus serve it, Tempo does not.
     check_err(&[CAP, SVC, OTLP], &["latencyObjective", "podConcurrency"]);
     check_err(
         &[
@@ -748,7 +748,18 @@ fn concurrency_and_slo_capacity_triggers() {
         ("latencyObjective", "300ms"),
         ("podConcurrency", "4"),
     ];
-    check_err(&good, &["source"]);
+    let t = check_ok(&good);
+    let Read::Prometheus {
+        spec: crate::trigger::PromSpec::Trace { trace, .. },
+        ..
+    } = &t.read
+    else {
+        panic!("{:?}", t.read);
+    };
+    assert!(matches!(trace.measure, TraceMeasure::Capacity(_)));
+    let mut tempo = good.to_vec();
+    tempo.push(("source", "tempo"));
+    check_err(&tempo, &["source"]);
     let mut windowed = good.to_vec();
     windowed.extend([OTLP, ("window", "2m")]);
     check_err(&windowed, &["window"]);

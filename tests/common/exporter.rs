@@ -26,7 +26,11 @@ pub struct Series {
 #[derive(Default)]
 struct State {
     series: Vec<Series>,
-    scrapes: u64,
+    /// What each scrape adds to the counters, × their steps (1 unless the test sets a
+    /// busier or calmer spell with `Exporter::set_load`).
+    load: f64,
+    /// Σ `load` over the scrapes so far.
+    steps: f64,
     /// Metric families declared with a type (`counter`, `histogram`), by family name;
     /// series of other names are written one family each, `untyped` (or `gauge`).
     types: BTreeMap<String, &'static str>,
@@ -49,7 +53,10 @@ fn escape_label(v: &str) -> String {
 
 impl Exporter {
     pub async fn start() -> Exporter {
-        let state = Arc::new(Mutex::new(State::default()));
+        let state = Arc::new(Mutex::new(State {
+            load: 1.0,
+            ..State::default()
+        }));
         let s = state.clone();
         let app = Router::new().route(
             "/metrics",
@@ -86,6 +93,12 @@ impl Exporter {
             .unwrap()
             .types
             .insert(family.to_string(), kind);
+    }
+
+    /// From the next scrape on, every counter grows by `load` × its step a scrape (a
+    /// busier spell of the same traffic for `load` > 1).
+    pub fn set_load(&self, load: f64) {
+        self.state.lock().unwrap().load = load;
     }
 
     /// Sets a gauge (adding it on first use).
@@ -135,7 +148,7 @@ impl Exporter {
 }
 
 fn render(s: &mut State) -> String {
-    s.scrapes += 1;
+    s.steps += s.load;
     // The family a series belongs to: a declared histogram's, or its own name.
     let family = |name: &str| -> String {
         ["_bucket", "_sum", "_count"]
@@ -169,7 +182,7 @@ fn render(s: &mut State) -> String {
             let value = if x.gauge {
                 x.step
             } else {
-                BASE + x.step * s.scrapes as f64
+                BASE + x.step * s.steps
             };
             let _ = writeln!(out, "{name}{{{}}} {value}", labels.join(","));
         }

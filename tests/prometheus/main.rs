@@ -2,6 +2,7 @@
 //! harness on a free loopback port, scraping a test exporter every second), through the
 //! real gRPC interface.
 
+mod capacity;
 #[path = "../common/mod.rs"]
 mod common;
 
