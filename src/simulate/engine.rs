@@ -196,7 +196,11 @@ impl Ring {
     /// Merges seconds `[now − window, now − SETTLE_S)`, the store's rule for rates and
     /// requests in flight; the seconds covered are those merged.
     fn settled(&self, now: usize, window: usize) -> (Bucket, usize) {
-        self.between(now.saturating_sub(window), now.saturating_sub(SETTLE_S), false)
+        self.between(
+            now.saturating_sub(window),
+            now.saturating_sub(SETTLE_S),
+            false,
+        )
     }
 
     fn between(&self, from: usize, to: usize, latency: bool) -> (Bucket, usize) {

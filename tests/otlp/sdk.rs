@@ -280,26 +280,33 @@ async fn slo_capacity_is_the_pods_the_objective_needs_for_the_spans_sent() {
         objective: Duration::from_millis(300),
         quantile: Quantile::P95,
     };
-    let guard = capacity::GUARD_WINDOW_S;
-    let want = |service: &str, planned: &[Planned]| {
-        let p95 = h.read(service, None, latency(0.95), guard).expect("p95");
-        let r = capacity_reading(planned, p95);
-        (capacity::pods_needed(target.target(), r), r)
+    // Sends `planned` as `service`'s spans; the store's value must be pods_needed of the
+    // figures the spans give. Returns those figures.
+    let check = |service: &'static str, planned: Vec<Planned>| {
+        let h = &h;
+        async move {
+            let res = resource(service, "v1");
+            export(h, Via::Grpc, &res, make_spans(&res, &planned, t0())).await;
+            let got = h
+                .read(service, None, TraceMeasure::Capacity(target), 60)
+                .expect("a value");
+            let p95 = h
+                .read(service, None, latency(0.95), capacity::GUARD_WINDOW_S)
+                .expect("p95");
+            let r = capacity_reading(&planned, p95);
+            let want = capacity::pods_needed(target.target(), r);
+            assert!(
+                (got - want).abs() <= 1e-9 * want,
+                "{service}: got {got}, want {want}"
+            );
+            r
+        }
     };
 
     // order-service: five quiet minutes at 40 ms, then a busy last minute at 120 ms.
-    let res = resource("order-service", "v1");
     let mut planned = plan(3_000, Duration::from_secs(300), 40.0, 50);
     planned.extend(plan(1_500, Duration::from_secs(60), 120.0, 50));
-    export(&h, Via::Grpc, &res, make_spans(&res, &planned, t0())).await;
-    let got = h
-        .read("order-service", None, TraceMeasure::Capacity(target), 60)
-        .expect("a value");
-    let (want_now, r) = want("order-service", &planned);
-    assert!(
-        (got - want_now).abs() <= 1e-9 * want_now,
-        "got {got}, want {want_now}"
-    );
+    let r = check("order-service", planned).await;
     // The busy minute queued: it is clamped at CLAMP × what it would be had nothing
     // queued (its rate × the quiet minutes' shortest mean latency): the value is the clamp's.
     let reference = r.reference_concurrency.expect("a reference");
@@ -307,7 +314,6 @@ async fn slo_capacity_is_the_pods_the_objective_needs_for_the_spans_sent() {
 
     // checkout: the same busy minute four minutes ago, quiet since: the value holds it, at
     // PEAK_CLAMP × its load (not its queue), above what the quiet last minute needs.
-    let res = resource("checkout", "v1");
     let mut planned = plan(3_000, Duration::from_secs(300), 40.0, 50);
     planned.extend(
         plan(1_500, Duration::from_secs(60), 120.0, 50)
@@ -317,15 +323,7 @@ async fn slo_capacity_is_the_pods_the_objective_needs_for_the_spans_sent() {
                 ..p
             }),
     );
-    export(&h, Via::Grpc, &res, make_spans(&res, &planned, t0())).await;
-    let got = h
-        .read("checkout", None, TraceMeasure::Capacity(target), 60)
-        .expect("a value");
-    let (want_held, r) = want("checkout", &planned);
-    assert!(
-        (got - want_held).abs() <= 1e-9 * want_held,
-        "got {got}, want {want_held}"
-    );
+    let r = check("checkout", planned).await;
     let peak_reference = r.peak_reference.expect("a peak reference");
     assert!(
         r.peak_concurrency > capacity::PEAK_CLAMP * peak_reference,

@@ -18,6 +18,8 @@ use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettin
 use aws_sigv4::sign::v4;
 use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION};
 
+use crate::source::error_chain;
+
 /// The service name Amazon Managed Service for Prometheus signs with.
 pub const SERVICE: &str = "aps";
 
@@ -175,20 +177,6 @@ impl Signer {
         }
         Ok(())
     }
-}
-
-/// An error and its sources, `: `-separated, each said once.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        let text = e.to_string();
-        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cur = e.source();
-    }
-    parts.join(": ")
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::Client;
 
-use crate::source::{QueueDepth, Reading, SourceError, SqsQuery};
+use crate::source::{error_chain, QueueDepth, Reading, SourceError, SqsQuery};
 
 mod parse;
 
@@ -380,20 +380,6 @@ fn credentials_error(err: &CredentialsError, queue: &str) -> SourceError {
             ),
         },
     }
-}
-
-/// An error and its sources, `: `-separated, each said once.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        let text = e.to_string();
-        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cur = e.source();
-    }
-    parts.join(": ")
 }
 
 /// The first error of type `T` in `err`'s source chain.
