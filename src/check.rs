@@ -161,6 +161,7 @@ pub async fn run(args: CheckArgs) -> Result<String, String> {
         t.target, t.activation
     );
     let _ = writeln!(out, "metricType   {metric_type}");
+    let _ = writeln!(out, "keda         {}", keda_requirement(metric_type));
     if t.source() == crate::trigger::SourceKind::Otlp {
         let _ = writeln!(
             out,
@@ -184,6 +185,21 @@ pub async fn run(args: CheckArgs) -> Result<String, String> {
             Ok(out)
         }
         Err(e) => Err(format!("{out}error        {e}")),
+    }
+}
+
+/// The KEDA a trigger of this metric type needs for its `fallback` to work. KEDA 2.18 added
+/// fallback for `Value` triggers (kedacore/keda #6655; keda-docs 2.18 "scaledobject-spec",
+/// `fallback`); from 2.14 to 2.17 its admission webhook refuses a ScaledObject with
+/// `fallback` and a `Value` trigger (#5629: "Fallback can only be enabled for triggers with
+/// metric of type AverageValue"), and before that the fallback never applies to it.
+pub fn keda_requirement(metric_type: MetricType) -> &'static str {
+    match metric_type {
+        MetricType::Value => {
+            "2.18 or later for `fallback` (KEDA 2.14–2.17 refuses `fallback` with a Value trigger; \
+             without it an error leaves the replicas where they are)"
+        }
+        MetricType::AverageValue => "any 2.x (`fallback` works with AverageValue triggers)",
     }
 }
 
@@ -222,6 +238,12 @@ spec:
         threshold: 300ms
         activationThreshold: 0
 "#;
+
+    #[test]
+    fn says_which_keda_a_metric_type_needs() {
+        assert!(keda_requirement(MetricType::Value).starts_with("2.18 or later"));
+        assert!(keda_requirement(MetricType::AverageValue).starts_with("any 2.x"));
+    }
 
     #[test]
     fn picks_the_external_trigger() {

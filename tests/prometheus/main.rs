@@ -717,6 +717,7 @@ async fn check_explains_a_trigger_against_the_real_server() {
         "query        prometheus/default: (sum(rate(traces_span_metrics_calls_total{service_name=\"order-service\", span_kind=\"SPAN_KIND_SERVER\", status_code=\"STATUS_CODE_ERROR\"}[10s])) or vector(0))",
         "threshold    0.03 (activation above 0)",
         "metricType   Value",
+        "keda         2.18 or later for `fallback`",
         "state        ok",
         "active       true",
         "replicas     4 now → 8 wanted",
