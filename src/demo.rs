@@ -16,10 +16,11 @@
 //!
 //! The loop is closed for order-service: its spans' latencies come from the simulator's
 //! service model ([`crate::simulate::service`]) with as many pods as the HPA would run
-//! for the `order-service p95 < 300ms` trigger (the Kubernetes behaviour of
-//! [`Autoscaler`], with a start-up delay and a scale-down stabilisation shortened to fit
-//! the story). So the table shows the spike, the scale-out, p95 back under the objective,
-//! then the scale-in once the stabilisation window has passed.
+//! for the recommended `sloCapacity` trigger (the Kubernetes behaviour of [`Autoscaler`],
+//! with a start-up delay and a scale-down stabilisation shortened to fit the story). So the
+//! table shows the spike, the scale-out and p95 back under the objective; the fleet then
+//! keeps the spike's capacity, the busiest minute of the policy's ten-minute history, for
+//! the rest of the story.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
