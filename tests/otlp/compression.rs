@@ -20,8 +20,9 @@ use slo_scaler::source::otlp::Budget;
 use tokio::io::AsyncWriteExt as _;
 use tonic::codec::CompressionEncoding;
 
+use crate::harness::make_spans;
 use crate::harness::{plan, t0, Harness};
-use crate::sdk::{export_compressed, make_spans, resource, Via};
+use crate::sdk::{export_compressed, resource, Via};
 
 const SPANS: &str = "slo_scaler_otlp_spans_total{outcome=\"accepted\"}";
 

@@ -201,3 +201,34 @@ impl opentelemetry_sdk::trace::SpanExporter for Collect {
         Ok(())
     }
 }
+
+/// Makes the planned server spans with the SDK tracer, with explicit start and end times.
+pub fn make_spans(
+    resource: &opentelemetry_sdk::Resource,
+    planned: &[Planned],
+    now: SystemTime,
+) -> Vec<opentelemetry_sdk::trace::SpanData> {
+    let collect = Collect::default();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_simple_exporter(collect.clone())
+        .with_resource(resource.clone())
+        .build();
+    use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
+    let tracer = provider.tracer("slo-scaler-tests");
+    for p in planned {
+        let end = now - p.end_before_now;
+        let mut span = tracer
+            .span_builder("GET /orders")
+            .with_kind(opentelemetry::trace::SpanKind::Server)
+            .with_start_time(end - p.duration)
+            .start(&tracer);
+        if p.error {
+            span.set_status(opentelemetry::trace::Status::error("payment declined"));
+        }
+        span.end_with_timestamp(end);
+    }
+    provider.shutdown().expect("provider shutdown");
+    let spans = std::mem::take(&mut *collect.0.lock().expect("collector lock"));
+    assert_eq!(spans.len(), planned.len(), "the SDK made every span");
+    spans
+}

@@ -7,8 +7,9 @@ use opentelemetry_otlp::Compression;
 use opentelemetry_sdk::trace::OTEL_BSP_SCHEDULE_DELAY_DEFAULT;
 
 use crate::common::scaler::{metric, so, Scaler};
+use crate::harness::make_spans;
 use crate::harness::Planned;
-use crate::sdk::{export_compressed, make_spans, resource, Via};
+use crate::sdk::{export_compressed, resource, Via};
 
 /// Spans per second the services send.
 const RATE: f64 = 100.0;

@@ -1,18 +1,19 @@
 //! Spans from the official SDK through the OTLP gRPC and HTTP exporters.
 
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::{
     Compression, Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig,
 };
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter as _};
+use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
 use opentelemetry_sdk::Resource;
 use slo_scaler::signal::{capacity, CapacityTarget, Quantile, TraceMeasure};
 
-use crate::harness::{assert_close, exact_quantile, latency, plan, t0, Collect, Harness, Planned};
+use crate::harness::{
+    assert_close, exact_quantile, latency, make_spans, plan, t0, Harness, Planned,
+};
 
 pub fn resource(service: &str, version: &str) -> Resource {
     Resource::builder_empty()
@@ -21,32 +22,6 @@ pub fn resource(service: &str, version: &str) -> Resource {
             KeyValue::new("service.version", version.to_string()),
         ])
         .build()
-}
-
-/// Makes the planned server spans with the SDK tracer, with explicit start and end times.
-pub fn make_spans(resource: &Resource, planned: &[Planned], now: SystemTime) -> Vec<SpanData> {
-    let collect = Collect::default();
-    let provider = SdkTracerProvider::builder()
-        .with_simple_exporter(collect.clone())
-        .with_resource(resource.clone())
-        .build();
-    let tracer = provider.tracer("slo-scaler-tests");
-    for p in planned {
-        let end = now - p.end_before_now;
-        let mut span = tracer
-            .span_builder("GET /orders")
-            .with_kind(SpanKind::Server)
-            .with_start_time(end - p.duration)
-            .start(&tracer);
-        if p.error {
-            span.set_status(Status::error("payment declined"));
-        }
-        span.end_with_timestamp(end);
-    }
-    provider.shutdown().expect("provider shutdown");
-    let spans = std::mem::take(&mut *collect.0.lock().expect("collector lock"));
-    assert_eq!(spans.len(), planned.len(), "the SDK made every span");
-    spans
 }
 
 #[derive(Debug, Clone, Copy)]

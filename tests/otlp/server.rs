@@ -9,8 +9,9 @@ use tokio_stream::StreamExt as _;
 use tonic::transport::Channel;
 
 use crate::common::scaler::{metric, so, Scaler};
+use crate::harness::make_spans;
 use crate::harness::{assert_close, Planned};
-use crate::sdk::{export_to, make_spans, resource, Via};
+use crate::sdk::{export_to, resource, Via};
 
 /// The store's default bucket width.
 const BUCKET_WIDTH: Duration = Duration::from_secs(1);
