@@ -369,8 +369,11 @@ pub fn plan_status(e: &PlanError) -> Status {
     }
 }
 
-/// The one place evaluation failures become gRPC statuses. Connectivity failures are
-/// `Unavailable`, so KEDA counts them towards its fallback.
+/// The one place evaluation failures become gRPC statuses. Backend failures are
+/// `Unavailable` (KEDA falls back on any error; the code tells the operator where to look).
+/// A backend refusing the scaler's credentials (401/403: a wrong AMP region, a rotated key,
+/// a gateway without the tenant) is such a failure, not the caller lacking a permission:
+/// `PermissionDenied` is kept for what the scaler itself refuses a trigger ([`plan_status`]).
 pub fn eval_status(e: &EvalError) -> Status {
     let msg = e.to_string();
     match e {
@@ -378,7 +381,6 @@ pub fn eval_status(e: &EvalError) -> Status {
             Status::invalid_argument(msg)
         }
         EvalError::Source(SourceError::NotFound { .. }) => Status::not_found(msg),
-        EvalError::Source(SourceError::PermissionDenied { .. }) => Status::permission_denied(msg),
         EvalError::Unusable { .. } => Status::out_of_range(msg),
         EvalError::Source(_) | EvalError::NoData { .. } | EvalError::WrongShape { .. } => {
             Status::unavailable(msg)

@@ -156,8 +156,11 @@ async fn a_wrong_region_is_refused_never_a_value() {
     let mut amp = Verifier::start("us-west-2", "42.5", ACCESS_KEY, SECRET_KEY);
     let (status, verdict) = refused(&mut amp, "eu-west-1").await;
     assert!(verdict.contains("scoped to a valid region"), "{verdict}");
-    // 401 and 403 are access denied for every Prometheus backend (response.rs).
-    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    // A backend's 401 or 403 is the backend refusing the scaler's credentials, not KEDA
+    // lacking a permission: `Unavailable`, like any backend failure (product spec, "Values,
+    // caching, failure"), with the backend's own words in the message.
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("access denied"), "{status:?}");
     let msg = status.message();
     assert!(
         msg.contains("prometheus/amp") && msg.contains("scoped to a valid region"),
@@ -174,7 +177,7 @@ async fn credentials_the_backend_does_not_accept_are_refused() {
         verdict.contains("signature we calculated does not match"),
         "{verdict}"
     );
-    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert!(status.message().contains("prometheus/amp"), "{status:?}");
     assert!(!status.message().contains(SECRET_KEY), "{status:?}");
 }
@@ -187,7 +190,7 @@ async fn an_unknown_access_key_is_refused() {
         verdict.contains("security token included in the request is invalid"),
         "{verdict}"
     );
-    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
 }
 
 mod tamper {
@@ -274,7 +277,7 @@ async fn a_body_changed_after_signing_is_refused() {
         verdict.contains("signature we calculated does not match"),
         "{verdict}"
     );
-    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
 }
 
 /// `--prometheus NAME=URL` with a path: the query goes to `PATH/api/v1/query` of a real
