@@ -22,6 +22,7 @@ EXPORTED = {
     "slo_scaler_otlp_store_series_evicted_total", "slo_scaler_tempo_partial_responses_total",
     "slo_scaler_build_info", "slo_scaler_signal_state",
     "slo_scaler_cache_entries", "slo_scaler_cache_bytes", "slo_scaler_cache_evictions_total",
+    "slo_scaler_tls_reload_failing",
 }
 METRIC = re.compile(r"\bslo_scaler_[a-zA-Z0-9_]+")
 # Grafana variables and what stands in for them so promtool can parse the query.
@@ -173,6 +174,52 @@ def dashboard_shape(dash):
     return problems
 
 
+def tls_reload_test(report, promtool, rules_spec, work_dir):
+    """promtool unit test: SloScalerTlsReloadFailing fires after its `for` while a listener's
+    reload keeps failing, names the pod and listener, and stays quiet once a reload succeeds."""
+    name = "TLS reload alert fires on a failing listener only (promtool test rules)"
+    rules = {r["alert"]: r for g in rules_spec["groups"] for r in g["rules"] if "alert" in r}
+    alert = rules.get("SloScalerTlsReloadFailing")
+    if alert is None:
+        report.fail(name, "no SloScalerTlsReloadFailing alert in the PrometheusRule")
+        return
+    job = re.search(r'job="([^"]+)"', alert["expr"])
+    job = job.group(1) if job else "slo-scaler"
+
+    def series(pod, listener, values):
+        return {"series": f'slo_scaler_tls_reload_failing{{job="{job}",pod="{pod}",listener="{listener}"}}',
+                "values": values}
+
+    inputs = [
+        series("a", "grpc", "1x10"),                     # failing throughout
+        series("a", "otlp-grpc", "0x10"),                # fine
+        series("b", "grpc", "1 1 1 0 0 0 0 0 0 0 0"),    # a later reload succeeded
+    ]
+    labels = dict(alert.get("labels") or {})
+    bare = {k: v for k, v in alert.items() if k != "annotations"}
+    rules_file = os.path.join(work_dir, "tls-reload.rules.yaml")
+    with open(rules_file, "w") as f:
+        yaml.safe_dump({"groups": [{"name": "alert", "rules": [bare]}]}, f, sort_keys=False)
+    test = {
+        "rule_files": [os.path.abspath(rules_file)],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": inputs,
+            "alert_rule_test": [
+                {"eval_time": "1m", "alertname": "SloScalerTlsReloadFailing", "exp_alerts": []},
+                {"eval_time": "9m", "alertname": "SloScalerTlsReloadFailing",
+                 "exp_alerts": [{"exp_labels": dict(labels, pod="a", listener="grpc")}]},
+            ],
+        }],
+    }
+    test_file = os.path.join(work_dir, "tls-reload.test.yaml")
+    with open(test_file, "w") as f:
+        yaml.safe_dump(test, f, sort_keys=False)
+    ok, out = promtool_test(promtool, test_file)
+    report.check(name, [] if ok else [out], "fires after its for; not for a listener that recovered")
+
+
 def run(report, dashboard_files, rendered, promtool, work_dir):
     """Returns the sorted slo_scaler_* names the dashboard and rules use, or None."""
     used = set()
@@ -205,6 +252,7 @@ def run(report, dashboard_files, rendered, promtool, work_dir):
             for r in g["rules"]:
                 used.update(METRIC.findall(r["expr"]))
         state_tests(report, promtool, rules[0]["spec"], dash, work_dir)
+        tls_reload_test(report, promtool, rules[0]["spec"], work_dir)
 
     # Every dashboard query as a recording rule, variables substituted.
     queries = dashboard_queries(dash)
