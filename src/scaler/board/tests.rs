@@ -1,0 +1,239 @@
+//! The board's table and reuse, together: plans memoised per caller, the bound, idle
+//! expiry and what may be reused.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+
+use super::*;
+use crate::proto::wire::Metadata;
+
+fn md(pairs: &[(&str, &str)]) -> Metadata {
+    pairs.iter().copied().collect()
+}
+
+/// An otlp latency plan from metadata, as the engine makes one (no server needed).
+fn plan(md: &HashMap<String, String>) -> Result<Plan, PlanError> {
+    let opts = crate::trigger::ParseOptions {
+        default_source: crate::trigger::SourceKind::Otlp,
+        ..Default::default()
+    };
+    let trigger = crate::trigger::parse(md, &opts)?;
+    let crate::trigger::Read::Otlp(t) = &trigger.read else {
+        unreachable!("otlp by default")
+    };
+    let query = crate::source::Query::Otlp(crate::source::OtlpQuery {
+        selector: t.selector.clone(),
+        measure: t.measure,
+        window: t.window,
+    });
+    Ok(Plan {
+        trigger,
+        query,
+        slo: None,
+        capacity: None,
+    })
+}
+
+fn board(max_signals: u64, idle_expiry: Duration) -> Board {
+    Board::new(
+        BoardConfig {
+            max_signals,
+            idle_expiry,
+        },
+        Counter::default(),
+    )
+}
+
+fn trigger(threshold: u32) -> Metadata {
+    md(&[
+        ("signal", "latency"),
+        ("service", "orders"),
+        ("threshold", &format!("{threshold}ms")),
+    ])
+}
+
+/// A caller asking again gets the memoised plan, planned once, whatever order its
+/// metadata map came in; another caller or other metadata is another entry.
+#[test]
+fn one_plan_per_caller_and_metadata() {
+    let b = board(100, Duration::from_secs(60));
+    let planned = std::cell::Cell::new(0);
+    let counted = |md: &HashMap<String, String>| {
+        planned.set(planned.get() + 1);
+        plan(md)
+    };
+    let a = b.entry("shop", "orders", &trigger(300), counted).unwrap();
+    let reordered = md(&[
+        ("threshold", "300ms"),
+        ("service", "orders"),
+        ("signal", "latency"),
+    ]);
+    let again = b.entry("shop", "orders", &reordered, counted).unwrap();
+    assert!(Arc::ptr_eq(&a, &again));
+    assert_eq!(planned.get(), 1);
+    b.entry("shop", "orders", &trigger(301), counted).unwrap();
+    b.entry("shop", "other", &trigger(300), counted).unwrap();
+    assert_eq!((planned.get(), b.len()), (3, 3));
+    assert_eq!((a.namespace(), a.name()), ("shop", "orders"));
+    // A refused trigger or name leaves nothing behind.
+    assert!(b
+        .entry("shop", "orders", &md(&[("signal", "nope")]), plan)
+        .is_err());
+    assert!(b.entry("Shop!", "orders", &trigger(300), plan).is_err());
+    assert_eq!(b.len(), 3);
+}
+
+/// Never more than `max_signals` entries; what goes is the least recently asked about,
+/// and each is counted as evicted.
+#[test]
+fn full_board_evicts_the_least_recently_asked() {
+    let b = board(4, Duration::from_secs(60));
+    let names: Vec<String> = (0..4).map(|i| format!("so-{i}")).collect();
+    for n in &names {
+        b.entry("shop", n, &trigger(300), plan).unwrap();
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    // so-0 is asked again, so so-1 is now the least recently asked.
+    b.entry("shop", "so-0", &trigger(300), plan).unwrap();
+    std::thread::sleep(Duration::from_millis(3));
+    b.entry("shop", "so-new", &trigger(300), plan).unwrap();
+    assert_eq!((b.len(), b.evicted()), (4, 1));
+    let held: Vec<String> = b.snapshot().iter().map(|r| r.entry.name().into()).collect();
+    assert_eq!(held, ["so-0", "so-2", "so-3", "so-new"]);
+    for i in 0..200 {
+        b.entry("shop", &format!("flood-{i}"), &trigger(300), plan)
+            .unwrap();
+        assert!(b.len() <= 4);
+    }
+    assert_eq!((b.len(), b.evicted()), (4, 201));
+}
+
+/// Many threads adding different entries at once never push the board over its cap.
+#[test]
+fn the_cap_holds_under_concurrent_callers() {
+    let b = Arc::new(board(50, Duration::from_secs(60)));
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let b = b.clone();
+            std::thread::spawn(move || {
+                for i in 0..200 {
+                    b.entry("shop", &format!("so-{t}-{i}"), &trigger(300), plan)
+                        .unwrap();
+                    let held = b.len.load(Ordering::Acquire);
+                    assert!(held <= 50, "{held}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(b.len(), 50);
+    assert_eq!(b.evicted(), 8 * 200 - 50);
+}
+
+/// Entries nobody asked about for `idle_expiry` go (and are not counted as evicted); one
+/// asked about stays.
+#[test]
+fn idle_entries_go() {
+    // The idle clock moved by hand, 4 s at a time against a 10 s expiry: only a pause of
+    // 6 s in the test itself could change the outcome.
+    let b = board(100, Duration::from_secs(10));
+    let advance = |ms: u64| b.skew_ms.fetch_add(ms, Ordering::Relaxed);
+    let kept = b.entry("shop", "kept", &trigger(300), plan).unwrap();
+    b.entry("shop", "idle", &trigger(300), plan).unwrap();
+    for _ in 0..3 {
+        advance(4_000);
+        let again = b.entry("shop", "kept", &trigger(300), plan).unwrap();
+        assert!(Arc::ptr_eq(&kept, &again));
+    }
+    let held: Vec<String> = b.snapshot().iter().map(|r| r.entry.name().into()).collect();
+    assert_eq!(held, ["kept"]);
+    assert_eq!(b.evicted(), 0);
+    advance(11_000);
+    assert!(b.is_empty());
+    // Asked about after expiring: planned anew.
+    let fresh = b.entry("shop", "kept", &trigger(300), plan).unwrap();
+    assert!(!Arc::ptr_eq(&kept, &fresh));
+}
+
+/// An answer is served again only while the cache holds exactly the state it came
+/// from and it is younger than the TTL: a newer answer fetched for another caller, an
+/// error, a stale or an uncached answer all stop reuse.
+#[tokio::test]
+async fn only_what_the_cache_would_serve_is_reused() {
+    use crate::cache::{CacheConfig, SignalCache};
+    use crate::source::Reading;
+    let (_, metrics) = crate::telemetry::Metrics::standalone();
+    let cache = SignalCache::new(
+        CacheConfig {
+            max_stale: Duration::from_secs(60),
+            max_ttl: Duration::from_secs(60),
+            max_entries: 10,
+            max_bytes: 1 << 20,
+        },
+        Arc::new(metrics),
+    );
+    let b = board(10, Duration::from_secs(60));
+    let e = b.entry("shop", "orders", &trigger(300), plan).unwrap();
+    let q = e.plan.query.clone();
+    let ttl = Duration::from_millis(300);
+    let answer = |v: f64| async move { Ok(Reading::Value(Some(v))) };
+    let evaluation = |value: f64, age: Duration| Evaluation {
+        value,
+        active: true,
+        age,
+        stale: false,
+        no_data: false,
+    };
+    assert_eq!(e.reuse(ttl), None, "nothing answered yet");
+
+    let (served, watch) = cache.get_watched(&q, ttl, || answer(0.42)).await;
+    e.record(&Ok(evaluation(0.42, served.unwrap().age)), Some(watch));
+    let again = e
+        .reuse(ttl)
+        .expect("the cache holds it, younger than the TTL");
+    assert_eq!(
+        (again.value, again.active, again.stale),
+        (0.42, true, false)
+    );
+
+    // Another caller with a shorter TTL refetches: the cache holds a newer answer now.
+    let (newer, _) = cache.get_watched(&q, Duration::ZERO, || answer(0.5)).await;
+    assert_eq!(newer.unwrap().reading, Reading::Value(Some(0.5)));
+    assert_eq!(e.reuse(ttl), None, "the cache would serve 0.5, not 0.42");
+
+    // Served the newer answer (a hit), reused until three quarters of a TTL old.
+    let (served, watch) = cache.get_watched(&q, ttl, || answer(0.9)).await;
+    let served = served.unwrap();
+    assert_eq!(served.reading, Reading::Value(Some(0.5)));
+    e.record(&Ok(evaluation(0.5, served.age)), Some(watch.clone()));
+    assert_eq!(e.reuse(ttl).map(|ev| ev.value), Some(0.5));
+    tokio::time::sleep(Duration::from_millis(240)).await;
+    assert_eq!(
+        e.reuse(ttl),
+        None,
+        "in the TTL's last quarter: asked of the cache, which refreshes it ahead"
+    );
+
+    let fresh = evaluation(0.5, Duration::ZERO);
+    e.record(&Ok(fresh.clone()), None);
+    assert_eq!(
+        e.reuse(ttl),
+        None,
+        "not read through the cache: never reused"
+    );
+    let stale = Evaluation {
+        stale: true,
+        ..fresh.clone()
+    };
+    e.record(&Ok(stale), Some(watch.clone()));
+    assert_eq!(e.reuse(ttl), None, "a stale answer is never reused");
+    e.record(&Err(EvalError::NoData { metric: "m".into() }), Some(watch));
+    assert_eq!(e.reuse(ttl), None, "an error is never reused");
+    assert_eq!(e.state(), Some(SignalState::NoData));
+}
