@@ -1,7 +1,7 @@
 """deploy/examples/canary/: Argo Rollouts objects against Argo's own CRDs (unknown fields
 rejected), the ScaledObject against KEDA's, the Istio routes and Telemetry against the fields
 Istio documents, the objects' references to each other, and each AnalysisTemplate's verdicts on
-the analysis endpoint's answers (README, "Canary analysis")."""
+the analysis endpoint's answers (docs/canary-analysis.md)."""
 
 import glob
 import os
@@ -17,7 +17,7 @@ import examples
 ARGO = "argoproj.io/v1alpha1"
 ARGO_CRDS = {"Rollout": "rollout-crd.yaml", "AnalysisTemplate": "analysis-template-crd.yaml"}
 ANALYSIS_URL = "http://slo-scaler.keda.svc:8080/api/v1/analysis"
-# README, "Canary analysis": the endpoint's parameters; the first three are required.
+# docs/canary-analysis.md: the endpoint's parameters; the first three are required.
 ANALYSIS_PARAMS = {"service", "canary", "baseline", "window", "source", "backend", "convention",
                    "spanKind", "quantile", "minCount", "labels"}
 ANALYSIS_REQUIRED = {"service", "canary", "baseline"}
@@ -178,7 +178,7 @@ def schemas(report, docs, argo_dir, keda_crd):
 
 
 def wiring(report, docs):
-    """The objects name each other correctly, and the Rollout does what the README says."""
+    """The objects name each other correctly, and the Rollout does what docs/canary-analysis.md says."""
     problems = []
     ro = one(docs, "Rollout", problems)
     named = templates(docs)
@@ -302,7 +302,7 @@ def verdict(metric, answer):
 
 
 def answer(canary_err, delta_latency, inconclusive=False, baseline_latency=0.198):
-    """An analysis answer in the README's shape."""
+    """An analysis answer in docs/canary-analysis.md's shape."""
     return {"service": "payment-service", "window": "2m", "quantile": 0.95,
             "canary": {"version": "6d5f7c9b8", "count": 1204, "rps": 10.0, "errorRate": canary_err,
                        "latency": baseline_latency + delta_latency},
@@ -366,7 +366,7 @@ def analysis_one(report, docs, name, at):
     cases = [
         ("a healthy canary", answer(0.01, 0.05), "Successful"),
         ("error rate exactly 3 %", answer(0.03, 0.0), "Successful"),
-        ("error rate 4.1 % (the README's example)", answer(0.041, 0.214), "Failed"),
+        ("error rate 4.1 % (docs/canary-analysis.md's example)", answer(0.041, 0.214), "Failed"),
         ("error rate 3.1 %, latency equal", answer(0.031, 0.0), "Failed"),
         ("p95 201 ms above baseline", answer(0.0, 0.201), "Failed"),
         ("p95 200 ms above baseline", answer(0.0, 0.2), "Successful"),

@@ -7,7 +7,7 @@ import os
 import jsonschema
 import yaml
 
-# Trigger metadata keys the scaler accepts (README, "Trigger metadata"), plus KEDA's own keys it ignores.
+# Trigger metadata keys the scaler accepts (docs/trigger-metadata.md), plus KEDA's own keys it ignores.
 METADATA_KEYS = {
     "signal", "source", "threshold", "activationThreshold", "service", "spanKind", "quantile",
     "window", "convention", "labels", "backend", "query", "tenant", "version", "ignoreNullValues",
@@ -53,7 +53,7 @@ def strict(schema):
 
 
 def product_rules(doc, text):
-    """What the README promises about every example."""
+    """What the docs promise about every example."""
     problems = []
     triggers = doc.get("spec", {}).get("triggers", [])
     for i, t in enumerate(triggers):

@@ -2,7 +2,7 @@
 two real servers; spans go to each replica the way the NOTES' Collector snippet sends them (every
 exporter endpoint is one replica, and a pipeline with several exporters hands every batch to each
 of them: opentelemetry-collector `internal/fanoutconsumer/traces.go`, `ConsumeTraces` calls every
-consumer); the README's first latency trigger (no `source`: the embedded store
+consumer); docs/triggers.md's first latency trigger (no `source`: the embedded store
 is the default) answers the same p95 from every replica, and that p95 is the spans' own.
 
 Spans travel as OTLP/HTTP JSON (`POST /v1/traces`, the OTLP JSON mapping: hex ids, nanosecond
@@ -52,7 +52,7 @@ def post(addr, body):
 
 
 def run(report, binary, chart_dir, readme, work_dir):
-    name = "live: otlp.fanOut — every replica answers the spans' p95 for the README's trigger"
+    name = "live: otlp.fanOut — every replica answers the spans' p95 for docs/triggers.md's trigger"
     docs, notes = chart.render(chart_dir, {"otlp": {"fanOut": True}, "replicaCount": REPLICAS})
     args, env = chart.deployment_args(docs)
     so, trigger = readme["so"], readme["trigger"]

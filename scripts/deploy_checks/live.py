@@ -1,5 +1,5 @@
 """The live check: the container args the chart renders for the README's `helm install` line
-start the real binary; the README's first latency trigger answers Prometheus' own value over gRPC; the
+start the real binary; docs/triggers.md's first latency trigger answers Prometheus' own value over gRPC; the
 scrape holds every metric the dashboard and rules use.
 
 The chart passes the four listen addresses as `--*-addr=0.0.0.0:PORT` args. They are rewritten
@@ -79,7 +79,7 @@ def rewrite_prometheus(args, addr):
 
 def canonical_latency_query(meta):
     """The p-quantile of a service's server spans in seconds, otel-spanmetrics' PromQL shape as
-    README's "Prometheus conventions" writes it (independent of the scaler's own query builder)."""
+    docs/prometheus-conventions.md writes it (independent of the scaler's own query builder)."""
     q = meta.get("quantile", "p95")
     q = float(q[1:]) / 100 if q.startswith("p") else float(q)
     window = meta.get("window", "1m")
@@ -132,7 +132,7 @@ def resolve(name, samples, types):
 
 
 def run(report, binary, args, env, used, work_dir, readme):
-    """`readme`: {"so": the README's first ScaledObject with a latency trigger, "trigger": that trigger}."""
+    """`readme`: {"so": docs/triggers.md's first ScaledObject with a latency trigger, "trigger": that trigger}."""
     try:
         args, addrs = rewrite_addrs(args)
     except ValueError as e:
@@ -148,7 +148,7 @@ def run(report, binary, args, env, used, work_dir, readme):
         prometheus = promlive.Prometheus(exporter.addr, work_dir)
     except RuntimeError as e:
         exporter.close()
-        report.fail("live: a real Prometheus for the README's trigger", e)
+        report.fail("live: a real Prometheus for docs/triggers.md's trigger", e)
         return
     args, prom_names = rewrite_prometheus(args, prometheus.addr)
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("SLO_SCALER_")}
@@ -178,15 +178,15 @@ def run(report, binary, args, env, used, work_dir, readme):
 
 
 def readme_trigger(report, prometheus, addrs, readme, prom_names, work_dir, log_path):
-    """The README's first latency trigger, sent over gRPC as KEDA sends it, answers Prometheus' value."""
-    name = "live: README's first latency trigger answers Prometheus' value over gRPC"
+    """docs/triggers.md's first latency trigger, sent over gRPC as KEDA sends it, answers Prometheus' value."""
+    name = "live: docs/triggers.md's first latency trigger answers Prometheus' value over gRPC"
     so, trigger = readme["so"], readme["trigger"]
     meta = {k: str(v) for k, v in (trigger.get("metadata") or {}).items()}
     if not prom_names:
         report.fail(name, "the README's helm install configures no Prometheus backend")
         return
     if meta.get("signal") != "latency" or "source" in meta:
-        report.fail(name, f"the check reads a latency trigger that names no source; the README's "
+        report.fail(name, f"the check reads a latency trigger that names no source; docs/triggers.md's "
                           f"first trigger is {meta}")
         return
     expr = canonical_latency_query(meta)

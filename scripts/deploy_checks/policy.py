@@ -78,7 +78,7 @@ def source_and_replicas(report, chart_dir, readme_values):
                          err.splitlines()[-1].strip()[:160])
 
 
-def fan_out(report, chart_dir, readme_text):
+def fan_out(report, chart_dir, install_text):
     """otlp.fanOut: stable per-replica addresses, and the NOTES' Collector snippet sends to each."""
     name = "otlp.fanOut: the Collector snippet exports to every replica's stable address"
     values = {"replicaCount": 3, "otlp": {"fanOut": True}}
@@ -107,17 +107,18 @@ def fan_out(report, chart_dir, readme_text):
     problems += collector_problems(collector, want)
     report.check(name, problems, f"{len(want)} exporters, StatefulSet {sts['metadata']['name']}")
 
-    # The README's snippet is the chart's own rendering for the values the README states.
-    name = "README's fan-out Collector snippet equals the chart's rendering"
-    snippets = readme.collector_snippets(readme_text)
+    # docs/install.md's snippet is the chart's own rendering for the values it states.
+    name = f"{readme.INSTALL_DOC}'s fan-out Collector snippet equals the chart's rendering"
+    snippets = readme.collector_snippets(install_text)
     if len(snippets) != 1:
-        report.fail(name, f"want one README YAML block with otlp/slo-scaler-N exporters, got {len(snippets)}")
+        report.fail(name, f"want one {readme.INSTALL_DOC} YAML block with otlp/slo-scaler-N exporters, "
+                          f"got {len(snippets)}")
         return
     n = len(snippets[0].get("exporters") or {})
     docs, notes, err = render_or_error(chart_dir, {"replicaCount": n, "otlp": {"fanOut": True}})
     rendered = yaml.safe_load(notes[notes.find("exporters:"):notes.find("Past one replica")])
     report.check(name, [] if rendered == snippets[0] else
-                 [f"README:\n{yaml.safe_dump(snippets[0])}chart (replicaCount {n}):\n{yaml.safe_dump(rendered)}"],
+                 [f"{readme.INSTALL_DOC}:\n{yaml.safe_dump(snippets[0])}chart (replicaCount {n}):\n{yaml.safe_dump(rendered)}"],
                  f"replicaCount {n}")
 
 
@@ -392,9 +393,9 @@ def flag_cases(chart_dir):
     return out
 
 
-def run(report, chart_dir, readme_text, readme_values, rendered, docs_text):
+def run(report, chart_dir, readme_text, readme_values, rendered, docs_text, install_text):
     source_and_replicas(report, chart_dir, readme_values)
-    fan_out(report, chart_dir, readme_text)
+    fan_out(report, chart_dir, install_text)
     receiver_follows_replicas(report, chart_dir, readme_values)
     readme_image(report, chart_dir, readme_text, readme_values)
     network_policy(report, chart_dir)

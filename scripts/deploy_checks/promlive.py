@@ -1,10 +1,10 @@
 """A real Prometheus (Debian's /usr/bin/prometheus) scraping a small exporter of OTel
-spanmetrics series, for the live check of the README's trigger.
+spanmetrics series, for the live check of docs/triggers.md's trigger.
 
 The exporter serves the OpenTelemetry Collector spanmetrics connector's names and labels
 (`traces_span_metrics_duration_milliseconds_bucket`, `traces_span_metrics_calls_total`;
 `service_name`, `span_kind`, `status_code`, `span_name`; buckets in ms as in
-README's "Prometheus conventions"). Every counter grows linearly with time, so any `rate()`
+docs/prometheus-conventions.md). Every counter grows linearly with time, so any `rate()`
 window gives the same distribution and Prometheus' quantile holds still while the check runs.
 Other services and client spans are served too: a query that ignores the service or the
 span kind answers a different number.

@@ -1,7 +1,8 @@
-"""What the README tells a new user to run: its `helm install` line and its first ScaledObject.
+"""What the README tells a new user to run, and the triggers the docs show.
 
-Both are parsed out of README.md's "Wire it into KEDA" section, so the checks follow the README
-as it is written, not a copy of it.
+The `helm install` line is parsed out of README.md's "Quickstart" section, the first latency
+trigger out of docs/triggers.md's "One ScaledObject per signal", and the fan-out Collector
+snippet out of docs/install.md, so the checks follow the docs as they are written, not a copy.
 """
 
 import re
@@ -10,7 +11,10 @@ import shlex
 import helm_python as helm
 import yaml
 
-SECTION = "## Wire it into KEDA"
+SECTION = "## Quickstart"
+TRIGGERS_DOC = "docs/triggers.md"
+TRIGGERS_SECTION = "## One ScaledObject per signal"
+INSTALL_DOC = "docs/install.md"
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 
 
@@ -18,11 +22,11 @@ class ReadmeError(Exception):
     """The README lacks what the checks read, or uses what they cannot reproduce."""
 
 
-def section(text):
-    start = text.find(SECTION)
+def section(text, heading=SECTION, where="README.md"):
+    start = text.find(heading + "\n")
     if start < 0:
-        raise ReadmeError(f"README.md has no {SECTION!r} section")
-    end = text.find("\n## ", start + len(SECTION))
+        raise ReadmeError(f"{where} has no {heading!r} section")
+    end = text.find("\n## ", start + len(heading))
     return text[start:end if end > 0 else len(text)]
 
 
@@ -71,10 +75,10 @@ def helm_install(text):
 
 
 def first_trigger(text, signal="latency"):
-    """(ScaledObject, its first trigger) of the section's first ScaledObject whose first
-    trigger reads `signal` (the live checks drive a latency trigger that names no source; the
-    section leads with the recommended sloCapacity trigger, which needs the embedded store)."""
-    for lang, body in FENCE.findall(section(text)):
+    """(ScaledObject, its first trigger) of docs/triggers.md's first ScaledObject whose first
+    trigger reads `signal` (`text` is that file; the live checks drive a latency trigger that
+    names no source, which reads the install's Prometheus)."""
+    for lang, body in FENCE.findall(section(text, TRIGGERS_SECTION, TRIGGERS_DOC)):
         if lang != "yaml":
             continue
         for so in (d for d in yaml.safe_load_all(body) if d):
@@ -82,13 +86,13 @@ def first_trigger(text, signal="latency"):
                 continue
             triggers = (so.get("spec") or {}).get("triggers") or []
             if not triggers:
-                raise ReadmeError(f"the README's ScaledObject {so.get('metadata')} has no trigger")
+                raise ReadmeError(f"{TRIGGERS_DOC}'s ScaledObject {so.get('metadata')} has no trigger")
             if (triggers[0].get("metadata") or {}).get("signal") == signal:
                 return so, triggers[0]
-    raise ReadmeError(f"no ScaledObject with a {signal} trigger in {SECTION!r}")
+    raise ReadmeError(f"no ScaledObject with a {signal} trigger in {TRIGGERS_DOC}'s {TRIGGERS_SECTION!r}")
 
 
 def collector_snippets(text):
-    """Every YAML block of the whole README that defines `otlp/slo-scaler-N` exporters."""
+    """Every YAML block of `text` (docs/install.md) that defines `otlp/slo-scaler-N` exporters."""
     return [yaml.safe_load(body) for lang, body in FENCE.findall(text)
             if lang == "yaml" and "otlp/slo-scaler-0" in body]

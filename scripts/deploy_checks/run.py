@@ -52,7 +52,6 @@ def main():
         readme_text = f.read()
     try:
         release, namespace, readme_chart, readme_values = readme.helm_install(readme_text)
-        so, trigger = readme.first_trigger(readme_text)
         report.check("README's helm install line parsed",
                      [] if (os.path.normpath(readme_chart), release, namespace) ==
                      (os.path.normpath(chart_dir), chart.RELEASE, chart.NAMESPACE) else
@@ -61,7 +60,17 @@ def main():
                      f"values {readme_values}")
     except readme.ReadmeError as e:
         report.fail("README's helm install line parsed", e)
-        readme_values, so, trigger = None, None, None
+        readme_values = None
+    with open(readme.TRIGGERS_DOC) as f:
+        triggers_text = f.read()
+    with open(readme.INSTALL_DOC) as f:
+        install_text = f.read()
+    try:
+        so, trigger = readme.first_trigger(triggers_text)
+        report.ok(f"{readme.TRIGGERS_DOC}'s first latency trigger found", so["metadata"]["name"])
+    except readme.ReadmeError as e:
+        report.fail(f"{readme.TRIGGERS_DOC}'s first latency trigger found", e)
+        so, trigger = None, None
     readme_docs = None
     if readme_values is not None:
         try:
@@ -70,7 +79,7 @@ def main():
             report.fail("helm render (README's helm install)", e)
     with open(os.path.join("docs", "prometheus-backends.md")) as f:
         backends_text = f.read()
-    policy.run(report, chart_dir, readme_text, readme_values, rendered, backends_text)
+    policy.run(report, chart_dir, readme_text, readme_values, rendered, backends_text, install_text)
     examples.run(report, os.path.join("deploy", "examples"), crd)
     canary.run(report, os.path.join("deploy", "examples", "canary"), shared, crd)
     used = promql.run(report, [os.path.join("deploy", "grafana", "slo-scaler.json"),
@@ -89,7 +98,8 @@ def main():
     elif not os.access(binary, os.X_OK):
         report.fail("live part", f"SLO_SCALER_BIN={binary} is not an executable file")
     elif readme_docs is None or trigger is None:
-        report.fail("live part", "the README's helm install or first trigger was not usable")
+        report.fail("live part", "the README's helm install or docs/triggers.md's first latency "
+                                 "trigger was not usable")
     else:
         known_flags(report, binary, [chart.deployment_args(d)[0] for d in
                                      [readme_docs, *rendered.values()]] + policy.flag_cases(chart_dir))

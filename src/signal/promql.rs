@@ -971,12 +971,15 @@ mod tests {
         );
     }
 
-    /// The conventions files README.md and docs/mesh.md show parse and pass the checks,
+    /// The conventions files docs/prometheus-conventions.md and docs/mesh.md show parse and pass the checks,
     /// and docs/mesh.md's Istio query is the one built for its trigger (default window 5m).
     #[test]
     fn documented_conventions_and_queries() {
         let docs = [
-            ("README.md", include_str!("../../README.md")),
+            (
+                "docs/prometheus-conventions.md",
+                include_str!("../../docs/prometheus-conventions.md"),
+            ),
             ("docs/mesh.md", include_str!("../../docs/mesh.md")),
         ];
         for (doc, text) in docs {
