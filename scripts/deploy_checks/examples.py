@@ -7,13 +7,14 @@ import os
 import jsonschema
 import yaml
 
-# Trigger metadata keys the scaler accepts (docs/trigger-metadata.md), plus KEDA's own keys it ignores.
+# Trigger metadata keys the scaler accepts (docs/trigger-metadata.md, whose table docs.py checks
+# lists exactly these), plus KEDA's own keys it ignores.
 METADATA_KEYS = {
     "signal", "source", "threshold", "activationThreshold", "service", "spanKind", "quantile",
     "window", "convention", "labels", "backend", "query", "tenant", "version", "ignoreNullValues",
     "cacheTTL", "queueURL", "queueLength", "activationQueueLength", "awsRegion", "scaleOnInFlight",
     "scaleOnDelayed", "metricName", "scalerAddress", "enableTLS", "unsafeSsl",
-    "latencyObjective", "errorRateObjective", "podConcurrency",
+    "latencyObjective", "errorRateObjective", "podConcurrency", "awsRoleArn", "awsEndpoint",
 }
 # The HPA metric type each signal needs (keda-external-scaler.md: intensive → Value).
 METRIC_TYPE = {"latency": "Value", "errorRate": "Value", "rps": "AverageValue",

@@ -21,6 +21,7 @@ import chart  # noqa: E402
 import examples  # noqa: E402
 import fanout_live  # noqa: E402
 import canary  # noqa: E402
+import docs  # noqa: E402
 import live  # noqa: E402
 import policy  # noqa: E402
 import promql  # noqa: E402
@@ -80,6 +81,7 @@ def main():
     with open(os.path.join("docs", "prometheus-backends.md")) as f:
         backends_text = f.read()
     policy.run(report, chart_dir, readme_text, readme_values, rendered, backends_text, install_text)
+    shown = docs.run(report, crd, readme_text)
     examples.run(report, os.path.join("deploy", "examples"), crd)
     canary.run(report, os.path.join("deploy", "examples", "canary"), shared, crd)
     used = promql.run(report, [os.path.join("deploy", "grafana", "slo-scaler.json"),
@@ -101,6 +103,7 @@ def main():
         report.fail("live part", "the README's helm install or docs/triggers.md's first latency "
                                  "trigger was not usable")
     else:
+        docs.parsed_by_binary(report, os.path.abspath(binary), shown, work_dir)
         known_flags(report, binary, [chart.deployment_args(d)[0] for d in
                                      [readme_docs, *rendered.values()]] + policy.flag_cases(chart_dir))
         args, env = chart.deployment_args(readme_docs)
