@@ -5,7 +5,7 @@
 //! compared ([`run_lockstep`]) and served by each policy's service. Each request is filed
 //! under the second it completes in, as the embedded store files a span by its end time
 //! (a reading never sees a request still queued); for the policies that read latency it
-//! goes into that second's [`LatencySketch`], as the store keeps one sketch per series per
+//! goes into that second's [`LatencySketch`](crate::source::otlp::sketch::LatencySketch), as the store keeps one sketch per series per
 //! second. A signal over a window merges the buckets of the last `window` seconds, as
 //! `Store::read_at` does: latency and errors over all of them, rates and requests in
 //! flight leaving out the last [`SETTLE_S`] (the store's default `--otlp-rate-settle`). What the service
@@ -14,17 +14,22 @@
 //! applies the behaviour. KEDA's operator loop (every polling interval) handles
 //! activation, scale to zero after the cooldown, and fallback after repeated failures.
 
-use crate::signal::capacity::{self, pods_needed};
+use crate::signal::capacity;
 use crate::signal::hpa::{
     desired_replicas_ready, desired_replicas_utilization, Autoscaler, Behavior,
 };
-use crate::signal::slo::{slo_ratio, Objectives, Observed};
 use crate::signal::MetricType;
-use crate::source::otlp::sketch::LatencySketch;
 
 use super::policy::Policy;
 use super::scenario::{Scenario, Second};
 use super::service::{Arrival, Rng, Service, ServiceModel};
+
+mod signals;
+#[cfg(test)]
+mod tests;
+
+pub use signals::SETTLE_S;
+use signals::{read, Ring};
 
 /// KEDA's ScaledObject settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -121,178 +126,12 @@ pub struct Run {
     pub bound: bool,
 }
 
-#[derive(Debug, Clone, Default)]
-struct Bucket {
-    /// The second's latencies, kept only for the policies that read them (p95, slo).
-    latency: LatencySketch,
-    requests: u64,
-    errors: u64,
-    cpu_s: f64,
-    /// Σ latencies, seconds: requests in flight × time (Little's law).
-    busy_s: f64,
-}
-
 /// The `q`-quantile of `values` at rank `floor(q × (n − 1))` (the rank the store's
 /// sketch answers for), reordering them; `None` when empty.
 fn exact_quantile(values: &mut [u64], q: f64) -> Option<u64> {
     let last = values.len().checked_sub(1)?;
     let rank = ((q * last as f64).floor() as usize).min(last);
     Some(*values.select_nth_unstable(rank).1)
-}
-
-/// Seconds ahead of the current one a request may complete in and still be filed under
-/// its own second (later completions go into the last of them): the 2 s default timeout
-/// plus a long service time.
-const AHEAD_S: usize = 16;
-
-/// The store's settle delay the simulated store reads with (the default of
-/// `--otlp-rate-settle`): rates and requests in flight leave out the last seconds, whose
-/// spans exporters may not have sent yet.
-pub const SETTLE_S: usize = 6;
-
-/// The last seconds' buckets, as the store's ring: a request is filed under the second
-/// it completes in (the store files a span by its end time), so a reading at `now` knows
-/// only the requests that completed before it.
-struct Ring {
-    buckets: Vec<Bucket>,
-}
-
-impl Ring {
-    /// A ring that reads `len` seconds back.
-    fn new(len: usize) -> Self {
-        Ring {
-            buckets: vec![Bucket::default(); len.max(1) + AHEAD_S + 1],
-        }
-    }
-
-    /// Starts second `t`: the slot `AHEAD_S` seconds on is cleared for completions.
-    fn advance(&mut self, t: usize) {
-        let n = self.buckets.len();
-        self.buckets[(t + AHEAD_S) % n] = Bucket::default();
-    }
-
-    /// The bucket of second `end` for a request that arrived in second `t`.
-    fn completion(&mut self, t: usize, end: usize) -> &mut Bucket {
-        let n = self.buckets.len();
-        &mut self.buckets[end.clamp(t, t + AHEAD_S) % n]
-    }
-
-    fn arrival(&mut self, t: usize) -> &mut Bucket {
-        let n = self.buckets.len();
-        &mut self.buckets[t % n]
-    }
-
-    /// Merges seconds `[now − window, now)` (those that exist).
-    fn window(&self, now: usize, window: usize) -> (Bucket, usize) {
-        self.between(now.saturating_sub(window), now, true)
-    }
-
-    /// [`Ring::window`] without the latency sketches (counts, CPU and Σ latencies only):
-    /// merging sketches is most of a read's cost.
-    fn counts(&self, now: usize, window: usize) -> (Bucket, usize) {
-        self.between(now.saturating_sub(window), now, false)
-    }
-
-    /// Merges seconds `[now − window, now − SETTLE_S)`, the store's rule for rates and
-    /// requests in flight; the seconds covered are those merged.
-    fn settled(&self, now: usize, window: usize) -> (Bucket, usize) {
-        self.between(
-            now.saturating_sub(window),
-            now.saturating_sub(SETTLE_S),
-            false,
-        )
-    }
-
-    fn between(&self, from: usize, to: usize, latency: bool) -> (Bucket, usize) {
-        let n = self.buckets.len();
-        let from = from.max(to.saturating_sub(n - AHEAD_S - 1));
-        let mut total = Bucket::default();
-        for t in from..to {
-            let b = &self.buckets[t % n];
-            if latency {
-                total.latency.merge(&b.latency);
-            }
-            total.requests += b.requests;
-            total.errors += b.errors;
-            total.cpu_s += b.cpu_s;
-            total.busy_s += b.busy_s;
-        }
-        (total, to.saturating_sub(from))
-    }
-
-    /// `(Σ latencies, requests)` of each whole minute of settled seconds in
-    /// `[now − len, now − SETTLE_S)` that exist, oldest first.
-    fn minutes(&self, now: usize, len: usize) -> impl Iterator<Item = (f64, f64)> + '_ {
-        let n = self.buckets.len();
-        let end = now.saturating_sub(SETTLE_S);
-        let start = now
-            .saturating_sub(len)
-            .max(end.saturating_sub(n - AHEAD_S - 1));
-        let whole = (end - start.min(end)) / 60;
-        (0..whole).map(move |i| {
-            let m = end - (whole - i) * 60;
-            (m..m + 60).fold((0.0, 0.0), |(busy, count), t| {
-                let b = &self.buckets[t % n];
-                (busy + b.busy_s, count + b.requests as f64)
-            })
-        })
-    }
-}
-
-/// A metric reading: the value, or no data (an error to KEDA).
-fn read(policy: &Policy, config: &Config, ring: &Ring, now: usize) -> Option<f64> {
-    let reads_latency = matches!(policy, Policy::P95 { .. } | Policy::Slo { .. });
-    let (w, covered) = if reads_latency {
-        ring.window(now, config.window_s as usize)
-    } else {
-        ring.counts(now, config.window_s as usize)
-    };
-    let count = w.requests;
-    if count == 0 || covered == 0 {
-        return None;
-    }
-    let (settled, settled_s) = ring.settled(now, config.window_s as usize);
-    let p95 = || w.latency.quantile_ns(0.95).map(|ns| ns / 1e9);
-    match policy {
-        Policy::Rps { .. } if settled_s > 0 => Some(settled.requests as f64 / settled_s as f64),
-        Policy::Concurrency { .. } if settled_s > 0 => Some(settled.busy_s / settled_s as f64),
-        Policy::Rps { .. } | Policy::Concurrency { .. } => None,
-        Policy::Recommended { pod_concurrency } => {
-            let (guard, _) = ring.window(now, capacity::GUARD_WINDOW_S as usize);
-            let latency_s = guard.latency.quantile_ns(0.95).map(|ns| ns / 1e9)?;
-            if settled.requests == 0 || settled_s == 0 {
-                return None;
-            }
-            let history = capacity::history(ring.minutes(now, capacity::HISTORY_S as usize), 60.0);
-            let target = capacity::Target {
-                pod_concurrency: pod_concurrency
-                    .unwrap_or(f64::from(config.service.workers_per_pod)),
-                objective_s: config.objective_s,
-            };
-            let covered = settled_s as f64;
-            Some(pods_needed(
-                target,
-                history.reading(
-                    settled.busy_s / covered,
-                    settled.requests as f64 / covered,
-                    latency_s,
-                ),
-            ))
-        }
-        Policy::P95 { .. } => p95(),
-        Policy::Slo { .. } => slo_ratio(
-            Objectives {
-                latency_s: Some(config.objective_s),
-                error_rate: config.error_objective,
-            },
-            Observed {
-                latency_s: p95(),
-                error_rate: Some(w.errors as f64 / count as f64),
-            },
-        )
-        .ok(),
-        Policy::Cpu { .. } | Policy::Static(_) | Policy::StaticAuto | Policy::Oracle => None,
-    }
 }
 
 /// Replays `scenario` under `policy`. `Policy::StaticAuto` is resolved by the caller.
@@ -706,92 +545,5 @@ impl<'a> Loop<'a> {
             out.max_replicas = out.max_replicas.max(next);
         }
         true
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn flat(rps: f64, seconds: usize) -> Scenario {
-        Scenario {
-            name: "flat".into(),
-            seconds: vec![Second::at(rps); seconds],
-        }
-    }
-
-    #[test]
-    fn replica_seconds_and_requests_add_up() {
-        let run = run(&flat(100.0, 600), &Policy::Static(3), &Config::default());
-        assert_eq!(run.replica_seconds, 1_800.0);
-        assert_eq!(run.minutes.len(), 10);
-        // Poisson arrivals at 100 rps for 600 s: 60 000 ± a few standard deviations.
-        assert!(
-            (59_000..=61_000).contains(&run.requests),
-            "{}",
-            run.requests
-        );
-        assert_eq!(run.scale_events, 0);
-    }
-
-    /// The CPU model: utilisation = served requests/s × CPU seconds per request / (ready
-    /// pods × CPU request). A pod's workers cap what it serves, so a saturated pod burns
-    /// at most workers × CPU share of a core: with the defaults (4 workers, 20 % of 50 ms
-    /// on CPU, a 1-core request) 80 %, barely above a 70 % target while its queue times out.
-    #[test]
-    fn cpu_utilisation_follows_served_load_and_caps_at_saturation() {
-        let check = |rps: f64, pods: u32, want_percent: f64, saturated: bool| {
-            let run = run(&flat(rps, 600), &Policy::Static(pods), &Config::default());
-            for m in &run.minutes[2..] {
-                assert!(
-                    (m.cpu_percent - want_percent).abs() <= 0.06 * want_percent,
-                    "{rps} rps on {pods} pods: {m:?}"
-                );
-                assert_eq!(!m.within, saturated, "{rps} rps on {pods} pods: {m:?}");
-            }
-        };
-        // 200 rps × 10 ms / 4 cores.
-        check(200.0, 4, 50.0, false);
-        // 100 rps × 10 ms / 4 cores.
-        check(100.0, 4, 25.0, false);
-        // 400 rps on 2 pods of 4 workers: they serve 160 rps, 4 × 0.2 cores each.
-        check(400.0, 2, 80.0, true);
-    }
-
-    #[test]
-    fn overload_scales_out_and_recovers() {
-        // 400 rps needs 5 pods at 80 rps each; starting from 2 the p95 policy must add pods.
-        let run = run(
-            &flat(400.0, 1_800),
-            &Policy::P95 { target_s: None },
-            &Config::default(),
-        );
-        assert!(run.max_replicas >= 6, "max {}", run.max_replicas);
-        let last = run.minutes.last().expect("minutes");
-        assert!(last.within, "{last:?}");
-        assert!(!run.minutes[0].within, "the first minute is overloaded");
-    }
-
-    #[test]
-    fn no_data_triggers_the_fallback() {
-        let mut config = Config::default();
-        config.keda.fallback = Some((3, 7));
-        let run = run(&flat(0.0, 120), &Policy::P95 { target_s: None }, &config);
-        assert!(run.fallbacks > 0);
-        assert_eq!(run.max_replicas, 7);
-    }
-
-    #[test]
-    fn scale_to_zero_after_cooldown_and_back() {
-        let mut config = Config::default();
-        config.keda.min_replicas = 0;
-        let mut scenario = flat(50.0, 600);
-        scenario.seconds.extend(vec![Second::at(0.0); 900]);
-        scenario.seconds.extend(vec![Second::at(50.0); 300]);
-        let run = run(&scenario, &Policy::Rps { per_pod: 60.0 }, &config);
-        let idle = &run.minutes[20];
-        assert_eq!(idle.replicas, 0.0, "{idle:?}");
-        let back = run.minutes.last().expect("minutes");
-        assert!(back.replicas >= 1.0, "{back:?}");
     }
 }
