@@ -15,6 +15,8 @@ pub struct PrometheusServer {
     prefix: String,
     /// When the current process became ready.
     pub ready_at: Instant,
+    /// Flags beyond the config, storage and listen address (a 2.x's feature flags).
+    extra_args: Vec<String>,
     dir: tempfile::TempDir,
     child: Option<Child>,
     http: reqwest::Client,
@@ -31,6 +33,29 @@ fn binary() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The major version of the Prometheus at [`binary`], from its `--version`: Debian's
+/// prints `prometheus, version 2.42.0+ds (…)`, a 3.x release `version 3.…`, and the 3.x
+/// that `scripts/real/build.sh` builds with `go install` an empty version (the release
+/// sets it with linker flags), `prometheus, version  (branch: , …)`.
+pub fn major_version() -> u32 {
+    let out = Command::new(binary())
+        .arg("--version")
+        .output()
+        .expect("prometheus --version");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let first = text.lines().next().unwrap_or_default();
+    let version = first
+        .strip_prefix("prometheus, version ")
+        .unwrap_or_else(|| panic!("prometheus --version: {text}"));
+    match version.split('.').next() {
+        Some("2") => 2,
+        Some("3") => 3,
+        _ if version.starts_with(' ') => 3,
+        _ => panic!("prometheus --version: unknown version in {first:?}"),
+    }
 }
 
 impl PrometheusServer {
@@ -50,6 +75,30 @@ impl PrometheusServer {
         let prometheus = PrometheusServer::start(&[exporter.addr]).await;
         prometheus.wait_for_data(&format!("max({name})")).await;
         (exporter, prometheus)
+    }
+
+    /// Starts Prometheus scraping `targets` with native-histogram ingestion on: the 3.x
+    /// pinned in `scripts/real/versions.env` reads `scrape_native_histograms: true` in the
+    /// scrape config (prometheus/prometheus v0.316.0 `config/config.go`,
+    /// `ScrapeConfig.ScrapeNativeHistograms`, default false; its
+    /// `--enable-feature=native-histograms` is a no-op there, `cmd/prometheus/main.go`),
+    /// 2.x the flag (from 2.40; `CHANGELOG.md`: 3.8.0 added the setting, 3.9.0 made the
+    /// flag a no-op). Either way Prometheus then asks for the protobuf exposition first,
+    /// the only one that carries native histograms (`config.go`,
+    /// `DefaultProtoFirstScrapeProtocols`).
+    pub async fn start_native_histograms(targets: &[SocketAddr]) -> PrometheusServer {
+        let mut p = Self::prepare(targets, None);
+        if major_version() == 2 {
+            p.extra_args
+                .push("--enable-feature=native-histograms".to_string());
+        } else {
+            let path = p.dir.path().join("prometheus.yml");
+            let config = std::fs::read_to_string(&path).expect("read config");
+            std::fs::write(path, config + "    scrape_native_histograms: true\n")
+                .expect("write config");
+        }
+        p.launch().await;
+        p
     }
 
     /// Starts Prometheus serving HTTPS with `cert_file` / `key_file`, trusted by the
@@ -106,6 +155,7 @@ impl PrometheusServer {
         PrometheusServer {
             addr,
             ready_at: Instant::now(),
+            extra_args: Vec::new(),
             dir,
             child: None,
             http: http.build().expect("http client"),
@@ -125,6 +175,7 @@ impl PrometheusServer {
                 self.dir.path().join("data").display()
             ))
             .arg(format!("--web.listen-address={}", self.addr))
+            .args(&self.extra_args)
             .args(
                 (!self.prefix.is_empty())
                     .then(|| {
@@ -213,6 +264,35 @@ impl PrometheusServer {
         };
         let v: f64 = sample[1].as_str()?.parse().ok()?;
         (!v.is_nan()).then_some(v)
+    }
+
+    /// The buckets of the one native histogram `promql` answers, each `(lower, upper,
+    /// count)` (the API's `histogram` item: `buckets` of `[boundary rule, lower, upper,
+    /// count]`, numbers as strings; prometheus/prometheus `web/api/v1/api.go`); `None`
+    /// for an empty result.
+    pub async fn query_histogram_buckets(&self, promql: &str) -> Option<Vec<(f64, f64, f64)>> {
+        let body = self.api_query(promql).await;
+        let items = body["data"]["result"].as_array().expect("vector");
+        assert!(items.len() <= 1, "{promql}: {body}");
+        let h = items
+            .first()?
+            .get("histogram")
+            .unwrap_or_else(|| panic!("{promql}: not a native histogram: {body}"));
+        let num = |v: &serde_json::Value| -> f64 {
+            v.as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("{promql}: {body}"))
+        };
+        let buckets = h[1]["buckets"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        Some(
+            buckets
+                .iter()
+                .map(|b| (num(&b[1]), num(&b[2]), num(&b[3])))
+                .collect(),
+        )
     }
 
     /// Runs an instant vector query; each series' labels and value.
