@@ -7,7 +7,8 @@
 #   - tests/seeds: the seed services' own instrumentation (Go SDK, Python
 #     opentelemetry-instrument, Node.js auto-instrumentations, the Java agent) into it;
 #   - tests/spanmetrics, tests/prometheus and tests/mesh against Debian's Prometheus 2.x and the
-#     Prometheus 3.x built from its module (PROMETHEUS_BIN).
+#     Prometheus 3.x built from its module (PROMETHEUS_BIN); tests/spanmetrics with
+#     native-histogram ingestion off and on, classic and native (exponential) histograms.
 #
 #   bash scripts/test-real.sh                 # the whole tier
 #   bash scripts/test-real.sh --build-only    # build (or find cached) parts, print their paths

@@ -147,6 +147,23 @@ pub fn builtin_conventions() -> BTreeMap<String, Convention> {
             ),
         ),
         (
+            // The connector with `histogram: {exponential: {}}`: its `prometheus` exporter
+            // serves the exponential histogram as a native histogram of the bucket series'
+            // name without `_bucket` (open-telemetry/opentelemetry-collector-contrib
+            // `exporter/prometheusexporter/collector.go`, `convertExponentialHistogram`),
+            // which Prometheus keeps when it scrapes native histograms.
+            "otel-spanmetrics-native".to_string(),
+            Convention {
+                native_histogram: true,
+                ..spanmetrics(
+                    "traces_span_metrics_duration_milliseconds",
+                    1000.0,
+                    "traces_span_metrics_calls_total",
+                    "service_name",
+                )
+            },
+        ),
+        (
             "tempo-spanmetrics".to_string(),
             spanmetrics(
                 "traces_spanmetrics_latency_bucket",
@@ -832,6 +849,32 @@ mod tests {
         );
     }
 
+    /// The spanmetrics connector's exponential histogram as the Collector's `prometheus`
+    /// exporter serves it: a native histogram named like the classic one without
+    /// `_bucket`, in milliseconds; the calls counter as with explicit buckets.
+    #[test]
+    fn otel_spanmetrics_native() {
+        let c = &builtin_conventions()["otel-spanmetrics-native"];
+        let q = |m| {
+            build(
+                "otel-spanmetrics-native",
+                c,
+                &selector("s"),
+                m,
+                Duration::from_secs(90),
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            q(TraceMeasure::Latency(Quantile::P95)),
+            r#"histogram_quantile(0.95, sum(rate(traces_span_metrics_duration_milliseconds{service_name="s", span_kind="SPAN_KIND_SERVER"}[90s]))) / 1000"#
+        );
+        assert_eq!(
+            q(TraceMeasure::Rate),
+            r#"sum(rate(traces_span_metrics_calls_total{service_name="s", span_kind="SPAN_KIND_SERVER"}[90s]))"#
+        );
+    }
+
     #[test]
     fn impossible_selectors() {
         let conventions = builtin_conventions();
@@ -871,6 +914,7 @@ mod tests {
         let conventions = builtin_conventions();
         let cases: &[(&str, Option<&str>)] = &[
             ("otel-spanmetrics", Some("service_version")),
+            ("otel-spanmetrics-native", Some("service_version")),
             ("tempo-spanmetrics", Some("service_version")),
             ("otel-http", Some("service_version")),
             ("prometheus-http", None),
