@@ -5,10 +5,8 @@
 //!
 //! Run: `cargo bench --bench keda_load -- [--duration 60s] [--scaled-objects 1500]
 //! [--spans-per-second 200000] [--polling-interval 30s] [--connections 1] [--json]`.
-//! `--write-h2load-bodies DIR` writes the request bodies `scripts/h2load-bench.sh` sends;
-//! `--probe ADDR` makes one real-client call of those requests and prints the answers;
-//! `--serve-bare ADDR` serves the bare ExternalScaler (below) and tonic's Health on ADDR
-//! until killed, for h2load's same-run baseline.
+//! The h2load comparison's helpers (request bodies, the probe, the bare service on its own)
+//! are the `h2load` bench (`benches/h2load.rs`); the bare service is `common/bare.rs`.
 //!
 //! KEDA's shape, from KEDA's own code (kedacore/keda, `pkg/scalers/external_scaler.go`):
 //! `getClientForConnectionPool` keeps one `grpc.ClientConn` per scaler address (and TLS
@@ -36,6 +34,8 @@
 
 #![forbid(unsafe_code)]
 
+#[path = "common/bare.rs"]
+mod bare;
 #[path = "common/raw_export.rs"]
 mod raw_export;
 #[path = "common/spans.rs"]
@@ -43,29 +43,22 @@ mod spans;
 #[path = "common/workload.rs"]
 mod workload;
 
-use workload::{scaled_object, so, Kind, SERVICES};
+use workload::{scaled_object, Kind, SERVICES};
 
-use spans::{attr, splitmix, text, unix_ns};
+use spans::{service_spans, splitmix, unix_ns};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use futures::StreamExt;
 use prost::Message;
 use slo_scaler::proto::external_scaler_client::ExternalScalerClient;
-use slo_scaler::proto::external_scaler_server::{ExternalScaler, ExternalScalerServer};
-use slo_scaler::proto::wire;
-use slo_scaler::proto::{
-    GetMetricSpecResponse, GetMetricsRequest, IsActiveResponse, MetricSpec, ScaledObjectRef,
-};
+use slo_scaler::proto::{GetMetricsRequest, ScaledObjectRef};
 use tonic::transport::Channel;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -99,9 +92,6 @@ struct Args {
     saturation_round: Duration,
     rounds: usize,
     json: bool,
-    write_bodies: Option<PathBuf>,
-    probe: Option<String>,
-    serve_bare: Option<SocketAddr>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -115,9 +105,6 @@ fn parse_args() -> Result<Args, String> {
         saturation_round: Duration::from_secs(3),
         rounds: 3,
         json: false,
-        write_bodies: None,
-        probe: None,
-        serve_bare: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -143,14 +130,6 @@ fn parse_args() -> Result<Args, String> {
             "--saturation-round" => args.saturation_round = duration(value("--saturation-round")?)?,
             "--rounds" => args.rounds = number(value("--rounds")?)?.max(1) as usize,
             "--json" => args.json = true,
-            "--write-h2load-bodies" => {
-                args.write_bodies = Some(PathBuf::from(value("--write-h2load-bodies")?))
-            }
-            "--probe" => args.probe = Some(value("--probe")?),
-            "--serve-bare" => {
-                let v = value("--serve-bare")?;
-                args.serve_bare = Some(v.parse().map_err(|e| format!("bad address {v:?}: {e}"))?)
-            }
             other => return Err(format!("unknown flag {other:?}")),
         }
     }
@@ -163,20 +142,6 @@ fn parse_args() -> Result<Args, String> {
 // ---------------------------------------------------------------------------------------
 // Workload: ScaledObjects and spans.
 
-/// One export of `count` spans of `service`.
-fn spans_request(
-    service: &str,
-    count: usize,
-    now_ns: u64,
-    seed: &mut u64,
-) -> ExportTraceServiceRequest {
-    let resource = vec![
-        attr("service.name", text(service)),
-        attr("k8s.namespace.name", text("shop")),
-    ];
-    spans::spans_request(resource, count, &[], now_ns, seed)
-}
-
 /// One pre-encoded request per service, ending now.
 fn span_bodies() -> Vec<Bytes> {
     let now = unix_ns(SystemTime::now());
@@ -184,7 +149,7 @@ fn span_bodies() -> Vec<Bytes> {
     (0..SERVICES)
         .map(|s| {
             Bytes::from(
-                spans_request(&format!("svc-{s}"), SPANS_PER_REQUEST, now, &mut seed)
+                service_spans(&format!("svc-{s}"), SPANS_PER_REQUEST, now, &mut seed)
                     .encode_to_vec(),
             )
         })
@@ -192,7 +157,7 @@ fn span_bodies() -> Vec<Bytes> {
 }
 
 // ---------------------------------------------------------------------------------------
-// The Prometheus fake and the bare tonic service.
+// The Prometheus fake.
 
 /// Answers every instant query with one sample, instantly, and counts the queries.
 async fn fake_prometheus(counter: Arc<AtomicU64>) -> SocketAddr {
@@ -216,59 +181,6 @@ async fn fake_prometheus(counter: Arc<AtomicU64>) -> SocketAddr {
     );
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
-}
-
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + Send>>;
-
-/// The baseline: an ExternalScaler that decodes the request and writes the answer as the
-/// scaler does (`wire`) and answers a fixed value under a fixed name, doing nothing else.
-struct Bare {
-    metric_name: Arc<str>,
-}
-
-#[tonic::async_trait]
-impl ExternalScaler for Bare {
-    async fn is_active(
-        &self,
-        _: tonic::Request<wire::ScaledObjectRef>,
-    ) -> Result<tonic::Response<IsActiveResponse>, tonic::Status> {
-        Ok(tonic::Response::new(IsActiveResponse { result: true }))
-    }
-    type StreamIsActiveStream = BoxStream<IsActiveResponse>;
-    async fn stream_is_active(
-        &self,
-        _: tonic::Request<wire::ScaledObjectRef>,
-    ) -> Result<tonic::Response<Self::StreamIsActiveStream>, tonic::Status> {
-        Ok(tonic::Response::new(Box::pin(futures::stream::empty())))
-    }
-    async fn get_metric_spec(
-        &self,
-        _: tonic::Request<wire::ScaledObjectRef>,
-    ) -> Result<tonic::Response<GetMetricSpecResponse>, tonic::Status> {
-        Ok(tonic::Response::new(GetMetricSpecResponse {
-            metric_specs: vec![MetricSpec {
-                metric_name: "bare".into(),
-                target_size_float: 1.0,
-                ..MetricSpec::default()
-            }],
-        }))
-    }
-    async fn get_metrics(
-        &self,
-        _: tonic::Request<wire::GetMetricsRequest>,
-    ) -> Result<tonic::Response<wire::GetMetricsResponse>, tonic::Status> {
-        Ok(tonic::Response::new(wire::GetMetricsResponse::one(
-            self.metric_name.clone(),
-            0.25,
-        )))
-    }
-    type StreamMetricSpecStream = BoxStream<GetMetricSpecResponse>;
-    async fn stream_metric_spec(
-        &self,
-        _: tonic::Request<wire::ScaledObjectRef>,
-    ) -> Result<tonic::Response<Self::StreamMetricSpecStream>, tonic::Status> {
-        Ok(tonic::Response::new(Box::pin(futures::stream::empty())))
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -552,20 +464,6 @@ fn median(v: &[f64]) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// The bare ExternalScaler and tonic's Health, as the scaler's server has them (TCP_NODELAY,
-/// tonic's defaults), until the process ends.
-async fn serve_bare(incoming: tonic::transport::server::TcpIncoming) {
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<ExternalScalerServer<Bare>>().await;
-    let _ = tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(ExternalScalerServer::new(Bare {
-            metric_name: "bare".into(),
-        }))
-        .serve_with_incoming(incoming)
-        .await;
-}
-
 // ---------------------------------------------------------------------------------------
 // KEDA and the HPA.
 
@@ -764,114 +662,6 @@ impl Sender {
 }
 
 // ---------------------------------------------------------------------------------------
-// h2load bodies and the probe.
-
-/// The ScaledObject whose cache-hit GetMetrics h2load sends: the embedded store's p95 of
-/// `h2load-svc` over 5 minutes (the spans `spans.pb` holds).
-fn h2load_so() -> ScaledObjectRef {
-    so(
-        "shop",
-        "h2load",
-        &[
-            ("signal", "latency".into()),
-            ("source", "otlp".into()),
-            ("service", "h2load-svc".into()),
-            ("quantile", "p95".into()),
-            ("window", "5m".into()),
-            ("threshold", "300ms".into()),
-            ("metricName", H2LOAD_METRIC.into()),
-        ],
-    )
-}
-
-/// The metric name the h2load ScaledObject sets (`metricName`), so its request is fixed.
-const H2LOAD_METRIC: &str = "h2load-p95";
-
-/// gRPC framing: flag 0 (no compression), 4-byte big-endian length, the message.
-fn grpc_frame(message: &impl Message) -> Vec<u8> {
-    let body = message.encode_to_vec();
-    let mut out = Vec::with_capacity(5 + body.len());
-    out.push(0);
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    out.extend_from_slice(&body);
-    out
-}
-
-fn h2load_get_metrics() -> GetMetricsRequest {
-    GetMetricsRequest {
-        scaled_object_ref: Some(h2load_so()),
-        metric_name: H2LOAD_METRIC.to_string(),
-    }
-}
-
-fn write_bodies(dir: &std::path::Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let write = |name: &str, bytes: &[u8]| {
-        std::fs::write(dir.join(name), bytes)
-            .map_err(|e| format!("cannot write {}: {e}", dir.join(name).display()))
-    };
-    write("get_metrics.bin", &grpc_frame(&h2load_get_metrics()))?;
-    write(
-        "health_check.bin",
-        &grpc_frame(&HealthCheckRequest {
-            service: String::new(),
-        }),
-    )?;
-    let mut seed = 7;
-    let now = unix_ns(SystemTime::now());
-    write(
-        "spans.pb",
-        &spans_request("h2load-svc", 2_000, now, &mut seed).encode_to_vec(),
-    )?;
-    println!(
-        "wrote get_metrics.bin, health_check.bin, spans.pb to {}",
-        dir.display()
-    );
-    Ok(())
-}
-
-/// One real-client call of each h2load request: prints the answers, fails on an error.
-async fn probe(addr: &str) -> Result<(), String> {
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .map_err(|e| e.to_string())?
-        .connect()
-        .await
-        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    let mut scaler = ExternalScalerClient::new(channel.clone());
-    let spec = scaler
-        .get_metric_spec(h2load_so())
-        .await
-        .map_err(|e| format!("GetMetricSpec: {e}"))?
-        .into_inner();
-    let answer = scaler
-        .get_metrics(h2load_get_metrics())
-        .await
-        .map_err(|e| format!("GetMetrics: {e}"))?
-        .into_inner();
-    let health = HealthClient::new(channel)
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .map_err(|e| format!("Health/Check: {e}"))?
-        .into_inner();
-    println!(
-        "probe: GetMetricSpec {:?}; GetMetrics OK {:?}; Health/Check OK status {}",
-        spec.metric_specs
-            .iter()
-            .map(|m| (&m.metric_name, m.target_size_float))
-            .collect::<Vec<_>>(),
-        answer
-            .metric_values
-            .iter()
-            .map(|m| (&m.metric_name, m.metric_value_float))
-            .collect::<Vec<_>>(),
-        health.status
-    );
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------------------
 // The run.
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -945,24 +735,51 @@ fn cpu_model() -> String {
         .unwrap_or_default()
 }
 
+/// The whole run, step by step: (e) while planning, (b), (c), (d) while KEDA polls and
+/// spans arrive, then (a) at saturation.
 async fn run(args: Args) -> Report {
-    let mut report = Report {
-        nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        cpu_model: cpu_model(),
-        load_before: uptime(),
-        scaled_objects: args.scaled_objects,
-        polling_interval_s: args.polling_interval.as_secs_f64(),
-        duration_s: args.duration.as_secs_f64(),
-        connections: args.connections,
-        spans_offered_per_second: args.spans_per_second,
-        ..Report::default()
-    };
+    let mut report = Report::new(&args);
     let queries = Arc::new(AtomicU64::new(0));
     let prometheus = fake_prometheus(Arc::clone(&queries)).await;
     let scaler = Scaler::start(prometheus, args.scaled_objects).await;
     eprintln!("scaler pid {} on {}", scaler.child.id(), scaler.grpc);
+    let (otlp_channels, bodies) = feed_every_service(&scaler, &mut report).await;
+    let planned = plan_every_scaled_object(&args, &scaler, &mut report).await;
+    keda_shaped_phase(
+        &args,
+        &scaler,
+        &queries,
+        &planned,
+        (otlp_channels, bodies),
+        &mut report,
+    )
+    .await;
+    saturation(&args, &scaler, &planned, &mut report).await;
+    report.load_after = uptime();
+    drop(scaler);
+    report
+}
 
-    // Every service has spans before the baseline RSS, so the store's series exist.
+impl Report {
+    /// The machine and the run's settings; the figures come later.
+    fn new(args: &Args) -> Report {
+        Report {
+            nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu_model: cpu_model(),
+            load_before: uptime(),
+            scaled_objects: args.scaled_objects,
+            polling_interval_s: args.polling_interval.as_secs_f64(),
+            duration_s: args.duration.as_secs_f64(),
+            connections: args.connections,
+            spans_offered_per_second: args.spans_per_second,
+            ..Report::default()
+        }
+    }
+}
+
+/// Every service has spans before the baseline RSS, so the store's series exist. Returns
+/// the OTLP connections and the span bodies, for the sender.
+async fn feed_every_service(scaler: &Scaler, report: &mut Report) -> (Vec<Channel>, Vec<Bytes>) {
     let otlp_channels = {
         let mut v = Vec::new();
         for _ in 0..OTLP_CONNECTIONS {
@@ -979,8 +796,19 @@ async fn run(args: Args) -> Report {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     report.rss_before = scaler.rss();
+    (otlp_channels, bodies)
+}
 
-    // (e) Plan every ScaledObject: one KEDA cycle each, 32 at a time.
+/// The ScaledObjects planned in (e), the connections that planned them, and the record
+/// KEDA's calls add to.
+struct Planned {
+    channels: Vec<Channel>,
+    sos: Vec<(Kind, ScaledObjectRef)>,
+    record: Arc<Record>,
+}
+
+/// (e) Plans every ScaledObject: one KEDA cycle each, 32 at a time, and the RSS it costs.
+async fn plan_every_scaled_object(args: &Args, scaler: &Scaler, report: &mut Report) -> Planned {
     let channels = {
         let mut v = Vec::new();
         for _ in 0..args.connections {
@@ -1022,8 +850,24 @@ async fn run(args: Args) -> Report {
         report.rss_before / 1024,
         report.rss_after_planning / 1024
     );
+    Planned {
+        channels,
+        sos,
+        record,
+    }
+}
 
-    // (b), (c), (d): the KEDA-shaped phase while spans arrive at the set rate.
+/// (b), (c), (d): the KEDA-shaped phase while spans arrive at the set rate, then spans as
+/// fast as the receiver takes them, still polled.
+async fn keda_shaped_phase(
+    args: &Args,
+    scaler: &Scaler,
+    queries: &AtomicU64,
+    planned: &Planned,
+    (otlp_channels, bodies): (Vec<Channel>, Vec<Bytes>),
+    report: &mut Report,
+) {
+    let record = &planned.record;
     let sender = Arc::new(Sender {
         rate: AtomicU64::new(args.spans_per_second),
         accepted: AtomicU64::new(0),
@@ -1033,7 +877,7 @@ async fn run(args: Args) -> Report {
         bodies: RwLock::new(Arc::new(bodies)),
     });
     let sender_thread = if args.spans_per_second > 0 {
-        Some(Arc::clone(&sender).run(otlp_channels.clone()))
+        Some(Arc::clone(&sender).run(otlp_channels))
     } else {
         None
     };
@@ -1044,9 +888,9 @@ async fn run(args: Args) -> Report {
     let keda = Keda {
         grpc: scaler.grpc,
         connections: args.connections,
-        scaled_objects: sos.iter().map(|(_, so)| so.clone()).collect(),
+        scaled_objects: planned.sos.iter().map(|(_, so)| so.clone()).collect(),
         polling_interval: args.polling_interval,
-        record: Arc::clone(&record),
+        record: Arc::clone(record),
         health_record: Arc::clone(&health_record),
         phase: Arc::clone(&phase),
         stop: Arc::clone(&stop),
@@ -1058,6 +902,51 @@ async fn run(args: Args) -> Report {
     // steady state this phase measures.
     tokio::time::sleep_until(start + WARM_UP).await;
     phase.store(2, Ordering::Relaxed);
+    measure_keda_rate(args, scaler, queries, &sender, record, report).await;
+    phase.store(3, Ordering::Relaxed);
+    if args.spans_per_second > 0 && !args.flood.is_zero() {
+        measure_flood(args, scaler, &sender, report).await;
+    }
+    phase.store(4, Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    sender.stop.store(true, Ordering::Relaxed);
+    let _ = tokio::task::spawn_blocking(move || keda.join()).await;
+    if let Some(t) = sender_thread {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
+    report.spans_refused = sender.refused.load(Ordering::Relaxed);
+    report.spans_sender_behind = sender.behind.load(Ordering::Relaxed) * SPANS_PER_REQUEST as u64;
+    report.rss_end = scaler.rss();
+    {
+        let mut l = record.latencies.lock().unwrap_or_else(|e| e.into_inner());
+        l.resize(5, Vec::new());
+        report.get_metrics_keda_rate = percentiles(std::mem::take(&mut l[2]));
+        report.get_metrics_flood = percentiles(std::mem::take(&mut l[3]));
+        let mut l = health_record
+            .latencies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        l.resize(5, Vec::new());
+        report.health_keda_rate = percentiles(std::mem::take(&mut l[2]));
+        report.health_flood = percentiles(std::mem::take(&mut l[3]));
+    }
+    report.failures = record
+        .failures
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+}
+
+/// (b), (c), (d) over `--duration` of the KEDA-shaped phase: the scaler's handler
+/// histogram, the backend queries against KEDA's built-in scaler's, the spans taken.
+async fn measure_keda_rate(
+    args: &Args,
+    scaler: &Scaler,
+    queries: &AtomicU64,
+    sender: &Sender,
+    record: &Record,
+    report: &mut Report,
+) {
     let s0 = scaler
         .metric("slo_scaler_otlp_spans_total", &["accepted"])
         .await;
@@ -1098,60 +987,31 @@ async fn run(args: Args) -> Report {
     report.keda_builtin_per_ttl = report.prometheus_scaled_objects as f64
         * (CACHE_TTL.as_secs_f64() / args.polling_interval.as_secs_f64()
             + CACHE_TTL.as_secs_f64() / HPA_SYNC.as_secs_f64());
+}
 
-    // (d) at saturation: spans as fast as the receiver takes them, still polled.
-    phase.store(3, Ordering::Relaxed);
-    if args.spans_per_second > 0 && !args.flood.is_zero() {
-        sender.rate.store(0, Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let s1 = scaler
-            .metric("slo_scaler_otlp_spans_total", &["accepted"])
-            .await;
-        let (a1, t1) = (sender.accepted.load(Ordering::Relaxed), Instant::now());
-        tokio::time::sleep(args.flood).await;
-        let flood = t1.elapsed().as_secs_f64();
-        report.spans_flood_accepted_per_second =
-            (sender.accepted.load(Ordering::Relaxed) - a1) as f64 / flood;
-        report.spans_flood_counted_per_second = (scaler
-            .metric("slo_scaler_otlp_spans_total", &["accepted"])
-            .await
-            - s1)
-            / flood;
-    }
-    phase.store(4, Ordering::Relaxed);
-    stop.store(true, Ordering::Relaxed);
-    sender.stop.store(true, Ordering::Relaxed);
-    let _ = tokio::task::spawn_blocking(move || keda.join()).await;
-    if let Some(t) = sender_thread {
-        let _ = tokio::task::spawn_blocking(move || t.join()).await;
-    }
-    report.spans_refused = sender.refused.load(Ordering::Relaxed);
-    report.spans_sender_behind = sender.behind.load(Ordering::Relaxed) * SPANS_PER_REQUEST as u64;
-    report.rss_end = scaler.rss();
-    {
-        let mut l = record.latencies.lock().unwrap_or_else(|e| e.into_inner());
-        l.resize(5, Vec::new());
-        report.get_metrics_keda_rate = percentiles(std::mem::take(&mut l[2]));
-        report.get_metrics_flood = percentiles(std::mem::take(&mut l[3]));
-        let mut l = health_record
-            .latencies
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        l.resize(5, Vec::new());
-        report.health_keda_rate = percentiles(std::mem::take(&mut l[2]));
-        report.health_flood = percentiles(std::mem::take(&mut l[3]));
-    }
-    report.failures = record
-        .failures
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+/// (d) at saturation: spans as fast as the receiver takes them for `--flood`.
+async fn measure_flood(args: &Args, scaler: &Scaler, sender: &Sender, report: &mut Report) {
+    sender.rate.store(0, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s1 = scaler
+        .metric("slo_scaler_otlp_spans_total", &["accepted"])
+        .await;
+    let (a1, t1) = (sender.accepted.load(Ordering::Relaxed), Instant::now());
+    tokio::time::sleep(args.flood).await;
+    let flood = t1.elapsed().as_secs_f64();
+    report.spans_flood_accepted_per_second =
+        (sender.accepted.load(Ordering::Relaxed) - a1) as f64 / flood;
+    report.spans_flood_counted_per_second = (scaler
+        .metric("slo_scaler_otlp_spans_total", &["accepted"])
+        .await
+        - s1)
+        / flood;
+}
 
-    // (a) Saturation, alternating: the scaler's cache-hit GetMetrics, its Health/Check,
-    // and the bare service, from the same client with the same concurrency.
-    // The bare service runs on its own runtime and threads, as the scaler's process does.
+/// The bare service on its own runtime and threads, as the scaler's process has them;
+/// its address.
+fn start_bare(nproc: usize) -> SocketAddr {
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let nproc = report.nproc;
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(nproc)
@@ -1163,31 +1023,42 @@ async fn run(args: Args) -> Report {
                 .expect("bind")
                 .with_nodelay(Some(true));
             let _ = addr_tx.send(incoming.local_addr().expect("address"));
-            serve_bare(incoming).await;
+            bare::serve_bare(incoming).await;
         });
     });
-    let bare_addr = addr_rx.recv().expect("the bare service's address");
+    addr_rx.recv().expect("the bare service's address")
+}
+
+/// A GetMetrics the scaler answers from its cache: a planned Prometheus ScaledObject's
+/// (the first ScaledObject's if there is none), asked once.
+async fn cache_hit_request(planned: &Planned) -> GetMetricsRequest {
+    let sos = &planned.sos;
     let hit = sos
         .iter()
         .find(|(k, _)| *k == Kind::Prometheus)
         .map_or_else(|| sos[0].1.clone(), |(_, so)| so.clone());
-    let hit_request = {
-        let mut client = ExternalScalerClient::new(channels[0].clone());
-        let spec = client
-            .get_metric_spec(hit.clone())
-            .await
-            .expect("GetMetricSpec")
-            .into_inner();
-        let request = GetMetricsRequest {
-            scaled_object_ref: Some(hit.clone()),
-            metric_name: spec.metric_specs[0].metric_name.clone(),
-        };
-        client
-            .get_metrics(request.clone())
-            .await
-            .expect("a cache-hit GetMetrics answers");
-        request
+    let mut client = ExternalScalerClient::new(planned.channels[0].clone());
+    let spec = client
+        .get_metric_spec(hit.clone())
+        .await
+        .expect("GetMetricSpec")
+        .into_inner();
+    let request = GetMetricsRequest {
+        scaled_object_ref: Some(hit.clone()),
+        metric_name: spec.metric_specs[0].metric_name.clone(),
     };
+    client
+        .get_metrics(request.clone())
+        .await
+        .expect("a cache-hit GetMetrics answers");
+    request
+}
+
+/// (a) Saturation, alternating: the scaler's cache-hit GetMetrics, its Health/Check, and
+/// the bare service, from the same client with the same concurrency.
+async fn saturation(args: &Args, scaler: &Scaler, planned: &Planned, report: &mut Report) {
+    let bare_addr = start_bare(report.nproc);
+    let hit_request = cache_hit_request(planned).await;
     let mut sat = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..args.rounds {
         let scaler_channels = connections(scaler.grpc).await;
@@ -1221,9 +1092,6 @@ async fn run(args: Args) -> Report {
         report.sat_health_rps,
         report.sat_bare_rps,
     ) = sat;
-    report.load_after = uptime();
-    drop(scaler);
-    report
 }
 
 fn print_report(r: &Report, args: &Args) {
@@ -1356,42 +1224,11 @@ fn main() {
             std::process::exit(64);
         }
     };
-    if let Some(dir) = &args.write_bodies {
-        if let Err(e) = write_bodies(dir) {
-            eprintln!("keda_load: {e}");
-            std::process::exit(1);
-        }
-        return;
-    }
-    if let Some(addr) = args.serve_bare {
-        // The scaler's RPC runtime: a worker per core.
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .expect("bare runtime");
-        rt.block_on(async {
-            match tonic::transport::server::TcpIncoming::bind(addr) {
-                Ok(incoming) => serve_bare(incoming.with_nodelay(Some(true))).await,
-                Err(e) => {
-                    eprintln!("keda_load: --serve-bare {addr}: {e}");
-                    std::process::exit(1);
-                }
-            }
-        });
-        return;
-    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    if let Some(addr) = &args.probe {
-        if let Err(e) = rt.block_on(probe(addr)) {
-            eprintln!("keda_load: probe: {e}");
-            std::process::exit(1);
-        }
-        return;
-    }
     let report = rt.block_on(run(args.clone()));
     print_report(&report, &args);
     if args.json {

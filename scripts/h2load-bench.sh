@@ -5,15 +5,15 @@
 #   bash scripts/h2load-bench.sh            # RUNS=5 REQUESTS=500000 by default
 #   RUNS=9 REQUESTS=1000000 bash scripts/h2load-bench.sh
 #
-# The request bodies (gRPC-framed protobuf) come from the keda_load bench
-# (`--write-h2load-bodies`); the scaler is the release binary with its embedded store,
+# The request bodies (gRPC-framed protobuf) come from the h2load bench
+# (`--write-bodies`, benches/h2load.rs); the scaler is the release binary with its embedded store,
 # fed once with spans of `h2load-svc`, so the GetMetrics h2load sends (p95 over 5 m) is a
 # cache hit with a value. h2load only sees HTTP statuses; gRPC errors travel in trailers
 # with HTTP 200, so the script also checks that every GetMetrics h2load sent was counted
 # `code="ok"` by the scaler's own slo_scaler_grpc_requests_total, and makes one real-client
 # call of each request first (`--probe`).
 #
-# Each run also sends the same GetMetrics to a bare tonic ExternalScaler (the keda_load
+# Each run also sends the same GetMetrics to a bare tonic ExternalScaler (the h2load
 # bench's `--serve-bare`: the same generated server, `wire` types and codec, a fixed answer,
 # a worker per core as the scaler has): what decoding KEDA's request and writing an answer
 # cost with no scaler behind them, beside what the scaler reaches.
@@ -37,18 +37,18 @@ command -v h2load >/dev/null || {
 
 cargo build --release --bin slo-scaler
 work=$(mktemp -d)
-cargo bench --bench keda_load -- --write-h2load-bodies "$work"
+cargo bench --bench h2load -- --write-bodies "$work"
 
 target/release/slo-scaler serve \
   --grpc-addr "127.0.0.1:$GRPC_PORT" --admin-addr "127.0.0.1:$ADMIN_PORT" \
   --otlp-grpc-addr "127.0.0.1:$OTLP_GRPC_PORT" --otlp-http-addr "127.0.0.1:$OTLP_HTTP_PORT" \
   >"$work/scaler.log" 2>&1 &
 pid=$!
-bare_bin=$(cargo bench --bench keda_load --no-run --message-format=json 2>/dev/null |
-  awk -F'"executable":"' 'NF > 1 && /"keda_load"/ {split($2, a, "\""); print a[1]}' | tail -1)
+bare_bin=$(cargo bench --bench h2load --no-run --message-format=json 2>/dev/null |
+  awk -F'"executable":"' 'NF > 1 && /"h2load"/ {split($2, a, "\""); print a[1]}' | tail -1)
 "$bare_bin" --serve-bare "127.0.0.1:$BARE_PORT" >"$work/bare.log" 2>&1 &
 bare_pid=$!
-trap 'kill "$pid" "$bare_pid" 2>/dev/null; wait "$pid" "$bare_pid" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill "$pid" "$bare_pid" 2>/dev/null; wait "$pid" "$bare_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 
 for _ in $(seq 100); do
   curl -fsS "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null 2>&1 && break
@@ -58,7 +58,7 @@ curl -fsS "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null
 curl -fsS -X POST -H 'content-type: application/x-protobuf' \
   --data-binary "@$work/spans.pb" "http://127.0.0.1:$OTLP_HTTP_PORT/v1/traces" >/dev/null
 # One real-client call of each request: a value and SERVING, not an error served fast.
-cargo bench --bench keda_load -- --probe "127.0.0.1:$GRPC_PORT"
+cargo bench --bench h2load -- --probe "127.0.0.1:$GRPC_PORT"
 for _ in $(seq 100); do
   "$bare_bin" --probe "127.0.0.1:$BARE_PORT" >"$work/bare-probe.txt" 2>&1 && break
   sleep 0.1

@@ -91,3 +91,19 @@ pub fn spans_request(
         }],
     }
 }
+
+/// [`spans_request`] for `service` in namespace `shop`, as the KEDA-shaped workload's
+/// services send them.
+#[allow(dead_code)] // keda_load and h2load send these; otlp_ingest does not
+pub fn service_spans(
+    service: &str,
+    count: usize,
+    now_ns: u64,
+    seed: &mut u64,
+) -> ExportTraceServiceRequest {
+    let resource = vec![
+        attr("service.name", text(service)),
+        attr("k8s.namespace.name", text("shop")),
+    ];
+    spans_request(resource, count, &[], now_ns, seed)
+}

@@ -7,7 +7,6 @@ use slo_scaler::proto::ScaledObjectRef;
 pub const SERVICES: usize = 50;
 
 /// A ScaledObject reference with this metadata.
-#[allow(dead_code)] // keda_load makes its h2load request with it; state_memory does not
 pub fn so(namespace: &str, name: &str, md: &[(&str, String)]) -> ScaledObjectRef {
     ScaledObjectRef {
         name: name.to_string(),
