@@ -1,5 +1,7 @@
 //! Table tests for metadata parsing.
 
+use std::collections::HashMap;
+
 use super::*;
 use crate::signal::Quantile;
 
