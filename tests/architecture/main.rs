@@ -53,6 +53,7 @@ const CORE: &[(&str, bool)] = &[
     ("source/otlp/sketch.rs", false),
     ("source/prometheus/response.rs", true),
     ("source/tempo/response.rs", true),
+    ("source/tempo/response", true),
 ];
 
 fn rust_files(path: &Path) -> Vec<PathBuf> {
