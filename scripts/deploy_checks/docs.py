@@ -7,12 +7,16 @@
   KEDA's CRD schema, and (with the binary) `slo-scaler check` parses each `external` trigger;
 - the trigger-metadata table lists exactly the keys the checks know;
 - the README's test command is the one `.ci/run` runs, and its quickstart trigger is the file
-  its `slo-scaler check` line explains.
+  its `slo-scaler check` line explains;
+- every `helm upgrade --reuse-values` shown renders on top of the README's install;
+- (with the binary) docs/configuration.md's table lists exactly the flags of `slo-scaler
+  serve`, and every `slo-scaler SUB` / `cargo run -- SUB` command shown uses flags SUB has.
 
 Each check fails when it finds nothing to check, so a moved heading or file cannot turn it
 into a pass.
 """
 
+import copy
 import glob
 import json
 import os
@@ -20,9 +24,11 @@ import re
 import shlex
 import subprocess
 
+import helm_python as helm
 import jsonschema
 import yaml
 
+import chart
 import examples
 import readme
 
@@ -243,11 +249,96 @@ def readme_commands(report, readme_text):
                  [f"README: {triggers(sos[0])}\n{files[0]}: {triggers(example)}"], files[0])
 
 
-def run(report, crd_file, readme_text):
+def commands(files, pattern):
+    """Every command in the sh / bash blocks of `files` whose line matches `pattern`, with its
+    backslash continuations joined: [(path, words)]."""
+    out = []
+    for path in files:
+        for lang, body in blocks(path):
+            if lang not in ("sh", "bash"):
+                continue
+            for line in re.sub(r"\\\n", " ", body).splitlines():
+                line = line.split(" #", 1)[0].strip()
+                if re.match(pattern, line):
+                    out.append((path, shlex.split(line)))
+    return out
+
+
+def helm_upgrades(report, chart_dir, files, readme_values):
+    """Every `helm upgrade … --reuse-values --set …` shown renders on the README's install."""
+    name = "docs: every `helm upgrade --reuse-values` shown renders on the README's install"
+    shown = commands(files, r"^helm upgrade ")
+    if not shown:
+        report.fail(name, "no `helm upgrade` command found")
+        return
+    if readme_values is None:
+        report.fail(name, "the README's install values were not parsed")
+        return
+    problems = []
+    for path, words in shown:
+        values = copy.deepcopy(readme_values) if "--reuse-values" in words else {}
+        for flag, arg in zip(words, words[1:]):
+            if flag == "--set":
+                values = readme.merge(values, helm.parse_set_string(arg))
+        try:
+            docs, _ = chart.render(chart_dir, values)
+        except Exception as e:  # helm_python raises HelmError subclasses
+            problems.append(f"{path}: {shlex.join(words)}: {e}")
+            continue
+        args = chart.deployment_args(docs)[0]
+        for flag, arg in zip(words, words[1:]):
+            m = re.match(r"^(tempo|prometheus)\[\d+\]\.url=(.+)$", arg) if flag == "--set" else None
+            if m and not any(a.startswith(f"--{m.group(1)}=") and a.endswith(m.group(2)) for a in args):
+                problems.append(f"{path}: {arg} renders no --{m.group(1)} arg with that URL: {args}")
+    report.check(name, problems, f"{len(shown)} commands")
+
+
+def help_flags(binary, sub):
+    out = subprocess.run([binary, sub, "--help"], capture_output=True, text=True)
+    return set(re.findall(r"^\s+(?:-\w, )?(--[a-z][a-z0-9-]+)", out.stdout, re.M))
+
+
+def flags(report, binary, files):
+    """docs/configuration.md lists every flag of `serve`; every command shown uses real flags."""
+    path = os.path.join("docs", "configuration.md")
+    name = f"{path}: its table lists exactly the flags of `slo-scaler serve`"
+    serve = help_flags(binary, "serve") - {"--help", "--version"}
+    with open(path) as f:
+        rows = [l.split("|")[1] for l in f.read().splitlines() if l.startswith("| `--")]
+    listed = {flag for row in rows for flag in re.findall(r"`(--[a-z][a-z0-9-]+)", row)}
+    problems = [f"{f} is not in the table" for f in sorted(serve - listed)]
+    problems += [f"{f} is in the table but not a flag of `slo-scaler serve`" for f in sorted(listed - serve)]
+    if not serve or not listed:
+        problems.append(f"found {len(serve)} flags in `serve --help` and {len(listed)} in the table")
+    report.check(name, problems, f"{len(listed)} flags")
+
+    name = "docs: every `slo-scaler` command shown uses flags its subcommand has"
+    shown = [(p, w[1:]) for p, w in commands(files, r"^slo-scaler [a-z]")]
+    shown += [(p, w[w.index("--") + 1:]) for p, w in commands(files, r"^cargo run .* -- [a-z]")]
+    if not shown:
+        report.fail(name, "no `slo-scaler` or `cargo run --` command found")
+        return
+    problems, known = [], {}
+    for path, words in shown:
+        sub = words[0]
+        if sub not in known:
+            known[sub] = help_flags(binary, sub)
+        if not known[sub]:
+            problems.append(f"{path}: `slo-scaler {sub}` is not a subcommand")
+            continue
+        for w in words[1:]:
+            flag = w.split("=", 1)[0]
+            if flag.startswith("--") and flag not in known[sub]:
+                problems.append(f"{path}: {flag} is not a flag of `slo-scaler {sub}`")
+    report.check(name, problems, f"{len(shown)} commands: {', '.join(sorted(known))}")
+
+
+def run(report, crd_file, readme_text, chart_dir, readme_values):
     files = doc_files()
     links(report, files)
     found = parse_blocks(report, files)
     trigger_rules(report, found, crd_file)
     metadata_table(report)
     readme_commands(report, readme_text)
+    helm_upgrades(report, chart_dir, files, readme_values)
     return found

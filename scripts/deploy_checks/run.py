@@ -81,7 +81,7 @@ def main():
     with open(os.path.join("docs", "prometheus-backends.md")) as f:
         backends_text = f.read()
     policy.run(report, chart_dir, readme_text, readme_values, rendered, backends_text, install_text)
-    shown = docs.run(report, crd, readme_text)
+    shown = docs.run(report, crd, readme_text, chart_dir, readme_values)
     examples.run(report, os.path.join("deploy", "examples"), crd)
     canary.run(report, os.path.join("deploy", "examples", "canary"), shared, crd)
     used = promql.run(report, [os.path.join("deploy", "grafana", "slo-scaler.json"),
@@ -104,6 +104,7 @@ def main():
                                  "trigger was not usable")
     else:
         docs.parsed_by_binary(report, os.path.abspath(binary), shown, work_dir)
+        docs.flags(report, os.path.abspath(binary), docs.doc_files())
         known_flags(report, binary, [chart.deployment_args(d)[0] for d in
                                      [readme_docs, *rendered.values()]] + policy.flag_cases(chart_dir))
         args, env = chart.deployment_args(readme_docs)
