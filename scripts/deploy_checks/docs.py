@@ -333,6 +333,21 @@ def flags(report, binary, files):
     report.check(name, problems, f"{len(shown)} commands: {', '.join(sorted(known))}")
 
 
+def readme_shape(report, readme_text, max_lines=300, quickstart_by=80):
+    """Issue 27: README is a newcomer's path, under 300 lines, with the quickstart's install,
+    trigger and `slo-scaler check` within its first 80 lines and a picture before them."""
+    lines = readme_text.splitlines()
+    problems = [] if len(lines) < max_lines else [f"README.md has {len(lines)} lines, want under {max_lines}"]
+    for what, pattern in (("a picture", r"^!\[.*"), ("`helm install`", r"^helm install "),
+                          ("the recommended trigger", r"^\s+signal: sloCapacity$"),
+                          ("`slo-scaler check`", r"^slo-scaler check ")):
+        at = next((i + 1 for i, l in enumerate(lines) if re.match(pattern, l)), None)
+        if at is None or at > quickstart_by:
+            problems.append(f"{what} is at line {at}, want within the first {quickstart_by}")
+    report.check("README: under 300 lines, the quickstart within the first 80", problems,
+                 f"{len(lines)} lines")
+
+
 def run(report, crd_file, readme_text, chart_dir, readme_values):
     files = doc_files()
     links(report, files)
@@ -340,5 +355,6 @@ def run(report, crd_file, readme_text, chart_dir, readme_values):
     trigger_rules(report, found, crd_file)
     metadata_table(report)
     readme_commands(report, readme_text)
+    readme_shape(report, readme_text)
     helm_upgrades(report, chart_dir, files, readme_values)
     return found
