@@ -94,7 +94,7 @@ async fn fifty_thousand_distinct_callers_leave_metrics_bounded() {
 /// The real binary (`slo-scaler serve`, the cache's default bounds) and Prometheus behind
 /// it: many callers each send a distinct raw PromQL query of nearly the 16 KiB a raw query
 /// may have, half of them valid and half refused by Prometheus (a parse error). The signal
-/// cache and the board hold each query's text; peak RSS (`VmHWM`) stays under the README's
+/// cache and the board hold each query's text; peak RSS (`VmHWM`) stays under docs/limits.md's
 /// bound, the cache holds at most `--cache-max-bytes` and counts what it drops. (Before the
 /// cache was bounded by bytes and while it kept a refused query's slot for minutes, this run
 /// peaked at 356 MiB against a bound of 223 MiB.)
@@ -201,7 +201,7 @@ mod binary {
 
     const MIB: u64 = 1 << 20;
 
-    /// README's bound on what distinct raw queries can hold: the process at rest, the board
+    /// docs/limits.md's bound on what distinct raw queries can hold: the process at rest, the board
     /// (`max_signals` triggers of up to 80 KiB each with a 16 KiB query, which it holds as
     /// the caller's metadata, the parsed trigger and the plan's query), the signal cache's
     /// byte cap (`--cache-max-bytes`, 64 MiB by default) and a quarter more for the

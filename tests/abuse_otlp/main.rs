@@ -1,5 +1,5 @@
 //! Hostile OTLP against the real binary (`slo-scaler serve`, default flags): peak RSS
-//! (`VmHWM` in `/proc/PID/status`) stays under the README's worst case and the chart's
+//! (`VmHWM` in `/proc/PID/status`) stays under docs/limits.md's worst case and the chart's
 //! 1 GiB limit with N concurrent maximum-size requests over HTTP and gRPC, compression
 //! bombs are refused in bounded memory, and the server still answers afterwards.
 
@@ -28,7 +28,7 @@ const N: usize = 8;
 /// Rounds of N + N requests.
 const ROUNDS: usize = 2;
 
-/// The README's worst case: the process at rest plus the in-flight budget plus the
+/// docs/limits.md's worst case: the process at rest plus the in-flight budget plus the
 /// store's byte cap (allocator overhead included in the rest figure's margin).
 fn worst_case(rest: u64) -> u64 {
     rest + INFLIGHT + STORE + 32 * MIB

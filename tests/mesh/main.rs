@@ -2,7 +2,7 @@
 //! PROMETHEUS_BIN, see scripts/test-real.sh) scraping a test exporter that writes the series
 //! the meshes' proxies export, with a known schedule of requests per scrape: every signal
 //! over gRPC and the analysis endpoint are checked against Prometheus' own answer to the
-//! canonical query (README, "Prometheus conventions") and against figures computed here.
+//! canonical query (docs/prometheus-conventions.md) and against figures computed here.
 //!
 //! Where the series come from:
 //! - Istio: the sidecar's stats filter (istio/proxy
@@ -401,8 +401,8 @@ async fn fixture() -> Fixture {
     }
 }
 
-/// The four signals' canonical queries over `{f}` in a convention's names (README,
-/// "Prometheus conventions"), written out by hand.
+/// The four signals' canonical queries over `{f}` in a convention's names
+/// (docs/prometheus-conventions.md), written out by hand.
 fn canonical(calls: &str, histogram: &str, f: &str, errors: &str) -> [(String, &'static str); 4] {
     [
         (

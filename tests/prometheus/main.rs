@@ -118,7 +118,7 @@ fn export_conventions(e: &Exporter) {
     }
 }
 
-/// The canonical queries of a convention (README, "Prometheus conventions"), written out
+/// The canonical queries of a convention (docs/prometheus-conventions.md), written out
 /// by hand for one convention.
 fn canonical(c: &Conv, window: &str) -> [(String, &'static str); 4] {
     let mut f = format!("{}=\"order-service\"", c.service);
