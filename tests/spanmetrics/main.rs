@@ -280,6 +280,22 @@ fn canonical(h: Histograms, version: Option<&str>) -> [(String, &'static str); 3
     ]
 }
 
+/// `signal: concurrency`'s query (Little's law: the rate of the histogram's sum of
+/// durations, in seconds): the classic histogram's `_sum` series, or `histogram_sum` of
+/// the native one (signal-sources.md).
+fn concurrency_query(h: Histograms, version: Option<&str>) -> String {
+    let f = matchers(version);
+    match h {
+        Histograms::Classic { .. } => {
+            let name = HISTOGRAM.trim_end_matches("_bucket");
+            format!("sum(rate({name}_sum{{{f}}}[{WINDOW}])) / 1000")
+        }
+        Histograms::Native => {
+            format!("histogram_sum(sum(rate({NATIVE}{{{f}}}[{WINDOW}]))) / 1000")
+        }
+    }
+}
+
 /// The scaler's answer for `signal` (at `version`), checked equal to Prometheus' own
 /// answer to the canonical query: a direct query before and after the scaler's must
 /// agree (no scrape in between), so all three saw the same samples.
@@ -369,6 +385,23 @@ async fn check(
         rps * WINDOW_S as f64 >= measured.len() as f64 * (1.0 - 1e-9),
         "{version:?}: rps {rps} under {} spans in {WINDOW}",
         measured.len()
+    );
+    let concurrency = agreed(
+        prom,
+        scaler,
+        h,
+        version,
+        &concurrency_query(h, version),
+        "concurrency",
+    )
+    .await;
+    // The histogram's sum and the calls counter come from the same scrapes and grow by the
+    // same batch, so `rate()` extrapolates both alike: their ratio is the batch's mean
+    // duration (to the nanosecond the spans' timestamps keep).
+    let mean_s = measured.iter().map(|p| p.0).sum::<f64>() / measured.len() as f64 / 1e3;
+    assert!(
+        (concurrency / rps - mean_s).abs() <= mean_s * 1e-6,
+        "{h:?} {version:?}: concurrency {concurrency} / rps {rps} is not the mean duration {mean_s} s"
     );
 }
 
