@@ -24,11 +24,18 @@ async fn fake_prometheus() -> std::net::SocketAddr {
 
 /// `slo-scaler serve` on loopback ports chosen by the system, reading the fake Prometheus,
 /// with the cache TTL given.
+#[allow(dead_code)] // stream_cost starts it with more flags
 pub async fn start_scaler(cache_ttl: &str) -> Server {
+    start_scaler_with(&["--cache-ttl", cache_ttl]).await
+}
+
+/// `slo-scaler serve` on loopback ports, reading the fake Prometheus, with `flags` added.
+pub async fn start_scaler_with(flags: &[&str]) -> Server {
     let url = format!("default=http://{}", fake_prometheus().await);
     let mut argv = vec!["slo-scaler", "serve"];
     argv.extend(crate::loopback::LOOPBACK_ADDRS);
-    argv.extend(["--prometheus", &url, "--cache-ttl", cache_ttl]);
+    argv.extend(["--prometheus", &url]);
+    argv.extend(flags);
     let Command::Serve(args) = <Cli as clap::Parser>::try_parse_from(argv).unwrap().command else {
         unreachable!()
     };
@@ -37,6 +44,7 @@ pub async fn start_scaler(cache_ttl: &str) -> Server {
 
 /// The server's ExternalScaler service, to call its handlers straight; streams end when the
 /// returned sender is dropped.
+#[allow(dead_code)] // stream_cost calls the server over gRPC
 pub fn service(server: &Server) -> (ScalerService, tokio::sync::watch::Sender<bool>) {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let service = ScalerService::new(

@@ -67,8 +67,10 @@ pub struct ServeArgs {
     /// per-ScaledObject series), and most open streams; the overflow is evicted and counted.
     #[arg(long, env = "SLO_SCALER_MAX_SIGNALS", default_value_t = 5_000)]
     pub max_signals: u64,
-    /// How often StreamIsActive (external-push) re-evaluates a trigger.
-    #[arg(long, env = "SLO_SCALER_STREAM_INTERVAL", value_parser = duration_arg, default_value = "5s")]
+    /// How often StreamIsActive (external-push) re-evaluates a trigger. 1 s costs 2.3 % of
+    /// one core with 2,000 streams open (`benches/stream_cost.rs`, BENCHMARKS.md) and keeps a
+    /// push within a second of the value the cache holds.
+    #[arg(long, env = "SLO_SCALER_STREAM_INTERVAL", value_parser = duration_arg, default_value = "1s")]
     pub stream_interval: Duration,
     /// How long in-flight RPCs may run after SIGTERM before the server exits.
     #[arg(long, env = "SLO_SCALER_SHUTDOWN_GRACE", value_parser = duration_arg, default_value = "20s")]
