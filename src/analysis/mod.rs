@@ -66,7 +66,7 @@ pub struct Delta {
     pub latency: Option<f64>,
 }
 
-/// The endpoint's answer (README, "Canary analysis").
+/// The endpoint's answer (docs/canary-analysis.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Answer {
     pub service: String,

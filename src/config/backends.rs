@@ -74,7 +74,7 @@ pub struct BackendArgs {
         env = "SLO_SCALER_PROMETHEUS_TENANT_ALLOW"
     )]
     pub prometheus_tenant_allow: Vec<String>,
-    /// JSON file adding or overriding Prometheus naming conventions (see README).
+    /// JSON file adding or overriding Prometheus naming conventions (see docs/prometheus-conventions.md).
     #[arg(long, env = "SLO_SCALER_CONVENTIONS_FILE")]
     pub conventions_file: Option<PathBuf>,
     /// A Tempo backend, NAME=URL (repeatable).

@@ -98,7 +98,7 @@ fn one() -> f64 {
 /// When the pipeline drops it, a query naming a version selects nothing: no data.
 pub const OTEL_VERSION_LABEL: &str = "service_version";
 
-/// The built-in conventions (README, "Prometheus conventions"), by name.
+/// The built-in conventions (docs/prometheus-conventions.md), by name.
 ///
 /// prometheus-http (client libraries' `http_request_duration_seconds`) has no version
 /// label: nothing there carries `service.version`; a conventions file names the label a

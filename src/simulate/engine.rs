@@ -120,7 +120,7 @@ pub struct Run {
     pub errors: u64,
     /// Times KEDA's fallback replaced the metric.
     pub fallbacks: u32,
-    /// The policy README recommends.
+    /// The recommended policy (README, "Choosing a signal"; docs/simulation-results.md).
     pub recommended: bool,
     /// A lower bound rather than a policy one could run (`oracle`).
     pub bound: bool,

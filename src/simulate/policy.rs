@@ -51,7 +51,7 @@ impl Policy {
         ]
     }
 
-    /// Whether the policy is the one README recommends.
+    /// Whether the policy is the recommended one (README, "Choosing a signal").
     pub fn is_recommended(&self) -> bool {
         matches!(self, Policy::Recommended { .. })
     }

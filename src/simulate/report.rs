@@ -26,7 +26,7 @@ pub struct Summary {
     pub error_rate: f64,
     pub requests: u64,
     pub fallbacks: u32,
-    /// The policy README recommends.
+    /// The recommended policy (README, "Choosing a signal"; docs/simulation-results.md).
     pub recommended: bool,
     /// A lower bound (`oracle`), not a policy one could run.
     pub bound: bool,

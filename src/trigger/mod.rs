@@ -140,7 +140,7 @@ impl SignalKind {
         }
     }
 
-    /// The HPA metric type this signal is meant for (see README).
+    /// The HPA metric type this signal is meant for (docs/triggers.md, "Which `metricType`, and why").
     pub fn metric_type(self) -> crate::signal::MetricType {
         use crate::signal::MetricType;
         match self {
@@ -332,7 +332,7 @@ impl TriggerError {
     }
 }
 
-/// Default windows, by source (documented in the README).
+/// Default windows, by source (docs/trigger-metadata.md).
 pub fn default_window(source: SourceKind) -> Duration {
     match source {
         SourceKind::Otlp => Duration::from_secs(60),
