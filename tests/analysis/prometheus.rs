@@ -1,6 +1,6 @@
 //! The endpoint through the real Prometheus, reading spanmetrics with a version label
 //! through the built-in conventions (no conventions file): `service.version` kept by the
-//! pipeline is the label `service_version` (src/signal/promql.rs, `OTEL_VERSION_LABEL`,
+//! pipeline is the label `service_version` (src/signal/promql/mod.rs, `OTEL_VERSION_LABEL`,
 //! from the Collector's spanmetrics connector and Prometheus exporter and Tempo's
 //! metrics-generator).
 //!

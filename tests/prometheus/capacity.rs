@@ -1,6 +1,6 @@
 //! `signal: sloCapacity` from a real Prometheus: the scaler's value is
 //! `capacity::pods_needed` of Prometheus' own answers to the canonical queries
-//! (src/signal/promql.rs, `capacity`), over a history with a busy spell in it.
+//! (src/signal/promql/mod.rs, `capacity`), over a history with a busy spell in it.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
