@@ -114,6 +114,20 @@ fn problem(key: &str, message: String) -> PlanError {
     })
 }
 
+/// The one place a query a convention cannot express becomes a problem, named by the key
+/// the caller must change. `version_key` is where the caller asked for a version: a
+/// trigger's `version` (leave it out, or pick a convention with a version label); the
+/// analysis endpoint's `convention` (its versions are required, so only the convention
+/// can change).
+fn build_problem(e: promql::QueryBuildError, version_key: &str) -> PlanError {
+    let key = match e {
+        promql::QueryBuildError::NoSpanKind { .. } => "spanKind",
+        promql::QueryBuildError::NoVersion { .. } => version_key,
+        promql::QueryBuildError::NotServed { .. } => "source",
+    };
+    problem(key, e.to_string())
+}
+
 /// Why a value cannot be given.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EvalError {
@@ -304,14 +318,8 @@ impl Engine {
             .conventions
             .get(convention)
             .ok_or_else(|| problem("convention", "unknown convention".into()))?;
-        let queries = promql::capacity(convention, c, selector, target.quantile).map_err(|e| {
-            let key = match e {
-                promql::QueryBuildError::NoSpanKind { .. } => "spanKind",
-                promql::QueryBuildError::NoVersion { .. } => "version",
-                promql::QueryBuildError::NotServed { .. } => "source",
-            };
-            problem(key, e.to_string())
-        })?;
+        let queries = promql::capacity(convention, c, selector, target.quantile)
+            .map_err(|e| build_problem(e, "version"))?;
         let query = |promql: &String| {
             Query::Prometheus(PromQuery {
                 backend: backend.clone(),
@@ -344,14 +352,7 @@ impl Engine {
                                 problem("convention", "unknown convention".into())
                             })?;
                         promql::build(convention, c, &trace.selector, trace.measure, trace.window)
-                            .map_err(|e| {
-                            let key = match e {
-                                promql::QueryBuildError::NoSpanKind { .. } => "spanKind",
-                                promql::QueryBuildError::NoVersion { .. } => "version",
-                                promql::QueryBuildError::NotServed { .. } => "source",
-                            };
-                            problem(key, e.to_string())
-                        })?
+                            .map_err(|e| build_problem(e, "version"))?
                     }
                     PromSpec::Raw(q) => q.clone(),
                 };
@@ -529,14 +530,7 @@ impl Engine {
                     .ok_or_else(|| problem("convention", "unknown convention".into()))?;
                 let promql =
                     promql::build(convention, c, &read.selector, read.measure, read.window)
-                        .map_err(|e| {
-                            let key = match e {
-                                promql::QueryBuildError::NoSpanKind { .. } => "spanKind",
-                                promql::QueryBuildError::NoVersion { .. } => "convention",
-                                promql::QueryBuildError::NotServed { .. } => "source",
-                            };
-                            problem(key, e.to_string())
-                        })?;
+                        .map_err(|e| build_problem(e, "convention"))?;
                 Ok(Query::Prometheus(PromQuery {
                     backend: backend.to_string(),
                     tenant: None,

@@ -657,8 +657,12 @@ async fn linkerd_signals_read_the_inbound_side() {
     );
     let e = metric(&mut f.scaler.client, &r).await.expect_err("refused");
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-    assert!(e.message().contains("version"), "{e:?}");
-    // … and so is the analysis endpoint, naming the convention.
+    assert!(
+        e.message()
+            .contains("version: convention linkerd has no service version label"),
+        "{e:?}"
+    );
+    // … and so is the analysis endpoint, naming the convention (its versions are required).
     let (status, a) = analysis(
         &f.scaler,
         &[
