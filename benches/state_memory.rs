@@ -167,7 +167,7 @@ fn main() {
         println!(
             "sizes: board entry {} B, plan {} B (trigger {} B, query {} B)",
             std::mem::size_of::<slo_scaler::scaler::Entry>(),
-            std::mem::size_of::<slo_scaler::scaler::Plan>(),
+            std::mem::size_of::<slo_scaler::engine::Plan>(),
             std::mem::size_of::<slo_scaler::trigger::Trigger>(),
             std::mem::size_of::<slo_scaler::source::Query>(),
         );

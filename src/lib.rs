@@ -10,6 +10,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod engine;
 pub mod policy;
 pub mod proto;
 pub mod scaler;

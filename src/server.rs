@@ -13,8 +13,9 @@ use tokio::task::JoinSet;
 
 use crate::cache::CacheConfig;
 use crate::config::{ConfigError, ServeArgs, Settings};
+use crate::engine::{Engine, EngineConfig};
 use crate::proto::external_scaler_server::ExternalScalerServer;
-use crate::scaler::{Board, BoardConfig, Engine, EngineConfig, ScalerService};
+use crate::scaler::{Board, BoardConfig, ScalerService};
 use crate::source::otlp::{self, Store, StoreConfig};
 use crate::source::prometheus::PrometheusSource;
 use crate::source::sqs::SqsSource;

@@ -18,7 +18,8 @@ use axum::routing::get;
 use axum::Router;
 use prometheus_client::registry::Registry;
 
-use crate::scaler::{Board, Engine};
+use crate::engine::Engine;
+use crate::scaler::Board;
 use crate::telemetry::{Metrics, OutcomeLabels};
 
 #[derive(Clone)]

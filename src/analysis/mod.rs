@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::scaler::{Engine, EvalError, PlanError};
+use crate::engine::{Engine, EvalError, PlanError};
 use crate::signal::{format_window, TraceMeasure, TraceSelector};
 use crate::source::Query;
 use crate::trigger::TraceRead;

@@ -4,7 +4,6 @@
 //! backend; the other RPCs read through the engine's cache.
 
 mod board;
-mod engine;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,8 +15,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
+use crate::engine::{Engine, EvalError, Evaluation, Plan, PlanError};
 pub use board::{Board, BoardConfig, Entry, Row, SignalState};
-pub use engine::{Engine, EngineConfig, EvalError, Evaluation, Plan, PlanError, SloQueries};
 
 use crate::proto::external_scaler_server::{ExternalScaler, ExternalScalerServer};
 use crate::proto::wire::{GetMetricsRequest, GetMetricsResponse, ScaledObjectRef};

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 /// Paths of the shell no core file may name.
 const SHELL_MODULES: &[&str] = &[
+    "crate::engine",
     "crate::scaler",
     "crate::server",
     "crate::admin",
@@ -484,6 +485,71 @@ fn find_cycle(
     graph
         .keys()
         .find_map(|n| visit(n, graph, &mut Vec::new(), &mut done))
+}
+
+/// What the engine (`src/engine/`: planning and evaluation, shared by the gRPC adapter,
+/// `check`, `demo` and the analysis endpoint) may not name: the adapters that use it.
+const ADAPTERS: &[&str] = &[
+    "crate::scaler",
+    "crate::server",
+    "crate::admin",
+    "crate::analysis",
+    "crate::check",
+    "crate::demo",
+    "tonic",
+];
+
+/// Lines of `text` (resolved) naming an adapter.
+fn adapter_uses(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let code = line.split("//").next().unwrap_or("");
+        for m in ADAPTERS {
+            let named = if m.starts_with("crate::") {
+                contains_path(code, m)
+            } else {
+                code.split(|ch: char| !(ch.is_alphanumeric() || ch == '_' || ch == ':'))
+                    .any(|tok| tok == *m || tok.starts_with(&format!("{m}::")))
+            };
+            if named {
+                found.push(format!("line {}: {m}: {}", n + 1, line.trim()));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn the_engine_knows_nothing_of_its_adapters() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let files = rust_files(&src.join("engine"));
+    assert!(files.len() >= 3, "{files:?}");
+    let mut problems = Vec::new();
+    for file in &files {
+        let text = resolved(
+            &std::fs::read_to_string(file).unwrap(),
+            &module_of(&src, file),
+        );
+        for v in adapter_uses(&text) {
+            problems.push(format!("{}: {v}", file.display()));
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+    // Planted: each way of naming an adapter from src/engine/plan.rs is caught.
+    for planted in [
+        "use crate::scaler::Board;",
+        "use super::super::scaler::Board;",
+        "use crate::{analysis::AnalysisError, cache::SignalCache};",
+        "fn f() -> tonic::Status { todo!() }",
+    ] {
+        let text = resolved(planted, &["engine".to_string(), "plan".to_string()]);
+        assert!(!adapter_uses(&text).is_empty(), "{planted}: {text}");
+    }
+    assert!(adapter_uses(&resolved(
+        "use super::evaluate::X;",
+        &["engine".into(), "plan".into()]
+    ))
+    .is_empty());
 }
 
 #[test]

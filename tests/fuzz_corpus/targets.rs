@@ -16,7 +16,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
 use slo_scaler::config::BackendArgs;
-use slo_scaler::scaler::Engine;
+use slo_scaler::engine::Engine;
 use slo_scaler::signal::promql::Convention;
 use slo_scaler::signal::{fits_keda, Quantile, SpanKind, TraceMeasure, TraceSelector};
 use slo_scaler::source::otlp::{ManualClock, Store, StoreConfig};

@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use std::collections::VecDeque;
 
-use super::engine::{EvalError, Evaluation, Plan, PlanError};
 use crate::cache::Watch;
+use crate::engine::{EvalError, Evaluation, Plan, PlanError};
 
 use key::Key;
 pub use table::Board;
