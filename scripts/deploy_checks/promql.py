@@ -39,6 +39,20 @@ def promtool_test(promtool, test_file):
     return proc.returncode == 0, (proc.stdout + proc.stderr).strip()
 
 
+def alert_unit_test(promtool, alert, stem, test, work_dir):
+    """Runs promtool's unit test `test` (rule_files filled in here) on `alert` alone, without
+    its annotations: promtool compares them too, and these tests are about when it fires."""
+    bare = {k: v for k, v in alert.items() if k != "annotations"}
+    rules_file = os.path.join(work_dir, f"{stem}.rules.yaml")
+    with open(rules_file, "w") as f:
+        yaml.safe_dump({"groups": [{"name": "alert", "rules": [bare]}]}, f, sort_keys=False)
+    test = dict({"rule_files": [os.path.abspath(rules_file)], "evaluation_interval": "1m"}, **test)
+    test_file = os.path.join(work_dir, f"{stem}.test.yaml")
+    with open(test_file, "w") as f:
+        yaml.safe_dump(test, f, sort_keys=False)
+    return promtool_test(promtool, test_file)
+
+
 def state_tests(report, promtool, rules_spec, dash, work_dir):
     """promtool unit tests: SloScalerSignalNoData fires after its `for` on no_data or error only,
     and the dashboard's "Signal state" query maps ok / stale / no_data / error to 0 / 1 / 2 / 3."""
@@ -81,14 +95,7 @@ def state_tests(report, promtool, rules_spec, dash, work_dir):
     def firing(so):
         return dict(labels, namespace="shop", scaled_object=so, metric="m")
 
-    # promtool compares annotations too; the test is about when the alert fires, not its text.
-    bare = {k: v for k, v in alert.items() if k != "annotations"}
-    rules_file = os.path.join(work_dir, "signal-state.rules.yaml")
-    with open(rules_file, "w") as f:
-        yaml.safe_dump({"groups": [{"name": "alert", "rules": [bare]}]}, f, sort_keys=False)
     test = {
-        "rule_files": [os.path.abspath(rules_file)],
-        "evaluation_interval": "1m",
         "tests": [{
             "interval": "1m",
             "input_series": inputs,
@@ -106,10 +113,7 @@ def state_tests(report, promtool, rules_spec, dash, work_dir):
             }],
         }],
     }
-    test_file = os.path.join(work_dir, "signal-state.test.yaml")
-    with open(test_file, "w") as f:
-        yaml.safe_dump(test, f, sort_keys=False)
-    ok, out = promtool_test(promtool, test_file)
+    ok, out = alert_unit_test(promtool, alert, "signal-state", test, work_dir)
     report.check("signal-state alert and panel behave (promtool test rules)", [] if ok else [out],
                  "alert after its for on no_data / error only; panel 0 ok, 1 stale, 2 no data, 3 error")
 
@@ -196,13 +200,7 @@ def tls_reload_test(report, promtool, rules_spec, work_dir):
         series("b", "grpc", "1 1 1 0 0 0 0 0 0 0 0"),    # a later reload succeeded
     ]
     labels = dict(alert.get("labels") or {})
-    bare = {k: v for k, v in alert.items() if k != "annotations"}
-    rules_file = os.path.join(work_dir, "tls-reload.rules.yaml")
-    with open(rules_file, "w") as f:
-        yaml.safe_dump({"groups": [{"name": "alert", "rules": [bare]}]}, f, sort_keys=False)
     test = {
-        "rule_files": [os.path.abspath(rules_file)],
-        "evaluation_interval": "1m",
         "tests": [{
             "interval": "1m",
             "input_series": inputs,
@@ -213,10 +211,7 @@ def tls_reload_test(report, promtool, rules_spec, work_dir):
             ],
         }],
     }
-    test_file = os.path.join(work_dir, "tls-reload.test.yaml")
-    with open(test_file, "w") as f:
-        yaml.safe_dump(test, f, sort_keys=False)
-    ok, out = promtool_test(promtool, test_file)
+    ok, out = alert_unit_test(promtool, alert, "tls-reload", test, work_dir)
     report.check(name, [] if ok else [out], "fires after its for; not for a listener that recovered")
 
 

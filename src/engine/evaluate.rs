@@ -93,28 +93,7 @@ impl Engine {
                 })
             }
         };
-        let (value, no_data) = match value {
-            Usable::Value(v) => (v, false),
-            Usable::NoData if t.ignore_null_values => (0.0, true),
-            Usable::NoData => {
-                return Err(EvalError::NoData {
-                    metric: t.metric_name.clone(),
-                })
-            }
-            Usable::Refused(value) => {
-                return Err(EvalError::Unusable {
-                    metric: t.metric_name.clone(),
-                    value,
-                })
-            }
-        };
-        Ok(Evaluation {
-            value,
-            active: value > t.activation,
-            age: served.age,
-            stale: served.stale,
-            no_data,
-        })
+        conclude(t, value, served.age, served.stale)
     }
 
     /// `signal: slo`: both objectives read from one snapshot of the embedded store (one
@@ -204,24 +183,11 @@ impl Engine {
             latency_s: number(&latency)?,
             error_rate: number(&errors)?,
         };
-        let (value, no_data) = match slo::slo_ratio(objectives, observed) {
+        let value = match slo::slo_ratio(objectives, observed) {
             // A ratio over a tiny objective can leave KEDA's range: the same rule.
-            Ok(v) => match usable(Some(v)) {
-                Usable::Value(v) => (v, false),
-                Usable::NoData | Usable::Refused(_) => {
-                    return Err(EvalError::Unusable {
-                        metric: t.metric_name.clone(),
-                        value: v,
-                    })
-                }
-            },
+            Ok(v) => computed(v),
             // An objective without its reading: no data, never a ratio of the other half.
-            Err(slo::SloError::NoData { .. }) if t.ignore_null_values => (0.0, true),
-            Err(slo::SloError::NoData { .. }) => {
-                return Err(EvalError::NoData {
-                    metric: t.metric_name.clone(),
-                })
-            }
+            Err(slo::SloError::NoData { .. }) => Usable::NoData,
             Err(slo::SloError::BadObservation { value, .. }) => {
                 return Err(EvalError::Unusable {
                     metric: t.metric_name.clone(),
@@ -236,13 +202,7 @@ impl Engine {
                 }))
             }
         };
-        Ok(Evaluation {
-            value,
-            active: value > t.activation,
-            age,
-            stale,
-            no_data,
-        })
+        conclude(t, value, age, stale)
     }
 }
 
@@ -311,34 +271,54 @@ impl Engine {
             }
             _ => None,
         };
-        let (value, no_data) = match reading {
-            Some(r) => {
-                let v = capacity::pods_needed(cap.target.target(), r);
-                match usable(Some(v)) {
-                    Usable::Value(v) => (v, false),
-                    Usable::NoData | Usable::Refused(_) => {
-                        return Err(EvalError::Unusable {
-                            metric: t.metric_name.clone(),
-                            value: v,
-                        })
-                    }
-                }
-            }
+        let value = match reading {
+            Some(r) => computed(capacity::pods_needed(cap.target.target(), r)),
             // The parser refuses ignoreNullValues for sloCapacity; the rule is kept whole.
-            None if t.ignore_null_values => (0.0, true),
-            None => {
-                return Err(EvalError::NoData {
-                    metric: t.metric_name.clone(),
-                })
-            }
+            None => Usable::NoData,
         };
-        Ok(Evaluation {
-            value,
-            active: value > t.activation,
-            age,
-            stale,
-            no_data,
-        })
+        conclude(t, value, age, stale)
+    }
+}
+
+/// The one mapping from a usable value to what KEDA gets, for every signal: a value and
+/// whether it is above the activation threshold; no data is 0 only where the trigger says
+/// `ignoreNullValues` (and its signal allows it), else an error; a refused value an error.
+fn conclude(
+    t: &Trigger,
+    value: Usable,
+    age: Duration,
+    stale: bool,
+) -> Result<Evaluation, EvalError> {
+    let (value, no_data) = match value {
+        Usable::Value(v) => (v, false),
+        Usable::NoData if t.ignore_null_values => (0.0, true),
+        Usable::NoData => {
+            return Err(EvalError::NoData {
+                metric: t.metric_name.clone(),
+            })
+        }
+        Usable::Refused(value) => {
+            return Err(EvalError::Unusable {
+                metric: t.metric_name.clone(),
+                value,
+            })
+        }
+    };
+    Ok(Evaluation {
+        value,
+        active: value > t.activation,
+        age,
+        stale,
+        no_data,
+    })
+}
+
+/// A value the scaler worked out itself (an `slo` ratio, `sloCapacity`'s pods): not a
+/// finite number in KEDA's range is a refused value, never "no data".
+fn computed(v: f64) -> Usable {
+    match usable(Some(v)) {
+        Usable::NoData => Usable::Refused(v),
+        u => u,
     }
 }
 
@@ -386,6 +366,21 @@ fn usable(v: Option<f64>) -> Usable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A value the scaler computed that is not a number is refused, not "no data": no data
+    /// may read 0 under ignoreNullValues, a broken computation never.
+    #[test]
+    fn a_computed_value_is_never_no_data() {
+        assert_eq!(computed(1.5), Usable::Value(1.5));
+        assert!(matches!(computed(f64::NAN), Usable::Refused(v) if v.is_nan()));
+        assert_eq!(computed(f64::INFINITY), Usable::Refused(f64::INFINITY));
+        assert_eq!(computed(-1.0), Usable::Refused(-1.0));
+        assert_eq!(
+            usable(Some(f64::NAN)),
+            Usable::NoData,
+            "a backend's NaN is no data"
+        );
+    }
 
     #[test]
     fn only_finite_non_negative_values_reach_keda() {
