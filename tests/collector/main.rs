@@ -196,3 +196,28 @@ async fn default_exporters_fan_out_and_every_replica_answers_exactly() {
         assert_eq!(h.snapshot("order-service"), first, "replicas answer alike");
     }
 }
+
+/// The harness's own promise (tests/common/collector.rs `start_with`): a port taken
+/// between its pick and the Collector's bind — by a test running beside this one — makes
+/// the real Collector exit with "address already in use", and the harness starts it again
+/// on new ports instead of failing the test. The first try here is given a port a listener
+/// holds.
+#[tokio::test]
+async fn a_port_taken_before_the_collector_binds_it_is_picked_again() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
+    let taken_port = taken.local_addr().expect("its port").port();
+    let tries = AtomicUsize::new(0);
+    let collector = Collector::start_with(|| {
+        let port = match tries.fetch_add(1, Ordering::SeqCst) {
+            0 => taken_port,
+            _ => common::free_port(),
+        };
+        format!(
+            "exporters:\n  prometheus:\n    endpoint: 127.0.0.1:{port}\nservice:\n  pipelines:\n    metrics:\n      receivers: [otlp]\n      exporters: [prometheus]\n"
+        )
+    })
+    .await;
+    assert_eq!(tries.load(Ordering::SeqCst), 2, "{}", collector.log());
+    drop(taken);
+}

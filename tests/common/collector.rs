@@ -71,6 +71,28 @@ impl Collector {
     /// the top level; `service:` must be its last section). The Collector's own
     /// telemetry is off so that several can run at once.
     pub async fn start(rest: &str) -> Collector {
+        Collector::start_with(|| rest.to_string()).await
+    }
+
+    /// As [`Collector::start`], with `rest` made again for each try. A free port is only
+    /// free until someone else binds it: tests running beside each other (each starting
+    /// Collectors and Prometheus servers on ports they picked) can take one between our
+    /// pick and the Collector's bind. The Collector then exits with "address already in
+    /// use"; it is started again on new ports — the receiver's, and any `rest` picks.
+    pub async fn start_with(rest: impl Fn() -> String) -> Collector {
+        const TRIES: usize = 5;
+        for attempt in 1..=TRIES {
+            match Collector::try_start(&rest()).await {
+                Ok(c) => return c,
+                Err(log) if log.contains("address already in use") && attempt < TRIES => continue,
+                Err(log) => panic!("{log}"),
+            }
+        }
+        unreachable!("the last try panics or returns")
+    }
+
+    /// One try: the Collector listening, or its configuration and log.
+    async fn try_start(rest: &str) -> Result<Collector, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -95,12 +117,15 @@ impl Collector {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = c.child.as_mut().and_then(|ch| ch.try_wait().ok().flatten()) {
-                panic!("the collector exited ({status}):\n{config}\n{}", c.log());
+                return Err(format!(
+                    "the collector exited ({status}):\n{config}\n{}",
+                    c.log()
+                ));
             }
             let up = tokio::net::TcpStream::connect(grpc).await.is_ok()
                 && tokio::net::TcpStream::connect(http).await.is_ok();
             if up {
-                return c;
+                return Ok(c);
             }
             assert!(
                 Instant::now() < deadline,

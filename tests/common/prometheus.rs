@@ -97,7 +97,7 @@ impl PrometheusServer {
             std::fs::write(path, config + "    scrape_native_histograms: true\n")
                 .expect("write config");
         }
-        p.launch().await;
+        p.launch(true).await;
         p
     }
 
@@ -118,7 +118,7 @@ impl PrometheusServer {
     pub async fn start_under_prefix(targets: &[SocketAddr], prefix: &str) -> PrometheusServer {
         let mut p = Self::prepare(targets, None);
         p.prefix = prefix.trim_end_matches('/').to_string();
-        p.launch().await;
+        p.launch(true).await;
         p
     }
 
@@ -127,7 +127,7 @@ impl PrometheusServer {
         tls: Option<(&str, &str, &str)>,
     ) -> PrometheusServer {
         let mut p = Self::prepare(targets, tls);
-        p.launch().await;
+        p.launch(true).await;
         p
     }
 
@@ -164,7 +164,26 @@ impl PrometheusServer {
         }
     }
 
-    async fn launch(&mut self) {
+    /// Starts the server and waits until it is ready. A free port is only free until someone
+    /// else binds it: tests running beside each other start servers on ports they picked,
+    /// and one can take ours before Prometheus binds it (it then exits: "address already in
+    /// use"). On a first start (`may_move`) it is started again on a new port; a restart
+    /// keeps its port, so there the exit fails the test.
+    async fn launch(&mut self, may_move: bool) {
+        const TRIES: usize = 5;
+        for attempt in 1..=TRIES {
+            match self.launch_once().await {
+                Ok(()) => return,
+                Err(e) if may_move && e.contains("address already in use") && attempt < TRIES => {
+                    self.addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    /// One start: `Ok` once ready, `Err` if the process exited first.
+    async fn launch_once(&mut self) -> Result<(), String> {
         let child = Command::new(binary())
             .arg(format!(
                 "--config.file={}",
@@ -194,12 +213,24 @@ impl PrometheusServer {
                 )
             }))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(
+                std::fs::File::create(self.dir.path().join("prometheus.log")).expect("log file"),
+            )
             .spawn()
             .expect("start prometheus");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                let log = std::fs::read_to_string(self.dir.path().join("prometheus.log"))
+                    .unwrap_or_default();
+                return Err(format!("prometheus exited ({status}): {log}"));
+            }
             let ready = self
                 .http
                 .get(format!("{}/-/ready", self.url()))
@@ -208,7 +239,7 @@ impl PrometheusServer {
                 .is_ok_and(|r| r.status().is_success());
             if ready {
                 self.ready_at = Instant::now();
-                return;
+                return Ok(());
             }
             assert!(Instant::now() < deadline, "prometheus did not become ready");
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -231,7 +262,7 @@ impl PrometheusServer {
     /// Starts it again on the same port with the same data.
     pub async fn restart(&mut self) {
         self.stop();
-        self.launch().await;
+        self.launch(false).await;
     }
 
     /// The API's JSON answer to an instant query (asserting success).

@@ -202,11 +202,17 @@ async fn pipeline(
     connector: &str,
     native_ingestion: bool,
 ) -> (Collector, PrometheusServer, SocketAddr) {
-    let port = common::free_port();
-    let collector = Collector::start(&format!(
-        "connectors:\n  span_metrics: {connector}\nexporters:\n  prometheus:\n    endpoint: 127.0.0.1:{port}\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [span_metrics]\n    metrics:\n      receivers: [span_metrics]\n      exporters: [prometheus]\n"
-    ))
+    // The exporter's port is picked again with the receiver's if a try finds it taken.
+    let port = std::sync::atomic::AtomicU16::new(0);
+    let collector = Collector::start_with(|| {
+        let p = common::free_port();
+        port.store(p, std::sync::atomic::Ordering::SeqCst);
+        format!(
+            "connectors:\n  span_metrics: {connector}\nexporters:\n  prometheus:\n    endpoint: 127.0.0.1:{p}\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [span_metrics]\n    metrics:\n      receivers: [span_metrics]\n      exporters: [prometheus]\n"
+        )
+    })
     .await;
+    let port = port.load(std::sync::atomic::Ordering::SeqCst);
     let targets = [format!("127.0.0.1:{port}").parse().unwrap()];
     let prometheus = if native_ingestion {
         PrometheusServer::start_native_histograms(&targets).await
