@@ -401,12 +401,15 @@ async fn check(
         "concurrency",
     )
     .await;
-    // The histogram's sum and the calls counter come from the same scrapes and grow by the
-    // same batch, so `rate()` extrapolates both alike: their ratio is the batch's mean
-    // duration (to the nanosecond the spans' timestamps keep).
+    // The histogram's sum and the calls counter grow by the same batch, so their ratio is
+    // the batch's mean duration — but only up to `rate()`'s extrapolation, which Prometheus
+    // does per series from that series' own first and last samples in the window
+    // (promql/functions.go, `extrapolatedRate`): a sum over series that began at different
+    // scrapes (ok and error spans, two versions) is extrapolated unevenly. A cold CI run
+    // saw 4e-5 relative; the equality with Prometheus' own answer above is the exact check.
     let mean_s = measured.iter().map(|p| p.0).sum::<f64>() / measured.len() as f64 / 1e3;
     assert!(
-        (concurrency / rps - mean_s).abs() <= mean_s * 1e-6,
+        (concurrency / rps - mean_s).abs() <= mean_s * 1e-3,
         "{h:?} {version:?}: concurrency {concurrency} / rps {rps} is not the mean duration {mean_s} s"
     );
 }
