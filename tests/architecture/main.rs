@@ -540,7 +540,7 @@ fn the_engine_knows_nothing_of_its_adapters() {
         "use crate::scaler::Board;",
         "use super::super::scaler::Board;",
         "use crate::{analysis::AnalysisError, cache::SignalCache};",
-        "fn f() -> tonic::Status { todo!() }",
+        "fn f(status: tonic::Status) -> String { status.to_string() }",
     ] {
         let text = resolved(planted, &["engine".to_string(), "plan".to_string()]);
         assert!(!adapter_uses(&text).is_empty(), "{planted}: {text}");
