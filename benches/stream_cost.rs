@@ -103,23 +103,15 @@ async fn open_streams(channel: Channel, triggers: Vec<ScaledObjectRef>) -> usize
         let so_name = so.name.clone();
         tokio::spawn(async move {
             let call = tokio::time::timeout(Duration::from_secs(20), client.stream_is_active(so));
-            let mut stream = match call.await {
+            let mut stream = match call.await.map_err(|e| e.to_string()) {
                 Ok(Ok(r)) => r.into_inner(),
-                Ok(Err(e)) => {
-                    eprintln!("stream {so_name}: {e}");
-                    let _ = opened.send(false).await;
-                    return;
-                }
-                Err(e) => {
-                    eprintln!("stream {so_name}: {e}");
-                    let _ = opened.send(false).await;
-                    return;
-                }
+                Ok(Err(status)) => return refused(&opened, &so_name, status.to_string()).await,
+                Err(elapsed) => return refused(&opened, &so_name, elapsed).await,
             };
             // A stream whose first answer does not come counts as not open; the bench goes on.
             let first = tokio::time::timeout(Duration::from_secs(20), stream.message()).await;
             if let Ok(Err(ref e)) = first {
-                eprintln!("stream {}: {e}", so_name);
+                eprintln!("stream {so_name}: {e}");
             }
             let _ = opened.send(matches!(first, Ok(Ok(Some(_))))).await;
             while let Ok(Some(_)) = stream.message().await {}
@@ -133,7 +125,13 @@ async fn open_streams(channel: Channel, triggers: Vec<ScaledObjectRef>) -> usize
     ok
 }
 
-/// The runtimes the settings share: the server's (the binary's: one worker per core) and
+/// A stream that did not open: said on stderr, counted as not open.
+async fn refused(opened: &tokio::sync::mpsc::Sender<bool>, name: &str, why: String) {
+    eprintln!("stream {name}: {why}");
+    let _ = opened.send(false).await;
+}
+
+/// The two runtimes of a setting's process: the server's (the binary's: one worker per core) and
 /// the client's (one thread).
 struct Runtimes {
     server: tokio::runtime::Runtime,
@@ -152,28 +150,20 @@ fn measure(rt: &Runtimes, interval: Option<&str>, o: &Opts) -> (f64, usize) {
         Some(_) => triggers(o.streams),
         None => vec![],
     };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (open_tx, open_rx) = std::sync::mpsc::channel();
-    rt.client.spawn(async move {
+    // The streams' tasks run on the client runtime's worker after this returns.
+    let open = rt.client.block_on(async move {
         let channel = Channel::from_shared(format!("http://{addr}"))
             .expect("uri")
             .connect()
             .await
             .expect("connect");
-        let open = open_streams(channel, streams);
-        tokio::pin!(open);
-        tokio::select! {
-            n = &mut open => { let _ = open_tx.send(n); }
-            _ = stopped => (),
-        }
+        open_streams(channel, streams).await
     });
-    let open = open_rx.recv().expect("streams opened");
     // Let every stream's first tick pass and the cache settle before the window.
     std::thread::sleep(Duration::from_secs(3));
     let (cpu0, t0) = (cpu_time(), Instant::now());
     std::thread::sleep(Duration::from_secs(o.seconds));
     let (cpu, wall) = (cpu_time() - cpu0, t0.elapsed());
-    let _ = stop.send(());
     drop(server);
     (cpu.as_secs_f64() / wall.as_secs_f64(), open)
 }

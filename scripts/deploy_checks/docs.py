@@ -121,12 +121,19 @@ def parse_blocks(report, files):
     return found
 
 
-def trigger_rules(report, found, crd_file):
-    """The keys and metricType of every trigger shown; every ScaledObject against KEDA's CRD."""
-    name = "docs: every trigger shown uses known keys and its signal's metricType; ScaledObjects pass KEDA's CRD"
+def external_triggers(report, name, found):
+    """The `external` / `external-push` triggers among `found`; none fails check `name`."""
     externals = [(p, so, t) for p, so, t in found if t.get("type") in ("external", "external-push")]
     if not externals:
         report.fail(name, "no trigger found in README.md or docs/")
+    return externals
+
+
+def trigger_rules(report, found, crd_file):
+    """The keys and metricType of every trigger shown; every ScaledObject against KEDA's CRD."""
+    name = "docs: every trigger shown uses known keys and its signal's metricType; ScaledObjects pass KEDA's CRD"
+    externals = external_triggers(report, name, found)
+    if not externals:
         return
     problems = []
     validator = (jsonschema.Draft7Validator(examples.crd_schema(crd_file))
@@ -159,9 +166,8 @@ def parsed_by_binary(report, binary, found, work_dir):
     """`slo-scaler check` parses every external trigger shown (backends unreachable: the check
     reads the parse, which comes before any backend call)."""
     name = "docs: `slo-scaler check` parses every trigger shown"
-    externals = [(p, so, t) for p, so, t in found if t.get("type") in ("external", "external-push")]
+    externals = external_triggers(report, name, found)
     if not externals:
-        report.fail(name, "no trigger found in README.md or docs/")
         return
     problems = []
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLO_SCALER_", "AWS_"))}

@@ -96,11 +96,7 @@ impl Engine {
         self.check_prometheus_backend(backend)
             .map_err(|m| problem("backend", m))?;
         self.check_tenant("prometheus", namespace, tenant.as_ref())?;
-        let c = self
-            .config
-            .conventions
-            .get(convention)
-            .ok_or_else(|| problem("convention", "unknown convention".into()))?;
+        let c = self.convention(convention)?;
         let queries = promql::capacity(convention, c, selector, target.quantile)
             .map_err(|e| build_problem(e, "version"))?;
         let query = |promql: &String| {
@@ -130,12 +126,7 @@ impl Engine {
                 self.check_tenant("prometheus", namespace, tenant.as_ref())?;
                 let promql = match spec {
                     PromSpec::Trace { trace, convention } => {
-                        let c =
-                            self.config.conventions.get(convention).ok_or_else(|| {
-                                problem("convention", "unknown convention".into())
-                            })?;
-                        promql::build(convention, c, &trace.selector, trace.measure, trace.window)
-                            .map_err(|e| build_problem(e, "version"))?
+                        self.trace_promql(convention, trace, "version")?
                     }
                     PromSpec::Raw(q) => q.clone(),
                 };
@@ -306,14 +297,7 @@ impl Engine {
             SourceKind::Prometheus => {
                 self.check_prometheus_backend(backend)
                     .map_err(|m| problem("backend", m))?;
-                let c = self
-                    .config
-                    .conventions
-                    .get(convention)
-                    .ok_or_else(|| problem("convention", "unknown convention".into()))?;
-                let promql =
-                    promql::build(convention, c, &read.selector, read.measure, read.window)
-                        .map_err(|e| build_problem(e, "convention"))?;
+                let promql = self.trace_promql(convention, read, "convention")?;
                 Ok(Query::Prometheus(PromQuery {
                     backend: backend.to_string(),
                     tenant: None,
@@ -339,5 +323,26 @@ impl Engine {
             }
             SourceKind::Sqs => Err(problem("source", "source sqs has no trace measures".into())),
         }
+    }
+
+    /// A convention by name, known to the server.
+    fn convention(&self, name: &str) -> Result<&Convention, PlanError> {
+        self.config
+            .conventions
+            .get(name)
+            .ok_or_else(|| problem("convention", "unknown convention".into()))
+    }
+
+    /// The one Prometheus query builder for a trace read, for triggers and the analysis
+    /// endpoint; `version_key` as in [`build_problem`].
+    fn trace_promql(
+        &self,
+        convention: &str,
+        read: &TraceRead,
+        version_key: &str,
+    ) -> Result<String, PlanError> {
+        let c = self.convention(convention)?;
+        promql::build(convention, c, &read.selector, read.measure, read.window)
+            .map_err(|e| build_problem(e, version_key))
     }
 }
