@@ -160,6 +160,8 @@ async fn specs_values_names_and_statuses_follow_keda() {
     assert!(
         text.contains(r#"slo_scaler_grpc_requests_total{method="GetMetrics",code="not_found"} 1"#)
     );
+    // Labels name the ScaledObject and its metric, never the query it runs.
+    assert!(!text.contains("queue_backlog"), "query text in\n{text}");
     tokio::time::sleep(Duration::from_secs(4)).await;
     let (_, text) = scaler.get("/metrics").await;
     assert!(!text.contains("scaled_object=\"workers\""), "{text}");
@@ -197,6 +199,62 @@ async fn stream_is_active_pushes_state_then_only_rising_edges() {
         Some(true),
         "the next rising edge"
     );
+}
+
+/// Open streams are bounded as the board is: at most `--max-signals` of them, both kinds
+/// together; one more is `ResourceExhausted` naming the flag, and a stream the client
+/// closes frees its place. (A `source: otlp` trigger needs no backend.)
+#[tokio::test(flavor = "multi_thread")]
+async fn open_streams_are_bounded_by_max_signals() {
+    let scaler = Scaler::start(&["--default-source", "otlp", "--max-signals", "2"]).await;
+    let trigger = so(
+        "orders",
+        &[
+            ("signal", "latency"),
+            ("service", "order-service"),
+            ("threshold", "300ms"),
+        ],
+    );
+    let mut client = scaler.client.clone();
+    let specs = client
+        .stream_metric_spec(trigger.clone())
+        .await
+        .expect("the first stream opens")
+        .into_inner();
+    let active = client
+        .stream_is_active(trigger.clone())
+        .await
+        .expect("the second stream opens")
+        .into_inner();
+    for refused in [
+        client.stream_is_active(trigger.clone()).await.err(),
+        client.stream_metric_spec(trigger.clone()).await.err(),
+    ] {
+        let status = refused.expect("a third stream is refused");
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        assert!(status.message().contains("--max-signals"), "{status:?}");
+    }
+    // Plain calls are not streams: still answered.
+    client
+        .get_metric_spec(trigger.clone())
+        .await
+        .expect("GetMetricSpec beside full streams");
+    drop(specs);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let reopened = loop {
+        match client.stream_metric_spec(trigger.clone()).await {
+            Ok(s) => break s.into_inner(),
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                assert!(
+                    Instant::now() < deadline,
+                    "a closed stream's place was not freed"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    drop((active, reopened));
 }
 
 #[tokio::test(flavor = "multi_thread")]
