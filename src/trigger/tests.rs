@@ -508,12 +508,21 @@ fn aws_regions() {
 
 #[test]
 fn aws_endpoints_and_roles_need_the_operator() {
-    let mut o = opts();
-    o.metadata_aws_endpoints = vec!["http://127.0.0.1:4566".into()];
-    o.allow_aws_role_arn = true;
     let q = |extra: (&'static str, &'static str)| {
         md(&[("signal", "queueDepth"), ("queueURL", "orders"), extra])
     };
+    // Without the operator's list of endpoints and roles, metadata names neither.
+    for (key, value) in [
+        ("awsEndpoint", "http://127.0.0.1:4566"),
+        ("awsRoleArn", "arn:aws:iam::123456789012:role/reader"),
+    ] {
+        let err = parse(&q((key, value)), &opts()).unwrap_err();
+        assert_eq!(err.keys(), vec![key], "{err}");
+        assert!(err.to_string().contains("not allowed"), "{err}");
+    }
+    let mut o = opts();
+    o.metadata_aws_endpoints = vec!["http://127.0.0.1:4566".into()];
+    o.allow_aws_role_arn = true;
     assert!(parse(&q(("awsEndpoint", "http://127.0.0.1:4566")), &o).is_ok());
     let err = parse(&q(("awsEndpoint", "http://evil.example")), &o).unwrap_err();
     assert_eq!(err.keys(), vec!["awsEndpoint"]);
@@ -862,10 +871,10 @@ fn thresholds_outside_kedas_integer_range_are_refused_by_name() {
     assert_eq!(t.target, 9e15);
 }
 
-/// Where 0 means "all is well" (latency, error rate, slo), no data is never 0: a typo in
-/// `service` or an empty pipeline must not read as the best value there is and scale the
-/// workload in. Where 0 is a real reading (rps, queueDepth, raw queries), KEDA's default
-/// stands.
+/// Where 0 means "all is well" (latency, error rate, slo, sloCapacity), no data is never 0:
+/// a typo in `service` or an empty pipeline must not read as the best value there is and
+/// scale the workload in. Where 0 is a real reading (rps, concurrency, queueDepth, raw
+/// queries), KEDA's default stands.
 #[test]
 fn no_data_is_zero_only_where_zero_is_a_real_reading() {
     const SLO: (&str, &str) = ("signal", "slo");
@@ -888,7 +897,17 @@ fn no_data_is_zero_only_where_zero_is_a_real_reading() {
         (trace("latency"), false),
         (trace("errorRate"), false),
         (trace("slo"), false),
+        (
+            vec![
+                ("signal", "sloCapacity"),
+                SVC,
+                ("latencyObjective", "300ms"),
+                ("podConcurrency", "4"),
+            ],
+            false,
+        ),
         (trace("rps"), true),
+        (trace("concurrency"), true),
         (raw.clone(), true),
         (vec![("signal", "queueDepth"), ("queueURL", "orders")], true),
     ];

@@ -402,6 +402,26 @@ async fn outage_serves_stale_then_unavailable_then_recovers() {
         assert_eq!(scaler.get("/readyz").await.0, 200);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // GetMetricSpec never touches a backend: with Prometheus still down, a ScaledObject
+    // never asked about before is planned and answered, and so is the failing one.
+    let unseen = so(
+        "payments",
+        &[
+            ("signal", "errorRate"),
+            ("service", "payment-service"),
+            ("window", "20s"),
+            ("threshold", "3%"),
+        ],
+    );
+    for r in [&unseen, &r] {
+        let spec = scaler
+            .client
+            .get_metric_spec(r.clone())
+            .await
+            .unwrap_or_else(|e| panic!("GetMetricSpec while Prometheus is down: {e:?}"))
+            .into_inner();
+        assert_eq!(spec.metric_specs.len(), 1, "{spec:?}");
+    }
     let (_, text) = scaler.get("/metrics").await;
     assert!(
         text.contains(r#"slo_scaler_cache_requests_total{result="stale"}"#),

@@ -277,9 +277,11 @@ async fn rpcs_backend_reads_and_ingest_batches_become_spans() {
     );
     let err = metric(&mut client, &failing).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable);
+    let mut messages = vec![err.message().to_string()];
     let invalid = so("shop", "broken", &[("signal", "latency")]);
     let err = client.get_metric_spec(invalid).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    messages.push(err.message().to_string());
     assert!(
         spans(&recorder).is_empty(),
         "nothing exported before the flush"
@@ -300,12 +302,20 @@ async fn rpcs_backend_reads_and_ingest_batches_become_spans() {
             Some(env!("CARGO_PKG_VERSION"))
         );
     }
-    // The query text and the metadata never leave the process.
+    // The query text and the metadata never leave the process, nor the error messages
+    // KEDA was answered with (a span names an error by its kind).
     let everything = format!("{got:?}");
     assert!(
         !everything.contains("payments_secret_total"),
         "{everything}"
     );
+    for message in &messages {
+        assert!(message.len() > 20, "{message:?}");
+        assert!(
+            !everything.contains(message.as_str()),
+            "{message:?} in {everything}"
+        );
+    }
 
     let rpc = |method: &str, name: &str| -> Vec<Got> {
         got.iter()
