@@ -1,6 +1,8 @@
 """The documentation's snippets and links: README.md, CONTRIBUTING.md, ARCHITECTURE.md and docs/.
 
 - every relative link leads to a file (and a `#heading` to a heading of that file);
+- every test ARCHITECTURE.md names (`` `tests/grpc/main.rs::name` ``, `` `src/x.rs::name` ``) is a
+  `#[test]` function of that file, no test is named another way, and every invariant names one;
 - every ```yaml and ```json block parses;
 - every trigger shown (a ScaledObject, a list of triggers, or a trigger's metadata alone) uses
   only keys the scaler knows and the metricType its signal needs, every ScaledObject passes
@@ -37,6 +39,12 @@ LINK = re.compile(r"\]\(([^)\s]+)\)")
 # KEDA's keys that the scaler accepts and ignores; the metadata table lists the others.
 KEDA_KEYS = {"scalerAddress", "enableTLS", "unsafeSsl"}
 METADATA_DOC = os.path.join("docs", "trigger-metadata.md")
+# A test as ARCHITECTURE.md names it: `path/to/file.rs::function`.
+TEST_REF = re.compile(r"`((?:src|tests|benches|fuzz)/[\w./-]+\.rs)::(\w+)`")
+# Test names in the forms the marker replaced: `module::tests::name`, `tests/suite` `name`.
+OLD_TEST_REF = re.compile(r"`[\w:]*\btests::\w+`|`tests/\w+` `\w+`")
+# `#[test]`, `#[tokio::test]`, `#[tokio::test(flavor = …)]`.
+TEST_ATTR = re.compile(r"#\[(?:\w+::)*test\b")
 
 
 def doc_files():
@@ -75,6 +83,56 @@ def links(report, files):
         problems.append(f"no relative link found in {files}")
     report.check("docs: every relative link leads to a file and heading", problems,
                  f"{seen} links in {len(files)} files")
+
+
+def test_fn(source, name):
+    """Whether `source` defines `fn name` under a test attribute: True, False (a plain
+    function), or None (no such function)."""
+    lines = source.splitlines()
+    for i, line in enumerate(lines):
+        if not re.match(rf"^\s*(?:pub(?:\([\w:]+\))?\s+)?(?:async\s+)?fn {name}\b", line):
+            continue
+        # The attributes and doc comments right above it (multi-line attributes included).
+        above = []
+        for prev in reversed(lines[:i]):
+            if not prev.strip() or prev.rstrip().endswith(("}", ";", "{")):
+                break
+            above.append(prev)
+        return any(TEST_ATTR.search(l) for l in above if l.lstrip().startswith("#["))
+    return None
+
+
+def architecture_tests(report, path="ARCHITECTURE.md"):
+    """Every test ARCHITECTURE.md names exists as a test in the file it names; every invariant
+    names at least one, in the `file.rs::function` form and no other."""
+    name = f"{path}: every test it names is a test of the file it names; every invariant names one"
+    with open(path) as f:
+        text = f.read()
+    problems, sources = [], {}
+    refs = TEST_REF.findall(text)
+    for file, fn in refs:
+        if file not in sources:
+            sources[file] = open(file).read() if os.path.isfile(file) else None
+        if sources[file] is None:
+            problems.append(f"`{file}::{fn}`: {file} does not exist")
+            continue
+        found = test_fn(sources[file], fn)
+        if found is None:
+            problems.append(f"`{file}::{fn}`: no `fn {fn}` in {file}")
+        elif not found:
+            problems.append(f"`{file}::{fn}`: `fn {fn}` in {file} is not a #[test]")
+    problems += [f"{old} names a test another way: write `path/to/file.rs::function`"
+                 for old in OLD_TEST_REF.findall(text)]
+    section = re.search(r"^## Invariants.*?(?=^## |\Z)", text, re.S | re.M)
+    invariants = re.split(r"^\d+\. ", section.group(0), flags=re.M)[1:] if section else []
+    if not invariants:
+        problems.append(f"no numbered invariant under a `## Invariants` heading of {path}")
+    for i, item in enumerate(invariants, 1):
+        if not TEST_REF.search(item):
+            problems.append(f"invariant {i} names no test: {item.splitlines()[0][:80]}")
+    if not refs:
+        problems.append(f"no test named in {path}")
+    report.check(name, problems, f"{len(refs)} tests named, {len(invariants)} invariants")
 
 
 def blocks(path):
@@ -357,6 +415,7 @@ def readme_shape(report, readme_text, max_lines=300, quickstart_by=80):
 def run(report, crd_file, readme_text, chart_dir, readme_values):
     files = doc_files()
     links(report, files)
+    architecture_tests(report)
     found = parse_blocks(report, files)
     trigger_rules(report, found, crd_file)
     metadata_table(report)
