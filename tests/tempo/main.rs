@@ -2,12 +2,16 @@
 //! on these machines, so the fake reproduces the documented wire format, quirks included).
 //!
 //! The tests assert what is sent (path, `q`, `since` or `start`/`end`/`step`,
-//! `X-Scope-OrgID`) and what comes back (the reading, the error, the metrics).
+//! `X-Scope-OrgID`) and what comes back (the reading, the error, the metrics). Here the
+//! answers and errors; what is sent in `requests.rs`, named backends and their credentials in
+//! `backends.rs`, the scaler over gRPC in `grpc.rs`.
 
+mod backends;
 #[path = "../common/mod.rs"]
 mod common;
 mod fake;
 mod grpc;
+mod requests;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -342,99 +346,6 @@ async fn windows_inside_the_query_end_cutoff_are_refused() {
 }
 
 #[tokio::test]
-async fn instant_query_sends_q_and_since() {
-    let fake = FakeTempo::start([Reply::Series(vec![fake::quantile(0.95, &[0.31])])]).await;
-    let setup = Setup::one(&fake, None, TempoApi::Instant);
-    let q = p95();
-    assert_eq!(setup.fetch(&q).await, Ok(Reading::Value(Some(0.31))));
-    let req = fake.only_request();
-    assert_eq!(req.path, "/api/metrics/query");
-    assert_eq!(
-        req.params,
-        vec![
-            (
-                "q".to_string(),
-                r#"{ resource.service.name = "order-service" && span:kind = server } | quantile_over_time(span:duration, .95)"#
-                    .to_string()
-            ),
-            ("since".to_string(), "5m".to_string()),
-        ]
-    );
-    assert_eq!(req.header("x-scope-orgid"), None);
-    assert_eq!(req.header("accept"), Some("application/json"));
-}
-
-#[tokio::test]
-async fn hostile_values_reach_tempo_unchanged() {
-    let hostile = "a\" } | rate() # & q=x%20+\\ \n東京";
-    let fake = FakeTempo::start([Reply::Series(vec![])]).await;
-    let setup = Setup::one(&fake, None, TempoApi::Instant);
-    let (traceql, reduce) = traceql::build(&selector(hostile), TraceMeasure::Rate).unwrap();
-    let q = TempoQuery {
-        backend: "default".into(),
-        tenant: None,
-        traceql: traceql.clone(),
-        since: Duration::from_secs(90),
-        reduce,
-    };
-    assert_eq!(setup.fetch(&q).await, Ok(Reading::Value(None)));
-    let req = fake.only_request();
-    assert_eq!(req.param("q"), Some(traceql.as_str()));
-    assert_eq!(
-        req.param("q"),
-        Some(
-            r#"{ resource.service.name = "a\" } | rate() # & q=x%20+\\ \n東京" && span:kind = server } | rate()"#
-        )
-    );
-    assert_eq!(req.param("since"), Some("90s"));
-    assert_eq!(req.params.len(), 2, "{:?}", req.params);
-}
-
-#[tokio::test]
-async fn tenant_header_is_the_default_or_the_query_tenant() {
-    let fake = FakeTempo::start([Reply::Series(vec![]), Reply::Series(vec![])]).await;
-    let setup = Setup::one(&fake, Some("team-shop"), TempoApi::Instant);
-    let mut q = p95();
-    setup.fetch(&q).await.unwrap();
-    q.tenant = Some("team-pay".into());
-    setup.fetch(&q).await.unwrap();
-    let tenants: Vec<_> = fake
-        .requests()
-        .iter()
-        .map(|r| r.header("X-Scope-OrgID").map(str::to_string))
-        .collect();
-    assert_eq!(
-        tenants,
-        vec![Some("team-shop".to_string()), Some("team-pay".to_string())]
-    );
-}
-
-#[tokio::test]
-async fn query_tenant_without_backend_default() {
-    let fake = FakeTempo::start([Reply::Series(vec![])]).await;
-    let setup = Setup::one(&fake, None, TempoApi::Instant);
-    let mut q = p95();
-    q.tenant = Some("team-pay".into());
-    setup.fetch(&q).await.unwrap();
-    assert_eq!(
-        fake.only_request().header("x-scope-orgid"),
-        Some("team-pay")
-    );
-}
-
-#[tokio::test]
-async fn invalid_tenant_is_refused_before_sending() {
-    let fake = FakeTempo::start([Reply::Series(vec![])]).await;
-    let setup = Setup::one(&fake, None, TempoApi::Instant);
-    let mut q = p95();
-    q.tenant = Some("a|b".into());
-    let err = setup.fetch(&q).await.unwrap_err();
-    assert_eq!(kind(&err), "bad query", "{err}");
-    assert!(err.to_string().contains("\"a|b\""), "{err}");
-    assert!(fake.requests().is_empty());
-}
-
-#[tokio::test]
 async fn partial_answers_are_used_and_counted() {
     let fake = FakeTempo::start([
         Reply::Partial(vec![fake::quantile(0.95, &[0.4])], "2 of 40 blocks failed"),
@@ -570,144 +481,4 @@ async fn long_error_bodies_are_truncated() {
     };
     assert!(detail.len() < 600, "{}", detail.len());
     assert!(detail.starts_with("HTTP 400: xxx"), "{detail}");
-}
-
-#[tokio::test]
-async fn backends_are_chosen_by_name() {
-    let a = FakeTempo::start([Reply::Series(vec![fake::ungrouped("rate", &[1.0])])]).await;
-    let b = FakeTempo::start([Reply::Series(vec![fake::ungrouped("rate", &[2.0])])]).await;
-    let setup = Setup::new(
-        vec![
-            backend("default", &a.url, None, TempoApi::Instant),
-            backend("eu", &b.url, Some("eu-tenant"), TempoApi::Instant),
-        ],
-        TIMEOUT,
-    );
-    assert!(setup.sources.tempo.has_backend("eu"));
-    assert!(!setup.sources.tempo.has_backend("us"));
-    let mut q = query(TraceMeasure::Rate);
-    q.backend = "eu".into();
-    assert_eq!(setup.fetch(&q).await, Ok(Reading::Value(Some(2.0))));
-    assert!(a.requests().is_empty());
-    assert_eq!(b.only_request().header("x-scope-orgid"), Some("eu-tenant"));
-
-    q.backend = "us".into();
-    assert_eq!(
-        setup.fetch(&q).await,
-        Err(SourceError::UnknownBackend {
-            kind: "tempo",
-            name: "us".into()
-        })
-    );
-}
-
-#[tokio::test]
-async fn refused_connections_are_connect_errors() {
-    // Bind a port, then free it, so nothing listens there.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    drop(listener);
-    let setup = Setup::new(
-        vec![backend("default", &url, None, TempoApi::Instant)],
-        TIMEOUT,
-    );
-    let err = setup.fetch(&p95()).await.unwrap_err();
-    assert_eq!(kind(&err), "connect", "{err}");
-    assert!(!err.to_string().contains(&url), "{err}");
-}
-
-#[tokio::test]
-async fn credentials_of_the_shared_http_client_are_sent() {
-    let dir = tempfile::tempdir().unwrap();
-    let token = dir.path().join("token");
-    std::fs::write(&token, "s3cret-token\n").unwrap();
-    let key = dir.path().join("key");
-    std::fs::write(&key, "s3cret-key\n").unwrap();
-    let fake = FakeTempo::start([Reply::Series(vec![]), Reply::Series(vec![])]).await;
-    let mut config = backend("default", &fake.url, None, TempoApi::Instant);
-    config.http.bearer_token_file = Some(token);
-    config.http.headers = vec![("X-Extra".into(), "yes".into())];
-    config.http.header_files = vec![("X-Api-Key".into(), key.clone())];
-    let printed_config = format!("{config:?}");
-    let setup = Setup::new(vec![config], TIMEOUT);
-    setup.fetch(&p95()).await.unwrap();
-    let req = fake.only_request();
-    assert_eq!(req.header("authorization"), Some("Bearer s3cret-token"));
-    assert_eq!(req.header("x-extra"), Some("yes"));
-    assert_eq!(req.header("x-api-key"), Some("s3cret-key"));
-    // Rotated: the file is read on every request.
-    std::fs::write(&key, "s3cret-rotated").unwrap();
-    setup.fetch(&p95()).await.unwrap();
-    assert_eq!(
-        fake.requests()[1].header("x-api-key"),
-        Some("s3cret-rotated")
-    );
-    // A header file that cannot be read fails the call, naming the file, not the secret.
-    std::fs::write(&key, "s3cret\nbroken").unwrap();
-    let err = setup.fetch(&p95()).await.unwrap_err();
-    assert_eq!(kind(&err), "unavailable", "{err}");
-    assert!(err.to_string().contains("x-api-key"), "{err}");
-    assert_eq!(fake.requests().len(), 2, "nothing sent without the header");
-    for text in [
-        printed_config,
-        format!("{:?}", setup.sources.tempo),
-        err.to_string(),
-        format!("{err:?}"),
-    ] {
-        assert!(!text.contains("s3cret"), "{text}");
-    }
-}
-
-/// The real binary, given a backend URL with a password: it refuses to start (exit 64)
-/// and neither its log lines nor its error name the password.
-#[test]
-fn urls_with_passwords_are_refused_and_never_printed() {
-    for flag in ["--tempo", "--prometheus"] {
-        for log_format in ["json", "text"] {
-            let out = std::process::Command::new(env!("CARGO_BIN_EXE_slo-scaler"))
-                .arg("serve")
-                .args(common::scaler::LOOPBACK_ADDRS)
-                .args([
-                    "--log-format",
-                    log_format,
-                    flag,
-                    "default=http://scaler:s3cret-pw@127.0.0.1:9/",
-                ])
-                .output()
-                .unwrap();
-            let printed = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            assert_eq!(out.status.code(), Some(64), "{flag}: {printed}");
-            assert!(!printed.contains("s3cret"), "{flag}: {printed}");
-            assert!(printed.contains("***@127.0.0.1:9"), "{flag}: {printed}");
-            assert!(printed.contains("basic-auth file"), "{flag}: {printed}");
-        }
-    }
-}
-
-#[tokio::test]
-async fn bad_backend_configs_are_refused() {
-    let check = |backends: Vec<TempoBackendConfig>| {
-        let (_, metrics) = Metrics::standalone();
-        assert!(TempoSource::new(backends, TIMEOUT, Arc::new(metrics)).is_err());
-    };
-    check(vec![backend(
-        "default",
-        "not a url",
-        None,
-        TempoApi::Instant,
-    )]);
-    check(vec![backend(
-        "default",
-        "http://127.0.0.1:3200",
-        Some("a b"),
-        TempoApi::Instant,
-    )]);
-    check(vec![
-        backend("default", "http://127.0.0.1:3200", None, TempoApi::Instant),
-        backend("default", "http://127.0.0.1:3201", None, TempoApi::Range),
-    ]);
 }
