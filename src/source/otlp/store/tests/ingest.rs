@@ -1,0 +1,178 @@
+//! Ingest: what the store refuses and counts (unplaceable, too old, future, late spans),
+//! the series cap and idle expiry, and the byte bound its sweeps give back.
+
+use super::*;
+
+/// Ingests `spans` at clock time 100 s and compares the summary.
+fn check_ingest(spans: &[Sp], accepted: u64, rejected: &[(RejectReason, u64)]) {
+    let (store, clock, metrics) = store(StoreConfig::default());
+    clock.set(at(100 * S));
+    let summary = store.ingest(request(spans));
+    assert_eq!(summary.accepted, accepted);
+    assert_eq!(summary.rejected, rejected);
+    assert_eq!(summary.error_message().is_some(), !rejected.is_empty());
+    let series = if accepted > 0 { 1 } else { 0 };
+    assert_eq!(metrics.otlp_store_series.get(), series);
+}
+
+#[test]
+fn ingest_refuses_what_it_cannot_place() {
+    use RejectReason::*;
+    let ok = sp("orders", 99 * S, 5 * MS);
+    check_ingest(&[ok], 1, &[]);
+    check_ingest(&[Sp { service: "", ..ok }], 0, &[(MissingServiceName, 1)]);
+    check_ingest(&[ok, Sp { kind: 9, ..ok }], 1, &[(UnknownSpanKind, 1)]);
+    // Unspecified kind counts as internal (a series of its own).
+    check_ingest(&[Sp { kind: 0, ..ok }], 1, &[]);
+    // Zero start (duration equal to the whole end time) and end before start.
+    check_ingest(
+        &[Sp {
+            duration: T0 + 99 * S,
+            ..ok
+        }],
+        0,
+        &[(BadTimestamps, 1)],
+    );
+    // Spans from any earlier time within retention are kept.
+    check_ingest(&[ok, Sp { end: 0, ..ok }], 2, &[]);
+    // Up to a minute in the future is clamped to now; beyond, refused.
+    check_ingest(&[Sp { end: 150 * S, ..ok }], 1, &[]);
+    check_ingest(&[Sp { end: 161 * S, ..ok }], 0, &[(TooNew, 1)]);
+    check_ingest(
+        &[ok, Sp { end: 161 * S, ..ok }, Sp { service: "", ..ok }],
+        1,
+        &[(MissingServiceName, 1), (TooNew, 1)],
+    );
+}
+
+#[test]
+fn too_old_spans_are_refused() {
+    let (store, clock, _) = store(StoreConfig::default());
+    clock.set(at(1000 * S));
+    let summary = store.ingest(request(&[
+        sp("orders", 300 * S, MS),
+        sp("orders", 999 * S, MS),
+    ]));
+    assert_eq!(summary.accepted, 1);
+    assert_eq!(summary.rejected, vec![(RejectReason::TooOld, 1)]);
+}
+
+#[test]
+fn future_spans_are_counted_now() {
+    let (store, clock, _) = store(StoreConfig::default());
+    clock.set(at(100 * S));
+    store.ingest(request(&[sp("orders", 130 * S, 7 * MS)]));
+    let got = store.read_at(&query("orders", None, p(0.5), 1), at(100 * S));
+    let Ok(Reading::Value(Some(v))) = got else {
+        panic!("{got:?}");
+    };
+    assert!((v - 0.007).abs() < 0.007 * 0.01, "{v}");
+}
+
+#[test]
+fn late_spans_land_in_their_bucket_and_rejects_change_nothing() {
+    let (store, clock, _) = store(StoreConfig::default());
+    clock.set(at(100 * S));
+    store.ingest(request(&[sp("orders", 99 * S, 10 * MS)]));
+    // Three late error spans for second 50, after the newer one.
+    let late = Sp {
+        error: true,
+        ..sp("orders", 50 * S, 900 * MS)
+    };
+    store.ingest(request(&[late, late, late]));
+    let ratio = |window_s| {
+        store.read_at(
+            &query("orders", None, TraceMeasure::ErrorRatio, window_s),
+            at(100 * S),
+        )
+    };
+    let p50 = || store.read_at(&query("orders", None, p(0.5), 600), at(100 * S));
+    assert_eq!(ratio(600), Ok(Reading::Value(Some(0.75))));
+    assert_eq!(ratio(10), Ok(Reading::Value(Some(0.0))));
+    let before = p50();
+    assert!(
+        matches!(before, Ok(Reading::Value(Some(v))) if (v - 0.900).abs() < 0.009),
+        "{before:?}"
+    );
+    // A request refused entirely leaves everything as it was.
+    store.ingest(request(&[Sp {
+        service: "",
+        ..sp("orders", 99 * S, 5 * S)
+    }]));
+    assert_eq!(p50(), before);
+    assert_eq!(ratio(600), Ok(Reading::Value(Some(0.75))));
+}
+
+#[test]
+fn series_are_capped_and_idle_ones_expire() {
+    let config = StoreConfig {
+        max_series: 2,
+        idle_expiry: Duration::from_secs(60),
+        ..StoreConfig::default()
+    };
+    let (store, clock, metrics) = store(config);
+    clock.set(at(100 * S));
+    let summary = store.ingest(request(&[
+        sp("a", 99 * S, MS),
+        sp("b", 99 * S, MS),
+        sp("c", 99 * S, MS),
+        sp("c", 99 * S, MS),
+        sp("a", 99 * S, MS),
+    ]));
+    assert_eq!(summary.accepted, 3);
+    assert_eq!(summary.rejected, vec![(RejectReason::SeriesLimit, 2)]);
+    assert_eq!(store.series_count(), 2);
+    assert_eq!(metrics.otlp_store_series.get(), 2);
+    assert_eq!(metrics.otlp_store_series_evicted.get(), 1);
+
+    clock.set(at(130 * S));
+    store.ingest(request(&[sp("b", 129 * S, MS)]));
+    assert_eq!(store.sweep(), 0);
+    clock.set(at(161 * S));
+    assert_eq!(store.sweep(), 1, "a was idle for 61 s");
+    assert_eq!(store.series_count(), 1);
+    assert_eq!(metrics.otlp_store_series.get(), 1);
+    assert_eq!(metrics.otlp_store_series_evicted.get(), 2);
+    // Room again: c is accepted now.
+    let summary = store.ingest(request(&[sp("c", 160 * S, MS)]));
+    assert_eq!(summary.accepted, 1);
+    assert_eq!(store.series_count(), 2);
+}
+
+#[test]
+fn max_bytes_bounds_the_store_and_sweeps_give_them_back() {
+    let config = StoreConfig {
+        max_bytes: 256 * 1024,
+        idle_expiry: Duration::from_secs(60),
+        ..StoreConfig::default()
+    };
+    let (store, clock, _) = store(config);
+    clock.set(at(600 * S));
+    // Hostile spans: every second of the retention, latencies from 1 ns to 1000 s, so
+    // every bucket's sketch spans all its keys.
+    let mut refused = 0;
+    for second in 0..600u64 {
+        let spans: Vec<Sp> = (0..13)
+            .map(|d| sp("orders", second * S, 10u64.pow(d)))
+            .collect();
+        let summary = store.ingest(request(&spans));
+        refused += summary
+            .rejected
+            .iter()
+            .filter(|(r, _)| *r == RejectReason::StoreBytesLimit)
+            .map(|(_, n)| n)
+            .sum::<u64>();
+        // Over by at most one request's buckets.
+        assert!(store.bytes() <= 256 * 1024 + 64 * 1024, "{}", store.bytes());
+    }
+    assert!(refused > 0, "the cap was reached");
+    // The count follows what the series hold.
+    let (counted, held) = (store.bytes(), store.heap_bytes());
+    assert!(
+        counted >= held * 9 / 10 && counted <= held * 11 / 10,
+        "counted {counted}, held {held}"
+    );
+    clock.set(at(2_000 * S));
+    assert_eq!(store.sweep(), 1);
+    assert_eq!(store.bytes(), 0);
+}

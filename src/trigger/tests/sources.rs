@@ -1,0 +1,144 @@
+//! The source-specific keys: SQS's names and defaults, AWS regions, endpoints and roles,
+//! Tempo's windows and the Prometheus tenant.
+
+use super::*;
+
+#[test]
+fn sqs_trigger_keeps_keda_names_and_defaults() {
+    let t = check_ok(&[
+        ("signal", "queueDepth"),
+        (
+            "queueURL",
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/notifications",
+        ),
+        ("awsRegion", "eu-west-1"),
+    ]);
+    assert_eq!(t.source(), SourceKind::Sqs);
+    assert_eq!(t.target, 5.0);
+    assert_eq!(t.activation, 0.0);
+    assert_eq!(&*t.metric_name, "queuedepth-notifications");
+    let Read::Sqs(q) = &t.read else {
+        panic!("{t:?}")
+    };
+    assert!(q.scale_on_in_flight);
+    assert!(!q.scale_on_delayed);
+    let t = check_ok(&[
+        ("signal", "queueDepth"),
+        ("queueURLFromEnv", "orders.fifo"),
+        ("queueLength", "10"),
+        ("activationQueueLength", "2"),
+        ("scaleOnInFlight", "false"),
+        ("scaleOnDelayed", "True"),
+    ]);
+    assert_eq!((t.target, t.activation), (10.0, 2.0));
+    let Read::Sqs(q) = &t.read else {
+        panic!("{t:?}")
+    };
+    assert_eq!(q.queue, "orders.fifo");
+    assert!(!q.scale_on_in_flight && q.scale_on_delayed);
+}
+
+#[test]
+fn aws_regions() {
+    for ok in [
+        "us-east-1",
+        "eu-west-1",
+        "us-gov-west-1",
+        "cn-north-1",
+        "ap-southeast-2",
+    ] {
+        assert!(is_aws_region(ok), "{ok}");
+    }
+    for bad in [
+        "mars",
+        "us-east",
+        "US-EAST-1",
+        "us--1",
+        "1-east-1",
+        "us-east-x",
+        "",
+        "eu-west-1 ",
+    ] {
+        assert!(!is_aws_region(bad), "{bad}");
+    }
+}
+
+#[test]
+fn aws_endpoints_and_roles_need_the_operator() {
+    let q = |extra: (&'static str, &'static str)| {
+        md(&[("signal", "queueDepth"), ("queueURL", "orders"), extra])
+    };
+    // Without the operator's list of endpoints and roles, metadata names neither.
+    for (key, value) in [
+        ("awsEndpoint", "http://127.0.0.1:4566"),
+        ("awsRoleArn", "arn:aws:iam::123456789012:role/reader"),
+    ] {
+        let err = parse(&q((key, value)), &opts()).unwrap_err();
+        assert_eq!(err.keys(), vec![key], "{err}");
+        assert!(err.to_string().contains("not allowed"), "{err}");
+    }
+    let mut o = opts();
+    o.metadata_aws_endpoints = vec!["http://127.0.0.1:4566".into()];
+    o.allow_aws_role_arn = true;
+    assert!(parse(&q(("awsEndpoint", "http://127.0.0.1:4566")), &o).is_ok());
+    let err = parse(&q(("awsEndpoint", "http://evil.example")), &o).unwrap_err();
+    assert_eq!(err.keys(), vec!["awsEndpoint"]);
+    assert!(parse(
+        &q(("awsRoleArn", "arn:aws:iam::123456789012:role/reader")),
+        &o
+    )
+    .is_ok());
+    for bad in ["arn:aws:s3:::bucket", "arn:aws:iam::12:role/x", "role/x"] {
+        let err = parse(&q(("awsRoleArn", bad)), &o).unwrap_err();
+        assert_eq!(err.keys(), vec!["awsRoleArn"], "{bad}");
+    }
+}
+
+#[test]
+fn tempo_windows_are_longer_than_its_query_end_cutoff() {
+    let tempo = |w: &'static str| {
+        md(&[
+            ("signal", "rps"),
+            SVC,
+            ("threshold", "1"),
+            ("source", "tempo"),
+            ("window", w),
+        ])
+    };
+    assert!(parse(&tempo("1m"), &opts()).is_ok());
+    for w in ["30s", "59s"] {
+        let err = parse(&tempo(w), &opts()).unwrap_err();
+        assert!(err.to_string().contains("query_end_cutoff"), "{err}");
+    }
+}
+
+/// `tenant` reaches Prometheus reads as it reaches Tempo's (Mimir, Cortex, Thanos receive).
+#[test]
+fn prometheus_reads_carry_their_tenant() {
+    let cases: [&[(&str, &str)]; 2] = [
+        &[
+            ("signal", "rps"),
+            SVC,
+            ("threshold", "10"),
+            ("source", "prometheus"),
+        ],
+        &[
+            ("signal", "query"),
+            ("source", "prometheus"),
+            ("query", "up"),
+            ("threshold", "1"),
+        ],
+    ];
+    for pairs in cases {
+        let mut with = pairs.to_vec();
+        with.push(("tenant", "team-a"));
+        let Read::Prometheus { tenant, .. } = &check_ok(&with).read else {
+            panic!("not a prometheus read: {with:?}");
+        };
+        assert_eq!(tenant.as_deref(), Some("team-a"), "{with:?}");
+        let Read::Prometheus { tenant, .. } = &check_ok(pairs).read else {
+            panic!("not a prometheus read: {pairs:?}");
+        };
+        assert_eq!(*tenant, None, "{pairs:?}");
+    }
+}
