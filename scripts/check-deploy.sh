@@ -18,14 +18,14 @@ cd "$root"
 venv=.venv-test
 # The OTLP exporters (tests/tls sends spans over TLS with them), at the seeds' version.
 otel_python=$(grep '^OTEL_PYTHON_VERSION=' scripts/real/versions.env | cut -d= -f2)
-packages=(helm-python-sdk kubernetes-validate pyyaml jsonschema grpcio grpcio-tools jsonpath-ng botocore
+packages=(helm-python-sdk kubernetes-validate pyyaml jsonschema grpcio grpcio-tools jsonpath-ng botocore pytest
   "opentelemetry-sdk==$otel_python" "opentelemetry-exporter-otlp==$otel_python")
 
 if [ ! -x "$venv/bin/python" ]; then
   echo "creating $venv"
   python3 -m venv "$venv"
 fi
-if ! "$venv/bin/python" -c 'import helm_python, kubernetes_validate, yaml, jsonschema, grpc, grpc_tools, jsonpath_ng, botocore, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import helm_python, kubernetes_validate, yaml, pytest, jsonschema, grpc, grpc_tools, jsonpath_ng, botocore, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http' 2>/dev/null; then
   echo "installing ${packages[*]} into $venv"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${packages[@]}"
 fi

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The cluster tier: a real control plane (etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler) with kwok's simulated nodes, KEDA's operator and metrics adapter, Argo
+# Rollouts' controller and the release slo-scaler, all built from their modules
+# (scripts/real/build-cluster.sh, versions in scripts/real/versions.env), and the tests in
+# tests/cluster/ that apply the repository's chart and examples to it.
+#
+# The parts run inside a network namespace made for this run, with one address of its own
+# (kube-apiserver's aggregator does not proxy to a 127.0.0.0/8 endpoint) and its own /etc/hosts naming the
+# Services the manifests dial. Needs root (or sudo) for `ip netns`.
+#
+#   bash scripts/test-cluster.sh               # build what is missing, run the tier
+#   bash scripts/test-cluster.sh --build-only  # build only
+#   bash scripts/test-cluster.sh -k admission  # extra arguments go to pytest
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+step() { printf '\n==> %s\n' "$*"; }
+if [ "$(id -u)" -eq 0 ]; then sudo=(); else sudo=(sudo); fi
+
+step "cluster parts (scripts/real/versions.env)"
+bash scripts/real/build-cluster.sh
+if [ ! -x target/release/slo-scaler ] || [ -n "$(find src Cargo.toml Cargo.lock build.rs proto -newer target/release/slo-scaler -print -quit)" ]; then
+  cargo build --release --locked
+fi
+bash scripts/check-deploy.sh --install-only >/dev/null
+[ "${1:-}" = --build-only ] && exit 0
+
+if ! command -v ip >/dev/null || ! command -v openssl >/dev/null; then
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq iproute2 openssl >/dev/null
+fi
+
+# One network namespace per run; `ip netns exec` mounts /etc/netns/$ns/hosts over /etc/hosts.
+ns="slo-scaler-tier-$$"
+host_ip=172.30.0.1
+services=(
+  slo-scaler.keda.svc.cluster.local slo-scaler.keda.svc slo-scaler.keda
+  keda-operator.keda.svc.cluster.local keda-operator.keda.svc keda-operator.keda
+  keda-metrics-apiserver.keda.svc.cluster.local keda-metrics-apiserver.keda.svc
+  kubernetes.default.svc.cluster.local kubernetes.default.svc
+  moto.aws.svc.cluster.local
+)
+cleanup() {
+  "${sudo[@]}" ip netns pids "$ns" 2>/dev/null | xargs -r "${sudo[@]}" kill -9 2>/dev/null || true
+  "${sudo[@]}" ip netns delete "$ns" 2>/dev/null || true
+  "${sudo[@]}" rm -rf "/etc/netns/$ns"
+}
+trap cleanup EXIT
+"${sudo[@]}" ip netns add "$ns"
+"${sudo[@]}" ip -n "$ns" link set lo up
+# The address on the namespace's own loopback device (no dummy or veth driver needed): it is
+# not in 127.0.0.0/8, which is what the aggregator refuses.
+"${sudo[@]}" ip -n "$ns" addr add "$host_ip/32" dev lo
+"${sudo[@]}" mkdir -p "/etc/netns/$ns"
+{
+  echo "127.0.0.1 localhost"
+  echo "$host_ip ${services[*]}"
+} | "${sudo[@]}" tee "/etc/netns/$ns/hosts" >/dev/null
+
+step "the cluster tier (tests/cluster)"
+"${sudo[@]}" ip netns exec "$ns" env CLUSTER_HOST_IP="$host_ip" PYTHONDONTWRITEBYTECODE=1 \
+  SHARED_DIR="${SHARED_DIR:-$root/../shared}" \
+  "$root/.venv-test/bin/python" -m pytest -p no:cacheprovider -v tests/cluster "$@"
