@@ -95,3 +95,15 @@ def test_every_scaled_object_in_the_repository_is_admitted(cluster, policy_activ
         if r.returncode != 0:
             refused.append(f"{where} {so['metadata']['name']}: {r.stderr.strip()}")
     assert not refused, "\n".join(refused)
+
+
+def test_the_charts_install_is_stored_by_the_api_server(cluster, installed_chart):
+    """Every object `helm install` with README's values would create is accepted and stored:
+    the workload, Service, NetworkPolicy, PodDisruptionBudget, the admission policy…"""
+    kinds = {m["kind"] for m in installed_chart}
+    assert {"Deployment", "Service", "NetworkPolicy", "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding"} <= kinds, kinds
+    for m in installed_chart:
+        ns = m["metadata"].get("namespace")
+        stored = cluster.get(m["kind"].lower(), m["metadata"]["name"], namespace=ns)
+        assert stored["metadata"]["name"] == m["metadata"]["name"]
