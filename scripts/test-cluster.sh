@@ -25,6 +25,7 @@ if [ ! -x target/release/slo-scaler ] || [ -n "$(find src Cargo.toml Cargo.lock 
   cargo build --release --locked
 fi
 bash scripts/check-deploy.sh --install-only >/dev/null
+bash scripts/install-moto.sh >/dev/null
 [ "${1:-}" = --build-only ] && exit 0
 
 if ! command -v ip >/dev/null || ! command -v openssl >/dev/null; then
@@ -60,6 +61,14 @@ trap cleanup EXIT
 } | "${sudo[@]}" tee "/etc/netns/$ns/hosts" >/dev/null
 
 step "the cluster tier (tests/cluster)"
+status=0
 "${sudo[@]}" ip netns exec "$ns" env CLUSTER_HOST_IP="$host_ip" PYTHONDONTWRITEBYTECODE=1 \
-  SHARED_DIR="${SHARED_DIR:-$root/../shared}" \
-  "$root/.venv-test/bin/python" -m pytest -p no:cacheprovider -v tests/cluster "$@"
+  "$root/.venv-test/bin/python" -m pytest -p no:cacheprovider -v -s tests/cluster "$@" || status=$?
+if [ "$status" -ne 0 ]; then
+  # Every process's log stays in target/cluster-tier/logs/ until the next run.
+  for log in target/cluster-tier/logs/*.log; do
+    printf '\n--- %s (last 20 lines) ---\n' "$log"
+    tail -n 20 "$log"
+  done
+fi
+exit "$status"

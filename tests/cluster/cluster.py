@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 import ssl
@@ -59,11 +60,19 @@ def openssl(*args):
 
 
 class Process:
-    def __init__(self, name, argv, logdir, env=None):
+    """A process with its output in LOGDIR/NAME.log. With `restart`, it is started again when it
+    exits, as a pod's `restartPolicy: Always` would (KEDA's operator exits on purpose after it
+    first writes its certificates, for the kubelet to restart it)."""
+
+    def __init__(self, name, argv, logdir, env=None, restart=False):
         self.name, self.argv = name, argv
         self.log_path = os.path.join(logdir, f"{name}.log")
         self.env = env
         self.proc = None
+        self.restarts = 0
+        self._stopped = threading.Event()
+        if restart:
+            threading.Thread(target=self._supervise, daemon=True).start()
 
     def start(self):
         log = open(self.log_path, "ab")
@@ -72,10 +81,17 @@ class Process:
         log.close()
         return self
 
+    def _supervise(self):
+        while not self._stopped.wait(1.0):
+            if self.proc is not None and self.proc.poll() is not None and not self._stopped.is_set():
+                self.restarts += 1
+                self.start()
+
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, sig=signal.SIGTERM, timeout=15):
+        self._stopped.set()
         if not self.alive():
             return
         os.killpg(self.proc.pid, sig)
@@ -107,10 +123,10 @@ class Cluster:
 
     # --- processes -------------------------------------------------------------------------
 
-    def run(self, name, argv, env=None):
+    def run(self, name, argv, env=None, restart=False):
         full_env = dict(os.environ)
         full_env.update(env or {})
-        p = Process(name, argv, self.logs, full_env).start()
+        p = Process(name, argv, self.logs, full_env, restart).start()
         self.procs[name] = p
         return p
 
@@ -273,7 +289,8 @@ class Cluster:
         self.run("keda-operator", [p["KEDA_OPERATOR_BIN"], "--zap-log-level=info", "--zap-encoder=console",
                                    "--enable-cert-rotation=true", f"--cert-dir={certs}",
                                    "--enable-webhook-patching=false",
-                                   "--metrics-bind-address=:8090", "--health-probe-bind-address=:8091"], env)
+                                   "--metrics-bind-address=:8090", "--health-probe-bind-address=:8091"], env,
+                 restart=True)
         keda_dir = os.path.dirname(os.path.dirname(p["KEDA_CRDS"]))
         # The metrics adapter's Service has no pods to select here: its endpoint is this host.
         with open(os.path.join(keda_dir, "metrics-server", "service.yaml")) as f:
@@ -332,8 +349,9 @@ class Cluster:
     # --- slo-scaler ------------------------------------------------------------------------
 
     def start_scaler(self, args, name="slo-scaler"):
-        """The release binary with the container args the chart rendered."""
-        binary = os.path.join(self.root, "target", "release", "slo-scaler")
+        """The release binary (SLO_SCALER_BIN to run another) with the container args the chart
+        rendered."""
+        binary = os.environ.get("SLO_SCALER_BIN") or os.path.join(self.root, "target", "release", "slo-scaler")
         proc = self.run(name, [binary, *args], {"RUST_LOG": "info", "AWS_ACCESS_KEY_ID": "testing",
                                                 "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "eu-west-1"})
         wait_for("slo-scaler /readyz", lambda: urllib.request.urlopen("http://127.0.0.1:8080/readyz", timeout=2).status == 200, 60)

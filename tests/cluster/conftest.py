@@ -4,6 +4,7 @@ start), the chart rendered with README's install values, the repository's Scaled
 import glob
 import os
 import re
+import shutil
 import sys
 
 import pytest
@@ -71,7 +72,12 @@ def repository_scaled_objects():
 
 @pytest.fixture(scope="session")
 def cluster():
-    c = Cluster(ROOT)
+    # The run's files (certificates, etcd's data, every process's log) in target/cluster-tier/,
+    # kept until the next run for a look after a failure.
+    workdir = os.path.join(ROOT, "target", "cluster-tier")
+    shutil.rmtree(workdir, ignore_errors=True)
+    os.makedirs(workdir)
+    c = Cluster(ROOT, workdir)
     try:
         c.start_control_plane()
         yield c
