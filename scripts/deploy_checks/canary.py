@@ -359,6 +359,11 @@ def analysis_one(report, docs, name, at):
     for p, arg in (("canary", "canary-version"), ("baseline", "baseline-version")):
         if params.get(p) != f"{{{{args.{arg}}}}}":
             problems.append(f"{p}={params.get(p)}, want {{{{args.{arg}}}}}")
+    if "source" not in params:
+        # The install's default source would decide, and an install with a Prometheus defaults
+        # to it while the example's pods send their spans to the scaler (the cluster tier's
+        # analysis answered 503 from the Prometheus it did not have).
+        problems.append("no source parameter: the install's default source would pick what the analysis reads")
     if params.get("convention") == "istio":
         if params.get("source") != "prometheus":
             problems.append(f"convention=istio reads Prometheus: source={params.get('source')}")

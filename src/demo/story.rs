@@ -21,13 +21,14 @@ pub(super) const CANARY: CanaryLoad = CanaryLoad {
     error_ratio: 0.12,
 };
 /// The query of the example AnalysisTemplate (deploy/examples/canary/), for the canary.
-pub(super) const ANALYSIS_PARAMS: [(&str, &str); 6] = [
+pub(super) const ANALYSIS_PARAMS: [(&str, &str); 7] = [
     ("service", "payment-service"),
     ("canary", CANARY_VERSION),
     ("baseline", BASELINE_VERSION),
     ("window", "2m"),
     ("quantile", "0.95"),
     ("minCount", "50"),
+    ("source", "otlp"),
 ];
 
 /// One seed service's traffic in one phase of the story.

@@ -336,10 +336,10 @@ class Cluster:
     def start_rollouts(self):
         """Argo Rollouts' controller with its CRDs, and Istio's CRDs for the example Rollout's
         traffic routing (no Istio runs: the tests route spans by the VirtualService's weights)."""
-        crds = sorted(glob.glob(os.path.join(self.parts["ARGO_ROLLOUTS_CRDS"], "*.yaml")))
+        crds = sorted(glob.glob(os.path.join(self.parts["ARGO_ROLLOUTS_CRDS"], "*-crd.yaml")))
         for path in [*crds, self.parts["ISTIO_CRDS"]]:
             with open(path) as f:
-                self.apply(f.read())
+                self.apply([d for d in yaml.safe_load_all(f) if d and d.get("kind") == "CustomResourceDefinition"])
         self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/rollouts.argoproj.io",
                      "crd/analysistemplates.argoproj.io", "crd/virtualservices.networking.istio.io")
         self.run("argo-rollouts", [self.parts["ARGO_ROLLOUTS_BIN"], f"--kubeconfig={self.kubeconfig}",
