@@ -3,7 +3,8 @@
 # `prometheus` and `chromium`, npm's `playwright-core`; moto's SQS server, Helm and schema
 # validators in the venv .venv-test),
 # then runs every check: formatting, clippy, a build of every target (benches too), unit
-# and integration tests, and the deploy checks (chart, dashboard, alerts, examples, live scrape).
+# and integration tests, the deploy checks (chart, dashboard, alerts, examples, live scrape)
+# and the cluster tier (the chart and examples on real Kubernetes, KEDA and Argo Rollouts).
 #
 #   bash scripts/test.sh
 set -euo pipefail
@@ -49,6 +50,12 @@ bash scripts/check-deploy.sh --install-only
 # The real-pipeline tier's parts (scripts/real/versions.env): a Collector and Prometheus
 # 3.x built from their Go modules, the seed services' SDKs and agent; cached in target/real/.
 bash scripts/test-real.sh --build-only
+# The cluster tier's parts (scripts/real/versions.env: a control plane, kwok, KEDA and Argo
+# Rollouts from their Go modules; cached in target/real/) and the release binary build in the
+# background, at a lower priority, while the tests below run; the tier waits for them.
+mkdir -p target
+nice -n 10 bash scripts/test-cluster.sh --build-only >target/cluster-build.log 2>&1 &
+cluster_build=$!
 
 step "format and lint"
 cargo fmt --check
@@ -71,3 +78,11 @@ DEPLOY_CHECK_WORKLOAD="[ -z \"\$SLO_SCALER_TEST_OTLP_GRPC_ADDR\" ] || \
   --grpc-addr \$SLO_SCALER_TEST_GRPC_ADDR --otlp-grpc-addr \$SLO_SCALER_TEST_OTLP_GRPC_ADDR \
   --admin-addr \$SLO_SCALER_TEST_ADMIN_ADDR" \
   bash scripts/check-deploy.sh
+
+step "cluster tier: real Kubernetes, KEDA and Argo Rollouts (tests/cluster)"
+if ! wait "$cluster_build"; then
+  cat target/cluster-build.log
+  echo "the cluster tier's build failed (target/cluster-build.log)" >&2
+  exit 1
+fi
+bash scripts/test-cluster.sh
