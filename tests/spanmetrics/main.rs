@@ -405,11 +405,15 @@ async fn check(
     // the batch's mean duration — but only up to `rate()`'s extrapolation, which Prometheus
     // does per series from that series' own first and last samples in the window
     // (promql/functions.go, `extrapolatedRate`): a sum over series that began at different
-    // scrapes (ok and error spans, two versions) is extrapolated unevenly. A cold CI run
-    // saw 4e-5 relative; the equality with Prometheus' own answer above is the exact check.
+    // scrapes (ok and error spans, two versions) is extrapolated unevenly, and the ok and
+    // error spans' mean durations differ, so the ratio moves by up to a scrape interval over
+    // the window (a few per cent). A cold CI run saw 4e-5 relative, a warm one under load
+    // 1.1 %. This is the Little's-law cross-check, which a unit (1000x) or family (p95 for
+    // the mean) mistake misses by far; the equality with Prometheus' own answer above is
+    // the exact check.
     let mean_s = measured.iter().map(|p| p.0).sum::<f64>() / measured.len() as f64 / 1e3;
     assert!(
-        (concurrency / rps - mean_s).abs() <= mean_s * 1e-3,
+        (concurrency / rps - mean_s).abs() <= mean_s * 0.05,
         "{h:?} {version:?}: concurrency {concurrency} / rps {rps} is not the mean duration {mean_s} s"
     );
 }
