@@ -136,6 +136,76 @@ fn the_cap_holds_under_concurrent_callers() {
     assert_eq!(b.evicted(), 8 * 200 - 50);
 }
 
+/// Runs `f` on a thread of its own and waits at most 60 s for it: a caller stalled behind
+/// a lock it should never take fails the test instead of hanging it.
+fn within_a_minute<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(f()).unwrap());
+    rx.recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("{what}: still waiting after 60 s"))
+}
+
+/// Invariant 12, the answer path takes no process-wide lock: while one caller's planning is
+/// under way (planned outside every lock) every other caller is answered, hits and new
+/// plans alike; while one shard is held for writing, a caller whose entry is in another
+/// shard is answered.
+#[test]
+fn a_planning_under_way_or_a_held_shard_stalls_no_other_caller() {
+    let b = Arc::new(board(1_000, Duration::from_secs(600)));
+    let names: Vec<String> = (0..64).map(|i| format!("so-{i}")).collect();
+    let entries: Vec<_> = names
+        .iter()
+        .map(|n| b.entry("shop", n, &trigger(300), plan).unwrap())
+        .collect();
+
+    // A planning that does not end until the test lets it.
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let slow = std::thread::spawn({
+        let b = b.clone();
+        move || {
+            b.entry("shop", "slow", &trigger(300), |md| {
+                entered_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+                plan(md)
+            })
+            .map(drop)
+        }
+    });
+    entered_rx.recv().unwrap();
+    within_a_minute("callers beside a planning under way", {
+        let (b, names, entries) = (b.clone(), names.clone(), entries.clone());
+        move || {
+            for (n, e) in names.iter().zip(&entries) {
+                let hit = b.entry("shop", n, &trigger(300), plan).unwrap();
+                assert!(Arc::ptr_eq(&hit, e), "{n} planned again");
+            }
+            b.entry("shop", "new", &trigger(300), plan).unwrap();
+        }
+    });
+    release_tx.send(()).unwrap();
+    slow.join().unwrap().unwrap();
+
+    // One shard held for writing; a caller on another shard.
+    let shard_of = |e: &Arc<Entry>| {
+        b.shards
+            .iter()
+            .position(|s| s.read().unwrap().iter().any(|x| Arc::ptr_eq(x, e)))
+            .unwrap()
+    };
+    let held_shard = shard_of(&entries[0]);
+    let elsewhere = (0..entries.len())
+        .find(|&i| shard_of(&entries[i]) != held_shard)
+        .expect("64 entries in one shard of 16");
+    let held = b.shards[held_shard].write().unwrap();
+    let hit = within_a_minute("a caller on another shard", {
+        let (b, name) = (b.clone(), names[elsewhere].clone());
+        move || b.entry("shop", &name, &trigger(300), plan).unwrap()
+    });
+    assert!(Arc::ptr_eq(&hit, &entries[elsewhere]));
+    drop(held);
+}
+
 /// Entries nobody asked about for `idle_expiry` go (and are not counted as evicted); one
 /// asked about stays.
 #[test]
