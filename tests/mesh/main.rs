@@ -457,6 +457,26 @@ async fn analysis(scaler: &Scaler, params: &[(&str, &str)]) -> (u16, serde_json:
     (status, resp.json().await.expect("a JSON body"))
 }
 
+/// The server writes each float in its shortest exact form; the tests read it back exactly.
+/// serde_json's default parser can land one ulp off: a Prometheus 3.x run read the canary's
+/// rps "37.449999999999996" as 37.45, so the check below computed 375 spans where the server,
+/// rounding 374.49999999999994, rightly answered 374 (the dev-dependency's
+/// `float_roundtrip` feature).
+#[test]
+fn the_servers_floats_reach_the_tests_exactly() {
+    for x in [
+        37.449999999999996_f64,
+        0.1 + 0.2,
+        149.86,
+        1e-300,
+        2.0_f64.sqrt(),
+    ] {
+        let written = serde_json::to_string(&x).unwrap();
+        let read: f64 = serde_json::from_str(&written).unwrap();
+        assert_eq!(read.to_bits(), x.to_bits(), "{written}");
+    }
+}
+
 /// The figures a Prometheus-backed answer's side must carry: the error ratio and the p95
 /// computed here, `count` as rps × the window.
 fn assert_side(a: &serde_json::Value, side: &str, bounds: &[f64], s: &Side) {
