@@ -93,8 +93,7 @@ impl Engine {
         else {
             return Ok(None);
         };
-        self.check_prometheus_backend(backend)
-            .map_err(|m| problem("backend", m))?;
+        self.check_prometheus_backend(backend)?;
         self.check_tenant("prometheus", namespace, tenant.as_ref())?;
         let c = self.convention(convention)?;
         let queries = promql::capacity(convention, c, selector, target.quantile)
@@ -121,8 +120,7 @@ impl Engine {
                 tenant,
                 spec,
             } => {
-                self.check_prometheus_backend(backend)
-                    .map_err(|m| problem("backend", m))?;
+                self.check_prometheus_backend(backend)?;
                 self.check_tenant("prometheus", namespace, tenant.as_ref())?;
                 let promql = match spec {
                     PromSpec::Trace { trace, convention } => {
@@ -160,14 +158,7 @@ impl Engine {
                 };
                 self.tempo_query(namespace, backend, tenant.as_ref(), traceql, reduce, since)?
             }
-            Read::Otlp(_) if self.sources.otlp.is_none() => {
-                return Err(problem("source", RECEIVER_OFF.into()))
-            }
-            Read::Otlp(t) => Query::Otlp(OtlpQuery {
-                selector: t.selector.clone(),
-                measure: t.measure,
-                window: t.window,
-            }),
+            Read::Otlp(t) => self.otlp_query(t)?,
         };
         Ok(query)
     }
@@ -213,19 +204,48 @@ impl Engine {
         Ok(())
     }
 
-    fn check_prometheus_backend(&self, name: &str) -> Result<(), String> {
+    /// `backend` names a Prometheus backend configured on the server.
+    fn check_prometheus_backend(&self, name: &str) -> Result<(), PlanError> {
         if self.sources.prometheus.has_backend(name) {
             return Ok(());
         }
         let names = self.sources.prometheus.backend_names();
-        Err(if names.is_empty() {
-            "no Prometheus backend is configured on the server (--prometheus NAME=URL)".into()
-        } else {
+        Err(problem(
+            "backend",
+            if names.is_empty() {
+                "no Prometheus backend is configured on the server (--prometheus NAME=URL)".into()
+            } else {
+                format!(
+                    "no Prometheus backend named {name:?} is configured (configured: {})",
+                    names.join(", ")
+                )
+            },
+        ))
+    }
+
+    /// `backend` names a Tempo backend configured on the server.
+    fn check_tempo_backend(&self, name: &str) -> Result<(), PlanError> {
+        if self.sources.tempo.has_backend(name) {
+            return Ok(());
+        }
+        Err(problem(
+            "backend",
             format!(
-                "no Prometheus backend named {name:?} is configured (configured: {})",
-                names.join(", ")
-            )
-        })
+                "no Tempo backend named {name:?} is configured on the server (--tempo NAME=URL)"
+            ),
+        ))
+    }
+
+    /// The embedded store's query for a trace read; refused while the receiver is off.
+    fn otlp_query(&self, read: &TraceRead) -> Result<Query, PlanError> {
+        if self.sources.otlp.is_none() {
+            return Err(problem("source", RECEIVER_OFF.into()));
+        }
+        Ok(Query::Otlp(OtlpQuery {
+            selector: read.selector.clone(),
+            measure: read.measure,
+            window: read.window,
+        }))
     }
 
     /// Checks a trigger's tenant for a `kind` backend: a valid ID, allowed to `namespace`.
@@ -257,14 +277,7 @@ impl Engine {
         reduce: TempoReduce,
         since: Duration,
     ) -> Result<Query, PlanError> {
-        if !self.sources.tempo.has_backend(backend) {
-            return Err(problem(
-                "backend",
-                format!(
-                    "no Tempo backend named {backend:?} is configured on the server (--tempo NAME=URL)"
-                ),
-            ));
-        }
+        self.check_tempo_backend(backend)?;
         self.check_tenant("tempo", namespace, tenant)?;
         Ok(Query::Tempo(TempoQuery {
             backend: backend.to_string(),
@@ -286,17 +299,9 @@ impl Engine {
         read: &TraceRead,
     ) -> Result<Query, PlanError> {
         match source {
-            SourceKind::Otlp if self.sources.otlp.is_none() => {
-                Err(problem("source", RECEIVER_OFF.into()))
-            }
-            SourceKind::Otlp => Ok(Query::Otlp(OtlpQuery {
-                selector: read.selector.clone(),
-                measure: read.measure,
-                window: read.window,
-            })),
+            SourceKind::Otlp => self.otlp_query(read),
             SourceKind::Prometheus => {
-                self.check_prometheus_backend(backend)
-                    .map_err(|m| problem("backend", m))?;
+                self.check_prometheus_backend(backend)?;
                 let promql = self.trace_promql(convention, read, "convention")?;
                 Ok(Query::Prometheus(PromQuery {
                     backend: backend.to_string(),
@@ -305,12 +310,7 @@ impl Engine {
                 }))
             }
             SourceKind::Tempo => {
-                if !self.sources.tempo.has_backend(backend) {
-                    return Err(problem(
-                        "backend",
-                        format!("no Tempo backend named {backend:?} is configured on the server (--tempo NAME=URL)"),
-                    ));
-                }
+                self.check_tempo_backend(backend)?;
                 let (traceql, reduce) = traceql::build(&read.selector, read.measure)
                     .map_err(|m| problem("labels", m))?;
                 Ok(Query::Tempo(TempoQuery {
