@@ -255,3 +255,71 @@ def test_external_push_scales_from_zero_on_one_message_and_back(keda):
     emptied = time.monotonic()
     wait_for("back to 0 after the cooldown", lambda: cluster.get("deployment", "analytics-batch", namespace=ns)["spec"]["replicas"] == 0, 120, 1.0)
     assert time.monotonic() - emptied >= 15, "scaled to zero before the 15 s cooldown"
+
+
+def average_value(hpa):
+    for m in hpa.get("status", {}).get("currentMetrics") or []:
+        if m.get("type") == "External" and m["external"]["current"].get("averageValue") is not None:
+            return quantity(m["external"]["current"]["averageValue"])
+    return None
+
+
+def test_the_demos_traffic_scales_the_recommended_example_through_the_real_hpa(keda):
+    """deploy/examples/order-service-slo-capacity.yaml (the recommended policy) applied as it
+    is, fed by the demo's own traffic generator (`slo-scaler demo --attach`: the story's
+    order-service spike at 20–60 s, its latencies from the service model): the real HPA asks
+    for what the scaler's value implies and kwok brings the pods up Ready.
+
+    For an `AverageValue` external metric Kubernetes sums the metric (the scaler's value,
+    KEDA's milli-quantity), asks for ceil(sum / target) pods unless sum / (target × current)
+    is within the 0.1 tolerance of 1, and reports ceil(sum in milli / current) as the
+    average (replica_calculator.go, GetExternalPerPodMetricReplicas); the default
+    behaviour then limits a scale-up to max(+4 pods, +100 %) per 15 s, with the condition
+    ScalingLimited / ScaleUpLimit saying so (horizontal.go, calculateScaleUpLimitWithScalingRules)."""
+    cluster = keda
+    with open(os.path.join(ROOT, "deploy", "examples", "order-service-slo-capacity.yaml")) as f:
+        so = yaml.safe_load(f)
+    ns, name = so["metadata"]["namespace"], so["spec"]["scaleTargetRef"]["name"]
+    lo, hi = so["spec"]["minReplicaCount"], so["spec"]["maxReplicaCount"]
+    start_pods = 3  # the demo's order-service starts with 3 pods too
+    cluster.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}, deployment(name, start_pods), so])
+    binary = os.environ.get("SLO_SCALER_BIN") or os.path.join(ROOT, "target", "release", "slo-scaler")
+    demo = cluster.run("demo", [binary, "demo", "--attach", "--duration", "100s", "--refresh", "10s",
+                                "--grpc-addr", "127.0.0.1:6000", "--otlp-grpc-addr", "127.0.0.1:4317",
+                                "--admin-addr", "127.0.0.1:8080"])
+    started = time.monotonic()
+    decisions, seen = [], set()
+    try:
+        def record():
+            h = hpa_of(cluster, so["metadata"]["name"])
+            st = h.get("status", {})
+            avg = average_value(h)
+            limited = next((c.get("reason") for c in st.get("conditions", [])
+                            if c["type"] == "ScalingLimited" and c["status"] == "True"), None)
+            key = (st.get("currentReplicas"), st.get("desiredReplicas"), avg, limited)
+            if avg is not None and None not in key[:2] and key not in seen:
+                seen.add(key)
+                decisions.append(key)
+            return h
+
+        # Steady load first: the scaler's value reaches the HPA.
+        wait_for("the HPA to show the scaler's value", lambda: average_value(record()) is not None, 90, 1.0)
+        # The spike: pods up, Ready, through the real HPA.
+        wait_for("order-service scaled out by the real HPA, pods Ready",
+                 lambda: record() and ready_pods(cluster, name) > start_pods, 120, 1.0)
+        while demo.alive() and time.monotonic() - started < 110:
+            record()
+            time.sleep(1.0)
+    finally:
+        demo.stop()
+    print(f"HPA decisions (current, desired, average value, limit): {decisions}")
+    assert "order-service load spike" in open(demo.log_path, errors="replace").read(), demo.tail()
+    scale_ups = [d for d in decisions if d[1] > d[0]]
+    assert scale_ups, decisions
+    for current, desired, avg, limited in scale_ups:
+        # The sum the HPA saw, from its rounded-up average: (avg − 1 milli) × current < sum ≤ avg × current.
+        wanted = {min(hi, max(lo, math.ceil(s))) for s in ((avg - 0.001) * current + 1e-9, avg * current)}
+        if limited == "ScaleUpLimit":
+            assert desired < min(wanted) and desired <= max(2 * current, current + 4), (current, desired, avg, decisions)
+        else:
+            assert desired in wanted, (current, desired, avg, limited, decisions)
