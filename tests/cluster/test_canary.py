@@ -10,7 +10,6 @@ Each version's spans carry its pod-template hash as `service.version`, as the Ro
 """
 
 import os
-import threading
 import time
 
 import pytest
@@ -18,7 +17,7 @@ import yaml
 
 from cluster import HOST_IP, wait_for
 from conftest import ROOT
-from traffic import Sender
+from traffic import Background, Sender
 
 NS = "shop"
 EXAMPLE = os.path.join(ROOT, "deploy", "examples", "canary")
@@ -31,15 +30,14 @@ def example(name):
         return [d for d in yaml.safe_load_all(f) if d]
 
 
-class Mesh:
+class Mesh(Background):
     """Routes payment-service's requests to its versions by the VirtualService's weights."""
 
     def __init__(self, cluster):
+        super().__init__()
         self.cluster = cluster
         self.senders = {}
         self.behaviour = {}
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
 
     def version(self, pod_hash, error_ratio):
         self.behaviour[pod_hash] = error_ratio
@@ -72,13 +70,7 @@ class Mesh:
                 pass
             self._stop.wait(1.0)
 
-    def start(self):
-        self.thread.start()
-        return self
-
-    def stop(self):
-        self._stop.set()
-        self.thread.join(5)
+    def _stopped(self):
         for s in self.senders.values():
             s.stop()
 

@@ -29,8 +29,32 @@ def p95(durations):
     return ordered[rank - 1]
 
 
-class Sender:
+class Background:
+    """A daemon thread running `_run` until `stop()`, which then calls `_stopped`."""
+
+    def __init__(self):
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self.thread.join(5)
+        self._stopped()
+
+    def _run(self):
+        raise NotImplementedError
+
+    def _stopped(self):
+        pass
+
+
+class Sender(Background):
     def __init__(self, endpoint, service, version="v1", rps=50, durations=(0.05,), error_ratio=0.0):
+        super().__init__()
         self.provider = TracerProvider(resource=Resource.create({"service.name": service, "service.version": version}))
         self.provider.add_span_processor(BatchSpanProcessor(
             OTLPSpanExporter(endpoint=endpoint, insecure=True), schedule_delay_millis=200, max_export_batch_size=512))
@@ -38,8 +62,6 @@ class Sender:
         self.lock = threading.Lock()
         self.rps, self.durations, self.error_ratio = rps, list(durations), error_ratio
         self.sent = self.errors = 0
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
 
     def set(self, rps=None, durations=None, error_ratio=None):
         with self.lock:
@@ -50,13 +72,7 @@ class Sender:
             if error_ratio is not None:
                 self.error_ratio = error_ratio
 
-    def start(self):
-        self.thread.start()
-        return self
-
-    def stop(self):
-        self._stop.set()
-        self.thread.join(5)
+    def _stopped(self):
         self.provider.shutdown()
 
     def _run(self):
