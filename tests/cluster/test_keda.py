@@ -78,10 +78,11 @@ def hpa_of(cluster, name):
     return cluster.get("hpa", f"keda-hpa-{name}", namespace=NS)
 
 
-def hpa_value(hpa):
+def hpa_value(hpa, field="value"):
+    """The external metric's current `value` (or `averageValue`) in the HPA's status."""
     for m in hpa.get("status", {}).get("currentMetrics") or []:
-        if m.get("type") == "External" and m["external"]["current"].get("value") is not None:
-            return quantity(m["external"]["current"]["value"])
+        if m.get("type") == "External" and m["external"]["current"].get(field) is not None:
+            return quantity(m["external"]["current"][field])
     return None
 
 
@@ -258,13 +259,6 @@ def test_external_push_scales_from_zero_on_one_message_and_back(keda):
     assert time.monotonic() - emptied >= 15, "scaled to zero before the 15 s cooldown"
 
 
-def average_value(hpa):
-    for m in hpa.get("status", {}).get("currentMetrics") or []:
-        if m.get("type") == "External" and m["external"]["current"].get("averageValue") is not None:
-            return quantity(m["external"]["current"]["averageValue"])
-    return None
-
-
 def test_the_demos_traffic_scales_the_recommended_example_through_the_real_hpa(keda):
     """deploy/examples/order-service-slo-capacity.yaml (the recommended policy) applied as it
     is, fed by the demo's own traffic generator (`slo-scaler demo --attach`: the story's
@@ -294,7 +288,7 @@ def test_the_demos_traffic_scales_the_recommended_example_through_the_real_hpa(k
         def record():
             h = hpa_of(cluster, so["metadata"]["name"])
             st = h.get("status", {})
-            avg = average_value(h)
+            avg = hpa_value(h, "averageValue")
             limited = next((c.get("reason") for c in st.get("conditions", [])
                             if c["type"] == "ScalingLimited" and c["status"] == "True"), None)
             key = (st.get("currentReplicas"), st.get("desiredReplicas"), avg, limited)
@@ -304,7 +298,7 @@ def test_the_demos_traffic_scales_the_recommended_example_through_the_real_hpa(k
             return h
 
         # Steady load first: the scaler's value reaches the HPA.
-        wait_for("the HPA to show the scaler's value", lambda: average_value(record()) is not None, 90, 1.0)
+        wait_for("the HPA to show the scaler's value", lambda: hpa_value(record(), "averageValue") is not None, 90, 1.0)
         # The spike: pods up, Ready, through the real HPA.
         wait_for("order-service scaled out by the real HPA, pods Ready",
                  lambda: record() and ready_pods(cluster, name) > start_pods, 120, 1.0)
