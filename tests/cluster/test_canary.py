@@ -88,11 +88,16 @@ def rollout(cluster, scaler):
 
 
 def set_image(cluster, tag):
+    """Patches the image and returns the new pod-template hash. An aborted Rollout keeps its
+    aborted canary's hash as currentPodHash (not the stable one) until the controller sees the
+    patch, so the hash from before the patch is excluded too, or that stale hash is returned."""
+    before = cluster.get("rollout", "payment-service", namespace=NS)["status"].get("currentPodHash")
     cluster.kubectl("patch", "rollout", "payment-service", "-n", NS, "--type=json", "-p",
                     '[{"op":"replace","path":"/spec/template/spec/containers/0/image",'
                     f'"value":"registry.example.com/shop/payment-service:{tag}"}}]')
-    return wait_for("the Rollout's new pod-template hash", lambda: (lambda st: st.get("currentPodHash") != st.get("stableRS")
-                    and st.get("currentPodHash"))(cluster.get("rollout", "payment-service", namespace=NS)["status"]), 60)
+    return wait_for("the Rollout's new pod-template hash", lambda: (lambda st: st.get("currentPodHash") not in
+                    (st.get("stableRS"), before, None) and st["currentPodHash"])(
+                    cluster.get("rollout", "payment-service", namespace=NS)["status"]), 60)
 
 
 def analysis_runs(cluster):
