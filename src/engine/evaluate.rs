@@ -70,7 +70,8 @@ impl Engine {
             return self.evaluate_slo(plan, slo, ttl, watch).await;
         }
         if let Some(capacity) = &plan.capacity {
-            return self.evaluate_capacity(plan, capacity, ttl).await;
+            // Boxed: its six joined reads would make every evaluation's future that large.
+            return Box::pin(self.evaluate_capacity(plan, capacity, ttl)).await;
         }
         let (served, watched) = self
             .cache
