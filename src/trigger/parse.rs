@@ -246,8 +246,12 @@ fn parse_source(
         let ok = match kind {
             SignalKind::QueueDepth => source == SourceKind::Sqs,
             SignalKind::Query => matches!(source, SourceKind::Prometheus | SourceKind::Tempo),
-            // Tempo's TraceQL could sum durations (`sum_over_time(span:duration)`), but
-            // this scaler does not send it yet.
+            // Tempo sums durations, in seconds (`sum_over_time(span:duration)`:
+            // `pkg/traceql/engine_metrics.go`, `NewOverTimeAggregator`), but over less than
+            // the window asked: its query frontend pulls an instant query's end back by
+            // `query_end_cutoff` and keeps the start (`modules/frontend/
+            // metrics_query_handler.go`, `clampInstantQueryEnd`), so that sum ÷ the window
+            // under-reads (by half for a 1m window). Refused until the divisor is Tempo's own.
             SignalKind::Concurrency => matches!(source, SourceKind::Otlp | SourceKind::Prometheus),
             // sloCapacity reads a ten-minute history: the embedded store's, or
             // Prometheus' through subqueries (signal::promql::capacity). Tempo's is not
@@ -256,9 +260,16 @@ fn parse_source(
             _ => source != SourceKind::Sqs,
         };
         if !ok {
+            let why = match (source, kind) {
+                (SourceKind::Tempo, SignalKind::Concurrency | SignalKind::SloCapacity) => {
+                    " (Tempo sums durations over its window less query_end_cutoff, not over \
+                     the window: use source otlp or prometheus)"
+                }
+                _ => "",
+            };
             r.problem(
                 "source",
-                format!("source {source} cannot serve signal {kind}"),
+                format!("source {source} cannot serve signal {kind}{why}"),
             );
             return None;
         }

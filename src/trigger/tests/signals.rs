@@ -172,9 +172,12 @@ fn concurrency_and_slo_capacity_triggers() {
     };
     assert_eq!(trace.measure, TraceMeasure::Concurrency);
     check_ok(&[CONC, SVC, ("threshold", "3"), ("source", "otlp")]);
-    check_err(
-        &[CONC, SVC, ("threshold", "3"), ("source", "tempo")],
-        &["source"],
+    let tempo = [CONC, SVC, ("threshold", "3"), ("source", "tempo")];
+    check_err(&tempo, &["source"]);
+    let why = parse(&md(&tempo), &opts()).unwrap_err().to_string();
+    assert!(
+        why.contains("query_end_cutoff"),
+        "the refusal says why: {why}"
     );
 
     const CAP: (&str, &str) = ("signal", "sloCapacity");
