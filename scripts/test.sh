@@ -15,6 +15,9 @@ step() { printf '\n==> %s\n' "$*"; }
 
 if [ "$(id -u)" -eq 0 ]; then sudo=(); else sudo=(sudo); fi
 
+# Free disk first: a build that fills the disk fails mid-way with linker errors.
+df -h "$root" | tail -n 1 | awk '{print "disk: " $4 " free of " $2}'
+
 step "real servers"
 if [ ! -x /usr/bin/prometheus ] || [ ! -x /usr/bin/promtool ]; then
   echo "installing Debian's prometheus package"
