@@ -15,8 +15,12 @@
 //!
 //! 1. **No explosion near saturation.** Past saturation the queue makes `L` grow without
 //!    bound. `L` is clamped at [`CLAMP`] × the *reference* concurrency, the window's
-//!    rate × the shortest mean latency of any minute in the history (what `L` would be
-//!    had nothing queued), so one reading asks for at most 1.5× what the load needs.
+//!    rate × the *reference latency* (what `L` would be had nothing queued), so one
+//!    reading asks for at most 1.5× what the load needs. The reference latency is the
+//!    shortest mean latency of any whole minute of the history, or of any [`BLOCK_S`]
+//!    block of it with [`BLOCK_MIN_SPANS`] spans: a burst that queues in a history's
+//!    first minute, or in every minute it holds, is still measured against the calm
+//!    seconds before it.
 //! 2. **The objective guards the utilisation target.** While the latency over the
 //!    [`GUARD_WINDOW_S`] is within [`CALM`] of the objective, pods may run at [`U_HIGH`];
 //!    from there to the objective `u` falls linearly to [`U_LOW`]. `u` is bounded, so a
@@ -65,6 +69,13 @@ pub const GUARD_WINDOW_S: u64 = 600;
 /// The history the reference latency and the busiest minute come from, seconds: the
 /// embedded store's default retention.
 pub const HISTORY_S: u64 = 600;
+
+/// The short blocks the reference latency is also read over, seconds.
+pub const BLOCK_S: u64 = 10;
+/// The fewest spans (by adjusted count) a block's mean latency counts with: a mean over
+/// fewer is noise, and a reference read low caps the value low. At 200, a block's mean of
+/// a 50 ms exponential service time varies by 7 %.
+pub const BLOCK_MIN_SPANS: f64 = 200.0;
 
 /// What the policy reads over its windows.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -145,22 +156,36 @@ impl History {
     }
 }
 
-/// Per-minute figures of the history: `(Σ durations in seconds, spans)` of each whole
-/// minute (spans by their adjusted counts where sampling recorded them, so not whole),
-/// `minute_s` long (60 s, or the nearest whole number of the store's buckets).
-pub fn history(minutes: impl IntoIterator<Item = (f64, f64)>, minute_s: f64) -> History {
+/// What the history says, from `(Σ durations in seconds, spans)` of each whole minute,
+/// `minute_s` long (60 s, or the nearest whole number of the store's buckets), and of each
+/// whole [`BLOCK_S`] block (spans by their adjusted counts where sampling recorded them,
+/// so not whole). A source that cannot read blocks (Prometheus' history is its minutes)
+/// passes none.
+pub fn history(
+    minutes: impl IntoIterator<Item = (f64, f64)>,
+    blocks: impl IntoIterator<Item = (f64, f64)>,
+    minute_s: f64,
+) -> History {
     let mut out = History {
         reference_latency_s: None,
         peak_concurrency: 0.0,
         peak_rate: 0.0,
     };
+    let mut reference = |busy_s: f64, spans: f64| {
+        let mean = busy_s / spans;
+        out.reference_latency_s = Some(out.reference_latency_s.map_or(mean, |s| s.min(mean)));
+    };
+    for (busy_s, spans) in blocks {
+        if spans >= BLOCK_MIN_SPANS {
+            reference(busy_s, spans);
+        }
+    }
     for (busy_s, spans) in minutes {
+        if spans > 0.0 {
+            reference(busy_s, spans);
+        }
         out.peak_concurrency = out.peak_concurrency.max(busy_s / minute_s);
         out.peak_rate = out.peak_rate.max(spans / minute_s);
-        if spans > 0.0 {
-            let mean = busy_s / spans;
-            out.reference_latency_s = Some(out.reference_latency_s.map_or(mean, |s| s.min(mean)));
-        }
     }
     out
 }
@@ -254,11 +279,11 @@ mod tests {
             peak_concurrency: 0.0,
             peak_rate: 0.0,
         };
-        assert_eq!(history([], 60.0), none);
-        assert_eq!(history([(0.0, 0.0)], 60.0), none);
+        assert_eq!(history([], [], 60.0), none);
+        assert_eq!(history([(0.0, 0.0)], [(0.0, 0.0)], 60.0), none);
         // 600 spans of 0.1 s: mean 0.1, 1.0 in flight, 10/s; 120 spans of 0.5 s: mean
         // 0.5, 1.0 in flight, 2/s.
-        let h = history([(60.0, 600.0), (60.0, 120.0)], 60.0);
+        let h = history([(60.0, 600.0), (60.0, 120.0)], [], 60.0);
         assert_eq!(
             h,
             History {
@@ -270,5 +295,33 @@ mod tests {
         let r = h.reading(2.0, 5.0, 0.2);
         assert_eq!(r.reference_concurrency, Some(0.5));
         assert_eq!(r.peak_reference, Some(1.0));
+    }
+
+    #[test]
+    fn calm_blocks_set_the_reference_when_every_minute_queued() {
+        // The one minute: 20 s calm (2,000 spans of 50 ms), then 40 s queued (6,000 of
+        // 2 s): its mean is 1.5 s, but its calm blocks knew 50 ms.
+        let minute = (2_000.0 * 0.05 + 6_000.0 * 2.0, 8_000.0);
+        let calm = (1_000.0 * 0.05, 1_000.0);
+        let queued = (1_500.0 * 2.0, 1_500.0);
+        let blocks = [calm, calm, queued, queued, queued, queued];
+        let h = history([minute], blocks, 60.0);
+        assert_eq!(h.reference_latency_s, Some(0.05));
+        assert_eq!(h.peak_rate, 8_000.0 / 60.0);
+        // Without blocks, the queued minute is its own reference.
+        assert_eq!(
+            history([minute], [], 60.0).reference_latency_s,
+            Some(1.5125)
+        );
+        // A block of fewer than BLOCK_MIN_SPANS spans is noise: one fast span does not set
+        // the reference; blocks alone do once they are whole and full enough.
+        let fast = (0.001, 1.0);
+        assert_eq!(history([], [fast], 60.0).reference_latency_s, None);
+        assert_eq!(
+            history([], [calm, fast], 60.0).reference_latency_s,
+            Some(0.05)
+        );
+        let thin = (0.05 * (BLOCK_MIN_SPANS - 1.0), BLOCK_MIN_SPANS - 1.0);
+        assert_eq!(history([], [thin], 60.0).reference_latency_s, None);
     }
 }

@@ -207,18 +207,25 @@ async fn a_latency_step_shows_within_one_bucket() {
 
 /// The figures `signal: sloCapacity` takes from `planned`, worked out from the planned
 /// spans themselves: the last minute's requests in flight and rate, each whole minute's
-/// mean latency, requests in flight and rate over the ten-minute history; `p95` is the
-/// sketch's over the guard window, read from the store (within 1 % of the exact one, as
-/// the tests above check).
+/// mean latency, requests in flight and rate over the ten-minute history, and the mean
+/// latency of each 10 s block with at least `capacity::BLOCK_MIN_SPANS` spans; `p95` is
+/// the sketch's over the guard window, read from the store (within 1 % of the exact one,
+/// as the tests above check).
 fn capacity_reading(planned: &[Planned], p95: f64) -> capacity::Reading {
     // The store's buckets are whole seconds and t0 is on one: a span that ended `e`
-    // before now is in the minute `(ceil(e) − 1) / 60` back.
-    let minute_of = |p: &Planned| (p.end_before_now.as_nanos().div_ceil(1_000_000_000) - 1) / 60;
+    // before now is in the second `ceil(e) − 1` back, so in the minute that divided by
+    // 60 back and in the block that divided by 10 back.
+    let second_of = |p: &Planned| p.end_before_now.as_nanos().div_ceil(1_000_000_000) - 1;
+    let minute_of = |p: &Planned| second_of(p) / 60;
     let mut minutes = [(0.0f64, 0u64); 10];
+    let mut blocks = [(0.0f64, 0u64); 60];
     for p in planned {
         let m = &mut minutes[9 - minute_of(p) as usize];
         m.0 += p.duration.as_secs_f64();
         m.1 += 1;
+        let b = &mut blocks[59 - (second_of(p) / 10) as usize];
+        b.0 += p.duration.as_secs_f64();
+        b.1 += 1;
     }
     let last: Vec<&Planned> = planned.iter().filter(|p| minute_of(p) == 0).collect();
     let rate = last.len() as f64 / 60.0;
@@ -226,6 +233,11 @@ fn capacity_reading(planned: &[Planned], p95: f64) -> capacity::Reading {
     let shortest = minutes
         .iter()
         .filter(|(_, n)| *n > 0)
+        .chain(
+            blocks
+                .iter()
+                .filter(|(_, n)| *n as f64 >= capacity::BLOCK_MIN_SPANS),
+        )
         .map(|(busy, n)| busy / *n as f64)
         .fold(f64::MAX, f64::min);
     let busiest = minutes
@@ -308,6 +320,23 @@ async fn slo_capacity_is_the_pods_the_objective_needs_for_the_spans_sent() {
         capacity::PEAK_CLAMP * peak_reference > r.concurrency.max(1e-9) * 2.0,
         "the held minute decides: {r:?}"
     );
+
+    // cart-service: new to the store, and its one minute queued after 20 calm seconds
+    // (1,000 spans at 40 ms, then 4,000 at 2 s). The minute's mean is 1.6 s; the reference
+    // is the calm blocks' mean, so the queue is clamped at CLAMP × the load, not read whole.
+    let mut planned: Vec<Planned> = plan(4_000, Duration::from_secs(40), 2_000.0, 50);
+    planned.extend(
+        plan(1_000, Duration::from_secs(20), 40.0, 50)
+            .into_iter()
+            .map(|p| Planned {
+                end_before_now: p.end_before_now + Duration::from_secs(40),
+                ..p
+            }),
+    );
+    let r = check("cart-service", planned).await;
+    let reference_latency = r.reference_concurrency.expect("a reference") / (5_000.0 / 60.0);
+    assert!(reference_latency < 0.1, "{r:?}");
+    assert!(r.concurrency > capacity::CLAMP * 10.0 * r.reference_concurrency.unwrap_or(0.0));
 
     // With no spans, no value.
     assert_eq!(

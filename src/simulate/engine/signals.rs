@@ -100,18 +100,24 @@ impl Ring {
         (total, to.saturating_sub(from))
     }
 
-    /// `(Σ latencies, requests)` of each whole minute of settled seconds in
-    /// `[now − len, now − SETTLE_S)` that exist, oldest first.
-    pub(super) fn minutes(&self, now: usize, len: usize) -> impl Iterator<Item = (f64, f64)> + '_ {
+    /// `(Σ latencies, requests)` of each whole `period` seconds of settled seconds in
+    /// `[now − len, now − SETTLE_S)` that exist, oldest first, ending at `now − SETTLE_S`
+    /// (the store's minutes and blocks).
+    pub(super) fn periods(
+        &self,
+        now: usize,
+        len: usize,
+        period: usize,
+    ) -> impl Iterator<Item = (f64, f64)> + '_ {
         let n = self.buckets.len();
         let end = now.saturating_sub(SETTLE_S);
         let start = now
             .saturating_sub(len)
             .max(end.saturating_sub(n - AHEAD_S - 1));
-        let whole = (end - start.min(end)) / 60;
+        let whole = (end - start.min(end)) / period;
         (0..whole).map(move |i| {
-            let m = end - (whole - i) * 60;
-            (m..m + 60).fold((0.0, 0.0), |(busy, count), t| {
+            let m = end - (whole - i) * period;
+            (m..m + period).fold((0.0, 0.0), |(busy, count), t| {
                 let b = &self.buckets[t % n];
                 (busy + b.busy_s, count + b.requests as f64)
             })
@@ -143,7 +149,12 @@ pub(super) fn read(policy: &Policy, config: &Config, ring: &Ring, now: usize) ->
             if settled.requests == 0 || settled_s == 0 {
                 return None;
             }
-            let history = capacity::history(ring.minutes(now, capacity::HISTORY_S as usize), 60.0);
+            let len = capacity::HISTORY_S as usize;
+            let history = capacity::history(
+                ring.periods(now, len, 60),
+                ring.periods(now, len, capacity::BLOCK_S as usize),
+                60.0,
+            );
             let target = capacity::Target {
                 pod_concurrency: pod_concurrency
                     .unwrap_or(f64::from(config.service.workers_per_pod)),

@@ -277,10 +277,14 @@ impl Store {
         let guard_from = from(secs(capacity::GUARD_WINDOW_S));
         let history_from = from(secs(capacity::HISTORY_S)).max(self.first_full_index);
         let covered_s = self.covered(now_ns, settled, window_from)?;
-        // Whole minutes of settled buckets, newest last, ending at `settled`.
+        // Whole minutes and whole blocks of settled buckets, newest last, ending at
+        // `settled`.
         let per_minute = (60_000_000_000 / self.bucket_ns).max(1);
         let minutes = (settled.saturating_sub(history_from) / per_minute) as usize;
         let mut history = vec![(0.0f64, 0.0f64); minutes];
+        let per_block = (capacity::BLOCK_S * 1_000_000_000 / self.bucket_ns).max(1);
+        let block_count = (settled.saturating_sub(history_from) / per_block) as usize;
+        let mut blocks = vec![(0.0f64, 0.0f64); block_count];
         let (mut spans, mut busy_ns) = (0f64, 0f64);
         let mut latency = LatencySketch::default();
         for series in self.matching(selector)? {
@@ -300,6 +304,12 @@ impl Store {
                         slot.0 += b.busy_ns / 1e9;
                         slot.1 += b.spans;
                     }
+                    let back = ((settled - 1 - b.index) / per_block) as usize;
+                    if back < block_count {
+                        let slot = &mut blocks[block_count - 1 - back];
+                        slot.0 += b.busy_ns / 1e9;
+                        slot.1 += b.spans;
+                    }
                 }
             }
         }
@@ -311,7 +321,7 @@ impl Store {
         };
         let minute_s = (per_minute * self.bucket_ns) as f64 / 1e9;
         // Each minute's spans by their adjusted counts, as its durations are.
-        let history = capacity::history(history.iter().copied(), minute_s);
+        let history = capacity::history(history.iter().copied(), blocks, minute_s);
         Ok(Some(capacity::pods_needed(
             target.target(),
             history.reading(
