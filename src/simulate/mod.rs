@@ -123,7 +123,7 @@ pub struct SimulateArgs {
     /// behavior.scaleDown.stabilizationWindowSeconds.
     #[arg(long, value_parser = duration_arg, default_value = "300s")]
     pub scale_down_stabilization: Duration,
-    /// The scaler's signal window.
+    /// The trace signals' `window` (sloCapacity reads windows of its own and takes none).
     #[arg(long, value_parser = duration_arg, default_value = "60s")]
     pub window: Duration,
     /// The CPU usage window (metrics-server).

@@ -362,3 +362,23 @@ fn oracle_is_a_lower_bound() {
         assert_eq!(s.oracle_ratio, Some(s.replica_hours / oracle.replica_hours));
     }
 }
+
+/// `signal: sloCapacity` reads windows of its own (a trigger refuses `window`), so the
+/// simulator's `--window`, the other trace signals' window, leaves the recommended policy
+/// as the scaler runs it: the same run at every `--window`.
+#[test]
+fn the_window_flag_leaves_the_recommended_policy_alone() {
+    let scenario = scenario::builtin("flash-crowd").expect("flash-crowd");
+    let policies = [Policy::Recommended {
+        pod_concurrency: None,
+    }];
+    let run = |window_s| {
+        let config = Config {
+            window_s,
+            ..Config::default()
+        };
+        Summary::of(&engine::run_lockstep(&scenario, &policies, &config)[0])
+    };
+    let (at_60, at_15) = (run(60), run(15));
+    assert_eq!(format!("{at_60:?}"), format!("{at_15:?}"));
+}

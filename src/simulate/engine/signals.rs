@@ -127,6 +127,9 @@ impl Ring {
 
 /// A metric reading: the value, or no data (an error to KEDA).
 pub(super) fn read(policy: &Policy, config: &Config, ring: &Ring, now: usize) -> Option<f64> {
+    if let Policy::Recommended { pod_concurrency } = policy {
+        return recommended(*pod_concurrency, config, ring, now);
+    }
     let reads_latency = matches!(policy, Policy::P95 { .. } | Policy::Slo { .. });
     let (w, covered) = if reads_latency {
         ring.window(now, config.window_s as usize)
@@ -143,33 +146,6 @@ pub(super) fn read(policy: &Policy, config: &Config, ring: &Ring, now: usize) ->
         Policy::Rps { .. } if settled_s > 0 => Some(settled.requests as f64 / settled_s as f64),
         Policy::Concurrency { .. } if settled_s > 0 => Some(settled.busy_s / settled_s as f64),
         Policy::Rps { .. } | Policy::Concurrency { .. } => None,
-        Policy::Recommended { pod_concurrency } => {
-            let (guard, _) = ring.window(now, capacity::GUARD_WINDOW_S as usize);
-            let latency_s = guard.latency.quantile_ns(0.95).map(|ns| ns / 1e9)?;
-            if settled.requests == 0 || settled_s == 0 {
-                return None;
-            }
-            let len = capacity::HISTORY_S as usize;
-            let history = capacity::history(
-                ring.periods(now, len, 60),
-                ring.periods(now, len, capacity::BLOCK_S as usize),
-                60.0,
-            );
-            let target = capacity::Target {
-                pod_concurrency: pod_concurrency
-                    .unwrap_or(f64::from(config.service.workers_per_pod)),
-                objective_s: config.objective_s,
-            };
-            let covered = settled_s as f64;
-            Some(pods_needed(
-                target,
-                history.reading(
-                    settled.busy_s / covered,
-                    settled.requests as f64 / covered,
-                    latency_s,
-                ),
-            ))
-        }
         Policy::P95 { .. } => p95(),
         Policy::Slo { .. } => slo_ratio(
             Objectives {
@@ -182,6 +158,46 @@ pub(super) fn read(policy: &Policy, config: &Config, ring: &Ring, now: usize) ->
             },
         )
         .ok(),
-        Policy::Cpu { .. } | Policy::Static(_) | Policy::StaticAuto | Policy::Oracle => None,
+        Policy::Cpu { .. }
+        | Policy::Static(_)
+        | Policy::StaticAuto
+        | Policy::Oracle
+        | Policy::Recommended { .. } => None,
     }
+}
+
+/// `signal: sloCapacity` as `Store::capacity_at` reads it: over the windows of
+/// [`capacity`] (a trigger takes no `window`, so `--window` does not apply), no value
+/// without requests in the long window or latencies in the guard window.
+fn recommended(
+    pod_concurrency: Option<f64>,
+    config: &Config,
+    ring: &Ring,
+    now: usize,
+) -> Option<f64> {
+    let (settled, settled_s) = ring.settled(now, capacity::WINDOW_S as usize);
+    if settled.requests == 0 || settled_s == 0 {
+        return None;
+    }
+    let (guard, _) = ring.window(now, capacity::GUARD_WINDOW_S as usize);
+    let latency_s = guard.latency.quantile_ns(0.95).map(|ns| ns / 1e9)?;
+    let len = capacity::HISTORY_S as usize;
+    let history = capacity::history(
+        ring.periods(now, len, 60),
+        ring.periods(now, len, capacity::BLOCK_S as usize),
+        60.0,
+    );
+    let target = capacity::Target {
+        pod_concurrency: pod_concurrency.unwrap_or(f64::from(config.service.workers_per_pod)),
+        objective_s: config.objective_s,
+    };
+    let covered = settled_s as f64;
+    Some(pods_needed(
+        target,
+        history.reading(
+            settled.busy_s / covered,
+            settled.requests as f64 / covered,
+            latency_s,
+        ),
+    ))
 }
