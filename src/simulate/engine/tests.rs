@@ -84,3 +84,107 @@ fn scale_to_zero_after_cooldown_and_back() {
     let back = run.minutes.last().expect("minutes");
     assert!(back.replicas >= 1.0, "{back:?}");
 }
+
+/// The simulator reads `signal: sloCapacity` as the embedded store does (ARCHITECTURE.md,
+/// invariant 14): the same requests, filed in the simulator's ring and sent to a store as
+/// spans (each ending when the request completed, the store's settle time the server's
+/// default), give the same value at every HPA sync. The traffic: a burst that queues for
+/// the whole of the history's first minute (its reference only from the calm 10 s blocks
+/// before it), then calm for more than the history's ten minutes.
+#[test]
+fn recommended_reads_as_the_embedded_store_does() {
+    use crate::signal::{CapacityTarget, Quantile, SpanKind, TraceSelector};
+    use crate::source::otlp::store::tests::{at, request, sp, S};
+    use crate::source::otlp::store::{ManualClock, Store, StoreConfig};
+    use crate::telemetry::Metrics;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let config = Config::default();
+    let store_config = StoreConfig {
+        rate_settle: Duration::from_secs(SETTLE_S as u64),
+        ..StoreConfig::default()
+    };
+    let clock = Arc::new(ManualClock::new(at(0)));
+    let metrics = Arc::new(Metrics::standalone().1);
+    let store = Store::with_clock(store_config, metrics, clock.clone()).expect("valid config");
+    let selector = TraceSelector {
+        service: "orders".to_string(),
+        span_kind: SpanKind::Server,
+        version: None,
+        labels: Vec::new(),
+    };
+    let target = CapacityTarget {
+        pod_concurrency: f64::from(config.service.workers_per_pod),
+        objective: Duration::from_secs_f64(config.objective_s),
+        quantile: Quantile::P95,
+    };
+    let policy = Policy::Recommended {
+        pod_concurrency: None,
+    };
+    let mut ring = Ring::new(capacity::HISTORY_S.max(capacity::GUARD_WINDOW_S) as usize);
+    let mut rng = Rng::new(7);
+    // (end ns after T0, duration ns) of the requests not yet ended at the read.
+    let mut pending: Vec<(u64, u64)> = Vec::new();
+    let (mut compared, mut clamped) = (0, 0);
+    for t in 0..900usize {
+        ring.advance(t);
+        // 40 requests a second at a 50 ms mean; from 20 s to 80 s four times as many,
+        // queueing: each waits longer the later in the burst it comes.
+        let burst = (20..80).contains(&t);
+        let (n, wait_s) = if burst {
+            (160, (t - 20) as f64 * 0.02)
+        } else {
+            (40, 0.0)
+        };
+        for i in 0..n {
+            let at_s = t as f64 + i as f64 / n as f64;
+            let latency_ns = ((0.05 * rng.exp1() + wait_s) * 1e9) as u64 + 1_000_000;
+            let latency_s = latency_ns as f64 / 1e9;
+            let b = ring.completion(t, (at_s + latency_s) as usize);
+            b.latency.add(latency_ns);
+            b.requests += 1;
+            b.busy_s += latency_s;
+            pending.push(((at_s * 1e9) as u64 + latency_ns, latency_ns));
+        }
+        if t % 15 != 0 {
+            continue;
+        }
+        // What the store knows at `t`: the spans that ended before it.
+        let now_ns = t as u64 * S;
+        let (ended, waiting): (Vec<_>, Vec<_>) = pending.iter().partition(|(end, _)| *end < now_ns);
+        pending = waiting;
+        let spans: Vec<_> = ended.iter().map(|&(end, d)| sp("orders", end, d)).collect();
+        clock.set(at(now_ns));
+        store.ingest(request(&spans));
+        let simulated = read(&policy, &config, &ring, t);
+        let stored = store
+            .capacity_at(&selector, target, at(now_ns))
+            .ok()
+            .flatten();
+        match (simulated, stored) {
+            (Some(a), Some(b)) => {
+                assert!(
+                    (a - b).abs() <= 1e-9 * b.max(1.0),
+                    "t {t}: simulated {a}, store {b}"
+                );
+                compared += 1;
+                // In the burst, below what the window's requests in flight ask for at any
+                // utilisation: the clamp held the queue (from 45 s; at 30 s the window
+                // holds only 4 s of it).
+                let (w, covered) = ring.settled(t, capacity::WINDOW_S as usize);
+                let in_flight = w.busy_s / covered as f64;
+                if burst && t >= 45 && a * target.pod_concurrency * capacity::U_HIGH < in_flight {
+                    clamped += 1;
+                }
+            }
+            (None, None) => assert!(t <= SETTLE_S, "t {t}: neither has a value"),
+            (a, b) => panic!("t {t}: simulated {a:?}, store {b:?}"),
+        }
+    }
+    assert_eq!(compared, 59, "every sync from the first settled second on");
+    assert_eq!(
+        clamped, 3,
+        "the burst's queue clamped at every sync from 45 s to 75 s"
+    );
+}

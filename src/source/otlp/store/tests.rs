@@ -16,14 +16,14 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
 
 /// 2024-08-21T10:00:00Z, on a bucket boundary.
-const T0: u64 = 1_724_234_400_000_000_000;
+pub(crate) const T0: u64 = 1_724_234_400_000_000_000;
 const MS: u64 = 1_000_000;
-const S: u64 = 1_000_000_000;
+pub(crate) const S: u64 = 1_000_000_000;
 
 /// A span as the tests describe it: service, version, OTLP kind, end (ns after T0),
 /// duration (ns), error.
 #[derive(Clone, Copy)]
-struct Sp {
+pub(crate) struct Sp {
     service: &'static str,
     version: Option<&'static str>,
     kind: i32,
@@ -32,7 +32,7 @@ struct Sp {
     error: bool,
 }
 
-fn sp(service: &'static str, end: u64, duration: u64) -> Sp {
+pub(crate) fn sp(service: &'static str, end: u64, duration: u64) -> Sp {
     Sp {
         service,
         version: None,
@@ -54,7 +54,7 @@ fn kv(key: &str, value: &str) -> KeyValue {
 }
 
 /// One request, one resource per span (the store must aggregate across them).
-fn request(spans: &[Sp]) -> ExportTraceServiceRequest {
+pub(crate) fn request(spans: &[Sp]) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: spans
             .iter()
@@ -96,7 +96,7 @@ fn request(spans: &[Sp]) -> ExportTraceServiceRequest {
     }
 }
 
-fn at(ns_after_t0: u64) -> SystemTime {
+pub(crate) fn at(ns_after_t0: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(T0 + ns_after_t0)
 }
 
