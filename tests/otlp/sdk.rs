@@ -257,6 +257,14 @@ fn capacity_reading(planned: &[Planned], p95: f64) -> capacity::Reading {
     }
 }
 
+/// `planned` moved `secs` seconds into the past.
+fn earlier(planned: Vec<Planned>, secs: u64) -> impl Iterator<Item = Planned> {
+    planned.into_iter().map(move |p| Planned {
+        end_before_now: p.end_before_now + Duration::from_secs(secs),
+        ..p
+    })
+}
+
 /// `signal: sloCapacity` from SDK spans: the store's value is `capacity::pods_needed` of
 /// the figures [`capacity_reading`] works out from the spans sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,14 +310,10 @@ async fn slo_capacity_is_the_pods_the_objective_needs_for_the_spans_sent() {
     // checkout: the same busy minute four minutes ago, quiet since: the value holds it, at
     // PEAK_CLAMP × its load (not its queue), above what the quiet last minute needs.
     let mut planned = plan(3_000, Duration::from_secs(300), 40.0, 50);
-    planned.extend(
-        plan(1_500, Duration::from_secs(60), 120.0, 50)
-            .into_iter()
-            .map(|p| Planned {
-                end_before_now: p.end_before_now + Duration::from_secs(240),
-                ..p
-            }),
-    );
+    planned.extend(earlier(
+        plan(1_500, Duration::from_secs(60), 120.0, 50),
+        240,
+    ));
     let r = check("checkout", planned).await;
     let peak_reference = r.peak_reference.expect("a peak reference");
     assert!(
@@ -325,14 +329,7 @@ async fn slo_capacity_is_the_pods_the_objective_needs_for_the_spans_sent() {
     // (1,000 spans at 40 ms, then 4,000 at 2 s). The minute's mean is 1.6 s; the reference
     // is the calm blocks' mean, so the queue is clamped at CLAMP × the load, not read whole.
     let mut planned: Vec<Planned> = plan(4_000, Duration::from_secs(40), 2_000.0, 50);
-    planned.extend(
-        plan(1_000, Duration::from_secs(20), 40.0, 50)
-            .into_iter()
-            .map(|p| Planned {
-                end_before_now: p.end_before_now + Duration::from_secs(40),
-                ..p
-            }),
-    );
+    planned.extend(earlier(plan(1_000, Duration::from_secs(20), 40.0, 50), 40));
     let r = check("cart-service", planned).await;
     let reference_latency = r.reference_concurrency.expect("a reference") / (5_000.0 / 60.0);
     assert!(reference_latency < 0.1, "{r:?}");
