@@ -305,7 +305,8 @@ async fn otlp_receiver_threads_yield_to_keda_calls() {
     );
     // The runtime's threads exist once it is built, but each names itself and lowers its
     // own priority when it first runs, which on a busy machine can come later than this
-    // read (CI once saw no thread named yet): read until one has and all named have, for a bounded time.
+    // read (CI once saw no thread named yet): read until one has and every named one has
+    // lowered its priority, for a bounded time.
     let receivers = || {
         let mut nices = Vec::new();
         for task in std::fs::read_dir("/proc/self/task").unwrap() {

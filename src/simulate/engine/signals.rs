@@ -162,6 +162,7 @@ pub(super) fn read(policy: &Policy, config: &Config, ring: &Ring, now: usize) ->
         | Policy::Static(_)
         | Policy::StaticAuto
         | Policy::Oracle
+        // Read by `recommended`, over windows of its own, before the window above.
         | Policy::Recommended { .. } => None,
     }
 }

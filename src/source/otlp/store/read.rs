@@ -277,14 +277,10 @@ impl Store {
         let guard_from = from(secs(capacity::GUARD_WINDOW_S));
         let history_from = from(secs(capacity::HISTORY_S)).max(self.first_full_index);
         let covered_s = self.covered(now_ns, settled, window_from)?;
-        // Whole minutes and whole blocks of settled buckets, newest last, ending at
-        // `settled`.
         let per_minute = (60_000_000_000 / self.bucket_ns).max(1);
-        let minutes = (settled.saturating_sub(history_from) / per_minute) as usize;
-        let mut history = vec![(0.0f64, 0.0f64); minutes];
+        let mut minutes = Periods::new(per_minute, history_from, settled);
         let per_block = (capacity::BLOCK_S * 1_000_000_000 / self.bucket_ns).max(1);
-        let block_count = (settled.saturating_sub(history_from) / per_block) as usize;
-        let mut blocks = vec![(0.0f64, 0.0f64); block_count];
+        let mut blocks = Periods::new(per_block, history_from, settled);
         let (mut spans, mut busy_ns) = (0f64, 0f64);
         let mut latency = LatencySketch::default();
         for series in self.matching(selector)? {
@@ -297,20 +293,8 @@ impl Store {
                     spans += b.spans;
                     busy_ns += b.busy_ns;
                 }
-                if b.index < settled {
-                    let back = ((settled - 1 - b.index) / per_minute) as usize;
-                    if back < minutes {
-                        let slot = &mut history[minutes - 1 - back];
-                        slot.0 += b.busy_ns / 1e9;
-                        slot.1 += b.spans;
-                    }
-                    let back = ((settled - 1 - b.index) / per_block) as usize;
-                    if back < block_count {
-                        let slot = &mut blocks[block_count - 1 - back];
-                        slot.0 += b.busy_ns / 1e9;
-                        slot.1 += b.spans;
-                    }
-                }
+                minutes.add(b.index, b.busy_ns / 1e9, b.spans);
+                blocks.add(b.index, b.busy_ns / 1e9, b.spans);
             }
         }
         if spans == 0.0 {
@@ -321,7 +305,7 @@ impl Store {
         };
         let minute_s = (per_minute * self.bucket_ns) as f64 / 1e9;
         // Each minute's spans by their adjusted counts, as its durations are.
-        let history = capacity::history(history.iter().copied(), blocks, minute_s);
+        let history = capacity::history(minutes.sums, blocks.sums, minute_s);
         Ok(Some(capacity::pods_needed(
             target.target(),
             history.reading(
@@ -330,5 +314,38 @@ impl Store {
                 latency_ns / 1e9,
             ),
         )))
+    }
+}
+
+/// `(Σ durations in seconds, spans)` of each whole period of `per` settled buckets in
+/// `[from, settled)`, newest last, ending at `settled` (sloCapacity's minutes and blocks).
+struct Periods {
+    per: u64,
+    settled: u64,
+    sums: Vec<(f64, f64)>,
+}
+
+impl Periods {
+    fn new(per: u64, from: u64, settled: u64) -> Self {
+        let whole = (settled.saturating_sub(from) / per) as usize;
+        Periods {
+            per,
+            settled,
+            sums: vec![(0.0, 0.0); whole],
+        }
+    }
+
+    /// Adds bucket `index`'s figures to its period, if it falls in a whole one.
+    fn add(&mut self, index: u64, busy_s: f64, spans: f64) {
+        if index >= self.settled {
+            return;
+        }
+        let back = ((self.settled - 1 - index) / self.per) as usize;
+        let whole = self.sums.len();
+        if back < whole {
+            let slot = &mut self.sums[whole - 1 - back];
+            slot.0 += busy_s;
+            slot.1 += spans;
+        }
     }
 }
