@@ -170,10 +170,9 @@ async fn prometheus_analysis_reads_the_version_label() {
         assert_eq!(status, 200, "{b}");
         if let (Some(before), true) = (before, before == after) {
             let rps = b["canary"]["rps"].as_f64().expect("rps");
-            // Equal up to the order Prometheus sums the two status series in — unless the
-            // endpoint's query fell in the moment between the oldest sample leaving the
-            // window and the next scrape's being committed (one sample fewer, though the
-            // answers either side agree): then that try is set aside.
+            // Equal up to the order Prometheus sums the two status series in, unless the
+            // try fell in the scrape-commit gap (`common::scaler::assert_agrees`): then it
+            // is set aside.
             if (rps - before).abs() <= 1e-12 * before {
                 assert_eq!(b["canary"]["count"], (rps * w as f64).round() as u64, "{b}");
                 agreed += 1;

@@ -101,8 +101,13 @@ pub async fn metric(
 }
 
 /// Waits until Prometheus has a stable answer, then checks the scaler's value equals it.
-/// A direct query before and after the scaler's must agree (no scrape in between), so
-/// the three saw the same samples.
+/// A direct query before and after the scaler's must agree (no scrape in between). That
+/// alone does not prove the three saw the same samples: a window of whole scrape intervals
+/// loses its oldest sample as the next scrape starts, and gains that scrape's only once it
+/// is committed, so a query landing in that gap sees one sample fewer while the answers
+/// either side agree (`rate()` then reads `N/(N-1)` of them; CI saw 89/88). A try that
+/// differs is asked again; a scaler that reads another query never agrees. Every
+/// comparison with a real Prometheus follows this rule (the scrape-commit gap).
 pub async fn assert_agrees(
     prom: &super::prometheus::PrometheusServer,
     scaler: &mut Scaler,
@@ -125,10 +130,6 @@ pub async fn assert_agrees(
         if (got - want).abs() <= want.abs() * 1e-12 {
             return got;
         }
-        // Equal answers either side do not prove the scaler's query saw the same samples:
-        // a window of whole scrape intervals loses its oldest sample as the next scrape
-        // starts, and gains that scrape's only once it is committed. Ask again; a scaler
-        // that reads another query never agrees.
         eprintln!("scaler {got}, prometheus {want} either side, for {q}: asking again");
         differed = Some((got, want));
     }

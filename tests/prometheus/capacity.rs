@@ -158,10 +158,7 @@ async fn slo_capacity_is_pods_needed_of_prometheus_own_answers() {
             let want = capacity::pods_needed(target, reading);
             let got = got.unwrap_or_else(|s| panic!("{}: {s:?}", c.name));
             if (got - want).abs() > want.abs() * 1e-9 {
-                // Equal answers either side, yet the scaler's queries may have run in the
-                // moment a window of whole scrape intervals has lost its oldest sample and
-                // not yet gained the next scrape's (one sample fewer): ask again. A scaler
-                // computing anything else never agrees.
+                // The scrape-commit gap (`common::scaler::assert_agrees`): ask again.
                 eprintln!("{}: scaler {got}, pods_needed {want}: asking again", c.name);
                 differed = Some((got, want));
                 continue;

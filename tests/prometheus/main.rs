@@ -269,9 +269,8 @@ async fn hostile_label_values_select_exactly_one_series() {
             if let Some(want) = before.filter(|_| before == after) {
                 // Equal to the last bits but for rate()'s extrapolation, whose float sums
                 // depend on the evaluation time (the two queries run milliseconds apart);
-                // a decoy or a widened match would be off by 100× or more. A query in the
-                // moment between the oldest sample leaving the window and the next
-                // scrape's being committed sees one sample fewer: ask again.
+                // a decoy or a widened match would be off by 100× or more. The
+                // scrape-commit gap (`common::scaler::assert_agrees`): ask again.
                 if (got - want).abs() <= 1e-12 * want {
                     checked = true;
                     break;

@@ -348,12 +348,7 @@ async fn agreed(
         if (got - want).abs() <= want.abs() * 1e-9 {
             return got;
         }
-        // Equal answers before and after do not prove the window held the same samples
-        // in between: the window is a whole number of scrape intervals, so the oldest
-        // sample leaves it at the instant the next scrape starts, and that scrape's sample
-        // is queryable only once the scrape is committed. A query landing in that gap
-        // sees one sample fewer (`rate()` then reads `N/(N-1)` of the answer either side;
-        // CI saw 89/88). Ask again; a scaler that reads another query never agrees.
+        // The scrape-commit gap (`common::scaler::assert_agrees`): ask again.
         eprintln!("scaler {got}, prometheus {want} either side, for {query}: asking again");
         differed = Some((got, want));
     }
