@@ -47,9 +47,9 @@
 /// added a third pod for single minutes two pods held well within the objective. Measured
 /// in `simulate` over 57 days of the public NASA trace (not committed; the committed day is
 /// checked in `tests/simulate`) with [`CALM`] 0.5: the bar (≥ 99 % at ≤ 0.75× the
-/// static fleet) met on 23 days against 5 at 0.85, 2 days below 99 % against 1; with 8
-/// workers and 120 ms log-normal requests, 16 days below 99 % against 14. The built-in
-/// scenarios stay within their bars.
+/// static fleet, ≤ 100 scale events) met on 16 days against 3 at 0.85, 3 days below 99 %
+/// against 1; with 8 workers and 120 ms log-normal requests, 18 days below 99 % against
+/// 14. The built-in scenarios stay within their bars.
 pub const U_HIGH: f64 = 1.0;
 /// The utilisation aimed at once latency reaches the objective. (0.6 set a limit cycle
 /// going on `release-regression`, where the service time alone sits at 0.75 of the
@@ -60,8 +60,8 @@ pub const U_LOW: f64 = 0.7;
 /// Below where a service whose calm p95 sits near the objective (120 ms log-normal
 /// requests against 300 ms: about 0.8 of it) runs, so that it aims at about 0.82, near the
 /// 0.8 it had at `U_HIGH` 0.85 with `CALM` 0.7. With `U_HIGH` 1.0 over the same days: at
-/// 0.7, 33 days met the bar but 34 fell below 99 % with the slower service; at 0.4, 12 and
-/// 14.
+/// 0.7, 24 days met the bar but 41 fell below 99 % with the slower service (9 with the
+/// default one); at 0.4, 6 days met it, and 14 fell below 99 % with the slower service.
 pub const CALM: f64 = 0.5;
 /// The most one reading may ask for, × the reference concurrency. llm-d clamps its
 /// ratio at 2; here the utilisation target multiplies it again, so 1.5 (at `U_LOW`, about
