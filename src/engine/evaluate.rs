@@ -217,7 +217,7 @@ impl Engine {
     /// - no spans in the long window (no series, NaN, or a rate of 0), or no latency over
     ///   the guard window, is no data;
     /// - a history without a minute with spans (no series or NaN) is no reference
-    ///   latency, and a busiest minute of 0.
+    ///   latency, no calmest minute, and a busiest minute of 0.
     ///
     /// The figures are cached apart, so the value has no single cache entry to watch.
     async fn evaluate_capacity(
@@ -231,14 +231,22 @@ impl Engine {
             let q = q.clone();
             async move { self.cache.get(&q, ttl, || self.sources.fetch(&q)).await }
         };
-        let [a, b, c, d, e, f] = &cap.queries;
-        let answers = tokio::join!(read(a), read(b), read(c), read(d), read(e), read(f));
+        let [a, b, c, d, e, f, g] = &cap.queries;
+        let answers = tokio::join!(
+            read(a),
+            read(b),
+            read(c),
+            read(d),
+            read(e),
+            read(f),
+            read(g)
+        );
         let answers = [
-            answers.0?, answers.1?, answers.2?, answers.3?, answers.4?, answers.5?,
+            answers.0?, answers.1?, answers.2?, answers.3?, answers.4?, answers.5?, answers.6?,
         ];
         let age = answers.iter().map(|s| s.age).max().unwrap_or_default();
         let stale = answers.iter().any(|s| s.stale);
-        let mut figures = [None; 6];
+        let mut figures = [None; 7];
         for (figure, served) in figures.iter_mut().zip(&answers) {
             *figure = match &served.reading {
                 Reading::Value(v) => match usable(*v) {
@@ -260,11 +268,13 @@ impl Engine {
                 }
             };
         }
-        let [concurrency, rate, reference_latency, peak_concurrency, peak_rate, latency] = figures;
+        let [concurrency, rate, reference_latency, peak_concurrency, peak_rate, latency, calm_latency] =
+            figures;
         let history = capacity::History {
             reference_latency_s: reference_latency,
             peak_concurrency: peak_concurrency.unwrap_or(0.0),
             peak_rate: peak_rate.unwrap_or(0.0),
+            calm_latency_s: calm_latency,
         };
         let reading = match (concurrency, rate, latency) {
             (Some(concurrency), Some(rate), Some(latency_s)) if rate > 0.0 => {

@@ -65,8 +65,9 @@ impl Plan {
 pub struct CapacityPlan {
     pub target: CapacityTarget,
     /// In the order of [`promql::CapacityQueries::all`]: concurrency, rate, reference
-    /// latency, busiest minute's concurrency, busiest minute's rate, guard latency.
-    pub queries: [Query; 6],
+    /// latency, busiest minute's concurrency, busiest minute's rate, guard latency,
+    /// calmest minute's latency.
+    pub queries: [Query; 7],
 }
 
 /// The queries of `signal: slo`, each with its objective: evaluated together, one value.

@@ -10,6 +10,7 @@ use opentelemetry_otlp::{
 use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
 use opentelemetry_sdk::Resource;
 use slo_scaler::signal::{capacity, CapacityTarget, Quantile, TraceMeasure};
+use slo_scaler::source::otlp::sketch::LatencySketch;
 
 use crate::harness::{
     assert_close, exact_quantile, latency, make_spans, plan, t0, Harness, Planned,
@@ -219,10 +220,13 @@ fn capacity_reading(planned: &[Planned], p95: f64) -> capacity::Reading {
     let minute_of = |p: &Planned| second_of(p) / 60;
     let mut minutes = [(0.0f64, 0u64); 10];
     let mut blocks = [(0.0f64, 0u64); 60];
+    // Each minute's latencies in the store's own sketch: its quantile is the sketch's.
+    let mut sketches: [LatencySketch; 10] = Default::default();
     for p in planned {
         let m = &mut minutes[9 - minute_of(p) as usize];
         m.0 += p.duration.as_secs_f64();
         m.1 += 1;
+        sketches[9 - minute_of(p) as usize].add(p.duration.as_nanos() as u64);
         let b = &mut blocks[59 - (second_of(p) / 10) as usize];
         b.0 += p.duration.as_secs_f64();
         b.1 += 1;
@@ -248,12 +252,17 @@ fn capacity_reading(planned: &[Planned], p95: f64) -> capacity::Reading {
         .iter()
         .map(|(_, n)| *n as f64 / 60.0)
         .fold(0.0, f64::max);
+    let calmest = sketches
+        .iter()
+        .filter_map(|s| s.quantile_ns(0.95))
+        .fold(f64::MAX, f64::min);
     capacity::Reading {
         concurrency,
         reference_concurrency: Some(rate * shortest),
         peak_concurrency: busiest,
         peak_reference: Some(busiest_rate * shortest),
         latency_s: p95,
+        calm_latency_s: Some(calmest / 1e9),
     }
 }
 
@@ -334,6 +343,20 @@ async fn slo_capacity_is_the_pods_the_objective_needs_for_the_spans_sent() {
     let reference_latency = r.reference_concurrency.expect("a reference") / (5_000.0 / 60.0);
     assert!(reference_latency < 0.1, "{r:?}");
     assert!(r.concurrency > capacity::CLAMP * 10.0 * r.reference_concurrency.unwrap_or(0.0));
+
+    // inventory: every minute slow (90 ms median, p95 near the objective): the calmest
+    // minute leaves little room for a queue, and the utilisation target falls with it.
+    let r = check("inventory", plan(3_000, Duration::from_secs(300), 90.0, 50)).await;
+    let calm = r.calm_latency_s.expect("a calm minute");
+    assert!(calm > capacity::CALM * 0.3, "{r:?}");
+    let without = capacity::Reading {
+        calm_latency_s: None,
+        ..r
+    };
+    assert!(
+        capacity::pods_needed(target.target(), r) > capacity::pods_needed(target.target(), without),
+        "{r:?}"
+    );
 
     // With no spans, no value.
     assert_eq!(

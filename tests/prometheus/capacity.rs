@@ -13,7 +13,7 @@ use super::*;
 
 /// The canonical queries, written out by hand for one convention (docs/capacity.md), in
 /// the order the figures of `capacity::Reading` are read.
-fn queries(c: &Conv) -> [String; 6] {
+fn queries(c: &Conv) -> [String; 7] {
     let mut f = format!("{}=\"order-service\"", c.service);
     if let Some((k, v)) = c.kind {
         f.push_str(&format!(", {k}=\"{v}\""));
@@ -38,6 +38,9 @@ fn queries(c: &Conv) -> [String; 6] {
         format!("max_over_time({}[10m:1m]){unit}", sum("1m")),
         format!("max_over_time({}[10m:1m])", count("1m")),
         format!("histogram_quantile(0.95, sum by (le) (rate({h}_bucket{{{f}}}[{guard}]))){unit}"),
+        format!(
+            "min_over_time(histogram_quantile(0.95, sum by (le) (rate({h}_bucket{{{f}}}[1m])))[10m:1m]){unit}"
+        ),
     ]
 }
 
@@ -136,8 +139,8 @@ async fn slo_capacity_is_pods_needed_of_prometheus_own_answers() {
             if before != after {
                 continue; // a scrape or a subquery step in between: the three differ
             }
-            let [concurrency, rate, reference, peak, peak_rate, latency] =
-                <[Option<f64>; 6]>::try_from(before).unwrap();
+            let [concurrency, rate, reference, peak, peak_rate, latency, calm] =
+                <[Option<f64>; 7]>::try_from(before).unwrap();
             let (concurrency, rate, latency) = (
                 concurrency.expect("concurrency"),
                 rate.expect("rate"),
@@ -145,6 +148,7 @@ async fn slo_capacity_is_pods_needed_of_prometheus_own_answers() {
             );
             let reference = reference.expect("a minute of the history with spans");
             let (peak, peak_rate) = (peak.expect("peak"), peak_rate.expect("peak rate"));
+            let calm = calm.expect("a minute of the history with spans");
             // The history saw the busy spell: its busiest minute out-weighs the window
             // (three times the load against at most 7/3 of it).
             assert!(peak > 1.2 * concurrency, "{}: {peak} {concurrency}", c.name);
@@ -153,6 +157,7 @@ async fn slo_capacity_is_pods_needed_of_prometheus_own_answers() {
                 reference_latency_s: Some(reference),
                 peak_concurrency: peak,
                 peak_rate,
+                calm_latency_s: Some(calm),
             };
             let reading = history.reading(concurrency, rate, latency);
             let want = capacity::pods_needed(target, reading);

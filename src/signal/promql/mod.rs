@@ -398,11 +398,14 @@ pub struct CapacityQueries {
     /// The latency at the trigger's quantile over the guard window, seconds: the query
     /// `signal: latency` builds.
     pub latency: String,
+    /// The lowest latency at the trigger's quantile of a minute of the history (a minute
+    /// without spans is NaN, passed over).
+    pub calm_latency: String,
 }
 
 impl CapacityQueries {
     /// The queries in a fixed order (that of the fields).
-    pub fn all(&self) -> [&String; 6] {
+    pub fn all(&self) -> [&String; 7] {
         [
             &self.concurrency,
             &self.rate,
@@ -410,6 +413,7 @@ impl CapacityQueries {
             &self.peak_concurrency,
             &self.peak_rate,
             &self.latency,
+            &self.calm_latency,
         ]
     }
 }
@@ -446,17 +450,29 @@ pub fn capacity(
         ),
         peak_rate: format!("max_over_time({}[{history}:{minute}])", count(&minute)),
         latency: latency(c, &matchers, quantile, &guard),
+        calm_latency: in_seconds(
+            c,
+            format!(
+                "min_over_time({}[{history}:{minute}])",
+                quantile_of(c, &matchers, quantile, &minute)
+            ),
+        ),
     })
 }
 
 /// The histogram's quantile in seconds.
 fn latency(c: &Convention, matchers: &str, q: Quantile, w: &str) -> String {
+    in_seconds(c, quantile_of(c, matchers, q, w))
+}
+
+/// The histogram's quantile in its own units.
+fn quantile_of(c: &Convention, matchers: &str, q: Quantile, w: &str) -> String {
     let inner = if c.native_histogram {
         format!("sum(rate({}{{{matchers}}}[{w}]))", c.histogram)
     } else {
         format!("sum by (le) (rate({}{{{matchers}}}[{w}]))", c.histogram)
     };
-    in_seconds(c, format!("histogram_quantile({}, {inner})", q.get()))
+    format!("histogram_quantile({}, {inner})", q.get())
 }
 
 /// The rate of the histogram's sum of observations, in the histogram's units.

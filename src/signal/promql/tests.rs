@@ -174,6 +174,10 @@ fn capacity_queries() {
         q.latency,
         format!("histogram_quantile(0.95, sum by (le) (rate({h}_bucket{f}[{guard}]))) / 1000")
     );
+    assert_eq!(
+        q.calm_latency,
+        format!("min_over_time(histogram_quantile(0.95, sum by (le) (rate({h}_bucket{f}[1m])))[10m:1m]) / 1000")
+    );
     // The long window's figure is `signal: concurrency`'s query, the guard's is
     // `signal: latency`'s.
     let c = &conventions["otel-spanmetrics"];
@@ -205,6 +209,12 @@ fn capacity_queries() {
         q.latency.starts_with("histogram_quantile(0.99, "),
         "{}",
         q.latency
+    );
+    assert!(
+        q.calm_latency
+            .starts_with("min_over_time(histogram_quantile(0.99, "),
+        "{}",
+        q.calm_latency
     );
     let q = capacity(
         "prometheus-http",
@@ -241,6 +251,10 @@ fn capacity_queries() {
     assert_eq!(
         q.latency,
         format!("histogram_quantile(0.95, sum(rate({n}{f}[{guard}])))")
+    );
+    assert_eq!(
+        q.calm_latency,
+        format!("min_over_time(histogram_quantile(0.95, sum(rate({n}{f}[1m])))[10m:1m])")
     );
 
     // The selector's limits are the other signals' (no span kind label, no version).

@@ -110,18 +110,37 @@ impl Ring {
         period: usize,
     ) -> impl Iterator<Item = (f64, f64)> + '_ {
         let n = self.buckets.len();
-        let end = now.saturating_sub(SETTLE_S);
-        let start = now
-            .saturating_sub(len)
-            .max(end.saturating_sub(n - AHEAD_S - 1));
-        let whole = (end - start.min(end)) / period;
-        (0..whole).map(move |i| {
-            let m = end - (whole - i) * period;
+        self.starts(now, len, period).map(move |m| {
             (m..m + period).fold((0.0, 0.0), |(busy, count), t| {
                 let b = &self.buckets[t % n];
                 (busy + b.busy_s, count + b.requests as f64)
             })
         })
+    }
+
+    /// The latency at `quantile` (seconds) of each whole minute of [`Ring::periods`] that
+    /// has requests: the store's minutes, read for `capacity::History::calm_latency_s`.
+    pub(super) fn minute_latencies(
+        &self,
+        now: usize,
+        len: usize,
+        quantile: f64,
+    ) -> impl Iterator<Item = f64> + '_ {
+        self.starts(now, len, 60).filter_map(move |m| {
+            let (minute, _) = self.between(m, m + 60, true);
+            minute.latency.quantile_ns(quantile).map(|ns| ns / 1e9)
+        })
+    }
+
+    /// The first seconds of [`Ring::periods`]' periods, oldest first.
+    fn starts(&self, now: usize, len: usize, period: usize) -> impl Iterator<Item = usize> {
+        let n = self.buckets.len();
+        let end = now.saturating_sub(SETTLE_S);
+        let start = now
+            .saturating_sub(len)
+            .max(end.saturating_sub(n - AHEAD_S - 1));
+        let whole = (end - start.min(end)) / period;
+        (0..whole).map(move |i| end - (whole - i) * period)
     }
 }
 
@@ -187,6 +206,7 @@ fn recommended(
         ring.periods(now, len, 60),
         ring.periods(now, len, capacity::BLOCK_S as usize),
         60.0,
+        ring.minute_latencies(now, len, 0.95),
     );
     let target = capacity::Target {
         pod_concurrency: pod_concurrency.unwrap_or(f64::from(config.service.workers_per_pod)),

@@ -281,6 +281,7 @@ impl Store {
         let mut minutes = Periods::new(per_minute, history_from, settled);
         let per_block = (capacity::BLOCK_S * 1_000_000_000 / self.bucket_ns).max(1);
         let mut blocks = Periods::new(per_block, history_from, settled);
+        let mut minute_latency = vec![LatencySketch::default(); minutes.sums.len()];
         let (mut spans, mut busy_ns) = (0f64, 0f64);
         let mut latency = LatencySketch::default();
         for series in self.matching(selector)? {
@@ -293,7 +294,9 @@ impl Store {
                     spans += b.spans;
                     busy_ns += b.busy_ns;
                 }
-                minutes.add(b.index, b.busy_ns / 1e9, b.spans);
+                if let Some(at) = minutes.add(b.index, b.busy_ns / 1e9, b.spans) {
+                    minute_latency[at].merge(&b.latency);
+                }
                 blocks.add(b.index, b.busy_ns / 1e9, b.spans);
             }
         }
@@ -305,7 +308,15 @@ impl Store {
         };
         let minute_s = (per_minute * self.bucket_ns) as f64 / 1e9;
         // Each minute's spans by their adjusted counts, as its durations are.
-        let history = capacity::history(minutes.sums, blocks.sums, minute_s);
+        let quantile = target.quantile.get();
+        let history = capacity::history(
+            minutes.sums,
+            blocks.sums,
+            minute_s,
+            minute_latency
+                .iter()
+                .filter_map(|m| m.quantile_ns(quantile).map(|ns| ns / 1e9)),
+        );
         Ok(Some(capacity::pods_needed(
             target.target(),
             history.reading(
@@ -335,17 +346,20 @@ impl Periods {
         }
     }
 
-    /// Adds bucket `index`'s figures to its period, if it falls in a whole one.
-    fn add(&mut self, index: u64, busy_s: f64, spans: f64) {
+    /// Adds bucket `index`'s figures to its period, if it falls in a whole one, and
+    /// returns that period's position.
+    fn add(&mut self, index: u64, busy_s: f64, spans: f64) -> Option<usize> {
         if index >= self.settled {
-            return;
+            return None;
         }
         let back = ((self.settled - 1 - index) / self.per) as usize;
         let whole = self.sums.len();
-        if back < whole {
-            let slot = &mut self.sums[whole - 1 - back];
-            slot.0 += busy_s;
-            slot.1 += spans;
+        if back >= whole {
+            return None;
         }
+        let at = whole - 1 - back;
+        self.sums[at].0 += busy_s;
+        self.sums[at].1 += spans;
+        Some(at)
     }
 }
