@@ -307,8 +307,8 @@ impl Store {
             return Ok(None);
         };
         let minute_s = (per_minute * self.bucket_ns) as f64 / 1e9;
-        // Each minute's spans by their adjusted counts, as its durations are.
         let quantile = target.quantile.get();
+        // Each minute's spans by their adjusted counts, as its durations are.
         let history = capacity::history(
             minutes.sums,
             blocks.sums,
