@@ -40,11 +40,73 @@ fn ln_gamma() -> f64 {
     GAMMA.ln()
 }
 
-/// The bin of a duration of `ns ≥ 1` nanoseconds.
-fn key(ns: u64) -> u16 {
+/// The bin of a duration of `ns ≥ 1` nanoseconds, by the formula.
+fn exact_key(ns: u64) -> u16 {
     let k = ((ns as f64).ln() / ln_gamma()).ceil();
     // `ns ≥ 1`, so `k ≥ 0`; the clamp only guards against float rounding at the top.
     (k.max(0.0) as u16).min(MAX_KEY)
+}
+
+/// Durations from here on take [`Keys`]; shorter ones (under 66 µs) the formula.
+const FAST_FROM: u64 = 1 << 16;
+
+/// Mantissa bits that name a cell: a cell `[x, x · (1 + 2⁻⁶))` spans
+/// `ln(1 + 2⁻⁶) / ln γ ≈ 0.78` of a bin, so at most one bin boundary falls inside it.
+const CELL_BITS: u32 = 6;
+
+/// The first cell: the top bits of `FAST_FROM as f64`.
+const FIRST_CELL: u64 = (1023 + 16) << CELL_BITS;
+
+/// Tables that give [`exact_key`]'s answer with two lookups and no logarithm. They exist
+/// for speed: every span the store takes and every request a latency policy of the
+/// simulator serves needs a key (the simulator's 10 s target in BENCHMARKS.md).
+struct Keys {
+    /// The key of each cell's lowest duration, from `FIRST_CELL` on.
+    cell: Vec<u16>,
+    /// `lower[k]`: the shortest duration whose key is `k` or more.
+    lower: Vec<u64>,
+}
+
+fn keys() -> &'static Keys {
+    static KEYS: std::sync::OnceLock<Keys> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let last_cell = (u64::MAX as f64).to_bits() >> (52 - CELL_BITS);
+        let cell = (FIRST_CELL..=last_cell)
+            .map(|c| exact_key(f64::from_bits(c << (52 - CELL_BITS)) as u64))
+            .collect();
+        // `exact_key` never falls as `ns` grows, so each boundary is a binary search.
+        let lower = (0..=MAX_KEY)
+            .map(|k| {
+                let (mut lo, mut hi) = (1u64, u64::MAX);
+                while lo < hi {
+                    let mid = lo + (hi - lo) / 2;
+                    if exact_key(mid) >= k {
+                        hi = mid;
+                    } else {
+                        lo = mid + 1;
+                    }
+                }
+                lo
+            })
+            .collect();
+        Keys { cell, lower }
+    })
+}
+
+/// The bin of a duration of `ns ≥ 1` nanoseconds: [`exact_key`]'s answer (equal for every
+/// `ns`, as `exact_key` never falls as `ns` grows; `key_is_the_formula` checks it).
+fn key(ns: u64) -> u16 {
+    if ns < FAST_FROM {
+        return exact_key(ns);
+    }
+    let keys = keys();
+    // `ns as f64` is what `exact_key` takes the logarithm of; its top bits name the cell.
+    let cell = ((ns as f64).to_bits() >> (52 - CELL_BITS)) - FIRST_CELL;
+    let k = keys.cell[cell as usize];
+    match keys.lower.get(usize::from(k) + 1) {
+        Some(&next) if ns >= next => k + 1,
+        _ => k,
+    }
 }
 
 /// The representative value of a bin, in nanoseconds.
@@ -256,6 +318,30 @@ mod tests {
         assert_eq!(s.quantile_ns(f64::NAN), None);
         s.merge(&LatencySketch::new());
         assert_eq!(s.count(), 1);
+    }
+
+    #[test]
+    fn key_is_the_formula() {
+        let check = |ns: u64| assert_eq!(key(ns), exact_key(ns), "{ns} ns");
+        // Every duration to 131 µs: the formula's range and the tables' first cells.
+        (1..=FAST_FROM * 2).for_each(check);
+        // Both sides of every bin boundary and of every cell's edges.
+        let keys = keys();
+        for &lower in &keys.lower {
+            (lower.saturating_sub(2)..=lower.saturating_add(2)).for_each(check);
+        }
+        for c in 0..keys.cell.len() as u64 {
+            let edge = f64::from_bits((FIRST_CELL + c) << (52 - CELL_BITS)) as u64;
+            (edge.saturating_sub(2)..=edge.saturating_add(2)).for_each(check);
+        }
+        // Log-uniform durations from 1 ns to u64::MAX.
+        let mut seed = 11;
+        for _ in 0..200_000 {
+            check((64.0 * uniform(&mut seed)).exp2() as u64);
+        }
+        check(u64::MAX);
+        assert_eq!(keys.lower[0], 1);
+        assert_eq!(keys.lower.len(), usize::from(MAX_KEY) + 1);
     }
 
     #[test]
