@@ -363,10 +363,7 @@ impl<'a> Loop<'a> {
                 config.window_s.max(config.cpu_window_s) as usize
             }),
             minute: Vec::new(),
-            sketch: matches!(
-                policy,
-                Policy::P95 { .. } | Policy::Slo { .. } | Policy::Recommended { .. }
-            ),
+            sketch: policy.reads_latency(),
             minute_errors: 0,
             minute_replicas: 0.0,
             minute_ready: 0.0,

@@ -311,19 +311,18 @@ pub fn smallest_static(scenario: &Scenario, config: &Config, goal: f64) -> Run {
 
 /// Runs every policy over the scenario: each offline policy (`static:auto`'s search, the
 /// `oracle` bound) on a thread of its own, the other policies in lockstep
-/// ([`engine::run_lockstep`]) split over the remaining cores. Each run is deterministic
-/// and shares nothing but the read-only scenario and configuration, so the result is the
-/// same as one policy after the other.
+/// ([`engine::run_lockstep`]) in as many groups as there are cores, balanced by
+/// [`groups`]. Each run is deterministic and shares nothing but the read-only scenario and
+/// configuration, so the result is the same as one policy after the other.
 pub fn simulate(scenario: &Scenario, policies: &[Policy], config: &Config, goal: f64) -> Vec<Run> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let offline = policies.iter().filter(|p| p.is_offline()).count();
     let others: Vec<(usize, Policy)> = policies
         .iter()
         .cloned()
         .enumerate()
         .filter(|(_, p)| !p.is_offline())
         .collect();
-    let groups = cores.saturating_sub(offline).clamp(1, others.len().max(1));
+    let groups = groups(others, cores);
     let mut runs: Vec<Option<Run>> = vec![None; policies.len()];
     std::thread::scope(|s| {
         let offline_handles: Vec<_> = policies
@@ -338,11 +337,9 @@ pub fn simulate(scenario: &Scenario, policies: &[Policy], config: &Config, goal:
                 (i, handle)
             })
             .collect();
-        let group_handles: Vec<_> = (0..groups)
-            .filter(|_| !others.is_empty())
-            .map(|g| {
-                let mine: Vec<(usize, Policy)> =
-                    others.iter().skip(g).step_by(groups).cloned().collect();
+        let group_handles: Vec<_> = groups
+            .into_iter()
+            .map(|mine| {
                 s.spawn(move || {
                     let (index, group): (Vec<usize>, Vec<Policy>) = mine.into_iter().unzip();
                     index
@@ -366,6 +363,32 @@ pub fn simulate(scenario: &Scenario, policies: &[Policy], config: &Config, goal:
     runs.into_iter().flatten().collect()
 }
 
+/// Splits the closed-loop policies (with their indices) into at most `cores` lockstep
+/// groups of about equal work, the heaviest first into the lightest group (a policy that
+/// reads latency counts twice: its sketch costs about what its queue does). As many
+/// groups as cores, not only the cores the offline threads leave: the lockstep work is
+/// the largest of the default set's (BENCHMARKS.md), so one group of it was the run's
+/// critical path on two cores; each extra group draws the arrivals again (a tenth of a
+/// replay).
+fn groups(mut others: Vec<(usize, Policy)>, cores: usize) -> Vec<Vec<(usize, Policy)>> {
+    let weight = |p: &Policy| 1 + usize::from(p.reads_latency());
+    let n = cores.clamp(1, others.len().max(1));
+    let mut groups: Vec<(usize, Vec<(usize, Policy)>)> = vec![(0, Vec::new()); n];
+    // Stable: equal weights keep the order given.
+    others.sort_by_key(|(_, p)| std::cmp::Reverse(weight(p)));
+    for (i, p) in others {
+        if let Some(lightest) = groups.iter_mut().min_by_key(|(w, _)| *w) {
+            lightest.0 += weight(&p);
+            lightest.1.push((i, p));
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(_, g)| g)
+        .filter(|g| !g.is_empty())
+        .collect()
+}
+
 /// `slo-scaler simulate`: returns the table to print.
 pub fn run(args: &SimulateArgs) -> Result<String, SimulateError> {
     let config = args.config()?;
@@ -382,4 +405,51 @@ pub fn run(args: &SimulateArgs) -> Result<String, SimulateError> {
         ));
     }
     Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn default_set() -> Vec<(usize, Policy)> {
+        [
+            "cpu:70%",
+            "rps:60",
+            "p95",
+            "slo:0.8",
+            "concurrency:3",
+            "recommended",
+        ]
+        .iter()
+        .map(|s| Policy::parse(s).expect("a built-in policy"))
+        .enumerate()
+        .collect()
+    }
+
+    #[test]
+    fn groups_hold_every_policy_once_in_at_most_one_group_a_core() {
+        for cores in [1, 2, 3, 4, 8, 64] {
+            let groups = groups(default_set(), cores);
+            assert_eq!(groups.len(), cores.min(6), "{cores} cores");
+            let mut seen: Vec<usize> = groups.iter().flatten().map(|(i, _)| *i).collect();
+            seen.sort_unstable();
+            assert_eq!(seen, (0..6).collect::<Vec<_>>(), "{cores} cores");
+        }
+        assert!(groups(Vec::new(), 2).is_empty());
+    }
+
+    #[test]
+    fn two_cores_split_the_latency_readers() {
+        // The three policies that keep a sketch weigh twice: 9 units, split 5 and 4, and no
+        // group gets all three.
+        let groups = groups(default_set(), 2);
+        let readers: Vec<usize> = groups
+            .iter()
+            .map(|g| g.iter().filter(|(_, p)| p.reads_latency()).count())
+            .collect();
+        assert_eq!(readers.iter().sum::<usize>(), 3);
+        assert!(readers.iter().all(|&n| n < 3), "{groups:?}");
+        let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [3, 3]);
+    }
 }

@@ -61,6 +61,15 @@ impl Policy {
         matches!(self, Policy::StaticAuto | Policy::Oracle)
     }
 
+    /// Whether the policy reads latency, so its replay keeps a sketch of every request
+    /// (about twice the work of a replay that only counts).
+    pub fn reads_latency(&self) -> bool {
+        matches!(
+            self,
+            Policy::P95 { .. } | Policy::Slo { .. } | Policy::Recommended { .. }
+        )
+    }
+
     pub fn parse(s: &str) -> Result<Policy, SimulateError> {
         let bad = |detail: &str| SimulateError::Policy {
             value: s.to_string(),

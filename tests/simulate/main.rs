@@ -230,7 +230,14 @@ fn policies_side_by_side_match_one_after_the_other() {
         },
         Policy::Rps { per_pod: 60.0 },
         Policy::P95 { target_s: None },
+        Policy::Slo { target: 0.8 },
+        Policy::Concurrency { per_pod: 3.0 },
+        Policy::Recommended {
+            pod_concurrency: None,
+        },
     ];
+    // However `simulate` groups them in lockstep (`simulate::groups`), each policy's run is
+    // the one it has alone.
     let together = simulate(&scenario, &policies, &config, 0.99);
     let apart: Vec<_> = policies
         .iter()

@@ -2,6 +2,8 @@
 //! by completion time, and a policy's reading over a window, with the store's window
 //! arithmetic (`Store::read_at`).
 
+use std::collections::HashMap;
+
 use crate::signal::capacity::{self, pods_needed};
 use crate::signal::slo::{slo_ratio, Objectives, Observed};
 use crate::source::otlp::sketch::LatencySketch;
@@ -34,32 +36,49 @@ pub const SETTLE_S: usize = 6;
 /// it completes in (the store files a span by its end time), so a reading at `now` knows
 /// only the requests that completed before it.
 pub(super) struct Ring {
+    /// A power of two long (indexed by a mask: a division per request was a twentieth of
+    /// the simulator's time, its 10 s target in BENCHMARKS.md), at least `len + AHEAD_S + 1`.
     buckets: Vec<Bucket>,
+    /// The seconds a read may reach back.
+    len: usize,
+    /// Each whole minute's merged latency sketch, by its first second, for
+    /// [`Ring::guard_and_minutes`]. Exists for speed (the simulator's 10 s target,
+    /// BENCHMARKS.md): reads come every HPA sync at a few phases of the minute, so a read
+    /// finds the minutes it read a minute earlier and merges one new one instead of ten.
+    /// Only seconds already past are merged, and those no longer change.
+    minutes: HashMap<usize, LatencySketch>,
 }
 
 impl Ring {
     /// A ring that reads `len` seconds back.
     pub(super) fn new(len: usize) -> Self {
+        let len = len.max(1);
         Ring {
-            buckets: vec![Bucket::default(); len.max(1) + AHEAD_S + 1],
+            buckets: vec![Bucket::default(); (len + AHEAD_S + 1).next_power_of_two()],
+            len,
+            minutes: HashMap::new(),
         }
+    }
+
+    fn slot(&self, t: usize) -> usize {
+        t & (self.buckets.len() - 1)
     }
 
     /// Starts second `t`: the slot `AHEAD_S` seconds on is cleared for completions.
     pub(super) fn advance(&mut self, t: usize) {
-        let n = self.buckets.len();
-        self.buckets[(t + AHEAD_S) % n] = Bucket::default();
+        let slot = self.slot(t + AHEAD_S);
+        self.buckets[slot] = Bucket::default();
     }
 
     /// The bucket of second `end` for a request that arrived in second `t`.
     pub(super) fn completion(&mut self, t: usize, end: usize) -> &mut Bucket {
-        let n = self.buckets.len();
-        &mut self.buckets[end.clamp(t, t + AHEAD_S) % n]
+        let slot = self.slot(end.clamp(t, t + AHEAD_S));
+        &mut self.buckets[slot]
     }
 
     pub(super) fn arrival(&mut self, t: usize) -> &mut Bucket {
-        let n = self.buckets.len();
-        &mut self.buckets[t % n]
+        let slot = self.slot(t);
+        &mut self.buckets[slot]
     }
 
     /// Merges seconds `[now − window, now)` (those that exist).
@@ -84,11 +103,10 @@ impl Ring {
     }
 
     fn between(&self, from: usize, to: usize, latency: bool) -> (Bucket, usize) {
-        let n = self.buckets.len();
-        let from = from.max(to.saturating_sub(n - AHEAD_S - 1));
+        let from = from.max(to.saturating_sub(self.len));
         let mut total = Bucket::default();
         for t in from..to {
-            let b = &self.buckets[t % n];
+            let b = &self.buckets[self.slot(t)];
             if latency {
                 total.latency.merge(&b.latency);
             }
@@ -109,43 +127,70 @@ impl Ring {
         len: usize,
         period: usize,
     ) -> impl Iterator<Item = (f64, f64)> + '_ {
-        let n = self.buckets.len();
         self.starts(now, len, period).map(move |m| {
             (m..m + period).fold((0.0, 0.0), |(busy, count), t| {
-                let b = &self.buckets[t % n];
+                let b = &self.buckets[self.slot(t)];
                 (busy + b.busy_s, count + b.requests as f64)
             })
         })
     }
 
-    /// The latency at `quantile` (seconds) of each whole minute of [`Ring::periods`] that
-    /// has requests: the store's minutes, read for `capacity::History::calm_latency_s`.
-    pub(super) fn minute_latencies(
-        &self,
+    /// The latency sketch of seconds `[now − window, now)` (as [`Ring::window`]) and the
+    /// latency at `quantile` (seconds) of each whole minute of [`Ring::periods`] (`len`
+    /// back) that has requests: the guard window and the store's minutes, read for
+    /// `capacity::History::calm_latency_s`. Each minute is merged once and kept while a
+    /// later read can still cover it; the guard window merges the minutes inside it
+    /// whole. Merging adds bins, so the answers are those of merging every second.
+    pub(super) fn guard_and_minutes(
+        &mut self,
         now: usize,
+        window: usize,
         len: usize,
         quantile: f64,
-    ) -> impl Iterator<Item = f64> + '_ {
-        self.starts(now, len, 60).filter_map(move |m| {
-            let (minute, _) = self.between(m, m + 60, true);
-            minute.latency.quantile_ns(quantile).map(|ns| ns / 1e9)
-        })
+    ) -> (LatencySketch, Vec<f64>) {
+        let starts: Vec<usize> = self.starts(now, len, 60).collect();
+        // A later read starts its minutes at `now + 1 − len` or after.
+        let oldest = now.saturating_sub(len);
+        self.minutes.retain(|m, _| *m >= oldest);
+        for &m in &starts {
+            if !self.minutes.contains_key(&m) {
+                let (minute, _) = self.between(m, m + 60, true);
+                self.minutes.insert(m, minute.latency);
+            }
+        }
+        let to = now;
+        let from = now.saturating_sub(window).max(to.saturating_sub(self.len));
+        let mut guard = LatencySketch::new();
+        let mut t = from;
+        let mut latencies = Vec::with_capacity(starts.len());
+        for m in starts {
+            let minute = &self.minutes[&m];
+            if m >= t && m + 60 <= to {
+                for s in t..m {
+                    guard.merge(&self.buckets[self.slot(s)].latency);
+                }
+                guard.merge(minute);
+                t = m + 60;
+            }
+            latencies.extend(minute.quantile_ns(quantile).map(|ns| ns / 1e9));
+        }
+        for s in t..to {
+            guard.merge(&self.buckets[self.slot(s)].latency);
+        }
+        (guard, latencies)
     }
 
     /// The first seconds of [`Ring::periods`]' periods, oldest first.
     fn starts(&self, now: usize, len: usize, period: usize) -> impl Iterator<Item = usize> {
-        let n = self.buckets.len();
         let end = now.saturating_sub(SETTLE_S);
-        let start = now
-            .saturating_sub(len)
-            .max(end.saturating_sub(n - AHEAD_S - 1));
+        let start = now.saturating_sub(len).max(end.saturating_sub(self.len));
         let whole = (end - start.min(end)) / period;
         (0..whole).map(move |i| end - (whole - i) * period)
     }
 }
 
 /// A metric reading: the value, or no data (an error to KEDA).
-pub(super) fn read(policy: &Policy, config: &Config, ring: &Ring, now: usize) -> Option<f64> {
+pub(super) fn read(policy: &Policy, config: &Config, ring: &mut Ring, now: usize) -> Option<f64> {
     if let Policy::Recommended { pod_concurrency } = policy {
         return recommended(*pod_concurrency, config, ring, now);
     }
@@ -192,21 +237,22 @@ pub(super) fn read(policy: &Policy, config: &Config, ring: &Ring, now: usize) ->
 fn recommended(
     pod_concurrency: Option<f64>,
     config: &Config,
-    ring: &Ring,
+    ring: &mut Ring,
     now: usize,
 ) -> Option<f64> {
     let (settled, settled_s) = ring.settled(now, capacity::WINDOW_S as usize);
     if settled.requests == 0 || settled_s == 0 {
         return None;
     }
-    let (guard, _) = ring.window(now, capacity::GUARD_WINDOW_S as usize);
-    let latency_s = guard.latency.quantile_ns(0.95).map(|ns| ns / 1e9)?;
     let len = capacity::HISTORY_S as usize;
+    let (guard, minutes) =
+        ring.guard_and_minutes(now, capacity::GUARD_WINDOW_S as usize, len, 0.95);
+    let latency_s = guard.quantile_ns(0.95).map(|ns| ns / 1e9)?;
     let history = capacity::history(
         ring.periods(now, len, 60),
         ring.periods(now, len, capacity::BLOCK_S as usize),
         60.0,
-        ring.minute_latencies(now, len, 0.95),
+        minutes,
     );
     let target = capacity::Target {
         pod_concurrency: pod_concurrency.unwrap_or(f64::from(config.service.workers_per_pod)),

@@ -157,7 +157,7 @@ fn recommended_reads_as_the_embedded_store_does() {
         let spans: Vec<_> = ended.iter().map(|&(end, d)| sp("orders", end, d)).collect();
         clock.set(at(now_ns));
         store.ingest(request(&spans));
-        let simulated = read(&policy, &config, &ring, t);
+        let simulated = read(&policy, &config, &mut ring, t);
         let stored = store
             .capacity_at(&selector, target, at(now_ns))
             .ok()
