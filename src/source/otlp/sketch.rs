@@ -54,8 +54,11 @@ const FAST_FROM: u64 = 1 << 16;
 /// `ln(1 + 2⁻⁶) / ln γ ≈ 0.78` of a bin, so at most one bin boundary falls inside it.
 const CELL_BITS: u32 = 6;
 
-/// The first cell: the top bits of `FAST_FROM as f64`.
-const FIRST_CELL: u64 = (1023 + 16) << CELL_BITS;
+/// How far an `f64`'s bits shift right to leave its exponent and `CELL_BITS` of mantissa.
+const CELL_SHIFT: u32 = 52 - CELL_BITS;
+
+/// The first cell: the top bits of `FAST_FROM as f64` (a power of two, so no mantissa).
+const FIRST_CELL: u64 = (1023 + FAST_FROM.ilog2() as u64) << CELL_BITS;
 
 /// Tables that give [`exact_key`]'s answer with two lookups and no logarithm. They exist
 /// for speed: every span the store takes and every request a latency policy of the
@@ -70,9 +73,9 @@ struct Keys {
 fn keys() -> &'static Keys {
     static KEYS: std::sync::OnceLock<Keys> = std::sync::OnceLock::new();
     KEYS.get_or_init(|| {
-        let last_cell = (u64::MAX as f64).to_bits() >> (52 - CELL_BITS);
+        let last_cell = (u64::MAX as f64).to_bits() >> CELL_SHIFT;
         let cell = (FIRST_CELL..=last_cell)
-            .map(|c| exact_key(f64::from_bits(c << (52 - CELL_BITS)) as u64))
+            .map(|c| exact_key(f64::from_bits(c << CELL_SHIFT) as u64))
             .collect();
         // `exact_key` never falls as `ns` grows, so each boundary is a binary search.
         let lower = (0..=MAX_KEY)
@@ -101,7 +104,7 @@ fn key(ns: u64) -> u16 {
     }
     let keys = keys();
     // `ns as f64` is what `exact_key` takes the logarithm of; its top bits name the cell.
-    let cell = ((ns as f64).to_bits() >> (52 - CELL_BITS)) - FIRST_CELL;
+    let cell = ((ns as f64).to_bits() >> CELL_SHIFT) - FIRST_CELL;
     let k = keys.cell[cell as usize];
     match keys.lower.get(usize::from(k) + 1) {
         Some(&next) if ns >= next => k + 1,
@@ -331,7 +334,7 @@ mod tests {
             (lower.saturating_sub(2)..=lower.saturating_add(2)).for_each(check);
         }
         for c in 0..keys.cell.len() as u64 {
-            let edge = f64::from_bits((FIRST_CELL + c) << (52 - CELL_BITS)) as u64;
+            let edge = f64::from_bits((FIRST_CELL + c) << CELL_SHIFT) as u64;
             (edge.saturating_sub(2)..=edge.saturating_add(2)).for_each(check);
         }
         // Log-uniform durations from 1 ns to u64::MAX.
