@@ -12,6 +12,9 @@
 #   bash scripts/test-cluster.sh               # build what is missing, run the tier
 #   bash scripts/test-cluster.sh --build-only  # build only
 #   bash scripts/test-cluster.sh -k admission  # extra arguments go to pytest
+#
+# SLO_SCALER_BIN names the slo-scaler binary to run (scripts/test.sh: the debug build its
+# other suites ran); unset, the release build, built here when missing or stale.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -21,12 +24,16 @@ if [ "$(id -u)" -eq 0 ]; then sudo=(); else sudo=(sudo); fi
 
 step "cluster parts (scripts/real/versions.env)"
 bash scripts/real/build-cluster.sh
-if [ ! -x target/release/slo-scaler ] || [ -n "$(find src Cargo.toml Cargo.lock build.rs proto -newer target/release/slo-scaler -print -quit)" ]; then
-  cargo build --release --locked
+if [ -z "${SLO_SCALER_BIN:-}" ]; then
+  SLO_SCALER_BIN="$root/target/release/slo-scaler"
+  if [ ! -x "$SLO_SCALER_BIN" ] || [ -n "$(find src Cargo.toml Cargo.lock build.rs proto -newer "$SLO_SCALER_BIN" -print -quit)" ]; then
+    cargo build --release --locked
+  fi
 fi
 bash scripts/check-deploy.sh --install-only >/dev/null
 bash scripts/install-moto.sh >/dev/null
 [ "${1:-}" = --build-only ] && exit 0
+[ -x "$SLO_SCALER_BIN" ] || { echo "SLO_SCALER_BIN=$SLO_SCALER_BIN is not an executable file" >&2; exit 1; }
 
 if ! command -v ip >/dev/null || ! command -v openssl >/dev/null; then
   "${sudo[@]}" apt-get update -qq
@@ -62,7 +69,7 @@ trap cleanup EXIT
 
 step "the cluster tier (tests/cluster)"
 status=0
-"${sudo[@]}" ip netns exec "$ns" env CLUSTER_HOST_IP="$host_ip" PYTHONDONTWRITEBYTECODE=1 \
+"${sudo[@]}" ip netns exec "$ns" env CLUSTER_HOST_IP="$host_ip" SLO_SCALER_BIN="$SLO_SCALER_BIN" PYTHONDONTWRITEBYTECODE=1 \
   "$root/.venv-test/bin/python" -m pytest -p no:cacheprovider -v -s tests/cluster "$@" || status=$?
 if [ "$status" -ne 0 ]; then
   # Every process's log stays in target/cluster-tier/logs/ until the next run.
