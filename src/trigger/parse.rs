@@ -235,8 +235,20 @@ fn parse_source(
         }
         None => match kind {
             Some(SignalKind::QueueDepth) => Some(SourceKind::Sqs),
-            Some(SignalKind::Query) => {
-                r.problem("source", "required for signal query (prometheus or tempo)");
+            // A raw query runs where the default source takes one; the embedded store does not.
+            Some(SignalKind::Query)
+                if !matches!(
+                    opts.default_source,
+                    SourceKind::Prometheus | SourceKind::Tempo
+                ) =>
+            {
+                r.problem(
+                    "source",
+                    format!(
+                        "required for signal query (prometheus or tempo): the server's default source is {}",
+                        opts.default_source
+                    ),
+                );
                 None
             }
             _ => Some(opts.default_source),

@@ -117,7 +117,12 @@ fn malformed_metadata_names_every_bad_key() {
         (&[LAT, SVC, T300, ("queueURL", "orders")], &["queueURL"]),
         (&[LAT, SVC, T300, ("query", "up")], &["query"]),
         (
-            &[("signal", "query"), ("threshold", "3"), ("query", "up")],
+            &[
+                ("signal", "query"),
+                ("source", "otlp"),
+                ("threshold", "3"),
+                ("query", "up"),
+            ],
             &["source"],
         ),
         (

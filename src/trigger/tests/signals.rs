@@ -313,3 +313,29 @@ fn no_data_is_zero_only_where_zero_is_a_real_reading() {
         }
     }
 }
+
+/// `source` defaults to the server's `--default-source` for `signal: query` too, when that
+/// source takes a raw query (Prometheus or Tempo); with the embedded store as the default
+/// it is required, saying why.
+#[test]
+fn a_raw_query_takes_the_default_source_that_can_run_it() {
+    let raw = md(&[("signal", "query"), ("query", "up"), ("threshold", "1")]);
+    for (default, want) in [
+        (SourceKind::Prometheus, Some(SourceKind::Prometheus)),
+        (SourceKind::Tempo, Some(SourceKind::Tempo)),
+        (SourceKind::Otlp, None),
+    ] {
+        let opts = ParseOptions {
+            default_source: default,
+            ..ParseOptions::default()
+        };
+        match (parse(&raw, &opts), want) {
+            (Ok(t), Some(want)) => assert_eq!(t.read.source(), want, "{default:?}"),
+            (Err(e), None) => {
+                assert_eq!(e.keys(), ["source"], "{e}");
+                assert!(e.to_string().contains("default source is otlp"), "{e}");
+            }
+            (got, want) => panic!("default {default:?}: {got:?}, want {want:?}"),
+        }
+    }
+}
