@@ -114,6 +114,20 @@ fn problem(key: &str, message: String) -> PlanError {
     })
 }
 
+/// Two results as one: both values, or every metadata problem of both (`InvalidArgument`),
+/// or else the first other error.
+fn merge<A, B>(a: Result<A, PlanError>, b: Result<B, PlanError>) -> Result<A, PlanError> {
+    match (a, b) {
+        (Ok(a), Ok(_)) => Ok(a),
+        (Err(PlanError::Invalid(mut x)), Err(PlanError::Invalid(y))) => {
+            x.problems.extend(y.problems);
+            Err(PlanError::Invalid(x))
+        }
+        (Err(e @ PlanError::Invalid(_)), _) | (_, Err(e @ PlanError::Invalid(_))) => Err(e),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    }
+}
+
 /// The one place a query a convention cannot express becomes a problem, named by the key
 /// the caller must change. `version_key` is where the caller asked for a version: a
 /// trigger's `version` (leave it out, or pick a convention with a version label); the

@@ -5,10 +5,56 @@ use super::evaluate::trace_read_mut;
 use super::*;
 
 impl Engine {
-    /// Parses and resolves a trigger. Never touches a backend.
+    /// Parses and resolves a trigger. Never touches a backend. The problems found against
+    /// the server (an unknown `backend`) come back with the metadata's own, all at once.
     pub fn plan(&self, namespace: &str, md: &HashMap<String, String>) -> Result<Plan, PlanError> {
-        let trigger = trigger::parse(md, &self.config.parse)?;
+        let trigger = match trigger::parse(md, &self.config.parse) {
+            Ok(t) => t,
+            Err(mut e) => {
+                if let Err(PlanError::Invalid(b)) = self.unparsed_backend(md, &e) {
+                    e.problems.extend(b.problems);
+                }
+                return Err(e.into());
+            }
+        };
         self.check_namespace(namespace, &trigger.read)?;
+        let backend = match &trigger.read {
+            Read::Prometheus { backend, .. } => self.check_prometheus_backend(backend),
+            Read::Tempo { backend, .. } => self.check_tempo_backend(backend),
+            Read::Otlp(_) | Read::Sqs(_) => Ok(()),
+        };
+        merge(self.resolve(namespace, trigger), backend)
+    }
+
+    /// The backend problem of metadata the parser refused, so that it is named beside the
+    /// others: the source the metadata names (or the default), the backend it names (or
+    /// `default`). Nothing when the parser already named `backend` or `source`.
+    fn unparsed_backend(
+        &self,
+        md: &HashMap<String, String>,
+        e: &trigger::TriggerError,
+    ) -> Result<(), PlanError> {
+        if e.problems
+            .iter()
+            .any(|p| p.key == "backend" || p.key == "source")
+        {
+            return Ok(());
+        }
+        let source = match (md.get("source"), md.get("signal").map(String::as_str)) {
+            (Some(s), _) => SourceKind::parse(s),
+            (None, Some("queueDepth")) => Some(SourceKind::Sqs),
+            (None, _) => Some(self.config.parse.default_source),
+        };
+        let backend = md.get("backend").map_or("default", String::as_str);
+        match source {
+            Some(SourceKind::Prometheus) => self.check_prometheus_backend(backend),
+            Some(SourceKind::Tempo) => self.check_tempo_backend(backend),
+            _ => Ok(()),
+        }
+    }
+
+    /// Everything after the namespace's allowances, backends aside (checked by the caller).
+    fn resolve(&self, namespace: &str, trigger: trigger::Trigger) -> Result<Plan, PlanError> {
         let capacity = self.capacity_plan(namespace, &trigger.read)?;
         let query = match &capacity {
             Some(c) => c.queries[0].clone(),
@@ -93,7 +139,6 @@ impl Engine {
         else {
             return Ok(None);
         };
-        self.check_prometheus_backend(backend)?;
         self.check_tenant("prometheus", namespace, tenant.as_ref())?;
         let c = self.convention(convention)?;
         let queries = promql::capacity(convention, c, selector, target.quantile)
@@ -120,7 +165,6 @@ impl Engine {
                 tenant,
                 spec,
             } => {
-                self.check_prometheus_backend(backend)?;
                 self.check_tenant("prometheus", namespace, tenant.as_ref())?;
                 let promql = match spec {
                     PromSpec::Trace { trace, convention } => {
@@ -277,7 +321,6 @@ impl Engine {
         reduce: TempoReduce,
         since: Duration,
     ) -> Result<Query, PlanError> {
-        self.check_tempo_backend(backend)?;
         self.check_tenant("tempo", namespace, tenant)?;
         Ok(Query::Tempo(TempoQuery {
             backend: backend.to_string(),

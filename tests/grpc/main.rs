@@ -190,6 +190,81 @@ async fn source_otlp_without_the_receiver_is_a_metadata_error_at_spec_time() {
     );
 }
 
+/// Every problem of a trigger comes back at once, those found against the server's own
+/// backends (an unknown `backend`) beside those in the metadata itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn problems_found_against_the_servers_backends_come_with_the_others() {
+    let mut scaler = Scaler::start(&[
+        "--prometheus",
+        "default=http://127.0.0.1:9",
+        "--tempo",
+        "default=http://127.0.0.1:9",
+    ])
+    .await;
+    let svc = ("service", "order-service");
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: &[Case] = &[
+        (
+            &[
+                ("signal", "rps"),
+                ("source", "prometheus"),
+                ("backend", "nope"),
+                ("tenant", "team a"),
+                svc,
+                ("threshold", "5"),
+            ],
+            &["backend", "tenant"],
+        ),
+        (
+            &[
+                ("signal", "rps"),
+                ("source", "prometheus"),
+                ("backend", "nope"),
+                svc,
+                ("threshold", "fast"),
+            ],
+            &["backend", "threshold"],
+        ),
+        (
+            &[
+                ("signal", "latency"),
+                ("source", "tempo"),
+                ("backend", "nope"),
+                ("tenant", "a/b"),
+                svc,
+                ("threshold", "300ms"),
+            ],
+            &["backend", "tenant"],
+        ),
+        // The convention has no version label: a problem found while building the query.
+        (
+            &[
+                ("signal", "rps"),
+                ("backend", "nope"),
+                ("convention", "prometheus-http"),
+                ("version", "v2"),
+                svc,
+                ("threshold", "5"),
+            ],
+            &["backend", "version"],
+        ),
+    ];
+    for (md, keys) in cases {
+        let status = scaler
+            .client
+            .get_metric_spec(so("orders", md))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{md:?}: {status:?}");
+        for key in *keys {
+            assert!(
+                status.message().contains(&format!("{key}: ")),
+                "{md:?} names {key}: {status:?}"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn callers_that_are_not_kubernetes_objects_are_refused() {
     let (_exporter, _prom, mut scaler) = gauge_fixture().await;
