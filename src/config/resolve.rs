@@ -143,12 +143,22 @@ impl BackendArgs {
             None if !prometheus.is_empty() => SourceKind::Prometheus,
             None => SourceKind::Otlp,
         };
-        if default_source == SourceKind::Otlp && !otlp_enabled {
+        let unusable = match default_source {
+            SourceKind::Otlp if !otlp_enabled => {
+                Some("the OTLP receiver is disabled (--no-otlp); configure --prometheus or --tempo")
+            }
+            SourceKind::Prometheus if prometheus.is_empty() => {
+                Some("no Prometheus backend is configured (--prometheus NAME=URL)")
+            }
+            SourceKind::Tempo if tempo.is_empty() => {
+                Some("no Tempo backend is configured (--tempo NAME=URL)")
+            }
+            _ => None,
+        };
+        if let Some(reason) = unusable {
             return Err(ConfigError::DefaultSource {
                 kind: default_source,
-                reason:
-                    "the OTLP receiver is disabled (--no-otlp); configure --prometheus or --tempo"
-                        .into(),
+                reason: reason.into(),
             });
         }
         positive(&[

@@ -199,6 +199,16 @@ fn bad_settings_are_refused() {
     check(&["--max-cache-ttl", "2m"]);
     check(&["--max-stale", "30s"]);
     check(&["--default-source", "sqs"]);
+    // A default source with no backend to read from: every trigger that names no source
+    // would fail, so the configuration is not valid and the server never reports ready.
+    check(&["--default-source", "tempo"]);
+    check(&["--default-source", "prometheus"]);
+    check(&[
+        "--default-source",
+        "tempo",
+        "--prometheus",
+        "default=http://p:9090",
+    ]);
     check(&["--conventions-file", "/nonexistent/conventions.json"]);
     check(&["--tempo-tenant", "nobackend=team-a"]);
     check(&["--tempo", "t=http://t:3200", "--tempo-api", "t=grpc"]);
