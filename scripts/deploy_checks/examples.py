@@ -21,6 +21,8 @@ METRIC_TYPE = {"latency": "Value", "errorRate": "Value", "rps": "AverageValue",
                "queueDepth": "AverageValue", "slo": "Value", "concurrency": "AverageValue",
                "sloCapacity": "AverageValue"}
 SCALER_ADDRESS = "slo-scaler.keda.svc.cluster.local:6000"
+# Every signal (docs/trigger-metadata.md).
+SIGNALS = ("latency", "errorRate", "rps", "concurrency", "queueDepth", "query", "slo", "sloCapacity")
 
 
 def crd_schema(crd_file):
@@ -88,7 +90,7 @@ def run(report, examples_dir, crd_file):
     if not files:
         report.fail("example ScaledObjects", f"no *.yaml in {examples_dir}")
         return
-    seen_sources, seen_types, with_fallback = set(), set(), 0
+    seen_sources, seen_signals, seen_types, with_fallback = set(), set(), set(), 0
     for path in files:
         name = os.path.basename(path)
         with open(path) as f:
@@ -106,9 +108,12 @@ def run(report, examples_dir, crd_file):
             for t in doc["spec"].get("triggers", []):
                 seen_types.add(t.get("type"))
                 seen_sources.add(t.get("metadata", {}).get("source"))
+                seen_signals.add(t.get("metadata", {}).get("signal"))
         report.check(f"example {name} valid", problems, "KEDA CRD schema, unknown fields rejected")
     coverage = [f"no example uses source {s}" for s in ("otlp", "prometheus", "tempo", "sqs")
                 if s not in seen_sources]
+    # product.md: "deploy/examples/: ScaledObjects for each signal".
+    coverage += [f"no example uses signal {s}" for s in SIGNALS if s not in seen_signals]
     coverage += [] if "external-push" in seen_types else ["no example uses external-push"]
     coverage += [] if with_fallback else ["no example has a fallback block"]
-    report.check("examples cover every source, external-push and fallback", coverage)
+    report.check("examples cover every signal, every source, external-push and fallback", coverage)
