@@ -33,6 +33,11 @@ pub struct CheckArgs {
     /// The trigger's metricType [default: the file's, else the signal's recommended one].
     #[arg(long, value_parser = parse_metric_type)]
     pub metric_type: Option<MetricType>,
+    /// A running slo-scaler's gRPC address (HOST:PORT, plaintext), asked for the value of a
+    /// `source: otlp` trigger as KEDA asks (GetMetrics, IsActive): that value lives in the
+    /// server's embedded store. Other sources are read from their backends directly.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub scaler_address: Option<String>,
     #[command(flatten)]
     pub backends: BackendArgs,
 }
@@ -163,11 +168,34 @@ pub async fn run(args: CheckArgs) -> Result<String, String> {
     let _ = writeln!(out, "metricType   {metric_type}");
     let _ = writeln!(out, "keda         {}", keda_requirement(metric_type));
     if t.source() == crate::trigger::SourceKind::Otlp {
-        let _ = writeln!(
-            out,
-            "value        (source otlp reads the embedded store of a running server; see its /metrics)"
-        );
-        return Ok(out);
+        let Some(address) = &args.scaler_address else {
+            let _ = writeln!(
+                out,
+                "value        (source otlp reads the embedded store of a running server: \
+                 name it with --scaler-address HOST:PORT)"
+            );
+            return Ok(out);
+        };
+        let asked = tokio::time::timeout(
+            ASK_TIMEOUT,
+            ask_server(address, &args.namespace, &input.metadata, &t.metric_name),
+        )
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {ASK_TIMEOUT:?}")));
+        return match asked {
+            Ok((value, active)) => {
+                let _ = writeln!(out, "value        {value} (from the server at {address})");
+                let _ = writeln!(out, "active       {active}");
+                let desired = desired_replicas(metric_type, args.current_replicas, value, t.target);
+                let _ = writeln!(
+                    out,
+                    "replicas     {} now → {} wanted by the HPA (before min/max and behaviour)",
+                    args.current_replicas, desired
+                );
+                Ok(out)
+            }
+            Err(e) => Err(format!("{out}error        the server at {address}: {e}")),
+        };
     }
     let result = engine.evaluate(&plan).await;
     let state = crate::scaler::SignalState::of(&result);
@@ -186,6 +214,52 @@ pub async fn run(args: CheckArgs) -> Result<String, String> {
         }
         Err(e) => Err(format!("{out}error        {e}")),
     }
+}
+
+/// The most `check` waits for a running server's answer.
+const ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The value and active state a running server gives KEDA for this trigger.
+async fn ask_server(
+    address: &str,
+    namespace: &str,
+    metadata: &HashMap<String, String>,
+    metric_name: &str,
+) -> Result<(f64, bool), String> {
+    use crate::proto::external_scaler_client::ExternalScalerClient;
+    use crate::proto::{GetMetricsRequest, ScaledObjectRef};
+    let mut client = ExternalScalerClient::connect(format!("http://{address}"))
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let object = ScaledObjectRef {
+        name: "slo-scaler-check".into(),
+        namespace: namespace.into(),
+        scaler_metadata: metadata.clone(),
+    };
+    let status = |s: tonic::Status| format!("{:?}: {}", s.code(), s.message());
+    let metrics = client
+        .get_metrics(GetMetricsRequest {
+            scaled_object_ref: Some(object.clone()),
+            metric_name: metric_name.into(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let value = match metrics.metric_values.as_slice() {
+        [one] if one.metric_name == metric_name => one.metric_value_float,
+        other => {
+            return Err(format!(
+                "expected one value for {metric_name}, got {other:?}"
+            ))
+        }
+    };
+    let active = client
+        .is_active(object)
+        .await
+        .map_err(status)?
+        .into_inner()
+        .result;
+    Ok((value, active))
 }
 
 /// The KEDA a trigger of this metric type needs for its `fallback` to work. KEDA 2.18 added

@@ -121,3 +121,64 @@ async fn a_latency_step_reaches_keda_within_one_bucket() {
     drop(stream);
     server.shutdown().await.expect("clean shutdown");
 }
+
+/// `slo-scaler check --scaler-address` explains a `source: otlp` trigger with the value the
+/// running server's store gives KEDA, and the replicas the HPA would choose from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reads_an_otlp_trigger_from_the_running_server() {
+    use clap::Parser as _;
+    let mut scaler = start().await;
+    let server = scaler.server.take().expect("running");
+    let otlp = server.otlp_grpc_addr.expect("OTLP receiver on");
+    let res = resource("order-service", "v1");
+    let slow = steady(100, Duration::from_millis(600));
+    export_to(
+        otlp,
+        Via::Grpc,
+        &res,
+        make_spans(&res, &slow, SystemTime::now()),
+    )
+    .await;
+    let mut client = scaler.client.clone();
+    assert_close(
+        Some(get_metrics(&mut client).await),
+        0.6,
+        "p95 over GetMetrics",
+    );
+    let address = server.grpc_addr.to_string();
+    let mut argv: Vec<String> = ["slo-scaler", "check", "--scaler-address", &address]
+        .into_iter()
+        .chain(["--namespace", "shop", "--current-replicas", "2"])
+        .map(String::from)
+        .collect();
+    for (k, v) in &trigger().scaler_metadata {
+        argv.extend(["-m".to_string(), format!("{k}={v}")]);
+    }
+    let args = match slo_scaler::cli::Cli::try_parse_from(argv).unwrap().command {
+        slo_scaler::cli::Command::Check(a) => a,
+        _ => panic!("not check"),
+    };
+    let report = slo_scaler::check::run(args.clone()).await.expect("checked");
+    // 0.6 s against 300 ms with metricType Value: 2 pods × 0.6 / 0.3.
+    for line in [
+        "value        0.6 (from the server at",
+        "active       true",
+        "2 now → 4 wanted",
+    ] {
+        assert!(report.contains(line), "{line:?} in\n{report}");
+    }
+    // Without the address it says where the value lives, and gives none.
+    let mut without = args.clone();
+    without.scaler_address = None;
+    let report = slo_scaler::check::run(without).await.expect("checked");
+    assert!(
+        report.contains("--scaler-address") && !report.contains("active "),
+        "{report}"
+    );
+    // A server that is not there is an error within the bound, never a value.
+    let mut gone = args;
+    gone.scaler_address = Some("127.0.0.1:9".into());
+    let err = slo_scaler::check::run(gone).await.unwrap_err();
+    assert!(err.contains("cannot connect"), "{err}");
+    server.shutdown().await.expect("clean shutdown");
+}
