@@ -90,12 +90,6 @@ impl Fields {
             );
         }
         let tenant = r.get("tenant").map(str::to_string);
-        if let Some(Err(m)) = tenant
-            .as_deref()
-            .map(crate::source::tenant::validate_tenant)
-        {
-            r.problem("tenant", m);
-        }
         let query = r.get("query").map(str::to_string);
         let queue = read_queue(r, kind, opts);
         Fields {
