@@ -184,14 +184,9 @@ pub async fn run(args: CheckArgs) -> Result<String, String> {
         .unwrap_or_else(|_| Err(format!("no answer within {ASK_TIMEOUT:?}")));
         return match asked {
             Ok((value, active)) => {
-                let _ = writeln!(out, "value        {value} (from the server at {address})");
-                let _ = writeln!(out, "active       {active}");
+                let shown = format!("{value} (from the server at {address})");
                 let desired = desired_replicas(metric_type, args.current_replicas, value, t.target);
-                let _ = writeln!(
-                    out,
-                    "replicas     {} now → {} wanted by the HPA (before min/max and behaviour)",
-                    args.current_replicas, desired
-                );
+                write_answer(&mut out, &shown, active, args.current_replicas, desired);
                 Ok(out)
             }
             Err(e) => Err(format!("{out}error        the server at {address}: {e}")),
@@ -202,18 +197,28 @@ pub async fn run(args: CheckArgs) -> Result<String, String> {
     let _ = writeln!(out, "state        {}", describe_state(state));
     match result {
         Ok(ev) => {
-            let _ = writeln!(out, "value        {}", ev.value);
-            let _ = writeln!(out, "active       {}", ev.active);
             let desired = desired_replicas(metric_type, args.current_replicas, ev.value, t.target);
-            let _ = writeln!(
-                out,
-                "replicas     {} now → {} wanted by the HPA (before min/max and behaviour)",
-                args.current_replicas, desired
+            write_answer(
+                &mut out,
+                &ev.value.to_string(),
+                ev.active,
+                args.current_replicas,
+                desired,
             );
             Ok(out)
         }
         Err(e) => Err(format!("{out}error        {e}")),
     }
+}
+
+/// The value, the active state and the replicas the HPA would choose from them.
+fn write_answer(out: &mut String, value: &str, active: bool, current: u32, desired: u32) {
+    let _ = writeln!(out, "value        {value}");
+    let _ = writeln!(out, "active       {active}");
+    let _ = writeln!(
+        out,
+        "replicas     {current} now → {desired} wanted by the HPA (before min/max and behaviour)"
+    );
 }
 
 /// The most `check` waits for a running server's answer.
