@@ -97,6 +97,19 @@ pub fn build_engine(
     metrics: Arc<Metrics>,
     otlp: Option<Arc<Store>>,
 ) -> Result<Engine, ConfigError> {
+    build_engine_with(settings, metrics, otlp, None)
+}
+
+/// Makes the loader of the AWS configuration the SQS source starts from (see
+/// [`SqsSource::with_loader`]); the server's own is the AWS default chain.
+pub type AwsLoader = Arc<dyn Fn() -> aws_config::ConfigLoader + Send + Sync>;
+
+fn build_engine_with(
+    settings: &Settings,
+    metrics: Arc<Metrics>,
+    otlp: Option<Arc<Store>>,
+    aws: Option<AwsLoader>,
+) -> Result<Engine, ConfigError> {
     install_crypto_provider();
     let prometheus = PrometheusSource::new(&settings.prometheus, settings.backend_timeout)
         .map_err(|e| ConfigError::Invalid(e.to_string()))?;
@@ -106,8 +119,11 @@ pub fn build_engine(
         metrics.clone(),
     )
     .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-    // Lazy: the AWS default chain is only consulted once an SQS trigger is evaluated.
-    let sqs = SqsSource::lazy(settings.sqs.clone());
+    // Lazy: the AWS configuration is only loaded once an SQS trigger is evaluated.
+    let sqs = match aws {
+        Some(loader) => SqsSource::with_loader(move || loader(), settings.sqs.clone()),
+        None => SqsSource::lazy(settings.sqs.clone()),
+    };
     let sources = Sources {
         prometheus,
         tempo,
@@ -139,6 +155,12 @@ impl Server {
     /// Validates the configuration, binds every listener and starts serving.
     /// A [`ConfigError`] in the returned error means the configuration was refused.
     pub async fn start(args: ServeArgs) -> anyhow::Result<Server> {
+        Self::start_with(args, None).await
+    }
+
+    /// Like [`Server::start`], with the SQS source's AWS configuration from `aws` (the demo
+    /// points it at its own queue) instead of the AWS default chain.
+    pub async fn start_with(args: ServeArgs, aws: Option<AwsLoader>) -> anyhow::Result<Server> {
         args.validate()?;
         let settings = args.backends.resolve(!args.otlp.no_otlp)?;
         args.check_policy_trust(&settings)?;
@@ -168,7 +190,12 @@ impl Server {
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;
             Some(Arc::new(store))
         };
-        let engine = Arc::new(build_engine(&settings, metrics.clone(), store.clone())?);
+        let engine = Arc::new(build_engine_with(
+            &settings,
+            metrics.clone(),
+            store.clone(),
+            aws,
+        )?);
         registry.register_collector(Box::new(engine.cache().gauges()));
         // Every TLS listener's files are loaded now (a bad file refuses the start) and
         // re-read every --tls-reload-interval.

@@ -3,9 +3,10 @@
 //! gRPC the way KEDA asks — printing a live table of every signal and the replicas the
 //! HPA would choose.
 //!
-//! The story (one loop is 100 s): steady load; an order-service load spike; a
-//! payment-service error burst; recovery, while payment-service v2 rolls out as a canary
-//! that gets 10 % of its traffic and fails 12 % of it (`--start-at 80s` jumps there).
+//! The story (one loop is 100 s): steady load; an order-service load spike, whose
+//! notifications queue up for notification-service ([`queue`]); a payment-service error
+//! burst; recovery, while payment-service v2 rolls out as a canary that gets 10 % of its
+//! traffic and fails 12 % of it (`--start-at 80s` jumps there).
 //!
 //! The canary act shows what the scaling signals cannot: diluted in the service-wide error
 //! rate, v2's errors stay under the 3 % trigger, while the canary analysis, asked over
@@ -22,10 +23,12 @@
 //! keeps the spike's capacity, the busiest minute of the policy's ten-minute history, for
 //! the rest of the story.
 //!
-//! Rooms: [`story`] (the services, the phases and the triggers), [`traffic`] (the spans,
+//! Rooms: [`story`] (the services, the phases and the triggers), [`queue`] (the queue, its
+//! consumers and the endpoint the server reads it from), [`traffic`] (the spans,
 //! over OTLP), [`scaling`] (asking like KEDA, the HPA closing order-service's loop, and
 //! the analysis client) and [`render`] (the table).
 
+mod queue;
 mod render;
 mod scaling;
 mod story;
@@ -39,6 +42,7 @@ use clap::Args;
 use crate::config::ServeArgs;
 use crate::proto::external_scaler_client::ExternalScalerClient;
 
+use queue::QueueLoop;
 use scaling::{AnalysisClient, OrderLoop};
 use story::demo_triggers;
 use traffic::Traffic;
@@ -66,6 +70,7 @@ pub struct DemoArgs {
 /// Runs the demo; returns an error message when it cannot.
 pub async fn run(args: DemoArgs) -> Result<(), String> {
     let mut server = None;
+    let mut queue = QueueLoop::new();
     let (grpc_addr, otlp_addr, admin_addr) = if args.attach {
         (
             args.serve.grpc_addr,
@@ -75,7 +80,9 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     } else {
         let mut serve = args.serve.clone();
         serve.otlp.no_otlp = false;
-        let s = crate::server::Server::start(serve)
+        // The server's SQS source reads the demo's queue, with the demo's credentials.
+        serve.backends.aws_endpoint = Some(format!("http://{}", queue.serve().await?));
+        let s = crate::server::Server::start_with(serve, Some(std::sync::Arc::new(aws_loader)))
             .await
             .map_err(|e| format!("cannot start the scaler: {e:#}"))?;
         let addrs = (
@@ -103,7 +110,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     let tty = std::io::stdout().is_terminal();
     let started = Instant::now();
     let mut order = OrderLoop::new();
-    let mut triggers = demo_triggers();
+    let mut triggers = demo_triggers(!args.attach);
     let tick = Duration::from_millis(200);
     let mut next_table = Instant::now() + args.refresh;
     let mut result = Ok(());
@@ -114,13 +121,13 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
             break;
         }
         let t = (args.start_at + elapsed).as_secs_f64();
-        if let Err(e) = traffic.send(t, &mut order).await {
+        if let Err(e) = traffic.send(t, &mut order, &mut queue).await {
             result = Err(e);
             break;
         }
         if Instant::now() >= next_table {
             next_table += args.refresh;
-            let polled = scaling::poll(&mut keda, &mut triggers, &mut order, t).await;
+            let polled = scaling::poll(&mut keda, &mut triggers, &mut order, &mut queue, t).await;
             let mut table = render::table(&polled);
             render::analysis(&mut table, analysis.ask().await);
             if tty {
@@ -138,4 +145,14 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         s.shutdown().await.map_err(|e| format!("{e:#}"))?;
     }
     result
+}
+
+/// The AWS configuration the demo's server reads its queue with: placeholder credentials
+/// (the demo's queue checks none) and no look-up of the machine's own.
+fn aws_loader() -> aws_config::ConfigLoader {
+    let demo =
+        aws_credential_types::Credentials::new("demo", "demo", None, None, "slo-scaler demo");
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .credentials_provider(demo)
+        .region(aws_config::Region::new("us-east-1"))
 }

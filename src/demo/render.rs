@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use crate::analysis::{Answer, Rule, Verdict};
 
+use super::queue::{CONSUMER_MIN_PODS, CONSUMER_RATE};
 use super::scaling::Polled;
 use super::story::{
     ANALYSIS_PARAMS, BASELINE_VERSION, CANARY_VERSION, DEMO_STABILIZATION_S, DEMO_STARTUP_S,
@@ -74,6 +75,14 @@ pub(super) fn table(p: &Polled) -> String {
         DEMO_STABILIZATION_S,
         DEMO_STARTUP_S
     );
+    if let Some((counts, pods, ready)) = p.queue {
+        let _ = writeln!(
+            out,
+            "notification-service consumers: {pods} ({ready} ready, {CONSUMER_RATE} msg/s each, min {CONSUMER_MIN_PODS}), set by the queueDepth trigger; \
+             its queue: {} waiting, {} in flight",
+            counts.visible, counts.in_flight
+        );
+    }
     let _ = writeln!(
         out,
         "values: latency in seconds, error rate as a ratio; replicas: what the HPA would pick now (min 1, max 20)\n"

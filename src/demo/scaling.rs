@@ -12,9 +12,10 @@ use crate::signal::hpa::{desired_replicas, desired_replicas_ready, Autoscaler, B
 use crate::signal::MetricType;
 use crate::simulate::service::{Service, ServiceModel};
 
+use super::queue::{Counts, QueueLoop};
 use super::story::{
-    phase, DemoTrigger, ANALYSIS_PARAMS, DEMO_STABILIZATION_S, DEMO_STARTUP_S, ORDER_START_PODS,
-    SERVICES,
+    phase, Closes, DemoTrigger, ANALYSIS_PARAMS, DEMO_STABILIZATION_S, DEMO_STARTUP_S,
+    ORDER_START_PODS, SERVICES,
 };
 
 /// order-service, closed loop: the service model and the HPA deciding its pods.
@@ -50,6 +51,9 @@ pub(super) struct Polled {
     /// order-service's pods after the poll, and how many of them are ready.
     pub(super) pods: u32,
     pub(super) ready: u32,
+    /// notification-service's queue and consumers (pods, ready) after the poll, when the
+    /// queue trigger drives them.
+    pub(super) queue: Option<(Counts, u32, u32)>,
 }
 
 /// One demo trigger's answer: its value and the replicas the HPA goes from and to, or
@@ -63,11 +67,13 @@ pub(super) struct TriggerRow {
 }
 
 /// Asks the scaler like KEDA (GetMetricSpec, GetMetrics, IsActive) for every service
-/// signal and demo trigger; the trigger that closes the loop scales order-service.
+/// signal and demo trigger; the triggers that close a loop scale order-service and
+/// notification-service's consumers.
 pub(super) async fn poll(
     keda: &mut ExternalScalerClient<tonic::transport::Channel>,
     triggers: &mut [DemoTrigger],
     order: &mut OrderLoop,
+    queue: &mut QueueLoop,
     t: f64,
 ) -> Polled {
     let (phase_name, _) = phase(t);
@@ -107,15 +113,20 @@ pub(super) async fn poll(
         let answer = match (&v, &active) {
             (Ok(v), Ok(_)) => {
                 let target = target_of(&trig.metadata);
-                let (current, desired) = if trig.closes_loop {
-                    // The HPA with its behaviour decides order-service's pods; a `Value`
-                    // ratio multiplies only the pods that are ready, as the HPA's does.
-                    let current = order.service.replicas();
-                    let ready = order.service.ready(t);
+                let pods = match trig.closes {
+                    Some(Closes::Order) => Some((&mut order.service, &mut order.hpa)),
+                    Some(Closes::Queue) => Some((&mut queue.consumers, &mut queue.hpa)),
+                    None => None,
+                };
+                let (current, desired) = if let Some((service, hpa)) = pods {
+                    // The HPA with its behaviour decides the pods; a `Value` ratio
+                    // multiplies only the pods that are ready, as the HPA's does.
+                    let current = service.replicas();
+                    let ready = service.ready(t);
                     let proposal =
                         desired_replicas_ready(trig.metric_type, current, ready, *v, target);
-                    let next = order.hpa.reconcile(t, current, proposal);
-                    order.service.scale_to(next, t);
+                    let next = hpa.reconcile(t, current, proposal);
+                    service.scale_to(next, t);
                     (current, next)
                 } else {
                     let proposal = desired_replicas(trig.metric_type, trig.replicas, *v, target);
@@ -141,6 +152,16 @@ pub(super) async fn poll(
         triggers: rows,
         pods: order.service.replicas(),
         ready: order.service.ready(t),
+        queue: triggers
+            .iter()
+            .any(|t| t.closes == Some(Closes::Queue))
+            .then(|| {
+                (
+                    queue.counts(),
+                    queue.consumers.replicas(),
+                    queue.consumers.ready(t),
+                )
+            }),
     }
 }
 

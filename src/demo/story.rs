@@ -96,6 +96,8 @@ pub(super) fn phase(t: f64) -> (&'static str, [Load; 4]) {
             error_ratio: 0.005,
             canary: None,
         },
+        // notification-service: the messages published to its queue per second (its
+        // consumers process at most `queue::CONSUMER_RATE` each).
         Load {
             rps: 30.0,
             median_s: 0.020,
@@ -108,10 +110,12 @@ pub(super) fn phase(t: f64) -> (&'static str, [Load; 4]) {
     let name = if t < 20.0 {
         "steady load"
     } else if t < 60.0 {
-        // Three times the load: order-service's latency follows from its pods.
+        // Three times the load: order-service's latency follows from its pods, and its
+        // notifications (one per order) queue up for notification-service.
         load[1].rps = 360.0;
         load[0].median_s = 0.120;
-        "order-service load spike"
+        load[3].rps = 90.0;
+        "order-service load spike; notifications queue up"
     } else if t < 80.0 {
         load[2] = Load {
             rps: 60.0,
@@ -130,6 +134,15 @@ pub(super) fn phase(t: f64) -> (&'static str, [Load; 4]) {
 /// The trigger whose replicas drive order-service's pods: the recommended policy, with the
 /// service model's 4 workers per pod as its `podConcurrency`.
 pub(super) const LOOP_TRIGGER: &str = "order-service SLO p95 300ms, 4/pod";
+/// The trigger whose replicas drive notification-service's consumers.
+pub(super) const QUEUE_TRIGGER: &str = "notification-service queue, 20 msgs/pod";
+
+/// Which closed loop a trigger's replicas drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Closes {
+    Order,
+    Queue,
+}
 
 /// A KEDA-style trigger the demo evaluates.
 pub(super) struct DemoTrigger {
@@ -137,19 +150,29 @@ pub(super) struct DemoTrigger {
     pub(super) metric_type: MetricType,
     pub(super) metadata: Vec<(&'static str, &'static str)>,
     pub(super) replicas: u32,
-    /// Whether this trigger's replicas drive order-service's pods.
-    pub(super) closes_loop: bool,
+    /// The pods this trigger's replicas drive, if any.
+    pub(super) closes: Option<Closes>,
 }
 
-pub(super) fn demo_triggers() -> Vec<DemoTrigger> {
+/// The triggers asked about; the queue's only with the demo's own server (`queue`), which
+/// reads the demo's queue.
+pub(super) fn demo_triggers(queue: bool) -> Vec<DemoTrigger> {
     let t = |title, metric_type, metadata: &[(&'static str, &'static str)]| DemoTrigger {
         title,
         metric_type,
         metadata: metadata.to_vec(),
-        replicas: ORDER_START_PODS,
-        closes_loop: title == LOOP_TRIGGER,
+        replicas: if title.starts_with("notification-service") {
+            super::queue::CONSUMER_MIN_PODS
+        } else {
+            ORDER_START_PODS
+        },
+        closes: match title {
+            LOOP_TRIGGER => Some(Closes::Order),
+            QUEUE_TRIGGER => Some(Closes::Queue),
+            _ => None,
+        },
     };
-    vec![
+    let mut triggers = vec![
         t(
             LOOP_TRIGGER,
             MetricType::AverageValue,
@@ -220,5 +243,20 @@ pub(super) fn demo_triggers() -> Vec<DemoTrigger> {
                 ("threshold", "10"),
             ],
         ),
-    ]
+    ];
+    if queue {
+        let q = t(
+            QUEUE_TRIGGER,
+            MetricType::AverageValue,
+            &[
+                ("signal", "queueDepth"),
+                ("queueURL", super::queue::QUEUE_URL),
+                ("queueLength", "20"),
+                // Read every 2 s, as the table refreshes (the server's default is 10 s).
+                ("cacheTTL", "2s"),
+            ],
+        );
+        triggers.push(q);
+    }
+    triggers
 }

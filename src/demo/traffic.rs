@@ -9,6 +9,7 @@ use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
 
+use super::queue::QueueLoop;
 use super::scaling::OrderLoop;
 use super::story::{phase, BASELINE_VERSION, CANARY_VERSION, SERVICES};
 
@@ -35,11 +36,18 @@ impl Traffic {
         })
     }
 
-    /// Sends the spans of the story at time `t` since the last call.
-    pub(super) async fn send(&mut self, t: f64, order: &mut OrderLoop) -> Result<(), String> {
+    /// Sends the spans of the story at time `t` since the last call; notification-service's
+    /// are the messages its consumers processed meanwhile.
+    pub(super) async fn send(
+        &mut self,
+        t: f64,
+        order: &mut OrderLoop,
+        queue: &mut QueueLoop,
+    ) -> Result<(), String> {
         let dt = self.last_send.map_or(0.0, |l| l.elapsed().as_secs_f64());
         self.last_send = Some(Instant::now());
-        let req = batch(&mut self.rng, t, dt, &mut self.carry, order);
+        let consumed = queue.advance(t, dt, phase(t).1[CONSUMER].rps);
+        let req = batch(&mut self.rng, t, dt, consumed, &mut self.carry, order);
         self.client
             .export(req)
             .await
@@ -86,11 +94,17 @@ struct Carry {
     canary_errors: f64,
 }
 
-/// Spans for `dt` seconds of the story at time `t`, ending now.
+/// notification-service's place in `SERVICES`: its spans are the queue's consumed messages.
+const CONSUMER: usize = 3;
+const _: () = assert!(SERVICES[CONSUMER].kind == 5);
+
+/// Spans for `dt` seconds of the story at time `t`, ending now, with `consumed` messages
+/// processed by notification-service.
 fn batch(
     rng: &mut Rng,
     t: f64,
     dt: f64,
+    consumed: f64,
     carry: &mut Carry,
     order: &mut OrderLoop,
 ) -> ExportTraceServiceRequest {
@@ -101,7 +115,11 @@ fn batch(
         .unwrap_or(0);
     let mut resource_spans = Vec::new();
     for (i, (svc, load)) in SERVICES.iter().zip(loads).enumerate() {
-        carry.spans[i] += load.rps * dt;
+        carry.spans[i] += if i == CONSUMER {
+            consumed
+        } else {
+            load.rps * dt
+        };
         let n = carry.spans[i].floor() as usize;
         carry.spans[i] -= n as f64;
         // Arrivals spread over the last `dt` seconds, in order (the queue is FCFS).

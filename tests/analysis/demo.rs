@@ -2,6 +2,9 @@
 //!
 //! - The closed loop: order-service's load triples; its p95 goes over 300 ms, the HPA (with
 //!   Kubernetes' behaviour) adds pods, and p95 comes back under 300 ms while the load lasts.
+//! - The queue: the spike's notifications queue up faster than notification-service's
+//!   consumers take them; the `queueDepth` trigger, read through the scaler's SQS source,
+//!   adds consumers until the backlog is gone, and the HPA takes them back to the minimum.
 //! - The canary act: payment-service v2 takes 10 % of the traffic with 12 % errors, and the
 //!   canary analysis the demo asks from the admin port (`GET /api/v1/analysis`, judged by the
 //!   example AnalysisTemplate's rule) turns from inconclusive, below `minCount` v2 spans, to
@@ -111,7 +114,7 @@ fn spike_rows(stdout: &str) -> Vec<(f64, f64, u32, u32)> {
             t = rest
                 .trim_start()
                 .split_once("s — ")
-                .filter(|(_, phase)| *phase == "order-service load spike")
+                .filter(|(_, phase)| phase.starts_with("order-service load spike"))
                 .and_then(|(n, _)| n.parse::<f64>().ok());
         }
         // value, threshold, active, pods before, →, pods after, metric type
@@ -156,5 +159,70 @@ fn scaling_brings_p95_back_under_the_objective_during_the_spike() {
     assert!(
         back.2 > start_pods,
         "back under the objective with more pods than at the spike's start ({start_pods}): {back:?} in {rows:?}"
+    );
+}
+
+/// One table's queue line: (t, consumers, ready consumers, messages waiting).
+fn queue_rows(stdout: &str) -> Vec<(f64, u32, u32, u64)> {
+    let mut rows = Vec::new();
+    let mut t = None;
+    for line in stdout.lines() {
+        if let Some(rest) = line.strip_prefix("slo-scaler demo — t=") {
+            t = rest
+                .trim_start()
+                .split_once("s — ")
+                .and_then(|(n, _)| n.parse::<f64>().ok());
+        }
+        let (Some(rest), Some(t)) = (line.strip_prefix("notification-service consumers: "), t)
+        else {
+            continue;
+        };
+        // "N (R ready, …), set by the queueDepth trigger; its queue: W waiting, F in flight"
+        let w: Vec<&str> = rest.split_whitespace().collect();
+        let number = |s: Option<&&str>| s.and_then(|s| s.trim_start_matches('(').parse().ok());
+        let waiting = rest
+            .split_once("its queue: ")
+            .and_then(|(_, q)| q.split_whitespace().next())
+            .and_then(|n| n.parse().ok());
+        if let (Some(pods), Some(ready), Some(waiting)) =
+            (number(w.first()), number(w.get(1)), waiting)
+        {
+            rows.push((t, pods, ready, waiting));
+        }
+    }
+    rows
+}
+
+#[test]
+fn queue_depth_adds_consumers_until_the_backlog_is_gone() {
+    // The spike runs from 20 s to 60 s; the consumers' scale-down stabilisation is 20 s.
+    let stdout = run_demo("18s", "64s");
+    let rows = queue_rows(&stdout);
+    let min = rows
+        .first()
+        .map(|r| r.1)
+        .expect("queue lines in the tables");
+    assert_eq!(min, 3, "{rows:?}");
+    let in_spike = |r: &&(f64, u32, u32, u64)| (20.0..60.0).contains(&r.0);
+    // The backlog outgrows what the minimum's queueLength (20 a pod) covers, and the
+    // queueDepth trigger answers with more consumers.
+    let peak = rows.iter().filter(in_spike).map(|r| r.3).max().unwrap_or(0);
+    assert!(
+        peak > 20 * u64::from(min),
+        "no backlog in the spike: {rows:?}"
+    );
+    let most = rows.iter().filter(in_spike).map(|r| r.2).max().unwrap_or(0);
+    assert!(most > min, "no consumers added in the spike: {rows:?}");
+    // They empty the queue within 15 s of the spike's end, and the HPA takes them back to
+    // the minimum once its stabilisation window has passed.
+    let drained = rows.iter().find(|r| r.0 >= 60.0 && r.3 == 0);
+    assert!(
+        drained.is_some_and(|r| r.0 < 75.0),
+        "backlog not gone by 75 s: {rows:?}"
+    );
+    let last = rows.last().expect("rows");
+    assert!(
+        last.0 > 80.0 && last.1 == min,
+        "not back to {min} consumers: {rows:?}"
     );
 }
