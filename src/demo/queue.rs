@@ -196,15 +196,6 @@ mod tests {
         )
     }
 
-    fn query(queue: &str) -> SqsQuery {
-        SqsQuery {
-            queue: queue.to_string(),
-            region: None,
-            role_arn: None,
-            endpoint: None,
-        }
-    }
-
     #[tokio::test]
     async fn the_backlog_reaches_the_scaler_through_the_aws_sdk() {
         let mut q = QueueLoop::new();
@@ -219,13 +210,13 @@ mod tests {
             }
         );
         let src = source(addr);
-        let Reading::Queue(depth) = src.fetch(&query(QUEUE_URL)).await.unwrap() else {
+        let Reading::Queue(depth) = src.fetch(&SqsQuery::of(QUEUE_URL)).await.unwrap() else {
             panic!("not a queue reading");
         };
         assert_eq!((depth.visible, depth.in_flight, depth.delayed), (600, 3, 0));
         // Another queue is not there, as SQS says of a queue it does not have.
         let other = QUEUE_URL.replace("order-notifications", "other");
-        let err = src.fetch(&query(&other)).await.unwrap_err();
+        let err = src.fetch(&SqsQuery::of(other)).await.unwrap_err();
         assert!(err.to_string().contains("not found"), "{err}");
     }
 

@@ -87,6 +87,19 @@ pub struct SqsQuery {
     pub endpoint: Option<String>,
 }
 
+impl SqsQuery {
+    /// A read of `queue` (a URL or a bare name) in the scaler's own region, through its own
+    /// endpoint and credentials.
+    pub fn of(queue: impl Into<String>) -> Self {
+        SqsQuery {
+            queue: queue.into(),
+            region: None,
+            role_arn: None,
+            endpoint: None,
+        }
+    }
+}
+
 /// A read from the embedded trace store.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct OtlpQuery {

@@ -187,15 +187,6 @@ impl Env {
     }
 }
 
-fn query(queue: &str) -> SqsQuery {
-    SqsQuery {
-        queue: queue.to_string(),
-        region: None,
-        role_arn: None,
-        endpoint: None,
-    }
-}
-
 fn assert_no_secret(err: &SourceError) {
     let text = format!("{err} {err:?}");
     assert!(!text.contains(SECRET), "secret in error: {text}");
@@ -209,7 +200,7 @@ async fn counts_give_kedas_sums_for_every_flag_combination() {
     env.receive(&url, 3).await;
     env.send(&url, 2, 900).await;
 
-    let depth = env.depth(&query(&url)).await;
+    let depth = env.depth(&SqsQuery::of(&url)).await;
     assert_eq!(
         depth,
         QueueDepth {
@@ -248,12 +239,15 @@ async fn a_missing_queue_is_not_found_and_named() {
     };
     check(
         &url,
-        env.source.fetch(&query(&url)).await.expect_err("no queue"),
+        env.source
+            .fetch(&SqsQuery::of(&url))
+            .await
+            .expect_err("no queue"),
     );
     check(
         "no-such-name",
         env.source
-            .fetch(&query("no-such-name"))
+            .fetch(&SqsQuery::of("no-such-name"))
             .await
             .expect_err("no queue"),
     );
@@ -267,7 +261,7 @@ async fn a_bare_queue_name_is_resolved_once() {
     let url = env.create_queue("orders-by-name").await;
     env.send(&url, 3, 0).await;
     for _ in 0..3 {
-        assert_eq!(env.depth(&query("orders-by-name")).await.visible, 3);
+        assert_eq!(env.depth(&SqsQuery::of("orders-by-name")).await.visible, 3);
     }
     assert_eq!(env.proxy.counts.get("GetQueueUrl"), 1);
     assert_eq!(env.proxy.counts.get("GetQueueAttributes"), 3);
@@ -279,7 +273,7 @@ async fn a_named_queue_deleted_and_recreated_is_resolved_again() {
     let env = Env::start().await;
     let url = env.create_queue("recreated").await;
     env.send(&url, 2, 0).await;
-    assert_eq!(env.depth(&query("recreated")).await.visible, 2);
+    assert_eq!(env.depth(&SqsQuery::of("recreated")).await.visible, 2);
 
     env.sqs
         .delete_queue()
@@ -289,14 +283,14 @@ async fn a_named_queue_deleted_and_recreated_is_resolved_again() {
         .expect("delete queue");
     let err = env
         .source
-        .fetch(&query("recreated"))
+        .fetch(&SqsQuery::of("recreated"))
         .await
         .expect_err("deleted");
     assert!(matches!(err, SourceError::NotFound { .. }), "{err:?}");
 
     let url = env.create_queue("recreated").await;
     env.send(&url, 1, 0).await;
-    assert_eq!(env.depth(&query("recreated")).await.visible, 1);
+    assert_eq!(env.depth(&SqsQuery::of("recreated")).await.visible, 1);
     assert_eq!(env.proxy.counts.get("GetQueueUrl"), 2);
 }
 
@@ -304,7 +298,7 @@ async fn a_named_queue_deleted_and_recreated_is_resolved_again() {
 async fn a_queue_emptied_and_refilled_is_followed() {
     let env = Env::start().await;
     let url = env.queue("refill").await;
-    let q = query(&url);
+    let q = SqsQuery::of(&url);
 
     env.send(&url, 5, 0).await;
     assert_eq!(env.depth(&q).await.total(true, false), 5);
@@ -335,7 +329,7 @@ async fn fetches_share_one_client_per_region_endpoint_and_role() {
     env.send(&b, 2, 0).await;
 
     let queries: Vec<SqsQuery> = (0..50)
-        .map(|i| query(if i % 2 == 0 { &a } else { &b }))
+        .map(|i| SqsQuery::of(if i % 2 == 0 { &a } else { &b }))
         .collect();
     let results = futures::future::join_all(queries.iter().map(|q| env.source.fetch(q))).await;
     for (q, r) in queries.iter().zip(&results) {
@@ -349,7 +343,7 @@ async fn fetches_share_one_client_per_region_endpoint_and_role() {
     assert_eq!(env.proxy.counts.get("GetQueueAttributes"), 50);
 
     // Another region is another client; the queue does not exist there.
-    let mut elsewhere = query("shared-a");
+    let mut elsewhere = SqsQuery::of("shared-a");
     elsewhere.region = Some("eu-west-1".to_string());
     let err = env
         .source
@@ -371,7 +365,7 @@ async fn a_role_is_assumed_through_sts_once() {
     let url = env.queue("role").await;
     env.send(&url, 4, 0).await;
 
-    let mut q = query(&url);
+    let mut q = SqsQuery::of(&url);
     q.role_arn = Some("arn:aws:iam::123456789012:role/queue-reader".to_string());
     for _ in 0..3 {
         assert_eq!(env.depth(&q).await.visible, 4);
@@ -380,7 +374,7 @@ async fn a_role_is_assumed_through_sts_once() {
     assert_eq!(env.source.clients_created(), 1);
 
     // The scaler's own identity is a separate client.
-    assert_eq!(env.depth(&query(&url)).await.visible, 4);
+    assert_eq!(env.depth(&SqsQuery::of(&url)).await.visible, 4);
     assert_eq!(env.source.clients_created(), 2);
     assert_eq!(env.proxy.counts.get("AssumeRole"), 1);
 }
@@ -394,7 +388,11 @@ async fn rejected_credentials_are_permission_denied() {
     )]))
     .await;
     let url = format!("{}/123456789012/guarded", env._moto.url);
-    let err = env.source.fetch(&query(&url)).await.expect_err("denied");
+    let err = env
+        .source
+        .fetch(&SqsQuery::of(&url))
+        .await
+        .expect_err("denied");
     assert!(
         matches!(err, SourceError::PermissionDenied { .. }),
         "{err:?}"
@@ -403,7 +401,7 @@ async fn rejected_credentials_are_permission_denied() {
     assert_no_secret(&err);
 
     // STS refuses the role too: no usable credentials, still access denied.
-    let mut q = query(&url);
+    let mut q = SqsQuery::of(&url);
     q.role_arn = Some("arn:aws:iam::123456789012:role/queue-reader".to_string());
     let err = env.source.fetch(&q).await.expect_err("role denied");
     assert!(
@@ -438,7 +436,10 @@ async fn throttling_is_unavailable_and_says_throttled() {
     .await;
     let (source, registry) = source_at(&fake.url, Duration::from_secs(20)).await;
     let url = format!("{}/123456789012/busy", fake.url);
-    let err = source.fetch(&query(&url)).await.expect_err("throttled");
+    let err = source
+        .fetch(&SqsQuery::of(&url))
+        .await
+        .expect_err("throttled");
     assert!(matches!(err, SourceError::Unavailable { .. }), "{err:?}");
     let text = err.to_string();
     assert!(
@@ -459,7 +460,10 @@ async fn counts_that_are_not_integers_are_a_bad_response() {
     .await;
     let (source, _registry) = source_at(&fake.url, Duration::from_secs(5)).await;
     let url = format!("{}/123456789012/odd", fake.url);
-    let err = source.fetch(&query(&url)).await.expect_err("garbage");
+    let err = source
+        .fetch(&SqsQuery::of(&url))
+        .await
+        .expect_err("garbage");
     assert!(matches!(err, SourceError::BadResponse { .. }), "{err:?}");
     let text = err.to_string();
     assert!(
@@ -476,7 +480,10 @@ async fn a_silent_endpoint_times_out() {
     let timeout = Duration::from_millis(300);
     let (source, registry) = source_at(&silent.url, timeout).await;
     let started = std::time::Instant::now();
-    let err = source.fetch(&query("slow")).await.expect_err("silent");
+    let err = source
+        .fetch(&SqsQuery::of("slow"))
+        .await
+        .expect_err("silent");
     assert_eq!(
         err,
         SourceError::Timeout {
@@ -498,7 +505,7 @@ async fn a_closed_port_is_a_connect_error() {
     let closed = fake::closed_port_url().await;
     let (source, registry) = source_at(&closed, Duration::from_secs(10)).await;
     let url = format!("{closed}/123456789012/gone");
-    let err = source.fetch(&query(&url)).await.expect_err("closed");
+    let err = source.fetch(&SqsQuery::of(&url)).await.expect_err("closed");
     assert!(matches!(err, SourceError::Connect { .. }), "{err:?}");
     assert!(err.to_string().contains("gone"), "{err}");
     assert_no_secret(&err);
