@@ -101,7 +101,8 @@ pub(super) async fn poll(
         let threshold = trig
             .metadata
             .iter()
-            .find(|(k, _)| *k == "threshold")
+            // SQS triggers name theirs as KEDA's aws-sqs-queue does.
+            .find(|(k, _)| *k == "threshold" || *k == "queueLength")
             .map(|(_, v)| *v)
             .unwrap_or("");
         let v = value(keda, &r).await;

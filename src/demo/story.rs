@@ -135,7 +135,7 @@ pub(super) fn phase(t: f64) -> (&'static str, [Load; 4]) {
 /// service model's 4 workers per pod as its `podConcurrency`.
 pub(super) const LOOP_TRIGGER: &str = "order-service SLO p95 300ms, 4/pod";
 /// The trigger whose replicas drive notification-service's consumers.
-pub(super) const QUEUE_TRIGGER: &str = "notification-service queue, 20 msgs/pod";
+pub(super) const QUEUE_TRIGGER: &str = "notification-service queue 20/pod";
 
 /// Which closed loop a trigger's replicas drive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
