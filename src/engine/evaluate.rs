@@ -231,7 +231,7 @@ impl Engine {
             let q = q.clone();
             async move { self.cache.get(&q, ttl, || self.sources.fetch(&q)).await }
         };
-        let [a, b, c, d, e, f, g] = &cap.queries;
+        let [a, b, c, d, e, f, g, h, i] = &cap.queries;
         let answers = tokio::join!(
             read(a),
             read(b),
@@ -239,14 +239,17 @@ impl Engine {
             read(d),
             read(e),
             read(f),
-            read(g)
+            read(g),
+            read(h),
+            read(i)
         );
         let answers = [
             answers.0?, answers.1?, answers.2?, answers.3?, answers.4?, answers.5?, answers.6?,
+            answers.7?, answers.8?,
         ];
         let age = answers.iter().map(|s| s.age).max().unwrap_or_default();
         let stale = answers.iter().any(|s| s.stale);
-        let mut figures = [None; 7];
+        let mut figures = [None; 9];
         for (figure, served) in figures.iter_mut().zip(&answers) {
             *figure = match &served.reading {
                 Reading::Value(v) => match usable(*v) {
@@ -268,13 +271,15 @@ impl Engine {
                 }
             };
         }
-        let [concurrency, rate, reference_latency, peak_concurrency, peak_rate, latency, calm_latency] =
+        let [concurrency, rate, reference_latency, peak_concurrency, peak_rate, latency, calm_latency, sustained_concurrency, sustained_rate] =
             figures;
         let history = capacity::History {
             reference_latency_s: reference_latency,
             peak_concurrency: peak_concurrency.unwrap_or(0.0),
             peak_rate: peak_rate.unwrap_or(0.0),
             calm_latency_s: calm_latency,
+            sustained_concurrency: sustained_concurrency.unwrap_or(0.0),
+            sustained_rate: sustained_rate.unwrap_or(0.0),
         };
         let reading = match (concurrency, rate, latency) {
             (Some(concurrency), Some(rate), Some(latency_s)) if rate > 0.0 => {

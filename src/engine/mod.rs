@@ -66,8 +66,8 @@ pub struct CapacityPlan {
     pub target: CapacityTarget,
     /// In the order of [`promql::CapacityQueries::all`]: concurrency, rate, reference
     /// latency, busiest minute's concurrency, busiest minute's rate, guard latency,
-    /// calmest minute's latency.
-    pub queries: [Query; 7],
+    /// calmest minute's latency, sustained concurrency, sustained rate.
+    pub queries: [Query; 9],
 }
 
 /// The queries of `signal: slo`, each with its objective: evaluated together, one value.

@@ -326,6 +326,28 @@ impl PrometheusServer {
         )
     }
 
+    /// The values of the one series an instant query of a range (or a subquery) answers,
+    /// oldest first (the API's `matrix`: `values` of `[time, "value"]`); empty for an empty
+    /// result.
+    pub async fn query_matrix(&self, promql: &str) -> Vec<f64> {
+        let body = self.api_query(promql).await;
+        assert_eq!(body["data"]["resultType"], "matrix", "{promql}: {body}");
+        let items = body["data"]["result"].as_array().expect("matrix");
+        assert!(items.len() <= 1, "{promql}: {body}");
+        items.first().map_or_else(Vec::new, |series| {
+            series["values"]
+                .as_array()
+                .expect("values")
+                .iter()
+                .map(|v| {
+                    v[1].as_str()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or_else(|| panic!("{promql}: {body}"))
+                })
+                .collect()
+        })
+    }
+
     /// Runs an instant vector query; each series' labels and value.
     pub async fn query_vector(
         &self,

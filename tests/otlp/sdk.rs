@@ -208,10 +208,13 @@ async fn a_latency_step_shows_within_one_bucket() {
 
 /// The figures `signal: sloCapacity` takes from `planned`, worked out from the planned
 /// spans themselves: the last minute's requests in flight and rate, each whole minute's
-/// mean latency, requests in flight and rate over the ten-minute history, and the mean
-/// latency of each 10 s block with at least `capacity::BLOCK_MIN_SPANS` spans; `p95` is
-/// the sketch's over the guard window, read from the store (within 1 % of the exact one,
-/// as the tests above check).
+/// mean latency over the ten-minute history, the busiest requests in flight and rate of
+/// its last five minutes, the mean latency of each 10 s block with at least
+/// `capacity::BLOCK_MIN_SPANS` spans, and the sustained level: the store started ten
+/// minutes before now, so its sustained window's whole minutes are those ten, quiet ones
+/// as zeros, and their 0.9 quantile (Prometheus' `quantile_over_time`: rank 0.9 × 9 = 8.1
+/// of the sorted ten). `p95` is the sketch's over the guard window, read from the store
+/// (within 1 % of the exact one, as the tests above check).
 fn capacity_reading(planned: &[Planned], p95: f64) -> capacity::Reading {
     // The store's buckets are whole seconds and t0 is on one: a span that ended `e`
     // before now is in the second `ceil(e) − 1` back, so in the minute that divided by
@@ -244,14 +247,22 @@ fn capacity_reading(planned: &[Planned], p95: f64) -> capacity::Reading {
         )
         .map(|(busy, n)| busy / *n as f64)
         .fold(f64::MAX, f64::min);
-    let busiest = minutes
+    assert_eq!(capacity::PEAK_S, 300);
+    let busiest = minutes[5..]
         .iter()
         .map(|(busy, _)| busy / 60.0)
         .fold(0.0, f64::max);
-    let busiest_rate = minutes
+    let busiest_rate = minutes[5..]
         .iter()
         .map(|(_, n)| *n as f64 / 60.0)
         .fold(0.0, f64::max);
+    assert_eq!(capacity::SUSTAINED_Q, 0.9);
+    let p90 = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        0.9 * v[8] + 0.1 * v[9]
+    };
+    let sustained = p90(minutes.iter().map(|(busy, _)| busy / 60.0).collect());
+    let sustained_rate = p90(minutes.iter().map(|(_, n)| *n as f64 / 60.0).collect());
     let calmest = sketches
         .iter()
         .filter_map(|s| s.quantile_ns(0.95))
@@ -261,6 +272,8 @@ fn capacity_reading(planned: &[Planned], p95: f64) -> capacity::Reading {
         reference_concurrency: Some(rate * shortest),
         peak_concurrency: busiest,
         peak_reference: Some(busiest_rate * shortest),
+        sustained_concurrency: sustained,
+        sustained_reference: Some(sustained_rate * shortest),
         latency_s: p95,
         calm_latency_s: Some(calmest / 1e9),
     }
@@ -332,6 +345,28 @@ async fn slo_capacity_is_the_pods_the_objective_needs_for_the_spans_sent() {
     assert!(
         capacity::PEAK_CLAMP * peak_reference > r.concurrency.max(1e-9) * 2.0,
         "the held minute decides: {r:?}"
+    );
+
+    // basket: two busy minutes eight and nine minutes ago (before the busiest-minute
+    // window), quiet since: the sustained level (two minutes of ten) holds them.
+    let mut planned = plan(2_400, Duration::from_secs(420), 40.0, 50);
+    planned.extend(earlier(
+        plan(2_400, Duration::from_secs(120), 60.0, 50),
+        480,
+    ));
+    let r = check("basket", planned).await;
+    let held = r
+        .sustained_concurrency
+        .min(capacity::PEAK_CLAMP * r.sustained_reference.expect("a sustained reference"));
+    assert!(held > r.peak_concurrency * 2.0, "{r:?}");
+    let without = capacity::Reading {
+        sustained_concurrency: 0.0,
+        ..r
+    };
+    assert!(
+        capacity::pods_needed(target.target(), r)
+            > 1.5 * capacity::pods_needed(target.target(), without),
+        "the sustained level decides: {r:?}"
     );
 
     // cart-service: new to the store, and its one minute queued after 20 calm seconds

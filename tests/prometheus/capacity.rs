@@ -13,7 +13,7 @@ use super::*;
 
 /// The canonical queries, written out by hand for one convention (docs/capacity.md), in
 /// the order the figures of `capacity::Reading` are read.
-fn queries(c: &Conv) -> [String; 7] {
+fn queries(c: &Conv) -> [String; 9] {
     let mut f = format!("{}=\"order-service\"", c.service);
     if let Some((k, v)) = c.kind {
         f.push_str(&format!(", {k}=\"{v}\""));
@@ -35,12 +35,14 @@ fn queries(c: &Conv) -> [String; 7] {
             sum("1m"),
             count("1m")
         ),
-        format!("max_over_time({}[10m:1m]){unit}", sum("1m")),
-        format!("max_over_time({}[10m:1m])", count("1m")),
+        format!("max_over_time({}[5m:1m]){unit}", sum("1m")),
+        format!("max_over_time({}[5m:1m])", count("1m")),
         format!("histogram_quantile(0.95, sum by (le) (rate({h}_bucket{{{f}}}[{guard}]))){unit}"),
         format!(
             "min_over_time(histogram_quantile(0.95, sum by (le) (rate({h}_bucket{{{f}}}[1m])))[10m:1m]){unit}"
         ),
+        format!("quantile_over_time(0.9, {}[30m:1m]){unit}", sum("1m")),
+        format!("quantile_over_time(0.9, {}[30m:1m])", count("1m")),
     ]
 }
 
@@ -139,8 +141,8 @@ async fn slo_capacity_is_pods_needed_of_prometheus_own_answers() {
             if before != after {
                 continue; // a scrape or a subquery step in between: the three differ
             }
-            let [concurrency, rate, reference, peak, peak_rate, latency, calm] =
-                <[Option<f64>; 7]>::try_from(before).unwrap();
+            let [concurrency, rate, reference, peak, peak_rate, latency, calm, sustained, sustained_rate] =
+                <[Option<f64>; 9]>::try_from(before).unwrap();
             let (concurrency, rate, latency) = (
                 concurrency.expect("concurrency"),
                 rate.expect("rate"),
@@ -149,6 +151,10 @@ async fn slo_capacity_is_pods_needed_of_prometheus_own_answers() {
             let reference = reference.expect("a minute of the history with spans");
             let (peak, peak_rate) = (peak.expect("peak"), peak_rate.expect("peak rate"));
             let calm = calm.expect("a minute of the history with spans");
+            let (sustained, sustained_rate) = (
+                sustained.expect("a sustained level"),
+                sustained_rate.expect("a sustained rate"),
+            );
             // The history saw the busy spell: its busiest minute out-weighs the window
             // (three times the load against at most 7/3 of it).
             assert!(peak > 1.2 * concurrency, "{}: {peak} {concurrency}", c.name);
@@ -158,6 +164,8 @@ async fn slo_capacity_is_pods_needed_of_prometheus_own_answers() {
                 peak_concurrency: peak,
                 peak_rate,
                 calm_latency_s: Some(calm),
+                sustained_concurrency: sustained,
+                sustained_rate,
             };
             let reading = history.reading(concurrency, rate, latency);
             let want = capacity::pods_needed(target, reading);
@@ -174,6 +182,8 @@ async fn slo_capacity_is_pods_needed_of_prometheus_own_answers() {
                 capacity::Reading {
                     peak_concurrency: 0.0,
                     peak_reference: None,
+                    sustained_concurrency: 0.0,
+                    sustained_reference: None,
                     ..reading
                 },
             );
@@ -186,6 +196,27 @@ async fn slo_capacity_is_pods_needed_of_prometheus_own_answers() {
         }
         assert!(agreed, "{}: prometheus never gave a stable answer", c.name);
     }
+
+    // The sustained level's quantile is `capacity::quantile` of the subquery's own minutes
+    // (Prometheus' `quantile_over_time` interpolates as it does).
+    let sum = queries(&CONVENTIONS[0])[0].clone();
+    let minutes = format!("({sum})[30m:1m]");
+    let level = format!("quantile_over_time(0.9, {minutes})");
+    let mut agreed = false;
+    for _ in 0..50 {
+        let before = prom.query(&level).await;
+        let mut values = prom.query_matrix(&minutes).await;
+        if prom.query(&level).await != before {
+            continue; // a subquery step in between
+        }
+        assert!(values.len() >= 2, "{minutes}: {values:?}");
+        let want = capacity::quantile(capacity::SUSTAINED_Q, &mut values);
+        let got = before.expect("a sustained level");
+        assert!((got - want.unwrap()).abs() <= 1e-12 * got, "{got} {want:?}");
+        agreed = true;
+        break;
+    }
+    assert!(agreed, "prometheus never gave a stable answer");
 
     // No series (here a typo): an error for KEDA's fallback, never 0 pods.
     let err = metric(

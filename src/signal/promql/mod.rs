@@ -401,11 +401,18 @@ pub struct CapacityQueries {
     /// The lowest latency at the trigger's quantile of a minute of the history (a minute
     /// without spans is NaN, passed over).
     pub calm_latency: String,
+    /// The sustained level: the [`SUSTAINED_Q`](super::capacity::SUSTAINED_Q) quantile of
+    /// the per-minute requests in flight over
+    /// [`SUSTAINED_S`](super::capacity::SUSTAINED_S) (`quantile_over_time` computes it as
+    /// `capacity::quantile` does).
+    pub sustained_concurrency: String,
+    /// The same quantile of the per-minute spans per second.
+    pub sustained_rate: String,
 }
 
 impl CapacityQueries {
     /// The queries in a fixed order (that of the fields).
-    pub fn all(&self) -> [&String; 7] {
+    pub fn all(&self) -> [&String; 9] {
         [
             &self.concurrency,
             &self.rate,
@@ -414,6 +421,8 @@ impl CapacityQueries {
             &self.peak_rate,
             &self.latency,
             &self.calm_latency,
+            &self.sustained_concurrency,
+            &self.sustained_rate,
         ]
     }
 }
@@ -425,12 +434,14 @@ pub fn capacity(
     selector: &TraceSelector,
     quantile: Quantile,
 ) -> Result<CapacityQueries, QueryBuildError> {
-    use super::capacity::{GUARD_WINDOW_S, HISTORY_S, WINDOW_S};
+    use super::capacity::{GUARD_WINDOW_S, HISTORY_S, PEAK_S, SUSTAINED_Q, SUSTAINED_S, WINDOW_S};
     let matchers = matchers(convention_name, c, selector)?;
     let window = format_window(Duration::from_secs(WINDOW_S));
     let minute = format_window(Duration::from_secs(60));
     let history = format_window(Duration::from_secs(HISTORY_S));
     let guard = format_window(Duration::from_secs(GUARD_WINDOW_S));
+    let peak = format_window(Duration::from_secs(PEAK_S));
+    let sustained = format_window(Duration::from_secs(SUSTAINED_S));
     let sum = |w: &str| histogram_sum(c, &matchers, w);
     let count = |w: &str| histogram_count(c, &matchers, w);
     Ok(CapacityQueries {
@@ -446,9 +457,9 @@ pub fn capacity(
         ),
         peak_concurrency: in_seconds(
             c,
-            format!("max_over_time({}[{history}:{minute}])", sum(&minute)),
+            format!("max_over_time({}[{peak}:{minute}])", sum(&minute)),
         ),
-        peak_rate: format!("max_over_time({}[{history}:{minute}])", count(&minute)),
+        peak_rate: format!("max_over_time({}[{peak}:{minute}])", count(&minute)),
         latency: latency(c, &matchers, quantile, &guard),
         calm_latency: in_seconds(
             c,
@@ -456,6 +467,17 @@ pub fn capacity(
                 "min_over_time({}[{history}:{minute}])",
                 quantile_of(c, &matchers, quantile, &minute)
             ),
+        ),
+        sustained_concurrency: in_seconds(
+            c,
+            format!(
+                "quantile_over_time({SUSTAINED_Q}, {}[{sustained}:{minute}])",
+                sum(&minute)
+            ),
+        ),
+        sustained_rate: format!(
+            "quantile_over_time({SUSTAINED_Q}, {}[{sustained}:{minute}])",
+            count(&minute)
         ),
     })
 }

@@ -136,13 +136,19 @@ fn canonical_queries() {
 }
 
 /// `signal: sloCapacity`'s queries, written out by hand: the histogram's `_sum` and
-/// `_count` over the policy's windows (1m, a 10m history at 1m steps, the guard's 5m or
-/// whatever `capacity::GUARD_WINDOW_S` is), in seconds.
+/// `_count` over the policy's windows (1m, a 10m history, a 5m peak and a 30m sustained
+/// window at 1m steps, the guard's 10m or whatever `capacity::GUARD_WINDOW_S` is), in
+/// seconds.
 #[test]
 fn capacity_queries() {
-    use crate::signal::capacity::{GUARD_WINDOW_S, HISTORY_S, WINDOW_S};
+    use crate::signal::capacity::{
+        GUARD_WINDOW_S, HISTORY_S, PEAK_S, SUSTAINED_Q, SUSTAINED_S, WINDOW_S,
+    };
     // The shapes below are written for these windows.
-    assert_eq!((WINDOW_S, HISTORY_S), (60, 600));
+    assert_eq!(
+        (WINDOW_S, HISTORY_S, PEAK_S, SUSTAINED_S, SUSTAINED_Q),
+        (60, 600, 300, 1800, 0.9)
+    );
     let guard = format_window(Duration::from_secs(GUARD_WINDOW_S));
     let conventions = builtin_conventions();
     let mut s = selector("order-service");
@@ -164,11 +170,19 @@ fn capacity_queries() {
     );
     assert_eq!(
         q.peak_concurrency,
-        format!("max_over_time(sum(rate({h}_sum{f}[1m]))[10m:1m]) / 1000")
+        format!("max_over_time(sum(rate({h}_sum{f}[1m]))[5m:1m]) / 1000")
     );
     assert_eq!(
         q.peak_rate,
-        format!("max_over_time(sum(rate({h}_count{f}[1m]))[10m:1m])")
+        format!("max_over_time(sum(rate({h}_count{f}[1m]))[5m:1m])")
+    );
+    assert_eq!(
+        q.sustained_concurrency,
+        format!("quantile_over_time(0.9, sum(rate({h}_sum{f}[1m]))[30m:1m]) / 1000")
+    );
+    assert_eq!(
+        q.sustained_rate,
+        format!("quantile_over_time(0.9, sum(rate({h}_count{f}[1m]))[30m:1m])")
     );
     assert_eq!(
         q.latency,
@@ -225,7 +239,7 @@ fn capacity_queries() {
     .unwrap();
     assert_eq!(
         q.peak_concurrency,
-        r#"max_over_time(sum(rate(http_request_duration_seconds_sum{job="checkout"}[1m]))[10m:1m])"#
+        r#"max_over_time(sum(rate(http_request_duration_seconds_sum{job="checkout"}[1m]))[5m:1m])"#
     );
 
     // Native histograms: histogram_sum / histogram_count of the one series.
@@ -246,7 +260,11 @@ fn capacity_queries() {
     );
     assert_eq!(
         q.peak_rate,
-        format!("max_over_time(histogram_count(sum(rate({n}{f}[1m])))[10m:1m])")
+        format!("max_over_time(histogram_count(sum(rate({n}{f}[1m])))[5m:1m])")
+    );
+    assert_eq!(
+        q.sustained_concurrency,
+        format!("quantile_over_time(0.9, histogram_sum(sum(rate({n}{f}[1m])))[30m:1m])")
     );
     assert_eq!(
         q.latency,

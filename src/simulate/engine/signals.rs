@@ -47,6 +47,10 @@ pub(super) struct Ring {
     /// finds the minutes it read a minute earlier and merges one new one instead of ten.
     /// Only seconds already past are merged, and those no longer change.
     minutes: HashMap<usize, LatencySketch>,
+    /// `(Σ latencies, requests)` of each whole minute of simulated time, by its index
+    /// (its first second ÷ 60), summed once settled and kept for [`Ring::sustained`] after
+    /// its seconds have left the ring, as the store keeps its minutes.
+    sustained: HashMap<usize, (f64, f64)>,
 }
 
 impl Ring {
@@ -57,6 +61,7 @@ impl Ring {
             buckets: vec![Bucket::default(); (len + AHEAD_S + 1).next_power_of_two()],
             len,
             minutes: HashMap::new(),
+            sustained: HashMap::new(),
         }
     }
 
@@ -180,6 +185,33 @@ impl Ring {
         (guard, latencies)
     }
 
+    /// `(Σ latencies, requests)` of each whole minute of simulated time (aligned to
+    /// multiples of 60 s, as the store's minutes and Prometheus' subquery steps are) that
+    /// ends after `now − len` and at `now − SETTLE_S` or earlier, oldest first: the
+    /// store's sustained window ([`capacity::SUSTAINED_S`]).
+    pub(super) fn sustained(&mut self, now: usize, len: usize) -> Vec<(f64, f64)> {
+        let first = now.saturating_sub(len) / 60;
+        let end = now.saturating_sub(SETTLE_S) / 60;
+        self.sustained.retain(|m, _| *m >= first);
+        let mut out = Vec::with_capacity(end.saturating_sub(first));
+        for m in first..end {
+            let sums = match self.sustained.get(&m) {
+                Some(&sums) => sums,
+                // Reads come every HPA sync, so a minute is summed while the ring still
+                // holds its seconds; one that has left the ring is not made up.
+                None if m * 60 + self.len >= now => {
+                    let (b, _) = self.between(m * 60, m * 60 + 60, false);
+                    let sums = (b.busy_s, b.requests as f64);
+                    self.sustained.insert(m, sums);
+                    sums
+                }
+                None => continue,
+            };
+            out.push(sums);
+        }
+        out
+    }
+
     /// The first seconds of [`Ring::periods`]' periods, oldest first.
     fn starts(&self, now: usize, len: usize, period: usize) -> impl Iterator<Item = usize> {
         let end = now.saturating_sub(SETTLE_S);
@@ -240,6 +272,7 @@ fn recommended(
     ring: &mut Ring,
     now: usize,
 ) -> Option<f64> {
+    let sustained = ring.sustained(now, capacity::SUSTAINED_S as usize);
     let (settled, settled_s) = ring.settled(now, capacity::WINDOW_S as usize);
     if settled.requests == 0 || settled_s == 0 {
         return None;
@@ -253,6 +286,7 @@ fn recommended(
         ring.periods(now, len, capacity::BLOCK_S as usize),
         60.0,
         minutes,
+        sustained,
     );
     let target = capacity::Target {
         pod_concurrency: pod_concurrency.unwrap_or(f64::from(config.service.workers_per_pod)),

@@ -173,7 +173,7 @@ impl Store {
                 Some(series) => {
                     let mut series = lock(&series);
                     let before = series.bytes;
-                    series.absorb(&p.buckets, oldest, now_ns, self.slots as usize);
+                    series.absorb(&p.buckets, self.keep(now_index), now_ns);
                     self.account(before, series.bytes);
                     summary.accepted += spans;
                     summary.without_sampling_record += p.without_record;

@@ -4,6 +4,9 @@
 //! of the last `retention` (`bucket_width` each, placed by span end time) with the span
 //! count, the error count (status code 2) and a [`LatencySketch`]. Reads merge the
 //! buckets that overlap the window, across versions when the selector names none.
+//! Each series also keeps each minute's span count and Σ durations for
+//! `capacity::SUSTAINED_S` (30 minutes), past the buckets' retention: `signal:
+//! sloCapacity`'s sustained level reads them (24 bytes a minute, at most 33 minutes).
 //!
 //! Ingest is cheap: a request is first aggregated per series with no lock held, then each
 //! series is locked once. The index of series is behind a `RwLock` that is only written
@@ -240,6 +243,11 @@ pub struct Store {
     first_full_index: u64,
     /// Buckets kept per series: the current one plus `retention / bucket_width`.
     slots: u64,
+    /// Buckets per minute of `signal: sloCapacity` (as many as fit in 60 s, at least
+    /// one), and the minutes a series keeps before the current one (its sustained
+    /// window, `capacity::SUSTAINED_S`).
+    per_minute: u64,
+    sustained_minutes: u64,
     config: StoreConfig,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
@@ -293,10 +301,15 @@ impl Store {
         }
         // Rates count only buckets the store saw whole: from the first one after it started.
         let first_full_index = unix_ns(clock.now()).div_ceil(bucket_ns);
+        let per_minute = (60_000_000_000 / bucket_ns).max(1);
+        let sustained_minutes =
+            (crate::signal::capacity::SUSTAINED_S * 1_000_000_000).div_ceil(per_minute * bucket_ns);
         Ok(Store {
             bucket_ns,
             first_full_index,
             slots: buckets + 1,
+            per_minute,
+            sustained_minutes,
             config,
             metrics,
             clock,
@@ -336,6 +349,16 @@ impl Store {
     /// The oldest bucket index kept when the current one is `now_index`.
     fn oldest_index(&self, now_index: u64) -> u64 {
         now_index.saturating_sub(self.slots - 1)
+    }
+
+    /// What a series keeps when the current bucket is `now_index`.
+    fn keep(&self, now_index: u64) -> ring::Keep {
+        ring::Keep {
+            oldest: self.oldest_index(now_index),
+            slots: self.slots as usize,
+            per_minute: self.per_minute,
+            oldest_minute: (now_index / self.per_minute).saturating_sub(self.sustained_minutes),
+        }
     }
 }
 

@@ -277,11 +277,21 @@ impl Store {
         let guard_from = from(secs(capacity::GUARD_WINDOW_S));
         let history_from = from(secs(capacity::HISTORY_S)).max(self.first_full_index);
         let covered_s = self.covered(now_ns, settled, window_from)?;
-        let per_minute = (60_000_000_000 / self.bucket_ns).max(1);
+        let per_minute = self.per_minute;
         let mut minutes = Periods::new(per_minute, history_from, settled);
         let per_block = (capacity::BLOCK_S * 1_000_000_000 / self.bucket_ns).max(1);
         let mut blocks = Periods::new(per_block, history_from, settled);
         let mut minute_latency = vec![LatencySketch::default(); minutes.sums.len()];
+        // The sustained window: every whole, settled minute that ends inside it and
+        // started after the store did (Prometheus' `[30m:1m]` subquery steps, each the
+        // minute before a multiple of a minute), minutes without spans as zeros.
+        let minute_ns = per_minute * self.bucket_ns;
+        let sustained_from = (now_ns
+            .saturating_sub(duration_ns(Duration::from_secs(capacity::SUSTAINED_S)))
+            / minute_ns)
+            .max(self.first_full_index.div_ceil(per_minute));
+        let sustained_to = (settled / per_minute).max(sustained_from);
+        let mut sustained = vec![(0f64, 0f64); (sustained_to - sustained_from) as usize];
         let (mut spans, mut busy_ns) = (0f64, 0f64);
         let mut latency = LatencySketch::default();
         for series in self.matching(selector)? {
@@ -298,6 +308,13 @@ impl Store {
                     minute_latency[at].merge(&b.latency);
                 }
                 blocks.add(b.index, b.busy_ns / 1e9, b.spans);
+            }
+            for m in series.minutes.iter() {
+                if (sustained_from..sustained_to).contains(&m.index) {
+                    let at = &mut sustained[(m.index - sustained_from) as usize];
+                    at.0 += m.busy_ns / 1e9;
+                    at.1 += m.spans;
+                }
             }
         }
         if spans == 0.0 {
@@ -316,6 +333,7 @@ impl Store {
             minute_latency
                 .iter()
                 .filter_map(|m| m.quantile_ns(quantile).map(|ns| ns / 1e9)),
+            sustained,
         );
         Ok(Some(capacity::pods_needed(
             target.target(),

@@ -32,10 +32,40 @@ impl Bucket {
     }
 }
 
+/// One minute of a series (a whole number of buckets, see `Store::per_minute`): the sums
+/// `signal: sloCapacity`'s sustained window reads, kept after the minute's buckets have
+/// left the retention.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(super) struct Minute {
+    /// Absolute index: bucket index / buckets per minute.
+    pub(super) index: u64,
+    /// Σ adjusted count, as [`Bucket::spans`].
+    pub(super) spans: f64,
+    /// Σ adjusted count × duration, ns, as [`Bucket::busy_ns`].
+    pub(super) busy_ns: f64,
+}
+
+/// Where a series keeps its buckets and minutes: see [`Series::absorb`].
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Keep {
+    /// The oldest bucket index kept.
+    pub(super) oldest: u64,
+    /// The most buckets a series holds.
+    pub(super) slots: usize,
+    /// Buckets per minute.
+    pub(super) per_minute: u64,
+    /// The oldest minute index kept.
+    pub(super) oldest_minute: u64,
+}
+
 /// The buckets of one series, oldest first, only those that saw spans.
 #[derive(Debug, Default)]
 pub(super) struct Series {
     pub(super) buckets: VecDeque<Bucket>,
+    /// The minutes that saw spans, oldest first, from [`Keep::oldest_minute`]: a span is
+    /// accepted at most `MAX_FUTURE_SKEW` ahead, so at most the sustained window's
+    /// minutes and two more.
+    pub(super) minutes: VecDeque<Minute>,
     /// When (store clock, Unix ns) the series last received a span.
     pub(super) last_ingest_ns: u64,
     /// What [`Series::heap_bytes`] would count, kept as buckets come and go.
@@ -43,14 +73,18 @@ pub(super) struct Series {
 }
 
 impl Series {
-    /// Adds `incoming` into the bucket of the same index and drops buckets before `oldest`.
-    /// A series never holds more than `slots` buckets. Keeps [`Series::bytes`] current.
-    pub(super) fn absorb(&mut self, incoming: &[Bucket], oldest: u64, now_ns: u64, slots: usize) {
+    /// Adds `incoming` into the bucket of the same index and into its minute, and drops
+    /// the buckets and minutes before those `keep` keeps. A series never holds more than
+    /// `keep.slots` buckets. Keeps [`Series::bytes`] current. Every incoming bucket is at
+    /// or after `keep.oldest`.
+    pub(super) fn absorb(&mut self, incoming: &[Bucket], keep: Keep, now_ns: u64) {
         self.last_ingest_ns = self.last_ingest_ns.max(now_ns);
-        self.trim(oldest);
+        self.trim(keep.oldest, keep.oldest_minute);
         let ring_before = self.ring_bytes();
         let mut grown = 0isize;
+        let slots = keep.slots;
         for b in incoming {
+            self.add_to_minute(b, keep.per_minute);
             // Spans almost always land in the newest bucket: look from the back.
             match self.buckets.iter().rposition(|x| x.index <= b.index) {
                 Some(i) if self.buckets[i].index == b.index => {
@@ -75,8 +109,36 @@ impl Series {
         self.bytes = self.bytes.saturating_add_signed(grown);
     }
 
+    /// Adds bucket `b`'s sums to its minute.
+    fn add_to_minute(&mut self, b: &Bucket, per_minute: u64) {
+        let index = b.index / per_minute.max(1);
+        let at = match self.minutes.iter().rposition(|m| m.index <= index) {
+            Some(i) if self.minutes[i].index == index => i,
+            Some(i) => {
+                self.minutes.insert(
+                    i + 1,
+                    Minute {
+                        index,
+                        ..Minute::default()
+                    },
+                );
+                i + 1
+            }
+            None => {
+                self.minutes.push_front(Minute {
+                    index,
+                    ..Minute::default()
+                });
+                0
+            }
+        };
+        self.minutes[at].spans += b.spans;
+        self.minutes[at].busy_ns += b.busy_ns;
+    }
+
     fn ring_bytes(&self) -> usize {
         self.buckets.capacity() * std::mem::size_of::<Bucket>()
+            + self.minutes.capacity() * std::mem::size_of::<Minute>()
     }
 
     /// Grows the ring by doubling, but never past `slots`, so a full series does not
@@ -89,16 +151,24 @@ impl Series {
         }
     }
 
-    pub(super) fn trim(&mut self, oldest: u64) {
+    /// Drops the buckets before `oldest` and the minutes before `oldest_minute`.
+    pub(super) fn trim(&mut self, oldest: u64, oldest_minute: u64) {
         while self.buckets.front().is_some_and(|b| b.index < oldest) {
             if let Some(b) = self.buckets.pop_front() {
                 self.bytes = self.bytes.saturating_sub(b.latency.heap_bytes());
             }
         }
+        while self
+            .minutes
+            .front()
+            .is_some_and(|m| m.index < oldest_minute)
+        {
+            self.minutes.pop_front();
+        }
     }
 
     pub(super) fn heap_bytes(&self) -> usize {
-        self.buckets.capacity() * std::mem::size_of::<Bucket>()
+        self.ring_bytes()
             + self
                 .buckets
                 .iter()

@@ -11,7 +11,7 @@ impl Store {
     /// periodically; returns how many series were dropped.
     pub fn sweep(&self) -> usize {
         let now_ns = unix_ns(self.clock.now());
-        let oldest = self.oldest_index(now_ns / self.bucket_ns);
+        let keep = self.keep(now_ns / self.bucket_ns);
         let idle_ns = duration_ns(self.config.idle_expiry);
         let mut index = write_lock(&self.index);
         let mut dropped = 0;
@@ -20,7 +20,7 @@ impl Store {
             entries.retain(|e| {
                 let mut s = lock(&e.series);
                 let before = s.bytes;
-                s.trim(oldest);
+                s.trim(keep.oldest, keep.oldest_minute);
                 let keep = now_ns.saturating_sub(s.last_ingest_ns) < idle_ns;
                 if keep {
                     freed += before - s.bytes;

@@ -332,3 +332,62 @@ fn configs() {
         Err("otlp store: max series must be at least 1"),
     );
 }
+
+/// `signal: sloCapacity`'s sustained window reaches back 30 minutes, past the 10 minutes
+/// of buckets the store keeps: each series keeps its minutes' sums that long, no longer,
+/// and no more of them than the window holds.
+#[test]
+fn the_sustained_window_outlasts_the_buckets() {
+    use crate::signal::capacity::{SUSTAINED_Q, SUSTAINED_S};
+    use crate::signal::CapacityTarget;
+    assert_eq!((SUSTAINED_S, SUSTAINED_Q), (1800, 0.9));
+    // Forty minutes of 100 ms requests, one a second, ten a second in the busy minutes;
+    // each minute's spans sent during it.
+    let read = |busy: &[u64]| {
+        let (store, clock, _) = store(StoreConfig::default());
+        for minute in 0..40u64 {
+            let per_second = if busy.contains(&minute) { 10 } else { 1 };
+            let spans: Vec<Sp> = (0..60 * per_second)
+                .map(|i| {
+                    sp(
+                        "orders",
+                        minute * 60 * S + i * S / per_second + S / 2,
+                        100 * MS,
+                    )
+                })
+                .collect();
+            clock.set(at((minute * 60 + 59) * S + S / 2));
+            store.ingest(request(&spans));
+        }
+        // The sums of at most the window's minutes (30, the one filling and the
+        // future skew's) are kept.
+        for entry in read_lock(&store.index).by_service["orders"].iter() {
+            assert!(lock(&entry.series).minutes.len() <= 33);
+        }
+        let target = CapacityTarget {
+            pod_concurrency: 1.0,
+            objective: Duration::from_secs(1),
+            quantile: Quantile::P95,
+        };
+        let selector = query("orders", None, TraceMeasure::Rate, 60).selector;
+        store
+            .capacity_at(&selector, target, at(40 * 60 * S))
+            .expect("a value")
+            .expect("spans")
+    };
+    // Quiet throughout: 0.1 in flight, the value 0.1 pods (one a pod, latency calm).
+    assert!((read(&[]) - 0.1).abs() < 1e-9);
+    // The window's whole minutes are 10–39. Three busy ones (1.0 in flight), all older
+    // than the buckets' ten minutes: the 0.9 quantile of the thirty, rank 26.1 of the
+    // sorted minutes, is 0.9 × 0.1 + 0.1 × 1.0. Busy minutes before the window change
+    // nothing.
+    let want = 0.9 * 0.1 + 0.1 * 1.0;
+    assert!(
+        (read(&[12, 15, 21]) - want).abs() < 1e-9,
+        "{}",
+        read(&[12, 15, 21])
+    );
+    assert!((read(&[2, 5, 8, 12, 15, 21]) - want).abs() < 1e-9);
+    // Four of thirty: the level is theirs (the clamp, 1.2 × their rate × 100 ms, is above it).
+    assert!((read(&[12, 15, 21, 27]) - 1.0).abs() < 1e-9);
+}
