@@ -20,7 +20,7 @@
 //! for the recommended `sloCapacity` trigger (the Kubernetes behaviour of [`Autoscaler`],
 //! with a start-up delay and a scale-down stabilisation shortened to fit the story). So the
 //! table shows the spike, the scale-out and p95 back under the objective; the fleet then
-//! keeps the spike's capacity, the busiest minute of the policy's ten-minute history, for
+//! keeps the spike's capacity, the busiest minute of the policy's last five minutes, for
 //! the rest of the story.
 //!
 //! Rooms: [`story`] (the services, the phases and the triggers), [`queue`] (the queue, its

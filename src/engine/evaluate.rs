@@ -217,7 +217,7 @@ impl Engine {
     /// - no spans in the long window (no series, NaN, or a rate of 0), or no latency over
     ///   the guard window, is no data;
     /// - a history without a minute with spans (no series or NaN) is no reference
-    ///   latency, no calmest minute, and a busiest minute of 0.
+    ///   latency, no calmest minute, and a busiest minute and sustained level of 0.
     ///
     /// The figures are cached apart, so the value has no single cache entry to watch.
     async fn evaluate_capacity(

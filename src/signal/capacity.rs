@@ -37,10 +37,13 @@
 //!    *sustained* level, the [`SUSTAINED_Q`] quantile of the per-minute requests in
 //!    flight of the last [`SUSTAINED_S`], a level the load reached in three minutes of
 //!    thirty. The second keeps the pods a load that keeps coming back needs, and stops
-//!    the flapping a load wobbling around a pod boundary causes; one burst does not move
-//!    it. Each level counts at most [`PEAK_CLAMP`] × its own reference concurrency (its
-//!    rate × the reference latency): the queue a burst built while the pods were starting
-//!    is not load to keep pods for.
+//!    the flapping a load wobbling around a pod boundary causes; in a full window
+//!    two burst minutes do not move it, and a third moves it a tenth of the way. Each level counts at most
+//!    [`PEAK_CLAMP`] × its own reference concurrency (its rate, for the sustained level
+//!    the same quantile of the minutes' rates, × the reference latency): the queue a
+//!    burst built while the pods were starting is not load to keep pods for. The store
+//!    keeps each minute's sums for the sustained window past its buckets' retention;
+//!    Prometheus answers it with `quantile_over_time` over a `[30m:1m]` subquery.
 //! 4. **No data is no value**: without spans there is nothing to size a fleet on, and the
 //!    trigger answers an error so KEDA's fallback decides.
 //!
@@ -244,7 +247,7 @@ impl History {
 }
 
 /// What the history says, from `(Σ durations in seconds, spans)` of each whole minute,
-/// `minute_s` long (60 s, or the nearest whole number of the store's buckets), and of each
+/// `minute_s` long (60 s, or as many of the store's buckets as fit in it), and of each
 /// whole [`BLOCK_S`] block (spans by their adjusted counts where sampling recorded them,
 /// so not whole), oldest first, and the latency at the trigger's quantile of each whole
 /// minute with spans. A source that cannot read blocks (Prometheus' history is its

@@ -265,7 +265,7 @@ fn parse_source(
             // metrics_query_handler.go`, `clampInstantQueryEnd`), so that sum ÷ the window
             // under-reads (by half for a 1m window). Refused until the divisor is Tempo's own.
             SignalKind::Concurrency => matches!(source, SourceKind::Otlp | SourceKind::Prometheus),
-            // sloCapacity reads a ten-minute history: the embedded store's, or
+            // sloCapacity reads a thirty-minute history: the embedded store's, or
             // Prometheus' through subqueries (signal::promql::capacity). Tempo's is not
             // asked for.
             SignalKind::SloCapacity => matches!(source, SourceKind::Otlp | SourceKind::Prometheus),

@@ -125,7 +125,8 @@ async fn slo_capacity_is_pods_needed_of_prometheus_own_answers() {
         let qs = queries(c);
         let (mut agreed, mut differed) = (false, None);
         // Until one try fits between two scrapes (1 s apart): a minute at most, so a slow
-        // machine gets many tries and the busy minute stays in the ten-minute history.
+        // machine gets many tries and the busy minute stays in the thirty-minute sustained
+        // window (and, unless the machine is very slow, in the five-minute peak's).
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(120)).await; // past the cache TTL
@@ -155,10 +156,12 @@ async fn slo_capacity_is_pods_needed_of_prometheus_own_answers() {
                 sustained.expect("a sustained level"),
                 sustained_rate.expect("a sustained rate"),
             );
-            // The history saw the busy spell: its busiest minute out-weighs the window
-            // (three times the load against at most 7/3 of it).
-            assert!(peak > 1.2 * concurrency, "{}: {peak} {concurrency}", c.name);
-            assert!(peak_rate > 1.2 * rate, "{}: {peak_rate} {rate}", c.name);
+            // The history saw the busy spell: its busiest minute (or, on a slow machine
+            // past the peak window, the sustained level of the few minutes there are)
+            // out-weighs the window (three times the load against at most 7/3 of it).
+            let (held, held_rate) = (peak.max(sustained), peak_rate.max(sustained_rate));
+            assert!(held > 1.2 * concurrency, "{}: {held} {concurrency}", c.name);
+            assert!(held_rate > 1.2 * rate, "{}: {held_rate} {rate}", c.name);
             let history = capacity::History {
                 reference_latency_s: Some(reference),
                 peak_concurrency: peak,
@@ -293,7 +296,7 @@ fn form_decode(body: &[u8]) -> String {
 }
 
 /// Any one of the figures failing fails the value (Unavailable, naming the backend):
-/// never pods computed from the other five.
+/// never pods computed from the others.
 #[tokio::test(flavor = "multi_thread")]
 async fn one_failing_query_fails_slo_capacity() {
     let (_exporter, prom) = fixture().await;
@@ -309,6 +312,8 @@ async fn one_failing_query_fails_slo_capacity() {
         "min_over_time",
         // The busiest minute's rate alone.
         "max_over_time(sum(rate(traces_span_metrics_duration_milliseconds_count",
+        // The sustained level's two.
+        "quantile_over_time",
     ];
     for failing in markers {
         let proxy = failing_proxy(prom.url(), failing).await;
