@@ -37,13 +37,14 @@
 //!    *sustained* level, the [`SUSTAINED_Q`] quantile of the per-minute requests in
 //!    flight of the last [`SUSTAINED_S`], a level the load reached in three minutes of
 //!    thirty. The second keeps the pods a load that keeps coming back needs, and stops
-//!    the flapping a load wobbling around a pod boundary causes; in a full window
-//!    two burst minutes do not move it, and a third moves it a tenth of the way. Each level counts at most
-//!    [`PEAK_CLAMP`] × its own reference concurrency (its rate, for the sustained level
-//!    the same quantile of the minutes' rates, × the reference latency): the queue a
-//!    burst built while the pods were starting is not load to keep pods for. The store
-//!    keeps each minute's sums for the sustained window past its buckets' retention;
-//!    Prometheus answers it with `quantile_over_time` over a `[30m:1m]` subquery.
+//!    the flapping a load wobbling around a pod boundary causes; in a full window two
+//!    burst minutes do not move it, and a third moves it a tenth of the way. Each level
+//!    counts at most [`PEAK_CLAMP`] × its own reference concurrency (its rate, for the
+//!    sustained level the same quantile of the minutes' rates, × the reference latency):
+//!    the queue a burst built while the pods were starting is not load to keep pods for.
+//!    The store keeps each minute's sums for the sustained window past its buckets'
+//!    retention; Prometheus answers it with `quantile_over_time` over a `[30m:1m]`
+//!    subquery.
 //! 4. **No data is no value**: without spans there is nothing to size a fleet on, and the
 //!    trigger answers an error so KEDA's fallback decides.
 //!
@@ -57,10 +58,11 @@
 /// 72 % busy, near Knative's 70 % target; at 0.85 they were 67 % busy, and the policy
 /// added a third pod for single minutes two pods held well within the objective. Measured
 /// in `simulate` over 57 days of the public NASA trace (not committed; the committed day is
-/// checked in `tests/simulate`) with [`CALM`] 0.5, before [`SUSTAINED_S`]: the bar (≥ 99 % at ≤ 0.75× the
-/// static fleet, ≤ 100 scale events) met on 16 days against 3 at 0.85, 3 days below 99 %
-/// against 1; with 8 workers and 120 ms log-normal requests (before [`U_FLOOR`]), 18 days
-/// below 99 % against 14. The built-in scenarios stay within their bars.
+/// checked in `tests/simulate`) with [`CALM`] 0.5, before [`SUSTAINED_S`]: the bar
+/// (≥ 99 % at ≤ 0.75× the static fleet, ≤ 100 scale events) met on 16 days against 3 at
+/// 0.85, 3 days below 99 % against 1; with 8 workers and 120 ms log-normal requests
+/// (before [`U_FLOOR`]), 18 days below 99 % against 14. The built-in scenarios stay within
+/// their bars.
 pub const U_HIGH: f64 = 1.0;
 /// The utilisation aimed at once latency reaches the objective. (0.6 set a limit cycle
 /// going on `release-regression`, where the service time alone sits at 0.75 of the
@@ -92,8 +94,8 @@ pub const CALM: f64 = 0.5;
 /// 2.1× the pods the load keeps busy) bounds a burst's overshoot to about what llm-d's
 /// does. (At 2, the Twitter day's bursts took the fleet to 10–14 pods against a static 4.)
 pub const CLAMP: f64 = 1.5;
-/// The most the history's busiest minute counts for, × its reference concurrency (its
-/// rate × the reference latency).
+/// The most the busiest minute and the sustained level count for, × their reference
+/// concurrency (their rate × the reference latency).
 pub const PEAK_CLAMP: f64 = 1.2;
 /// The window the busiest minute is taken from, seconds: a burst's pods are kept five
 /// minutes after it; a load that outlasts that is what [`SUSTAINED_S`]' level keeps.
