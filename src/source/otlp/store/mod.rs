@@ -244,7 +244,7 @@ pub struct Store {
     /// Buckets kept per series: the current one plus `retention / bucket_width`.
     slots: u64,
     /// Buckets per minute of `signal: sloCapacity` (as many as fit in 60 s, at least
-    /// one), and the minutes a series keeps before the current one (its sustained
+    /// one, so a divisor), and the minutes a series keeps before the current one (its sustained
     /// window, `capacity::SUSTAINED_S`).
     per_minute: u64,
     sustained_minutes: u64,

@@ -79,7 +79,7 @@ impl Series {
     /// or after `keep.oldest`.
     pub(super) fn absorb(&mut self, incoming: &[Bucket], keep: Keep, now_ns: u64) {
         self.last_ingest_ns = self.last_ingest_ns.max(now_ns);
-        self.trim(keep.oldest, keep.oldest_minute);
+        self.trim(keep);
         let ring_before = self.ring_bytes();
         let mut grown = 0isize;
         let slots = keep.slots;
@@ -111,7 +111,7 @@ impl Series {
 
     /// Adds bucket `b`'s sums to its minute.
     fn add_to_minute(&mut self, b: &Bucket, per_minute: u64) {
-        let index = b.index / per_minute.max(1);
+        let index = b.index / per_minute;
         let at = match self.minutes.iter().rposition(|m| m.index <= index) {
             Some(i) if self.minutes[i].index == index => i,
             Some(i) => {
@@ -151,9 +151,9 @@ impl Series {
         }
     }
 
-    /// Drops the buckets before `oldest` and the minutes before `oldest_minute`.
-    pub(super) fn trim(&mut self, oldest: u64, oldest_minute: u64) {
-        while self.buckets.front().is_some_and(|b| b.index < oldest) {
+    /// Drops the buckets and minutes before those `keep` keeps.
+    pub(super) fn trim(&mut self, keep: Keep) {
+        while self.buckets.front().is_some_and(|b| b.index < keep.oldest) {
             if let Some(b) = self.buckets.pop_front() {
                 self.bytes = self.bytes.saturating_sub(b.latency.heap_bytes());
             }
@@ -161,7 +161,7 @@ impl Series {
         while self
             .minutes
             .front()
-            .is_some_and(|m| m.index < oldest_minute)
+            .is_some_and(|m| m.index < keep.oldest_minute)
         {
             self.minutes.pop_front();
         }

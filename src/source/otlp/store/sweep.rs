@@ -20,7 +20,7 @@ impl Store {
             entries.retain(|e| {
                 let mut s = lock(&e.series);
                 let before = s.bytes;
-                s.trim(keep.oldest, keep.oldest_minute);
+                s.trim(keep);
                 let keep = now_ns.saturating_sub(s.last_ingest_ns) < idle_ns;
                 if keep {
                     freed += before - s.bytes;
