@@ -210,7 +210,8 @@ async fn a_latency_step_shows_within_one_bucket() {
 /// spans themselves: the last minute's requests in flight and rate, each whole minute's
 /// mean latency over the ten-minute history, the busiest requests in flight and rate of
 /// its last five minutes, the mean latency of each 10 s block with at least
-/// `capacity::BLOCK_MIN_SPANS` spans, and the sustained level: the store started ten
+/// `capacity::BLOCK_MIN_SPANS` spans (and their p95 while fewer than
+/// `capacity::YOUNG_MINUTES` minutes have spans), and the sustained level: the store started ten
 /// minutes before now, so its sustained window's whole minutes are those ten, quiet ones
 /// as zeros, and their 0.9 quantile (Prometheus' `quantile_over_time`: rank 0.9 × 9 = 8.1
 /// of the sorted ten). `p95` is the sketch's over the guard window, read from the store
@@ -223,8 +224,10 @@ fn capacity_reading(planned: &[Planned], p95: f64) -> capacity::Reading {
     let minute_of = |p: &Planned| second_of(p) / 60;
     let mut minutes = [(0.0f64, 0u64); 10];
     let mut blocks = [(0.0f64, 0u64); 60];
-    // Each minute's latencies in the store's own sketch: its quantile is the sketch's.
+    // Each minute's and block's latencies in the store's own sketch: its quantile is the
+    // sketch's.
     let mut sketches: [LatencySketch; 10] = Default::default();
+    let mut block_sketches: [LatencySketch; 60] = std::array::from_fn(|_| LatencySketch::default());
     for p in planned {
         let m = &mut minutes[9 - minute_of(p) as usize];
         m.0 += p.duration.as_secs_f64();
@@ -233,6 +236,7 @@ fn capacity_reading(planned: &[Planned], p95: f64) -> capacity::Reading {
         let b = &mut blocks[59 - (second_of(p) / 10) as usize];
         b.0 += p.duration.as_secs_f64();
         b.1 += 1;
+        block_sketches[59 - (second_of(p) / 10) as usize].add(p.duration.as_nanos() as u64);
     }
     let last: Vec<&Planned> = planned.iter().filter(|p| minute_of(p) == 0).collect();
     let rate = last.len() as f64 / 60.0;
@@ -267,6 +271,19 @@ fn capacity_reading(planned: &[Planned], p95: f64) -> capacity::Reading {
         .iter()
         .filter_map(|s| s.quantile_ns(0.95))
         .fold(f64::MAX, f64::min);
+    // A history of fewer than YOUNG_MINUTES minutes with spans also takes its calm
+    // latency from its blocks.
+    let with_spans = minutes.iter().filter(|(_, n)| *n > 0).count();
+    let calmest = if with_spans < capacity::YOUNG_MINUTES {
+        blocks
+            .iter()
+            .zip(&block_sketches)
+            .filter(|((_, n), _)| *n as f64 >= capacity::BLOCK_MIN_SPANS)
+            .filter_map(|(_, s)| s.quantile_ns(0.95))
+            .fold(calmest, f64::min)
+    } else {
+        calmest
+    };
     capacity::Reading {
         concurrency,
         reference_concurrency: Some(rate * shortest),
@@ -378,6 +395,14 @@ async fn slo_capacity_is_the_pods_the_objective_needs_for_the_spans_sent() {
     let reference_latency = r.reference_concurrency.expect("a reference") / (5_000.0 / 60.0);
     assert!(reference_latency < 0.1, "{r:?}");
     assert!(r.concurrency > capacity::CLAMP * 10.0 * r.reference_concurrency.unwrap_or(0.0));
+    // Its calm latency is the calm blocks' p95 too, not the queued minute's: the
+    // utilisation target is the guard's, not U_FLOOR's.
+    assert!(r.calm_latency_s.expect("a calm latency") < 0.2, "{r:?}");
+    assert!(
+        capacity::utilization(r.latency_s / 0.3, r.calm_latency_s.map(|s| s / 0.3))
+            > capacity::U_FLOOR,
+        "{r:?}"
+    );
 
     // inventory: every minute slow (90 ms median, p95 near the objective): the calmest
     // minute leaves little room for a queue, and the utilisation target falls with it.

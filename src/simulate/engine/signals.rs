@@ -281,11 +281,18 @@ fn recommended(
     let (guard, minutes) =
         ring.guard_and_minutes(now, capacity::GUARD_WINDOW_S as usize, len, 0.95);
     let latency_s = guard.quantile_ns(0.95).map(|ns| ns / 1e9)?;
+    let ring = &*ring;
+    let block_s = capacity::BLOCK_S as usize;
     let history = capacity::history(
         ring.periods(now, len, 60),
-        ring.periods(now, len, capacity::BLOCK_S as usize),
+        ring.periods(now, len, block_s),
         60.0,
         minutes,
+        ring.starts(now, len, block_s).filter_map(|b| {
+            let (block, _) = ring.between(b, b + block_s, true);
+            let latency_ns = block.latency.quantile_ns(0.95)?;
+            Some((block.requests as f64, latency_ns / 1e9))
+        }),
         sustained,
     );
     let target = capacity::Target {

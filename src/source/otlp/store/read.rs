@@ -294,8 +294,9 @@ impl Store {
         let mut sustained = vec![(0f64, 0f64); (sustained_to - sustained_from) as usize];
         let (mut spans, mut busy_ns) = (0f64, 0f64);
         let mut latency = LatencySketch::default();
-        for series in self.matching(selector)? {
-            let series = lock(&series);
+        let matching = self.matching(selector)?;
+        for series in &matching {
+            let series = lock(series);
             for b in series.buckets.iter().filter(|b| b.index <= now_index) {
                 if b.index >= guard_from {
                     latency.merge(&b.latency);
@@ -325,14 +326,36 @@ impl Store {
         };
         let minute_s = (per_minute * self.bucket_ns) as f64 / 1e9;
         let quantile = target.quantile.get();
+        // The blocks' latencies are read only while the history is young, so their
+        // sketches are merged then, in a second pass (a span that settles in between
+        // counts in its block's latency and not in its spans).
+        let block_spans: Vec<f64> = blocks.sums.iter().map(|&(_, spans)| spans).collect();
+        let block_latencies = std::iter::once_with(|| {
+            let mut sketches = vec![LatencySketch::default(); block_spans.len()];
+            for series in &matching {
+                for b in lock(series).buckets.iter() {
+                    if let Some(at) = blocks.position(b.index) {
+                        sketches[at].merge(&b.latency);
+                    }
+                }
+            }
+            sketches
+        })
+        .flatten()
+        .zip(&block_spans)
+        .filter_map(|(sketch, &spans)| {
+            let ns = sketch.quantile_ns(quantile)?;
+            Some((spans, ns / 1e9))
+        });
         // Each minute's spans by their adjusted counts, as its durations are.
         let history = capacity::history(
             minutes.sums,
-            blocks.sums,
+            blocks.sums.iter().copied(),
             minute_s,
             minute_latency
                 .iter()
                 .filter_map(|m| m.quantile_ns(quantile).map(|ns| ns / 1e9)),
+            block_latencies,
             sustained,
         );
         Ok(Some(capacity::pods_needed(
@@ -364,18 +387,20 @@ impl Periods {
         }
     }
 
-    /// Adds bucket `index`'s figures to its period, if it falls in a whole one, and
-    /// returns that period's position.
-    fn add(&mut self, index: u64, busy_s: f64, spans: f64) -> Option<usize> {
+    /// The position of bucket `index`'s period, if it falls in a whole one.
+    fn position(&self, index: u64) -> Option<usize> {
         if index >= self.settled {
             return None;
         }
         let back = ((self.settled - 1 - index) / self.per) as usize;
         let whole = self.sums.len();
-        if back >= whole {
-            return None;
-        }
-        let at = whole - 1 - back;
+        (back < whole).then(|| whole - 1 - back)
+    }
+
+    /// Adds bucket `index`'s figures to its period, if it falls in a whole one, and
+    /// returns that period's position.
+    fn add(&mut self, index: u64, busy_s: f64, spans: f64) -> Option<usize> {
+        let at = self.position(index)?;
         self.sums[at].0 += busy_s;
         self.sums[at].1 += spans;
         Some(at)
