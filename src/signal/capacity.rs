@@ -152,7 +152,7 @@ pub const BLOCK_MIN_SPANS: f64 = 200.0;
 /// is also read over its [`BLOCK_S`] blocks (of [`BLOCK_MIN_SPANS`] spans or more). In a
 /// young history the calmest minute may be the one a burst queued in, which took `u` to
 /// [`U_FLOOR`] and the fleet to twice the pods the load needs: `slo-scaler demo`'s burst
-/// asked for 14–16 pods where about 10 carry it. After that the minutes alone decide: a
+/// asked for 14–16 pods where 10–12 carry it. After that the minutes alone decide: a
 /// ten-second block's p95 reads below any minute's, and read always it left 12 of the 57
 /// NASA days below 99 % with 8 workers and 120 ms log-normal requests, against 2.
 pub const YOUNG_MINUTES: usize = 5;
