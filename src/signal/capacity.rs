@@ -22,17 +22,17 @@
 //!    first minute, or in every minute it holds, is still measured against the calm
 //!    seconds before it.
 //! 2. **The objective guards the utilisation target.** While the latency over the
-//!    [`GUARD_WINDOW_S`] is within [`GUARD_CALM`] of the objective, pods may run at [`U_HIGH`];
-//!    from there to the objective `u` falls linearly to [`U_LOW`]. A service whose own
-//!    requests take most of the objective has little room for a queue: while the
-//!    *calmest* minute of the history (its lowest latency at the trigger's quantile) is
-//!    within [`CALM`] of the objective `u` is free, and from there to the objective it is
-//!    at most a line down to [`U_FLOOR`]. That minute is the one least queued, so a
-//!    burst's queue does not move it, and the fleet does not move it much. A young
-//!    history (fewer than [`YOUNG_MINUTES`] minutes with spans) may hold only a burst's
-//!    minutes, so its [`BLOCK_S`] blocks count as well. `u` is
-//!    bounded, so a latency more pods cannot fix (a dependency that is slow whatever the
-//!    fleet) costs at most `U_HIGH ÷ U_FLOOR` more pods, never the maximum.
+//!    [`GUARD_WINDOW_S`] is within [`GUARD_CALM`] of the objective, pods may run at
+//!    [`U_HIGH`]; from there to the objective `u` falls linearly to [`U_LOW`]. A
+//!    service whose own requests take most of the objective has little room for a
+//!    queue: while the *calmest* minute of the history (its lowest latency at the
+//!    trigger's quantile) is within [`CALM`] of the objective `u` is free, and from
+//!    there to the objective it is at most a line down to [`U_FLOOR`]. That minute is
+//!    the one least queued, so a burst's queue does not move it, and the fleet does not
+//!    move it much. A young history (fewer than [`YOUNG_MINUTES`] minutes with spans)
+//!    may hold only a burst's minutes, so its [`BLOCK_S`] blocks count as well. `u` is
+//!    bounded, so a latency more pods cannot fix (a dependency that is slow whatever
+//!    the fleet) costs at most `U_HIGH ÷ U_FLOOR` more pods, never the maximum.
 //! 3. **Headroom learned from the history.** The value never falls below the larger of
 //!    two levels ([`HOLD`] of it): the busiest minute of the last [`PEAK_S`] (longer than
 //!    a start-up time), so a burst seen in the last minutes keeps its capacity; and the
@@ -86,12 +86,12 @@ const _: () = assert!(U_FLOOR > 0.0 && U_FLOOR <= U_LOW && U_LOW <= U_HIGH);
 // The guard's line starts at or above the calmest minute's, below the objective.
 const _: () = assert!(CALM <= GUARD_CALM && GUARD_CALM < 1.0);
 /// Below this share of the objective, the calmest minute's latency does not lower the
-/// utilisation target (nor did the guard window's, before [`GUARD_CALM`]). Below where a service whose calm p95 sits near the objective (120 ms log-normal
-/// requests against 300 ms: about 0.8 of it) runs, so that the guard alone aims at about
-/// 0.82 for it, near the 0.8 it had at `U_HIGH` 0.85 with `CALM` 0.7 (the calmest minute
-/// now takes it to 0.7). With `U_HIGH` 1.0 over the same days: at
-/// 0.7, 24 days met the bar but 41 fell below 99 % with the slower service (9 with the
-/// default one); at 0.4, 6 days met it, and 14 fell below 99 % with the slower service.
+/// utilisation target: the default service's own p95 (50 ms exponential) sits here, one
+/// whose calm p95 is near the objective (120 ms log-normal requests against 300 ms: about
+/// 0.8 of it) well above. Until [`GUARD_CALM`] the guard window's line started here too;
+/// measured then with `U_HIGH` 1.0 over the same days: at 0.7, 24 days met the bar but 41
+/// fell below 99 % with the slower service (9 with the default one); at 0.4, 6 days met
+/// it, and 14 fell below 99 % with the slower service.
 pub const CALM: f64 = 0.5;
 /// Below this share of the objective, the guard window's latency does not lower the
 /// utilisation target. Above [`CALM`]: the default service's own p95 (an exponential

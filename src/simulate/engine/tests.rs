@@ -90,9 +90,9 @@ fn scale_to_zero_after_cooldown_and_back() {
 /// spans (each ending when the request completed, the store's settle time the server's
 /// default), give the same value at every HPA sync. The traffic: a burst that queues for
 /// the whole of the history's first minute (its reference, and while the history is young
-/// its calm latency, only from the calm 10 s blocks before it), then calm for fourteen minutes: past the busiest minute's five, the
-/// sustained level holds the burst's minutes, and past the buckets' ten-minute retention
-/// it reads the per-minute sums the store kept.
+/// its calm latency, only from the calm 10 s blocks before it), then calm for fourteen
+/// minutes: past the busiest minute's five, the sustained level holds the burst's minutes,
+/// and past the buckets' ten-minute retention it reads the per-minute sums the store kept.
 #[test]
 fn recommended_reads_as_the_embedded_store_does() {
     use crate::signal::{CapacityTarget, Quantile, SpanKind, TraceSelector};
