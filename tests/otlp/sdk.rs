@@ -208,14 +208,14 @@ async fn a_latency_step_shows_within_one_bucket() {
 
 /// The figures `signal: sloCapacity` takes from `planned`, worked out from the planned
 /// spans themselves: the last minute's requests in flight and rate, each whole minute's
-/// mean latency over the ten-minute history, the busiest requests in flight and rate of
-/// its last five minutes, the mean latency of each 10 s block with at least
+/// mean latency over the ten-minute history, the busiest requests in flight and rate of its
+/// last five minutes, the mean latency of each 10 s block with at least
 /// `capacity::BLOCK_MIN_SPANS` spans (and their p95 while fewer than
-/// `capacity::YOUNG_MINUTES` minutes have spans), and the sustained level: the store started ten
-/// minutes before now, so its sustained window's whole minutes are those ten, quiet ones
-/// as zeros, and their 0.9 quantile (Prometheus' `quantile_over_time`: rank 0.9 × 9 = 8.1
-/// of the sorted ten). `p95` is the sketch's over the guard window, read from the store
-/// (within 1 % of the exact one, as the tests above check).
+/// `capacity::YOUNG_MINUTES` minutes have spans), and the sustained level: the store
+/// started ten minutes before now, so its sustained window's whole minutes are those ten,
+/// quiet ones as zeros, and their 0.9 quantile (Prometheus' `quantile_over_time`: rank 0.9
+/// × 9 = 8.1 of the sorted ten). `p95` is the sketch's over the guard window, read from the
+/// store (within 1 % of the exact one, as the tests above check).
 fn capacity_reading(planned: &[Planned], p95: f64) -> capacity::Reading {
     // The store's buckets are whole seconds and t0 is on one: a span that ended `e`
     // before now is in the second `ceil(e) − 1` back, so in the minute that divided by
