@@ -294,17 +294,12 @@ pub fn history(
         .into_iter()
         .map(|(busy_s, spans)| (busy_s / minute_s, spans / minute_s))
         .unzip();
-    let (mut calm, mut calm_minutes) = (None::<f64>, 0);
-    for latency_s in minute_latencies_s {
-        calm = Some(calm.map_or(latency_s, |c| c.min(latency_s)));
-        calm_minutes += 1;
-    }
-    if calm_minutes < YOUNG_MINUTES {
-        for (spans, latency_s) in block_latencies_s {
-            if spans >= BLOCK_MIN_SPANS {
-                calm = Some(calm.map_or(latency_s, |c| c.min(latency_s)));
-            }
-        }
+    let minute_latencies: Vec<f64> = minute_latencies_s.into_iter().collect();
+    let mut calm = minute_latencies.iter().copied().reduce(f64::min);
+    if minute_latencies.len() < YOUNG_MINUTES {
+        let blocks = block_latencies_s.into_iter();
+        let calm_blocks = blocks.filter(|&(spans, _)| spans >= BLOCK_MIN_SPANS);
+        calm = calm_blocks.map(|(_, s)| s).chain(calm).reduce(f64::min);
     }
     let mut out = History {
         reference_latency_s: None,

@@ -329,9 +329,8 @@ impl Store {
         // The blocks' latencies are read only while the history is young, so their
         // sketches are merged then, in a second pass (a span that settles in between
         // counts in its block's latency and not in its spans).
-        let block_spans: Vec<f64> = blocks.sums.iter().map(|&(_, spans)| spans).collect();
         let block_latencies = std::iter::once_with(|| {
-            let mut sketches = vec![LatencySketch::default(); block_spans.len()];
+            let mut sketches = vec![LatencySketch::default(); blocks.sums.len()];
             for series in &matching {
                 for b in lock(series).buckets.iter() {
                     if let Some(at) = blocks.position(b.index) {
@@ -342,8 +341,8 @@ impl Store {
             sketches
         })
         .flatten()
-        .zip(&block_spans)
-        .filter_map(|(sketch, &spans)| {
+        .zip(&blocks.sums)
+        .filter_map(|(sketch, &(_, spans))| {
             let ns = sketch.quantile_ns(quantile)?;
             Some((spans, ns / 1e9))
         });
