@@ -341,13 +341,16 @@ async fn slo_capacity_is_the_pods_the_objective_needs_for_the_spans_sent() {
     let mut planned = plan(3_000, Duration::from_secs(300), 40.0, 50);
     planned.extend(plan(1_500, Duration::from_secs(60), 120.0, 50));
     let r = check("order-service", planned).await;
-    // The busy minute queued: it is clamped at CLAMP × what it would be had nothing
-    // queued (its rate × the quiet minutes' shortest mean latency): the value is the clamp's.
+    // The busy minute queued: it is clamped at CLAMP × what it would hold at the target had
+    // nothing queued (its rate × the quiet minutes' shortest mean latency, × the queue
+    // factor of a 4-slot pod): the value is the clamp's.
+    let queue = capacity::queue_factor(4.0);
     let reference = r.reference_concurrency.expect("a reference");
-    assert!(r.concurrency > capacity::CLAMP * reference, "{r:?}");
+    assert!(r.concurrency > capacity::CLAMP * queue * reference, "{r:?}");
 
     // checkout: the same busy minute four minutes ago, quiet since: the value holds it, at
-    // PEAK_CLAMP × its load (not its queue), above what the quiet last minute needs.
+    // PEAK_CLAMP × what its load holds at the target (not its queue), above what the quiet
+    // last minute needs.
     let mut planned = plan(3_000, Duration::from_secs(300), 40.0, 50);
     planned.extend(earlier(
         plan(1_500, Duration::from_secs(60), 120.0, 50),
@@ -356,11 +359,11 @@ async fn slo_capacity_is_the_pods_the_objective_needs_for_the_spans_sent() {
     let r = check("checkout", planned).await;
     let peak_reference = r.peak_reference.expect("a peak reference");
     assert!(
-        r.peak_concurrency > capacity::PEAK_CLAMP * peak_reference,
+        r.peak_concurrency > capacity::PEAK_CLAMP * queue * peak_reference,
         "{r:?}"
     );
     assert!(
-        capacity::PEAK_CLAMP * peak_reference > r.concurrency.max(1e-9) * 2.0,
+        capacity::PEAK_CLAMP * queue * peak_reference > r.concurrency.max(1e-9) * 2.0,
         "the held minute decides: {r:?}"
     );
 
@@ -372,9 +375,10 @@ async fn slo_capacity_is_the_pods_the_objective_needs_for_the_spans_sent() {
         480,
     ));
     let r = check("basket", planned).await;
+    let sustained_reference = r.sustained_reference.expect("a sustained reference");
     let held = r
         .sustained_concurrency
-        .min(capacity::PEAK_CLAMP * r.sustained_reference.expect("a sustained reference"));
+        .min(capacity::PEAK_CLAMP * queue * sustained_reference);
     assert!(held > r.peak_concurrency * 2.0, "{r:?}");
     let without = capacity::Reading {
         sustained_concurrency: 0.0,
@@ -388,13 +392,15 @@ async fn slo_capacity_is_the_pods_the_objective_needs_for_the_spans_sent() {
 
     // cart-service: new to the store, and its one minute queued after 20 calm seconds
     // (1,000 spans at 40 ms, then 4,000 at 2 s). The minute's mean is 1.6 s; the reference
-    // is the calm blocks' mean, so the queue is clamped at CLAMP × the load, not read whole.
+    // is the calm blocks' mean, so the queue is clamped at CLAMP × what the load holds at
+    // the target, not read whole.
     let mut planned: Vec<Planned> = plan(4_000, Duration::from_secs(40), 2_000.0, 50);
     planned.extend(earlier(plan(1_000, Duration::from_secs(20), 40.0, 50), 40));
     let r = check("cart-service", planned).await;
     let reference_latency = r.reference_concurrency.expect("a reference") / (5_000.0 / 60.0);
     assert!(reference_latency < 0.1, "{r:?}");
-    assert!(r.concurrency > capacity::CLAMP * 10.0 * r.reference_concurrency.unwrap_or(0.0));
+    let reference = r.reference_concurrency.unwrap_or(0.0);
+    assert!(r.concurrency > capacity::CLAMP * queue * 10.0 * reference);
     // Its calm latency is the calm blocks' p95 too, not the queued minute's: the
     // utilisation target is the guard's, not U_FLOOR's.
     assert!(r.calm_latency_s.expect("a calm latency") < 0.2, "{r:?}");
