@@ -17,8 +17,8 @@
 //!    bound. `L` is clamped at [`CLAMP`] × what the *reference* concurrency (the window's
 //!    rate × the *reference latency*: the slots the load keeps busy, what `L` would be had
 //!    nothing queued) holds in flight at the target, queue included ([`queue_factor`]: a
-//!    pod of few slots queues sooner), so one reading asks for about what the load needs
-//!    at the target, however long the queue. The reference latency is the
+//!    pod of few slots queues sooner), so one reading asks for at most 1.05× the pods the
+//!    load needs at the target, however long the queue. The reference latency is the
 //!    shortest mean latency of any whole minute of the history, or of any [`BLOCK_S`]
 //!    block of it with [`BLOCK_MIN_SPANS`] spans: a burst that queues in a history's
 //!    first minute, or in every minute it holds, is still measured against the calm
