@@ -270,8 +270,12 @@ pub fn queue_factor(slots: f64) -> f64 {
         1.0
     };
     let exponent = (2.0 * (c + 1.0)).sqrt();
-    let in_flight = |rho: f64| c * rho + rho.powf(exponent) / (1.0 - rho);
-    // Bisection: in_flight rises from 0 to infinity on [0, 1).
+    U_HIGH / busy_share(c, |rho| c * rho + rho.powf(exponent) / (1.0 - rho))
+}
+
+/// The busy share `ρ` at which a pod of `c` slots holds `c × U_HIGH` in flight, by
+/// bisection; `in_flight(ρ)` must rise from 0 to infinity on [0, 1).
+fn busy_share(c: f64, in_flight: impl Fn(f64) -> f64) -> f64 {
     let (mut low, mut high) = (0.0_f64, 1.0_f64);
     for _ in 0..64 {
         let mid = (low + high) / 2.0;
@@ -281,7 +285,7 @@ pub fn queue_factor(slots: f64) -> f64 {
             high = mid;
         }
     }
-    U_HIGH / high
+    high
 }
 
 /// What the history says: see [`history`].
@@ -477,7 +481,7 @@ mod tests {
     }
 
     /// Erlang C's busy share of an M/M/c pod of `c` slots holding `c × U_HIGH` in flight
-    /// (its mean queue `C(c, cρ) · ρ ÷ (1 − ρ)`), by bisection.
+    /// (its mean queue `C(c, cρ) · ρ ÷ (1 − ρ)`), by the same bisection.
     fn erlang_busy_share(c: u32) -> f64 {
         let wait = |a: f64| {
             let (mut term, mut sum) = (1.0, 0.0);
@@ -488,18 +492,8 @@ mod tests {
             let last = term * f64::from(c) / (f64::from(c) - a);
             last / (sum + last)
         };
-        let c_f = f64::from(c);
-        let in_flight = |rho: f64| c_f * rho + wait(c_f * rho) * rho / (1.0 - rho);
-        let (mut low, mut high) = (0.0, 1.0);
-        for _ in 0..64 {
-            let mid = (low + high) / 2.0;
-            if in_flight(mid) < c_f * U_HIGH {
-                low = mid;
-            } else {
-                high = mid;
-            }
-        }
-        high
+        let c = f64::from(c);
+        busy_share(c, |rho| c * rho + wait(c * rho) * rho / (1.0 - rho))
     }
 
     #[test]
