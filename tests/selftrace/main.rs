@@ -137,9 +137,12 @@ async fn start_binary(endpoint: SocketAddr, schedule_delay_ms: u64, flags: &[&st
     cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{endpoint}"))
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
         .env("OTEL_BSP_SCHEDULE_DELAY", schedule_delay_ms.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let child = cmd.spawn().expect("start slo-scaler");
+        .stdout(Stdio::null());
+    // Its log, to say why when it does not become ready (a port taken between
+    // `free_port` and the bind, say).
+    let log = tempfile::NamedTempFile::new().expect("a log file");
+    cmd.stderr(log.reopen().expect("the log file"));
+    let mut child = cmd.spawn().expect("start slo-scaler");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let ready = reqwest::get(format!("http://{admin}/readyz"))
@@ -148,7 +151,12 @@ async fn start_binary(endpoint: SocketAddr, schedule_delay_ms: u64, flags: &[&st
         if ready {
             break;
         }
-        assert!(Instant::now() < deadline, "slo-scaler did not become ready");
+        let exited = child.try_wait().ok().flatten();
+        if exited.is_some() || Instant::now() >= deadline {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(log.path()).unwrap_or_default();
+            panic!("slo-scaler did not become ready (exit: {exited:?}); its log:\n{log}");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Child_ {
