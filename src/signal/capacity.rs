@@ -22,7 +22,12 @@
 //!    shortest mean latency of any whole minute of the history, or of any [`BLOCK_S`]
 //!    block of it with [`BLOCK_MIN_SPANS`] spans: a burst that queues in a history's
 //!    first minute, or in every minute it holds, is still measured against the calm
-//!    seconds before it.
+//!    seconds before it. Where the store knows the pods that served a period (their
+//!    instance ids), its mean counts at most their slots' worth ([`Period`]): a history
+//!    whose every second queued (the scaler started while the fleet was saturated) holds
+//!    no calm seconds, and its queue would otherwise read as the service's own latency.
+//!    Bounded so, the value asks for at most a clamp's worth more pods than served
+//!    (growing so at each read while the queue lasts) and never fewer.
 //! 2. **The objective guards the utilisation target.** While the latency over the
 //!    [`GUARD_WINDOW_S`] is within [`GUARD_CALM`] of the objective, pods may run at
 //!    [`U_HIGH`]; from there to the objective `u` falls linearly to [`U_LOW`]. A
@@ -334,9 +339,9 @@ impl History {
 /// (Prometheus' history is its minutes) passes none. The busiest minute is that of the
 /// last [`PEAK_S`] of `minutes`. `sustained` is `(Σ durations, spans)` of each whole
 /// minute of the last [`SUSTAINED_S`], minutes without spans included.
-pub fn history(
-    minutes: impl IntoIterator<Item = (f64, f64)>,
-    blocks: impl IntoIterator<Item = (f64, f64)>,
+pub fn history<M: Into<Period>, B: Into<Period>>(
+    minutes: impl IntoIterator<Item = M>,
+    blocks: impl IntoIterator<Item = B>,
     minute_s: f64,
     minute_latencies_s: impl IntoIterator<Item = f64>,
     block_latencies_s: impl IntoIterator<Item = (f64, f64)>,
@@ -361,27 +366,76 @@ pub fn history(
         sustained_concurrency: quantile(SUSTAINED_Q, &mut concurrency).unwrap_or(0.0),
         sustained_rate: quantile(SUSTAINED_Q, &mut rates).unwrap_or(0.0),
     };
-    let mut reference = |busy_s: f64, spans: f64| {
-        let mean = busy_s / spans;
+    let mut reference = |p: Period| {
+        let mean = p.queue_free_mean_s();
         out.reference_latency_s = Some(out.reference_latency_s.map_or(mean, |s| s.min(mean)));
     };
-    for (busy_s, spans) in blocks {
-        if spans >= BLOCK_MIN_SPANS {
-            reference(busy_s, spans);
+    for block in blocks.into_iter().map(Into::into) {
+        if block.spans >= BLOCK_MIN_SPANS {
+            reference(block);
         }
     }
-    let minutes: Vec<(f64, f64)> = minutes.into_iter().collect();
-    for &(busy_s, spans) in &minutes {
-        if spans > 0.0 {
-            reference(busy_s, spans);
+    let minutes: Vec<Period> = minutes.into_iter().map(Into::into).collect();
+    for &minute in &minutes {
+        if minute.spans > 0.0 {
+            reference(minute);
         }
     }
     let peak_minutes = ((PEAK_S as f64 / minute_s).round() as usize).max(1);
-    for &(busy_s, spans) in minutes.iter().rev().take(peak_minutes) {
-        out.peak_concurrency = out.peak_concurrency.max(busy_s / minute_s);
-        out.peak_rate = out.peak_rate.max(spans / minute_s);
+    for minute in minutes.iter().rev().take(peak_minutes) {
+        out.peak_concurrency = out.peak_concurrency.max(minute.busy_s / minute_s);
+        out.peak_rate = out.peak_rate.max(minute.spans / minute_s);
     }
     out
+}
+
+/// A whole minute or block of the history: `(Σ durations in seconds, spans)`, and what
+/// the pods that served it could have kept busy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Period {
+    /// Σ span durations, seconds.
+    pub busy_s: f64,
+    /// Spans (by their adjusted counts).
+    pub spans: f64,
+    /// The longest the period's requests can have taken on average without a queue:
+    /// [`longest_service_s`]; `None` where the pods that served them are not known.
+    pub longest_service_s: Option<f64>,
+}
+
+impl Period {
+    /// The period's mean latency, or [`Period::longest_service_s`] if shorter: a mean
+    /// read while every slot was busy and requests queued is not the service's latency,
+    /// but the slots bound it (rule 1).
+    fn queue_free_mean_s(&self) -> f64 {
+        let mean = self.busy_s / self.spans;
+        self.longest_service_s.map_or(mean, |s| mean.min(s))
+    }
+}
+
+impl From<(f64, f64)> for Period {
+    fn from((busy_s, spans): (f64, f64)) -> Self {
+        Period {
+            busy_s,
+            spans,
+            longest_service_s: None,
+        }
+    }
+}
+
+/// The longest mean service time a period `period_s` long can hold for `served`
+/// requests that completed without error, when `pods` pods of `pod_concurrency` slots
+/// served them: every slot busy the whole period, `pods × pod_concurrency × period_s ÷
+/// served` (a pod serves at most `pod_concurrency` at once). `None` when that says
+/// nothing (no request served, or inputs that are not positive and finite).
+pub fn longest_service_s(
+    pods: f64,
+    pod_concurrency: f64,
+    period_s: f64,
+    served: f64,
+) -> Option<f64> {
+    let s = pods * pod_concurrency * period_s / served;
+    (pods > 0.0 && pod_concurrency > 0.0 && period_s > 0.0 && served > 0.0 && s.is_finite())
+        .then_some(s)
 }
 
 /// The `q` quantile of `values` as Prometheus' `quantile_over_time` computes it
@@ -402,6 +456,9 @@ pub fn quantile(q: f64, values: &mut [f64]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// No periods.
+    const NO: [(f64, f64); 0] = [];
 
     const TARGET: Target = Target {
         pod_concurrency: 4.0,
@@ -599,14 +656,14 @@ mod tests {
             sustained_concurrency: 0.0,
             sustained_rate: 0.0,
         };
-        assert_eq!(history([], [], 60.0, [], [], []), none);
+        assert_eq!(history(NO, NO, 60.0, [], [], []), none);
         assert_eq!(
             history([(0.0, 0.0)], [(0.0, 0.0)], 60.0, [], [], [(0.0, 0.0)]),
             none
         );
         // 600 spans of 0.1 s: mean 0.1, 1.0 in flight, 10/s; 120 spans of 0.5 s: mean
         // 0.5, 1.0 in flight, 2/s.
-        let h = history([(60.0, 600.0), (60.0, 120.0)], [], 60.0, [0.3, 1.2], [], []);
+        let h = history([(60.0, 600.0), (60.0, 120.0)], NO, 60.0, [0.3, 1.2], [], []);
         assert_eq!(
             h,
             History {
@@ -638,23 +695,23 @@ mod tests {
         assert_eq!(h.peak_rate, 8_000.0 / 60.0);
         // Without blocks, the queued minute is its own reference.
         assert_eq!(
-            history([minute], [], 60.0, [], [], []).reference_latency_s,
+            history([minute], NO, 60.0, [], [], []).reference_latency_s,
             Some(1.5125)
         );
         // A block of fewer than BLOCK_MIN_SPANS spans is noise: one fast span does not set
         // the reference; blocks alone do once they are whole and full enough.
         let fast = (0.001, 1.0);
         assert_eq!(
-            history([], [fast], 60.0, [], [], []).reference_latency_s,
+            history(NO, [fast], 60.0, [], [], []).reference_latency_s,
             None
         );
         assert_eq!(
-            history([], [calm, fast], 60.0, [], [], []).reference_latency_s,
+            history(NO, [calm, fast], 60.0, [], [], []).reference_latency_s,
             Some(0.05)
         );
         let thin = (0.05 * (BLOCK_MIN_SPANS - 1.0), BLOCK_MIN_SPANS - 1.0);
         assert_eq!(
-            history([], [thin], 60.0, [], [], []).reference_latency_s,
+            history(NO, [thin], 60.0, [], [], []).reference_latency_s,
             None
         );
     }
@@ -670,7 +727,7 @@ mod tests {
         ];
         let young = |minutes: usize| {
             let minute_latencies = std::iter::repeat_n(2.0, minutes);
-            history([], [], 60.0, minute_latencies, blocks, []).calm_latency_s
+            history(NO, NO, 60.0, minute_latencies, blocks, []).calm_latency_s
         };
         assert_eq!(young(1), Some(0.15));
         assert_eq!(young(YOUNG_MINUTES - 1), Some(0.15));
@@ -680,8 +737,67 @@ mod tests {
         // Before a minute is whole, the blocks are all there is.
         assert_eq!(young(0), Some(0.15));
         // A calmer minute than any block wins.
-        let h = history([], [], 60.0, [0.1], blocks, []);
+        let h = history(NO, NO, 60.0, [0.1], blocks, []);
         assert_eq!(h.calm_latency_s, Some(0.1));
+    }
+
+    /// A saturated fleet's every period queued: the slots of the pods that served them
+    /// bound the reference, so the value asks for a clamp's worth more than those pods
+    /// (growing by at most that each time it is read) and never fewer.
+    #[test]
+    fn the_pods_serving_bound_a_reference_read_in_a_queue() {
+        for pods in [1.0, 2.0, 3.0, 10.0] {
+            for slots in [1.0, 2.0, 4.0, 8.0, 32.0] {
+                for wait_s in [0.0, 0.001, 0.05, 0.4, 2.0] {
+                    let (service_s, objective_s) = (0.05, 0.3);
+                    // Every slot busy: the pods complete pods × slots ÷ 50 ms a second.
+                    let rate = pods * slots / service_s;
+                    let latency_s = service_s + wait_s;
+                    let period = |len_s: f64| Period {
+                        busy_s: rate * len_s * latency_s,
+                        spans: rate * len_s,
+                        longest_service_s: longest_service_s(pods, slots, len_s, rate * len_s),
+                    };
+                    let h = history([period(60.0)], [period(10.0)], 60.0, [latency_s], [], []);
+                    let reference = h.reference_latency_s.expect("a reference");
+                    assert!((reference - service_s).abs() < 1e-12, "{reference}");
+                    let target = Target {
+                        pod_concurrency: slots,
+                        objective_s,
+                    };
+                    let value = pods_needed(target, h.reading(rate * latency_s, rate, latency_s));
+                    let u = utilization(latency_s / objective_s, Some(latency_s / objective_s));
+                    let most = CLAMP * queue_factor(slots) * pods / u;
+                    assert!(value >= pods - 1e-9, "{pods} × {slots}, {wait_s}: {value}");
+                    assert!(value <= most + 1e-9, "{pods} × {slots}, {wait_s}: {value}");
+                    // Pods not known: the queued mean is the reference.
+                    let unknown = |len_s: f64| Period {
+                        longest_service_s: None,
+                        ..period(len_s)
+                    };
+                    let h = history([unknown(60.0)], NO, 60.0, [latency_s], [], []);
+                    let reference = h.reference_latency_s.expect("a reference");
+                    assert!((reference - latency_s).abs() < 1e-12, "{reference}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn longest_service_is_the_slots_over_the_requests_served() {
+        assert_eq!(longest_service_s(2.0, 4.0, 10.0, 1600.0), Some(0.05));
+        for (pods, slots, len_s, served) in [
+            (0.0, 4.0, 10.0, 100.0),
+            (2.0, 0.0, 10.0, 100.0),
+            (2.0, 4.0, 0.0, 100.0),
+            (2.0, 4.0, 10.0, 0.0),
+            (2.0, 4.0, 10.0, -1.0),
+            (f64::NAN, 4.0, 10.0, 100.0),
+            (f64::INFINITY, 4.0, 10.0, 100.0),
+            (2.0, 4.0, 10.0, f64::MIN_POSITIVE / 1e10),
+        ] {
+            assert_eq!(longest_service_s(pods, slots, len_s, served), None);
+        }
     }
 
     #[test]
@@ -705,14 +821,14 @@ mod tests {
         minutes.push((3.0 * 60.0, 300.0));
         minutes.extend(std::iter::repeat_n((60.0, 100.0), peak_minutes - 1));
         assert_eq!(minutes.len(), 10);
-        let h = history(minutes.clone(), [], 60.0, [], [], []);
+        let h = history(minutes.clone(), NO, 60.0, [], [], []);
         assert_eq!((h.peak_concurrency, h.peak_rate), (3.0, 5.0));
         // The old minute still sets the reference (0.6 s, the same in every minute).
         assert_eq!(h.reference_latency_s, Some(0.6));
         // One minute later the 3 has left the window too.
         minutes.remove(0);
         minutes.push((60.0, 100.0));
-        let h = history(minutes, [], 60.0, [], [], []);
+        let h = history(minutes, NO, 60.0, [], [], []);
         assert_eq!((h.peak_concurrency, h.peak_rate), (1.0, 100.0 / 60.0));
     }
 
@@ -724,13 +840,13 @@ mod tests {
         for at in [3, 9, 17, 25] {
             sustained.insert(at, busy(4.0));
         }
-        let h = history([busy(1.0)], [], 60.0, [], [], sustained.clone());
+        let h = history([busy(1.0)], NO, 60.0, [], [], sustained.clone());
         assert_eq!((h.sustained_concurrency, h.sustained_rate), (4.0, 40.0));
         // One of those minutes is a burst (three in thirty): the level sits between 1 and 4.
         sustained.retain(|&m| m != busy(4.0));
         sustained.extend(std::iter::repeat_n(busy(4.0), 3));
         sustained.insert(0, busy(1.0));
-        let h = history([busy(1.0)], [], 60.0, [], [], sustained);
+        let h = history([busy(1.0)], NO, 60.0, [], [], sustained);
         assert!((h.sustained_concurrency - (1.0 + 0.1 * 3.0)).abs() < 1e-12);
         // The value holds it, clamped like the busiest minute, and the larger decides.
         let hold = |sustained: f64, reference: f64, peak: f64| Reading {

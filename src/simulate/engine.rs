@@ -416,6 +416,9 @@ impl<'a> Loop<'a> {
             b.requests += 1;
             b.busy_s += o.latency_s;
             b.errors += u64::from(o.error);
+            if let Some(pod) = o.pod.filter(|p| !b.pods.contains(p)) {
+                b.pods.push(pod);
+            }
             self.minute.push(ns);
             errors += u64::from(o.error);
             cpu_s += o.cpu_s;

@@ -107,11 +107,15 @@ pub struct Outcome {
     /// CPU seconds the request used.
     pub cpu_s: f64,
     pub error: bool,
+    /// The pod that served it (its `service.instance.id`); `None` when none did.
+    pub pod: Option<u32>,
 }
 
 /// One pod: when it becomes ready, and when each of its workers is next free (ns).
 #[derive(Debug, Clone)]
 struct Pod {
+    /// Unique over the run, as a pod's `service.instance.id` is.
+    id: u32,
     ready_s: f64,
     free_at: Vec<u64>,
 }
@@ -124,6 +128,8 @@ pub struct Service {
     pods: Vec<Pod>,
     service_rng: Rng,
     routing_rng: Rng,
+    /// Pods created so far (the next pod's id).
+    created: u32,
 }
 
 fn ns(s: f64) -> u64 {
@@ -138,6 +144,7 @@ impl Service {
             pods: Vec::new(),
             service_rng: Rng::new(seed),
             routing_rng: Rng::new(seed ^ 0x0123_4567_89ab_cdef),
+            created: 0,
         };
         s.add_pods(replicas, 0.0);
         s
@@ -168,9 +175,11 @@ impl Service {
     fn add_pods(&mut self, n: u32, ready_s: f64) {
         for _ in 0..n {
             self.pods.push(Pod {
+                id: self.created,
                 ready_s,
                 free_at: vec![ns(ready_s); self.model.workers_per_pod as usize],
             });
+            self.created = self.created.wrapping_add(1);
         }
     }
 
@@ -193,6 +202,7 @@ impl Service {
             latency_s: m.timeout_s,
             cpu_s: 0.0,
             error: true,
+            pod: None,
         };
         let ready = self.pods.partition_point(|p| p.ready_s <= arrival_s);
         if ready == 0 {
@@ -221,6 +231,7 @@ impl Service {
             latency_s: wait_s + service_s,
             cpu_s,
             error: false,
+            pod: Some(pod.id),
         }
     }
 }

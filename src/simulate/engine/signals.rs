@@ -20,6 +20,9 @@ pub(super) struct Bucket {
     pub(super) cpu_s: f64,
     /// Σ latencies, seconds: requests in flight × time (Little's law).
     pub(super) busy_s: f64,
+    /// The pods that served the second's requests, each once (the store counts a
+    /// series' `service.instance.id`s).
+    pub(super) pods: Vec<u32>,
 }
 
 /// Seconds ahead of the current one a request may complete in and still be filed under
@@ -123,20 +126,41 @@ impl Ring {
         (total, to.saturating_sub(from))
     }
 
-    /// `(Σ latencies, requests)` of each whole `period` seconds of settled seconds in
-    /// `[now − len, now − SETTLE_S)` that exist, oldest first, ending at `now − SETTLE_S`
-    /// (the store's minutes and blocks).
+    /// Each whole `period` seconds of settled seconds in `[now − len, now − SETTLE_S)`
+    /// that exist, oldest first, ending at `now − SETTLE_S` (the store's minutes and
+    /// blocks), with the longest service time the pods that served it allow for pods of
+    /// `pod_concurrency` slots.
     pub(super) fn periods(
         &self,
         now: usize,
         len: usize,
         period: usize,
-    ) -> impl Iterator<Item = (f64, f64)> + '_ {
+        pod_concurrency: f64,
+    ) -> impl Iterator<Item = capacity::Period> + '_ {
         self.starts(now, len, period).map(move |m| {
-            (m..m + period).fold((0.0, 0.0), |(busy, count), t| {
+            let mut pods: Vec<u32> = Vec::new();
+            let (mut busy_s, mut spans, mut errors) = (0.0, 0, 0);
+            for t in m..m + period {
                 let b = &self.buckets[self.slot(t)];
-                (busy + b.busy_s, count + b.requests as f64)
-            })
+                busy_s += b.busy_s;
+                spans += b.requests;
+                errors += b.errors;
+                for p in &b.pods {
+                    if !pods.contains(p) {
+                        pods.push(*p);
+                    }
+                }
+            }
+            capacity::Period {
+                busy_s,
+                spans: spans as f64,
+                longest_service_s: capacity::longest_service_s(
+                    pods.len() as f64,
+                    pod_concurrency,
+                    period as f64,
+                    (spans - errors) as f64,
+                ),
+            }
         })
     }
 
@@ -283,9 +307,10 @@ fn recommended(
     let latency_s = guard.quantile_ns(0.95).map(|ns| ns / 1e9)?;
     let ring = &*ring;
     let block_s = capacity::BLOCK_S as usize;
+    let pod_concurrency = pod_concurrency.unwrap_or(f64::from(config.service.workers_per_pod));
     let history = capacity::history(
-        ring.periods(now, len, 60),
-        ring.periods(now, len, block_s),
+        ring.periods(now, len, 60, pod_concurrency),
+        ring.periods(now, len, block_s, pod_concurrency),
         60.0,
         minutes,
         ring.starts(now, len, block_s).filter_map(|b| {
@@ -296,7 +321,7 @@ fn recommended(
         sustained,
     );
     let target = capacity::Target {
-        pod_concurrency: pod_concurrency.unwrap_or(f64::from(config.service.workers_per_pod)),
+        pod_concurrency,
         objective_s: config.objective_s,
     };
     let covered = settled_s as f64;

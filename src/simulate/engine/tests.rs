@@ -62,6 +62,33 @@ fn overload_scales_out_and_recovers() {
     assert!(!run.minutes[0].within, "the first minute is overloaded");
 }
 
+/// A load the two starting pods cannot serve from the first second: every period of the
+/// history queued, so the pods that served each bound its latency (`capacity::Period`),
+/// and the policy grows the fleet instead of asking for the maximum at once (30 pods
+/// before the bound).
+#[test]
+fn a_saturated_start_grows_the_fleet_no_further_than_twice_the_loads_pods() {
+    let config = Config::default();
+    let policy = Policy::Recommended {
+        pod_concurrency: None,
+    };
+    let run = run(&flat(400.0, 600), &policy, &config);
+    // 400 rps × 50 ms in flight without a queue, × what the queue adds at the target.
+    let slots = f64::from(config.service.workers_per_pod);
+    let needed = (400.0 * 0.05 * capacity::queue_factor(slots) / slots).ceil() as u32;
+    assert!(
+        (needed..=2 * needed).contains(&run.max_replicas),
+        "max {} for {needed}",
+        run.max_replicas
+    );
+    assert!(!run.minutes[0].within, "the first minute is overloaded");
+    assert!(
+        run.minutes[2..].iter().all(|m| m.within),
+        "{:?}",
+        run.minutes
+    );
+}
+
 #[test]
 fn no_data_triggers_the_fallback() {
     let mut config = Config::default();

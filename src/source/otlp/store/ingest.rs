@@ -7,7 +7,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
 use super::super::wire::{KeyValue, TraceRequest};
 
-use super::ring::Bucket;
+use super::ring::{Bucket, Pods};
 use super::{
     duration_ns, lock, unix_ns, IngestSummary, RejectReason, Store, MAX_FUTURE_SKEW,
     MAX_SERVICE_NAME_BYTES, MAX_SERVICE_VERSION_BYTES, STATUS_ERROR,
@@ -35,7 +35,18 @@ impl Pending {
     /// as with one head sampler per service; biased towards the more often kept spans
     /// when probabilities differ within a selector (e.g. a tail sampler that keeps every
     /// slow span and a tenth of the rest reads slower quantiles than the traffic has).
-    fn add(&mut self, index: u64, duration_ns: u64, error: bool, adjusted: Option<f64>) {
+    ///
+    /// `pod` is the hash of the span's instance id ([`instance_hash`]); a span without
+    /// one, or sampled (an adjusted count other than 1: its pod's other spans may not have
+    /// been kept), makes the bucket's pods unknown.
+    fn add(
+        &mut self,
+        index: u64,
+        duration_ns: u64,
+        error: bool,
+        adjusted: Option<f64>,
+        pod: Option<u64>,
+    ) {
         self.without_record += u64::from(adjusted.is_none());
         let adjusted = adjusted.unwrap_or(1.0);
         let bucket = match self.buckets.iter().rposition(|b| b.index == index) {
@@ -55,6 +66,10 @@ impl Pending {
         }
         bucket.busy_ns += duration_ns as f64 * adjusted;
         bucket.latency.add(duration_ns);
+        match pod {
+            Some(pod) if adjusted == 1.0 => bucket.pods.add(pod),
+            _ => bucket.pods = Pods::unknown(),
+        }
     }
 
     fn spans(&self) -> u64 {
@@ -105,6 +120,7 @@ impl Store {
                 summary.reject(RejectReason::ServiceVersionTooLong, spans);
                 continue;
             }
+            let pod = instance_hash(&attrs);
             // This resource's series, by span kind, as indexes into `pending`.
             let mut slots: [Option<usize>; 5] = [None; 5];
             for span in rs.scope_spans.into_iter().flat_map(|s| s.spans) {
@@ -158,7 +174,7 @@ impl Store {
                         at
                     }
                 };
-                pending[at].add(index, end - start, error, adjusted);
+                pending[at].add(index, end - start, error, adjusted, pod);
             }
         }
 
@@ -196,6 +212,36 @@ fn kind_slot(kind: SpanKind) -> usize {
         SpanKind::Producer => 3,
         SpanKind::Consumer => 4,
     }
+}
+
+/// The resource attributes that name one pod (one instance of a service), in the order
+/// they are read: OpenTelemetry's `service.instance.id` ("MUST be unique for each
+/// instance of the same `service.namespace,service.name` pair", semantic conventions,
+/// `service` resource) and the Kubernetes pod's uid and name (`k8s` resource, as the
+/// Collector's `k8sattributes` processor adds them). `host.name` is not one: the
+/// Collector's `resourcedetection` processor sets it to the node's or its own host name,
+/// which many pods share, and pods counted too few would bound `sloCapacity` too low.
+pub const INSTANCE_ATTRIBUTES: [&str; 3] = ["service.instance.id", "k8s.pod.uid", "k8s.pod.name"];
+
+/// A hash of the resource's instance id (the first of [`INSTANCE_ATTRIBUTES`] it has,
+/// non-empty), with its attribute's name: a fixed hash, so ids hash alike in every
+/// request. `None` without one.
+fn instance_hash(attrs: &[KeyValue]) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    INSTANCE_ATTRIBUTES.iter().find_map(|&key| {
+        let id = attrs
+            .iter()
+            .find(|kv| kv.key == key)?
+            .value
+            .as_ref()?
+            .string_value
+            .as_deref()
+            .filter(|id| !id.is_empty())?;
+        // `DefaultHasher::new` hashes alike in every call of a process.
+        let mut h = std::hash::DefaultHasher::new();
+        (key, id).hash(&mut h);
+        Some(h.finish())
+    })
 }
 
 /// The string value of a resource attribute.

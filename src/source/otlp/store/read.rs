@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use super::super::sketch::LatencySketch;
-use super::ring::Series;
+use super::ring::{Bucket, Pods, Series};
 use super::{duration_ns, lock, read_lock, unix_ns, Store, BACKEND};
 use crate::signal::capacity;
 use crate::signal::CapacityTarget;
@@ -305,10 +305,10 @@ impl Store {
                     spans += b.spans;
                     busy_ns += b.busy_ns;
                 }
-                if let Some(at) = minutes.add(b.index, b.busy_ns / 1e9, b.spans) {
+                if let Some(at) = minutes.add(b) {
                     minute_latency[at].merge(&b.latency);
                 }
-                blocks.add(b.index, b.busy_ns / 1e9, b.spans);
+                blocks.add(b);
             }
             for m in series.minutes.iter() {
                 if (sustained_from..sustained_to).contains(&m.index) {
@@ -342,14 +342,16 @@ impl Store {
         })
         .flatten()
         .zip(&blocks.sums)
-        .filter_map(|(sketch, &(_, spans))| {
+        .filter_map(|(sketch, &(_, spans, _))| {
             let ns = sketch.quantile_ns(quantile)?;
             Some((spans, ns / 1e9))
         });
         // Each minute's spans by their adjusted counts, as its durations are.
+        let pod_concurrency = target.target().pod_concurrency;
+        let block_s = (per_block * self.bucket_ns) as f64 / 1e9;
         let history = capacity::history(
-            minutes.sums,
-            blocks.sums.iter().copied(),
+            minutes.periods(minute_s, pod_concurrency),
+            blocks.periods(block_s, pod_concurrency),
             minute_s,
             minute_latency
                 .iter()
@@ -368,12 +370,14 @@ impl Store {
     }
 }
 
-/// `(Σ durations in seconds, spans)` of each whole period of `per` settled buckets in
-/// `[from, settled)`, newest last, ending at `settled` (sloCapacity's minutes and blocks).
+/// `(Σ durations in seconds, spans, spans without error)` and the pods that served them,
+/// of each whole period of `per` settled buckets in `[from, settled)`, newest last, ending
+/// at `settled` (sloCapacity's minutes and blocks).
 struct Periods {
     per: u64,
     settled: u64,
-    sums: Vec<(f64, f64)>,
+    sums: Vec<(f64, f64, f64)>,
+    pods: Vec<Pods>,
 }
 
 impl Periods {
@@ -382,8 +386,25 @@ impl Periods {
         Periods {
             per,
             settled,
-            sums: vec![(0.0, 0.0); whole],
+            sums: vec![(0.0, 0.0, 0.0); whole],
+            pods: vec![Pods::default(); whole],
         }
+    }
+
+    /// The periods, `period_s` long, for `capacity::history`, with the longest service
+    /// time their pods allow at `pod_concurrency` slots a pod.
+    fn periods(&self, period_s: f64, pod_concurrency: f64) -> Vec<capacity::Period> {
+        self.sums
+            .iter()
+            .zip(&self.pods)
+            .map(|(&(busy_s, spans, served), pods)| capacity::Period {
+                busy_s,
+                spans,
+                longest_service_s: pods.count().and_then(|pods| {
+                    capacity::longest_service_s(pods as f64, pod_concurrency, period_s, served)
+                }),
+            })
+            .collect()
     }
 
     /// The position of bucket `index`'s period, if it falls in a whole one.
@@ -396,12 +417,14 @@ impl Periods {
         (back < whole).then(|| whole - 1 - back)
     }
 
-    /// Adds bucket `index`'s figures to its period, if it falls in a whole one, and
-    /// returns that period's position.
-    fn add(&mut self, index: u64, busy_s: f64, spans: f64) -> Option<usize> {
-        let at = self.position(index)?;
-        self.sums[at].0 += busy_s;
-        self.sums[at].1 += spans;
+    /// Adds bucket `b`'s figures to its period, if it falls in a whole one, and returns
+    /// that period's position.
+    fn add(&mut self, b: &Bucket) -> Option<usize> {
+        let at = self.position(b.index)?;
+        self.sums[at].0 += b.busy_ns / 1e9;
+        self.sums[at].1 += b.spans;
+        self.sums[at].2 += b.spans - b.errors;
+        self.pods[at].merge(&b.pods);
         Some(at)
     }
 }

@@ -21,6 +21,8 @@ pub(super) struct Bucket {
     /// Every stored span once, whatever its adjusted count: quantiles are unweighted
     /// (see `ingest.rs`).
     pub(super) latency: LatencySketch,
+    /// The pods that served the bucket's spans.
+    pub(super) pods: Pods,
 }
 
 impl Bucket {
@@ -29,6 +31,72 @@ impl Bucket {
         self.errors += other.errors;
         self.busy_ns += other.busy_ns;
         self.latency.merge(&other.latency);
+        self.pods.merge(&other.pods);
+    }
+
+    /// The heap the bucket holds.
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.latency.heap_bytes() + self.pods.heap_bytes()
+    }
+}
+
+/// The most pods a [`Pods`] names; past it the pods count as unknown. Bounds a bucket's
+/// memory (8 bytes a pod) against a caller that sends a new instance id with each span.
+pub const MAX_PODS: usize = 256;
+
+/// The distinct pods (instances) whose spans a bucket or period holds, as hashes of
+/// their instance id (see `ingest.rs`), or unknown: once a span came without an
+/// instance id, or with a sampling record of a probability below 1 (a sampled pod may
+/// have no span kept), or past [`MAX_PODS`]. `signal: sloCapacity` bounds a period's
+/// queue-free latency by the slots of the pods that served it
+/// (`capacity::longest_service_s`), and a count read low would read that bound low:
+/// unknown is no bound.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pods(Option<Vec<u64>>);
+
+impl Default for Pods {
+    /// No span yet: no pod, and none unknown.
+    fn default() -> Self {
+        Pods(Some(Vec::new()))
+    }
+}
+
+impl Pods {
+    /// Pods that are not known.
+    pub fn unknown() -> Self {
+        Pods(None)
+    }
+
+    /// Adds the pod whose id hashes to `id`.
+    pub fn add(&mut self, id: u64) {
+        if let Some(ids) = &mut self.0 {
+            if !ids.contains(&id) {
+                if ids.len() == MAX_PODS {
+                    self.0 = None;
+                } else {
+                    ids.push(id);
+                }
+            }
+        }
+    }
+
+    /// Adds `other`'s pods: unknown if either is.
+    pub fn merge(&mut self, other: &Pods) {
+        match &other.0 {
+            Some(ids) => ids.iter().for_each(|&id| self.add(id)),
+            None => self.0 = None,
+        }
+    }
+
+    /// How many pods, if known.
+    pub fn count(&self) -> Option<usize> {
+        self.0.as_ref().map(Vec::len)
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.0
+            .as_ref()
+            .map_or(0, |ids| ids.capacity() * std::mem::size_of::<u64>())
     }
 }
 
@@ -88,20 +156,20 @@ impl Series {
             // Spans almost always land in the newest bucket: look from the back.
             match self.buckets.iter().rposition(|x| x.index <= b.index) {
                 Some(i) if self.buckets[i].index == b.index => {
-                    let before = self.buckets[i].latency.heap_bytes();
+                    let before = self.buckets[i].heap_bytes();
                     self.buckets[i].merge(b);
-                    grown += self.buckets[i].latency.heap_bytes() as isize - before as isize;
+                    grown += self.buckets[i].heap_bytes() as isize - before as isize;
                 }
                 Some(i) => {
                     self.make_room(slots);
                     self.buckets.insert(i + 1, b.clone());
                     // The clone's capacity, not the original's.
-                    grown += self.buckets[i + 1].latency.heap_bytes() as isize;
+                    grown += self.buckets[i + 1].heap_bytes() as isize;
                 }
                 None => {
                     self.make_room(slots);
                     self.buckets.push_front(b.clone());
-                    grown += self.buckets[0].latency.heap_bytes() as isize;
+                    grown += self.buckets[0].heap_bytes() as isize;
                 }
             }
         }
@@ -155,7 +223,7 @@ impl Series {
     pub(super) fn trim(&mut self, keep: Keep) {
         while self.buckets.front().is_some_and(|b| b.index < keep.oldest) {
             if let Some(b) = self.buckets.pop_front() {
-                self.bytes = self.bytes.saturating_sub(b.latency.heap_bytes());
+                self.bytes = self.bytes.saturating_sub(b.heap_bytes());
             }
         }
         while self
@@ -168,11 +236,6 @@ impl Series {
     }
 
     pub(super) fn heap_bytes(&self) -> usize {
-        self.ring_bytes()
-            + self
-                .buckets
-                .iter()
-                .map(|b| b.latency.heap_bytes())
-                .sum::<usize>()
+        self.ring_bytes() + self.buckets.iter().map(Bucket::heap_bytes).sum::<usize>()
     }
 }

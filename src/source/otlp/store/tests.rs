@@ -391,3 +391,78 @@ fn the_sustained_window_outlasts_the_buckets() {
     // Four of thirty: the level is theirs (the clamp, 1.2 × their rate × 100 ms, is above it).
     assert!((read(&[12, 15, 21, 27]) - 1.0).abs() < 1e-9);
 }
+
+/// `signal: sloCapacity` after a start the pods could not keep up with (the scaler
+/// restarted while the fleet was saturated): every span of the history queued, so no
+/// period's mean latency is the service's, and only the pods that served them bound it.
+/// Two pods of 4 slots, each completing 80 requests a second (4 ÷ 50 ms), every one after
+/// 400 ms: 64 in flight, where 8 slots serve and the load needs at most 8 ÷ 4 × the clamp.
+#[test]
+fn a_saturated_start_is_bounded_by_the_slots_of_the_pods_serving() {
+    use crate::signal::capacity::{queue_factor, CLAMP};
+    use crate::signal::CapacityTarget;
+    use opentelemetry_proto::tonic::trace::v1::Span;
+    let target = CapacityTarget {
+        pod_concurrency: 4.0,
+        objective: Duration::from_secs(1),
+        quantile: Quantile::P95,
+    };
+    // `resource(i)` gives span i's extra resource attributes, `trace_state(i)` its own.
+    let read = |resource: &dyn Fn(u64) -> Vec<KeyValue>, trace_state: &dyn Fn(u64) -> String| {
+        let (store, clock, _) = store(StoreConfig::default());
+        let spans: Vec<Sp> = (0..160 * 70)
+            .map(|i| sp("orders", i * S / 160 + MS, 400 * MS))
+            .collect();
+        let mut request = request(&spans);
+        for (i, rs) in request.resource_spans.iter_mut().enumerate() {
+            let i = i as u64;
+            if let Some(r) = rs.resource.as_mut() {
+                r.attributes.extend(resource(i));
+            }
+            let span: &mut Span = &mut rs.scope_spans[0].spans[0];
+            span.trace_state = trace_state(i);
+        }
+        clock.set(at(70 * S));
+        store.ingest(request);
+        let selector = query("orders", None, TraceMeasure::Rate, 60).selector;
+        store
+            .capacity_at(&selector, target, at(70 * S))
+            .expect("a value")
+            .expect("spans")
+    };
+    let pod = |i: u64| {
+        vec![kv(
+            "service.instance.id",
+            ["pod-a", "pod-b"][(i % 2) as usize],
+        )]
+    };
+    let unsampled = |_: u64| String::new();
+    // Each block's 1600 spans took at most 2 pods × 4 slots × 10 s ÷ 1600 = 50 ms each:
+    // the reference concurrency is 160/s × 50 ms = 8, and the value is the clamp's.
+    let bounded = CLAMP * queue_factor(4.0) * 8.0 / 4.0;
+    let got = read(&pod, &unsampled);
+    assert!((got - bounded).abs() < 1e-9, "got {got}, want {bounded}");
+    assert!(got >= 2.0, "never fewer pods than served: {got}");
+    // The same spans from pods named by `k8s.pod.name`.
+    let by_name = |i: u64| {
+        vec![kv(
+            "k8s.pod.name",
+            ["orders-7c9f-a", "orders-7c9f-b"][(i % 2) as usize],
+        )]
+    };
+    assert!((read(&by_name, &unsampled) - bounded).abs() < 1e-9);
+    // Unknown pods bound nothing: the 400 ms mean is the reference, and the value is all
+    // 64 in flight ÷ 4 slots.
+    let unbounded = 160.0 * 0.4 / 4.0;
+    let none = |_: u64| Vec::new();
+    assert!((read(&none, &unsampled) - unbounded).abs() < 1e-9);
+    // One span without an instance id in each period makes its pods unknown, as does a
+    // `host.name` (many pods share a node's).
+    let one_missing = |i: u64| if i % 1600 == 7 { Vec::new() } else { pod(i) };
+    assert!((read(&one_missing, &unsampled) - unbounded).abs() < 1e-9);
+    let host = |i: u64| vec![kv("host.name", ["node-1", "node-2"][(i % 2) as usize])];
+    assert!((read(&host, &unsampled) - unbounded).abs() < 1e-9);
+    // Sampled spans (probability ½: each stands for 2) may leave a pod out: no bound.
+    let half = |_: u64| "ot=th:8".to_string();
+    assert!((read(&pod, &half) - 2.0 * unbounded).abs() < 1e-9);
+}
