@@ -123,7 +123,7 @@ fn scale_to_zero_after_cooldown_and_back() {
 #[test]
 fn recommended_reads_as_the_embedded_store_does() {
     use crate::signal::{CapacityTarget, Quantile, SpanKind, TraceSelector};
-    use crate::source::otlp::store::tests::{at, request, sp, S};
+    use crate::source::otlp::store::tests::{at, instance, request, sp, S};
     use crate::source::otlp::store::{ManualClock, Store, StoreConfig};
     use crate::telemetry::Metrics;
     use std::sync::Arc;
@@ -153,8 +153,8 @@ fn recommended_reads_as_the_embedded_store_does() {
     };
     let mut ring = Ring::new(capacity::HISTORY_S.max(capacity::GUARD_WINDOW_S) as usize);
     let mut rng = Rng::new(7);
-    // (end ns after T0, duration ns) of the requests not yet ended at the read.
-    let mut pending: Vec<(u64, u64)> = Vec::new();
+    // (end ns after T0, duration ns, pod) of the requests not yet ended at the read.
+    let mut pending: Vec<(u64, u64, u32)> = Vec::new();
     let (mut compared, mut clamped) = (0, 0);
     for t in 0..900usize {
         ring.advance(t);
@@ -174,18 +174,35 @@ fn recommended_reads_as_the_embedded_store_does() {
             b.latency.add(latency_ns);
             b.requests += 1;
             b.busy_s += latency_s;
-            pending.push(((at_s * 1e9) as u64 + latency_ns, latency_ns));
+            // Two pods serve in turn, each request filed under its pod as the store
+            // files a span under its `service.instance.id`.
+            let pod = (i % 2) as u32;
+            if !b.pods.contains(&pod) {
+                b.pods.push(pod);
+            }
+            pending.push(((at_s * 1e9) as u64 + latency_ns, latency_ns, pod));
         }
         if t % 15 != 0 {
             continue;
         }
         // What the store knows at `t`: the spans that ended before it.
         let now_ns = t as u64 * S;
-        let (ended, waiting): (Vec<_>, Vec<_>) = pending.iter().partition(|(end, _)| *end < now_ns);
+        let (ended, waiting): (Vec<_>, Vec<_>) =
+            pending.iter().partition(|(end, _, _)| *end < now_ns);
         pending = waiting;
-        let spans: Vec<_> = ended.iter().map(|&(end, d)| sp("orders", end, d)).collect();
+        let spans: Vec<_> = ended
+            .iter()
+            .map(|&(end, d, _)| sp("orders", end, d))
+            .collect();
+        let mut request = request(&spans);
+        for (rs, &(_, _, pod)) in request.resource_spans.iter_mut().zip(&ended) {
+            if let Some(r) = rs.resource.as_mut() {
+                r.attributes
+                    .push(instance(["pod-0", "pod-1"][pod as usize]));
+            }
+        }
         clock.set(at(now_ns));
-        store.ingest(request(&spans));
+        store.ingest(request);
         let simulated = read(&policy, &config, &mut ring, t);
         let stored = store
             .capacity_at(&selector, target, at(now_ns))

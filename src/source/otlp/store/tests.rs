@@ -43,6 +43,11 @@ pub(crate) fn sp(service: &'static str, end: u64, duration: u64) -> Sp {
     }
 }
 
+/// A resource's `service.instance.id`.
+pub(crate) fn instance(id: &str) -> KeyValue {
+    kv("service.instance.id", id)
+}
+
 fn kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.to_string(),
