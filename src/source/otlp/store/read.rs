@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use super::super::sketch::LatencySketch;
-use super::ring::{Bucket, Pods, Series};
+use super::ring::{Bucket, Series};
 use super::{duration_ns, lock, read_lock, unix_ns, Store, BACKEND};
 use crate::signal::capacity;
 use crate::signal::CapacityTarget;
@@ -326,6 +326,10 @@ impl Store {
         };
         let minute_s = (per_minute * self.bucket_ns) as f64 / 1e9;
         let quantile = target.quantile.get();
+        let pod_concurrency = target.target().pod_concurrency;
+        let block_s = (per_block * self.bucket_ns) as f64 / 1e9;
+        let minute_periods = minutes.periods(minute_s, pod_concurrency);
+        let block_periods = blocks.periods(block_s, pod_concurrency);
         // The blocks' latencies are read only while the history is young, so their
         // sketches are merged then, in a second pass (a span that settles in between
         // counts in its block's latency and not in its spans).
@@ -347,11 +351,9 @@ impl Store {
             Some((spans, ns / 1e9))
         });
         // Each minute's spans by their adjusted counts, as its durations are.
-        let pod_concurrency = target.target().pod_concurrency;
-        let block_s = (per_block * self.bucket_ns) as f64 / 1e9;
         let history = capacity::history(
-            minutes.periods(minute_s, pod_concurrency),
-            blocks.periods(block_s, pod_concurrency),
+            minute_periods,
+            block_periods,
             minute_s,
             minute_latency
                 .iter()
@@ -377,7 +379,10 @@ struct Periods {
     per: u64,
     settled: u64,
     sums: Vec<(f64, f64, f64)>,
-    pods: Vec<Pods>,
+    /// Each period's buckets' pod ids, repeats included (sorted and counted once, at
+    /// the end: a union per bucket would cost `MAX_PODS`² a bucket); `None` once one
+    /// bucket's pods are unknown.
+    pods: Vec<Option<Vec<u64>>>,
 }
 
 impl Periods {
@@ -387,21 +392,23 @@ impl Periods {
             per,
             settled,
             sums: vec![(0.0, 0.0, 0.0); whole],
-            pods: vec![Pods::default(); whole],
+            pods: vec![Some(Vec::new()); whole],
         }
     }
 
     /// The periods, `period_s` long, for `capacity::history`, with the longest service
     /// time their pods allow at `pod_concurrency` slots a pod.
-    fn periods(&self, period_s: f64, pod_concurrency: f64) -> Vec<capacity::Period> {
+    fn periods(&mut self, period_s: f64, pod_concurrency: f64) -> Vec<capacity::Period> {
         self.sums
             .iter()
-            .zip(&self.pods)
+            .zip(&mut self.pods)
             .map(|(&(busy_s, spans, served), pods)| capacity::Period {
                 busy_s,
                 spans,
-                longest_service_s: pods.count().and_then(|pods| {
-                    capacity::longest_service_s(pods as f64, pod_concurrency, period_s, served)
+                longest_service_s: pods.as_mut().and_then(|ids| {
+                    ids.sort_unstable();
+                    ids.dedup();
+                    capacity::longest_service_s(ids.len() as f64, pod_concurrency, period_s, served)
                 }),
             })
             .collect()
@@ -424,7 +431,10 @@ impl Periods {
         self.sums[at].0 += b.busy_ns / 1e9;
         self.sums[at].1 += b.spans;
         self.sums[at].2 += b.spans - b.errors;
-        self.pods[at].merge(&b.pods);
+        match (&mut self.pods[at], b.pods.ids()) {
+            (Some(ids), Some(more)) => ids.extend_from_slice(more),
+            (known, _) => *known = None,
+        }
         Some(at)
     }
 }

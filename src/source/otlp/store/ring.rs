@@ -88,9 +88,9 @@ impl Pods {
         }
     }
 
-    /// How many pods, if known.
-    pub fn count(&self) -> Option<usize> {
-        self.0.as_ref().map(Vec::len)
+    /// The pods' id hashes, each once, if known.
+    pub fn ids(&self) -> Option<&[u64]> {
+        self.0.as_deref()
     }
 
     fn heap_bytes(&self) -> usize {
