@@ -174,7 +174,11 @@ impl Store {
                         at
                     }
                 };
-                pending[at].add(index, end - start, error, adjusted, pod);
+                // Server and consumer spans run in the pods that serve them; a client's or
+                // producer's run in its caller's, which bound nothing about the callee's.
+                let served_by =
+                    pod.filter(|_| matches!(kind, SpanKind::Server | SpanKind::Consumer));
+                pending[at].add(index, end - start, error, adjusted, served_by);
             }
         }
 

@@ -46,7 +46,8 @@ pub const MAX_PODS: usize = 256;
 
 /// The distinct pods (instances) whose spans a bucket or period holds, as hashes of
 /// their instance id (see `ingest.rs`), or unknown: once a span came without an
-/// instance id, or with a sampling record of a probability below 1 (a sampled pod may
+/// instance id, of a kind other than server or consumer (a client span runs in its
+/// caller's pod), with a sampling record of a probability below 1 (a sampled pod may
 /// have no span kept), or past [`MAX_PODS`]. `signal: sloCapacity` bounds a period's
 /// queue-free latency by the slots of the pods that served it
 /// (`capacity::longest_service_s`), and a count read low would read that bound low:

@@ -412,11 +412,17 @@ fn a_saturated_start_is_bounded_by_the_slots_of_the_pods_serving() {
         objective: Duration::from_secs(1),
         quantile: Quantile::P95,
     };
-    // `resource(i)` gives span i's extra resource attributes, `trace_state(i)` its own.
-    let read = |resource: &dyn Fn(u64) -> Vec<KeyValue>, trace_state: &dyn Fn(u64) -> String| {
+    // `resource(i)` gives span i's extra resource attributes, `trace_state(i)` its own;
+    // the spans are of OTLP kind `kind`, and read so.
+    let read_kind = |(kind, code): (SpanKind, i32),
+                     resource: &dyn Fn(u64) -> Vec<KeyValue>,
+                     trace_state: &dyn Fn(u64) -> String| {
         let (store, clock, _) = store(StoreConfig::default());
         let spans: Vec<Sp> = (0..160 * 70)
-            .map(|i| sp("orders", i * S / 160 + MS, 400 * MS))
+            .map(|i| Sp {
+                kind: code,
+                ..sp("orders", i * S / 160 + MS, 400 * MS)
+            })
             .collect();
         let mut request = request(&spans);
         for (i, rs) in request.resource_spans.iter_mut().enumerate() {
@@ -429,11 +435,15 @@ fn a_saturated_start_is_bounded_by_the_slots_of_the_pods_serving() {
         }
         clock.set(at(70 * S));
         store.ingest(request);
-        let selector = query("orders", None, TraceMeasure::Rate, 60).selector;
+        let mut selector = query("orders", None, TraceMeasure::Rate, 60).selector;
+        selector.span_kind = kind;
         store
             .capacity_at(&selector, target, at(70 * S))
             .expect("a value")
             .expect("spans")
+    };
+    let read = |resource: &dyn Fn(u64) -> Vec<KeyValue>, trace_state: &dyn Fn(u64) -> String| {
+        read_kind((SpanKind::Server, 2), resource, trace_state)
     };
     let pod = |i: u64| {
         vec![kv(
@@ -470,4 +480,8 @@ fn a_saturated_start_is_bounded_by_the_slots_of_the_pods_serving() {
     // Sampled spans (probability ½: each stands for 2) may leave a pod out: no bound.
     let half = |_: u64| "ot=th:8".to_string();
     assert!((read(&pod, &half) - 2.0 * unbounded).abs() < 1e-9);
+    // Consumer spans run in the pods that serve them, as server spans do; client spans
+    // in their callers' (two callers may call any number of pods): no bound.
+    assert!((read_kind((SpanKind::Consumer, 5), &pod, &unsampled) - bounded).abs() < 1e-9);
+    assert!((read_kind((SpanKind::Client, 3), &pod, &unsampled) - unbounded).abs() < 1e-9);
 }
