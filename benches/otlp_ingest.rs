@@ -36,11 +36,13 @@ const PAYLOADS: usize = 8;
 const IN_FLIGHT: usize = 8;
 
 /// One request like an instrumented HTTP service exports (`spans::spans_request`), for
-/// payload `service`: half the payloads are version v0, half v1.
+/// payload `service`: half the payloads are version v0, half v1, each from its own pod
+/// (the store keeps each bucket's pods for `sloCapacity`).
 fn request(service: usize, now_ns: u64, seed: &mut u64) -> ExportTraceServiceRequest {
     let resource = vec![
         attr("service.name", text(&format!("service-{}", service / 2))),
         attr("service.version", text(&format!("v{}", service % 2))),
+        attr("service.instance.id", text(&format!("pod-{service}"))),
         attr("k8s.namespace.name", text("shop")),
         attr("telemetry.sdk.language", text("rust")),
     ];
