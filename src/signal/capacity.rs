@@ -329,10 +329,11 @@ impl History {
     }
 }
 
-/// What the history says, from `(Σ durations in seconds, spans)` of each whole minute,
-/// `minute_s` long (60 s, or as many of the store's buckets as fit in it), and of each
-/// whole [`BLOCK_S`] block (spans by their adjusted counts where sampling recorded them,
-/// so not whole), oldest first, and the latency at the trigger's quantile of each whole
+/// What the history says, from each whole minute, `minute_s` long (60 s, or as many of
+/// the store's buckets as fit in it), and each whole [`BLOCK_S`] block (spans by their
+/// adjusted counts where sampling recorded them, so not whole), oldest first, each a
+/// [`Period`] (or `(Σ durations in seconds, spans)` where the pods that served it are not
+/// known), and the latency at the trigger's quantile of each whole
 /// minute with spans. `block_latencies_s` is `(spans, latency at the quantile)` of each
 /// whole block: it is read only while fewer than [`YOUNG_MINUTES`] minutes have spans, so
 /// a lazy iterator costs nothing after that. A source that cannot read blocks
