@@ -18,12 +18,13 @@
 //! series holds only the buckets that saw spans (at most `retention / bucket_width + 1`).
 //!
 //! Per-series cost, measured by `cargo bench --bench otlp_ingest` (it prints them): a
-//! bucket is ~90 B plus 4 B per 1 % latency bin between its fastest and slowest span
-//! (~115 bins per decade). Over a full 10 m retention at 1 s buckets, a series with one
-//! span per second at a steady latency holds ~50 KiB (~68 KiB resident, allocator
-//! overhead included); one with 100 spans/s spread over 1 ms – 1 s holds ~770 KiB; a
-//! hostile one with every bucket spanning 1 ns to hours (up to 2219 bins, ~18 KiB with
-//! growth slack) ~10 MiB. So `max_series` alone does not bound memory; `max_bytes` does.
+//! bucket is ~115 B plus 4 B per 1 % latency bin between its fastest and slowest span
+//! (~115 bins per decade) and 8 B per pod that served its spans. Over a full 10 m
+//! retention at 1 s buckets, a series with one span per second at a steady latency holds
+//! ~73 KiB; one with 100 spans/s spread over 1 ms – 1 s holds ~790 KiB; a hostile one
+//! with every bucket spanning 1 ns to hours (up to 2219 bins, ~18 KiB with growth slack)
+//! and 256 pods (2 KiB) ~12 MiB. So `max_series` alone does not bound memory; `max_bytes`
+//! does.
 //!
 //! The module is split by responsibility: [`ring`] (the buckets of one series),
 //! [`index`] (finding and creating series), [`ingest`] (OTLP requests into buckets),
@@ -81,8 +82,8 @@ pub struct StoreConfig {
     pub rate_settle: Duration,
     /// Bytes the series may hold (buckets, sketches, keys); spans are refused while the
     /// store holds more. A series holds at most `retention / bucket_width + 1` buckets
-    /// of up to ~18 KiB each (a sketch spanning every duration), so `max_series` alone
-    /// bounds memory only at ~10 MiB per series.
+    /// of up to ~20 KiB each (a sketch spanning every duration, and 256 pods), so
+    /// `max_series` alone bounds memory only at ~12 MiB per series.
     pub max_bytes: usize,
 }
 
