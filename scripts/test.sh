@@ -2,9 +2,9 @@
 # The test command: installs the real servers the tests need when missing (Debian's
 # `prometheus` and `chromium`, npm's `playwright-core`; moto's SQS server, Helm and schema
 # validators in the venv .venv-test),
-# then runs every check: formatting, clippy, a build of every target (benches too), unit
-# and integration tests, the deploy checks (chart, dashboard, alerts, examples, live scrape)
-# and the cluster tier (the chart and examples on real Kubernetes, KEDA and Argo Rollouts).
+# then runs every check: formatting, clippy, the API docs' links, a build of every target
+# (benches too), unit and integration tests, the deploy checks (chart, dashboard, alerts,
+# examples, live scrape) and the cluster tier (the chart and examples on real Kubernetes, KEDA and Argo Rollouts).
 #
 #   bash scripts/test.sh
 set -euo pipefail
@@ -73,6 +73,8 @@ bash scripts/test-real.sh --build-only
 step "format and lint"
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
+# The API docs: no broken links (private items included, as developers read them).
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --document-private-items --quiet
 
 step "build (every target, benches included)"
 cargo build --all-targets

@@ -17,7 +17,7 @@
 //!
 //! The loop is closed for order-service: its spans' latencies come from the simulator's
 //! service model ([`crate::simulate::service`]) with as many pods as the HPA would run
-//! for the recommended `sloCapacity` trigger (the Kubernetes behaviour of [`Autoscaler`],
+//! for the recommended `sloCapacity` trigger (the Kubernetes behaviour of [`Autoscaler`](crate::signal::hpa::Autoscaler),
 //! with a start-up delay and a scale-down stabilisation shortened to fit the story). So the
 //! table shows the spike, the scale-out and p95 back under the objective; the fleet then
 //! keeps the spike's capacity, the busiest minute of the policy's last five minutes, for

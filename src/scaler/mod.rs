@@ -1,6 +1,6 @@
 //! KEDA's `ExternalScaler` over gRPC: a thin adapter from protobuf to the [`Engine`].
 //!
-//! All error → status mapping lives in [`status`]. `GetMetricSpec` never touches a
+//! All error → status mapping lives in [`plan_status`] and [`eval_status`]. `GetMetricSpec` never touches a
 //! backend; the other RPCs read through the engine's cache.
 
 mod board;

@@ -69,6 +69,8 @@ pub struct SimulateArgs {
     /// p95[:240ms], slo[:0.8], concurrency:3, recommended[:POD_CONCURRENCY] (the
     /// sloCapacity signal; podConcurrency defaults to --workers-per-pod), oracle.
     /// Default: static:auto cpu:70% rps:60 p95 slo:0.8 concurrency:3 recommended oracle.
+    // The brackets are `--help`'s optional parts, not links.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long = "policy")]
     pub policies: Vec<String>,
     /// Write summary.json, timeseries.csv and the plots (SVG and PNG) here as well.

@@ -50,7 +50,7 @@ impl Entry {
     /// quarters of `ttl` — what the signal cache would serve (`cache::decide`), without
     /// looking the query up; `None` otherwise (and in the TTL's last quarter, where the
     /// cache also refreshes the answer ahead of the TTL). Reads atomics only, but for a history sample when one is due
-    /// (every [`HISTORY_EVERY`]).
+    /// (every [`HISTORY_EVERY`](super::history::HISTORY_EVERY)).
     pub fn reuse(&self, ttl: Duration) -> Option<Evaluation> {
         let meta = self.reuse_meta.load(Ordering::Acquire);
         if meta == 0 {

@@ -376,7 +376,7 @@ pub fn build(
 
 /// The instant queries `signal: sloCapacity` reads from Prometheus, one per figure of
 /// [`capacity::Reading`](super::capacity::Reading), over the policy's windows
-/// ([`capacity::WINDOW_S`], [`capacity::GUARD_WINDOW_S`], [`capacity::HISTORY_S`]). Every
+/// ([`capacity::WINDOW_S`](crate::signal::capacity::WINDOW_S), [`capacity::GUARD_WINDOW_S`](crate::signal::capacity::GUARD_WINDOW_S), [`capacity::HISTORY_S`](crate::signal::capacity::HISTORY_S)). Every
 /// figure comes from the latency histogram alone: its `_sum` gives the seconds of spans
 /// (Little's law), its `_count` the spans, so the rate and the mean latency describe the
 /// same requests as the requests in flight. The history is a subquery at one-minute

@@ -1,6 +1,6 @@
 //! The OTLP receivers: gRPC `TraceService/Export` and HTTP `POST /v1/traces`.
 //!
-//! Both hand decoded requests to the [`Store`] and answer with OTLP partial success
+//! Both hand decoded requests to the [`Store`](super::store::Store) and answer with OTLP partial success
 //! when spans were refused (`rejected_spans` + `error_message`). OTLP/HTTP takes
 //! protobuf (`application/x-protobuf`) and JSON (`application/json`), uncompressed or
 //! with `Content-Encoding: gzip` / `zstd`; its error bodies are a `google.rpc.Status` in

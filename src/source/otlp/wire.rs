@@ -4,8 +4,8 @@
 //! `ExportTraceServiceRequest`: prost skips every field a message does not declare
 //! without allocating, so span ids, names, attributes, events and links cost nothing.
 //! A hostile body can still be made of millions of tiny elements (an empty span is two
-//! bytes on the wire); [`decoded_bytes`] walks the wire format without allocating and
-//! prices the decoded tree, so a receiver refuses a body before building it.
+//! bytes on the wire); [`count_protobuf`] walks the wire format without allocating and
+//! [`Elements::decoded_bytes`] prices the decoded tree, so a receiver refuses a body before building it.
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as FullValue;

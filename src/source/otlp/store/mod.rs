@@ -2,7 +2,7 @@
 //!
 //! A series is one (`service.name`, span kind, `service.version`). Each holds the buckets
 //! of the last `retention` (`bucket_width` each, placed by span end time) with the span
-//! count, the error count (status code 2) and a [`LatencySketch`]. Reads merge the
+//! count, the error count (status code 2) and a [`LatencySketch`](super::sketch::LatencySketch). Reads merge the
 //! buckets that overlap the window, across versions when the selector names none.
 //! Each series also keeps each minute's span count and Σ durations for
 //! `capacity::SUSTAINED_S` (30 minutes), past the buckets' retention: `signal:
