@@ -1,6 +1,7 @@
 //! The traffic generator: the story's spans, sent over real OTLP/gRPC to the scaler's
 //! receiver.
 
+use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
@@ -125,10 +126,13 @@ fn batch(
         // Arrivals spread over the last `dt` seconds, in order (the queue is FCFS).
         let mut ago: Vec<f64> = (0..n).map(|_| rng.next_f64() * dt).collect();
         ago.sort_by(|a, b| b.total_cmp(a));
-        let (mut stable, mut canary) = (Vec::new(), Vec::new());
+        // The stable version's spans by the pod that served them (order-service's, from
+        // its service model), the canary's apart.
+        let mut stable: BTreeMap<Option<u32>, Vec<Span>> = BTreeMap::new();
+        let mut canary = Vec::new();
         for (k, ago) in ago.into_iter().enumerate() {
             let to_canary = load.canary.filter(|c| rng.next_f64() < c.share);
-            let (latency, error) = match to_canary {
+            let (latency, error, pod) = match to_canary {
                 // The canary's errors are evenly spaced, so its error rate is the act's
                 // at every count (a random draw could look healthy by chance).
                 Some(c) => {
@@ -137,15 +141,17 @@ fn batch(
                     if error {
                         carry.canary_errors -= 1.0;
                     }
-                    (c.median_s * (0.45 * rng.normal()).exp(), error)
+                    (c.median_s * (0.45 * rng.normal()).exp(), error, None)
                 }
                 None if svc.name == "order-service" => {
                     let o = order.service.serve(t - ago, 1.0);
-                    (o.latency_s, o.error || rng.next_f64() < load.error_ratio)
+                    let error = o.error || rng.next_f64() < load.error_ratio;
+                    (o.latency_s, error, o.pod)
                 }
                 None => (
                     load.median_s * (0.45 * rng.normal()).exp(),
                     rng.next_f64() < load.error_ratio,
+                    None,
                 ),
             };
             let end = now_ns.saturating_sub((ago * 1e9) as u64);
@@ -168,19 +174,29 @@ fn batch(
             };
             match to_canary {
                 Some(_) => canary.push(span),
-                None => stable.push(span),
+                None => stable.entry(pod).or_default().push(span),
             }
         }
-        for (version, spans) in [(BASELINE_VERSION, stable), (CANARY_VERSION, canary)] {
-            if spans.is_empty() && version == CANARY_VERSION {
-                continue;
+        if stable.is_empty() {
+            stable.insert(None, Vec::new());
+        }
+        let stable = stable
+            .into_iter()
+            .map(|(pod, spans)| (BASELINE_VERSION, pod, spans));
+        let canary = (!canary.is_empty()).then_some((CANARY_VERSION, None, canary));
+        for (version, pod, spans) in stable.chain(canary) {
+            let mut attributes = vec![
+                attr("service.name", svc.name),
+                attr("service.version", version),
+            ];
+            // As the Collector's `k8sattributes` processor names a span's pod: the
+            // store counts the pods that served a minute (docs/otlp.md).
+            if let Some(pod) = pod {
+                attributes.push(attr("k8s.pod.name", &format!("{}-{pod}", svc.name)));
             }
             resource_spans.push(ResourceSpans {
                 resource: Some(Resource {
-                    attributes: vec![
-                        attr("service.name", svc.name),
-                        attr("service.version", version),
-                    ],
+                    attributes,
                     ..Default::default()
                 }),
                 scope_spans: vec![ScopeSpans {
