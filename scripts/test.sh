@@ -4,7 +4,8 @@
 # validators in the venv .venv-test),
 # then runs every check: formatting, clippy, the API docs' links, a build of every target
 # (benches too), unit and integration tests, the deploy checks (chart, dashboard, alerts,
-# examples, live scrape) and the cluster tier (the chart and examples on real Kubernetes, KEDA and Argo Rollouts).
+# examples, live scrape) and the cluster tier (the chart and examples on real Kubernetes,
+# KEDA and Argo Rollouts).
 #
 #   bash scripts/test.sh
 set -euo pipefail

@@ -177,9 +177,6 @@ fn batch(
                 None => stable.entry(pod).or_default().push(span),
             }
         }
-        if stable.is_empty() {
-            stable.insert(None, Vec::new());
-        }
         let stable = stable
             .into_iter()
             .map(|(pod, spans)| (BASELINE_VERSION, pod, spans));
