@@ -400,22 +400,18 @@ pub fn history<M: Into<Period>, B: Into<Period>>(
         sustained_concurrency: quantile(SUSTAINED_Q, &mut concurrency).unwrap_or(0.0),
         sustained_rate: quantile(SUSTAINED_Q, &mut rates).unwrap_or(0.0),
     };
-    let mut reference = |p: Period| {
-        let mean = p.queue_free_mean_s();
-        out.reference_latency_s = Some(out.reference_latency_s.map_or(mean, |s| s.min(mean)));
+    // The shortest queue-free mean of the blocks with enough spans and the minutes with any.
+    let shortest = |blocks: &[Period], minutes: &[Period]| {
+        let blocks = blocks.iter().filter(|b| b.spans >= BLOCK_MIN_SPANS);
+        let minutes = minutes.iter().filter(|m| m.spans > 0.0);
+        blocks
+            .chain(minutes)
+            .map(Period::queue_free_mean_s)
+            .reduce(f64::min)
     };
     let blocks: Vec<Period> = blocks.into_iter().map(Into::into).collect();
-    for &block in &blocks {
-        if block.spans >= BLOCK_MIN_SPANS {
-            reference(block);
-        }
-    }
     let minutes: Vec<Period> = minutes.into_iter().map(Into::into).collect();
-    for &minute in &minutes {
-        if minute.spans > 0.0 {
-            reference(minute);
-        }
-    }
+    out.reference_latency_s = shortest(&blocks, &minutes);
     // A service time that rose: the last RECENT_S' own reference, where their pods are
     // known.
     let last = |periods: &[Period], n: usize| periods.len() - periods.len().min(n);
@@ -424,12 +420,7 @@ pub fn history<M: Into<Period>, B: Into<Period>>(
     let recent = || recent_blocks.iter().chain(recent_minutes);
     let known = recent().all(|p| p.spans <= 0.0 || p.longest_service_s.is_some())
         && recent().any(|p| p.spans >= BLOCK_MIN_SPANS);
-    let own = recent_blocks
-        .iter()
-        .filter(|b| b.spans >= BLOCK_MIN_SPANS)
-        .chain(recent_minutes.iter().filter(|m| m.spans > 0.0))
-        .map(Period::queue_free_mean_s)
-        .reduce(f64::min);
+    let own = shortest(recent_blocks, recent_minutes);
     if let (true, Some(own), Some(history)) = (known, own, out.reference_latency_s) {
         if own > RECENT_RISE * history {
             out.reference_latency_s = Some(own);
