@@ -216,14 +216,9 @@ mod binary {
         admin: SocketAddr,
     }
 
-    fn free_port() -> SocketAddr {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("address")
-    }
-
     impl Scaler {
         pub async fn start(flags: &[&str]) -> Scaler {
-            let (grpc, admin) = (free_port(), free_port());
+            let (grpc, admin) = (super::common::free_addr(), super::common::free_addr());
             let child = Command::new(env!("CARGO_BIN_EXE_slo-scaler"))
                 .args(["serve", "--no-otlp", "--grpc-addr", &grpc.to_string()])
                 .args(["--admin-addr", &admin.to_string()])

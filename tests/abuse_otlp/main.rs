@@ -3,6 +3,9 @@
 //! 1 GiB limit with N concurrent maximum-size requests over HTTP and gRPC, compression
 //! bombs are refused in bounded memory, and the server still answers afterwards.
 
+#[path = "../common/mod.rs"]
+mod common;
+
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,6 +17,8 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use tonic::codec::CompressionEncoding;
+
+use common::free_addr;
 
 const MIB: u64 = 1 << 20;
 /// The defaults of `--otlp-max-request-bytes`, `--otlp-max-inflight-bytes` and
@@ -42,15 +47,10 @@ struct Scaler {
     otlp_http: SocketAddr,
 }
 
-fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("address")
-}
-
 impl Scaler {
     async fn start() -> Scaler {
         let (grpc, admin, otlp_grpc, otlp_http) =
-            (free_port(), free_port(), free_port(), free_port());
+            (free_addr(), free_addr(), free_addr(), free_addr());
         let child = Command::new(env!("CARGO_BIN_EXE_slo-scaler"))
             .args([
                 "serve",

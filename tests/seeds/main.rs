@@ -320,6 +320,15 @@ async fn run(make: fn(&Harness, &Path) -> Seed, requests: usize) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // A seed that failed to bind leaves the probe to whoever holds the port.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    if let Ok(Some(status)) = child.try_wait() {
+        panic!(
+            "{} exited after the port answered ({status}):\n{}",
+            seed.service,
+            log()
+        );
+    }
 
     let load = schedule(requests);
     let client = reqwest::Client::new();
