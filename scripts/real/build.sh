@@ -67,13 +67,16 @@ fi
 
 # Prometheus 3.x from its module (its cmd/prometheus; the web UI's assets are not
 # embedded without the builtinassets tag, the HTTP API the tests use is all there).
-prom_dir="$out/prometheus-$PROMETHEUS_MODULE_VERSION"
+# The tests scrape static_configs only, so the build leaves out every service-discovery
+# provider (upstream's remove_all_sd tag, from 3.10): 122 s against 331 s from an empty
+# build cache on the 2-core machine, and half the binary.
+prom_dir="$out/prometheus-$PROMETHEUS_MODULE_VERSION-nosd"
 prom_bin="$prom_dir/prometheus"
 if [ ! -x "$prom_bin" ]; then
-  log "building Prometheus from its module $PROMETHEUS_MODULE_VERSION"
+  log "building Prometheus from its module $PROMETHEUS_MODULE_VERSION (no service discovery)"
   rm -rf "$prom_dir.tmp"
   mkdir -p "$prom_dir.tmp"
-  (cd "$prom_dir.tmp" && GOBIN="$prom_dir.tmp" go install "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_MODULE_VERSION" >&2)
+  (cd "$prom_dir.tmp" && GOBIN="$prom_dir.tmp" go install -tags remove_all_sd "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_MODULE_VERSION" >&2)
   rm -rf "$prom_dir"
   mv "$prom_dir.tmp" "$prom_dir"
 fi
