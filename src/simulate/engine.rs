@@ -185,9 +185,11 @@ pub fn run_lockstep(scenario: &Scenario, policies: &[Policy], config: &Config) -
 /// knew the load in advance and had no start-up delay) and starting with empty queues.
 /// The arrivals are the other policies' own (common random numbers); fleets are tried
 /// from the previous minute's size up or down, so a slowly moving load costs two or three
-/// fleets a minute. A minute that no fleet up to `maxReplicaCount` holds gets the maximum.
-/// No request carries over between minutes and nothing is lost at a scale-down, so no
-/// policy reaches fewer replica-hours at the same attainment.
+/// fleets a minute. A minute that no fleet up to `maxReplicaCount` holds (the service time
+/// alone passes the objective) gets one pod: every policy misses it, so holding it is no
+/// cost a policy must pay, and the next minute's search still starts from the largest
+/// fleet tried. No request carries over between minutes and nothing is lost at a
+/// scale-down, so no policy reaches fewer replica-hours at the same attainment.
 pub fn oracle(scenario: &Scenario, config: &Config) -> Run {
     let max = config.keda.max_replicas.max(1);
     let mut arrivals = Arrivals::new(config);
@@ -237,12 +239,17 @@ pub fn oracle(scenario: &Scenario, config: &Config) -> Run {
                 while n > 1 && serve(n - 1).0 {
                     n -= 1;
                 }
+                n
             } else {
                 while n < max && !serve(n).0 {
                     n += 1;
                 }
+                if n == max && !serve(n).0 {
+                    1
+                } else {
+                    n
+                }
             }
-            n
         };
         let (within, p95_s, errors) = if pods == 0 {
             (true, None, 0)

@@ -426,6 +426,38 @@ fn oracle_is_a_lower_bound() {
     }
 }
 
+/// A minute no fleet holds (the service time alone passes the objective) is not a cost a
+/// policy must pay: the bound spends the fewest pods on it, one, so it stays below every
+/// policy. On `release-regression` with 8 workers of 120 ms log-normal requests the
+/// afternoon is out of any fleet's reach; the bound took the maximum there, 391.9
+/// replica-hours, and the recommended policy read as 0.58× of its lower bound.
+#[test]
+fn oracle_spends_the_fewest_pods_on_a_minute_no_fleet_holds() {
+    let scenario = scenario::builtin("release-regression").expect("release-regression");
+    let config = eight_slow_workers();
+    let policies = [
+        Policy::Oracle,
+        Policy::Recommended {
+            pod_concurrency: None,
+        },
+        Policy::P95 { target_s: None },
+        Policy::Rps { per_pod: 60.0 },
+    ];
+    let runs = simulate(&scenario, &policies, &config, 0.99);
+    let rows = Summary::all(&runs);
+    let oracle = &rows[0];
+    // The afternoon (from noon) is out of reach; the morning is held.
+    assert!((0.45..0.55).contains(&oracle.slo_attainment), "{oracle:?}");
+    for (m, minute) in runs[0].minutes.iter().enumerate() {
+        if !minute.within {
+            assert_eq!(minute.replicas, 1.0, "minute {m}: {minute:?}");
+        }
+    }
+    for s in &rows[1..] {
+        assert!(oracle.replica_hours <= s.replica_hours, "{oracle:?}\n{s:?}");
+    }
+}
+
 /// `signal: sloCapacity` reads windows of its own (a trigger refuses `window`), so the
 /// simulator's `--window`, the other trace signals' window, leaves the recommended policy
 /// as the scaler runs it: the same run at every `--window`.
