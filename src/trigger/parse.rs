@@ -108,6 +108,13 @@ fn parse_objectives(r: &mut Reader<'_>, kind: Option<SignalKind>) -> Option<Obje
                     r.problem(key, msg);
                     None
                 }
+                None if unit == values::Unit::Seconds && !values::OBJECTIVE_S.contains(&v) => {
+                    r.problem(
+                        key,
+                        format!("must be a latency from 1us to 24h, got {:?}", clip(raw)),
+                    );
+                    None
+                }
                 None => Some(v),
             },
             Some(_) => {
@@ -160,9 +167,9 @@ fn parse_capacity(
         // parse_objectives has read it and named what is wrong with it.
         Some(raw) => values::Unit::Seconds
             .parse(raw)
-            .filter(|v| *v > 0.0 && v.is_finite())
+            .filter(|v| values::OBJECTIVE_S.contains(v))
             .filter(|v| values::Unit::Seconds.check_range(raw, *v).is_none())
-            .map(Duration::from_secs_f64),
+            .and_then(|v| Duration::try_from_secs_f64(v).ok()),
     };
     let pod_concurrency = match r.get("podConcurrency") {
         None => {

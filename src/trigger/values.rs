@@ -80,6 +80,11 @@ impl Unit {
     }
 }
 
+/// The latency objectives a trigger takes, seconds: from a microsecond to a day (the
+/// longest window). Past about 1.8e19 s a `Duration` cannot hold one, and below a
+/// nanosecond it is zero.
+pub(super) const OBJECTIVE_S: std::ops::RangeInclusive<f64> = 1e-6..=86_400.0;
+
 /// The largest latency that may be written without a unit (seconds).
 const BARE_SECONDS_MAX: f64 = 60.0;
 

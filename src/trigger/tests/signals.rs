@@ -223,6 +223,29 @@ fn concurrency_and_slo_capacity_triggers() {
         ],
         &["latencyObjective", "podConcurrency"],
     );
+    // An objective no span reaches (past a day) or below a microsecond is refused by name,
+    // not turned into a Duration (past 1.8e19 s that panicked on every call).
+    for objective in ["1e20s", "1e23ms", "2e19", "86401s", "1e-10s", "0.0000001"] {
+        check_err(
+            &[
+                CAP,
+                SVC,
+                OTLP,
+                ("latencyObjective", objective),
+                ("podConcurrency", "4"),
+            ],
+            &["latencyObjective"],
+        );
+        check_err(
+            &[
+                ("signal", "slo"),
+                SVC,
+                OTLP,
+                ("latencyObjective", objective),
+            ],
+            &["latencyObjective"],
+        );
+    }
     let good = [
         CAP,
         SVC,
