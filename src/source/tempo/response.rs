@@ -127,7 +127,8 @@ pub fn parse_range(body: &[u8]) -> Result<Answer, String> {
 
 /// Reduces an answer to the reading: `Ok(None)` means no data (no series, no traffic).
 ///
-/// Non-finite values pass up unchanged (Tempo itself never writes NaN: it drops NaN
+/// Non-finite values pass up unchanged, and so do negative counts in an error ratio, for
+/// the engine to refuse (Tempo itself never writes NaN: it drops NaN
 /// samples and empty series, `SeriesSet.ToProto` in `pkg/traceql/engine_metrics.go`).
 /// An error-ratio answer whose series do not all carry Tempo's `status` label with one of
 /// its three values fails, rather than reading as "no errors".
@@ -172,13 +173,20 @@ pub fn reduce(answer: &Answer, how: TempoReduce) -> Result<Option<f64>, String> 
                 let Some(v) = s.value else {
                     continue;
                 };
+                // A count that is no count (NaN, infinite, negative) makes no ratio: it
+                // goes up unchanged for the engine to refuse, not divided into a
+                // plausible one.
+                if !v.is_finite() || v < 0.0 {
+                    return Ok(Some(v));
+                }
                 total += v;
                 if is_error {
                     errors += v;
                 }
             }
-            if total.is_nan() || errors.is_nan() {
-                return Ok(Some(f64::NAN));
+            if !total.is_finite() {
+                // Counts past f64's range: no ratio either.
+                return Ok(Some(total));
             }
             Ok((total != 0.0).then(|| errors / total))
         }

@@ -219,6 +219,22 @@ fn non_finite_values_pass_up_unchanged() {
         TempoReduce::ErrorRatio,
     );
     assert!(nan.unwrap().is_some_and(f64::is_nan));
+    // An infinite or negative count makes no ratio: it reaches the engine, which refuses
+    // it, rather than being divided into a plausible 0 (1 ÷ ∞) or 5 (5 ÷ (5 − 4)).
+    for (error, ok, want) in [
+        (1.0, f64::INFINITY, f64::INFINITY),
+        (1.0, f64::NEG_INFINITY, f64::NEG_INFINITY),
+        (f64::INFINITY, 3.0, f64::INFINITY),
+        (5.0, -4.0, -4.0),
+        (-1.0, 3.0, -1.0),
+        (f64::MAX, f64::MAX, f64::INFINITY),
+    ] {
+        let got = reduce(
+            &complete(vec![st("error", error), st("ok", ok)]),
+            TempoReduce::ErrorRatio,
+        );
+        assert_eq!(got, Ok(Some(want)), "error {error}, ok {ok}");
+    }
 }
 
 #[test]
