@@ -186,6 +186,7 @@ impl Store {
         for p in pending {
             let spans = p.spans();
             if self.bytes.load(Ordering::Relaxed) >= self.config.max_bytes {
+                self.refused_bytes_ns.fetch_max(now_ns, Ordering::Relaxed);
                 summary.reject(RejectReason::StoreBytesLimit, spans);
                 continue;
             }
@@ -198,7 +199,10 @@ impl Store {
                     summary.accepted += spans;
                     summary.without_sampling_record += p.without_record;
                 }
-                None => summary.reject(RejectReason::SeriesLimit, spans),
+                None => {
+                    self.refused_series_ns.fetch_max(now_ns, Ordering::Relaxed);
+                    summary.reject(RejectReason::SeriesLimit, spans)
+                }
             }
         }
         tracing::Span::current()

@@ -36,7 +36,7 @@ mod read;
 mod ring;
 mod sweep;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -255,6 +255,11 @@ pub struct Store {
     index: RwLock<Index>,
     /// Bytes the series hold, as [`Store::heap_bytes`] counts them.
     bytes: AtomicUsize,
+    /// When (the store's clock, ns) spans were last refused at `max_bytes`, and a new
+    /// series at `max_series`; 0: never. A read whose window holds a refusal is an error
+    /// ([`Store::refusals_since`]): the figures it would give undercount.
+    refused_bytes_ns: AtomicU64,
+    refused_series_ns: AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -316,6 +321,8 @@ impl Store {
             clock,
             index: RwLock::new(Index::default()),
             bytes: AtomicUsize::new(0),
+            refused_bytes_ns: AtomicU64::new(0),
+            refused_series_ns: AtomicU64::new(0),
         })
     }
 

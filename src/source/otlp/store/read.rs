@@ -4,6 +4,7 @@
 //! series' buckets, each series locked once, so a count, an error ratio, a latency and a
 //! rate read together describe the same spans at the same instant.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -167,6 +168,7 @@ impl Store {
         let now_ns = unix_ns(now);
         let now_index = now_ns / self.bucket_ns;
         let first = now_ns.saturating_sub(duration_ns(window)) / self.bucket_ns;
+        self.refusals_since(first * self.bucket_ns, now_ns, !matching.is_empty())?;
         // Rates count whole, settled buckets only: none from before the store started
         // (spans of that time went elsewhere or nowhere), none still filling (exporters
         // batch for seconds). `settled` is the exclusive end.
@@ -208,6 +210,41 @@ impl Store {
             latency,
             rate,
             concurrency,
+        })
+    }
+
+    /// An error when the store refused spans a read from `from_ns` may have needed: any
+    /// series' at `max_bytes`, or, when the read matched no series, a new series' at
+    /// `max_series` (a refused version or span kind of a service whose other series are
+    /// held is not told apart). Without it a flood of spans or of service names would read
+    /// as fewer requests, or none, and scale the workload in.
+    fn refusals_since(&self, from_ns: u64, now_ns: u64, matched: bool) -> Result<(), SourceError> {
+        let refused =
+            |at: &AtomicU64| Some(at.load(Ordering::Relaxed)).filter(|&t| t > 0 && t >= from_ns);
+        let ago = |t: u64| {
+            humantime::format_duration(Duration::from_secs(
+                now_ns.saturating_sub(t) / 1_000_000_000,
+            ))
+        };
+        let detail = if let Some(t) = refused(&self.refused_bytes_ns) {
+            format!(
+                "the store refused spans {} ago, inside this read's window, at its byte limit \
+                 (--otlp-max-store-bytes): its figures would undercount",
+                ago(t)
+            )
+        } else if let Some(t) = refused(&self.refused_series_ns).filter(|_| !matched) {
+            format!(
+                "no series for this selector, and the store refused new series {} ago, \
+                 inside this read's window, at its limit (--otlp-max-series): its spans may \
+                 be among them",
+                ago(t)
+            )
+        } else {
+            return Ok(());
+        };
+        Err(SourceError::Unavailable {
+            backend: BACKEND.to_string(),
+            detail,
         })
     }
 
@@ -295,6 +332,9 @@ impl Store {
         let (mut spans, mut busy_ns) = (0f64, 0f64);
         let mut latency = LatencySketch::default();
         let matching = self.matching(selector)?;
+        // The history decides the value (its reference latency and held levels): a
+        // refusal in it undercounts them.
+        self.refusals_since(history_from * self.bucket_ns, now_ns, !matching.is_empty())?;
         for series in &matching {
             let series = lock(series);
             for b in series.buckets.iter().filter(|b| b.index <= now_index) {

@@ -176,3 +176,80 @@ fn max_bytes_bounds_the_store_and_sweeps_give_them_back() {
     assert_eq!(store.sweep(), 1);
     assert_eq!(store.bytes(), 0);
 }
+
+/// Spans the store refused are not "no spans": a read whose window holds a refusal answers
+/// an error (KEDA's fallback decides), not a smaller figure or 0 rps. A refused new series
+/// (past `max_series`) fails the reads that match no series; spans refused past
+/// `max_bytes`, any series' read. Once the window starts after the refusal, reads answer
+/// again.
+#[test]
+fn a_read_over_refused_spans_is_an_error_not_a_smaller_figure() {
+    let rate = |service| query(service, None, TraceMeasure::Rate, 60);
+    let capped = StoreConfig {
+        max_series: 1,
+        ..StoreConfig::default()
+    };
+    let (capped, clock, _) = store(capped);
+    clock.set(at(100 * S));
+    let spans: Vec<Sp> = (0..100)
+        .flat_map(|i| [sp("a", i * S, MS), sp("b", i * S, MS)])
+        .collect();
+    let summary = capped.ingest(request(&spans));
+    assert_eq!(summary.rejected, vec![(RejectReason::SeriesLimit, 100)]);
+    clock.set(at(101 * S));
+    let err = capped.read(&rate("b")).expect_err("b's spans were refused");
+    assert!(err.to_string().contains("--otlp-max-series"), "{err}");
+    let err = capped
+        .read(&query("b", None, p(0.95), 60))
+        .expect_err("b's spans were refused");
+    assert!(err.to_string().contains("--otlp-max-series"), "{err}");
+    // a's series holds all its spans.
+    assert_eq!(
+        capped.read(&rate("a")),
+        Ok(Reading::Value(Some(59.0 / 60.0))),
+        "one span a second in 59 of the window's 60 whole seconds"
+    );
+    // A window that starts after the refusal: b sent nothing since, no data.
+    clock.set(at(161 * S));
+    assert_eq!(capped.read(&rate("b")), Ok(Reading::Value(None)));
+
+    let full = StoreConfig {
+        max_bytes: 64 * 1024,
+        ..StoreConfig::default()
+    };
+    let (full, clock, _) = store(full);
+    let mut refused_at = None;
+    for second in 1..300u64 {
+        clock.set(at(second * S));
+        let spans: Vec<Sp> = (0..13)
+            .map(|d| sp("orders", (second - 1) * S, 10u64.pow(d)))
+            .collect();
+        let summary = full.ingest(request(&spans));
+        if !summary.rejected.is_empty() {
+            refused_at = Some(second);
+            break;
+        }
+    }
+    let refused_at = refused_at.expect("the byte limit was reached");
+    clock.set(at((refused_at + 1) * S));
+    let err = full.read(&rate("orders")).expect_err("spans were refused");
+    assert!(err.to_string().contains("--otlp-max-store-bytes"), "{err}");
+    let err = full
+        .read(&query("orders", None, p(0.5), 60))
+        .expect_err("spans were refused");
+    assert!(err.to_string().contains("--otlp-max-store-bytes"), "{err}");
+    // sloCapacity reads ten minutes of history: a refusal in it fails the read too.
+    let capacity = TraceMeasure::Capacity(crate::signal::CapacityTarget {
+        pod_concurrency: 4.0,
+        objective: Duration::from_millis(300),
+        quantile: Quantile::P95,
+    });
+    clock.set(at((refused_at + 300) * S));
+    let err = full
+        .read(&query("orders", None, capacity, 60))
+        .expect_err("spans were refused");
+    assert!(err.to_string().contains("--otlp-max-store-bytes"), "{err}");
+    // A window after the refusal: nothing sent since, no data.
+    clock.set(at((refused_at + 62) * S));
+    assert_eq!(full.read(&rate("orders")), Ok(Reading::Value(None)));
+}
