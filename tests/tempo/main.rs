@@ -380,6 +380,25 @@ async fn partial_answers_are_used_and_counted() {
     );
 }
 
+/// A PARTIAL answer without series cannot tell no traffic from spans in the blocks Tempo
+/// did not read: an error (KEDA's fallback decides), not no data (which `rps` would read
+/// as 0).
+#[tokio::test]
+async fn partial_answers_without_series_are_errors() {
+    for q in [
+        query(TraceMeasure::Rate),
+        query(TraceMeasure::ErrorRatio),
+        p95(),
+    ] {
+        check(
+            Reply::Partial(vec![], "2 of 40 blocks failed"),
+            q,
+            Expect::Error("unavailable", "PARTIAL"),
+        )
+        .await;
+    }
+}
+
 #[tokio::test]
 async fn hung_tempo_is_cut_off_at_the_timeout() {
     let fake = FakeTempo::start([Reply::Hang]).await;

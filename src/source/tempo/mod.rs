@@ -147,12 +147,24 @@ impl TempoSource {
         // An answer that does not reduce to one number (several series) fails the fetch,
         // and counts as an error like any other failed call.
         answer.and_then(|answer| {
-            response::reduce(&answer, q.reduce)
-                .map(Reading::Value)
-                .map_err(|detail| SourceError::BadResponse {
+            let value =
+                response::reduce(&answer, q.reduce).map_err(|detail| SourceError::BadResponse {
                     backend: backend.label.clone(),
                     detail,
-                })
+                })?;
+            match (value, &answer.partial) {
+                // No series from a partial search is not "no spans": they may be in the
+                // blocks Tempo did not read, and `rps` would read no data as 0.
+                (None, Some(message)) => Err(SourceError::Unavailable {
+                    backend: backend.label.clone(),
+                    detail: format!(
+                        "answered PARTIAL ({}) with no series: no traffic cannot be told \
+                         from spans in the blocks it did not read",
+                        crate::trigger::clip(message)
+                    ),
+                }),
+                (value, _) => Ok(Reading::Value(value)),
+            }
         })
     }
 }
