@@ -1,7 +1,8 @@
 //! The Prometheus source: instant queries against named, operator-configured backends.
 //!
 //! Queries go as form-encoded `POST /api/v1/query` (long queries fit), with
-//! Prometheus' own `timeout` set to ours so an abandoned query stops evaluating. The URL
+//! Prometheus' own `timeout` set to ours so an abandoned query stops evaluating, and
+//! `partial_response=false` so Thanos fails a query it cannot answer whole. The URL
 //! may carry a path (`/select/0/prometheus` for VictoriaMetrics, a `--web.route-prefix`):
 //! `api/v1/query` is resolved under it. A backend may sign its requests with AWS SigV4
 //! ([`sigv4`], Amazon Managed Service for Prometheus).
@@ -129,7 +130,15 @@ impl PrometheusSource {
             req = req.header(TENANT_HEADER, tenant);
         }
         let mut req = req
-            .form(&[("query", promql), ("timeout", timeout.as_str())])
+            .form(&[
+                ("query", promql),
+                ("timeout", timeout.as_str()),
+                // Thanos Query answers with the stores it reached and a warning when
+                // others are down, unless asked not to (its `partial_response`, on by
+                // default: docs/components/query.md); a rate summed over some stores
+                // undercounts. Prometheus and the others ignore the parameter.
+                ("partial_response", "false"),
+            ])
             .build()
             .map_err(|e| unavailable(describe_reqwest_error(&e)))?;
         if let Some(signer) = &backend.signer {
@@ -166,5 +175,79 @@ impl PrometheusSource {
                 },
             })?;
         parse_response(label, status, &body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Every query asks for a whole answer (`partial_response=false`, Thanos' parameter)
+    /// next to the query and Prometheus' `timeout`: the body as a backend receives it.
+    #[tokio::test]
+    async fn queries_ask_for_whole_answers() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Headers, then Content-Length bytes of body.
+            let body = loop {
+                let n = conn.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the request ended early");
+                request.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&request).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length: usize = text
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .expect("a form body has a length");
+                    if request.len() >= end + 4 + length {
+                        break text[end + 4..end + 4 + length].to_string();
+                    }
+                }
+            };
+            let answer = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"7"]}]}}"#;
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+            conn.write_all(response.as_bytes()).await.unwrap();
+            body
+        });
+        let config = PrometheusBackendConfig {
+            http: HttpBackendConfig {
+                name: "default".into(),
+                url: format!("http://{addr}"),
+                ..HttpBackendConfig::default()
+            },
+            ..PrometheusBackendConfig::default()
+        };
+        let source = PrometheusSource::new(&[config], Duration::from_secs(2)).unwrap();
+        let got = source
+            .fetch(&PromQuery {
+                backend: "default".into(),
+                tenant: None,
+                promql: "sum(up)".into(),
+            })
+            .await;
+        assert_eq!(got, Ok(Reading::Value(Some(7.0))));
+        let body = server.await.unwrap();
+        let params: Vec<&str> = body.split('&').collect();
+        assert_eq!(
+            params,
+            [
+                "query=sum%28up%29",
+                "timeout=2000ms",
+                "partial_response=false"
+            ],
+            "{body}"
+        );
     }
 }

@@ -15,6 +15,11 @@ struct ApiResponse {
     error_type: Option<String>,
     #[serde(default)]
     error: Option<String>,
+    /// VictoriaMetrics cluster's flag for an answer some `vmstorage` nodes did not
+    /// contribute to (`"isPartial"`, written by vmselect's `QueryResponse` template in
+    /// `app/vmselect/prometheus/query_response.qtpl`).
+    #[serde(default, rename = "isPartial")]
+    is_partial: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -77,6 +82,15 @@ pub fn parse_response(backend: &str, status: u16, body: &[u8]) -> Result<Reading
                 backend: backend.to_string(),
                 detail,
             },
+        });
+    }
+    if api.is_partial == Some(true) {
+        // Sums and rates over the nodes that answered undercount: no figure at all.
+        return Err(SourceError::Unavailable {
+            backend: backend.to_string(),
+            detail: "the answer is partial (isPartial: some storage nodes did not answer), \
+                     so its figure may undercount"
+                .into(),
         });
     }
     let Some(data) = api.data else {
@@ -219,6 +233,18 @@ mod tests {
         check(200, "not json", Err("invalid JSON"));
         check(200, r#"{"status":"success"}"#, Err("without data"));
         check(200, &"x".repeat(10_000), Err("invalid JSON"));
+        // VictoriaMetrics cluster marks an answer some vmstorage nodes missed (vmselect's
+        // query_response.qtpl writes "isPartial" on every answer).
+        check(
+            200,
+            r#"{"status":"success","isPartial":true,"data":{"resultType":"vector","result":[{"metric":{},"value":[1,"5"]}]}}"#,
+            Err("unavailable: the answer is partial"),
+        );
+        check(
+            200,
+            r#"{"status":"success","isPartial":false,"data":{"resultType":"vector","result":[{"metric":{},"value":[1,"5"]}]}}"#,
+            Ok(Some(5.0)),
+        );
     }
 
     #[test]
