@@ -34,6 +34,10 @@ pub struct SideReading {
     /// The exact number of spans, from a source that holds them (the embedded store);
     /// `None` from sources that only know rates (then rps × window).
     pub count: Option<u64>,
+    /// The spans the source holds, each once however many requests it stands for (the
+    /// embedded store): the evidence `minCount` asks for. `None`: [`SideReading::count`]
+    /// or rps × window.
+    pub stored: Option<u64>,
     /// Spans per second (0 without traffic); `None` while not known yet (a fresh store).
     pub rps: Option<f64>,
     pub error_rate: Option<f64>,
@@ -45,9 +49,10 @@ pub struct SideReading {
 #[serde(rename_all = "camelCase")]
 pub struct Side {
     pub version: String,
-    /// Spans in the window. From `otlp`, exactly the spans the store holds in the buckets
-    /// that overlap the window (the one still filling included, so up to one bucket width
-    /// more than the window); from Prometheus and Tempo, the rate times the window, rounded.
+    /// Spans in the window. From `otlp`, the spans the store holds in the buckets that
+    /// overlap the window (the one still filling included, so up to one bucket width more
+    /// than the window), sampled ones by their adjusted count; from Prometheus and Tempo,
+    /// the rate times the window, rounded.
     pub count: u64,
     /// `null` while not known yet: the embedded store's first seconds (product spec: "A
     /// figure that is not known yet is null; the others are still answered").
@@ -212,6 +217,7 @@ async fn read_side(engine: &Engine, s: &SidePlan) -> Result<SideReading, EvalErr
             .otlp_snapshot(&rate.selector, rate.window)?;
         return Ok(SideReading {
             count: Some(snapshot.count()),
+            stored: Some(snapshot.stored()),
             rps: snapshot.rate(),
             error_rate: snapshot.value(TraceMeasure::ErrorRatio)?,
             latency: snapshot.value(latency.measure)?,
@@ -224,6 +230,7 @@ async fn read_side(engine: &Engine, s: &SidePlan) -> Result<SideReading, EvalErr
     );
     Ok(SideReading {
         count: None,
+        stored: None,
         // No series from a rate query is no traffic.
         rps: Some(rps?.unwrap_or(0.0)),
         error_rate: error_rate?,
@@ -262,6 +269,9 @@ pub fn compare(p: &Params, canary: SideReading, baseline: SideReading) -> Answer
             latency,
         }
     };
+    // The spans behind a side's figures: those held, where the source tells them apart.
+    let evidence = |side: &Side, r: SideReading| r.stored.unwrap_or(side.count).min(side.count);
+    let (canary_read, baseline_read) = (canary, baseline);
     let canary = side(&p.canary, canary);
     let baseline = side(&p.baseline, baseline);
     let diff = |a: Option<f64>, b: Option<f64>| Some(a? - b?);
@@ -273,7 +283,8 @@ pub fn compare(p: &Params, canary: SideReading, baseline: SideReading) -> Answer
             error_rate: diff(canary.error_rate, baseline.error_rate),
             latency: diff(canary.latency, baseline.latency),
         },
-        inconclusive: canary.count < p.min_count || baseline.count < p.min_count,
+        inconclusive: evidence(&canary, canary_read) < p.min_count
+            || evidence(&baseline, baseline_read) < p.min_count,
         canary,
         baseline,
     }
@@ -312,6 +323,7 @@ mod tests {
     fn reading(rps: f64, e: f64, l: f64) -> SideReading {
         SideReading {
             count: None,
+            stored: None,
             rps: Some(rps),
             error_rate: Some(e),
             latency: Some(l),
@@ -372,6 +384,25 @@ mod tests {
                 Some(0.0),
                 Some(0.0),
                 false,
+            ),
+            // Sampled spans count as the requests they stand for, but the evidence is the
+            // spans held: one span sampled at 1 % (count 100) is not 50 spans' worth.
+            (
+                50,
+                SideReading {
+                    count: Some(100),
+                    stored: Some(1),
+                    ..reading(0.8, 0.0, 0.1)
+                },
+                SideReading {
+                    count: Some(1200),
+                    stored: Some(1200),
+                    ..reading(10.0, 0.0, 0.1)
+                },
+                (100, 1200),
+                Some(0.0),
+                Some(0.0),
+                true,
             ),
             // A canary with no traffic: no numbers, never conclusive.
             (

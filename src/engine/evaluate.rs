@@ -5,7 +5,10 @@ use super::*;
 
 impl Engine {
     /// Reads one number through the cache (the server's TTL; for the embedded store at
-    /// most one bucket). `Ok(None)` is no data; a negative or infinite answer is refused.
+    /// most one bucket), for a verdict (the analysis endpoint). `Ok(None)` is no data; a
+    /// negative or infinite answer is refused; and so is the last good answer the cache
+    /// stands in with for a failing backend: KEDA may scale on it for `--max-stale`, but
+    /// a canary is judged on what its traffic does now.
     pub async fn read_value(&self, query: &Query) -> Result<Option<f64>, EvalError> {
         let mut ttl = self.config.cache_ttl;
         if let (Query::Otlp(_), Some(store)) = (query, &self.sources.otlp) {
@@ -15,6 +18,15 @@ impl Engine {
             .cache
             .get(query, ttl, || self.sources.fetch(query))
             .await?;
+        if served.stale {
+            return Err(EvalError::Source(SourceError::Unavailable {
+                backend: query.backend_label().to_string(),
+                detail: format!(
+                    "failing; its last good answer is {} old, and a verdict needs a fresh one",
+                    humantime::format_duration(Duration::from_secs(served.age.as_secs()))
+                ),
+            }));
+        }
         match served.reading {
             Reading::Value(v) => match usable(v) {
                 Usable::Value(v) => Ok(Some(v)),

@@ -282,8 +282,19 @@ impl Engine {
 
     /// The embedded store's query for a trace read; refused while the receiver is off.
     fn otlp_query(&self, read: &TraceRead) -> Result<Query, PlanError> {
-        if self.sources.otlp.is_none() {
+        let Some(store) = &self.sources.otlp else {
             return Err(problem("source", RECEIVER_OFF.into()));
+        };
+        // sloCapacity reads windows of its own, bounded by the retention when read.
+        if !matches!(read.measure, TraceMeasure::Capacity(_)) && read.window > store.retention() {
+            return Err(problem(
+                "window",
+                format!(
+                    "must be at most the embedded store's retention {} (--otlp-retention), got {}",
+                    humantime::format_duration(store.retention()),
+                    humantime::format_duration(read.window)
+                ),
+            ));
         }
         Ok(Query::Otlp(OtlpQuery {
             selector: read.selector.clone(),

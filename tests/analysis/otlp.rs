@@ -129,6 +129,16 @@ async fn bad_parameters_answer_400_naming_each() {
             ],
             &["window", "quantile", "minCount"],
         ),
+        // A window the embedded store does not keep (its retention, 10m by default).
+        (
+            &[
+                ("service", "a"),
+                ("canary", "v2"),
+                ("baseline", "v1"),
+                ("window", "30m"),
+            ],
+            &["window"],
+        ),
         // Backends only by configured name.
         (
             &[

@@ -110,7 +110,16 @@ async fn prometheus_analysis_reads_the_version_label() {
     export(&exporter, OTEL, "legacy-service", None, 98.0, 2.0, v1_cum);
     let prom = PrometheusServer::start(&[exporter.addr]).await;
     let backend = format!("default={}", prom.url());
-    let s = Setup::start(&["--prometheus", &backend, "--default-source", "prometheus"]).await;
+    // A 1 s TTL, so the verdict after the backend stops is not a fresh cache hit.
+    let s = Setup::start(&[
+        "--prometheus",
+        &backend,
+        "--default-source",
+        "prometheus",
+        "--cache-ttl",
+        "1s",
+    ])
+    .await;
     prom.wait_for_data("sum(traces_span_metrics_calls_total)")
         .await;
     prom.wait_window_full(Duration::from_secs(10)).await;
@@ -359,4 +368,10 @@ async fn prometheus_analysis_reads_the_version_label() {
     p.push(("quantile", "0.5"));
     let (status, b) = s.analysis(&p).await;
     assert_eq!(status, 503, "{b}");
+    // The figures asked for before: the cache holds their last good answers (within
+    // --max-stale, which KEDA's values may use), but a verdict is made on fresh ones only.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, b) = s.analysis(&params).await;
+    assert_eq!(status, 503, "{b}");
+    assert!(b.to_string().contains("last good answer"), "{b}");
 }

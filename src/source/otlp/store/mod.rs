@@ -273,6 +273,11 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// A store on the system clock.
+    /// How far back spans are kept: the longest window a read may ask for.
+    pub fn retention(&self) -> Duration {
+        self.config.retention
+    }
+
     /// The time resolution: a read is never staler than one bucket.
     pub fn bucket_width(&self) -> Duration {
         self.config.bucket_width

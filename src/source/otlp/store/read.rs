@@ -56,6 +56,12 @@ impl Snapshot {
         self.count.round() as u64
     }
 
+    /// The spans stored in the buckets that overlap the window, each once however many
+    /// requests its sampling makes it stand for: the sample the figures come from.
+    pub fn stored(&self) -> u64 {
+        self.stored
+    }
+
     /// Error spans among [`Snapshot::count`], likewise adjusted and rounded.
     pub fn errors(&self) -> u64 {
         self.errors.round() as u64
