@@ -244,6 +244,8 @@ impl Server {
             .set_serving::<ExternalScalerServer<ScalerService>>()
             .await;
         let router = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(args.grpc_keepalive_interval))
+            .http2_keepalive_timeout(Some(args.grpc_keepalive_timeout))
             .add_service(health_service)
             .add_service(service.into_server());
         let stop = stopped(shutdown_rx.clone());

@@ -72,6 +72,15 @@ pub struct ServeArgs {
     /// push within a second of the value the cache holds.
     #[arg(long, env = "SLO_SCALER_STREAM_INTERVAL", value_parser = duration_arg, default_value = "1s")]
     pub stream_interval: Duration,
+    /// How often the gRPC server pings a connection (HTTP/2 keepalive) to find clients
+    /// that vanished without closing it (a crashed node, a dropped network): their
+    /// external-push streams would otherwise hold a `--max-signals` place and evaluate
+    /// their trigger for as long as the process lives.
+    #[arg(long, env = "SLO_SCALER_GRPC_KEEPALIVE_INTERVAL", value_parser = duration_arg, default_value = "30s")]
+    pub grpc_keepalive_interval: Duration,
+    /// How long a keepalive ping may go unanswered before the connection is closed.
+    #[arg(long, env = "SLO_SCALER_GRPC_KEEPALIVE_TIMEOUT", value_parser = duration_arg, default_value = "20s")]
+    pub grpc_keepalive_timeout: Duration,
     /// How long in-flight RPCs may run after SIGTERM before the server exits.
     #[arg(long, env = "SLO_SCALER_SHUTDOWN_GRACE", value_parser = duration_arg, default_value = "20s")]
     pub shutdown_grace: Duration,
@@ -164,6 +173,8 @@ impl ServeArgs {
         positive(&[
             ("signal-expiry", self.signal_expiry),
             ("stream-interval", self.stream_interval),
+            ("grpc-keepalive-interval", self.grpc_keepalive_interval),
+            ("grpc-keepalive-timeout", self.grpc_keepalive_timeout),
             ("tls-reload-interval", self.tls_reload_interval),
             ("shutdown-grace", self.shutdown_grace),
         ])?;

@@ -169,3 +169,100 @@ async fn stream_metric_spec_sends_current_specs_and_stays_open_until_shutdown() 
         .unwrap();
     assert!(end.is_none() || end.unwrap().is_err());
 }
+
+/// A TCP proxy that forwards one connection both ways until frozen, then neither reads nor
+/// writes, and keeps both sockets open: a peer that vanished without a close or reset (its
+/// node crashed, the network dropped it).
+async fn freezable_proxy(
+    upstream: std::net::SocketAddr,
+) -> (String, std::sync::Arc<tokio::sync::Notify>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let freeze = std::sync::Arc::new(tokio::sync::Notify::new());
+    let frozen = freeze.clone();
+    tokio::spawn(async move {
+        let (client, _) = listener.accept().await.unwrap();
+        let server = tokio::net::TcpStream::connect(upstream).await.unwrap();
+        let (mut cr, mut cw) = client.into_split();
+        let (mut sr, mut sw) = server.into_split();
+        let (mut a, mut b) = ([0u8; 16384], [0u8; 16384]);
+        loop {
+            tokio::select! {
+                _ = frozen.notified() => break,
+                n = cr.read(&mut a) => match n {
+                    Ok(n) if n > 0 && sw.write_all(&a[..n]).await.is_ok() => {}
+                    _ => return,
+                },
+                n = sr.read(&mut b) => match n {
+                    Ok(n) if n > 0 && cw.write_all(&b[..n]).await.is_ok() => {}
+                    _ => return,
+                },
+            }
+        }
+        // Frozen: both connections stay open, and nothing moves.
+        let _held = (cr, cw, sr, sw);
+        std::future::pending::<()>().await;
+    });
+    (format!("http://{addr}"), freeze)
+}
+
+/// A stream whose client vanished without closing its connection frees its place: the
+/// server's HTTP/2 keepalive pings go unanswered and it closes the connection
+/// (`--grpc-keepalive-interval`, `--grpc-keepalive-timeout`). Without them the stream's
+/// task ran, evaluated its trigger and held its place for as long as the process lived.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_whose_client_vanished_frees_its_place() {
+    let scaler = Scaler::start(&[
+        "--default-source",
+        "otlp",
+        "--max-signals",
+        "1",
+        "--grpc-keepalive-interval",
+        "1s",
+        "--grpc-keepalive-timeout",
+        "1s",
+    ])
+    .await;
+    let grpc = scaler.server.as_ref().expect("server").grpc_addr;
+    let trigger = so(
+        "orders",
+        &[
+            ("signal", "latency"),
+            ("service", "order-service"),
+            ("threshold", "300ms"),
+        ],
+    );
+    let (url, freeze) = freezable_proxy(grpc).await;
+    let mut vanishing =
+        slo_scaler::proto::external_scaler_client::ExternalScalerClient::connect(url)
+            .await
+            .expect("connect");
+    let stream = vanishing
+        .stream_is_active(trigger.clone())
+        .await
+        .expect("the one stream opens")
+        .into_inner();
+    let mut client = scaler.client.clone();
+    let status = client
+        .stream_is_active(trigger.clone())
+        .await
+        .expect_err("the place is taken");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    freeze.notify_one();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match client.stream_is_active(trigger.clone()).await {
+            Ok(_) => break,
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                assert!(
+                    Instant::now() < deadline,
+                    "the vanished client's stream still holds its place"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    drop((stream, vanishing));
+}
