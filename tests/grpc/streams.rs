@@ -50,6 +50,26 @@ async fn stream_is_active_pushes_state_then_only_rising_edges() {
     );
 }
 
+/// The stream `open` opens once a place frees: refused with `ResourceExhausted` until then,
+/// for at most `within_s` seconds (`why` otherwise).
+async fn once_a_place_frees<T, F, Fut>(within_s: u64, why: &str, mut open: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(within_s);
+    loop {
+        match open().await {
+            Ok(s) => return s.into_inner(),
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                assert!(Instant::now() < deadline, "{why}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// Open streams are bounded as the board is: at most `--max-signals` of them, both kinds
 /// together; one more is `ResourceExhausted` naming the flag, and a stream the client
 /// closes frees its place. (A `source: otlp` trigger needs no backend.)
@@ -89,20 +109,11 @@ async fn open_streams_are_bounded_by_max_signals() {
         .await
         .expect("GetMetricSpec beside full streams");
     drop(specs);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let reopened = loop {
-        match client.stream_metric_spec(trigger.clone()).await {
-            Ok(s) => break s.into_inner(),
-            Err(status) => {
-                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-                assert!(
-                    Instant::now() < deadline,
-                    "a closed stream's place was not freed"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
+    let reopened = once_a_place_frees(5, "a closed stream's place was not freed", || {
+        let (mut client, trigger) = (client.clone(), trigger.clone());
+        async move { client.stream_metric_spec(trigger).await }
+    })
+    .await;
     drop((active, reopened));
 }
 
@@ -250,19 +261,14 @@ async fn a_stream_whose_client_vanished_frees_its_place() {
         .expect_err("the place is taken");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     freeze.notify_one();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        match client.stream_is_active(trigger.clone()).await {
-            Ok(_) => break,
-            Err(status) => {
-                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-                assert!(
-                    Instant::now() < deadline,
-                    "the vanished client's stream still holds its place"
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
-    drop((stream, vanishing));
+    let reopened = once_a_place_frees(
+        15,
+        "the vanished client's stream still holds its place",
+        || {
+            let (mut client, trigger) = (client.clone(), trigger.clone());
+            async move { client.stream_is_active(trigger).await }
+        },
+    )
+    .await;
+    drop((stream, vanishing, reopened));
 }

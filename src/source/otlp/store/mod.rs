@@ -272,7 +272,6 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// A store on the system clock.
     /// How far back spans are kept: the longest window a read may ask for.
     pub fn retention(&self) -> Duration {
         self.config.retention
@@ -283,6 +282,7 @@ impl Store {
         self.config.bucket_width
     }
 
+    /// A store on the system clock.
     pub fn new(config: StoreConfig, metrics: Arc<Metrics>) -> Result<Store, StoreConfigError> {
         Store::with_clock(config, metrics, Arc::new(SystemClock))
     }
