@@ -380,9 +380,12 @@ async fn partial_answers_are_used_and_counted() {
     );
 }
 
-/// A PARTIAL answer without series cannot tell no traffic from spans in the blocks Tempo
-/// did not read: an error (KEDA's fallback decides), not no data (which `rps` would read
-/// as 0).
+/// Tempo marks an answer PARTIAL when it cut it at its max-series limit, with the series
+/// it kept (the local-blocks processor's `QueryRange` returns `Series: rr[:maxSeries]`
+/// and `Status: PARTIAL`; the frontend says "Response exceeds maximum series limit"). A
+/// PARTIAL answer without series is none Tempo writes: an incomplete answer that cannot
+/// tell no traffic, so an error (KEDA's fallback decides), not no data (which `rps` would
+/// read as 0).
 #[tokio::test]
 async fn partial_answers_without_series_are_errors() {
     for q in [

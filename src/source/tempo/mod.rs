@@ -153,13 +153,15 @@ impl TempoSource {
                     detail,
                 })?;
             match (value, &answer.partial) {
-                // No series from a partial search is not "no spans": they may be in the
-                // blocks Tempo did not read, and `rps` would read no data as 0.
+                // Tempo marks an answer PARTIAL when it cut it at its max-series limit,
+                // series kept (the local-blocks `QueryRange`: `Series: rr[:maxSeries]`); an
+                // incomplete answer without any is no "no spans", which `rps` would read
+                // as 0.
                 (None, Some(message)) => Err(SourceError::Unavailable {
                     backend: backend.label.clone(),
                     detail: format!(
-                        "answered PARTIAL ({}) with no series: no traffic cannot be told \
-                         from spans in the blocks it did not read",
+                        "answered PARTIAL ({}) with no series: an incomplete answer cannot \
+                         tell no traffic",
                         crate::trigger::clip(message)
                     ),
                 }),

@@ -23,7 +23,7 @@ pub const QUANTILE_LABEL: &str = "p";
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Answer {
     pub series: Vec<Series>,
-    /// `Some(message)` when Tempo flagged the answer PARTIAL (some blocks were not read).
+    /// `Some(message)` when Tempo flagged the answer PARTIAL (cut at its max-series limit).
     pub partial: Option<String>,
 }
 
