@@ -345,3 +345,88 @@ async fn compression_bombs_are_refused_in_bounded_memory() {
     assert!(peak <= rest + INFLIGHT, "peak RSS {peak}, at rest {rest}");
     scaler.still_serves().await;
 }
+
+/// Spans that make every bucket's sketch wide: over each of about 100 services, two spans
+/// in each second of the retention, 1 ns and 590 s long (no ids, no names: 20 bytes each),
+/// so each (service, second) takes a sketch of about 1,350 bins (5.4 KiB) from 40 bytes of
+/// request; each request names its own services (`round`), so each adds its buckets to the
+/// store. Built per request before the store counted them, a request's sketches (about
+/// 320 MiB) came on top of a full store; the store builds each bucket under its byte
+/// bound instead.
+fn wide_sketches(round: usize) -> Vec<u8> {
+    let now = now_ns();
+    let services = 100;
+    ExportTraceServiceRequest {
+        resource_spans: (0..services)
+            .map(|r| ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![KeyValue {
+                        key: "service.name".into(),
+                        value: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue(format!("wide-{round}-{r}"))),
+                        }),
+                        ..KeyValue::default()
+                    }],
+                    ..Resource::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: (0..590u64)
+                        .flat_map(|s| {
+                            let end = now - s * 1_000_000_000;
+                            [1, 590_000_000_000].map(|d| Span {
+                                kind: 2,
+                                start_time_unix_nano: end - d,
+                                end_time_unix_nano: end,
+                                ..Span::default()
+                            })
+                        })
+                        .collect(),
+                    ..ScopeSpans::default()
+                }],
+                ..ResourceSpans::default()
+            })
+            .collect(),
+    }
+    .encode_to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wide_sketches_stay_within_the_bound() {
+    let scaler = Scaler::start().await;
+    let rest = scaler.peak_rss();
+    let body = wide_sketches(0);
+    assert!(body.len() <= MAX_REQUEST, "{}", body.len());
+    // Over HTTP the body is refused before it is decoded: its spans would take over 4 ×
+    // its size decoded.
+    assert_eq!(scaler.post("identity", body.clone()).await, 413);
+    // Over gRPC (charged 6 × the limit whatever its size) the first two fill the store, and
+    // the next are refused by it.
+    let mut client = scaler.grpc().await;
+    let mut rejected = Vec::new();
+    for round in 0..4 {
+        let request =
+            ExportTraceServiceRequest::decode(wide_sketches(round).as_slice()).expect("decodes");
+        let answer = client.export(request).await.expect("an OTLP answer");
+        let partial = answer.into_inner().partial_success.unwrap_or_default();
+        rejected.push(partial.rejected_spans);
+    }
+    let peak = scaler.peak_rss();
+    eprintln!(
+        "4 gRPC requests of wide sketches, {} KiB each: spans rejected {rejected:?}; peak RSS \
+         {} MiB (at rest {} MiB, worst case {} MiB)",
+        body.len() / 1024,
+        peak / MIB,
+        rest / MIB,
+        worst_case(rest) / MIB
+    );
+    assert!(
+        rejected.last().is_some_and(|&n| n > 0),
+        "the store filled up: {rejected:?}"
+    );
+    assert!(
+        peak <= worst_case(rest),
+        "peak RSS {} MiB over the stated worst case",
+        peak / MIB
+    );
+    scaler.still_serves().await;
+}

@@ -42,6 +42,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::telemetry::Metrics;
 use index::Index;
+pub use ingest::MAX_ADJUSTED_COUNT;
 pub use read::Snapshot;
 
 /// The backend label of the embedded store, in errors and metrics.
@@ -168,6 +169,8 @@ pub enum RejectReason {
     BadTimestamps,
     TooOld,
     TooNew,
+    TooLong,
+    SampledTooSparsely,
     SeriesLimit,
     StoreBytesLimit,
     ServiceNameTooLong,
@@ -182,6 +185,10 @@ impl RejectReason {
             RejectReason::BadTimestamps => "missing start or end time, or end before start",
             RejectReason::TooOld => "ended before the store's retention",
             RejectReason::TooNew => "ended more than 1m in the future",
+            RejectReason::TooLong => "lasted longer than the store's retention",
+            RejectReason::SampledTooSparsely => {
+                "sampled at below 1 in 16384 (tracestate ot=th: adjusted count over 16384)"
+            }
             RejectReason::SeriesLimit => "store is full (max series reached)",
             RejectReason::StoreBytesLimit => "store is full (max bytes reached)",
             RejectReason::ServiceNameTooLong => "service.name longer than 255 bytes",

@@ -145,32 +145,36 @@ impl Series {
     /// Adds `incoming` into the bucket of the same index and into its minute, and drops
     /// the buckets and minutes before those `keep` keeps. A series never holds more than
     /// `keep.slots` buckets. Keeps [`Series::bytes`] current. Every incoming bucket is at
-    /// or after `keep.oldest`.
-    pub(super) fn absorb(&mut self, incoming: &[Bucket], keep: Keep, now_ns: u64) {
+    /// or after `keep.oldest`; a new one is moved in, not copied.
+    pub(super) fn absorb(
+        &mut self,
+        incoming: impl IntoIterator<Item = Bucket>,
+        keep: Keep,
+        now_ns: u64,
+    ) {
         self.last_ingest_ns = self.last_ingest_ns.max(now_ns);
         self.trim(keep);
         let ring_before = self.ring_bytes();
         let mut grown = 0isize;
         let slots = keep.slots;
         for b in incoming {
-            self.add_to_minute(b, keep.per_minute);
+            self.add_to_minute(&b, keep.per_minute);
             // Spans almost always land in the newest bucket: look from the back.
             match self.buckets.iter().rposition(|x| x.index <= b.index) {
                 Some(i) if self.buckets[i].index == b.index => {
                     let before = self.buckets[i].heap_bytes();
-                    self.buckets[i].merge(b);
+                    self.buckets[i].merge(&b);
                     grown += self.buckets[i].heap_bytes() as isize - before as isize;
                 }
                 Some(i) => {
                     self.make_room(slots);
-                    self.buckets.insert(i + 1, b.clone());
-                    // The clone's capacity, not the original's.
-                    grown += self.buckets[i + 1].heap_bytes() as isize;
+                    grown += b.heap_bytes() as isize;
+                    self.buckets.insert(i + 1, b);
                 }
                 None => {
                     self.make_room(slots);
-                    self.buckets.push_front(b.clone());
-                    grown += self.buckets[0].heap_bytes() as isize;
+                    grown += b.heap_bytes() as isize;
+                    self.buckets.push_front(b);
                 }
             }
         }

@@ -148,11 +148,11 @@ fn max_bytes_bounds_the_store_and_sweeps_give_them_back() {
     };
     let (store, clock, _) = store(config);
     clock.set(at(600 * S));
-    // Hostile spans: every second of the retention, latencies from 1 ns to 1000 s, so
-    // every bucket's sketch spans all its keys.
+    // Hostile spans: every second of the retention, latencies from 1 ns to 100 s (the
+    // retention is 600 s), so every bucket's sketch spans most of its keys.
     let mut refused = 0;
     for second in 0..600u64 {
-        let spans: Vec<Sp> = (0..13)
+        let spans: Vec<Sp> = (0..12)
             .map(|d| sp("orders", second * S, 10u64.pow(d)))
             .collect();
         let summary = store.ingest(request(&spans));
@@ -221,11 +221,13 @@ fn a_read_over_refused_spans_is_an_error_not_a_smaller_figure() {
     let mut refused_at = None;
     for second in 1..300u64 {
         clock.set(at(second * S));
-        let spans: Vec<Sp> = (0..13)
+        // 1 ns to 100 s: wide sketches, within the retention.
+        let spans: Vec<Sp> = (0..12)
             .map(|d| sp("orders", (second - 1) * S, 10u64.pow(d)))
             .collect();
         let summary = full.ingest(request(&spans));
         if !summary.rejected.is_empty() {
+            assert_eq!(summary.rejected, [(RejectReason::StoreBytesLimit, 12)]);
             refused_at = Some(second);
             break;
         }
@@ -252,4 +254,71 @@ fn a_read_over_refused_spans_is_an_error_not_a_smaller_figure() {
     // A window after the refusal: nothing sent since, no data.
     clock.set(at((refused_at + 62) * S));
     assert_eq!(full.read(&rate("orders")), Ok(Reading::Value(None)));
+}
+
+/// One span may stand for at most [`MAX_ADJUSTED_COUNT`] requests: OpenTelemetry's
+/// thresholds reach 1 in 2^56 (`th:ffffffffffffff`), and one such error span among a
+/// thousand would otherwise read as an error ratio of 1 and a rate of 10^15 per second.
+#[test]
+fn a_span_sampled_more_sparsely_than_the_bound_is_refused_not_counted() {
+    let (store, clock, _) = store(StoreConfig::default());
+    clock.set(at(100 * S));
+    let ok = sp("orders", 99 * S, 10 * MS);
+    let mut spans = vec![ok; 1000];
+    spans.push(Sp { error: true, ..ok });
+    spans.push(ok);
+    let mut req = request(&spans);
+    // 1 in 2^56; and exactly 1 in 16384: 2^56 − 2^42, `th:fffc`.
+    req.resource_spans[1000].scope_spans[0].spans[0].trace_state = "ot=th:ffffffffffffff".into();
+    req.resource_spans[1001].scope_spans[0].spans[0].trace_state = "ot=th:fffc".into();
+    let summary = store.ingest(req);
+    assert_eq!(summary.accepted, 1001);
+    assert_eq!(summary.rejected, [(RejectReason::SampledTooSparsely, 1)]);
+    let snap = store
+        .snapshot_at(
+            &query("orders", None, p(0.5), 60).selector,
+            Duration::from_secs(60),
+            at(100 * S),
+        )
+        .expect("snapshot");
+    assert_eq!(snap.count() as f64, 1000.0 + MAX_ADJUSTED_COUNT);
+    assert_eq!(
+        snap.value(TraceMeasure::ErrorRatio).expect("known"),
+        Some(0.0)
+    );
+}
+
+/// A span longer than the store's retention is refused: a start time of 1 ns after the
+/// epoch (a monotonic clock's reading sent as wall time) would read as 54 years of busy
+/// time, 2.8 × 10^7 requests in flight over a minute, and a p99 of 54 years. A span as
+/// long as the retention is kept.
+#[test]
+fn a_span_longer_than_the_retention_is_refused() {
+    let (store, clock, _) = store(StoreConfig::default());
+    clock.set(at(700 * S));
+    let retention = StoreConfig::default().retention.as_nanos() as u64;
+    let ok = sp("orders", 699 * S, retention);
+    check_ingest_at(&store, &[ok], 1, &[]);
+    let epoch_start = Sp {
+        duration: T0 + 699 * S - 1,
+        ..ok
+    };
+    let longer = Sp {
+        duration: retention + 1,
+        ..ok
+    };
+    check_ingest_at(
+        &store,
+        &[epoch_start, longer],
+        0,
+        &[(RejectReason::TooLong, 2)],
+    );
+}
+
+fn check_ingest_at(store: &Store, spans: &[Sp], accepted: u64, rejected: &[(RejectReason, u64)]) {
+    let summary = store.ingest(request(spans));
+    assert_eq!(
+        (summary.accepted, &summary.rejected[..]),
+        (accepted, rejected)
+    );
 }
