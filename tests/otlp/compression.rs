@@ -186,8 +186,8 @@ async fn raw_compressed_bodies_and_bombs_over_http() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compressed_grpc_messages_over_the_limit_are_resource_exhausted() {
     // tonic inflates into a buffer capped at `max_decoding_message_size` and answers
-    // RESOURCE_EXHAUSTED when the cap is hit (tonic `codec/decode.rs`), where an
-    // uncompressed message over it gets OUT_OF_RANGE (see `malformed.rs`).
+    // RESOURCE_EXHAUSTED when the cap is hit (tonic `codec/decode.rs`); an uncompressed
+    // message over it gets the same (tonic's OUT_OF_RANGE, rewritten: see `malformed.rs`).
     let h = Harness::start(1 << 20).await;
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", h.grpc))
         .expect("endpoint")

@@ -210,6 +210,19 @@ async fn bad_bodies_are_refused_clearly_and_change_nothing() {
             "cannot decode JSON ExportTraceServiceRequest",
         ),
         (
+            // Three bytes of text each, a `String` (24 bytes) in a `Vec` decoded.
+            "JSON arrays of empty strings (a resource's entity reference keys)",
+            Some("application/json"),
+            None,
+            format!(
+                r#"{{"resourceSpans":[{{"resource":{{"entityRefs":[{{"type":"k8s.pod","idKeys":[{}""]}}]}}}}]}}"#,
+                r#""","#.repeat(LIMIT / 3 - 40)
+            )
+            .into_bytes(),
+            413,
+            "would take up to",
+        ),
+        (
             "plain text",
             Some("text/plain"),
             None,
@@ -314,8 +327,13 @@ async fn spans_without_service_name_are_rejected_through_partial_success() {
     );
 }
 
+/// A message over the limit never fits, so its refusal must not be one OTLP exporters
+/// retry: the OTLP specification (protocol/exporter "Failures" for OTLP/gRPC) lists
+/// `OUT_OF_RANGE` (tonic's answer to an oversized message) among the retryable codes, and
+/// `RESOURCE_EXHAUSTED` as retryable only with a `RetryInfo`. A Collector would resend the
+/// batch until its retry time ran out (5 minutes by default), taking an in-flight charge each time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversized_grpc_messages_are_refused() {
+async fn oversized_grpc_messages_are_refused_for_good() {
     let h = Harness::start(LIMIT).await;
     let before = baseline(&h).await;
     let mut big = resource_spans("payment-service", 1, 900, true);
@@ -327,7 +345,12 @@ async fn oversized_grpc_messages_are_refused() {
         .export(request(vec![big]))
         .await
         .expect_err("over the decoding limit");
-    assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.metadata().get("grpc-status-details-bin").is_none(),
+        "no RetryInfo"
+    );
+    assert!(err.message().contains("too large"), "{err:?}");
     assert_eq!(h.snapshot("payment-service"), before);
 }
 

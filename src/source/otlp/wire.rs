@@ -246,8 +246,40 @@ pub fn count_json(body: &[u8]) -> Elements {
     }
 }
 
+/// The strings of a JSON body that are array elements (after `[` or `,`, and no key: no
+/// `:` after them). Each decodes to a `String` in a `Vec` (a resource's
+/// `entityRefs[].idKeys`, say), 24 bytes however short its text (`"",` is 3).
+pub fn json_array_strings(body: &[u8]) -> usize {
+    let (mut n, mut i, mut before) = (0, 0, 0u8);
+    while i < body.len() {
+        match body[i] {
+            b'"' => {
+                let mut end = i + 1;
+                while end < body.len() && body[end] != b'"' {
+                    end += if body[end] == b'\\' { 2 } else { 1 };
+                }
+                let after = body
+                    .get(end + 1..)
+                    .and_then(|rest| rest.iter().find(|b| !b.is_ascii_whitespace()));
+                if matches!(before, b'[' | b',') && after != Some(&b':') {
+                    n += 1;
+                }
+                before = b'"';
+                i = end + 1;
+            }
+            b if b.is_ascii_whitespace() => i += 1,
+            b => {
+                before = b;
+                i += 1;
+            }
+        }
+    }
+    n
+}
+
 /// The bytes a JSON body decodes to at most (the full message types, which the JSON
-/// decoder builds): every object priced as the largest of them.
+/// decoder builds): every object priced as the largest of them, every string in an array
+/// as a `String`, both twice over for the slack of growing `Vec`s, plus the text.
 pub fn json_decoded_bytes(body: &[u8]) -> usize {
     use opentelemetry_proto::tonic::trace::v1 as full;
     use std::mem::size_of;
@@ -256,9 +288,11 @@ pub fn json_decoded_bytes(body: &[u8]) -> usize {
         .max(size_of::<full::span::Event>())
         .max(size_of::<full::span::Link>())
         .max(size_of::<opentelemetry_proto::tonic::common::v1::KeyValue>());
+    let strings = json_array_strings(body).saturating_mul(size_of::<String>());
     count_json(body)
         .resource_spans
         .saturating_mul(largest)
+        .saturating_add(strings)
         .saturating_mul(2)
         .saturating_add(body.len())
 }
@@ -312,6 +346,19 @@ fn varint(msg: &[u8], at: &mut usize) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only strings that are array elements are priced: keys and field values are inside
+    /// an object's struct (their text is priced as the body's length).
+    #[test]
+    fn json_array_strings_are_the_array_elements() {
+        let count = |text: &str| json_array_strings(text.as_bytes());
+        assert_eq!(count(r#"{"a":"b","c":["d", "e" ,"f"]}"#), 3);
+        assert_eq!(count(r#"{"idKeys":[],"x":"[\",\"]"}"#), 0);
+        assert_eq!(count(r#"[ "a\"" , "b" ]"#), 2);
+        assert_eq!(count(r#"{"k":{"l":"m"}, "n" : "o"}"#), 0);
+        // Unterminated text is counted without reading past the body.
+        assert_eq!(count(r#"["a", "b"#), 2);
+    }
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest as Full;
     use opentelemetry_proto::tonic::common::v1 as common;
     use opentelemetry_proto::tonic::resource::v1 as resource;

@@ -31,9 +31,9 @@ pub struct OtlpGrpc {
 }
 
 impl OtlpGrpc {
-    /// The largest message decoded, after decompression. Uncompressed messages over it
-    /// are refused by tonic with `OUT_OF_RANGE`, compressed ones with
-    /// `RESOURCE_EXHAUSTED` once decompression passes it.
+    /// The largest message decoded, after decompression. Messages over it are refused
+    /// with `RESOURCE_EXHAUSTED` (uncompressed ones by tonic's `OUT_OF_RANGE`, rewritten:
+    /// see [`never_retried`]; compressed ones once decompression passes it).
     pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
         self.max_decoding = limit;
         self
@@ -87,10 +87,29 @@ impl Service<http::Request<tonic::body::Body>> for OtlpGrpc {
                 store: this.store,
                 metrics: this.metrics,
             };
-            let response = grpc.unary(export, req).await;
+            let mut response = grpc.unary(export, req).await;
             drop(permit);
+            never_retried(&mut response);
             Ok(response)
         })
+    }
+}
+
+/// Turns tonic's refusal of an oversized message, `OUT_OF_RANGE` (a code the OTLP
+/// specification tells exporters to retry), into `RESOURCE_EXHAUSTED` without a
+/// `RetryInfo`, which they do not retry: the same message never fits. tonic answers it
+/// before the call, as a trailers-only response (the status in the headers).
+fn never_retried(response: &mut http::Response<tonic::body::Body>) {
+    let out_of_range = (tonic::Code::OutOfRange as i32).to_string();
+    if response
+        .headers()
+        .get("grpc-status")
+        .is_some_and(|code| code.as_bytes() == out_of_range.as_bytes())
+    {
+        let exhausted = (tonic::Code::ResourceExhausted as i32).to_string();
+        if let Ok(code) = http::HeaderValue::from_str(&exhausted) {
+            response.headers_mut().insert("grpc-status", code);
+        }
     }
 }
 
