@@ -9,7 +9,7 @@
 //! expire, then fetched again; they are never logged.
 
 use std::fmt;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
@@ -111,10 +111,7 @@ impl Signer {
         if let Some(at) = fresh.expiry() {
             if at <= now {
                 *cached = None;
-                return Err(format!(
-                    "the AWS credentials expired at {}",
-                    humantime::format_rfc3339_seconds(at)
-                ));
+                return Err(format!("the AWS credentials expired {}", when(at)));
             }
         }
         *cached = Some(fresh.clone());
@@ -176,6 +173,21 @@ impl Signer {
             req.headers_mut().insert(name, value);
         }
         Ok(())
+    }
+}
+
+/// When `at` is, for a message: "at" and its RFC 3339 form, or "before 1970-01-01T00:00:00Z"
+/// / "after 9999-12-31T23:59:59Z" outside what humantime can format (it panics on a time
+/// before 1970, which a credentials provider may hand out).
+fn when(at: SystemTime) -> String {
+    // The first second of the year 10000.
+    const YEAR_10000: u64 = 253_402_300_800;
+    match at.duration_since(UNIX_EPOCH) {
+        Ok(since) if since.as_secs() < YEAR_10000 => {
+            format!("at {}", humantime::format_rfc3339_seconds(at))
+        }
+        Ok(_) => "after 9999-12-31T23:59:59Z".to_string(),
+        Err(_) => "before 1970-01-01T00:00:00Z".to_string(),
     }
 }
 
@@ -260,6 +272,50 @@ mod tests {
             err, "the AWS credentials expired at 1970-01-01T00:00:01Z",
             "{err}"
         );
+    }
+
+    /// `credential_process` may answer any `Expiration`, 1969 included: refused, no panic.
+    #[tokio::test]
+    async fn credentials_expired_before_1970_are_refused() {
+        let before_epoch = SystemTime::UNIX_EPOCH - Duration::from_secs(1);
+        let (signer, _) = signer(Some(before_epoch), false);
+        let err = signer.sign(&mut request()).await.unwrap_err();
+        assert_eq!(
+            err, "the AWS credentials expired before 1970-01-01T00:00:00Z",
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn every_time_is_said_without_a_panic() {
+        let epoch = SystemTime::UNIX_EPOCH;
+        let cases = [
+            (epoch, "at 1970-01-01T00:00:00Z"),
+            (
+                epoch + Duration::from_secs(253_402_300_799),
+                "at 9999-12-31T23:59:59Z",
+            ),
+            (
+                epoch + Duration::from_secs(253_402_300_800),
+                "after 9999-12-31T23:59:59Z",
+            ),
+            (
+                epoch - Duration::from_nanos(1),
+                "before 1970-01-01T00:00:00Z",
+            ),
+        ];
+        for (at, said) in cases {
+            assert_eq!(when(at), said, "{at:?}");
+        }
+        // The far ends of what the platform holds.
+        for secs in [i64::MAX as u64 / 2, u64::MAX / 4] {
+            if let Some(at) = epoch.checked_add(Duration::from_secs(secs)) {
+                assert_eq!(when(at), "after 9999-12-31T23:59:59Z");
+            }
+            if let Some(at) = epoch.checked_sub(Duration::from_secs(secs)) {
+                assert_eq!(when(at), "before 1970-01-01T00:00:00Z");
+            }
+        }
     }
 
     #[tokio::test]
