@@ -39,10 +39,11 @@ impl Query {
         }
     }
 
-    /// What a timeout names: the backend, and for SQS the queue as the trigger gave it.
+    /// What a timeout names: the backend, and for SQS the queue as the trigger gave it
+    /// (any user and password redacted).
     pub fn subject(&self) -> String {
         match self {
-            Query::Sqs(q) => format!("sqs queue {:?}", q.queue),
+            Query::Sqs(q) => format!("sqs queue {:?}", http::redact_url(&q.queue)),
             other => other.backend_label(),
         }
     }
@@ -354,6 +355,21 @@ mod tests {
         assert!(!text.contains("s3cret"), "{text}");
         assert!(text.contains("https://***@sqs.example/123/q"), "{text}");
         assert!(text.contains("http://***@localhost:4566"), "{text}");
+    }
+
+    /// A queue URL with a user or password (refused by the trigger parser, but `SqsQuery`
+    /// is public) is refused before any call, and no error or timeout repeats it.
+    #[tokio::test]
+    async fn queue_urls_with_credentials_are_never_quoted() {
+        let q = SqsQuery::of("https://user:s3cret@sqs.eu-west-1.amazonaws.com/123456789012/q");
+        let subject = Query::Sqs(q.clone()).subject();
+        assert!(!subject.contains("s3cret"), "{subject}");
+        let sqs = sqs::SqsSource::lazy(sqs::SqsConfig::default());
+        let err = sqs.fetch(&q).await.unwrap_err();
+        assert!(matches!(err, SourceError::BadQuery { .. }), "{err:?}");
+        let text = format!("{err} {err:?}");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("password"), "{text}");
     }
 
     /// Every call through [`Sources::fetch`] is counted once, with its outcome, for a source

@@ -123,7 +123,13 @@ fn read_queue(
 ) -> Option<QueueSpec> {
     let queue = r.get("queueURL");
     if let Some(q) = queue {
-        if !values::is_queue_ref(q) {
+        if q.contains('@') {
+            // A user or password: errors and logs quote the queue, so it is refused unquoted.
+            r.problem(
+                "queueURL",
+                "must not hold a user or password (an SQS queue URL has none); the value is not repeated here",
+            );
+        } else if !values::is_queue_ref(q) {
             r.problem(
                 "queueURL",
                 format!("must be an https queue URL or a queue name ([A-Za-z0-9_-], optional .fifo), got {:?}", clip(q)),

@@ -265,8 +265,12 @@ pub(super) fn sanitize_metric_name(raw: &str, fallback: &str) -> String {
 }
 
 /// An https queue URL (`https://sqs.REGION.amazonaws.com/ACCOUNT/NAME`, or an
-/// emulator's http URL) or a bare queue name.
+/// emulator's http URL) or a bare queue name. Never one with `@`: SQS queue URLs hold no
+/// user or password, and errors quote the queue.
 pub(super) fn is_queue_ref(s: &str) -> bool {
+    if s.contains('@') {
+        return false;
+    }
     let is_name = |n: &str| {
         let base = n.strip_suffix(".fifo").unwrap_or(n);
         !base.is_empty()

@@ -7,7 +7,8 @@
 //! `scaleOnDelayed` are not applied here: the caller sums the [`QueueDepth`] with
 //! [`QueueDepth::total`], so every trigger on a queue shares one call.
 //!
-//! Errors name the queue as the trigger gave it and never carry credentials. The call's
+//! Errors name the queue as the trigger gave it and never carry credentials: a queue with
+//! `@` (a user or password) is refused unquoted. The call's
 //! deadline and its accounting (backend `sqs`) belong to [`crate::source::Sources::fetch`],
 //! which bounds a fetch whether or not it also had to resolve a queue name.
 
@@ -147,6 +148,14 @@ impl SqsSource {
     }
 
     async fn depth(&self, q: &SqsQuery) -> Result<QueueDepth, SourceError> {
+        if q.queue.contains('@') {
+            // Every error below quotes the queue: one with a user or password is refused
+            // unquoted, and never sent (the trigger parser refuses it first).
+            return Err(SourceError::BadQuery {
+                backend: BACKEND.to_string(),
+                detail: "the queue URL holds a user or password (an SQS queue URL has none); it is not repeated here".to_string(),
+            });
+        }
         let queue = QueueRef::parse(&q.queue).ok_or_else(|| SourceError::BadQuery {
             backend: BACKEND.to_string(),
             detail: "empty queue URL".to_string(),

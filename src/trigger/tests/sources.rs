@@ -142,3 +142,35 @@ fn prometheus_reads_carry_their_tenant() {
         assert_eq!(*tenant, None, "{pairs:?}");
     }
 }
+
+/// SQS queue URLs never hold a user or password; one that does is refused by name and the
+/// message does not repeat it (errors and logs quote the queue URL).
+#[test]
+fn queue_urls_with_a_user_or_password_are_refused_unquoted() {
+    for (url, secret) in [
+        (
+            "https://user:s3cret@sqs.eu-west-1.amazonaws.com/123456789012/orders",
+            "s3cret",
+        ),
+        (
+            "https://s3cret@sqs.eu-west-1.amazonaws.com/123456789012/orders",
+            "s3cret",
+        ),
+        (
+            "http://key:s3cr/et@127.0.0.1:4566/000000000000/orders",
+            "s3cr/et",
+        ),
+        (
+            "HTTPS://user:s3cret@sqs.eu-west-1.amazonaws.com/123456789012/orders",
+            "s3cret",
+        ),
+    ] {
+        for signal in ["queueDepth", "rps"] {
+            let err = parse(&md(&[("signal", signal), ("queueURL", url)]), &opts()).unwrap_err();
+            assert!(err.keys().contains(&"queueURL"), "{url}: {err}");
+            let text = format!("{err} {err:?}");
+            assert!(!text.contains(secret), "{url}: {text}");
+            assert!(text.contains("password"), "{url}: {text}");
+        }
+    }
+}
