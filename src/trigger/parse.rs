@@ -319,6 +319,17 @@ fn parse_thresholds(r: &mut Reader<'_>, kind: Option<SignalKind>) -> (Option<f64
     };
     let read = |r: &mut Reader<'_>, key: &str, min: f64, what: &str| -> Option<Option<f64>> {
         let raw = r.get(key)?;
+        // KEDA's aws-sqs-queue reads these as int64: "2.5" or "1e3" is refused, not read.
+        if matches!(key, "queueLength" | "activationQueueLength") && !values::is_whole_number(raw) {
+            r.problem(
+                key,
+                format!(
+                    "must be a whole number of messages like 5 (KEDA reads {key} as an integer), got {:?}",
+                    clip(raw)
+                ),
+            );
+            return Some(None);
+        }
         let parsed = units.iter().find_map(|u| u.parse(raw).map(|v| (*u, v)));
         Some(match parsed {
             Some((_, v)) if v >= min && !crate::signal::fits_keda(v) => {

@@ -132,7 +132,7 @@ fn read_queue(
         } else if !values::is_queue_ref(q) {
             r.problem(
                 "queueURL",
-                format!("must be an https queue URL or a queue name ([A-Za-z0-9_-], optional .fifo), got {:?}", clip(q)),
+                format!("must be a queue URL https://HOST/ACCOUNT/NAME like https://sqs.eu-west-1.amazonaws.com/123456789012/orders, or a queue name ([A-Za-z0-9_-], optional .fifo), got {:?}", clip(q)),
             );
         }
     }

@@ -510,7 +510,10 @@ fn thresholds_outside_kedas_integer_range_are_refused_by_name() {
         (rps(("threshold", "1e16")), "threshold"),
         (rps(("threshold", "9223372036854776")), "threshold"),
         (rps(("activationThreshold", "1e300")), "activationThreshold"),
-        (queue(("queueLength", "1e19")), "queueLength"),
+        (
+            queue(("queueLength", "10000000000000000000")),
+            "queueLength",
+        ),
         (
             queue(("activationQueueLength", "18446744073709551615")),
             "activationQueueLength",

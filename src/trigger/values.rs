@@ -264,9 +264,10 @@ pub(super) fn sanitize_metric_name(raw: &str, fallback: &str) -> String {
     out
 }
 
-/// An https queue URL (`https://sqs.REGION.amazonaws.com/ACCOUNT/NAME`, or an
-/// emulator's http URL) or a bare queue name. Never one with `@`: SQS queue URLs hold no
-/// user or password, and errors quote the queue.
+/// A queue URL as KEDA's `aws-sqs-queue` reads one (`https://sqs.REGION.amazonaws.com/
+/// ACCOUNT/NAME`, or an emulator's http URL; the scheme in any case, its path exactly
+/// `/ACCOUNT/NAME`) or a bare queue name. Never one with `@`: SQS queue URLs hold no user
+/// or password, and errors quote the queue.
 pub(super) fn is_queue_ref(s: &str) -> bool {
     if s.contains('@') {
         return false;
@@ -281,13 +282,19 @@ pub(super) fn is_queue_ref(s: &str) -> bool {
     };
     match s.split_once("://") {
         Some((scheme, rest)) => {
-            matches!(scheme, "https" | "http")
-                && rest.split('/').next().is_some_and(|h| !h.is_empty())
-                && rest.rsplit('/').next().is_some_and(is_name)
-                && rest.contains('/')
+            let parts: Vec<&str> = rest.split('/').collect();
+            (scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("http"))
+                && matches!(parts.as_slice(), [host, account, name]
+                    if !host.is_empty() && !account.is_empty() && is_name(name))
         }
         None => is_name(s),
     }
+}
+
+/// An integer as KEDA's `int64` keys take it: an optional `-`, then digits.
+pub(super) fn is_whole_number(s: &str) -> bool {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Whether `s` looks like an AWS region name (`us-east-1`, `us-gov-west-1`, `cn-north-1`):

@@ -174,3 +174,61 @@ fn queue_urls_with_a_user_or_password_are_refused_unquoted() {
         }
     }
 }
+
+/// KEDA's `aws-sqs-queue` reads `queueLength` and `activationQueueLength` as integers
+/// (`int64` fields of `awsSqsQueueMetadata`): a trigger moved over keeps integers, and a
+/// fraction or exponent is refused by name rather than read as a different target.
+#[test]
+fn queue_lengths_are_integers_as_in_keda() {
+    let queue = |extra: (&'static str, &'static str)| {
+        vec![("signal", "queueDepth"), ("queueURL", "orders"), extra]
+    };
+    for (key, raw) in [
+        ("queueLength", "2.5"),
+        ("queueLength", "1e3"),
+        ("queueLength", "10.0"),
+        ("activationQueueLength", "0.5"),
+        ("activationQueueLength", "1E2"),
+    ] {
+        let err = parse(&md(&queue((key, raw))), &opts()).unwrap_err();
+        assert_eq!(err.keys(), vec![key], "{raw}: {err}");
+        assert!(err.to_string().contains("whole number"), "{raw}: {err}");
+    }
+    let t = check_ok(&queue(("queueLength", " 20 ")));
+    assert_eq!(t.target, 20.0);
+    let t = check_ok(&queue(("activationQueueLength", "3")));
+    assert_eq!(t.activation, 3.0);
+    // This scaler's own keys take any number, as for every other signal.
+    let t = check_ok(&queue(("threshold", "2.5")));
+    assert_eq!(t.target, 2.5);
+}
+
+/// Queue URLs as KEDA reads them (Go's `url.ParseRequestURI`, then the path split into
+/// exactly `/ACCOUNT/NAME`, else "cannot get queueName from queueURL").
+#[test]
+fn queue_urls_are_read_as_keda_reads_them() {
+    let queue = |url: &'static str| vec![("signal", "queueDepth"), ("queueURL", url)];
+    for url in [
+        "https://sqs.eu-west-1.amazonaws.com/123456789012/orders",
+        "HTTPS://sqs.eu-west-1.amazonaws.com/123456789012/orders",
+        "Http://127.0.0.1:4566/000000000000/orders.fifo",
+        "orders",
+    ] {
+        let Read::Sqs(q) = &check_ok(&queue(url)).read else {
+            panic!("{url}: not an SQS read");
+        };
+        assert_eq!(q.queue, url);
+    }
+    for url in [
+        "https://sqs.eu-west-1.amazonaws.com/orders",
+        "https://sqs.eu-west-1.amazonaws.com//orders",
+        "https://sqs.eu-west-1.amazonaws.com/123456789012/team/orders",
+        "https://sqs.eu-west-1.amazonaws.com/123456789012/orders/",
+        "https:///123456789012/orders",
+        "ftp://sqs.eu-west-1.amazonaws.com/123456789012/orders",
+    ] {
+        let err = parse(&md(&queue(url)), &opts()).unwrap_err();
+        assert_eq!(err.keys(), vec!["queueURL"], "{url}: {err}");
+        assert!(err.to_string().contains("ACCOUNT/NAME"), "{url}: {err}");
+    }
+}
