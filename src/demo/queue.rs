@@ -213,7 +213,10 @@ mod tests {
         let Reading::Queue(depth) = src.fetch(&SqsQuery::of(QUEUE_URL)).await.unwrap() else {
             panic!("not a queue reading");
         };
-        assert_eq!((depth.visible, depth.in_flight, depth.delayed), (600, 3, 0));
+        assert_eq!(
+            (depth.visible, depth.in_flight, depth.delayed),
+            (600, Some(3), None)
+        );
         // Another queue is not there, as SQS says of a queue it does not have.
         let other = QUEUE_URL.replace("order-notifications", "other");
         let err = src.fetch(&SqsQuery::of(other)).await.unwrap_err();

@@ -94,10 +94,20 @@ impl Engine {
         let t = &plan.trigger;
         let value = match (&served.reading, &t.read) {
             (Reading::Value(v), _) => usable(*v),
-            // The counts are untrusted: their sum goes through the same rule.
-            (Reading::Queue(depth), Read::Sqs(spec)) => usable(Some(
-                depth.total(spec.scale_on_in_flight, spec.scale_on_delayed) as f64,
-            )),
+            // The counts are untrusted: their sum goes through the same rule. The query asked
+            // for every count the trigger adds; one missing is an error, never a 0.
+            (Reading::Queue(depth), Read::Sqs(spec)) => {
+                match depth.total(spec.scale_on_in_flight, spec.scale_on_delayed) {
+                    Some(n) => usable(Some(n as f64)),
+                    None => {
+                        return Err(EvalError::WrongShape {
+                            metric: t.metric_name.clone(),
+                            got: "queue depth without a count this trigger adds",
+                            wanted: "queue depth with every count it adds",
+                        })
+                    }
+                }
+            }
             (other, _) => {
                 return Err(EvalError::WrongShape {
                     metric: t.metric_name.clone(),

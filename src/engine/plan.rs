@@ -184,6 +184,8 @@ impl Engine {
                 region: spec.region.clone(),
                 role_arn: spec.role_arn.clone(),
                 endpoint: spec.endpoint.clone(),
+                in_flight: spec.scale_on_in_flight,
+                delayed: spec.scale_on_delayed,
             }),
             Read::Tempo {
                 backend,

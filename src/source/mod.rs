@@ -73,8 +73,9 @@ pub struct TempoQuery {
     pub reduce: TempoReduce,
 }
 
-/// One `GetQueueAttributes` call. The flags of KEDA's `aws-sqs-queue` are applied to the
-/// reading afterwards, so every trigger on a queue shares one call.
+/// One `GetQueueAttributes` call, asking for the counts a trigger sums, as KEDA's
+/// `aws-sqs-queue` does: the visible count, and the in-flight and delayed ones when its
+/// flags add them. Triggers on one queue with the same flags share one call.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SqsQuery {
     /// A full queue URL, or a bare queue name resolved in `region`.
@@ -86,17 +87,32 @@ pub struct SqsQuery {
     /// SQS endpoint (KEDA's `awsEndpoint`), when the operator allows per-trigger endpoints;
     /// `None` uses the scaler's `--aws-endpoint`, else the region's public endpoint.
     pub endpoint: Option<String>,
+    /// Ask for the in-flight count (`scaleOnInFlight`).
+    pub in_flight: bool,
+    /// Ask for the delayed count (`scaleOnDelayed`).
+    pub delayed: bool,
 }
 
 impl SqsQuery {
     /// A read of `queue` (a URL or a bare name) in the scaler's own region, through its own
-    /// endpoint and credentials.
+    /// endpoint and credentials, of KEDA's default counts: visible and in flight.
     pub fn of(queue: impl Into<String>) -> Self {
         SqsQuery {
             queue: queue.into(),
             region: None,
             role_arn: None,
             endpoint: None,
+            in_flight: true,
+            delayed: false,
+        }
+    }
+
+    /// The same read, asking for the in-flight and delayed counts as given.
+    pub fn counting(self, in_flight: bool, delayed: bool) -> Self {
+        SqsQuery {
+            in_flight,
+            delayed,
+            ..self
         }
     }
 }
@@ -109,27 +125,28 @@ pub struct OtlpQuery {
     pub window: Duration,
 }
 
-/// An SQS queue's approximate message counts.
+/// An SQS queue's approximate message counts; `None` for a count the call did not ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct QueueDepth {
     pub visible: u64,
-    pub in_flight: u64,
-    pub delayed: u64,
+    pub in_flight: Option<u64>,
+    pub delayed: Option<u64>,
 }
 
 impl QueueDepth {
     /// KEDA's `aws-sqs-queue` sum: visible + in flight (if on) + delayed (if on),
-    /// saturating at `u64::MAX` (the counts are untrusted).
-    pub fn total(self, scale_on_in_flight: bool, scale_on_delayed: bool) -> u64 {
+    /// saturating at `u64::MAX` (the counts are untrusted). `None` when a count to add
+    /// was not read: it is never taken for 0.
+    pub fn total(self, scale_on_in_flight: bool, scale_on_delayed: bool) -> Option<u64> {
         // The counts come from the network: add them without overflowing.
         let mut n = self.visible;
         if scale_on_in_flight {
-            n = n.saturating_add(self.in_flight);
+            n = n.saturating_add(self.in_flight?);
         }
         if scale_on_delayed {
-            n = n.saturating_add(self.delayed);
+            n = n.saturating_add(self.delayed?);
         }
-        n
+        Some(n)
     }
 }
 
@@ -346,10 +363,8 @@ mod tests {
     #[test]
     fn descriptions_redact_url_credentials() {
         let q = Query::Sqs(SqsQuery {
-            queue: "https://user:s3cret@sqs.example/123/q".into(),
-            region: None,
-            role_arn: None,
             endpoint: Some("http://key:s3cret@localhost:4566".into()),
+            ..SqsQuery::of("https://user:s3cret@sqs.example/123/q")
         });
         let text = Sources::describe(&q);
         assert!(!text.contains("s3cret"), "{text}");
@@ -424,19 +439,39 @@ mod tests {
     fn queue_sums_follow_keda() {
         let d = QueueDepth {
             visible: 7,
-            in_flight: 3,
-            delayed: 2,
+            in_flight: Some(3),
+            delayed: Some(2),
         };
-        assert_eq!(d.total(true, false), 10);
-        assert_eq!(d.total(false, false), 7);
-        assert_eq!(d.total(true, true), 12);
-        assert_eq!(d.total(false, true), 9);
+        assert_eq!(d.total(true, false), Some(10));
+        assert_eq!(d.total(false, false), Some(7));
+        assert_eq!(d.total(true, true), Some(12));
+        assert_eq!(d.total(false, true), Some(9));
         let huge = QueueDepth {
             visible: u64::MAX - 1,
-            in_flight: 5,
-            delayed: u64::MAX,
+            in_flight: Some(5),
+            delayed: Some(u64::MAX),
         };
-        assert_eq!(huge.total(true, true), u64::MAX);
+        assert_eq!(huge.total(true, true), Some(u64::MAX));
+    }
+
+    /// A count the call did not ask for is not there to add: no sum, never a 0 in its place.
+    #[test]
+    fn queue_sums_need_every_count_they_add() {
+        let d = QueueDepth {
+            visible: 7,
+            in_flight: Some(3),
+            delayed: None,
+        };
+        assert_eq!(d.total(true, false), Some(10));
+        assert_eq!(d.total(true, true), None);
+        assert_eq!(d.total(false, true), None);
+        let d = QueueDepth {
+            visible: 7,
+            in_flight: None,
+            delayed: Some(2),
+        };
+        assert_eq!(d.total(false, true), Some(9));
+        assert_eq!(d.total(true, false), None);
     }
 
     #[test]
@@ -445,12 +480,12 @@ mod tests {
         // u64::MAX must not panic the evaluation (fuzz corpus `sqs_answer/crash-sum-overflow`).
         let d = QueueDepth {
             visible: u64::MAX,
-            in_flight: u64::MAX,
-            delayed: 1,
+            in_flight: Some(u64::MAX),
+            delayed: Some(1),
         };
-        assert_eq!(d.total(false, false), u64::MAX);
-        assert_eq!(d.total(true, false), u64::MAX);
-        assert_eq!(d.total(false, true), u64::MAX);
-        assert_eq!(d.total(true, true), u64::MAX);
+        assert_eq!(d.total(false, false), Some(u64::MAX));
+        assert_eq!(d.total(true, false), Some(u64::MAX));
+        assert_eq!(d.total(false, true), Some(u64::MAX));
+        assert_eq!(d.total(true, true), Some(u64::MAX));
     }
 }

@@ -21,8 +21,8 @@ use slo_scaler::signal::promql::Convention;
 use slo_scaler::signal::{fits_keda, Quantile, SpanKind, TraceMeasure, TraceSelector};
 use slo_scaler::source::otlp::{ManualClock, Store, StoreConfig};
 use slo_scaler::source::sqs::{
-    classify_error, depth_from_attributes, region_from_queue_url, resolve_region, QueueRef,
-    DEPTH_ATTRIBUTES,
+    classify_error, depth_attributes, depth_from_attributes, region_from_queue_url, resolve_region,
+    QueueRef,
 };
 use slo_scaler::source::tempo::response::{parse_instant, parse_range, reduce};
 use slo_scaler::source::{OtlpQuery, Reading, SourceError, TempoReduce};
@@ -293,9 +293,9 @@ pub fn conventions(data: &[u8]) {
 /// (a URL or a name), then `Name=value` lines: the `GetQueueAttributes` attributes, and
 /// `__type` / `status` for an error answer's code and HTTP status.
 ///
-/// Promises: a depth is read only from plain decimal counts and equals them; the KEDA sum
-/// never panics (saturating) and is at least every count it adds; a region taken from a URL
-/// is a substring of it.
+/// Promises: a depth holds exactly the counts asked for, read only from plain decimal
+/// counts and equal to them; their KEDA sum is there, never panics (saturating) and is at
+/// least every count it adds; a region taken from a URL is a substring of it.
 pub fn sqs_answer(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let mut lines = text.split('\n');
@@ -316,9 +316,14 @@ pub fn sqs_answer(data: &[u8]) {
         }
     }
     let _ = classify_error(code.as_deref(), status);
-    if let Ok(depth) = depth_from_attributes(Some(&attrs)) {
-        let counts = [depth.visible, depth.in_flight, depth.delayed];
-        for (name, n) in DEPTH_ATTRIBUTES.iter().zip(counts) {
+    for (in_flight, delayed) in [(false, false), (true, false), (false, true), (true, true)] {
+        let Ok(depth) = depth_from_attributes(Some(&attrs), in_flight, delayed) else {
+            continue;
+        };
+        let counts = [Some(depth.visible), depth.in_flight, depth.delayed];
+        let asked = depth_attributes(in_flight, delayed);
+        assert_eq!(counts.iter().flatten().count(), asked.len());
+        for (name, n) in asked.iter().zip(counts.into_iter().flatten()) {
             let raw = &attrs[name];
             assert!(
                 raw.bytes().all(|b| b.is_ascii_digit()),
@@ -326,12 +331,13 @@ pub fn sqs_answer(data: &[u8]) {
             );
             assert_eq!(raw.parse::<u64>().ok(), Some(n));
         }
-        for (in_flight, delayed) in [(false, false), (true, false), (false, true), (true, true)] {
-            let total = depth.total(in_flight, delayed);
-            assert!(total >= depth.visible);
-            assert!(!in_flight || total >= depth.in_flight);
-            assert!(!delayed || total >= depth.delayed);
-        }
+        // The sum of the counts asked for is there, never below one it adds.
+        let total = depth
+            .total(in_flight, delayed)
+            .expect("every count asked for");
+        assert!(total >= depth.visible);
+        assert!(depth.in_flight.is_none_or(|n| total >= n));
+        assert!(depth.delayed.is_none_or(|n| total >= n));
     }
     if let Some(q) = QueueRef::parse(queue) {
         if let QueueRef::Url(url) = q {

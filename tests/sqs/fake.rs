@@ -1,9 +1,9 @@
 //! Fakes for what moto cannot be made to do: throttle, answer garbage, or never answer.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::response::Response;
 use axum::Router;
@@ -16,21 +16,31 @@ pub struct Canned {
     pub body: &'static str,
 }
 
-/// An SQS endpoint that gives every request the same answer and counts requests.
+type Bodies = Arc<Mutex<Vec<String>>>;
+
+/// An SQS endpoint that gives every request the same answer, counts requests and keeps
+/// their bodies.
 pub struct FakeSqs {
     pub url: String,
     pub hits: Arc<AtomicUsize>,
+    bodies: Bodies,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl FakeSqs {
     pub async fn start(canned: Canned) -> FakeSqs {
         let hits = Arc::new(AtomicUsize::new(0));
-        let state = (canned, hits.clone());
+        let bodies = Bodies::default();
+        let state = (canned, hits.clone(), bodies.clone());
         let app = Router::new()
             .fallback(
-                |State((canned, hits)): State<(Canned, Arc<AtomicUsize>)>| async move {
+                |State((canned, hits, bodies)): State<(Canned, Arc<AtomicUsize>, Bodies)>,
+                 body: Bytes| async move {
                     hits.fetch_add(1, Ordering::SeqCst);
+                    bodies
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(String::from_utf8_lossy(&body).into_owned());
                     let mut r = Response::builder().status(canned.status);
                     for (k, v) in &canned.headers {
                         r = r.header(*k, *v);
@@ -47,7 +57,22 @@ impl FakeSqs {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        FakeSqs { url, hits, task }
+        FakeSqs {
+            url,
+            hits,
+            bodies,
+            task,
+        }
+    }
+
+    /// The JSON bodies of the requests so far, parsed.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        self.bodies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|b| serde_json::from_str(b).expect("a JSON request body"))
+            .collect()
     }
 }
 

@@ -200,27 +200,34 @@ async fn counts_give_kedas_sums_for_every_flag_combination() {
     env.receive(&url, 3).await;
     env.send(&url, 2, 900).await;
 
-    let depth = env.depth(&SqsQuery::of(&url)).await;
+    let depth = env.depth(&SqsQuery::of(&url).counting(true, true)).await;
     assert_eq!(
         depth,
         QueueDepth {
             visible: 4,
-            in_flight: 3,
-            delayed: 2
+            in_flight: Some(3),
+            delayed: Some(2)
         }
     );
-    let check = |flags: (bool, bool), expect: u64| {
-        assert_eq!(depth.total(flags.0, flags.1), expect, "{flags:?}");
-    };
-    // (scaleOnInFlight, scaleOnDelayed); KEDA's defaults are (true, false).
-    check((true, false), 7);
-    check((false, false), 4);
-    check((true, true), 9);
-    check((false, true), 6);
+    // (scaleOnInFlight, scaleOnDelayed); KEDA's defaults are (true, false). Each asks for
+    // the counts it adds, and only those.
+    for (flags, expect) in [
+        ((true, false), 7),
+        ((false, false), 4),
+        ((true, true), 9),
+        ((false, true), 6),
+    ] {
+        let depth = env
+            .depth(&SqsQuery::of(&url).counting(flags.0, flags.1))
+            .await;
+        assert_eq!(depth.total(flags.0, flags.1), Some(expect), "{flags:?}");
+        assert_eq!(depth.in_flight.is_some(), flags.0, "{flags:?}");
+        assert_eq!(depth.delayed.is_some(), flags.1, "{flags:?}");
+    }
 
-    assert_eq!(env.proxy.counts.get("GetQueueAttributes"), 1);
-    assert_eq!(env.proxy.counts.total(), 1, "one call per fetch");
-    assert_eq!(backend_requests(&env.registry, "success"), 1);
+    assert_eq!(env.proxy.counts.get("GetQueueAttributes"), 5);
+    assert_eq!(env.proxy.counts.total(), 5, "one call per fetch");
+    assert_eq!(backend_requests(&env.registry, "success"), 5);
 }
 
 #[tokio::test]
@@ -301,22 +308,26 @@ async fn a_queue_emptied_and_refilled_is_followed() {
     let q = SqsQuery::of(&url);
 
     env.send(&url, 5, 0).await;
-    assert_eq!(env.depth(&q).await.total(true, false), 5);
+    assert_eq!(env.depth(&q).await.total(true, false), Some(5));
 
     let handles = env.receive(&url, 5).await;
+    let empty = QueueDepth {
+        visible: 0,
+        in_flight: Some(0),
+        delayed: None,
+    };
     assert_eq!(
         env.depth(&q).await,
         QueueDepth {
-            visible: 0,
-            in_flight: 5,
-            delayed: 0
+            in_flight: Some(5),
+            ..empty
         }
     );
     env.delete(&url, &handles).await;
-    assert_eq!(env.depth(&q).await, QueueDepth::default());
+    assert_eq!(env.depth(&q).await, empty);
 
     env.send(&url, 2, 0).await;
-    assert_eq!(env.depth(&q).await.total(true, false), 2);
+    assert_eq!(env.depth(&q).await.total(true, false), Some(2));
     assert_eq!(env.proxy.counts.get("GetQueueAttributes"), 4);
 }
 
@@ -471,6 +482,63 @@ async fn counts_that_are_not_integers_are_a_bad_response() {
             && text.contains("ApproximateNumberOfMessages")
             && text.contains("lots"),
         "{text}"
+    );
+}
+
+/// An SQS-compatible endpoint that does not report delayed messages serves a trigger that
+/// does not sum them (KEDA asks only for the counts its flags sum).
+#[tokio::test]
+async fn an_endpoint_without_the_delayed_count_serves_triggers_that_do_not_sum_it() {
+    let fake = FakeSqs::start(Canned {
+        status: 200,
+        headers: vec![("content-type", "application/x-amz-json-1.0")],
+        body: r#"{"Attributes":{"ApproximateNumberOfMessages":"4","ApproximateNumberOfMessagesNotVisible":"3"}}"#,
+    })
+    .await;
+    let (source, _registry) = source_at(&fake.url, Duration::from_secs(5)).await;
+    let url = format!("{}/123456789012/undelayed", fake.url);
+    let Reading::Queue(depth) = source.fetch(&SqsQuery::of(&url)).await.expect("served") else {
+        panic!("not a queue reading");
+    };
+    assert_eq!(depth.total(true, false), Some(7));
+    assert_eq!(depth.delayed, None);
+
+    // A trigger that adds the delayed count asks for it and gets an error naming it, not 0.
+    let err = source
+        .fetch(&SqsQuery::of(&url).counting(true, true))
+        .await
+        .expect_err("no delayed count");
+    assert!(matches!(err, SourceError::BadResponse { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("undelayed") && text.contains("lacks ApproximateNumberOfMessagesDelayed"),
+        "{text}"
+    );
+
+    // Each call asks for exactly the counts its trigger adds.
+    source
+        .fetch(&SqsQuery::of(&url).counting(false, false))
+        .await
+        .expect("visible only");
+    let asked: Vec<serde_json::Value> = fake
+        .requests()
+        .iter()
+        .map(|r| r["AttributeNames"].clone())
+        .collect();
+    assert_eq!(
+        asked,
+        [
+            serde_json::json!([
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible"
+            ]),
+            serde_json::json!([
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed"
+            ]),
+            serde_json::json!(["ApproximateNumberOfMessages"]),
+        ]
     );
 }
 

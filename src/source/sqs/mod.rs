@@ -3,9 +3,9 @@
 //!
 //! Credentials come from the AWS default chain (environment, IRSA web identity, profile,
 //! IMDS), loaded once. One SQS client exists per (region, endpoint, role) and is reused;
-//! a bare queue name is resolved once with `GetQueueUrl`. KEDA's `scaleOnInFlight` and
-//! `scaleOnDelayed` are not applied here: the caller sums the [`QueueDepth`] with
-//! [`QueueDepth::total`], so every trigger on a queue shares one call.
+//! a bare queue name is resolved once with `GetQueueUrl`. A call asks for the counts the
+//! query names (KEDA's `scaleOnInFlight` and `scaleOnDelayed`) and needs every one of them
+//! in the answer; the caller sums the [`QueueDepth`] with [`QueueDepth::total`].
 //!
 //! Errors name the queue as the trigger gave it and never carry credentials: a queue with
 //! `@` (a user or password) is refused unquoted. The call's
@@ -26,8 +26,8 @@ use crate::source::{error_chain, QueueDepth, Reading, SourceError, SqsQuery};
 mod parse;
 
 pub use parse::{
-    classify_error, depth_from_attributes, region_from_queue_url, resolve_region, ErrorClass,
-    QueueRef, DEPTH_ATTRIBUTES,
+    classify_error, depth_attributes, depth_from_attributes, region_from_queue_url, resolve_region,
+    ErrorClass, QueueRef,
 };
 
 /// The backend label of every SQS call in metrics and errors.
@@ -167,15 +167,17 @@ impl SqsSource {
             QueueRef::Url(url) => url.to_string(),
             QueueRef::Name(name) => self.queue_url(&client, &key, name).await?,
         };
-        let mut call = client.get_queue_attributes().queue_url(&url);
-        for name in DEPTH_ATTRIBUTES {
-            call = call.attribute_names(name);
-        }
+        let call = client
+            .get_queue_attributes()
+            .queue_url(&url)
+            .set_attribute_names(Some(depth_attributes(q.in_flight, q.delayed)));
         match call.send().await {
             Ok(out) => {
-                depth_from_attributes(out.attributes()).map_err(|detail| SourceError::BadResponse {
-                    backend: BACKEND.to_string(),
-                    detail: format!("queue {:?}: {detail}", q.queue),
+                depth_from_attributes(out.attributes(), q.in_flight, q.delayed).map_err(|detail| {
+                    SourceError::BadResponse {
+                        backend: BACKEND.to_string(),
+                        detail: format!("queue {:?}: {detail}", q.queue),
+                    }
                 })
             }
             Err(err) => {

@@ -83,29 +83,44 @@ pub fn resolve_region(
         .map(str::to_string)
 }
 
-/// The three attributes every call asks for, with the field each fills.
-pub const DEPTH_ATTRIBUTES: [QueueAttributeName; 3] = [
-    QueueAttributeName::ApproximateNumberOfMessages,
-    QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
-    QueueAttributeName::ApproximateNumberOfMessagesDelayed,
-];
+/// The attributes a call asks for: the visible count, and the in-flight and delayed
+/// ones when asked (KEDA's `scaleOnInFlight`, `scaleOnDelayed`).
+pub fn depth_attributes(in_flight: bool, delayed: bool) -> Vec<QueueAttributeName> {
+    let mut names = vec![QueueAttributeName::ApproximateNumberOfMessages];
+    if in_flight {
+        names.push(QueueAttributeName::ApproximateNumberOfMessagesNotVisible);
+    }
+    if delayed {
+        names.push(QueueAttributeName::ApproximateNumberOfMessagesDelayed);
+    }
+    names
+}
 
-/// Reads a `GetQueueAttributes` answer strictly: each of the three counts must be present
-/// and a plain non-negative decimal integer. The error names the attribute and value.
+/// Reads a `GetQueueAttributes` answer strictly: each count asked for (see
+/// [`depth_attributes`]) must be present and a plain non-negative decimal integer; the
+/// others are left out, whatever the answer holds. The error names the attribute and value.
 pub fn depth_from_attributes(
     attrs: Option<&HashMap<QueueAttributeName, String>>,
+    in_flight: bool,
+    delayed: bool,
 ) -> Result<QueueDepth, String> {
-    let get = |name: &QueueAttributeName| -> Result<u64, String> {
+    let get = |name: QueueAttributeName| -> Result<u64, String> {
         let value = attrs
-            .and_then(|a| a.get(name))
+            .and_then(|a| a.get(&name))
             .ok_or_else(|| format!("answer lacks {}", name.as_str()))?;
         parse_count(value).ok_or_else(|| format!("{} is {value:?}, not a count", name.as_str()))
     };
-    let [visible, in_flight, delayed] = &DEPTH_ATTRIBUTES;
+    let asked = |on: bool, name| on.then(|| get(name)).transpose();
     Ok(QueueDepth {
-        visible: get(visible)?,
-        in_flight: get(in_flight)?,
-        delayed: get(delayed)?,
+        visible: get(QueueAttributeName::ApproximateNumberOfMessages)?,
+        in_flight: asked(
+            in_flight,
+            QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+        )?,
+        delayed: asked(
+            delayed,
+            QueueAttributeName::ApproximateNumberOfMessagesDelayed,
+        )?,
     })
 }
 
@@ -289,8 +304,8 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.to_string()))
                 .collect();
-            let got =
-                depth_from_attributes(Some(&map)).map(|d| (d.visible, d.in_flight, d.delayed));
+            let got = depth_from_attributes(Some(&map), true, true)
+                .map(|d| (d.visible, d.in_flight.unwrap(), d.delayed.unwrap()));
             assert_eq!(got, expect.map_err(str::to_string), "{input:?}");
         }
         use QueueAttributeName::{
@@ -332,7 +347,61 @@ mod tests {
             Err("ApproximateNumberOfMessages is \"18446744073709551616\", not a count"),
         );
         assert_eq!(
-            depth_from_attributes(None),
+            depth_from_attributes(None, false, false),
+            Err("answer lacks ApproximateNumberOfMessages".to_string())
+        );
+    }
+
+    /// Only the counts asked for are read and required, as KEDA asks only for those its
+    /// flags sum; one asked for and missing stays an error, never a 0.
+    #[test]
+    fn only_the_counts_asked_for_are_read() {
+        use QueueAttributeName::{
+            ApproximateNumberOfMessages as V, ApproximateNumberOfMessagesDelayed as D,
+            ApproximateNumberOfMessagesNotVisible as F,
+        };
+        assert_eq!(depth_attributes(false, false), vec![V]);
+        assert_eq!(depth_attributes(true, false), vec![V, F]);
+        assert_eq!(depth_attributes(false, true), vec![V, D]);
+        assert_eq!(depth_attributes(true, true), vec![V, F, D]);
+        let answer = |pairs: &[(QueueAttributeName, &str)]| -> HashMap<_, _> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .collect()
+        };
+        let read = |pairs, in_flight, delayed| {
+            depth_from_attributes(Some(&answer(pairs)), in_flight, delayed)
+        };
+        let depth = |visible, in_flight, delayed| QueueDepth {
+            visible,
+            in_flight,
+            delayed,
+        };
+        assert_eq!(
+            read(&[(V, "4"), (F, "3")], true, false),
+            Ok(depth(4, Some(3), None))
+        );
+        assert_eq!(read(&[(V, "4")], false, false), Ok(depth(4, None, None)));
+        assert_eq!(
+            read(&[(V, "4"), (D, "2")], false, true),
+            Ok(depth(4, None, Some(2)))
+        );
+        // A count not asked for is left out, even when the answer holds it (or garbage).
+        assert_eq!(
+            read(&[(V, "4"), (F, "3"), (D, "oops")], true, false),
+            Ok(depth(4, Some(3), None))
+        );
+        assert_eq!(
+            read(&[(V, "4"), (F, "3")], true, true),
+            Err("answer lacks ApproximateNumberOfMessagesDelayed".to_string())
+        );
+        assert_eq!(
+            read(&[(V, "4"), (D, "2")], true, true),
+            Err("answer lacks ApproximateNumberOfMessagesNotVisible".to_string())
+        );
+        assert_eq!(
+            read(&[(F, "3")], true, false),
             Err("answer lacks ApproximateNumberOfMessages".to_string())
         );
     }
