@@ -542,6 +542,29 @@ async fn an_endpoint_without_the_delayed_count_serves_triggers_that_do_not_sum_i
     );
 }
 
+/// An endpoint posing as SQS (`--aws-endpoint`) cannot make the scaler hold an answer of any
+/// size: past 1 MiB it is a bad response, even one that would parse.
+#[tokio::test]
+async fn an_oversized_answer_is_a_bad_response() {
+    let counts = r#"{"Attributes":{"ApproximateNumberOfMessages":"4","ApproximateNumberOfMessagesNotVisible":"3","#;
+    let body = format!(r#"{counts}"Padding":"{}"}}}}"#, "x".repeat(2 << 20));
+    let fake = FakeSqs::start(Canned {
+        status: 200,
+        headers: vec![("content-type", "application/x-amz-json-1.0")],
+        body: Box::leak(body.into_boxed_str()),
+    })
+    .await;
+    let (source, _registry) = source_at(&fake.url, Duration::from_secs(10)).await;
+    let url = format!("{}/123456789012/flood", fake.url);
+    let err = source
+        .fetch(&SqsQuery::of(&url))
+        .await
+        .expect_err("too large");
+    assert!(matches!(err, SourceError::BadResponse { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("flood") && text.contains("1 MiB"), "{text}");
+}
+
 #[tokio::test]
 async fn a_silent_endpoint_times_out() {
     let silent = Silent::start().await;

@@ -18,8 +18,12 @@ use std::sync::Arc;
 use aws_config::sts::AssumeRoleProvider;
 use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig};
 use aws_credential_types::provider::error::CredentialsError;
+use aws_sdk_sqs::config::interceptors::BeforeDeserializationInterceptorContextMut;
+use aws_sdk_sqs::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::Client;
+use aws_smithy_types::body::SdkBody;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use crate::source::{error_chain, QueueDepth, Reading, SourceError, SqsQuery};
 
@@ -41,6 +45,10 @@ const MAX_CLIENTS: u64 = 256;
 
 /// How many resolved queue names are kept.
 const MAX_QUEUE_URLS: u64 = 4096;
+
+/// The largest SQS answer read. SQS's are well under a KiB; the SDK would otherwise buffer
+/// whatever an endpoint posing as SQS (`--aws-endpoint`) sends.
+const MAX_ANSWER_BYTES: usize = 1 << 20;
 
 /// The scaler's SQS settings, from the operator's flags.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -260,7 +268,7 @@ impl SqsSource {
                 .await;
             conf = conf.credentials_provider(provider);
         }
-        Client::from_conf(conf.build())
+        Client::from_conf(conf.interceptor(AnswerLimit).build())
     }
 
     /// Resolves a bare queue name with `GetQueueUrl`, once per (client, name).
@@ -370,6 +378,44 @@ impl SqsSource {
                 detail: format!("queue {queue:?}: {}", error_chain(err)),
             },
         }
+    }
+}
+
+/// Caps every answer's body at [`MAX_ANSWER_BYTES`] before the SDK reads it, the hook the
+/// SDK's own body-size telemetry wraps bodies in. Past the cap the read fails, and the call
+/// is a [`SourceError::BadResponse`].
+#[derive(Debug)]
+struct AnswerLimit;
+
+/// An answer past [`MAX_ANSWER_BYTES`].
+#[derive(Debug, thiserror::Error)]
+#[error("the answer is larger than {} MiB", MAX_ANSWER_BYTES >> 20)]
+struct AnswerTooLarge;
+
+impl Intercept for AnswerLimit {
+    fn name(&self) -> &'static str {
+        "AnswerLimit"
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_sqs::error::BoxError> {
+        let body = std::mem::replace(context.response_mut().body_mut(), SdkBody::taken());
+        *context.response_mut().body_mut() = body.map_preserve_contents(|body| {
+            SdkBody::from_body_1_x(Limited::new(body, MAX_ANSWER_BYTES).map_err(
+                |e| -> aws_sdk_sqs::error::BoxError {
+                    if e.is::<LengthLimitError>() {
+                        Box::new(AnswerTooLarge)
+                    } else {
+                        e
+                    }
+                },
+            ))
+        });
+        Ok(())
     }
 }
 
