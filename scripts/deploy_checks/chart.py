@@ -237,9 +237,29 @@ def run(report, chart_dir, all_on_file):
         report.check("all-on values turn every resource on",
                      [f"missing {k}" for k in sorted(want - got)])
     schema_rejects_typos(report, chart_dir)
+    integer_flags(report, chart_dir)
     if "otlp-tls values" in rendered:
         otlp_tls(report, chart_dir, rendered["otlp-tls values"])
     return rendered
+
+
+def integer_flags(report, chart_dir):
+    """Integer values render as integers: Helm reads a values file's numbers as float64, and
+    `%v` prints 1000000 as 1e+06, which the binary's integer flags refuse."""
+    name = "integer values render as integer flags (otlp.maxSeries 1000000, every port)"
+    values = {"otlp": {"maxSeries": 1000000},
+              "ports": {"grpc": 60000, "admin": 60001, "otlpGrpc": 60002, "otlpHttp": 60003}}
+    want = ["--otlp-max-series=1000000", "--grpc-addr=0.0.0.0:60000", "--admin-addr=0.0.0.0:60001",
+            "--otlp-grpc-addr=0.0.0.0:60002", "--otlp-http-addr=0.0.0.0:60003"]
+    try:
+        docs, notes = render(chart_dir, values)
+    except helm.HelmError as e:
+        report.fail(name, e)
+        return
+    args, _ = deployment_args(docs)
+    problems = [f"{w} missing from {args}" for w in want if w not in args]
+    problems += [f"{a}: a number in exponent form" for a in args if re.search(r"\de\+\d", a)]
+    report.check(name, problems)
 
 
 def mounted_files(docs):

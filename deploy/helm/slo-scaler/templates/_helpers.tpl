@@ -214,7 +214,7 @@ trigger is refused with an error that says so. Empty otherwise.
 {{- define "slo-scaler.replicaOtlpEndpoint" -}}
 {{- $ctx := index . 0 }}
 {{- $fullname := include "slo-scaler.fullname" $ctx }}
-{{- printf "%s-%d.%s.%s.svc.%s:%v" $fullname (index . 1) $fullname $ctx.Release.Namespace $ctx.Values.clusterDomain $ctx.Values.ports.otlpGrpc }}
+{{- printf "%s-%d.%s.%s.svc.%s:%d" $fullname (index . 1) $fullname $ctx.Release.Namespace $ctx.Values.clusterDomain (int64 $ctx.Values.ports.otlpGrpc) }}
 {{- end }}
 
 {{/* The OpenTelemetry Collector exporters that send every span to every replica. */}}
