@@ -255,6 +255,18 @@ def tenant_policy(report, chart_dir):
         if "--tempo-tenant-allow=shop=shop" not in c["args"]:
             problems.append("--tempo-tenant-allow=shop=shop missing")
         report.check(name, problems)
+    # The binary also counts --backend-allow, --raw-query-allow and --aws-role-allow as namespace
+    # policies (ServeArgs::check_policy_trust): through extraArgs they need the flag as much.
+    name = "security.allowUnauthenticatedNamespacePolicy renders its flag for policies in extraArgs"
+    docs, notes, err = render_or_error(chart_dir, {
+        "prometheus": PROM, "extraArgs": ["--raw-query-allow=shop=default"],
+        "security": {"allowUnauthenticatedNamespacePolicy": True}})
+    if err:
+        report.fail(name, err)
+    else:
+        _, c = container(docs)
+        report.check(name, [] if "--allow-unauthenticated-namespace-policy" in c["args"] else
+                     [f"--allow-unauthenticated-namespace-policy missing from {c['args']}"])
 
 
 def prometheus_backends(report, chart_dir, rendered, docs_text):
