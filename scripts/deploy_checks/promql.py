@@ -73,9 +73,9 @@ def state_tests(report, promtool, rules_spec, dash, work_dir):
     job = re.search(r'job="([^"]+)"', alert["expr"])
     job = job.group(1) if job else "slo-scaler"
 
-    def series(so, state, values):
-        return {"series": f'slo_scaler_signal_state{{job="{job}",namespace="shop",scaled_object="{so}",'
-                          f'metric="m",state="{state}"}}', "values": values}
+    def series(so, state, values, pod="a"):
+        return {"series": f'slo_scaler_signal_state{{job="{job}",pod="{pod}",namespace="shop",'
+                          f'scaled_object="{so}",metric="m",state="{state}"}}', "values": values}
 
     # One sample a minute for 10 minutes; each ScaledObject is in exactly one state at a time.
     timeline = {
@@ -90,6 +90,10 @@ def state_tests(report, promtool, rules_spec, dash, work_dir):
                      "error": "0 0 0 0 1 1 1 1 1 1 1"},
     }
     inputs = [series(so, st, v) for so, states in timeline.items() for st, v in states.items()]
+    # KEDA round-robins over the replicas, so each exports every ScaledObject it was asked
+    # about: a second replica in the same state must not change the panel's value.
+    inputs += [series(so, st, v, pod="b") for so in ("nodata", "stale")
+               for st, v in timeline[so].items()]
     labels = dict(alert.get("labels") or {})
 
     def firing(so):
@@ -116,6 +120,34 @@ def state_tests(report, promtool, rules_spec, dash, work_dir):
     ok, out = alert_unit_test(promtool, alert, "signal-state", test, work_dir)
     report.check("signal-state alert and panel behave (promtool test rules)", [] if ok else [out],
                  "alert after its for on no_data / error only; panel 0 ok, 1 stale, 2 no data, 3 error")
+
+
+def active_test(report, promtool, dash, work_dir):
+    """promtool unit test: the "Active ScaledObject metrics" stat counts each active metric once,
+    however many replicas export it (KEDA round-robins, so every replica it asked does)."""
+    name = "\"Active ScaledObject metrics\" counts each metric once over two replicas (promtool test rules)"
+    exprs = [substitute(p["targets"][0]["expr"]) for p in dash.get("panels", [])
+             if p.get("title") == "Active ScaledObject metrics"]
+    if len(exprs) != 1:
+        report.fail(name, f"want one \"Active ScaledObject metrics\" panel, found {len(exprs)}")
+        return
+
+    def series(pod, so, value):
+        return {"series": f'slo_scaler_signal_active{{pod="{pod}",namespace="shop",scaled_object="{so}",'
+                          f'metric="m"}}', "values": f"{value}x5"}
+
+    # x active on both replicas, y on one, z inactive on both: 2 active metrics.
+    inputs = [series("a", "x", 1), series("b", "x", 1), series("a", "y", 1),
+              series("a", "z", 0), series("b", "z", 0)]
+    test = {"evaluation_interval": "1m", "tests": [{
+        "interval": "1m", "input_series": inputs,
+        "promql_expr_test": [{"expr": exprs[0], "eval_time": "4m",
+                              "exp_samples": [{"labels": "{}", "value": 2}]}]}]}
+    test_file = os.path.join(work_dir, "active.test.yaml")
+    with open(test_file, "w") as f:
+        yaml.safe_dump(test, f, sort_keys=False)
+    ok, out = promtool_test(promtool, test_file)
+    report.check(name, [] if ok else [out], "x on both replicas, y on one, z inactive: 2")
 
 
 def promtool_check(promtool, rules_file):
@@ -248,6 +280,7 @@ def run(report, dashboard_files, rendered, promtool, work_dir):
                 used.update(METRIC.findall(r["expr"]))
         state_tests(report, promtool, rules[0]["spec"], dash, work_dir)
         tls_reload_test(report, promtool, rules[0]["spec"], work_dir)
+    active_test(report, promtool, dash, work_dir)
 
     # Every dashboard query as a recording rule, variables substituted.
     queries = dashboard_queries(dash)
