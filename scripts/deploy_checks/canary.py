@@ -76,6 +76,8 @@ ISTIO_VERSIONS = {"VirtualService": NETWORKING_VERSIONS, "DestinationRule": NETW
 # AnalysisTemplate to compare pod-template hashes: the pod's label, read from the proxy
 # node's metadata (istio/proxy source/extensions/filters/http/istio_stats/istio_stats.cc).
 HASH_EXPRESSION = "node.metadata['LABELS']['rollouts-pod-template-hash']"
+# The scaler's OTLP ports and the exporter protocols each takes (docs/otlp.md).
+OTLP_PROTOCOLS = {4317: {"grpc"}, 4318: {"http/protobuf", "http/json"}}
 
 
 def crd_validator(path, version="v1alpha1"):
@@ -228,6 +230,15 @@ def wiring(report, docs):
     field = (((env.get(m.group(1)) or {}).get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath") if m else None
     if field != "metadata.labels['rollouts-pod-template-hash']":
         problems.append(f"service.version is not the pod-template hash (OTEL_RESOURCE_ATTRIBUTES={attrs!r})")
+    # The exporter's protocol fits the port: OpenTelemetry's default is http/protobuf (Java agent
+    # 2.x, Node), which 4317 (OTLP/gRPC) does not speak; 4318 takes http/protobuf or http/json.
+    endpoint = (env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or {}).get("value", "")
+    protocol = (env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or {}).get("value", "http/protobuf")
+    port = urllib.parse.urlsplit(endpoint).port
+    if port not in OTLP_PROTOCOLS:
+        problems.append(f"OTLP endpoint {endpoint!r} is not on the scaler's port 4317 or 4318")
+    elif protocol not in OTLP_PROTOCOLS[port]:
+        problems.append(f"OTLP endpoint {endpoint} with protocol {protocol}: port {port} takes {sorted(OTLP_PROTOCOLS[port])}")
     # Istio: the Rollout's VirtualService, route and DestinationRule exist and carry both subsets.
     if istio["virtualService"]["name"] != vs["metadata"]["name"]:
         problems.append(f"Rollout names VirtualService {istio['virtualService']['name']}")
