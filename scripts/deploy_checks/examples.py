@@ -21,6 +21,9 @@ METRIC_TYPE = {"latency": "Value", "errorRate": "Value", "rps": "AverageValue",
                "queueDepth": "AverageValue", "slo": "Value", "concurrency": "AverageValue",
                "sloCapacity": "AverageValue"}
 SCALER_ADDRESS = "slo-scaler.keda.svc.cluster.local:6000"
+# Every example's latency objective is the seed services' 300 ms (product.md); a latency
+# trigger aims at 0.8 × it (docs/triggers.md, docs/simulation-results.md).
+LATENCY_THRESHOLD = "240ms"
 # Every signal (docs/trigger-metadata.md).
 SIGNALS = ("latency", "errorRate", "rps", "concurrency", "queueDepth", "query", "slo", "sloCapacity")
 
@@ -73,8 +76,13 @@ def product_rules(doc, text):
         if want and t.get("metricType") != want:
             problems.append(f"{where}: signal {meta.get('signal')} needs metricType {want}, "
                             f"got {t.get('metricType')}")
-    explained = sum(1 for line in text.splitlines()
-                    if line.strip().startswith("#") and "metricType" in line)
+        if meta.get("signal") == "latency" and meta.get("threshold") != LATENCY_THRESHOLD:
+            problems.append(f"{where}: latency threshold {meta.get('threshold')}, want {LATENCY_THRESHOLD} "
+                            "(0.8 × the 300 ms objective)")
+    comments = [line for line in text.splitlines() if line.strip().startswith("#")]
+    if any("KEDA's fallback" in line for line in comments) and "fallback" not in doc.get("spec", {}):
+        problems.append("a comment counts on KEDA's fallback, but spec.fallback is missing")
+    explained = sum(1 for line in comments if "metricType" in line)
     if explained < len(triggers):
         problems.append(f"{len(triggers)} triggers but {explained} comments explain a metricType")
     return problems
@@ -117,3 +125,37 @@ def run(report, examples_dir, crd_file):
     coverage += [] if "external-push" in seen_types else ["no example uses external-push"]
     coverage += [] if with_fallback else ["no example has a fallback block"]
     report.check("examples cover every signal, every source, external-push and fallback", coverage)
+    readme_table(report, examples_dir)
+
+
+def readme_table(report, examples_dir, readme_path=os.path.join("deploy", "README.md")):
+    """deploy/README.md's table of examples: a row for every example ScaledObject file, each
+    naming the source and metricType its trigger has."""
+    name = f"{readme_path}: its examples table names each example's source and metricType"
+    with open(readme_path) as f:
+        rows = [[c.strip() for c in line.strip().strip("|").split("|")]
+                for line in f.read().splitlines() if line.startswith("| `") and ".yaml`" in line]
+    listed = {r[0].strip("`"): r for r in rows if len(r) == 4}
+    problems = []
+    files = sorted(glob.glob(os.path.join(examples_dir, "**", "*.yaml"), recursive=True))
+    for path in files:
+        rel = os.path.relpath(path, examples_dir)
+        with open(path) as f:
+            sos = [d for d in yaml.safe_load_all(f) if d and d.get("kind") == "ScaledObject"]
+        if not sos:
+            continue
+        row = listed.pop(rel, None)
+        if row is None:
+            problems.append(f"{rel} has no row")
+            continue
+        triggers = [t for so in sos for t in so["spec"].get("triggers", [])]
+        sources = {(t.get("metadata") or {}).get("source") or "default" for t in triggers}
+        types = {t.get("metricType", "AverageValue") for t in triggers}
+        if {row[2].split()[0]} != sources:
+            problems.append(f"{rel}: the table says source {row[2]!r}, the file {sorted(sources)}")
+        if {row[3]} != types:
+            problems.append(f"{rel}: the table says metricType {row[3]!r}, the file {sorted(types)}")
+    problems += [f"row {f} names no example ScaledObject file" for f in sorted(listed)]
+    if not rows:
+        problems.append(f"no examples table in {readme_path}")
+    report.check(name, problems, f"{len(rows)} rows")
