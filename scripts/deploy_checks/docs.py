@@ -183,7 +183,7 @@ def external_triggers(report, name, found):
     """The `external` / `external-push` triggers among `found`; none fails check `name`."""
     externals = [(p, so, t) for p, so, t in found if t.get("type") in ("external", "external-push")]
     if not externals:
-        report.fail(name, "no trigger found in README.md or docs/")
+        report.fail(name, "no external or external-push trigger found")
     return externals
 
 
@@ -220,10 +220,12 @@ def trigger_rules(report, found, crd_file):
     report.check(name, problems, f"{len(externals)} triggers, {len(checked)} ScaledObjects")
 
 
-def parsed_by_binary(report, binary, found, work_dir):
-    """`slo-scaler check` parses every external trigger shown (backends unreachable: the check
-    reads the parse, which comes before any backend call)."""
-    name = "docs: `slo-scaler check` parses every trigger shown"
+def parsed_by_binary(report, binary, found, work_dir,
+                     name="docs: `slo-scaler check` parses every trigger shown", prefix="docs-trigger"):
+    """`slo-scaler check` parses every external trigger in `found` (backends unreachable: the
+    check reads the parse, which comes before any backend call), so a key the binary refuses
+    for the trigger's signal and source fails it. Each ScaledObject is written to
+    `work_dir/<prefix>-N.yaml` and checked with `-f` and `--trigger`."""
     externals = external_triggers(report, name, found)
     if not externals:
         return
@@ -247,7 +249,7 @@ def parsed_by_binary(report, binary, found, work_dir):
             obj = so or {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
                          "metadata": {"name": "docs-check", "namespace": namespace},
                          "spec": {"scaleTargetRef": {"name": "docs-check"}, "triggers": [trigger]}}
-            file = os.path.join(work_dir, f"docs-trigger-{i}.yaml")
+            file = os.path.join(work_dir, f"{prefix}-{i}.yaml")
             with open(file, "w") as f:
                 yaml.safe_dump(obj, f)
             cmd += ["-f", file, "--trigger", str(obj["spec"]["triggers"].index(trigger))]

@@ -8,7 +8,8 @@ import jsonschema
 import yaml
 
 # Trigger metadata keys the scaler accepts (docs/trigger-metadata.md, whose table docs.py checks
-# lists exactly these), plus KEDA's own keys it ignores.
+# lists exactly these), plus KEDA's own keys it ignores. A flat list: which keys each signal and
+# source take, the binary checks (`slo-scaler check` on every example trigger, run.py).
 METADATA_KEYS = {
     "signal", "source", "threshold", "activationThreshold", "service", "spanKind", "quantile",
     "window", "convention", "labels", "backend", "query", "tenant", "version", "ignoreNullValues",
@@ -86,6 +87,18 @@ def product_rules(doc, text):
     if explained < len(triggers):
         problems.append(f"{len(triggers)} triggers but {explained} comments explain a metricType")
     return problems
+
+
+def triggers(examples_dir):
+    """[(path, ScaledObject, trigger)] for every trigger of every ScaledObject under
+    `examples_dir` (canary/ included), as docs.parsed_by_binary takes them."""
+    found = []
+    for path in sorted(glob.glob(os.path.join(examples_dir, "**", "*.yaml"), recursive=True)):
+        with open(path) as f:
+            for doc in yaml.safe_load_all(f):
+                if isinstance(doc, dict) and doc.get("kind") == "ScaledObject":
+                    found += [(path, doc, t) for t in (doc.get("spec") or {}).get("triggers") or []]
+    return found
 
 
 def run(report, examples_dir, crd_file):
