@@ -10,7 +10,9 @@
 #   SLO_SCALER_BIN=target/debug/slo-scaler scripts/check-deploy.sh
 #
 # Environment: SHARED_DIR (default ../shared), SLO_SCALER_BIN, DEPLOY_CHECK_WORKLOAD, PROMTOOL.
-# The live part also starts Debian's /usr/bin/prometheus (same package as promtool).
+# The live part also starts Debian's /usr/bin/prometheus (same package as promtool). Go (Debian's
+# golang-go when missing) builds scripts/deploy_checks/celpolicy, which evaluates the chart's
+# admission policy with cel-go.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -41,6 +43,12 @@ if [ ! -x "$promtool" ]; then
 fi
 [ -x "$promtool" ] || { echo "error: $promtool not found after installing prometheus" >&2; exit 1; }
 export PROMTOOL=$promtool
+if ! command -v go >/dev/null; then
+  echo "go missing: installing Debian's golang-go package"
+  if [ "$(id -u)" -eq 0 ]; then sudo=(); else sudo=(sudo); fi
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq golang-go >/dev/null
+fi
 # No __pycache__ beside the scripts in the work tree.
 export PYTHONDONTWRITEBYTECODE=1
 

@@ -17,6 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import admission  # noqa: E402
 import chart  # noqa: E402
 import examples  # noqa: E402
 import fanout_live  # noqa: E402
@@ -80,12 +81,14 @@ def main():
     policy.run(report, chart_dir, readme_text, readme_values, rendered, backends_text, install_text)
     shown = docs.run(report, crd, readme_text, chart_dir, readme_values)
     examples.run(report, os.path.join("deploy", "examples"), crd)
+    binary = os.environ.get("SLO_SCALER_BIN", "").strip()
+    admission.run(report, rendered, shown + examples.triggers(os.path.join("deploy", "examples")),
+                  work_dir, os.path.abspath(binary) if binary and os.access(binary, os.X_OK) else None)
     canary.run(report, os.path.join("deploy", "examples", "canary"), shared, crd)
     used = promql.run(report, [os.path.join("deploy", "grafana", "slo-scaler.json"),
                                os.path.join(chart_dir, "dashboards", "slo-scaler.json")],
                       rendered, promtool, work_dir)
 
-    binary = os.environ.get("SLO_SCALER_BIN", "").strip()
     if not binary:
         reason = ("SLO_SCALER_BIN is unset, so the Deployment's args were not run against the real "
                   "binary and no live scrape was checked (build it: cargo build, then "
