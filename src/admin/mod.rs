@@ -4,23 +4,37 @@
 //! `/debug/backends` (each backend's recent health), `/debug/store` (the embedded trace
 //! store), and `/`, the status page for people built from those three (its HTML, CSS and
 //! script ship inside the binary, see [`page`]), and `/api/v1/analysis` (canary analysis,
-//! see `crate::analysis`).
+//! see `crate::analysis`). `/metrics` and `/debug/signals` read the whole board: each sends
+//! at most [`BOARD_VIEWS_AT_ONCE`] answers at once.
 
 mod page;
+#[cfg(test)]
+mod tests;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::State;
+use axum::body::Body;
+use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use http_body_util::BodyExt;
 use prometheus_client::registry::Registry;
+use tokio::sync::Semaphore;
 
 use crate::engine::Engine;
 use crate::scaler::Board;
 use crate::telemetry::{Metrics, OutcomeLabels};
+
+/// At most this many answers of each board view (`/metrics`, `/debug/signals`) are built and
+/// sent at once (two: Prometheus' HA pair scraping together); past it the admin port answers
+/// 503 with `Retry-After: 1`. An answer may take tens of MB (docs/limits.md): the bound keeps
+/// a burst of page refreshes or slow readers from multiplying that. `/healthz` and `/readyz`
+/// are never limited.
+pub const BOARD_VIEWS_AT_ONCE: usize = 2;
 
 #[derive(Clone)]
 struct AdminState {
@@ -41,11 +55,14 @@ pub fn router(
     ready: Arc<AtomicBool>,
     engine: Arc<Engine>,
 ) -> Router {
+    // Each board view its own places: page refreshes never crowd out a scrape.
+    let places =
+        || middleware::from_fn_with_state(Arc::new(Semaphore::new(BOARD_VIEWS_AT_ONCE)), at_most);
     Router::new()
-        .route("/metrics", get(metrics_text))
+        .route("/metrics", get(metrics_text).layer(places()))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/debug/signals", get(debug_signals))
+        .route("/debug/signals", get(debug_signals).layer(places()))
         .route("/debug/backends", get(debug_backends))
         .route("/debug/store", get(debug_store))
         .merge(page::routes())
@@ -58,6 +75,25 @@ pub fn router(
             ready,
             engine,
         })
+}
+
+/// Answers while one of `places` is free, holding it until the answer's body is sent (or
+/// dropped); else 503 at once.
+async fn at_most(State(places): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
+    let Ok(place) = places.try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            format!("busy: {BOARD_VIEWS_AT_ONCE} answers of this view are being sent; retry\n"),
+        )
+            .into_response();
+    };
+    next.run(request).await.map(|body| {
+        Body::new(body.map_frame(move |frame| {
+            let _held = &place;
+            frame
+        }))
+    })
 }
 
 async fn analysis(
@@ -123,7 +159,10 @@ async fn debug_store(State(s): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn debug_signals(State(s): State<AdminState>) -> impl IntoResponse {
-    axum::Json(s.board.debug_json())
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        s.board.debug_json(),
+    )
 }
 
 async fn metrics_text(State(s): State<AdminState>) -> impl IntoResponse {

@@ -307,3 +307,60 @@ async fn only_what_the_cache_would_serve_is_reused() {
     assert_eq!(e.reuse(ttl), None, "an error is never reused");
     assert_eq!(e.state(), Some(SignalState::NoData));
 }
+
+/// A raw-query plan as the engine makes one for a Prometheus backend named `default`.
+fn raw_plan(md: &HashMap<String, String>) -> Result<Plan, PlanError> {
+    let trigger = crate::trigger::parse(md, &Default::default())?;
+    let query = crate::source::Query::Prometheus(crate::source::PromQuery {
+        backend: "default".into(),
+        tenant: None,
+        promql: md["query"].clone(),
+    });
+    Ok(Plan {
+        trigger,
+        query,
+        slo: None,
+        capacity: None,
+    })
+}
+
+/// A `/debug/signals` row stays under 8 KiB whatever a caller sends (docs/limits.md): the
+/// longest names, a full history, a long error, and a raw query of 16 KiB of control
+/// characters (each written `\u0001` in JSON, 96 KiB a row when shown whole), of which the
+/// row shows the first 512 characters and the query's length.
+#[test]
+fn a_debug_row_is_bounded_whatever_the_caller_sends() {
+    let b = board(10, Duration::from_secs(60));
+    let query = "\u{1}".repeat(crate::trigger::MAX_QUERY_BYTES);
+    let md = md(&[
+        ("signal", "query"),
+        ("source", "prometheus"),
+        ("query", &query),
+        ("threshold", "10"),
+    ]);
+    let (namespace, name) = ("n".repeat(63), "o".repeat(253));
+    let e = b.entry(&namespace, &name, &md, raw_plan).unwrap();
+    let error = crate::source::SourceError::BadQuery {
+        backend: "prometheus/default".into(),
+        detail: "\"".repeat(512),
+    };
+    e.record(&Err(EvalError::Source(error)), None);
+    {
+        let mut slot = e.slot();
+        slot.history.clear();
+        slot.history.extend(std::iter::repeat_n(
+            (u32::MAX, -f32::MAX),
+            history::HISTORY_LEN,
+        ));
+    }
+    let body = b.debug_json();
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
+    assert!(body.len() < 8 * 1024, "a row of {} bytes", body.len());
+    let shown = rows[0]["query"].as_str().unwrap();
+    let head = format!("prometheus/default: {}", &query[..512 - 20]);
+    assert_eq!(shown, format!("{head}… (16404 bytes)"));
+    assert_eq!(
+        rows[0]["history"].as_array().unwrap().len(),
+        history::HISTORY_LEN
+    );
+}

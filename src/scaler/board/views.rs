@@ -14,6 +14,20 @@ use super::reuse::answered_ms;
 use super::table::read;
 use super::{Board, Entry, SignalState};
 
+/// Characters of a trigger's query a debug row shows; longer ones are cut there and say their
+/// length. A raw query may have 16 KiB, and JSON writes a control character in 6 bytes: shown
+/// whole, 5,000 such triggers made `/debug/signals` ~490 MB. Cut, a row stays under 8 KiB
+/// (docs/limits.md).
+pub const QUERY_SHOWN: usize = 512;
+
+/// `query` as a debug row shows it: its first [`QUERY_SHOWN`] characters, then its length.
+fn shown(query: String) -> String {
+    match query.char_indices().nth(QUERY_SHOWN) {
+        None => query,
+        Some((cut, _)) => format!("{}… ({} bytes)", &query[..cut], query.len()),
+    }
+}
+
 /// One row of the debug view and of `/metrics`: a copy taken at read time.
 #[derive(Debug, Clone)]
 pub struct Row {
@@ -41,7 +55,7 @@ impl Row {
             "metric": &*t.metric_name,
             "signal": t.kind.as_str(),
             "source": t.source().as_str(),
-            "query": e.plan.describe(),
+            "query": shown(e.plan.describe()),
             "value": self.value,
             "threshold": t.target,
             "activationThreshold": t.activation,
@@ -109,9 +123,19 @@ impl Board {
         rows
     }
 
-    /// The debug view (`/debug/signals`).
-    pub fn debug_json(&self) -> serde_json::Value {
-        serde_json::Value::Array(self.snapshot().iter().map(Row::to_json).collect())
+    /// The debug view (`/debug/signals`): a JSON array, written a row at a time (no
+    /// document of the whole board is built first).
+    pub fn debug_json(&self) -> Vec<u8> {
+        let mut out = vec![b'['];
+        for (i, row) in self.snapshot().iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            // Writing a `Value` (string keys only) into a `Vec` cannot fail.
+            let _ = serde_json::to_writer(&mut out, &row.to_json());
+        }
+        out.push(b']');
+        out
     }
 }
 
