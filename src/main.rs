@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
 use clap::Parser;
 use slo_scaler::cli::{Cli, Command};
 use slo_scaler::config::ConfigError;
@@ -13,7 +14,10 @@ use slo_scaler::telemetry::init_tracing;
 const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return refused(&e),
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -58,6 +62,17 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// `--help` and `--version` print and exit 0. Any other command line clap refuses (an unknown
+/// flag, a value that does not parse) is a refused configuration: its message, naming the
+/// flag, and exit 64.
+fn refused(e: &clap::Error) -> ExitCode {
+    let _ = e.print();
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+        _ => ExitCode::from(EXIT_CONFIG),
     }
 }
 

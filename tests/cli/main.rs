@@ -1,0 +1,89 @@
+//! The real binary's command line: what it refuses, with which exit status and message.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Every listener on a loopback port of the kernel's choosing: a command line wrongly
+/// accepted starts a server that takes no fixed port, and is stopped after a while.
+const ANY_PORT: [&str; 8] = [
+    "--grpc-addr",
+    "127.0.0.1:0",
+    "--admin-addr",
+    "127.0.0.1:0",
+    "--otlp-grpc-addr",
+    "127.0.0.1:0",
+    "--otlp-http-addr",
+    "127.0.0.1:0",
+];
+
+/// Runs `slo-scaler args…` with `env`: its exit status (`None` when it was still running
+/// after 20 s and was stopped) and what it printed.
+fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_slo-scaler"))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn slo-scaler");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("wait").is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("output");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), printed)
+}
+
+/// `serve` with `flags`, on any port.
+fn serve<'a>(flags: &[&'a str]) -> Vec<&'a str> {
+    let mut argv = vec!["serve"];
+    argv.extend(ANY_PORT);
+    argv.extend(flags);
+    argv
+}
+
+/// docs/configuration.md: a bad configuration exits 64 and names the flag, a value that does
+/// not parse included (clap's own status, 2, was what these got); `--help` and `--version`
+/// print and exit 0.
+#[test]
+fn values_that_do_not_parse_exit_64_naming_the_flag() {
+    for (flags, named) in [
+        (&["--cache-ttl", "10"][..], "--cache-ttl"),
+        (&["--max-signals", "-1"], "--max-signals"),
+        (&["--cache-ttl", "-1"], "--cache-ttl"),
+        (
+            &["--grpc-keepalive-timeout", "soon"],
+            "--grpc-keepalive-timeout",
+        ),
+        (&["--otlp-max-series", "many"], "--otlp-max-series"),
+        (&["--log-format", "xml"], "--log-format"),
+        (&["--cache-tll", "10s"], "--cache-tll"),
+    ] {
+        let (status, printed) = run(&serve(flags), &[]);
+        assert_eq!(status, Some(64), "{flags:?}: {printed}");
+        assert!(printed.contains(named), "{flags:?}: {printed}");
+    }
+    // The same from the environment, named by its flag.
+    let (status, printed) = run(&serve(&[]), &[("SLO_SCALER_CACHE_TTL", "10")]);
+    assert_eq!(status, Some(64), "{printed}");
+    assert!(printed.contains("--cache-ttl"), "{printed}");
+    // Other commands read their command line the same way.
+    let (status, printed) = run(&["check", "--current-replicas", "-1"], &[]);
+    assert_eq!(status, Some(64), "{printed}");
+    assert!(printed.contains("--current-replicas"), "{printed}");
+
+    for args in [&["--help"][..], &["serve", "--help"], &["--version"]] {
+        let (status, printed) = run(args, &[]);
+        assert_eq!(status, Some(0), "{args:?}: {printed}");
+        assert!(
+            printed.contains("Usage:") || printed.starts_with("slo-scaler "),
+            "{args:?}: {printed}"
+        );
+    }
+}
