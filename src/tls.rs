@@ -310,6 +310,8 @@ pub async fn reload_every(
     if configs.is_empty() {
         return Ok(());
     }
+    // `--tls-reload-interval` is at most 7d; never past what an `Instant` can be.
+    let period = period.min(crate::config::MAX_DURATION);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

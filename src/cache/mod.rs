@@ -332,7 +332,10 @@ impl moka::Expiry<Arc<Query>, Arc<Slot>> for Lifetime {
 impl SignalCache {
     pub fn new(config: CacheConfig, metrics: Arc<Metrics>) -> Self {
         // Nobody asked for longer than any TTL and any stale window: nothing to keep.
-        let idle = config.max_stale.max(config.max_ttl) + Duration::from_secs(1);
+        let idle = config
+            .max_stale
+            .max(config.max_ttl)
+            .saturating_add(Duration::from_secs(1));
         // Each entry weighs at least its share of the bytes, so the byte bound also keeps
         // the entries at most `max_entries`.
         let floor = (config.max_bytes / config.max_entries.max(1)).max(1);

@@ -34,9 +34,23 @@ pub fn source_arg(s: &str) -> Result<SourceKind, String> {
     SourceKind::parse(s).ok_or_else(|| format!("{s:?} is not otlp, prometheus, tempo or sqs"))
 }
 
-/// Parses a duration flag value (`500ms`, `15s`, `2m`).
+/// The longest duration a flag takes, 7d: no setting needs more, and 2^64 s overflowed the
+/// clocks and timers flags are added to.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The most `--max-signals` may be (at 80 KiB a trigger at most, 80 GB: past any pod).
+pub const SIGNALS_LIMIT: u64 = 1_000_000;
+
+/// The most `--cache-max-entries` may be (a thousand times the default).
+pub const CACHE_ENTRIES_LIMIT: u64 = 100_000_000;
+
+/// Parses a duration flag value (`500ms`, `15s`, `2m`), at most [`MAX_DURATION`].
 pub fn duration_arg(s: &str) -> Result<Duration, String> {
-    parse_duration(s).ok_or_else(|| format!("{s:?} is not a duration like 500ms, 15s, 2m"))
+    match parse_duration(s) {
+        Some(d) if d <= MAX_DURATION => Ok(d),
+        Some(_) => Err(format!("{s:?} is longer than 7d, the longest a flag takes")),
+        None => Err(format!("{s:?} is not a duration like 500ms, 15s, 2m")),
+    }
 }
 
 /// Every server setting.
@@ -178,10 +192,11 @@ impl ServeArgs {
             ("tls-reload-interval", self.tls_reload_interval),
             ("shutdown-grace", self.shutdown_grace),
         ])?;
-        if self.max_signals == 0 {
-            return Err(ConfigError::Invalid(
-                "--max-signals must be more than 0".into(),
-            ));
+        if !(1..=SIGNALS_LIMIT).contains(&self.max_signals) {
+            return Err(ConfigError::Invalid(format!(
+                "--max-signals must be between 1 and {SIGNALS_LIMIT}, got {}",
+                self.max_signals
+            )));
         }
         Ok(())
     }

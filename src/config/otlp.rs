@@ -8,6 +8,10 @@ use clap::Args;
 
 use super::{duration_arg, ConfigError};
 
+/// The most buckets a series may hold: `--otlp-retention` / `--otlp-bucket-width` (the
+/// store's own bound, named by flag here).
+const MAX_BUCKETS: u128 = 100_000;
+
 #[derive(Debug, Clone, Args)]
 pub struct OtlpArgs {
     /// OTLP/gRPC receiver address.
@@ -92,10 +96,14 @@ impl OtlpArgs {
         if self.otlp_bucket_width < Duration::from_millis(1) {
             return bad("otlp-bucket-width", "must be at least 1ms".into());
         }
-        if self.otlp_retention < self.otlp_bucket_width {
+        let buckets = self
+            .otlp_retention
+            .as_nanos()
+            .div_ceil(self.otlp_bucket_width.as_nanos());
+        if self.otlp_retention < self.otlp_bucket_width || buckets > MAX_BUCKETS {
             return bad(
                 "otlp-retention",
-                "must be at least --otlp-bucket-width".into(),
+                format!("must be at least --otlp-bucket-width and at most {MAX_BUCKETS} of them"),
             );
         }
         if self.otlp_rate_settle.is_zero() || self.otlp_rate_settle >= self.otlp_retention {

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{positive, BackendArgs, ConfigError, Settings};
+use super::{positive, BackendArgs, ConfigError, Settings, CACHE_ENTRIES_LIMIT};
 use crate::policy::{Allowance, NamespacePolicy};
 use crate::signal::promql::{builtin_conventions, Convention};
 use crate::source::http::{redact_url, HttpBackendConfig};
@@ -178,7 +178,13 @@ impl BackendArgs {
                 )));
             }
         }
-        if self.cache_max_bytes > u64::from(u32::MAX) * self.cache_max_entries {
+        if self.cache_max_entries > CACHE_ENTRIES_LIMIT {
+            return Err(ConfigError::Invalid(format!(
+                "--cache-max-entries must be at most {CACHE_ENTRIES_LIMIT}, got {}",
+                self.cache_max_entries
+            )));
+        }
+        if self.cache_max_bytes > u64::from(u32::MAX).saturating_mul(self.cache_max_entries) {
             return Err(ConfigError::Invalid(format!(
                 "--cache-max-bytes ({}) must be at most 4 GiB × --cache-max-entries ({})",
                 self.cache_max_bytes, self.cache_max_entries

@@ -355,3 +355,72 @@ fn prometheus_tenants() {
         "prometheus-tenant-allow",
     );
 }
+
+/// Values past the documented maxima are refused naming the flag, where they panicked (a
+/// semaphore of 2^64 places, `Instant + 2^64 s`, `u32::MAX × --cache-max-entries`) or
+/// wrapped (`--signal-expiry` of 2^64 ms read as 384 ms): every duration flag at most 7d,
+/// `--max-signals` at most 1,000,000, `--cache-max-entries` at most 100,000,000, and
+/// `--otlp-retention` at most 100,000 `--otlp-bucket-width`s.
+#[test]
+fn values_past_the_maxima_are_refused_naming_the_flag() {
+    let huge = "18446744073709551615s";
+    for flag in [
+        "--max-stale",
+        "--tls-reload-interval",
+        "--signal-expiry",
+        "--stream-interval",
+        "--grpc-keepalive-interval",
+        "--shutdown-grace",
+        "--backend-timeout",
+        "--cache-ttl",
+        "--otlp-retention",
+    ] {
+        for value in [huge, "18446744073709552s", "8d"] {
+            let err = Serve::try_parse_from(["slo-scaler-serve", flag, value])
+                .err()
+                .unwrap_or_else(|| panic!("{flag} {value} accepted"))
+                .to_string();
+            assert!(err.contains(flag) && err.contains("7d"), "{flag}: {err}");
+        }
+    }
+    args(&["--signal-expiry", "7d", "--tls-reload-interval", "7d"])
+        .validate()
+        .expect("7d is a duration flags take");
+
+    let err = args(&["--max-signals", "18446744073709551615"])
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--max-signals") && err.contains("1000000"),
+        "{err}"
+    );
+    args(&["--max-signals", "1000000"]).validate().unwrap();
+
+    for entries in ["4294967298", "18446744073709551615", "100000001"] {
+        let err = args(&["--cache-max-entries", entries])
+            .backends
+            .resolve(true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--cache-max-entries") && err.contains("100000000"),
+            "{err}"
+        );
+    }
+    args(&["--cache-max-entries", "100000000"])
+        .backends
+        .resolve(true)
+        .unwrap();
+
+    let err = args(&["--otlp-retention", "100001s"])
+        .otlp
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("--otlp-retention: "), "{err}");
+    args(&["--otlp-retention", "100000s"])
+        .otlp
+        .validate()
+        .unwrap();
+}

@@ -49,7 +49,7 @@ impl ScalerService {
         ScalerService {
             engine,
             board,
-            streams: Arc::new(Semaphore::new(max_streams)),
+            streams: Arc::new(Semaphore::new(max_streams.min(Semaphore::MAX_PERMITS))),
             stream_interval,
             shutdown,
         }

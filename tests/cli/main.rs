@@ -87,3 +87,21 @@ fn values_that_do_not_parse_exit_64_naming_the_flag() {
         );
     }
 }
+
+/// Values past the documented maxima exit 64 naming the flag, where they panicked (exit 101)
+/// or, for `--signal-expiry`, wrapped to 384 ms and started.
+#[test]
+fn values_past_the_maxima_exit_64_naming_the_flag() {
+    for (flag, value) in [
+        ("--max-signals", "18446744073709551615"),
+        ("--max-stale", "18446744073709551615s"),
+        ("--tls-reload-interval", "18446744073709551615s"),
+        ("--cache-max-entries", "4294967298"),
+        ("--signal-expiry", "18446744073709552s"),
+    ] {
+        let (status, printed) = run(&serve(&[flag, value]), &[]);
+        assert_eq!(status, Some(64), "{flag} {value}: {printed}");
+        assert!(printed.contains(flag), "{flag} {value}: {printed}");
+        assert!(!printed.contains("panicked"), "{flag} {value}: {printed}");
+    }
+}

@@ -61,7 +61,9 @@ impl Board {
             hasher: foldhash::fast::RandomState::default(),
             len: AtomicU64::new(0),
             max: config.max_signals.max(1),
-            idle_ms: (config.idle_expiry.as_millis() as u64).max(1),
+            idle_ms: u64::try_from(config.idle_expiry.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
             evicted,
             #[cfg(test)]
             skew_ms: AtomicU64::new(0),
