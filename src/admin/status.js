@@ -321,8 +321,8 @@ function renderBackends(rows) {
         el(
           "td",
           null,
-          isNum(b.lastFailureUnix)
-            ? b.lastFailureOutcome + ", " + formatAge(Date.now() / 1000 - b.lastFailureUnix)
+          isNum(b.lastFailureSecondsAgo)
+            ? b.lastFailureOutcome + ", " + formatAge(b.lastFailureSecondsAgo)
             : "none",
         ),
       );

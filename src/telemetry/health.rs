@@ -96,6 +96,9 @@ impl BackendHealth {
                         .last_success
                         .map(|at| seconds_since(at, SystemTime::now())),
                     last_failure_unix: t.last_failure.map(|(at, _)| unix_seconds(at)),
+                    last_failure_seconds_ago: t
+                        .last_failure
+                        .map(|(at, _)| seconds_since(at, SystemTime::now())),
                     last_failure_outcome: t.last_failure.map(|(_, o)| o),
                 }
             })
@@ -123,6 +126,9 @@ pub struct BackendRow {
     pub last_success_unix: Option<f64>,
     pub last_success_seconds_ago: Option<f64>,
     pub last_failure_unix: Option<f64>,
+    /// By the server's clock, as `last_success_seconds_ago`: the status page shows it as
+    /// is, whatever the viewer's clock says.
+    pub last_failure_seconds_ago: Option<f64>,
     /// `error` or `timeout`.
     pub last_failure_outcome: Option<&'static str>,
 }
@@ -219,5 +225,20 @@ mod tests {
         assert_eq!(row.calls_total, 2 * RECENT_CALLS as u64);
         assert_eq!(row.errors_total, RECENT_CALLS as u64);
         assert_eq!(row.last_failure_outcome, Some("error"));
+    }
+
+    /// Both ages are the server's (the status page shows them as they are, whatever the
+    /// viewer's clock says): a failure just now is seconds old; none is `null`.
+    #[test]
+    fn ages_are_the_servers() {
+        let health = BackendHealth::default();
+        health.record("tempo/main", "timeout", ms(1));
+        health.record("sqs", "success", ms(1));
+        let json = serde_json::to_value(health.snapshot()).unwrap();
+        let failed = json[1]["lastFailureSecondsAgo"].as_f64().expect("a number");
+        assert!((0.0..60.0).contains(&failed), "{json}");
+        assert!(json[0]["lastFailureSecondsAgo"].is_null(), "{json}");
+        assert!(json[1]["lastSuccessSecondsAgo"].is_null(), "{json}");
+        assert!(json[0]["lastSuccessSecondsAgo"].is_number(), "{json}");
     }
 }

@@ -39,6 +39,9 @@ try {
     return route.abort();
   });
   await context.addInitScript(() => {
+    // The viewer's clock is an hour ahead of the server's: ages must be the server's.
+    const serverNow = Date.now;
+    Date.now = () => serverNow() + 3600 * 1000;
     window.__violations = [];
     document.addEventListener("securitypolicyviolation", (e) => {
       window.__violations.push(e.blockedURI + " (" + e.violatedDirective + ")");
