@@ -100,6 +100,10 @@ pub struct Entry {
     /// Written under the slot's lock, meta last.
     reuse_meta: AtomicU64,
     reuse_value: AtomicU64,
+    /// When the answer `reuse_meta` describes was last served (ms on [`clock_ms`]): its
+    /// age then is the value's age (a lookup that serves nothing, such as GetMetricSpec,
+    /// leaves it).
+    served_ms: AtomicU64,
     /// The cache slot this entry's answers come from (the first one recorded) and its
     /// generation when the reusable answer was served: reuse only while it is unchanged.
     watched: OnceLock<Watch>,

@@ -40,6 +40,7 @@ impl Entry {
                     .store(ev.value.to_bits(), Ordering::Release);
                 self.reuse_seen.store(watch.seen(), Ordering::Release);
                 let meta = (answered + 1) << 2 | u64::from(ev.active) << 1 | u64::from(ev.no_data);
+                self.served_ms.store(clock_ms(now), Ordering::Relaxed);
                 self.reuse_meta.store(meta, Ordering::Release);
             }
         }
@@ -69,6 +70,10 @@ impl Entry {
         // ahead of the TTL: the caller goes there, so that it does.
         if age >= crate::cache::refresh_from(ttl) {
             return None;
+        }
+        // As `asked_ms`: no store when it would not change the value.
+        if self.served_ms.load(Ordering::Relaxed) != now_ms {
+            self.served_ms.store(now_ms, Ordering::Relaxed);
         }
         let ev = Evaluation {
             value,

@@ -119,6 +119,7 @@ impl Board {
             asked_ms: AtomicU64::new(now),
             reuse_meta: AtomicU64::new(0),
             reuse_value: AtomicU64::new(0),
+            served_ms: AtomicU64::new(0),
             watched: OnceLock::new(),
             reuse_seen: AtomicU64::new(0),
             sample_due_ms: AtomicU64::new(0),

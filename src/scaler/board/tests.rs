@@ -364,3 +364,50 @@ fn a_debug_row_is_bounded_whatever_the_caller_sends() {
         history::HISTORY_LEN
     );
 }
+
+/// A value's age (`valueAgeSeconds`, `slo_scaler_signal_age_seconds`) is its backend
+/// answer's age when it was last served: a lookup that serves no value (GetMetricSpec, a
+/// GetMetrics for another metric) does not age it.
+#[tokio::test]
+async fn a_lookup_that_serves_no_value_does_not_age_the_value() {
+    use crate::cache::{CacheConfig, SignalCache};
+    use crate::source::Reading;
+    let (_, metrics) = crate::telemetry::Metrics::standalone();
+    let cache = SignalCache::new(
+        CacheConfig {
+            max_stale: Duration::from_secs(60),
+            max_ttl: Duration::from_secs(60),
+            max_entries: 10,
+            max_bytes: 1 << 20,
+        },
+        Arc::new(metrics),
+    );
+    let b = board(10, Duration::from_secs(600));
+    let e = b.entry("shop", "orders", &trigger(300), plan).unwrap();
+    let (served, watch) = cache
+        .get_watched(&e.plan.query, Duration::from_secs(60), || async {
+            Ok(Reading::Value(Some(0.42)))
+        })
+        .await;
+    let evaluation = Evaluation {
+        value: 0.42,
+        active: true,
+        age: served.unwrap().age,
+        stale: false,
+        no_data: false,
+    };
+    e.record(&Ok(evaluation), Some(watch));
+    let age = || {
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&b.debug_json()).unwrap();
+        rows[0]["valueAgeSeconds"].as_f64().unwrap()
+    };
+    assert!(age() < 5.0, "{}", age());
+    // Five minutes on, a caller looks the trigger up and is served no value.
+    b.skew_ms.fetch_add(300_000, Ordering::Relaxed);
+    b.entry("shop", "orders", &trigger(300), plan).unwrap();
+    assert!(
+        age() < 5.0,
+        "{} s after a lookup that served nothing",
+        age()
+    );
+}

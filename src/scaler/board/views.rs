@@ -91,11 +91,14 @@ impl Board {
                     .collect();
                 drop(slot);
                 let asked = entry.asked_ms.load(Ordering::Relaxed);
-                // A reused answer's age when last served (a caller asking is served).
+                // A reused answer's age when it was last served.
                 let age = match entry.reuse_meta.load(Ordering::Acquire) {
                     0 => last.as_ref().and_then(|o| o.age),
                     meta => Some(Duration::from_millis(
-                        asked.saturating_sub(answered_ms(meta)),
+                        entry
+                            .served_ms
+                            .load(Ordering::Relaxed)
+                            .saturating_sub(answered_ms(meta)),
                     )),
                 };
                 Row {
