@@ -8,8 +8,6 @@
 //! at most [`BOARD_VIEWS_AT_ONCE`] answers at once.
 
 mod page;
-#[cfg(test)]
-mod tests;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

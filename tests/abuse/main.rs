@@ -1,6 +1,7 @@
 //! Hostile callers against the scaler's gRPC port: whatever they send, the per-ScaledObject
 //! state stays bounded by `--max-signals`, the overflow is counted, and `/metrics` stays
-//! scrapeable; distinct raw queries stay within the signal cache's byte bound.
+//! scrapeable; distinct raw queries stay within the signal cache's byte bound. Readers of
+//! the admin port: the board's views send a bounded number of answers at once.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -265,5 +266,83 @@ mod binary {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// The admin routes of a server with the default settings, ready.
+fn admin() -> axum::Router {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    use clap::Parser as _;
+    use slo_scaler::cli::{Cli, Command};
+    use slo_scaler::scaler::{Board, BoardConfig};
+    use slo_scaler::telemetry::Metrics;
+
+    let Command::Serve(args) = Cli::try_parse_from(["slo-scaler", "serve"])
+        .unwrap()
+        .command
+    else {
+        panic!("not serve");
+    };
+    let settings = args.backends.resolve(true).unwrap();
+    let (registry, metrics) = Metrics::standalone();
+    let metrics = Arc::new(metrics);
+    let engine = slo_scaler::server::build_engine(&settings, metrics.clone(), None).unwrap();
+    let board = Board::new(
+        BoardConfig {
+            max_signals: 10,
+            idle_expiry: std::time::Duration::from_secs(60),
+        },
+        Default::default(),
+    );
+    slo_scaler::admin::router(
+        Arc::new(registry),
+        Arc::new(board),
+        metrics,
+        Arc::new(AtomicBool::new(true)),
+        Arc::new(engine),
+    )
+}
+
+/// `GET path` of the admin routes, without a socket: the answer, its body not yet sent.
+async fn get(admin: &axum::Router, path: &str) -> axum::response::Response {
+    use tower::ServiceExt as _;
+    let request = axum::http::Request::get(path)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    admin.clone().oneshot(request).await.unwrap()
+}
+
+/// Each board view (`/metrics`, `/debug/signals`: up to tens of MB an answer, docs/limits.md)
+/// is built and sent at most `BOARD_VIEWS_AT_ONCE` times at once, an answer holding its
+/// place until its body is sent; past it, 503 with `Retry-After`. The probes, and the other
+/// view, answer meanwhile.
+#[tokio::test]
+async fn board_views_are_bounded_at_once_and_probes_always_answer() {
+    use axum::http::{header, StatusCode};
+    use slo_scaler::admin::BOARD_VIEWS_AT_ONCE;
+
+    let admin = admin();
+    for (view, other) in [
+        ("/debug/signals", "/metrics"),
+        ("/metrics", "/debug/signals"),
+    ] {
+        let mut unsent = Vec::new();
+        for _ in 0..BOARD_VIEWS_AT_ONCE {
+            let answer = get(&admin, view).await;
+            assert_eq!(answer.status(), StatusCode::OK, "{view}");
+            unsent.push(answer);
+        }
+        let busy = get(&admin, view).await;
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE, "{view}");
+        assert_eq!(busy.headers()[header::RETRY_AFTER], "1");
+        for path in ["/healthz", "/readyz", other] {
+            assert_eq!(get(&admin, path).await.status(), StatusCode::OK, "{path}");
+        }
+        // A body sent to the end frees its place.
+        let sent = unsent.pop().unwrap().into_body();
+        axum::body::to_bytes(sent, usize::MAX).await.unwrap();
+        assert_eq!(get(&admin, view).await.status(), StatusCode::OK, "{view}");
     }
 }
