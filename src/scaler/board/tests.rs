@@ -326,7 +326,7 @@ fn raw_plan(md: &HashMap<String, String>) -> Result<Plan, PlanError> {
 
 /// A `/debug/signals` row stays under 8 KiB whatever a caller sends (docs/limits.md): the
 /// longest names, a full history, a long error, and a raw query of 16 KiB of control
-/// characters (each written `\u0001` in JSON, 96 KiB a row when shown whole), of which the
+/// characters (each written `\u0001` in JSON: 99 KiB a row when shown whole), of which the
 /// row shows the first 512 characters and the query's length.
 #[test]
 fn a_debug_row_is_bounded_whatever_the_caller_sends() {
