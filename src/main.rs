@@ -43,25 +43,34 @@ fn main() -> ExitCode {
             }
         }
         Command::Simulate(args) => match slo_scaler::simulate::run(&args) {
-            Ok(table) => {
-                print!("{table}");
-                ExitCode::SUCCESS
-            }
+            Ok(table) => emit(&table),
             Err(e) => {
                 eprintln!("slo-scaler simulate: {e}");
                 ExitCode::FAILURE
             }
         },
         Command::Check(args) => match runtime.block_on(slo_scaler::check::run(args)) {
-            Ok(report) => {
-                print!("{report}");
-                ExitCode::SUCCESS
-            }
+            Ok(report) => emit(&report),
             Err(e) => {
                 eprintln!("{e}");
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// Writes a command's report to stdout. A reader that stopped reading (`| head`) ends the
+/// command quietly, where `print!` would panic.
+fn emit(text: &str) -> ExitCode {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("slo-scaler: cannot write the report: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

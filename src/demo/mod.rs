@@ -130,11 +130,15 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
             let polled = scaling::poll(&mut keda, &mut triggers, &mut order, &mut queue, t).await;
             let mut table = render::table(&polled);
             render::analysis(&mut table, analysis.ask().await);
-            if tty {
-                print!("\x1b[2J\x1b[H");
+            let clear = if tty { "\x1b[2J\x1b[H" } else { "" };
+            let mut out = std::io::stdout().lock();
+            if write!(out, "{clear}{table}")
+                .and_then(|()| out.flush())
+                .is_err()
+            {
+                // Nobody reads the tables any more (`| head`): the demo is over.
+                break;
             }
-            print!("{table}");
-            let _ = std::io::stdout().flush();
         }
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}

@@ -139,6 +139,9 @@ pub struct SimulateArgs {
     pub seed: u64,
 }
 
+/// The most workers a simulated pod has: each is a slot the simulation keeps, per pod.
+const MAX_WORKERS_PER_POD: u32 = 10_000;
+
 fn secs(d: Duration) -> u32 {
     d.as_secs().min(u64::from(u32::MAX)) as u32
 }
@@ -167,8 +170,12 @@ impl SimulateArgs {
                 ))
             }
         };
-        if self.workers_per_pod == 0 {
-            return Err(invalid("workers-per-pod", "0".into(), "must be at least 1"));
+        if !(1..=MAX_WORKERS_PER_POD).contains(&self.workers_per_pod) {
+            return Err(invalid(
+                "workers-per-pod",
+                self.workers_per_pod.to_string(),
+                "must be within 1..=10000",
+            ));
         }
         if self.service_time.is_zero() {
             return Err(invalid("service-time", "0s".into(), "must be above zero"));

@@ -105,3 +105,45 @@ fn values_past_the_maxima_exit_64_naming_the_flag() {
         assert!(!printed.contains("panicked"), "{flag} {value}: {printed}");
     }
 }
+
+/// A reader that stops reading (`slo-scaler simulate … | head -1`) ends the command quietly:
+/// `print!` panicked on the closed pipe (exit 101 and a panic message).
+#[test]
+fn a_reader_that_stops_reading_ends_the_report_quietly() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_slo-scaler"))
+        .args([
+            "simulate",
+            "--scenario",
+            "flash-crowd",
+            "--policy",
+            "rps:60",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn slo-scaler");
+    // Close the read end before the report is written.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// The simulator's service model is bounded where it allocates: 2^32 − 1 workers a pod
+/// aborted on a 32 GiB allocation.
+#[test]
+fn simulated_pods_of_too_many_workers_are_refused_by_name() {
+    let (status, printed) = run(
+        &[
+            "simulate",
+            "--scenario",
+            "flash-crowd",
+            "--workers-per-pod",
+            "4294967295",
+        ],
+        &[],
+    );
+    assert_eq!(status, Some(1), "{printed}");
+    assert!(printed.contains("workers-per-pod"), "{printed}");
+}
