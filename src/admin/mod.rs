@@ -28,11 +28,16 @@ use crate::scaler::Board;
 use crate::telemetry::{Metrics, OutcomeLabels};
 
 /// At most this many answers of each board view (`/metrics`, `/debug/signals`) are built and
-/// sent at once (two: Prometheus' HA pair scraping together); past it the admin port answers
-/// 503 with `Retry-After: 1`. An answer may take tens of MB (docs/limits.md): the bound keeps
+/// sent at once (two: Prometheus' HA pair scraping together); past it a request waits up to
+/// [`PLACE_WAIT`] for a place (scrapes that overlap by chance are served a moment later, not
+/// failed), then the admin port answers 503 with `Retry-After: 1`. An answer may take tens of MB (docs/limits.md): the bound keeps
 /// a burst of page refreshes or slow readers from multiplying that. `/healthz` and `/readyz`
 /// are never limited.
 pub const BOARD_VIEWS_AT_ONCE: usize = 2;
+
+/// How long a board view's request waits for a place: well within Prometheus' default
+/// 10 s scrape timeout.
+pub const PLACE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[derive(Clone)]
 struct AdminState {
@@ -75,10 +80,10 @@ pub fn router(
         })
 }
 
-/// Answers while one of `places` is free, holding it until the answer's body is sent (or
-/// dropped); else 503 at once.
+/// Answers once one of `places` is free, holding it until the answer's body is sent (or
+/// dropped); 503 when none frees within [`PLACE_WAIT`].
 async fn at_most(State(places): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
-    let Ok(place) = places.try_acquire_owned() else {
+    let Ok(Ok(place)) = tokio::time::timeout(PLACE_WAIT, places.acquire_owned()).await else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::RETRY_AFTER, "1")],

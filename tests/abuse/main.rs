@@ -316,8 +316,8 @@ async fn get(admin: &axum::Router, path: &str) -> axum::response::Response {
 
 /// Each board view (`/metrics`, `/debug/signals`: up to tens of MB an answer, docs/limits.md)
 /// is built and sent at most `BOARD_VIEWS_AT_ONCE` times at once, an answer holding its
-/// place until its body is sent; past it, 503 with `Retry-After`. The probes, and the other
-/// view, answer meanwhile.
+/// place until its body is sent; past it, a request waits up to `PLACE_WAIT` for a place,
+/// then gets 503 with `Retry-After`. The probes, and the other view, answer meanwhile.
 #[tokio::test]
 async fn board_views_are_bounded_at_once_and_probes_always_answer() {
     use axum::http::{header, StatusCode};
@@ -334,15 +334,23 @@ async fn board_views_are_bounded_at_once_and_probes_always_answer() {
             assert_eq!(answer.status(), StatusCode::OK, "{view}");
             unsent.push(answer);
         }
+        // A request past the places waits for one, then is told to retry.
+        let asked = std::time::Instant::now();
         let busy = get(&admin, view).await;
         assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE, "{view}");
         assert_eq!(busy.headers()[header::RETRY_AFTER], "1");
+        assert!(asked.elapsed() >= slo_scaler::admin::PLACE_WAIT, "{view}");
         for path in ["/healthz", "/readyz", other] {
             assert_eq!(get(&admin, path).await.status(), StatusCode::OK, "{path}");
         }
-        // A body sent to the end frees its place.
+        // One that waits while a body is sent to the end gets that place.
+        let waiting = tokio::spawn({
+            let admin = admin.clone();
+            async move { get(&admin, view).await.status() }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         let sent = unsent.pop().unwrap().into_body();
         axum::body::to_bytes(sent, usize::MAX).await.unwrap();
-        assert_eq!(get(&admin, view).await.status(), StatusCode::OK, "{view}");
+        assert_eq!(waiting.await.unwrap(), StatusCode::OK, "{view}");
     }
 }
