@@ -93,6 +93,10 @@ fn malformed_metadata_names_every_bad_key() {
         (&[LAT, SVC, T300, ("labels", "a=1,a=2")], &["labels"]),
         (&[LAT, SVC, T300, ("labels", "=x")], &["labels"]),
         (&[LAT, SVC, T300, ("labels", "bad-name=x")], &["labels"]),
+        // An empty value would select "no such label" in PromQL and "the empty string" in
+        // TraceQL: refused rather than read two ways.
+        (&[LAT, SVC, T300, ("labels", "env=")], &["labels"]),
+        (&[LAT, SVC, T300, ("labels", "env= ,a=b")], &["labels"]),
         (
             &[LAT, SVC, T300, ("backend", "http://evil.example/")],
             &["backend"],

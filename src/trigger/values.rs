@@ -152,7 +152,8 @@ pub fn parse_bool(s: &str) -> Option<bool> {
     }
 }
 
-/// `k=v,k2=v2`; `\,`, `\=` and `\\` escape those characters in values. Sorted by key.
+/// `k=v,k2=v2`; `\,`, `\=` and `\\` escape those characters in values; spaces around
+/// names and values are dropped, and a value may not be empty. Sorted by key.
 pub fn parse_labels(raw: &str) -> Result<Vec<(String, String)>, String> {
     let mut pairs = Vec::new();
     let mut key = String::new();
@@ -172,7 +173,13 @@ pub fn parse_labels(raw: &str) -> Result<Vec<(String, String)>, String> {
         if k.is_empty() {
             return Err("a label name is empty".to_string());
         }
-        pairs.push((k, std::mem::take(value)));
+        // Spaces around the value are the list's layout, as around the name.
+        let v = value.trim().to_string();
+        value.clear();
+        if v.is_empty() {
+            return Err(format!("label {k:?} has an empty value"));
+        }
+        pairs.push((k, v));
         key.clear();
         Ok(())
     };

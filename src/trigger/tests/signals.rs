@@ -47,6 +47,32 @@ fn latency_trigger() {
     );
 }
 
+/// Spaces around a label's value are the list's layout, not the value: `env = prod` selects
+/// `env="prod"`. Kept, `" prod"` matched no series, and an `rps` trigger (no data is 0)
+/// read 0 for a loaded service.
+#[test]
+fn label_values_are_trimmed_as_their_names() {
+    for raw in [
+        "env = prod , region=eu",
+        "env=prod,region= eu ",
+        " env =prod,region=eu",
+    ] {
+        assert_eq!(
+            crate::trigger::parse_labels(raw),
+            Ok(vec![
+                ("env".to_string(), "prod".to_string()),
+                ("region".to_string(), "eu".to_string())
+            ]),
+            "{raw:?}"
+        );
+    }
+    // Inner spaces, and escaped characters, are the value's.
+    assert_eq!(
+        crate::trigger::parse_labels(r"span_name= GET /a\,b "),
+        Ok(vec![("span_name".to_string(), "GET /a,b".to_string())])
+    );
+}
+
 #[test]
 fn slo_triggers() {
     const SLO: (&str, &str) = ("signal", "slo");
