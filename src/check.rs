@@ -185,7 +185,7 @@ pub async fn run(args: CheckArgs) -> Result<String, String> {
         return match asked {
             Ok((value, active)) => {
                 let shown = format!("{value} (from the server at {address})");
-                let desired = desired_replicas(metric_type, args.current_replicas, value, t.target);
+                let desired = wanted(metric_type, args.current_replicas, value, t.target, active);
                 write_answer(&mut out, &shown, active, args.current_replicas, desired);
                 Ok(out)
             }
@@ -197,7 +197,13 @@ pub async fn run(args: CheckArgs) -> Result<String, String> {
     let _ = writeln!(out, "state        {}", describe_state(state));
     match result {
         Ok(ev) => {
-            let desired = desired_replicas(metric_type, args.current_replicas, ev.value, t.target);
+            let desired = wanted(
+                metric_type,
+                args.current_replicas,
+                ev.value,
+                t.target,
+                ev.active,
+            );
             write_answer(
                 &mut out,
                 &ev.value.to_string(),
@@ -209,6 +215,15 @@ pub async fn run(args: CheckArgs) -> Result<String, String> {
         }
         Err(e) => Err(format!("{out}error        {e}")),
     }
+}
+
+/// The replicas wanted from `current`: at 0, KEDA's activation decides (1 when active), not
+/// the value; else the HPA's arithmetic.
+fn wanted(metric_type: MetricType, current: u32, value: f64, target: f64, active: bool) -> u32 {
+    if current == 0 {
+        return u32::from(active);
+    }
+    desired_replicas(metric_type, current, value, target)
 }
 
 /// The value, the active state and the replicas the HPA would choose from them.
@@ -317,6 +332,15 @@ spec:
         threshold: 300ms
         activationThreshold: 0
 "#;
+
+    /// At zero replicas KEDA's activation decides: a value of 3 under an activation
+    /// threshold of 5 keeps the workload at 0 (the HPA's arithmetic alone said 1).
+    #[test]
+    fn at_zero_replicas_activation_decides() {
+        assert_eq!(wanted(MetricType::AverageValue, 0, 3.0, 1.0, false), 0);
+        assert_eq!(wanted(MetricType::AverageValue, 0, 3.0, 1.0, true), 1);
+        assert_eq!(wanted(MetricType::AverageValue, 2, 3.0, 1.0, false), 3);
+    }
 
     #[test]
     fn says_which_keda_a_metric_type_needs() {
