@@ -186,6 +186,11 @@ impl LatencySketch {
         Some(answer.clamp(self.min_ns as f64, self.max_ns as f64))
     }
 
+    /// Gives back the bins' slack.
+    pub fn shrink(&mut self) {
+        self.bins.shrink_to_fit();
+    }
+
     /// Heap bytes held by this sketch.
     pub fn heap_bytes(&self) -> usize {
         self.bins.capacity() * std::mem::size_of::<u32>()

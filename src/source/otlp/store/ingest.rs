@@ -84,6 +84,7 @@ fn buckets(spans: &[Gathered]) -> impl Iterator<Item = Bucket> + '_ {
                 _ => bucket.pods = Pods::unknown(),
             }
         }
+        bucket.shrink();
         bucket
     })
 }

@@ -34,6 +34,15 @@ impl Bucket {
         self.pods.merge(&other.pods);
     }
 
+    /// Gives back the slack a bucket built span by span holds (a `Vec` grows by doubling):
+    /// a bucket is stored for the whole retention.
+    pub(super) fn shrink(&mut self) {
+        self.latency.shrink();
+        if let Some(ids) = &mut self.pods.0 {
+            ids.shrink_to_fit();
+        }
+    }
+
     /// The heap the bucket holds.
     pub(super) fn heap_bytes(&self) -> usize {
         self.latency.heap_bytes() + self.pods.heap_bytes()
