@@ -166,6 +166,10 @@ pub struct Autoscaler {
     pub behavior: Behavior,
     pub min_replicas: u32,
     pub max_replicas: u32,
+    /// `spec.behavior` unset: the controller's downscale stabilisation window
+    /// (`--horizontal-pod-autoscaler-downscale-stabilization`, 5 minutes), and its older rules
+    /// (see [`Autoscaler::unset`]); `behavior` is then not read.
+    unset_window_s: Option<u32>,
     recommendations: Vec<(f64, u32)>,
     /// (time, replicas added > 0 or removed < 0).
     events: Vec<(f64, i64)>,
@@ -177,14 +181,33 @@ impl Autoscaler {
             behavior,
             min_replicas,
             max_replicas: max_replicas.max(min_replicas),
+            unset_window_s: None,
             recommendations: Vec::new(),
             events: Vec::new(),
+        }
+    }
+
+    /// An HPA whose `spec.behavior` is unset, as KEDA writes it unless the ScaledObject sets
+    /// `advanced.horizontalPodAutoscalerConfig.behavior` (KEDA `controllers/keda/hpa.go`,
+    /// `newHPAForScaledObject`); the API server fills in a behavior only where one is set
+    /// (Kubernetes `pkg/apis/autoscaling/v2/defaults.go`,
+    /// `SetDefaults_HorizontalPodAutoscalerBehavior`). The controller then takes its older
+    /// rules (`pkg/controller/podautoscaler/horizontal.go`, `normalizeDesiredReplicas`): the
+    /// highest recommendation of the last `downscale_window_s`, not bounded by the current
+    /// count, and at most `max(2 × current, 4)` replicas a sync.
+    pub fn unset(downscale_window_s: u32, min_replicas: u32, max_replicas: u32) -> Self {
+        Autoscaler {
+            unset_window_s: Some(downscale_window_s),
+            ..Autoscaler::new(Behavior::default(), min_replicas, max_replicas)
         }
     }
 
     /// One reconcile at `now_s`: `desired` is the maximum over the metrics' proposals;
     /// returns the replica count the HPA writes (and records it as a scale event).
     pub fn reconcile(&mut self, now_s: f64, current: u32, desired: u32) -> u32 {
+        if let Some(window_s) = self.unset_window_s {
+            return self.reconcile_unset(now_s, current, desired, window_s);
+        }
         let stabilized = self.stabilize(now_s, current, desired);
         let next = self.limit_rate(now_s, current, stabilized);
         if next != current {
@@ -192,6 +215,24 @@ impl Autoscaler {
                 .push((now_s, i64::from(next) - i64::from(current)));
         }
         next
+    }
+
+    /// `stabilizeRecommendation` (a recommendation from before `now − window` is old), then
+    /// `convertDesiredReplicasWithRules`: at least the minimum, at most the maximum and
+    /// `calculateScaleUpLimit`'s `max(2 × current, 4)`.
+    fn reconcile_unset(&mut self, now_s: f64, current: u32, desired: u32, window_s: u32) -> u32 {
+        let from = now_s - f64::from(window_s);
+        self.recommendations.retain(|(t, _)| *t >= from);
+        let highest = self
+            .recommendations
+            .iter()
+            .map(|&(_, r)| r)
+            .fold(desired, u32::max);
+        self.recommendations.push((now_s, desired));
+        let scale_up_limit = current.saturating_mul(2).max(4);
+        highest
+            .min(self.max_replicas.min(scale_up_limit))
+            .max(self.min_replicas)
     }
 
     /// `stabilizeRecommendationWithBehaviors`: the lowest recommendation in the scale-up
@@ -406,6 +447,39 @@ mod tests {
             current = hpa.reconcile(t, current, desired);
             assert_eq!(current, expect, "t={t} desired={desired}");
         }
+    }
+
+    /// `spec.behavior` unset (a ScaledObject without `advanced.horizontalPodAutoscalerConfig`):
+    /// Kubernetes `horizontal.go`, `normalizeDesiredReplicas`. At most `max(2 × current, 4)`
+    /// a sync (2 → 4, where the behavior defaults allow 2 → 6), and the highest recommendation
+    /// of the last 5 minutes, even above the current count: a spike's proposal of 20, cut to
+    /// 4, is climbed to at the next syncs though the load fell; it holds until 300 s after it.
+    #[test]
+    fn unset_behavior_doubles_or_reaches_four_and_climbs_to_the_highest_recent_proposal() {
+        let mut hpa = Autoscaler::unset(300, 2, 100);
+        check_run(
+            &mut hpa,
+            2,
+            &[
+                (0.0, 20, 4),
+                (15.0, 3, 8),
+                (30.0, 3, 16),
+                (45.0, 3, 20),
+                (300.0, 3, 20),
+                // The proposal of 20 (at 0 s) is old once before `now − 300 s`.
+                (301.0, 3, 3),
+                (315.0, 1, 3),
+                (620.0, 1, 2),
+            ],
+        );
+        let mut with_behavior = Autoscaler::new(Behavior::default(), 2, 100);
+        check_run(&mut with_behavior, 2, &[(0.0, 20, 6), (15.0, 3, 6)]);
+        // The maximum and the minimum still hold.
+        check_run(
+            &mut Autoscaler::unset(300, 2, 5),
+            2,
+            &[(0.0, 20, 4), (15.0, 20, 5)],
+        );
     }
 
     #[test]

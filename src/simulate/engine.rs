@@ -63,6 +63,11 @@ pub struct Config {
     pub service: ServiceModel,
     pub keda: Keda,
     pub behavior: Behavior,
+    /// The HPA as KEDA writes it for a ScaledObject without
+    /// `advanced.horizontalPodAutoscalerConfig.behavior`: `spec.behavior` unset, the
+    /// controller's older rules ([`Autoscaler::unset`]), `behavior`'s scale-down window as
+    /// the controller's.
+    pub behavior_unset: bool,
     /// The HPA controller's sync period.
     pub hpa_sync_s: u32,
     /// The scaler's signal window.
@@ -82,6 +87,7 @@ impl Default for Config {
             service: ServiceModel::default(),
             keda: Keda::default(),
             behavior: Behavior::default(),
+            behavior_unset: false,
             hpa_sync_s: 15,
             window_s: 60,
             cpu_window_s: 30,
@@ -366,7 +372,15 @@ impl<'a> Loop<'a> {
             misses: 0,
             len,
             service: Service::new(config.service.clone(), start, config.seed ^ 0xa5a5_5a5a),
-            hpa: Autoscaler::new(config.behavior.clone(), hpa_min, config.keda.max_replicas),
+            hpa: if config.behavior_unset {
+                Autoscaler::unset(
+                    config.behavior.scale_down.stabilization_s,
+                    hpa_min,
+                    config.keda.max_replicas,
+                )
+            } else {
+                Autoscaler::new(config.behavior.clone(), hpa_min, config.keda.max_replicas)
+            },
             ring: Ring::new(if matches!(policy, Policy::Recommended { .. }) {
                 (capacity::HISTORY_S.max(capacity::GUARD_WINDOW_S) as usize)
                     .max(config.window_s as usize)

@@ -122,9 +122,17 @@ pub struct SimulateArgs {
     /// The HPA controller's sync period.
     #[arg(long, value_parser = duration_arg, default_value = "15s")]
     pub hpa_sync: Duration,
-    /// behavior.scaleDown.stabilizationWindowSeconds.
+    /// behavior.scaleDown.stabilizationWindowSeconds (with --hpa-behavior unset, the
+    /// controller's downscale stabilisation window).
     #[arg(long, value_parser = duration_arg, default_value = "300s")]
     pub scale_down_stabilization: Duration,
+    /// The HPA's spec.behavior: `set` (the ScaledObject sets
+    /// advanced.horizontalPodAutoscalerConfig.behavior, as the examples do: the
+    /// autoscaling/v2 rules) or `unset` (KEDA's HPA without one: the controller's older
+    /// rules, at most max(2 × current, 4) pods a sync and the highest recommendation of the
+    /// window).
+    #[arg(long, default_value = "set", value_parser = ["set", "unset"])]
+    pub hpa_behavior: String,
     /// The trace signals' `window` (sloCapacity reads windows of its own and takes none).
     #[arg(long, value_parser = duration_arg, default_value = "60s")]
     pub window: Duration,
@@ -226,6 +234,7 @@ impl SimulateArgs {
         let mut behavior = Behavior::default();
         behavior.scale_down.stabilization_s = secs(self.scale_down_stabilization);
         Ok(Config {
+            behavior_unset: self.hpa_behavior == "unset",
             service: ServiceModel {
                 workers_per_pod: self.workers_per_pod,
                 mean_service_s: self.service_time.as_secs_f64(),

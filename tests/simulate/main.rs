@@ -369,6 +369,40 @@ fn recommended_policy_does_not_scale_into_a_slow_dependency() {
     }
 }
 
+/// The verdict does not rest on the HPA's `behavior`: with `spec.behavior` unset (a
+/// ScaledObject without `advanced.horizontalPodAutoscalerConfig`, the controller's older
+/// rules: at most `max(2 × current, 4)` a sync, the highest proposal of the last 5 minutes
+/// even above the current count) the recommended policy still meets the bar on the seed day,
+/// the NASA day and the slower release, and costs ≤ 0.6× p95's on the slow dependency.
+#[test]
+fn recommended_policy_meets_its_bars_under_the_hpa_rules_without_a_behavior() {
+    let config = Config {
+        behavior_unset: true,
+        ..Config::default()
+    };
+    for day in ["diurnal", "nasa-1995-07-05.csv", "release-regression"] {
+        let (rec, fleet, _) = compare(day, &config, &[]);
+        let report = format!(
+            "{day}
+recommended {rec:?}
+static {fleet:?}"
+        );
+        assert_meets_the_bar(&rec, &fleet, &report);
+    }
+    let (rec, _, others) = compare(
+        "slow-dependency",
+        &config,
+        &[Policy::P95 { target_s: None }],
+    );
+    let p95 = &others[0];
+    let report = format!(
+        "recommended {rec:?}
+p95 {p95:?}"
+    );
+    assert!(rec.slo_attainment >= p95.slo_attainment, "{report}");
+    assert!(rec.replica_hours <= 0.6 * p95.replica_hours, "{report}");
+}
+
 /// A slow dependency that more pods do fix: each request holds its worker twice as long,
 /// and the objective leaves room for that service time (100 ms requests against 1 s, or
 /// one 20 ms worker a pod against 300 ms), so the fleet the slower requests need holds it.
