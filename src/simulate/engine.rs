@@ -554,7 +554,7 @@ impl<'a> Loop<'a> {
                 }
                 (None, Some((threshold, fallback))) => {
                     self.failures += 1;
-                    (self.failures >= threshold).then(|| {
+                    (self.failures > threshold).then(|| {
                         out.fallbacks += 1;
                         fallback
                     })

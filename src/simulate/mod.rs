@@ -250,9 +250,7 @@ impl SimulateArgs {
                 min_replicas: self.min_replicas,
                 max_replicas: self.max_replicas,
                 activation: self.activation,
-                fallback: self
-                    .fallback_replicas
-                    .map(|r| (self.failure_threshold.max(1), r)),
+                fallback: self.fallback_replicas.map(|r| (self.failure_threshold, r)),
             },
             behavior,
             hpa_sync_s: secs(self.hpa_sync),

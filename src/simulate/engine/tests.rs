@@ -98,6 +98,20 @@ fn no_data_triggers_the_fallback() {
     assert_eq!(run.max_replicas, 7);
 }
 
+/// KEDA serves the fallback once the failures are more than `failureThreshold`
+/// (`pkg/fallback/fallback.go`: `NumberOfFailures > FailureThreshold`): with 3, from the
+/// fourth failing HPA sync; with 0, from the first. No data from the start, syncs every 15 s
+/// over 120 s: 8 syncs.
+#[test]
+fn the_fallback_comes_after_more_failures_than_the_threshold() {
+    for (threshold, fallbacks) in [(3, 5), (0, 8)] {
+        let mut config = Config::default();
+        config.keda.fallback = Some((threshold, 7));
+        let run = run(&flat(0.0, 120), &Policy::P95 { target_s: None }, &config);
+        assert_eq!(run.fallbacks, fallbacks, "threshold {threshold}");
+    }
+}
+
 #[test]
 fn scale_to_zero_after_cooldown_and_back() {
     let mut config = Config::default();
