@@ -507,14 +507,29 @@ impl<'a> Loop<'a> {
             && now.is_multiple_of(polling)
             && !matches!(policy, Policy::Cpu { .. })
         {
-            let active = read(policy, config, ring, now).is_some_and(|v| v > keda.activation);
-            if active {
-                self.last_active = now_s;
-                if replicas == 0 {
-                    next = 1;
+            // No data reads as 0 (inactive) only where the scaler answers 0 for it (rps,
+            // concurrency: `ignoreNullValues`); for a latency, an SLO ratio or sloCapacity it
+            // answers an error, and KEDA neither activates nor scales to zero on an error
+            // (`pkg/scaling/executor/scale_scaledobjects.go`: `!isActive && isError`).
+            let reading = read(policy, config, ring, now).or(match policy {
+                Policy::Rps { .. } | Policy::Concurrency { .. } => Some(0.0),
+                _ => None,
+            });
+            match reading {
+                Some(v) if v > keda.activation => {
+                    self.last_active = now_s;
+                    if replicas == 0 {
+                        next = 1;
+                    }
                 }
-            } else if replicas > 0 && now_s - self.last_active >= f64::from(keda.cooldown_s) {
-                next = 0;
+                // Strictly past the cooldown (`scaleToZeroOrIdle`: `LastActiveTime.Add(
+                // cooldownPeriod).Before(now)`).
+                Some(_)
+                    if replicas > 0 && now_s - self.last_active > f64::from(keda.cooldown_s) =>
+                {
+                    next = 0;
+                }
+                _ => {}
             }
         }
         // The HPA: only while the target has pods (KEDA owns 0 ↔ 1).

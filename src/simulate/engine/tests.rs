@@ -112,6 +112,22 @@ fn the_fallback_comes_after_more_failures_than_the_threshold() {
     }
 }
 
+/// With `minReplicaCount: 0`, a latency with no data is an error, not an idle target: KEDA
+/// keeps the pods (the simulator scaled a p95 policy to zero once the traffic stopped).
+#[test]
+fn no_data_is_not_idle_for_a_latency() {
+    let mut config = Config::default();
+    config.keda.min_replicas = 0;
+    let mut scenario = flat(50.0, 600);
+    scenario.seconds.extend(vec![Second::at(0.0); 900]);
+    let run = run(&scenario, &Policy::P95 { target_s: None }, &config);
+    assert!(
+        run.minutes.iter().all(|m| m.replicas >= 1.0),
+        "{:?}",
+        run.minutes
+    );
+}
+
 #[test]
 fn scale_to_zero_after_cooldown_and_back() {
     let mut config = Config::default();
