@@ -145,44 +145,50 @@ fn now_ns() -> u64 {
         .as_nanos() as u64
 }
 
+/// One resource of `service`'s `spans`.
+fn resource(service: String, spans: Vec<Span>) -> ResourceSpans {
+    ResourceSpans {
+        resource: Some(Resource {
+            attributes: vec![KeyValue {
+                key: "service.name".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue(service)),
+                }),
+                ..KeyValue::default()
+            }],
+            ..Resource::default()
+        }),
+        scope_spans: vec![ScopeSpans {
+            spans,
+            ..ScopeSpans::default()
+        }],
+        ..ResourceSpans::default()
+    }
+}
+
 /// `n` spans as small as a valid span gets (ids, kind, times), with durations from
-/// 1 ns to 1000 s and end times over the whole retention, so every bucket of every
+/// 1 ns to 100 s and end times over the whole retention (600 s), so every bucket of every
 /// series gets a sketch of every width; `service` may hold `{}` for one of 50 services.
 fn minimal(service: &str, n: usize) -> ExportTraceServiceRequest {
     let now = now_ns();
     let resources = if service.contains("{}") { 50 } else { 1 };
     ExportTraceServiceRequest {
         resource_spans: (0..resources)
-            .map(|r| ResourceSpans {
-                resource: Some(Resource {
-                    attributes: vec![KeyValue {
-                        key: "service.name".into(),
-                        value: Some(AnyValue {
-                            value: Some(any_value::Value::StringValue(
-                                service.replace("{}", &r.to_string()),
-                            )),
-                        }),
-                        ..KeyValue::default()
-                    }],
-                    ..Resource::default()
-                }),
-                scope_spans: vec![ScopeSpans {
-                    spans: (0..n / resources)
-                        .map(|i| {
-                            let end = now - (i as u64 % 590) * 1_000_000_000;
-                            Span {
-                                trace_id: vec![9; 16],
-                                span_id: vec![1; 8],
-                                kind: 2,
-                                start_time_unix_nano: end - 10u64.pow((i % 13) as u32),
-                                end_time_unix_nano: end,
-                                ..Span::default()
-                            }
-                        })
-                        .collect(),
-                    ..ScopeSpans::default()
-                }],
-                ..ResourceSpans::default()
+            .map(|r| {
+                let spans = (0..n / resources)
+                    .map(|i| {
+                        let end = now - (i as u64 % 590) * 1_000_000_000;
+                        Span {
+                            trace_id: vec![9; 16],
+                            span_id: vec![1; 8],
+                            kind: 2,
+                            start_time_unix_nano: end - 10u64.pow((i % 12) as u32),
+                            end_time_unix_nano: end,
+                            ..Span::default()
+                        }
+                    })
+                    .collect();
+                resource(service.replace("{}", &r.to_string()), spans)
             })
             .collect(),
     }
@@ -355,35 +361,21 @@ async fn compression_bombs_are_refused_in_bounded_memory() {
 /// bound instead.
 fn wide_sketches(round: usize) -> Vec<u8> {
     let now = now_ns();
-    let services = 100;
     ExportTraceServiceRequest {
-        resource_spans: (0..services)
-            .map(|r| ResourceSpans {
-                resource: Some(Resource {
-                    attributes: vec![KeyValue {
-                        key: "service.name".into(),
-                        value: Some(AnyValue {
-                            value: Some(any_value::Value::StringValue(format!("wide-{round}-{r}"))),
-                        }),
-                        ..KeyValue::default()
-                    }],
-                    ..Resource::default()
-                }),
-                scope_spans: vec![ScopeSpans {
-                    spans: (0..590u64)
-                        .flat_map(|s| {
-                            let end = now - s * 1_000_000_000;
-                            [1, 590_000_000_000].map(|d| Span {
-                                kind: 2,
-                                start_time_unix_nano: end - d,
-                                end_time_unix_nano: end,
-                                ..Span::default()
-                            })
+        resource_spans: (0..100)
+            .map(|r| {
+                let spans = (0..590u64)
+                    .flat_map(|s| {
+                        let end = now - s * 1_000_000_000;
+                        [1, 590_000_000_000].map(|d| Span {
+                            kind: 2,
+                            start_time_unix_nano: end - d,
+                            end_time_unix_nano: end,
+                            ..Span::default()
                         })
-                        .collect(),
-                    ..ScopeSpans::default()
-                }],
-                ..ResourceSpans::default()
+                    })
+                    .collect();
+                resource(format!("wide-{round}-{r}"), spans)
             })
             .collect(),
     }

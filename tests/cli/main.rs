@@ -3,18 +3,12 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../common/loopback.rs"]
+mod loopback;
+
 /// Every listener on a loopback port of the kernel's choosing: a command line wrongly
 /// accepted starts a server that takes no fixed port, and is stopped after a while.
-const ANY_PORT: [&str; 8] = [
-    "--grpc-addr",
-    "127.0.0.1:0",
-    "--admin-addr",
-    "127.0.0.1:0",
-    "--otlp-grpc-addr",
-    "127.0.0.1:0",
-    "--otlp-http-addr",
-    "127.0.0.1:0",
-];
+use loopback::LOOPBACK_ADDRS as ANY_PORT;
 
 /// Runs `slo-scaler args…` with `env`: its exit status (`None` when it was still running
 /// after 20 s and was stopped) and what it printed.

@@ -236,18 +236,8 @@ fn idle_entries_go() {
 /// error, a stale or an uncached answer all stop reuse.
 #[tokio::test]
 async fn only_what_the_cache_would_serve_is_reused() {
-    use crate::cache::{CacheConfig, SignalCache};
     use crate::source::Reading;
-    let (_, metrics) = crate::telemetry::Metrics::standalone();
-    let cache = SignalCache::new(
-        CacheConfig {
-            max_stale: Duration::from_secs(60),
-            max_ttl: Duration::from_secs(60),
-            max_entries: 10,
-            max_bytes: 1 << 20,
-        },
-        Arc::new(metrics),
-    );
+    let cache = small_cache();
     let b = board(10, Duration::from_secs(60));
     let e = b.entry("shop", "orders", &trigger(300), plan).unwrap();
     let q = e.plan.query.clone();
@@ -370,18 +360,8 @@ fn a_debug_row_is_bounded_whatever_the_caller_sends() {
 /// GetMetrics for another metric) does not age it.
 #[tokio::test]
 async fn a_lookup_that_serves_no_value_does_not_age_the_value() {
-    use crate::cache::{CacheConfig, SignalCache};
     use crate::source::Reading;
-    let (_, metrics) = crate::telemetry::Metrics::standalone();
-    let cache = SignalCache::new(
-        CacheConfig {
-            max_stale: Duration::from_secs(60),
-            max_ttl: Duration::from_secs(60),
-            max_entries: 10,
-            max_bytes: 1 << 20,
-        },
-        Arc::new(metrics),
-    );
+    let cache = small_cache();
     let b = board(10, Duration::from_secs(600));
     let e = b.entry("shop", "orders", &trigger(300), plan).unwrap();
     let (served, watch) = cache
@@ -410,4 +390,18 @@ async fn a_lookup_that_serves_no_value_does_not_age_the_value() {
         "{} s after a lookup that served nothing",
         age()
     );
+}
+
+/// A cache of ten entries whose answers are fresh for up to 60 s and served stale for 60 s.
+fn small_cache() -> crate::cache::SignalCache {
+    let (_, metrics) = crate::telemetry::Metrics::standalone();
+    crate::cache::SignalCache::new(
+        crate::cache::CacheConfig {
+            max_stale: Duration::from_secs(60),
+            max_ttl: Duration::from_secs(60),
+            max_entries: 10,
+            max_bytes: 1 << 20,
+        },
+        Arc::new(metrics),
+    )
 }

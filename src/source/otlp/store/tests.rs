@@ -126,6 +126,17 @@ fn query(service: &str, version: Option<&str>, measure: TraceMeasure, window_s: 
     }
 }
 
+/// The snapshot of `service`'s server spans over the 60 s before `now`.
+fn snapshot_60s(store: &Store, service: &str, now: SystemTime) -> Snapshot {
+    store
+        .snapshot_at(
+            &query(service, None, p(0.5), 60).selector,
+            Duration::from_secs(60),
+            now,
+        )
+        .expect("snapshot")
+}
+
 fn p(q: f64) -> TraceMeasure {
     TraceMeasure::Latency(Quantile::new(q).expect("valid quantile"))
 }

@@ -274,13 +274,7 @@ fn a_span_sampled_more_sparsely_than_the_bound_is_refused_not_counted() {
     let summary = store.ingest(req);
     assert_eq!(summary.accepted, 1001);
     assert_eq!(summary.rejected, [(RejectReason::SampledTooSparsely, 1)]);
-    let snap = store
-        .snapshot_at(
-            &query("orders", None, p(0.5), 60).selector,
-            Duration::from_secs(60),
-            at(100 * S),
-        )
-        .expect("snapshot");
+    let snap = snapshot_60s(&store, "orders", at(100 * S));
     assert_eq!(snap.count() as f64, 1000.0 + MAX_ADJUSTED_COUNT);
     assert_eq!(
         snap.value(TraceMeasure::ErrorRatio).expect("known"),

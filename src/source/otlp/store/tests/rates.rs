@@ -146,13 +146,7 @@ fn sampled_spans_count_by_their_adjusted_count() {
     assert_eq!(summary.rejected, [(RejectReason::TooNew, 1)]);
     assert_eq!(summary.without_sampling_record, 1);
 
-    let snap = store
-        .snapshot_at(
-            &query("orders", None, p(0.5), 60).selector,
-            Duration::from_secs(60),
-            at(100 * S),
-        )
-        .expect("snapshot");
+    let snap = snapshot_60s(&store, "orders", at(100 * S));
     // 2 + 1 + 4 spans, the last (4) an error.
     assert_eq!((snap.count(), snap.errors()), (7, 4));
     assert_eq!(
