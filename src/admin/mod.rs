@@ -30,9 +30,9 @@ use crate::telemetry::{Metrics, OutcomeLabels};
 /// At most this many answers of each board view (`/metrics`, `/debug/signals`) are built and
 /// sent at once (two: Prometheus' HA pair scraping together); past it a request waits up to
 /// [`PLACE_WAIT`] for a place (scrapes that overlap by chance are served a moment later, not
-/// failed), then the admin port answers 503 with `Retry-After: 1`. An answer may take tens of MB (docs/limits.md): the bound keeps
-/// a burst of page refreshes or slow readers from multiplying that. `/healthz` and `/readyz`
-/// are never limited.
+/// failed), then the admin port answers 503 with `Retry-After: 1`. An answer may take tens
+/// of MB (docs/limits.md): the bound keeps a burst of page refreshes or slow readers from
+/// multiplying that. `/healthz` and `/readyz` are never limited.
 pub const BOARD_VIEWS_AT_ONCE: usize = 2;
 
 /// How long a board view's request waits for a place: well within Prometheus' default

@@ -100,16 +100,12 @@ impl Service<http::Request<tonic::body::Body>> for OtlpGrpc {
 /// `RetryInfo`, which they do not retry: the same message never fits. tonic answers it
 /// before the call, as a trailers-only response (the status in the headers).
 fn never_retried(response: &mut http::Response<tonic::body::Body>) {
-    let out_of_range = (tonic::Code::OutOfRange as i32).to_string();
-    if response
-        .headers()
-        .get("grpc-status")
-        .is_some_and(|code| code.as_bytes() == out_of_range.as_bytes())
-    {
-        let exhausted = (tonic::Code::ResourceExhausted as i32).to_string();
-        if let Ok(code) = http::HeaderValue::from_str(&exhausted) {
-            response.headers_mut().insert("grpc-status", code);
-        }
+    // gRPC's codes: OUT_OF_RANGE is 11, RESOURCE_EXHAUSTED 8.
+    const _: () = assert!(tonic::Code::OutOfRange as i32 == 11);
+    const _: () = assert!(tonic::Code::ResourceExhausted as i32 == 8);
+    let headers = response.headers_mut();
+    if headers.get("grpc-status").is_some_and(|code| code == "11") {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
     }
 }
 
